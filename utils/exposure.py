@@ -1,0 +1,36 @@
+"""Exposure conventions shared by every script.
+
+residual r = (gray(ideal) - gray(test)) / 255 with gray = 0.299 R + 0.587 G + 0.114 B,
+r in [-1, 1]; r > 0 is under-exposed (needs light), r < 0 over-exposed.
+"""
+import numpy as np
+import torch
+
+GRAY_WEIGHTS = (0.299, 0.587, 0.114)
+DEFAULT_THRESHOLD = 0.1
+
+
+def gray(rgb):
+    """Luma of an RGB array/tensor: numpy H x W x 3 (channels last) or torch B x 3 x H x W."""
+    if isinstance(rgb, torch.Tensor):
+        w = torch.tensor(GRAY_WEIGHTS, dtype=rgb.dtype, device=rgb.device).view(1, 3, 1, 1)
+        return (rgb * w).sum(dim=1, keepdim=True)
+    rgb = np.asarray(rgb)
+    return rgb[..., 0] * GRAY_WEIGHTS[0] + rgb[..., 1] * GRAY_WEIGHTS[1] + rgb[..., 2] * GRAY_WEIGHTS[2]
+
+
+def holistic_score(residual):
+    """The paper's untuned mapping from a residual map to a 0..10 score: 10 * (1 - mean|r|)."""
+    return 10.0 * (1.0 - float(np.abs(np.asarray(residual, dtype=np.float64)).mean()))
+
+
+def residual_stats(residual, threshold=DEFAULT_THRESHOLD):
+    """Per-image numbers of a residual map (numpy, any shape)."""
+    r = np.asarray(residual, dtype=np.float64)
+    return {
+        "mean_residual": float(r.mean()),
+        "mean_abs_residual": float(np.abs(r).mean()),
+        "pct_over": float((r < -threshold).mean() * 100.0),
+        "pct_under": float((r > threshold).mean() * 100.0),
+        "score": holistic_score(r),
+    }
