@@ -1,0 +1,170 @@
+"""P-IEANet as the paper describes it: a Haar DWT splits the image, a lightness branch works on the low-frequency band,
+a structure branch on the three high-frequency bands, and the inverse DWT plus a small head fuse them into a
+1-channel residual map at input resolution.
+
+Shapes for an H x W input (padded to a multiple of ``tile_multiple``), width C:
+    haar_dwt                      low 3 @ 1/2,  high 9 @ 1/2
+    lightness_branch(low)         C @ 1/4 blocks (conv, local channel attention, pixel attention) -> bands_out @ 1/2
+    structure_branch(high)        8-direction gradients -> short-range conv encoder @ 1/2
+                                  + long-range window attention @ 1/8 -> 3 * bands_out @ 1/2
+    haar_idwt -> head             bands_out @ 1 -> 1 channel, tanh -> residual in [-1, 1]
+
+Every operation has a bounded receptive field (channel attention pools a local window instead of the whole image;
+attention runs in fixed windows), so the cost is linear in the pixel count, any image size works, images in a batch are
+independent, and tiled inference with tile origins on multiples of ``tile_multiple`` reproduces the whole-image map.
+"""
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from models.haar import haar_dwt, haar_idwt
+
+# 8 neighbour offsets (dy, dx): the directions of the structure branch's gradients.
+DIRECTIONS = [(-1, 0), (1, 0), (0, -1), (0, 1), (-1, -1), (1, -1), (-1, 1), (1, 1)]
+
+
+def conv3x3(in_channels, out_channels):
+    return nn.Conv2d(in_channels, out_channels, 3, padding=1)
+
+
+def box_mean(x, size):
+    """Mean over a size x size neighbourhood (separable, borders averaged over the pixels that exist)."""
+    x = F.avg_pool2d(x, (size, 1), stride=1, padding=(size // 2, 0), count_include_pad=False)
+    return F.avg_pool2d(x, (1, size), stride=1, padding=(0, size // 2), count_include_pad=False)
+
+
+class LightnessBlock(nn.Module):
+    """conv-ReLU-conv, channel attention from a local context window, pixel attention, residual."""
+
+    def __init__(self, channels, context):
+        super().__init__()
+        self.context = context
+        self.body = nn.Sequential(conv3x3(channels, channels), nn.ReLU(inplace=True), conv3x3(channels, channels))
+        self.channel_attention = nn.Sequential(nn.Conv2d(channels, channels // 4, 1), nn.ReLU(inplace=True),
+                                               nn.Conv2d(channels // 4, channels, 1), nn.Sigmoid())
+        self.pixel_attention = nn.Sequential(nn.Conv2d(channels, channels // 4, 1), nn.ReLU(inplace=True),
+                                             nn.Conv2d(channels // 4, 1, 1), nn.Sigmoid())
+
+    def forward(self, x):
+        y = self.body(x)
+        y = y * self.channel_attention(box_mean(y, self.context))
+        return x + y * self.pixel_attention(y)
+
+
+class LightnessBranch(nn.Module):
+    def __init__(self, width, blocks, bands_out, context):
+        super().__init__()
+        self.stem = nn.Sequential(conv3x3(3, width // 2), nn.ReLU(inplace=True),
+                                  nn.Conv2d(width // 2, width, 2, stride=2))
+        self.blocks = nn.Sequential(*[LightnessBlock(width, context) for _ in range(blocks)])
+        self.out = nn.Conv2d(width, bands_out, 1)
+        self.skip = nn.Conv2d(3, bands_out, 1)
+
+    def forward(self, low):
+        y = self.out(self.blocks(self.stem(low)))
+        return self.skip(low) + F.interpolate(y, size=low.shape[-2:], mode="bilinear", align_corners=False)
+
+
+class WindowAttention(nn.Module):
+    """Pre-norm transformer layer with multi-head self-attention inside non-overlapping window x window patches.
+    A depthwise conv in front supplies position and passes information between neighbouring windows."""
+
+    def __init__(self, dim, heads, window):
+        super().__init__()
+        self.heads, self.window = heads, window
+        self.position = nn.Conv2d(dim, dim, 3, padding=1, groups=dim)
+        self.norm1 = nn.LayerNorm(dim)
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.proj = nn.Linear(dim, dim)
+        self.norm2 = nn.LayerNorm(dim)
+        self.mlp = nn.Sequential(nn.Linear(dim, 2 * dim), nn.GELU(), nn.Linear(2 * dim, dim))
+
+    def forward(self, x):
+        x = x + self.position(x)
+        batch, dim, height, width = x.shape
+        w = self.window
+        tokens = (x.view(batch, dim, height // w, w, width // w, w).permute(0, 2, 4, 3, 5, 1)
+                  .reshape(-1, w * w, dim))
+        q, k, v = (self.qkv(self.norm1(tokens)).view(tokens.shape[0], w * w, 3, self.heads, dim // self.heads)
+                   .permute(2, 0, 3, 1, 4))
+        attended = F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(tokens.shape)
+        tokens = tokens + self.proj(attended)
+        tokens = tokens + self.mlp(self.norm2(tokens))
+        return (tokens.view(batch, height // w, width // w, w, w, dim).permute(0, 5, 1, 3, 2, 4)
+                .reshape(batch, dim, height, width))
+
+
+class StructureBranch(nn.Module):
+    def __init__(self, width, attention_layers, heads, window, bands_out):
+        super().__init__()
+        features = width // 2
+        kernels = torch.zeros(len(DIRECTIONS), 1, 3, 3)
+        for i, (dy, dx) in enumerate(DIRECTIONS):
+            kernels[i, 0, 1, 1] = 1.0
+            kernels[i, 0, 1 + dy, 1 + dx] -= 1.0
+        self.register_buffer("gradient_kernels", kernels.repeat(9, 1, 1, 1), persistent=False)
+        self.embed = nn.Sequential(nn.Conv2d(9 * (1 + len(DIRECTIONS)), features, 1), nn.ReLU(inplace=True))
+        self.short_range = nn.Sequential(conv3x3(features, features), nn.ReLU(inplace=True),
+                                         conv3x3(features, features), nn.ReLU(inplace=True))
+        self.down = nn.Conv2d(features, width, 4, stride=4)
+        self.long_range = nn.Sequential(*[WindowAttention(width, heads, window) for _ in range(attention_layers)])
+        self.up = nn.Conv2d(width, features, 1)
+        self.out = nn.Sequential(nn.Conv2d(2 * features, features, 1), nn.ReLU(inplace=True),
+                                 nn.Conv2d(features, 3 * bands_out, 1))
+
+    def gradients(self, high):
+        """h(p) - h(p + d) for the 8 neighbour directions d, per band (edges replicated)."""
+        return F.conv2d(F.pad(high, (1, 1, 1, 1), mode="replicate"), self.gradient_kernels, groups=high.shape[1])
+
+    def forward(self, high):
+        x = self.embed(torch.cat([high, self.gradients(high)], dim=1))
+        short = self.short_range(x)
+        long = self.up(self.long_range(self.down(x)))
+        long = F.interpolate(long, size=x.shape[-2:], mode="bilinear", align_corners=False)
+        return self.out(torch.cat([short, long], dim=1))
+
+
+class PIEANet(nn.Module):
+    """B x 3 x H x W RGB in [0, 1] -> B x 1 x H x W residual in [-1, 1] (> 0 under-exposed, < 0 over-exposed).
+
+    Ablations (the paper's Table 3): ``use_dwt=False`` replaces the Haar transform and its inverse with learned stride-2
+    convolutions; ``use_lightness=False`` / ``use_structure=False`` replace that branch with a 1x1 projection of its bands.
+    """
+
+    native_size = None
+
+    def __init__(self, width=32, lightness_blocks=3, attention_layers=2, heads=4, window=8, context=15, bands=8,
+                 use_dwt=True, use_lightness=True, use_structure=True):
+        super().__init__()
+        self.config = dict(name="pieanet", width=width, lightness_blocks=lightness_blocks,
+                           attention_layers=attention_layers, heads=heads, window=window, context=context, bands=bands,
+                           use_dwt=use_dwt, use_lightness=use_lightness, use_structure=use_structure)
+        self.tile_multiple = 8 * window  # DWT (2) x lightness stride (2) x attention stride (4) x window
+        self.use_dwt = use_dwt
+        if not use_dwt:
+            self.analysis = nn.Conv2d(3, 12, 2, stride=2)
+            self.synthesis = nn.ConvTranspose2d(4 * bands, bands, 2, stride=2)
+        self.lightness_branch = (LightnessBranch(width, lightness_blocks, bands, context) if use_lightness
+                                 else nn.Conv2d(3, bands, 1))
+        self.structure_branch = (StructureBranch(width, attention_layers, heads, window, bands) if use_structure
+                                 else nn.Conv2d(9, 3 * bands, 1))
+        self.head = nn.Sequential(conv3x3(bands, bands), nn.ReLU(inplace=True), conv3x3(bands, 1))
+
+    def split(self, x):
+        if self.use_dwt:
+            return haar_dwt(x)
+        bands = self.analysis(x)
+        return bands[:, :3], bands[:, 3:]
+
+    def merge(self, low, high):
+        if self.use_dwt:
+            return haar_idwt(low, high)
+        return self.synthesis(torch.cat([low, high], dim=1))
+
+    def forward(self, x):
+        height, width = x.shape[-2:]
+        m = self.tile_multiple
+        x = F.pad(x, (0, -width % m, 0, -height % m), mode="replicate")
+        low, high = self.split(x)
+        bands = self.merge(self.lightness_branch(low), self.structure_branch(high))
+        return torch.tanh(self.head(bands))[..., :height, :width]
