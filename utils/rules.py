@@ -1,0 +1,252 @@
+"""Rule bases: YAML files that turn a residual map into a 0-100 score with an explanation.
+
+The language is documented in configs/rules/README.md. ``load_rules(path)`` checks a file against it and raises
+``RuleError("<file>:<line>: <key>: <what is wrong>")``; ``RuleBase.score(residual, regions)`` returns the score, the
+table row each criterion matched and the measured values.
+"""
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import yaml
+from yaml.constructor import SafeConstructor
+
+from utils.exposure import DEFAULT_THRESHOLD, gray
+from utils.regions import REGION_NAMES
+
+RULES_DIR = Path(__file__).resolve().parents[1] / "configs" / "rules"
+CLIP_LOW, CLIP_HIGH = 2 / 255, 253 / 255  # photo gray levels counted as crushed / blown
+
+
+def _fraction(mask):
+    return float(mask.mean()) if mask.size else 0.0
+
+
+# measure name -> (function of (r, photo_gray, threshold) over the region's pixels, is it a fraction of pixels)
+MEASURES = {
+    "over": (lambda r, g, t: _fraction(r < -t), True),
+    "under": (lambda r, g, t: _fraction(r > t), True),
+    "misexposed": (lambda r, g, t: _fraction(np.abs(r) > t), True),
+    "clipped": (lambda r, g, t: _fraction((g <= CLIP_LOW) | (g >= CLIP_HIGH)), True),
+    "mean_abs": (lambda r, g, t: float(np.abs(r).mean()), False),
+    "mean_over": (lambda r, g, t: float(np.clip(-r, 0, None).mean()), False),
+    "mean_under": (lambda r, g, t: float(np.clip(r, 0, None).mean()), False),
+    "std": (lambda r, g, t: float(r.std()), False),
+}
+COMBINE = ("min", "weighted_mean")
+TOP_KEYS = {"name", "description", "threshold", "combine", "criteria"}
+CRITERION_KEYS = {"name", "region", "measure", "table", "weight", "if_empty"}
+
+
+class RuleError(ValueError):
+    """A rule file that does not follow the rule language."""
+
+
+@dataclass
+class Row:
+    max: float | None  # None: the catch-all last row
+    score: float
+
+
+@dataclass
+class Criterion:
+    name: str
+    region: str
+    measure: str
+    table: list
+    weight: float = 1.0
+    if_empty: str = "skip"
+
+    def match(self, value):
+        """(index, row) of the first row whose max the value does not exceed."""
+        for i, row in enumerate(self.table):
+            if row.max is None or value <= row.max:
+                return i, row
+        raise AssertionError("the last row always matches")  # load_rules guarantees a catch-all row
+
+
+@dataclass
+class RuleBase:
+    name: str
+    description: str
+    criteria: list
+    combine: str = "min"
+    threshold: float = DEFAULT_THRESHOLD
+    source: str = ""
+
+    def score(self, residual, regions, photo=None, threshold=None):
+        """Score a residual map (H x W). ``regions`` is a ``utils.regions.Regions`` of the photo; ``photo``
+        (H x W x 3, same size) is needed only by the ``clipped`` measure. Returns a dict: score, combine, criteria
+        (per criterion: region, measure, value, region_fraction, row, row_max, score, or skipped with a reason)."""
+        t = self.threshold if threshold is None else threshold
+        luma = gray(photo) if photo is not None else None
+        results = []
+        for c in self.criteria:
+            region = c.region
+            mask = regions.mask(region)
+            if not mask.any() and c.if_empty != "skip":
+                region, mask = c.if_empty, regions.mask(c.if_empty)
+            result = {"name": c.name, "region": region, "measure": c.measure, "region_fraction": _fraction(mask)}
+            if not mask.any():
+                results.append({**result, "skipped": f"no {c.region} found"})
+                continue
+            if c.measure == "clipped" and luma is None:
+                raise ValueError(f"rule {self.name!r}: the 'clipped' measure needs the photo")
+            function, _ = MEASURES[c.measure]
+            value = function(residual[mask], luma[mask] if luma is not None else None, t)
+            index, row = c.match(value)
+            results.append({**result, "value": value, "row": index + 1, "row_max": row.max, "score": row.score,
+                            "weight": c.weight})
+        scored = [r for r in results if "score" in r]
+        if not scored:
+            total = 100.0
+        elif self.combine == "min":
+            total = min(r["score"] for r in scored)
+        else:
+            total = sum(r["score"] * r["weight"] for r in scored) / sum(r["weight"] for r in scored)
+        return {"rules": self.name, "score": float(total), "combine": self.combine, "threshold": t,
+                "criteria": results}
+
+
+def explain(result):
+    """Human-readable lines: one per criterion, the measured value and the row it matched."""
+    lines = []
+    for c in result["criteria"]:
+        head = f"{c['name']}: {c['measure']} in {c['region']}"
+        if "skipped" in c:
+            lines.append(f"{head}: skipped ({c['skipped']})")
+            continue
+        value, bound = format_value(c["measure"], c["value"]), c["row_max"]
+        row = "otherwise" if bound is None else f"<= {format_value(c['measure'], bound)}"
+        lines.append(f"{head} = {value} -> row {c['row']} ({row}) -> {c['score']:g}")
+    return lines
+
+
+def format_value(measure, value):
+    return f"{100 * value:.1f} %" if MEASURES[measure][1] else f"{value:.3f}"
+
+
+def resolve_rules(name_or_path):
+    """A rule file path from a shipped rule name (``landscape``) or a path."""
+    path = Path(name_or_path)
+    if path.suffix in (".yaml", ".yml") or path.exists():
+        return path
+    candidate = RULES_DIR / f"{name_or_path}.yaml"
+    if candidate.is_file():
+        return candidate
+    shipped = ", ".join(sorted(p.stem for p in RULES_DIR.glob("*.yaml")))
+    raise RuleError(f"{name_or_path}: no such rule file and not a shipped rule name; expected a .yaml path or one of "
+                    f"{shipped}")
+
+
+def load_rules(name_or_path):
+    """Read and check a rule file; a mistake raises RuleError naming the file, the line and the key."""
+    path = resolve_rules(name_or_path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise RuleError(f"{path}: cannot read the rule file ({e.__class__.__name__}: {e})") from None
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark else str(path)
+        raise RuleError(f"{where}: not valid YAML ({getattr(e, 'problem', None) or e})") from None
+    if root is None:
+        raise RuleError(f"{path}:1: the file is empty; expected a mapping with a 'criteria' list")
+    top = _Node(root, str(path), "").mapping(TOP_KEYS, required={"criteria"})
+    criteria_node = top["criteria"]
+    items = criteria_node.sequence()
+    if not items:
+        criteria_node.fail("needs at least one criterion")
+    criteria = [_criterion(item) for item in items]
+    combine = top["combine"].choice(COMBINE) if "combine" in top else "min"
+    threshold = top["threshold"].number(low=0.0, high=1.0) if "threshold" in top else DEFAULT_THRESHOLD
+    return RuleBase(name=top["name"].string() if "name" in top else path.stem,
+                    description=top["description"].string() if "description" in top else "",
+                    criteria=criteria, combine=combine, threshold=threshold, source=str(path))
+
+
+def _criterion(node):
+    keys = node.mapping(CRITERION_KEYS, required={"measure", "table"})
+    region = keys["region"].choice(REGION_NAMES) if "region" in keys else "all"
+    measure = keys["measure"].choice(MEASURES)
+    rows = keys["table"].sequence()
+    if not rows:
+        keys["table"].fail("needs at least one row")
+    table = []
+    for i, row_node in enumerate(rows):
+        row = row_node.mapping({"max", "score"}, required={"score"})
+        bound = row["max"].number() if "max" in row else None
+        last = i == len(rows) - 1
+        if bound is None and not last:
+            row_node.fail("only the last row may leave out 'max' (it catches every larger value)")
+        if bound is not None and last:
+            row_node.fail("the last row must leave out 'max' so that every value matches a row")
+        if bound is not None and table and table[-1].max is not None and bound <= table[-1].max:
+            row["max"].fail(f"rows must be in increasing order of 'max' ({bound:g} after {table[-1].max:g})")
+        table.append(Row(bound, row["score"].number(low=0.0, high=100.0)))
+    if_empty = keys["if_empty"].choice(("skip",) + REGION_NAMES) if "if_empty" in keys else "skip"
+    return Criterion(name=keys["name"].string() if "name" in keys else f"{measure} in {region}", region=region,
+                     measure=measure, table=table,
+                     weight=keys["weight"].number(low=0.0) if "weight" in keys else 1.0, if_empty=if_empty)
+
+
+class _Node:
+    """A YAML node with its file, line and key path, for error messages."""
+
+    def __init__(self, node, file, path):
+        self.node, self.file, self.path = node, file, path
+
+    def fail(self, message):
+        line = self.node.start_mark.line + 1
+        raise RuleError(f"{self.file}:{line}: {self.path or 'top level'}: {message}")
+
+    def mapping(self, allowed, required=()):
+        if not isinstance(self.node, yaml.MappingNode):
+            self.fail(f"expected a mapping with keys {', '.join(sorted(allowed))}")
+        children = {}
+        for key_node, value_node in self.node.value:
+            key = key_node.value
+            child = _Node(value_node, self.file, f"{self.path}.{key}" if self.path else key)
+            if key not in allowed:
+                _Node(key_node, self.file, child.path).fail(
+                    f"unknown key; expected one of {', '.join(sorted(allowed))}")
+            if key in children:
+                _Node(key_node, self.file, child.path).fail("duplicate key")
+            children[key] = child
+        missing = sorted(set(required) - set(children))
+        if missing:
+            self.fail(f"missing key '{missing[0]}'")
+        return children
+
+    def sequence(self):
+        if not isinstance(self.node, yaml.SequenceNode):
+            self.fail("expected a list")
+        return [_Node(item, self.file, f"{self.path}[{i}]") for i, item in enumerate(self.node.value)]
+
+    def scalar(self):
+        if not isinstance(self.node, yaml.ScalarNode):
+            self.fail("expected a single value")
+        return SafeConstructor().construct_object(self.node)
+
+    def number(self, low=None, high=None):
+        value = self.scalar()
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not np.isfinite(value):
+            self.fail(f"expected a number, got {self.node.value!r}")
+        if (low is not None and value < low) or (high is not None and value > high):
+            self.fail(f"{value:g} is outside [{low if low is not None else '-inf'}, "
+                      f"{high if high is not None else 'inf'}]")
+        return float(value)
+
+    def string(self):
+        value = self.scalar()
+        if not isinstance(value, str):
+            self.fail(f"expected text, got {self.node.value!r}")
+        return value
+
+    def choice(self, options):
+        value = self.scalar()
+        if value not in options:
+            self.fail(f"unknown value {value!r}; expected one of {', '.join(options)}")
+        return value
