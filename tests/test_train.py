@@ -1,0 +1,140 @@
+"""train_wavelet.py on a tiny dataset fabricated in the IEA40K layout: a run, a resumed run, and torchrun with gloo."""
+import csv
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from PIL import Image
+from safetensors.torch import load_file
+
+import train_wavelet
+from models import load_model
+from utils.exposure import gray
+
+ROOT = Path(__file__).resolve().parents[1]
+SIZE = 40  # images; training crops are 32 x 32, so augmentation (crop offsets, flips) changes every epoch
+
+
+def make_dataset(root, n_train, n_valid=2):
+    """Random photos and their ideal versions; labels = gray(ideal) - gray(photo) in grey levels, as in IEA40K."""
+    rng = np.random.default_rng(0)
+    (root / "images").mkdir(parents=True)
+    (root / "labels").mkdir()
+    for split, count in (("train", n_train), ("valid", n_valid)):
+        rows = []
+        for i in range(count):
+            ideal = rng.integers(0, 256, (SIZE, SIZE, 3), dtype=np.uint8)
+            gain = rng.uniform(0.3, 1.7)
+            photo = np.clip(ideal * gain, 0, 255).astype(np.uint8)
+            name = f"{split}{i:02d}_{'N1' if gain < 1 else 'P1'}.png"
+            Image.fromarray(photo).save(root / "images" / name)
+            label = (gray(ideal.astype(np.float32)) - gray(photo.astype(np.float32))).astype(np.float32)
+            np.save(root / "labels" / f"{Path(name).stem}.npy", label)
+            rows.append({"img_id": name, "ref_id": f"{split}{i:02d}.png",
+                         "score": 10 * (1 - np.abs(label / 255).mean()), "level": name[-6:-4]})
+        with open(root / f"{split}.csv", "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=["img_id", "ref_id", "score", "level"])
+            writer.writeheader()
+            writer.writerows(rows)
+    return root
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory):
+    return make_dataset(tmp_path_factory.mktemp("iea"), n_train=8)
+
+
+def tiny_config(tmp_path, tiny_model_config, data_root, **train):
+    """A config file for a tiny model on the fabricated data; ``train`` sets train.* keys."""
+    model = {k: v for k, v in tiny_model_config.items()}
+    config = {"base": str(ROOT / "configs" / "base.yaml"), "name": "tiny", "output_dir": str(tmp_path / "runs"),
+              "model": model,
+              "data": {"root": str(data_root), "train_csv": "train.csv", "valid_csv": "valid.csv", "crop": 32,
+                       "workers": 0},
+              "train": {"batch_size": 2, "lr": 1e-3, "log_every_steps": 1, "panels": 1, **train}}
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def run(config_path, *overrides, resume=False):
+    train_wavelet.main(["--config", str(config_path), "--device", "cpu", *(["--resume"] if resume else []),
+                        *overrides])
+
+
+def test_two_steps_make_a_checkpoint_load_model_reads(tmp_path, tiny_model_config, tiny_data):
+    config = tiny_config(tmp_path, tiny_model_config, tiny_data, epochs=1, batch_size=4)
+    run(config)
+    out = tmp_path / "runs" / "tiny"
+    state = torch.load(out / "last.pt", weights_only=True)
+    assert state["global_step"] == 2 and state["epoch"] == 1
+    model = load_model(out / "best.safetensors")
+    assert model.config == {**model.config, **tiny_model_config}
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, state["model"][key]), key  # best = the only epoch's weights
+    residual = model(torch.rand(1, 3, 24, 20))
+    assert residual.shape == (1, 1, 24, 20) and residual.abs().max() <= 1
+    assert yaml.safe_load((out / "config.yaml").read_text())["train"]["batch_size"] == 4
+    log = (out / "train.log").read_text()
+    assert "2 steps of 4 x 1 per epoch" in log and "valid MAE" in log and "images/s" in log
+    assert list(out.glob("events.out.tfevents.*"))
+
+
+def test_resume_reproduces_the_uninterrupted_run_exactly(tmp_path, tiny_model_config, tiny_data):
+    # 8 images, batch 2: 4 steps per epoch, 2 epochs; StepLR every epoch so the schedule matters too
+    settings = dict(epochs=2, lr_step_epochs=1, lr_gamma=0.5)
+    whole = tiny_config(tmp_path / "whole", tiny_model_config, tiny_data, **settings)
+    run(whole)
+    pieces = tiny_config(tmp_path / "pieces", tiny_model_config, tiny_data, **settings)
+    run(pieces, "train.max_steps=3")  # stopped inside epoch 1
+    state = torch.load(tmp_path / "pieces" / "runs" / "tiny" / "last.pt", weights_only=True)
+    assert (state["epoch"], state["step_in_epoch"], state["global_step"]) == (0, 3, 3)
+    run(pieces, "train.max_steps=6", resume=True)  # resumed inside epoch 1, stopped inside epoch 2
+    run(pieces, resume=True)
+
+    expected = torch.load(tmp_path / "whole" / "runs" / "tiny" / "last.pt", weights_only=True)
+    resumed = torch.load(tmp_path / "pieces" / "runs" / "tiny" / "last.pt", weights_only=True)
+    assert resumed["global_step"] == expected["global_step"] == 8
+    for key, value in expected["model"].items():
+        assert torch.equal(resumed["model"][key], value), key
+    for (i, a), b in zip(expected["optimizer"]["state"].items(), resumed["optimizer"]["state"].values()):
+        assert torch.equal(a["exp_avg_sq"], b["exp_avg_sq"]), i
+    assert resumed["scheduler"] == expected["scheduler"]
+    assert resumed["best_mae"] == expected["best_mae"]
+    a = load_file(tmp_path / "whole" / "runs" / "tiny" / "best.safetensors")
+    b = load_file(tmp_path / "pieces" / "runs" / "tiny" / "best.safetensors")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_resume_without_a_saved_state_says_so(tmp_path, tiny_model_config, tiny_data):
+    config = tiny_config(tmp_path, tiny_model_config, tiny_data, epochs=1)
+    with pytest.raises(SystemExit, match="last.pt not found"):
+        run(config, resume=True)
+
+
+def test_torchrun_gloo_two_processes_match_one_process_with_the_double_batch(tmp_path, tiny_model_config, tiny_data):
+    # DDP averages the gradients of the two processes' batches of 2 (DistributedSampler gives rank r the indices
+    # r, r+2, ... of the shuffled epoch): the same update as one process on the 4 images at once.
+    ddp = tiny_config(tmp_path / "ddp", tiny_model_config, tiny_data, epochs=1, batch_size=2)
+    env = {**os.environ, "OMP_NUM_THREADS": "1",
+           "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+    result = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                             str(ROOT / "train_wavelet.py"), "--config", str(ddp), "--device", "cpu"],
+                            env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-3000:]
+    single = tiny_config(tmp_path / "single", tiny_model_config, tiny_data, epochs=1, batch_size=4)
+    run(single)
+    out = tmp_path / "ddp" / "runs" / "tiny"
+    assert "2 steps of 2 x 2 per epoch" in (out / "train.log").read_text()
+    distributed = torch.load(out / "last.pt", weights_only=True)
+    reference = torch.load(tmp_path / "single" / "runs" / "tiny" / "last.pt", weights_only=True)
+    assert distributed["global_step"] == 2
+    for key, value in reference["model"].items():
+        torch.testing.assert_close(distributed["model"][key], value, rtol=1e-4, atol=1e-5, msg=key)
+    load_model(out / "best.safetensors")

@@ -1,0 +1,115 @@
+"""YAML configs with inheritance and dotted command-line overrides.
+
+A config file may name a parent with ``base: other.yaml`` (a path relative to the file); parents are read recursively
+and deep-merged, the child winning key by key. Overrides look like ``train.lr=1e-4`` or ``model.use_dwt=false``; the
+value is parsed as YAML (safe loader; ``1e-4`` is a float). ``check_keys`` rejects any key the reference config does not have.
+"""
+import copy
+import re
+from pathlib import Path
+
+import yaml
+
+
+class Loader(yaml.SafeLoader):
+    """yaml.SafeLoader that also reads exponent floats without a dot (``1e-4``), which YAML 1.1 leaves as strings."""
+
+
+Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+                  |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
+                  |\.[0-9_]+(?:[eE][-+]?[0-9]+)?
+                  |[-+]?\.(?:inf|Inf|INF)
+                  |\.(?:nan|NaN|NAN))$""", re.X),
+    list("-+0123456789."))
+
+
+class ConfigError(ValueError):
+    """A config file or override that cannot be used; the message names the file or key."""
+
+
+def deep_merge(base, update):
+    """A new dict: ``base`` with ``update`` merged in; nested dicts merge, everything else is replaced."""
+    merged = copy.deepcopy(base)
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = deep_merge(merged[key], value)
+        else:
+            merged[key] = copy.deepcopy(value)
+    return merged
+
+
+def load_yaml(path, _chain=()):
+    """The config at ``path`` with its ``base:`` chain resolved (the ``base`` key itself is dropped)."""
+    path = Path(path).resolve()
+    if path in _chain:
+        raise ConfigError(f"{path}: circular 'base:' chain ({' -> '.join(p.name for p in (*_chain, path))})")
+    if not path.is_file():
+        raise ConfigError(f"{path}: config file not found" + (f" (named as base by {_chain[-1]})" if _chain else ""))
+    try:
+        config = yaml.load(path.read_text(), Loader) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
+    if not isinstance(config, dict):
+        raise ConfigError(f"{path}: expected a mapping of keys to values at the top level")
+    base = config.pop("base", None)
+    if base is None:
+        return config
+    return deep_merge(load_yaml(path.parent / base, (*_chain, path)), config)
+
+
+def parse_override(text):
+    """``"train.lr=1e-4"`` -> (["train", "lr"], 0.0001)."""
+    key, sep, value = text.partition("=")
+    if not sep or not key or any(not part for part in key.split(".")):
+        raise ConfigError(f"override {text!r}: expected dotted.key=value, e.g. train.lr=1e-4")
+    try:
+        return key.split("."), yaml.load(value, Loader)
+    except yaml.YAMLError:
+        raise ConfigError(f"override {text!r}: the value is not valid YAML") from None
+
+
+def apply_overrides(config, overrides):
+    """A new config with each ``dotted.key=value`` of ``overrides`` set."""
+    config = copy.deepcopy(config)
+    for text in overrides:
+        keys, value = parse_override(text)
+        node = config
+        for i, key in enumerate(keys[:-1]):
+            if key not in node:
+                raise ConfigError(f"override {text!r}: unknown config key {'.'.join(keys[:i + 1])!r}")
+            if not isinstance(node[key], dict):
+                raise ConfigError(f"override {text!r}: {'.'.join(keys[:i + 1])} is not a section of the config")
+            node = node[key]
+        node[keys[-1]] = value
+    return config
+
+
+def check_keys(config, reference, open_sections=(), prefix=""):
+    """Raise ConfigError naming the first key of ``config`` that ``reference`` lacks. Sections listed in
+    ``open_sections`` (dotted names) are not checked here; their owner validates them."""
+    for key, value in config.items():
+        dotted = f"{prefix}{key}"
+        if key not in reference:
+            known = ", ".join(sorted(reference))
+            raise ConfigError(f"unknown config key {dotted!r}; known keys{' in ' + prefix[:-1] if prefix else ''}: "
+                              f"{known}")
+        if dotted in open_sections:
+            continue
+        if isinstance(reference[key], dict):
+            if not isinstance(value, dict):
+                raise ConfigError(f"config key {dotted!r} must be a section (a mapping), got {value!r}")
+            check_keys(value, reference[key], open_sections, f"{dotted}.")
+
+
+def load_config(path, overrides=(), reference=None, open_sections=()):
+    """Resolve ``path`` (inheritance), apply ``overrides``, and check every key against ``reference`` if given."""
+    config = apply_overrides(load_yaml(path), overrides)
+    if reference is not None:
+        check_keys(config, reference, open_sections)
+    return config
+
+
+def dump_config(config):
+    return yaml.safe_dump(config, sort_keys=False, default_flow_style=False)
