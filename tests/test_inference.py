@@ -1,0 +1,83 @@
+import numpy as np
+import pytest
+import torch
+import torch.nn as nn
+
+from models import build_model
+from utils.inference import guided_upsample, predict_batch, predict_residual
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tiny_model_config):
+    torch.manual_seed(0)
+    return build_model(tiny_model_config).eval()
+
+
+def random_image(height, width, seed=0):
+    return np.random.default_rng(seed).random((height, width, 3), dtype=np.float32)
+
+
+def test_tiled_matches_untiled(tiny_model):
+    image = random_image(300, 420)
+    whole = predict_residual(tiny_model, image)
+    # tiny config: tile multiple 32, measured receptive radius 47 px -> a 64 px margin is enough
+    tiled = predict_residual(tiny_model, image, tile=256, overlap=48)
+    assert whole.shape == tiled.shape == (300, 420)
+    assert whole.dtype == np.float32
+    assert np.abs(whole - tiled).max() <= 1e-3
+
+
+def test_too_small_tile_is_refused(tiny_model):
+    with pytest.raises(ValueError, match="too small"):
+        predict_residual(tiny_model, random_image(100, 100), tile=64, overlap=48)
+
+
+def test_working_resolution_returns_full_size_map(tiny_model):
+    image = random_image(150, 260)
+    residual = predict_residual(tiny_model, image, size=96)
+    assert residual.shape == (150, 260)
+    assert np.all(np.abs(residual) <= 1.0)
+
+
+def test_guided_upsample_reproduces_a_linear_function_of_the_guide():
+    rng = np.random.default_rng(1)
+    guide_full = torch.from_numpy(rng.random((1, 1, 64, 80), dtype=np.float32))
+    guide_low = torch.nn.functional.interpolate(guide_full, size=(16, 20), mode="area")
+    residual_low = 0.5 - 0.8 * guide_low
+    up = guided_upsample(residual_low, guide_low, guide_full, radius=2, eps=1e-8)
+    np.testing.assert_allclose(up.numpy(), (0.5 - 0.8 * guide_full).numpy(), atol=1e-3)
+
+
+def test_guided_upsample_keeps_a_constant_map():
+    guide_full = torch.rand(1, 1, 40, 40)
+    guide_low = torch.nn.functional.interpolate(guide_full, size=(10, 10), mode="area")
+    up = guided_upsample(torch.full((1, 1, 10, 10), 0.25), guide_low, guide_full)
+    np.testing.assert_allclose(up.numpy(), 0.25, atol=1e-5)
+
+
+def test_batch_matches_single_images(tiny_model):
+    images = [random_image(64, 96, seed=s) for s in range(3)] + [random_image(50, 40, seed=3)]
+    batch = predict_batch(tiny_model, images, batch_size=2)
+    for image, residual in zip(images, batch):
+        np.testing.assert_allclose(residual, predict_residual(tiny_model, image), atol=1e-5)
+
+
+class ShapeRecorder(nn.Module):
+    """A stand-in for the released wrapper: resizes internally, records what it was called with."""
+    native_size = 256
+    tile_multiple = 1
+
+    def __init__(self):
+        super().__init__()
+        self.shapes = []
+
+    def forward(self, x):
+        self.shapes.append(tuple(x.shape))
+        return torch.zeros(x.shape[0], 1, *x.shape[-2:])
+
+
+def test_native_size_models_are_called_on_the_whole_image():
+    model = ShapeRecorder()
+    residual = predict_residual(model, random_image(300, 500), size=128, tile=96)
+    assert model.shapes == [(1, 3, 300, 500)]
+    assert residual.shape == (300, 500)

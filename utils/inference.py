@@ -1,0 +1,156 @@
+"""Residual maps for photos of any size.
+
+Two ways to go beyond what fits in memory at once, with different trade-offs:
+
+* ``tile=N`` -- native resolution, overlapping tiles. Each tile is run with a margin of ``overlap`` pixels of context
+  on every side and only its centre is kept. Tile origins sit on multiples of ``model.tile_multiple`` and the margin
+  covers the model's receptive radius, so the stitched map equals the whole-image map (to float rounding) with no
+  seams. Cost: every pixel of the margins is computed again, about ``(N / (N - 2 * overlap))**2`` times the work.
+* ``size=N`` -- working resolution. The photo is shrunk so its longer side is N, the map predicted there, and brought
+  back to full size with a guided filter whose guide is the full-resolution grey image, so edges of the map follow
+  the photo's edges instead of being blurred. Cost and memory fall with (N / longer side)**2, but detail finer than
+  the working resolution is inferred from the photo, not predicted by the model.
+
+Both can be combined (tiles at the working resolution). Models with a ``native_size`` (the released network) resize
+to it themselves; they are called on the whole image and ``size`` / ``tile`` do not apply.
+"""
+import math
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from utils.exposure import gray
+
+GUIDED_RADIUS = 4  # pixels at the working resolution
+GUIDED_EPS = 1e-3  # regularisation of the guided filter (guide in [0, 1])
+OVERLAP_IN_MULTIPLES = 3  # default tile margin: 3 * tile_multiple covers the measured receptive radius of P-IEANet
+
+
+def model_device(model):
+    for tensor in list(model.parameters()) + list(model.buffers()):
+        return tensor.device
+    return torch.device("cpu")
+
+
+def default_overlap(model):
+    """Margin of context around each tile: the model's receptive radius if it declares one, else 3 tile multiples
+    (P-IEANet: 192 px for window 8 against a measured receptive radius of about 145 px)."""
+    radius = getattr(model, "receptive_radius", None)
+    if radius is None:
+        return OVERLAP_IN_MULTIPLES * getattr(model, "tile_multiple", 1)
+    return int(radius)
+
+
+def round_up(value, multiple):
+    return int(math.ceil(value / multiple) * multiple)
+
+
+def tile_spans(length, core, margin):
+    """(start, stop, keep_start, keep_stop) along one axis: the input span of each tile and the part of it kept."""
+    spans = []
+    for keep_start in range(0, length, core):
+        keep_stop = min(keep_start + core, length)
+        start, stop = max(0, keep_start - margin), min(length, keep_stop + margin)
+        spans.append((start, stop, keep_start, keep_stop))
+    return spans
+
+
+def run_tiled(model, x, tile, overlap):
+    """Model output for x (B x 3 x H x W) computed tile by tile; each tile keeps only its centre."""
+    multiple = getattr(model, "tile_multiple", 1)
+    margin = round_up(overlap, multiple)
+    core = (tile - 2 * margin) // multiple * multiple
+    if core < multiple:
+        raise ValueError(f"tile {tile} is too small for an overlap of {margin} px on each side (tile multiple "
+                         f"{multiple}); use a tile of at least {2 * margin + multiple} or a smaller overlap")
+    height, width = x.shape[-2:]
+    if height <= tile and width <= tile:
+        return model(x)
+    out = torch.empty(x.shape[0], 1, height, width, dtype=x.dtype, device=x.device)
+    for y0, y1, ky0, ky1 in tile_spans(height, core, margin):
+        for x0, x1, kx0, kx1 in tile_spans(width, core, margin):
+            piece = model(x[..., y0:y1, x0:x1].contiguous())
+            out[..., ky0:ky1, kx0:kx1] = piece[..., ky0 - y0:ky1 - y0, kx0 - x0:kx1 - x0]
+    return out
+
+
+def box_filter(x, radius):
+    """Mean over a (2 radius + 1)^2 window, borders averaged over the pixels that exist."""
+    k = 2 * radius + 1
+    x = F.avg_pool2d(x, (k, 1), stride=1, padding=(radius, 0), count_include_pad=False)
+    return F.avg_pool2d(x, (1, k), stride=1, padding=(0, radius), count_include_pad=False)
+
+
+def guided_upsample(residual, guide_low, guide_full, radius=GUIDED_RADIUS, eps=GUIDED_EPS):
+    """Fast guided filter (He & Sun 2015): fit residual ~ a * guide + b locally at low resolution, upsample a and b
+    bilinearly and apply them to the full-resolution guide. All tensors B x 1 x h x w / B x 1 x H x W."""
+    radius = min(radius, (min(guide_low.shape[-2:]) - 1) // 2)
+    if radius < 1:
+        return F.interpolate(residual, size=guide_full.shape[-2:], mode="bilinear", align_corners=False)
+    mean_i, mean_p = box_filter(guide_low, radius), box_filter(residual, radius)
+    cov_ip = box_filter(guide_low * residual, radius) - mean_i * mean_p
+    var_i = box_filter(guide_low * guide_low, radius) - mean_i * mean_i
+    a = cov_ip / (var_i + eps)
+    b = mean_p - a * mean_i
+    size = guide_full.shape[-2:]
+    a = F.interpolate(box_filter(a, radius), size=size, mode="bilinear", align_corners=False)
+    b = F.interpolate(box_filter(b, radius), size=size, mode="bilinear", align_corners=False)
+    return a.mul_(guide_full).add_(b)
+
+
+def to_tensor(image, device):
+    """H x W x 3 numpy (any float/uint8 range already in [0, 1] for floats) -> 1 x 3 x H x W float32 on device."""
+    image = np.asarray(image)
+    if image.ndim != 3 or image.shape[2] != 3:
+        raise ValueError(f"expected an H x W x 3 RGB image, got shape {image.shape}")
+    if image.dtype == np.uint8:
+        image = image.astype(np.float32) / 255.0
+    return torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32)).permute(2, 0, 1).unsqueeze(0).to(device)
+
+
+def predict_tensor(model, x, size=None, tile=None, overlap=None):
+    """Residual (B x 1 x H x W, float32, [-1, 1]) of x (B x 3 x H x W in [0, 1]) under inference_mode."""
+    if overlap is None:
+        overlap = default_overlap(model)
+    height, width = x.shape[-2:]
+    with torch.inference_mode():
+        if getattr(model, "native_size", None):
+            residual = model(x)
+        elif size is not None and max(height, width) > size:
+            scale = size / max(height, width)
+            low_size = (max(1, round(height * scale)), max(1, round(width * scale)))
+            x_low = F.interpolate(x, size=low_size, mode="bilinear", align_corners=False, antialias=True)
+            residual = run_tiled(model, x_low, tile, overlap) if tile else model(x_low)
+            residual = guided_upsample(residual.float(), gray(x_low), gray(x))
+        else:
+            residual = run_tiled(model, x, tile, overlap) if tile else model(x)
+        return residual.float().clamp_(-1.0, 1.0)
+
+
+def predict_residual(model, image, size=None, tile=None, overlap=None, device=None):
+    """Residual map (np.float32 H x W in [-1, 1], > 0 under-exposed) of one RGB image (np H x W x 3 in [0, 1]).
+
+    size: working resolution (longer side) with guided upsampling back to full size; None = native resolution.
+    tile: run at native (or working) resolution in overlapping tiles of this size; overlap: context margin in pixels
+    (default: the model's receptive radius, see ``default_overlap``). device: defaults to the model's device.
+    """
+    device = torch.device(device) if device is not None else model_device(model)
+    residual = predict_tensor(model, to_tensor(image, device), size=size, tile=tile, overlap=overlap)
+    return residual[0, 0].cpu().numpy()
+
+
+def predict_batch(model, images, size=None, tile=None, overlap=None, device=None, batch_size=8):
+    """predict_residual for a list of images; consecutive images of equal shape are run as one batch."""
+    device = torch.device(device) if device is not None else model_device(model)
+    results, start = [], 0
+    while start < len(images):
+        stop = start + 1
+        shape = np.shape(images[start])
+        while stop < len(images) and stop - start < batch_size and np.shape(images[stop]) == shape:
+            stop += 1
+        x = torch.cat([to_tensor(image, device) for image in images[start:stop]])
+        residual = predict_tensor(model, x, size=size, tile=tile, overlap=overlap).cpu().numpy()
+        results.extend(residual[:, 0])
+        start = stop
+    return results
