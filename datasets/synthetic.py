@@ -1,0 +1,390 @@
+"""Synthetic IEA data: re-expose well-exposed photos in linear light and record the exact residual.
+
+    python -m datasets.synthetic --out data/synthetic              # default photos shipped in installed packages
+    python -m datasets.synthetic --src my_photos/ --out data/mine --format jpg
+
+Writes the IEA40K layout: train.csv / valid.csv (img_id, ref_id, score, level), images/, labels/ (float32 .npy
+residual in grey levels, ideal minus test), refs/ (the 8-bit ideal), README.md. Every source photo (or every
+sub-folder of --src, for several photos of one scene) is one scene; whole scenes are held out for validation.
+"""
+import argparse
+import csv
+import io
+import os
+import re
+import shlex
+import sys
+import time
+import zlib
+from multiprocessing import Pool
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps
+from scipy.ndimage import zoom
+from tqdm import tqdm
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from utils.exposure import gray  # noqa: E402
+
+GLOBAL_LEVELS = ["N4", "N3", "N2", "N1", "P0", "P1", "P2", "P3", "P4"]
+SPATIAL_LEVELS = ["GRAD", "SPOT", "SKY", "FIELD"]
+DEFAULT_LEVELS = GLOBAL_LEVELS + SPATIAL_LEVELS
+GLOBAL_LEVEL = re.compile(r"^([NP])(\d+(?:\.\d+)?)$")
+SOURCE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp"}
+CSV_COLUMNS = ["img_id", "ref_id", "score", "level"]
+
+# Real photographs that ship inside installed packages: (package, path inside it, scene, credit and licence).
+DEFAULT_SOURCES = [
+    ("skimage", "data/astronaut.png", "astronaut",
+     "Eileen Collins, NASA Great Images database; no known copyright restrictions, public domain"),
+    ("skimage", "data/coffee.png", "coffee",
+     "Rachel Michetti, courtesy of Pikolo Espresso Bar; CC0"),
+    ("skimage", "data/chelsea.png", "chelsea", "Stefan van der Walt; CC0"),
+    ("skimage", "data/rocket.jpg", "rocket", "SpaceX (DSCOVR launch on Falcon 9); released into the public domain"),
+    ("skimage", "data/motorcycle_left.png", "motorcycle",
+     "Middlebury 2014 stereo benchmark (Scharstein et al.), left view; no licence stated by scikit-image"),
+    ("skimage", "data/motorcycle_right.png", "motorcycle",
+     "Middlebury 2014 stereo benchmark (Scharstein et al.), right view; no licence stated by scikit-image"),
+    ("matplotlib", "mpl-data/sample_data/grace_hopper.jpg", "hopper",
+     "Grace Hopper, official U.S. Navy photograph; public domain (U.S. government work); no licence stated by "
+     "matplotlib"),
+    ("sklearn", "datasets/images/china.jpg", "china", "scikit-learn sample image; CC BY 2.0 (Flickr user 'o0o0xmods0o0o')"),
+    ("sklearn", "datasets/images/flower.jpg", "flower", "scikit-learn sample image; CC BY 2.0 (Flickr user 'Vlasta Juricek')"),
+]
+# Left out on purpose: skimage's hubble_deep_field (astronomical, almost all black sky, no "ideal" everyday
+# exposure) and retina (fundus photo); the other skimage images are grey, synthetic or microscopy.
+
+
+def srgb_to_linear(v):
+    """The sRGB EOTF (IEC 61966-2-1) on values in [0, 1]."""
+    return np.where(v <= 0.04045, v / 12.92, ((v + 0.055) / 1.055) ** 2.4)
+
+
+def linear_to_srgb(v):
+    """The sRGB OETF (inverse of srgb_to_linear) on values in [0, 1]."""
+    return np.where(v <= 0.0031308, v * 12.92, 1.055 * np.power(np.maximum(v, 0.0031308), 1 / 2.4) - 0.055)
+
+
+SRGB_U8_TO_LINEAR = srgb_to_linear(np.arange(256) / 255.0).astype(np.float32)
+
+
+def level_ev(level):
+    """EV of a global level name (N2 -> -2.0, P1 -> +1.0); None for a spatial level."""
+    match = GLOBAL_LEVEL.match(level)
+    if match:
+        return (-1.0 if match.group(1) == "N" else 1.0) * float(match.group(2))
+    if level in SPATIAL_LEVELS:
+        return None
+    raise ValueError(f"unknown exposure level {level!r}: expected N<k>/P<k> (EV) or one of {SPATIAL_LEVELS}")
+
+
+def ev_field(level, h, w, rng):
+    """Per-pixel exposure change in EV (h x w float64) for one level name."""
+    ev = level_ev(level)
+    if ev is not None:
+        return np.full((h, w), ev)
+    y, x = np.mgrid[0:h, 0:w]
+    y = (y + 0.5) / h - 0.5
+    x = (x + 0.5) / w - 0.5
+    if level == "GRAD":  # linear ramp between two exposures along a random direction
+        angle = rng.uniform(0, 2 * np.pi)
+        t = np.clip((x * np.cos(angle) + y * np.sin(angle)) / 0.7 + 0.5, 0, 1)
+        start = rng.uniform(-3.5, 1.0)
+        end = np.clip(start + rng.choice([-1, 1]) * rng.uniform(1.5, 4.5), -4, 4)
+        field = start + (end - start) * t
+    elif level == "SPOT":  # spotlight on a dark frame, or a bright frame with a vignette
+        cy, cx = rng.uniform(-0.3, 0.3, size=2)
+        sigma = rng.uniform(0.12, 0.4)
+        bump = np.exp(-((x - cx) ** 2 + (y - cy) ** 2) / (2 * sigma ** 2))
+        if rng.random() < 0.5:
+            field = rng.uniform(-4.0, -1.0) + rng.uniform(1.5, 4.5) * bump
+        else:
+            field = rng.uniform(0.5, 3.0) - rng.uniform(1.5, 4.0) * (1 - bump)
+    elif level == "SKY":  # over-exposed top (sky) above an under-exposed bottom (ground), soft tilted horizon
+        horizon = rng.uniform(-0.25, 0.25) + np.tan(rng.uniform(-0.25, 0.25)) * x
+        t = 1 / (1 + np.exp(-(horizon - y) / rng.uniform(0.02, 0.1)))
+        field = rng.uniform(-3.5, -0.5) + (rng.uniform(0.5, 3.5) - rng.uniform(-3.5, -0.5)) * t
+    else:  # FIELD: smooth random exposure field, bicubic upsampling of a coarse Gaussian grid
+        cells = int(rng.integers(2, 6))
+        coarse = rng.normal(size=(cells + 1, cells + 1))
+        smooth = zoom(coarse, (h / (cells + 1), w / (cells + 1)), order=3, mode="nearest", grid_mode=True)[:h, :w]
+        smooth = (smooth - smooth.mean()) / (smooth.std() + 1e-8)
+        field = rng.uniform(-1.5, 1.5) + rng.uniform(0.7, 2.0) * smooth
+    return np.clip(field, -4.0, 4.0)
+
+
+def expose(ideal_u8, level, rng):
+    """Re-expose an 8-bit sRGB image: gain in linear light, sensor clip at 1, shot + read noise, back to 8-bit sRGB."""
+    linear = SRGB_U8_TO_LINEAR[ideal_u8]
+    gain = (2.0 ** ev_field(level, *ideal_u8.shape[:2], rng)).astype(np.float32)
+    signal = np.minimum(linear * gain[..., None], np.float32(1.0))
+    # Noise in units of the full-well capacity: a dark capture has few electrons, so its noise shows once brightened.
+    full_well = np.exp(rng.uniform(np.log(3000), np.log(30000)))
+    read_noise = rng.uniform(2.0, 8.0)
+    sigma = np.sqrt(signal / np.float32(full_well) + np.float32((read_noise / full_well) ** 2))
+    captured = np.clip(signal + sigma * rng.standard_normal(size=signal.shape, dtype=np.float32), 0.0, 1.0)
+    return np.round(linear_to_srgb(captured) * 255.0).astype(np.uint8)
+
+
+def encode(image_u8, fmt, quality):
+    buffer = io.BytesIO()
+    if fmt == "jpg":
+        Image.fromarray(image_u8).save(buffer, format="JPEG", quality=quality)
+    else:
+        Image.fromarray(image_u8).save(buffer, format="PNG", compress_level=1)
+    return buffer.getvalue()
+
+
+def write_atomic(path, data):
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+def save_npy_atomic(path, array):
+    buffer = io.BytesIO()
+    np.save(buffer, array)
+    write_atomic(path, buffer.getvalue())
+
+
+def load_source(path):
+    """A source photo as uint8 H x W x 3 (EXIF-rotated)."""
+    try:
+        with Image.open(path) as im:
+            return np.asarray(ImageOps.exif_transpose(im).convert("RGB"))
+    except Exception as err:
+        raise ValueError(f"{path}: could not be read as an RGB photo ({err})") from None
+
+
+def random_crop(photo, size, rng):
+    """A square crop at a random scale and position, resized to size x size, randomly mirrored."""
+    h, w = photo.shape[:2]
+    short = min(h, w)
+    side = int(round(np.exp(rng.uniform(np.log(min(short, 0.75 * size)), np.log(short)))))
+    top = int(rng.integers(0, h - side + 1))
+    left = int(rng.integers(0, w - side + 1))
+    crop = Image.fromarray(photo[top:top + side, left:left + side]).resize((size, size), Image.LANCZOS)
+    crop = np.asarray(crop)
+    return crop[:, ::-1].copy() if rng.random() < 0.5 else crop
+
+
+def task_seed(seed, scene, crop_index):
+    return np.random.SeedSequence([seed, zlib.crc32(scene.encode()), crop_index])
+
+
+def make_crop(task):
+    """Write one ideal crop and all its exposure variants; return the CSV rows."""
+    scene, paths, crop_index, cfg = task
+    rng = np.random.default_rng(task_seed(cfg["seed"], scene, crop_index))
+    photo_path = paths[int(rng.integers(len(paths)))]
+    ideal = random_crop(load_source(photo_path), cfg["size"], rng)
+    out = Path(cfg["out"])
+    stem = f"{scene}_{crop_index:03d}"
+    ref_id = f"{stem}.png"
+    write_atomic(out / "refs" / ref_id, encode(ideal, "png", None))
+    ideal_gray = gray(ideal.astype(np.float64))
+    rows = []
+    for level in cfg["levels"]:
+        test = expose(ideal, level, rng)
+        data = encode(test, cfg["format"], cfg["quality"])
+        img_id = f"{stem}_{level}.{cfg['format']}"
+        with Image.open(io.BytesIO(data)) as saved:  # the label must describe the bytes on disk, after compression
+            saved_rgb = np.asarray(saved.convert("RGB"), dtype=np.float64)
+        label = (ideal_gray - gray(saved_rgb)).astype(np.float32)
+        save_npy_atomic(out / "labels" / f"{stem}_{level}.npy", label)
+        write_atomic(out / "images" / img_id, data)
+        score = 10.0 * (1.0 - float(np.abs(label.astype(np.float64) / 255.0).mean()))
+        rows.append({"img_id": img_id, "ref_id": ref_id, "score": f"{score:.6f}", "level": level})
+    return rows
+
+
+def package_dir(name):
+    try:
+        module = __import__(name)
+    except ImportError:
+        return None
+    return Path(module.__file__).parent
+
+
+def default_scenes():
+    """{scene: ([photo paths], [credits])} from the photos shipped inside installed packages."""
+    scenes = {}
+    for package, rel, scene, credit in DEFAULT_SOURCES:
+        base = package_dir(package)
+        if base is not None and (base / rel).is_file():
+            paths, credits = scenes.setdefault(scene, ([], []))
+            paths.append(base / rel)
+            credits.append(f"`{package}/{rel}`: {credit}")
+    return scenes
+
+
+def scene_name(path):
+    return re.sub(r"[^A-Za-z0-9-]+", "-", path.stem).strip("-") or "scene"
+
+
+def source_scenes(sources):
+    """Scenes from --src: an image file is a scene; in a folder, each image and each sub-folder is a scene."""
+    scenes = {}
+
+    def add(name, paths):
+        if not paths:
+            return
+        if name in scenes:
+            raise ValueError(f"two sources map to the scene name {name!r} ({paths[0]} and {scenes[name][0][0]})")
+        scenes[name] = (paths, ["user-supplied; licence not recorded"])
+
+    for src in map(Path, sources):
+        if src.is_file():
+            add(scene_name(src), [src])
+        elif src.is_dir():
+            for entry in sorted(src.iterdir()):
+                if entry.is_dir():
+                    add(scene_name(entry), sorted(p for p in entry.iterdir()
+                                                   if p.suffix.lower() in SOURCE_EXTENSIONS))
+                elif entry.suffix.lower() in SOURCE_EXTENSIONS:
+                    add(scene_name(entry), [entry])
+        else:
+            raise ValueError(f"{src}: source not found (expected an image file or a folder of photos)")
+    return scenes
+
+
+def check_sources(scenes):
+    """Drop unreadable photos (one line each) and scenes left empty."""
+    usable = {}
+    for name, (paths, credits) in scenes.items():
+        good = []
+        for path in paths:
+            try:
+                load_source(path)
+                good.append(path)
+            except ValueError as err:
+                print(f"skipped: {err}", file=sys.stderr)
+        if good:
+            usable[name] = (good, credits)
+    return usable
+
+
+def split_scenes(names, val_scenes, val_fraction, seed):
+    names = sorted(names)
+    if val_scenes:
+        unknown = sorted(set(val_scenes) - set(names))
+        if unknown:
+            raise ValueError(f"--val-scenes {unknown} not among the scenes {names}")
+        valid = sorted(set(val_scenes))
+    else:
+        count = int(round(val_fraction * len(names)))
+        if val_fraction > 0 and len(names) > 1:
+            count = min(max(count, 1), len(names) - 1)
+        order = np.random.default_rng(seed).permutation(len(names))
+        valid = sorted(names[i] for i in order[:count])
+    return [n for n in names if n not in valid], valid
+
+
+def write_csv(path, rows):
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=CSV_COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    write_atomic(path, buffer.getvalue().encode())
+
+
+def write_readme(out, command, cfg, scenes, train, valid, counts, level_means):
+    lines = [
+        "# Synthetic IEA dataset",
+        "",
+        f"Made by `{command}` (seed {cfg['seed']}, {cfg['size']}x{cfg['size']} crops, "
+        f"{cfg['crops']} crops per scene, format {cfg['format']}"
+        + (f", JPEG quality {cfg['quality']}" if cfg["format"] == "jpg" else "") + ").",
+        "",
+        f"- train: {counts['train']} images from scenes {', '.join(train)}",
+        f"- valid: {counts['valid']} images from held-out scenes {', '.join(valid) or '(none)'}",
+        f"- levels: {' '.join(cfg['levels'])}",
+        "",
+        "Layout as IEA40K: `train.csv`/`valid.csv` (img_id, ref_id, score, level), `images/<img_id>`, "
+        "`labels/<img_id stem>.npy` (float32 residual in grey levels, ideal minus test, -255..255; "
+        "divide by 255), `refs/<ref_id>` (the 8-bit ideal, PNG).",
+        "",
+        "How a test image is made from its ideal crop: sRGB EOTF to linear light; multiply by 2^EV (global levels "
+        "N4..P4 = -4..+4 EV; GRAD linear ramp, SPOT spotlight or vignette, SKY bright top over dark bottom, "
+        "FIELD smooth random field, all within -4..+4 EV); clip at 1.0 as a sensor does; add shot + read noise "
+        "(random full well 3000..30000 e-, read noise 2..8 e-); sRGB OETF; round to 8 bit; save. The label is "
+        "gray(ideal) - gray(test as read back from disk), gray = 0.299 R + 0.587 G + 0.114 B; "
+        "score = 10 * (1 - mean|label / 255|).",
+        "",
+        "Mean score per level (train): " + ", ".join(f"{k} {v:.2f}" for k, v in level_means.items()),
+        "",
+        "## Sources",
+        "",
+    ]
+    for name in sorted(scenes):
+        split = "valid" if name in valid else "train"
+        for credit in scenes[name][1]:
+            lines.append(f"- {name} ({split}): {credit}")
+    write_atomic(out / "README.md", ("\n".join(lines) + "\n").encode())
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--src", nargs="+", help="photo files or folders (default: photos shipped in installed packages)")
+    p.add_argument("--out", required=True, help="output dataset folder")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1))
+    p.add_argument("--size", type=int, default=256, help="side of the square crops")
+    p.add_argument("--crops-per-image", type=int, default=48, help="crops per scene")
+    p.add_argument("--levels", nargs="+", default=DEFAULT_LEVELS,
+                   help="exposure levels: N<k>/P<k> (-k/+k EV) and spatial GRAD SPOT SKY FIELD")
+    p.add_argument("--val-fraction", type=float, default=0.2, help="fraction of scenes held out for validation")
+    p.add_argument("--val-scenes", nargs="+", help="hold out exactly these scenes (overrides --val-fraction)")
+    p.add_argument("--format", choices=["png", "jpg"], default="png")
+    p.add_argument("--quality", type=int, default=92, help="JPEG quality")
+    args = p.parse_args(argv)
+    for level in args.levels:
+        try:
+            level_ev(level)
+        except ValueError as err:
+            p.error(str(err))
+    if args.size < 8 or args.crops_per_image < 1 or args.workers < 1:
+        p.error("--size must be >= 8, --crops-per-image and --workers >= 1")
+    return args
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    start = time.time()
+    scenes = check_sources(source_scenes(args.src) if args.src else default_scenes())
+    if not scenes:
+        sys.exit("no usable source photos")
+    try:
+        train, valid = split_scenes(scenes, args.val_scenes, args.val_fraction, args.seed)
+    except ValueError as err:
+        sys.exit(str(err))
+    out = Path(args.out)
+    for sub in ("images", "labels", "refs"):
+        (out / sub).mkdir(parents=True, exist_ok=True)
+    cfg = {"seed": args.seed, "size": args.size, "levels": list(dict.fromkeys(args.levels)), "format": args.format,
+           "quality": args.quality, "out": str(out), "crops": args.crops_per_image}
+    tasks = [(name, [str(p) for p in scenes[name][0]], i, cfg) for name in sorted(scenes)
+             for i in range(args.crops_per_image)]
+    rows = {}
+    with Pool(args.workers) as pool:
+        for task, task_rows in zip(tasks, tqdm(pool.imap(make_crop, tasks), total=len(tasks), desc="crops")):
+            rows.setdefault(task[0], []).extend(task_rows)
+    splits = {"train": [r for n in train for r in rows[n]], "valid": [r for n in valid for r in rows[n]]}
+    for split, split_rows in splits.items():
+        write_csv(out / f"{split}.csv", split_rows)
+    level_means = {lv: float(np.mean([float(r["score"]) for r in splits["train"] if r["level"] == lv]))
+                   for lv in cfg["levels"] if splits["train"]}
+    command = "python -m datasets.synthetic " + shlex.join(sys.argv[1:] if argv is None else argv)
+    counts = {k: len(v) for k, v in splits.items()}
+    write_readme(out, command, cfg, scenes, train, valid, counts, level_means)
+    print(f"{out}: {counts['train']} train images ({', '.join(train)}), {counts['valid']} valid images "
+          f"({', '.join(valid) or 'none'}), {len(tasks)} refs, {args.size}x{args.size} {args.format}, "
+          f"{time.time() - start:.0f} s")
+
+
+if __name__ == "__main__":
+    main()
