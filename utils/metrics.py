@@ -1,0 +1,134 @@
+"""Pixel-level and holistic metrics of predicted residual maps against labels (both H x W in [-1, 1]).
+
+Conventions (every figure in the README follows them):
+* mae, rmse, psnr, ssim are computed per image and averaged over images.
+* psnr uses the residual's full range, 2: 10 log10(2^2 / MSE), capped at PSNR_CAP dB for a perfect map.
+* ssim is pytorch-msssim's (11 x 11 Gaussian window, sigma 1.5, K = 0.01 / 0.03) applied to the residual maps as they
+  are, in [-1, 1], with data_range=1 -- what the paper's code does, kept for comparability with its numbers. The
+  stabilising constants (K * data_range)^2 are thus 4x smaller than data_range=2 would give, so nearly flat regions
+  weigh small differences more. SSIM multiplies a luminance and a structure term, so on signed maps a sign-flipped
+  prediction (over called under) makes both negative and still scores high: read it with IoU / MAE. Maps smaller
+  than 11 px use the largest odd window that fits (at least 3 x 3 px).
+* over- / under-exposed segmentations are r < -threshold / r > threshold (threshold 0.1); their IoU and F1 come from
+  pixel counts summed over the whole dataset, so images without any such pixels do not make the mean undefined.
+* srcc / plcc compare the predicted holistic score 10 (1 - mean|r|) with the dataset's score column.
+"""
+import math
+import warnings
+
+import numpy as np
+import torch
+from pytorch_msssim import ssim as msssim_ssim
+from scipy import stats
+
+from utils.exposure import DEFAULT_THRESHOLD, holistic_score
+
+PSNR_CAP = 100.0
+SSIM_DATA_RANGE = 1.0
+SSIM_CONVENTION = "pytorch-msssim SSIM on residual maps in [-1, 1] with data_range=1 (as the paper's code)"
+
+# name: (better, what it measures)
+METRICS = {
+    "mae": ("lower", "mean absolute error of the residual map"),
+    "rmse": ("lower", "root mean squared error of the residual map"),
+    "psnr": ("higher", "PSNR in dB, data range 2"),
+    "ssim": ("higher", SSIM_CONVENTION),
+    "iou_over": ("higher", "IoU of the over-exposed pixels (r < -0.1)"),
+    "iou_under": ("higher", "IoU of the under-exposed pixels (r > 0.1)"),
+    "f1_over": ("higher", "F1 (Dice) of the over-exposed pixels"),
+    "f1_under": ("higher", "F1 (Dice) of the under-exposed pixels"),
+    "srcc": ("higher", "Spearman correlation of 10 (1 - mean|r|) with the score column"),
+    "plcc": ("higher", "Pearson correlation of 10 (1 - mean|r|) with the score column"),
+}
+
+
+def mae(pred, label):
+    return float(np.abs(np.asarray(pred, np.float64) - label).mean())
+
+
+def mse(pred, label):
+    return float(np.square(np.asarray(pred, np.float64) - label).mean())
+
+
+def rmse(pred, label):
+    return math.sqrt(mse(pred, label))
+
+
+def psnr(pred, label):
+    error = mse(pred, label)
+    return PSNR_CAP if error == 0 else min(PSNR_CAP, 10.0 * math.log10(4.0 / error))
+
+
+def ssim(pred, label):
+    """SSIM of two H x W residual maps (see the module notes for the convention)."""
+    side = min(np.shape(pred))
+    if side < 3:
+        raise ValueError(f"SSIM needs maps of at least 3 x 3 pixels, got {np.shape(pred)}")
+    window = min(11, side - 1 + side % 2)  # odd, at most the map's side
+    to_tensor = lambda a: torch.as_tensor(np.asarray(a, np.float32))[None, None]  # noqa: E731
+    return float(msssim_ssim(to_tensor(pred), to_tensor(label), data_range=SSIM_DATA_RANGE, win_size=window,
+                             size_average=True))
+
+
+def segmentation_counts(pred_mask, label_mask):
+    """(intersection, predicted, labelled) pixel counts."""
+    return int(np.count_nonzero(pred_mask & label_mask)), int(np.count_nonzero(pred_mask)), int(
+        np.count_nonzero(label_mask))
+
+
+def iou_from_counts(intersection, predicted, labelled):
+    union = predicted + labelled - intersection
+    return intersection / union if union else float("nan")
+
+
+def f1_from_counts(intersection, predicted, labelled):
+    total = predicted + labelled
+    return 2 * intersection / total if total else float("nan")
+
+
+def correlation(kind, predicted, target):
+    """Spearman ("srcc") or Pearson ("plcc") correlation; NaN when undefined (fewer than 3 values or a constant)."""
+    predicted, target = np.asarray(predicted, np.float64), np.asarray(target, np.float64)
+    if len(predicted) < 3 or np.ptp(predicted) == 0 or np.ptp(target) == 0:
+        return float("nan")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        result = stats.spearmanr(predicted, target) if kind == "srcc" else stats.pearsonr(predicted, target)
+    return float(result.statistic)
+
+
+class MetricAccumulator:
+    """Collects per-image results; ``result()`` gives every metric in METRICS plus n_images."""
+
+    def __init__(self, threshold=DEFAULT_THRESHOLD):
+        self.threshold = threshold
+        self.per_image = {"mae": [], "rmse": [], "psnr": [], "ssim": []}
+        self.counts = {"over": np.zeros(3, np.int64), "under": np.zeros(3, np.int64)}
+        self.predicted_scores, self.target_scores = [], []
+
+    def add(self, pred, label, score=None):
+        pred, label = np.asarray(pred, np.float32), np.asarray(label, np.float32)
+        if pred.shape != label.shape:
+            raise ValueError(f"prediction {pred.shape} and label {label.shape} differ in shape")
+        for name, fn in (("mae", mae), ("rmse", rmse), ("psnr", psnr), ("ssim", ssim)):
+            self.per_image[name].append(fn(pred, label))
+        t = self.threshold
+        self.counts["over"] += segmentation_counts(pred < -t, label < -t)
+        self.counts["under"] += segmentation_counts(pred > t, label > t)
+        if score is not None and math.isfinite(score):
+            self.predicted_scores.append(holistic_score(pred))
+            self.target_scores.append(float(score))
+
+    def __len__(self):
+        return len(self.per_image["mae"])
+
+    def result(self):
+        out = {"n_images": len(self)}
+        for name, values in self.per_image.items():
+            out[name] = float(np.mean(values)) if values else float("nan")
+        for kind in ("over", "under"):
+            out[f"iou_{kind}"] = iou_from_counts(*self.counts[kind])
+            out[f"f1_{kind}"] = f1_from_counts(*self.counts[kind])
+        for kind in ("srcc", "plcc"):
+            out[kind] = correlation(kind, self.predicted_scores, self.target_scores)
+        return out
