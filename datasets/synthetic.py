@@ -20,7 +20,7 @@ from multiprocessing import Pool
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image
 from scipy.ndimage import zoom
 from tqdm import tqdm
 
@@ -29,12 +29,12 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from utils.exposure import gray  # noqa: E402
+from utils.image_io import IMAGE_EXTENSIONS, atomic_write, load_image  # noqa: E402
 
 GLOBAL_LEVELS = ["N4", "N3", "N2", "N1", "P0", "P1", "P2", "P3", "P4"]
 SPATIAL_LEVELS = ["GRAD", "SPOT", "SKY", "FIELD"]
 DEFAULT_LEVELS = GLOBAL_LEVELS + SPATIAL_LEVELS
 GLOBAL_LEVEL = re.compile(r"^([NP])(\d+(?:\.\d+)?)$")
-SOURCE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp"}
 CSV_COLUMNS = ["img_id", "ref_id", "score", "level"]
 
 # Real photographs that ship inside installed packages: (package, path inside it, scene, credit and licence).
@@ -140,9 +140,8 @@ def encode(image_u8, fmt, quality):
 
 
 def write_atomic(path, data):
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
+    with atomic_write(path) as tmp:
+        tmp.write_bytes(data)
 
 
 def save_npy_atomic(path, array):
@@ -152,12 +151,8 @@ def save_npy_atomic(path, array):
 
 
 def load_source(path):
-    """A source photo as uint8 H x W x 3 (EXIF-rotated)."""
-    try:
-        with Image.open(path) as im:
-            return np.asarray(ImageOps.exif_transpose(im).convert("RGB"))
-    except Exception as err:
-        raise ValueError(f"{path}: could not be read as an RGB photo ({err})") from None
+    """A source photo as uint8 H x W x 3 (EXIF-rotated); ImageLoadError naming the file when it cannot be read."""
+    return np.round(load_image(path) * 255.0).astype(np.uint8)
 
 
 def random_crop(photo, size, rng):
@@ -244,8 +239,8 @@ def source_scenes(sources):
             for entry in sorted(src.iterdir()):
                 if entry.is_dir():
                     add(scene_name(entry), sorted(p for p in entry.iterdir()
-                                                   if p.suffix.lower() in SOURCE_EXTENSIONS))
-                elif entry.suffix.lower() in SOURCE_EXTENSIONS:
+                                                   if p.suffix.lower() in IMAGE_EXTENSIONS))
+                elif entry.suffix.lower() in IMAGE_EXTENSIONS:
                     add(scene_name(entry), [entry])
         else:
             raise ValueError(f"{src}: source not found (expected an image file or a folder of photos)")

@@ -1,0 +1,219 @@
+"""IEA40K-layout datasets: a CSV (img_id, ref_id, score[, level, ...]), test images, residual labels, optional refs.
+
+    <images_dir>/<img_id>                         the test photo
+    <labels_dir>/<img_id without extension>.npy   residual ideal - test in grey levels (-255..255), / label_scale
+    <refs_dir>/<ref_id>                           the ideal photo (optional)
+
+Problems are reported as one ``DatasetError`` naming the CSV line and the file: missing columns and missing files
+when the dataset is built, unreadable files, shape mismatches and bad label values when an item is read.
+Augmentation (resize, crop, flips) moves photo, label and ref together; noise touches the photo only. It is a
+function of (seed, epoch, index), so a resumed run sees the same batches.
+"""
+import csv
+import math
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils.data import Dataset
+
+from utils.image_io import ImageLoadError, load_image
+
+REQUIRED_COLUMNS = ("img_id", "ref_id", "score")
+LABEL_RANGE_EPS = 1e-3  # float32 rounding of a residual stored as exactly +-label_scale
+
+
+class DatasetError(ValueError):
+    """Bad dataset content; the message names the CSV line and the file."""
+
+
+@dataclass(frozen=True)
+class Row:
+    line: int  # line number in the CSV file (the header is line 1)
+    img_id: str
+    ref_id: str
+    score: float
+    level: str  # "" when the CSV has no level column
+
+
+def read_split(csv_path):
+    """The rows of an IEA40K split list, checked for the needed columns and parseable scores."""
+    csv_path = Path(csv_path)
+    if not csv_path.is_file():
+        raise DatasetError(f"{csv_path}: split list not found; expected a CSV with columns {', '.join(REQUIRED_COLUMNS)}")
+    with open(csv_path, newline="", encoding="utf-8-sig") as f:
+        reader = csv.DictReader(f, skipinitialspace=True)
+        columns = [c.strip() for c in reader.fieldnames or []]
+        missing = [c for c in REQUIRED_COLUMNS if c not in columns]
+        if missing:
+            raise DatasetError(f"{csv_path}: missing column(s) {', '.join(missing)}; expected "
+                               f"{', '.join(REQUIRED_COLUMNS)} (found: {', '.join(columns) or 'no header'})")
+        reader.fieldnames = columns
+        rows = []
+        for record in reader:
+            line = reader.line_num
+            img_id = (record["img_id"] or "").strip()
+            if not img_id:
+                raise DatasetError(f"{csv_path} line {line}: empty img_id; expected a test image file name")
+            try:
+                score = float(record["score"])
+            except (TypeError, ValueError):
+                score = math.nan
+            if not math.isfinite(score):
+                raise DatasetError(f"{csv_path} line {line} ({img_id}): score {record['score']!r} is not a number")
+            rows.append(Row(line, img_id, (record["ref_id"] or "").strip(), score,
+                            (record.get("level") or "").strip()))
+    if not rows:
+        raise DatasetError(f"{csv_path}: no rows; expected one row per test image")
+    return rows
+
+
+class IEA40KDataset(Dataset):
+    """Items: dict(image 3xHxW float32 [0,1], residual 1xHxW float32 [-1,1], score float, name str[, ref 3xHxW]).
+
+    ``size`` resizes so the longer side is ``size`` (keeping the aspect ratio); ``crop`` takes a square crop (random
+    when ``augment``, centred otherwise); ``augment`` also flips horizontally and vertically and adds Gaussian noise
+    of std ``noise_std`` to the photo only. Paths: ``csv`` as given if it exists, else under ``root``; the folders
+    under ``root`` unless absolute.
+    """
+
+    def __init__(self, root, csv, images_dir="images", labels_dir="labels", refs_dir=None, label_scale=255.0,
+                 size=None, crop=None, augment=False, allow_label_resize=False, seed=0, noise_std=0.0):
+        root = Path(root)
+        self.csv = Path(csv) if Path(csv).is_file() else root / csv
+        if not label_scale or not math.isfinite(label_scale) or label_scale <= 0:
+            raise DatasetError(f"{self.csv}: label_scale {label_scale!r} must be a positive number")
+        self.images_dir = root / images_dir
+        self.labels_dir = root / labels_dir
+        self.refs_dir = None if refs_dir is None else root / refs_dir
+        self.label_scale = float(label_scale)
+        self.size, self.crop, self.augment = size, crop, augment
+        self.allow_label_resize, self.seed, self.noise_std = allow_label_resize, seed, noise_std
+        self.epoch = 0
+        self.rows = read_split(self.csv)
+        self._check_files()
+
+    def _paths(self, row):
+        paths = {"image": self.images_dir / row.img_id,
+                 "label": self.labels_dir / Path(row.img_id).with_suffix(".npy")}
+        if self.refs_dir is not None:
+            paths["ref"] = self.refs_dir / row.ref_id
+        return paths
+
+    def _check_files(self):
+        for kind, folder in (("images", self.images_dir), ("labels", self.labels_dir), ("refs", self.refs_dir)):
+            if folder is not None and not folder.is_dir():
+                raise DatasetError(f"{self.csv}: {kind} folder {folder} not found")
+        existing = {}  # one directory listing per folder instead of a stat per file
+        missing = []
+        for row in self.rows:
+            for kind, path in self._paths(row).items():
+                if kind == "ref" and not row.ref_id:
+                    missing.append((row, kind, path))
+                    continue
+                folder = path.parent
+                if folder not in existing:
+                    existing[folder] = set(p.name for p in folder.iterdir()) if folder.is_dir() else set()
+                if path.name not in existing[folder]:
+                    missing.append((row, kind, path))
+        if missing:
+            row, kind, path = missing[0]
+            more = f" ({len(missing) - 1} more missing files)" if len(missing) > 1 else ""
+            what = "empty ref_id" if kind == "ref" and not row.ref_id else f"{kind} file not found: {path}"
+            raise DatasetError(f"{self._where(row)}: {what}{more}")
+
+    def _where(self, row):
+        return f"{self.csv} line {row.line} ({row.img_id})"
+
+    def set_epoch(self, epoch):
+        self.epoch = int(epoch)
+
+    def __len__(self):
+        return len(self.rows)
+
+    def _load_label(self, row, path, shape):
+        try:
+            label = np.load(path, allow_pickle=False)
+        except Exception as e:  # numpy raises ValueError, OSError, EOFError... on a bad file
+            raise DatasetError(f"{self._where(row)}: {path}: unreadable label ({str(e).splitlines()[0][:120]}); "
+                               "expected a .npy array") from None
+        if label.ndim == 3 and 1 in (label.shape[0], label.shape[-1]):
+            label = label.reshape(label.shape[1:] if label.shape[0] == 1 else label.shape[:2])
+        if label.ndim != 2 or not np.issubdtype(label.dtype, np.number):
+            raise DatasetError(f"{self._where(row)}: {path}: label is {label.dtype} {label.shape}; "
+                               "expected a numeric H x W array")
+        residual = label.astype(np.float32) / np.float32(self.label_scale)
+        if not np.isfinite(residual).all():
+            raise DatasetError(f"{self._where(row)}: {path}: label contains NaN or inf")
+        peak = float(np.abs(residual).max())
+        if peak > 1.0 + LABEL_RANGE_EPS:
+            raise DatasetError(f"{self._where(row)}: {path}: label reaches {peak * self.label_scale:g}, beyond "
+                               f"+-{self.label_scale:g} (label_scale); expected a residual in grey levels")
+        residual = torch.from_numpy(residual)[None]
+        if tuple(residual.shape[1:]) != shape:
+            message = (f"{self._where(row)}: {path}: label is {residual.shape[1]}x{residual.shape[2]} but the "
+                       f"image is {shape[0]}x{shape[1]}")
+            if not self.allow_label_resize:
+                raise DatasetError(message + "; expected the same size (or set allow_label_resize)")
+            warnings.warn(message + "; label resized to the image")
+            residual = F.interpolate(residual[None], size=shape, mode="bilinear", antialias=True,
+                                     align_corners=False)[0]
+        return residual.clamp_(-1.0, 1.0)
+
+    def _load_photo(self, row, path):
+        try:
+            return torch.from_numpy(load_image(path)).permute(2, 0, 1)
+        except ImageLoadError as e:
+            raise DatasetError(f"{self._where(row)}: {e}") from None
+
+    def __getitem__(self, index):
+        row = self.rows[index]
+        paths = self._paths(row)
+        image = self._load_photo(row, paths["image"])
+        shape = tuple(image.shape[1:])
+        planes = [image, self._load_label(row, paths["label"], shape)]
+        if "ref" in paths:
+            ref = self._load_photo(row, paths["ref"])
+            if tuple(ref.shape[1:]) != shape:
+                raise DatasetError(f"{self._where(row)}: {paths['ref']}: ref is {ref.shape[1]}x{ref.shape[2]} but "
+                                   f"the image is {shape[0]}x{shape[1]}; expected the same size")
+            planes.append(ref)
+        # photo, label and ref as one tensor, so every geometric step is the same on all of them
+        stack = self._geometry(row, torch.cat(planes), np.random.default_rng((self.seed, self.epoch, index)))
+        image, residual = stack[:3].contiguous(), stack[3:4].contiguous()
+        if self.augment and self.noise_std > 0:
+            rng = np.random.default_rng((self.seed, self.epoch, index, 1))
+            noise = rng.normal(0.0, self.noise_std, size=image.shape).astype(np.float32)
+            image = (image + torch.from_numpy(noise)).clamp_(0.0, 1.0)
+        item = {"image": image, "residual": residual, "score": row.score, "name": row.img_id}
+        if "ref" in paths:
+            item["ref"] = stack[4:7].contiguous()
+        return item
+
+    def _geometry(self, row, stack, rng):
+        h, w = stack.shape[1:]
+        if self.size and max(h, w) != self.size:
+            scale = self.size / max(h, w)
+            h, w = max(1, round(h * scale)), max(1, round(w * scale))
+            # bilinear with non-negative weights: photos stay in [0, 1], and since gray() is linear the resized
+            # label is still gray(resized ideal) - gray(resized test)
+            stack = F.interpolate(stack[None], size=(h, w), mode="bilinear", antialias=True, align_corners=False)[0]
+        if self.crop:
+            if h < self.crop or w < self.crop:
+                raise DatasetError(f"{self._where(row)}: image is {h}x{w}"
+                                   f"{' after resizing' if self.size else ''}; expected at least the crop "
+                                   f"{self.crop}x{self.crop}")
+            if self.augment:
+                top, left = int(rng.integers(0, h - self.crop + 1)), int(rng.integers(0, w - self.crop + 1))
+            else:
+                top, left = (h - self.crop) // 2, (w - self.crop) // 2
+            stack = stack[:, top:top + self.crop, left:left + self.crop]
+        if self.augment:
+            if rng.random() < 0.5:
+                stack = stack.flip(2)
+            if rng.random() < 0.5:
+                stack = stack.flip(1)
+        return stack
