@@ -1,0 +1,78 @@
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import evaluate
+
+LEVELS = ["N1", "P0", "P1"]
+
+
+@pytest.fixture(scope="module")
+def tiny_dataset(tmp_path_factory):
+    """Three readable samples (a flat grey photo each, label = its exact mid-grey residual), one corrupt image and one
+    missing label."""
+    root = tmp_path_factory.mktemp("tiny_iea")
+    (root / "images").mkdir()
+    (root / "labels").mkdir()
+    rows = ["img_id,ref_id,score"]
+    for i, (level, grey) in enumerate(zip(LEVELS, (60, 128, 200))):
+        name = f"s{i}_{level}.png"
+        Image.fromarray(np.full((24, 32, 3), grey, np.uint8)).save(root / "images" / name)
+        np.save(root / "labels" / f"s{i}_{level}.npy", np.full((24, 32), 128.0 - grey, np.float32))
+        rows.append(f"{name},s{i}.png,{10 * (1 - abs(128 - grey) / 255):.4f}")
+    (root / "images" / "bad_P2.png").write_bytes(b"not a png")
+    np.save(root / "labels" / "bad_P2.npy", np.zeros((24, 32), np.float32))
+    Image.fromarray(np.zeros((24, 32, 3), np.uint8)).save(root / "images" / "nolabel_N2.png")
+    rows += ["bad_P2.png,bad.png,5.0", "nolabel_N2.png,nolabel.png,5.0"]
+    (root / "valid.csv").write_text("\n".join(rows) + "\n")
+    return root
+
+
+def test_end_to_end_json_and_bad_samples(tiny_dataset, tiny_checkpoint, tmp_path, capsys):
+    out = tmp_path / "metrics.json"
+    evaluate.main(["--data-root", str(tiny_dataset), "--csv", "valid.csv", "--checkpoint", str(tiny_checkpoint),
+                   "--json", str(out)])
+    result = json.loads(out.read_text())
+    for key in ["n_images", "mae", "rmse", "psnr", "ssim", "iou_over", "iou_under", "srcc", "plcc", "per_level",
+                "f1_over", "f1_under", "n_failed"]:
+        assert key in result
+    assert result["n_images"] == 3 and result["n_failed"] == 2
+    assert sorted(result["failed"]) == ["bad_P2.png", "nolabel_N2.png"]
+    assert sorted(result["per_level"]) == sorted(LEVELS)  # levels from the file names
+    assert all(level["n_images"] == 1 for level in result["per_level"].values())
+    err = capsys.readouterr().err
+    assert "bad_P2.png" in err and "nolabel_N2.npy: label not found" in err
+
+
+def test_a_perfect_baseline_scores_perfectly(tiny_dataset, tmp_path):
+    # the photos are flat, so the labels are exactly 0.5 - grey: local_midgray predicts them up to 8-bit rounding
+    out = tmp_path / "m.json"
+    evaluate.main(["--data-root", str(tiny_dataset), "--csv", "valid.csv", "--baseline", "local_midgray", "zero",
+                   "--json", str(out)])
+    methods = json.loads(out.read_text())["methods"]
+    exact = methods["baseline: local_midgray"]
+    assert exact["mae"] < 0.003 and exact["iou_over"] == 1.0 and exact["iou_under"] == 1.0
+    assert exact["srcc"] == pytest.approx(1.0)
+    zero = methods["baseline: zero"]
+    # |128 - grey| / 255 for grey 60, 128, 200, averaged over the three images
+    assert zero["mae"] == pytest.approx((68 + 0 + 72) / 255 / 3, abs=1e-6)
+    assert zero["iou_over"] == 0.0 and zero["srcc"] is None  # a constant score has no rank correlation
+
+
+def test_markdown_table_is_started_once_then_appended(tiny_dataset, tmp_path):
+    md = tmp_path / "results.md"
+    args = ["--data-root", str(tiny_dataset), "--csv", "valid.csv", "--markdown", str(md)]
+    evaluate.main(args + ["--baselines", "all"])
+    evaluate.main(args + ["--baseline", "mertens"])
+    text = md.read_text()
+    assert text.count("| Method |") == 1
+    assert text.count("| baseline: mertens |") == 2
+    assert len([line for line in text.splitlines() if line.startswith("| baseline")]) == 6
+
+
+def test_missing_checkpoint_is_one_sentence(tiny_dataset, tmp_path):
+    with pytest.raises(SystemExit, match="checkpoint not found"):
+        evaluate.main(["--data-root", str(tiny_dataset), "--csv", "valid.csv", "--checkpoint",
+                       str(tmp_path / "none.safetensors")])
