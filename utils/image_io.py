@@ -75,7 +75,9 @@ def load_image(path):
         raise ImageLoadError(f"{path}: empty file (0 bytes); expected an image")
     try:
         with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # we refuse those ourselves below
+            # Pillow warns on stderr about bomb sizes (refused below) and bad metadata (ignored); keep stderr to
+            # one line per failed file
+            warnings.simplefilter("ignore")
             with Image.open(path) as img:
                 width, height = img.size
                 if width * height > MAX_PIXELS:
