@@ -121,11 +121,13 @@ def expose(ideal_u8, level, rng):
     """Re-expose an 8-bit sRGB image: gain in linear light, sensor clip at 1, shot + read noise, back to 8-bit sRGB."""
     linear = SRGB_U8_TO_LINEAR[ideal_u8]
     gain = (2.0 ** ev_field(level, *ideal_u8.shape[:2], rng)).astype(np.float32)
-    signal = np.minimum(linear * gain[..., None], np.float32(1.0))
-    # Noise in units of the full-well capacity: a dark capture has few electrons, so its noise shows once brightened.
+    signal = linear * gain[..., None]
+    # Noise in units of the full-well capacity (electrons beyond it are lost, hence the clipped shot noise); a dark
+    # capture has few electrons, so its noise shows once brightened. The ADC then clips at full scale, so a
+    # saturated pixel reads a flat 1.0.
     full_well = np.exp(rng.uniform(np.log(3000), np.log(30000)))
     read_noise = rng.uniform(2.0, 8.0)
-    sigma = np.sqrt(signal / np.float32(full_well) + np.float32((read_noise / full_well) ** 2))
+    sigma = np.sqrt(np.minimum(signal, 1.0) / np.float32(full_well) + np.float32((read_noise / full_well) ** 2))
     captured = np.clip(signal + sigma * rng.standard_normal(size=signal.shape, dtype=np.float32), 0.0, 1.0)
     return np.round(linear_to_srgb(captured) * 255.0).astype(np.uint8)
 
@@ -305,8 +307,8 @@ def write_readme(out, command, cfg, scenes, train, valid, counts, level_means):
         "",
         "How a test image is made from its ideal crop: sRGB EOTF to linear light; multiply by 2^EV (global levels "
         "N4..P4 = -4..+4 EV; GRAD linear ramp, SPOT spotlight or vignette, SKY bright top over dark bottom, "
-        "FIELD smooth random field, all within -4..+4 EV); clip at 1.0 as a sensor does; add shot + read noise "
-        "(random full well 3000..30000 e-, read noise 2..8 e-); sRGB OETF; round to 8 bit; save. The label is "
+        "FIELD smooth random field, all within -4..+4 EV); add shot + read noise (random full well 3000..30000 e-, "
+        "read noise 2..8 e-); clip at 1.0 as a sensor does; sRGB OETF; round to 8 bit; save. The label is "
         "gray(ideal) - gray(test as read back from disk), gray = 0.299 R + 0.587 G + 0.114 B; "
         "score = 10 * (1 - mean|label / 255|).",
         "",
