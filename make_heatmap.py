@@ -189,6 +189,11 @@ def main(argv=None):
     model = load_checked_model(args)
     if model is None:
         return 2
+    try:
+        args.output.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        print(f"make_heatmap: {args.output}: cannot create the output folder ({one_line(e)})", file=sys.stderr)
+        return 2
 
     base = args.input if args.input.is_dir() else args.input.parent
     stems = output_stems(paths, args.input, args.output)
@@ -207,8 +212,7 @@ def main(argv=None):
                 try:
                     image = load_image(path)
                 except ImageLoadError as e:
-                    tqdm.write(f"make_heatmap: {e}", file=sys.stderr)
-                    row.update(status="failed", error=str(e).removeprefix(f"{path}: "))
+                    fail(path, row, str(e).removeprefix(f"{path}: "))
                     progress.update()
                     continue
                 row.update(height=image.shape[0], width=image.shape[1])
@@ -226,8 +230,12 @@ def main(argv=None):
                         fail(path, row, f"could not write outputs ({one_line(e)})")
                 progress.update()
 
-    write_summary(args.output / "summary.csv", rows)
     print_table(rows)
+    try:
+        write_summary(args.output / "summary.csv", rows)
+    except OSError as e:
+        print(f"make_heatmap: {args.output / 'summary.csv'}: could not write ({one_line(e)})", file=sys.stderr)
+        return 1
     failed = sum(row["status"] != "ok" for row in rows)
     print(f"{len(rows) - failed} of {len(rows)} images done; heatmaps and summary.csv in {args.output}"
           + (f"; {failed} failed (see stderr)" if failed else ""))

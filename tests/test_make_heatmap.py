@@ -212,8 +212,11 @@ def test_usage_errors_exit_2(tiny_checkpoint, tmp_path, capsys):
     assert code == 2 and "no images found" in err
     code, _, err = run(["--input", tmp_path, "--output", tmp_path, "--checkpoint", tiny_checkpoint], capsys)
     assert code == 2 and "output folder is the input folder" in err
+    Image.new("RGB", (4, 4)).save(tmp_path / "a.png")
+    code, _, err = run(["--input", tmp_path, "--output", tmp_path / "a.png" / "out", "--checkpoint", tiny_checkpoint],
+                       capsys)
+    assert code == 2 and "cannot create the output folder" in err
     if not torch.cuda.is_available():
-        Image.new("RGB", (4, 4)).save(tmp_path / "a.png")
         code, _, err = run(["--input", tmp_path, "--output", tmp_path / "out", "--checkpoint", tiny_checkpoint,
                             "--device", "cuda"], capsys)
         assert code == 2 and "no CUDA device" in err
