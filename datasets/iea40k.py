@@ -43,7 +43,8 @@ def read_split(csv_path):
     """The rows of an IEA40K split list, checked for the needed columns and parseable scores."""
     csv_path = Path(csv_path)
     if not csv_path.is_file():
-        raise DatasetError(f"{csv_path}: split list not found; expected a CSV with columns {', '.join(REQUIRED_COLUMNS)}")
+        raise DatasetError(f"{csv_path}: split list not found; expected a CSV with columns "
+                           f"{', '.join(REQUIRED_COLUMNS)}")
     with open(csv_path, newline="", encoding="utf-8-sig") as f:
         reader = csv.DictReader(f, skipinitialspace=True)
         columns = [c.strip() for c in reader.fieldnames or []]
@@ -86,6 +87,9 @@ class IEA40KDataset(Dataset):
         self.csv = Path(csv) if Path(csv).is_file() else root / csv
         if not label_scale or not math.isfinite(label_scale) or label_scale <= 0:
             raise DatasetError(f"{self.csv}: label_scale {label_scale!r} must be a positive number")
+        for name, value in (("size", size), ("crop", crop)):
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+                raise DatasetError(f"{self.csv}: {name} {value!r} must be a positive integer or None")
         self.images_dir = root / images_dir
         self.labels_dir = root / labels_dir
         self.refs_dir = None if refs_dir is None else root / refs_dir

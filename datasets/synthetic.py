@@ -52,8 +52,10 @@ DEFAULT_SOURCES = [
     ("matplotlib", "mpl-data/sample_data/grace_hopper.jpg", "hopper",
      "Grace Hopper, official U.S. Navy photograph; public domain (U.S. government work); no licence stated by "
      "matplotlib"),
-    ("sklearn", "datasets/images/china.jpg", "china", "scikit-learn sample image; CC BY 2.0 (Flickr user 'o0o0xmods0o0o')"),
-    ("sklearn", "datasets/images/flower.jpg", "flower", "scikit-learn sample image; CC BY 2.0 (Flickr user 'Vlasta Juricek')"),
+    ("sklearn", "datasets/images/china.jpg", "china",
+     "Flickr user danielbuechele (photo 6061409035); CC BY 2.0, per scikit-learn's images/README.txt"),
+    ("sklearn", "datasets/images/flower.jpg", "flower",
+     "Flickr user vultilion (photo 6056698931); CC BY 2.0, per scikit-learn's images/README.txt"),
 ]
 # Left out on purpose: skimage's hubble_deep_field (astronomical, almost all black sky, no "ideal" everyday
 # exposure) and retina (fundus photo); the other skimage images are grey, synthetic or microscopy.
@@ -232,16 +234,16 @@ def source_scenes(sources):
             return
         if name in scenes:
             raise ValueError(f"two sources map to the scene name {name!r} ({paths[0]} and {scenes[name][0][0]})")
-        scenes[name] = (paths, ["user-supplied; licence not recorded"])
+        scenes[name] = (paths, [f"`{p}`: user-supplied; licence not recorded" for p in paths])
 
     for src in map(Path, sources):
         if src.is_file():
             add(scene_name(src), [src])
         elif src.is_dir():
-            for entry in sorted(src.iterdir()):
+            for entry in sorted(e for e in src.iterdir() if not e.name.startswith(".")):
                 if entry.is_dir():
-                    add(scene_name(entry), sorted(p for p in entry.iterdir()
-                                                   if p.suffix.lower() in IMAGE_EXTENSIONS))
+                    add(scene_name(entry), sorted(p for p in entry.iterdir() if not p.name.startswith(".")
+                                                  and p.suffix.lower() in IMAGE_EXTENSIONS))
                 elif entry.suffix.lower() in IMAGE_EXTENSIONS:
                     add(scene_name(entry), [entry])
         else:
@@ -352,13 +354,13 @@ def parse_args(argv=None):
 def main(argv=None):
     args = parse_args(argv)
     start = time.time()
-    scenes = check_sources(source_scenes(args.src) if args.src else default_scenes())
-    if not scenes:
-        sys.exit("no usable source photos")
     try:
+        scenes = check_sources(source_scenes(args.src) if args.src else default_scenes())
+        if not scenes:
+            raise ValueError("no usable source photos")
         train, valid = split_scenes(scenes, args.val_scenes, args.val_fraction, args.seed)
     except ValueError as err:
-        sys.exit(str(err))
+        sys.exit(f"error: {err}")
     out = Path(args.out)
     for sub in ("images", "labels", "refs"):
         (out / sub).mkdir(parents=True, exist_ok=True)

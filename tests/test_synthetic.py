@@ -121,6 +121,9 @@ def test_unknown_level_and_scene_rejected(sources, tmp_path):
         generate(sources, tmp_path / "bad", "--levels", "N2", "X7")
     with pytest.raises(SystemExit, match="--val-scenes \\['nope'\\] not among the scenes"):
         generate(sources, tmp_path / "bad", "--val-scenes", "nope")
+    with pytest.raises(SystemExit, match="nowhere: source not found"):
+        generate(tmp_path / "nowhere", tmp_path / "bad")
+    assert not (tmp_path / "bad").exists()
 
 
 def test_srgb_transfer_functions():
