@@ -1,0 +1,194 @@
+"""Speed, memory and cost of the project model against the released P-IEANet, measured in one run on one machine.
+
+    python bench/speed.py [--smoke] [--json OUT] [--threads N] [--checkpoint PATH] [--released PATH]
+
+* throughput: images/s for batched inference at 256 x 256 (what the released network was built for);
+* latency and peak memory at 1920 x 1080 and 4000 x 3000, each case in a fresh subprocess that reports its own peak
+  resident set size (getrusage ru_maxrss; covers torch's native allocations, which tracemalloc does not see). The
+  project model runs in native tiled mode and in working-resolution mode (see utils/inference.py), plus untiled at
+  1920 x 1080; the released network resizes to 256 x 256 itself. A case is timed once after a small warm-up call;
+* cost: GFLOP per 256 x 256 image (torch.utils.flop_counter on meta tensors: shapes only, nothing computed) and
+  parameter counts.
+Models: the project checkpoint (default checkpoints/pieanet_synth.safetensors) or, when it is missing, the default
+config with random weights; the released weights from ../shared or, when absent, the released architecture with random
+weights. Speed does not depend on the weights. --smoke checks the script in seconds: a tiny project config at tiny
+sizes without warm-up, and the released network's cost counted but not run.
+"""
+import argparse
+import copy
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
+
+from models import build_model, load_model  # noqa: E402
+from utils.image_io import atomic_write  # noqa: E402
+from utils.inference import predict_residual  # noqa: E402
+
+DEFAULT_CHECKPOINT = ROOT / "checkpoints" / "pieanet_synth.safetensors"
+RELEASED_WEIGHTS = ROOT.parent / "shared" / "official" / "wavelet_epoch_2_val_loss0.03022034629540784.pth"
+SMOKE_CONFIG = {"name": "pieanet", "width": 8, "lightness_blocks": 1, "attention_layers": 1, "heads": 2, "window": 4}
+
+FULL = {
+    "batch": {"project": 8, "released": 2}, "batches": {"project": 4, "released": 1}, "warm_up": True,
+    "cases": [  # (model, height, width, mode, options)
+        ("project", 1080, 1920, "untiled", {}),
+        ("project", 1080, 1920, "tiled", {"tile": 1024}),
+        ("project", 1080, 1920, "working", {"size": 1024}),
+        ("project", 3000, 4000, "tiled", {"tile": 2048}),
+        ("project", 3000, 4000, "working", {"size": 1024}),
+        ("released", 1080, 1920, "resize to 256", {}),
+        ("released", 3000, 4000, "resize to 256", {}),
+    ],
+}
+SMOKE = {
+    "batch": {"project": 2, "released": 1}, "batches": {"project": 1, "released": 0}, "warm_up": False,
+    "cases": [
+        ("project", 96, 160, "untiled", {}),
+        ("project", 96, 160, "tiled", {"tile": 96, "overlap": 32}),
+        ("project", 96, 160, "working", {"size": 64}),
+    ],
+}
+
+
+def model_spec(kind, args):
+    """How to rebuild a model in a subprocess, and a sentence saying what it is."""
+    if kind == "project":
+        if args.smoke:
+            return {"config": SMOKE_CONFIG}, "tiny project config, random init (--smoke)"
+        if Path(args.checkpoint).is_file():
+            return {"path": str(args.checkpoint)}, f"project checkpoint {args.checkpoint}"
+        return {"config": {"name": "pieanet"}}, f"default project config, random init ({args.checkpoint} not found)"
+    if Path(args.released).is_file():
+        return {"path": str(args.released)}, f"released weights {args.released}"
+    return {"config": {"name": "official"}}, f"released architecture, random init ({args.released} not found)"
+
+
+def make_model(spec):
+    if "path" in spec:
+        return load_model(spec["path"])
+    torch.manual_seed(0)
+    return build_model(spec["config"]).eval()
+
+
+def gflop_per_image(model, size=256):
+    meta = copy.deepcopy(model).to("meta")
+    with FlopCounterMode(display=False) as counter, torch.inference_mode():
+        meta(torch.empty(1, 3, size, size, device="meta"))
+    return counter.get_total_flops() / 1e9
+
+
+def throughput(model, batch, batches, warm_up, size=256):
+    if batches == 0:
+        return None
+    x = torch.rand(batch, 3, size, size, generator=torch.Generator().manual_seed(0))
+    with torch.inference_mode():
+        if warm_up:
+            model(x[:1])
+        start = time.perf_counter()
+        for _ in range(batches):
+            model(x)
+        elapsed = time.perf_counter() - start
+    return batch * batches / elapsed
+
+
+def run_case(case):
+    """In a fresh process: time one prediction and report the process's peak RSS."""
+    torch.set_num_threads(case["threads"])
+    model = make_model(case["spec"])
+    image = np.random.default_rng(0).random((case["height"], case["width"], 3), dtype=np.float32)
+    predict_residual(model, image[:64, :64], **case["options"])  # warm-up
+    rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    start = time.perf_counter()
+    residual = predict_residual(model, image, **case["options"])
+    seconds = time.perf_counter() - start
+    assert residual.shape == image.shape[:2]
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(json.dumps({"seconds": seconds, "peak_rss_mb": peak, "rss_before_mb": rss_before}))
+
+
+def measure_case(kind, height, width, mode, options, spec, threads):
+    case = {"spec": spec, "height": height, "width": width, "options": options, "threads": threads}
+    done = subprocess.run([sys.executable, __file__, "--case", json.dumps(case)], capture_output=True, text=True,
+                          cwd=ROOT)
+    row = {"model": kind, "size": f"{width}x{height}", "mode": mode, "options": options}
+    if done.returncode != 0:
+        row["error"] = (done.stderr.strip().splitlines() or ["no output"])[-1]
+        return row
+    return {**row, **json.loads(done.stdout.strip().splitlines()[-1])}
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--smoke", action="store_true", help="tiny model and sizes, seconds")
+    p.add_argument("--json", help="write all measurements here")
+    p.add_argument("--threads", type=int, default=torch.get_num_threads(), help="torch CPU threads")
+    p.add_argument("--checkpoint", default=DEFAULT_CHECKPOINT, help="project checkpoint")
+    p.add_argument("--released", default=RELEASED_WEIGHTS, help="released P-IEANet .pth")
+    p.add_argument("--case", help=argparse.SUPPRESS)  # internal: one latency case in this process
+    return p.parse_args(argv)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    if args.case:
+        return run_case(json.loads(args.case))
+    torch.set_num_threads(args.threads)
+    plan = SMOKE if args.smoke else FULL
+    report = {"machine": {"cpu": platform.processor() or platform.machine(), "cpu_count": os.cpu_count(),
+                          "threads": args.threads, "torch": torch.__version__, "smoke": args.smoke}, "models": {}}
+    specs = {}
+    for kind in ("project", "released"):
+        spec, description = model_spec(kind, args)
+        specs[kind] = spec
+        model = make_model(spec)
+        report["models"][kind] = {
+            "what": description,
+            "parameters": sum(p.numel() for p in model.parameters()),
+            "gflop_per_256": gflop_per_image(model),
+            "batch": plan["batch"][kind],
+            "images_per_s_256": throughput(model, plan["batch"][kind], plan["batches"][kind], plan["warm_up"]),
+        }
+        print(f"{kind}: {description}", flush=True)
+    project, released = report["models"]["project"], report["models"]["released"]
+    report["ratios"] = {"throughput_256": released["images_per_s_256"] and project["images_per_s_256"] / released[
+                        "images_per_s_256"],
+                        "gflop_256": released["gflop_per_256"] / project["gflop_per_256"],
+                        "parameters": released["parameters"] / project["parameters"]}
+    report["latency"] = [measure_case(kind, h, w, mode, options, specs[kind], args.threads)
+                         for kind, h, w, mode, options in plan["cases"]]
+
+    print(f"\n{'model':<9} {'params':>9} {'GFLOP/256px':>12} {'img/s @256':>11}")
+    for kind, m in report["models"].items():
+        speed = "not run" if m["images_per_s_256"] is None else f"{m['images_per_s_256']:.2f}"
+        print(f"{kind:<9} {m['parameters']:>9,} {m['gflop_per_256']:>12.3f} {speed:>11}")
+    ratios = report["ratios"]
+    speedup = "not run" if ratios["throughput_256"] is None else f"x{ratios['throughput_256']:.1f}"
+    print(f"project / released: throughput {speedup}, fewer FLOPs x{ratios['gflop_256']:.1f}, "
+          f"fewer parameters x{ratios['parameters']:.1f}")
+    print(f"\n{'model':<9} {'size':<10} {'mode':<28} {'seconds':>8} {'peak RSS MB':>12}")
+    for row in report["latency"]:
+        mode = " ".join([row["mode"]] + [f"{k}={v}" for k, v in row["options"].items()])
+        if "error" in row:
+            print(f"{row['model']:<9} {row['size']:<10} {mode:<28} failed: {row['error']}")
+        else:
+            print(f"{row['model']:<9} {row['size']:<10} {mode:<28} {row['seconds']:>8.2f} {row['peak_rss_mb']:>12.0f}")
+    print(f"({args.threads} threads; timings on a shared machine are noisy)")
+    if args.json:
+        with atomic_write(args.json) as tmp:
+            Path(tmp).write_text(json.dumps(report, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
