@@ -58,8 +58,9 @@ def parse_args(argv):
     p.add_argument("--recursive", action="store_true", help="also read sub-folders; outputs keep their structure")
     p.add_argument("--output", type=Path, default=ROOT / "outputs", help="output folder (default: outputs/)")
     p.add_argument("--checkpoint", type=Path, default=DEFAULT_CHECKPOINT,
-                   help="project checkpoint (.safetensors) or the released P-IEANet .pth")
-    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+                   help="project checkpoint (.safetensors) or the released P-IEANet .pth "
+                        "(default: checkpoints/pieanet_synth.safetensors)")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto", help="auto = CUDA when available")
     p.add_argument("--batch-size", type=positive_int, default=1, help="photos of equal size run together")
     p.add_argument("--threshold", type=threshold, default=DEFAULT_THRESHOLD,
                    help="|r| above which a pixel counts as over/under-exposed in summary.csv (default: 0.1)")

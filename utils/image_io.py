@@ -90,6 +90,8 @@ def load_image(path):
     except Image.DecompressionBombError:
         raise ImageLoadError(f"{path}: more than {2 * MAX_PIXELS / 1e6:.0f} MP, above the {MAX_PIXELS / 1e6:.0f} MP "
                              "limit; expected a smaller image") from None
+    except PermissionError:
+        raise ImageLoadError(f"{path}: permission denied; expected a readable image file") from None
     except UnidentifiedImageError:
         raise ImageLoadError(f"{path}: not a readable image; expected JPEG, PNG, BMP, TIFF or WebP") from None
     except Exception as e:  # Pillow's decoders raise many types (OSError, SyntaxError, struct.error...) on bad data
