@@ -156,20 +156,18 @@ class IEA40KDataset(Dataset):
         if peak > 1.0 + LABEL_RANGE_EPS:
             raise DatasetError(f"{self._where(row)}: {path}: label reaches {peak * self.label_scale:g}, beyond "
                                f"+-{self.label_scale:g} (label_scale); expected a residual in grey levels")
-        residual = torch.from_numpy(residual)[None]
-        if tuple(residual.shape[1:]) != shape:
-            message = (f"{self._where(row)}: {path}: label is {residual.shape[1]}x{residual.shape[2]} but the "
+        if residual.shape != shape:
+            message = (f"{self._where(row)}: {path}: label is {residual.shape[0]}x{residual.shape[1]} but the "
                        f"image is {shape[0]}x{shape[1]}")
             if not self.allow_label_resize:
                 raise DatasetError(message + "; expected the same size (or set allow_label_resize)")
             warnings.warn(message + "; label resized to the image")
-            residual = F.interpolate(residual[None], size=shape, mode="bilinear", antialias=True,
-                                     align_corners=False)[0]
-        return residual.clamp_(-1.0, 1.0)
+            residual = resize(residual[..., None], shape)[..., 0]
+        return np.clip(residual, -1.0, 1.0)[..., None]
 
     def _load_photo(self, row, path):
         try:
-            return torch.from_numpy(load_image(path)).permute(2, 0, 1)
+            return load_image(path)
         except ImageLoadError as e:
             raise DatasetError(f"{self._where(row)}: {e}") from None
 
@@ -177,34 +175,34 @@ class IEA40KDataset(Dataset):
         row = self.rows[index]
         paths = self._paths(row)
         image = self._load_photo(row, paths["image"])
-        shape = tuple(image.shape[1:])
+        shape = image.shape[:2]
         planes = [image, self._load_label(row, paths["label"], shape)]
         if "ref" in paths:
             ref = self._load_photo(row, paths["ref"])
-            if tuple(ref.shape[1:]) != shape:
-                raise DatasetError(f"{self._where(row)}: {paths['ref']}: ref is {ref.shape[1]}x{ref.shape[2]} but "
+            if ref.shape[:2] != shape:
+                raise DatasetError(f"{self._where(row)}: {paths['ref']}: ref is {ref.shape[0]}x{ref.shape[1]} but "
                                    f"the image is {shape[0]}x{shape[1]}; expected the same size")
             planes.append(ref)
-        # photo, label and ref as one tensor, so every geometric step is the same on all of them
-        stack = self._geometry(row, torch.cat(planes), np.random.default_rng((self.seed, self.epoch, index)))
-        image, residual = stack[:3].contiguous(), stack[3:4].contiguous()
+        # photo, label and ref as one H x W x C array, so every geometric step is the same on all of them
+        stack = self._geometry(row, np.concatenate(planes, axis=2),
+                               np.random.default_rng((self.seed, self.epoch, index)))
+        stack = torch.from_numpy(np.ascontiguousarray(stack.transpose(2, 0, 1)))
+        image, residual = stack[:3], stack[3:4]
         if self.augment and self.noise_std > 0:
             rng = np.random.default_rng((self.seed, self.epoch, index, 1))
             noise = rng.normal(0.0, self.noise_std, size=image.shape).astype(np.float32)
             image = (image + torch.from_numpy(noise)).clamp_(0.0, 1.0)
         item = {"image": image, "residual": residual, "score": row.score, "name": row.img_id}
         if "ref" in paths:
-            item["ref"] = stack[4:7].contiguous()
+            item["ref"] = stack[4:7]
         return item
 
     def _geometry(self, row, stack, rng):
-        h, w = stack.shape[1:]
+        h, w = stack.shape[:2]
         if self.size and max(h, w) != self.size:
             scale = self.size / max(h, w)
             h, w = max(1, round(h * scale)), max(1, round(w * scale))
-            # bilinear with non-negative weights: photos stay in [0, 1], and since gray() is linear the resized
-            # label is still gray(resized ideal) - gray(resized test)
-            stack = F.interpolate(stack[None], size=(h, w), mode="bilinear", antialias=True, align_corners=False)[0]
+            stack = resize(stack, (h, w))
         if self.crop:
             if h < self.crop or w < self.crop:
                 raise DatasetError(f"{self._where(row)}: image is {h}x{w}"
@@ -214,10 +212,18 @@ class IEA40KDataset(Dataset):
                 top, left = int(rng.integers(0, h - self.crop + 1)), int(rng.integers(0, w - self.crop + 1))
             else:
                 top, left = (h - self.crop) // 2, (w - self.crop) // 2
-            stack = stack[:, top:top + self.crop, left:left + self.crop]
+            stack = stack[top:top + self.crop, left:left + self.crop]
         if self.augment:
             if rng.random() < 0.5:
-                stack = stack.flip(2)
+                stack = stack[:, ::-1]
             if rng.random() < 0.5:
-                stack = stack.flip(1)
+                stack = stack[::-1]
         return stack
+
+
+def resize(array, shape):
+    """Bilinear, antialiased resize of an H x W x C float32 array. Its weights are non-negative, so photos stay in
+    [0, 1]; and it is linear, so a resized label is still gray(resized ideal) - gray(resized test)."""
+    tensor = torch.from_numpy(np.ascontiguousarray(array.transpose(2, 0, 1)))[None]
+    tensor = F.interpolate(tensor, size=tuple(shape), mode="bilinear", antialias=True, align_corners=False)
+    return tensor[0].permute(1, 2, 0).numpy()
