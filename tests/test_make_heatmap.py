@@ -176,14 +176,14 @@ def test_recursive_keeps_folders_and_skips_the_output_folder(tiny_checkpoint, tm
 
 
 def test_working_resolution_and_tiles_keep_the_full_size(tiny_checkpoint, tmp_path, capsys):
-    Image.fromarray(photo(40, 260)).save(tmp_path / "p.png")
-    for option in [["--size", "32"], ["--tile", "224"]]:
+    Image.fromarray(photo(40, 600)).save(tmp_path / "p.png")
+    for option in [["--size", "32"], ["--tile", "512"]]:  # tiny model: 96 px margins, so 2 tiles of 512
         out = tmp_path / option[0].strip("-")
         code, _, err = run(["--input", tmp_path / "p.png", "--output", out, "--checkpoint", tiny_checkpoint,
                             "--save-npy", *option], capsys)
         assert code == 0, err
-        assert np.load(out / "p_residual.npy").shape == (40, 260)
-        assert pixel_size(out / "p_exposure.png") == (260, 40)
+        assert np.load(out / "p_residual.npy").shape == (40, 600)
+        assert pixel_size(out / "p_exposure.png") == (600, 40)
 
 
 def test_missing_default_checkpoint_says_how_to_get_one(tmp_path, capsys, monkeypatch):
