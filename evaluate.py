@@ -200,6 +200,7 @@ def parse_args(argv=None):
     p.add_argument("--threshold", type=float, default=0.1, help="|r| above which a pixel is over/under-exposed")
     p.add_argument("--limit", type=int, help="only the first N rows of the CSV")
     p.add_argument("--device", default="auto")
+    p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--json", help="write the metrics as JSON here")
     p.add_argument("--markdown", help="append one table row per method to this markdown file")
     return p.parse_args(argv)
@@ -207,6 +208,8 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     csv_path = Path(args.csv) if Path(args.csv).is_file() else Path(args.data_root) / args.csv
     if not csv_path.is_file():
         raise SystemExit(f"error: {args.csv}: CSV not found (looked at {csv_path}); expected a split list")

@@ -81,3 +81,18 @@ def test_native_size_models_are_called_on_the_whole_image():
     residual = predict_residual(model, random_image(300, 500), size=128, tile=96)
     assert model.shapes == [(1, 3, 300, 500)]
     assert residual.shape == (300, 500)
+
+
+def test_guided_upsampling_beats_bilinear_on_a_real_photo(shared_dir):
+    from utils.baselines import build_baseline
+    from utils.image_io import load_image
+
+    image = load_image(shared_dir / "official" / "test1_high.jpg")  # 945 x 587
+    model = build_baseline("mertens")  # a per-pixel map: its full-resolution truth is known
+    full = predict_residual(model, image)
+    guided = predict_residual(model, image, size=128)
+    low = torch.nn.functional.interpolate(torch.from_numpy(image).permute(2, 0, 1)[None], size=(80, 128),
+                                          mode="bilinear", antialias=True, align_corners=False)
+    bilinear = torch.nn.functional.interpolate(model(low), size=image.shape[:2], mode="bilinear",
+                                               align_corners=False)[0, 0].numpy()
+    assert np.abs(guided - full).mean() < 0.6 * np.abs(bilinear - full).mean()
