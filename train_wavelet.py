@@ -20,9 +20,8 @@ import numpy as np
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
-from pytorch_msssim import ssim
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import DataLoader, DistributedSampler, Sampler
+from torch.utils.data import DataLoader, DistributedSampler, Sampler, Subset
 from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
@@ -30,6 +29,7 @@ from datasets.iea40k import IEA40KDataset
 from models import MODELS, build_model, read_checkpoint, resolve_device, save_model
 from utils.config import ConfigError, dump_config, load_config, load_yaml
 from utils.heatmap import colorize
+from utils.metrics import SSIM_CONVENTION, MetricAccumulator
 
 ROOT = Path(__file__).resolve().parent
 REFERENCE_CONFIG = ROOT / "configs" / "base.yaml"
@@ -106,26 +106,20 @@ def save_state(path, state):
 
 @torch.no_grad()
 def validate(model, loader, device, amp_dtype, panels):
-    """Mean per-image MAE, PSNR (data range 2) and SSIM (pytorch-msssim on (r + 1) / 2, data range 1), plus
-    ``panels`` photo | label heatmap | predicted heatmap images."""
+    """Every metric of utils.metrics over the validation set, and ``panels`` photo | label | prediction images."""
     model.eval()
-    sums, count, drawn = {"mae": 0.0, "psnr": 0.0, "ssim": 0.0}, 0, []
+    metrics, drawn = MetricAccumulator(), []
     for batch in loader:
-        image, label = batch["image"].to(device), batch["residual"].to(device)
         with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-            prediction = model(image)
-        prediction = prediction.float().clamp(-1, 1)
-        error = (prediction - label).flatten(1)
-        sums["mae"] += error.abs().mean(1).sum().item()
-        sums["psnr"] += (10 * torch.log10(4 / error.square().mean(1).clamp_min(1e-12))).sum().item()
-        sums["ssim"] += ssim((prediction + 1) / 2, (label + 1) / 2, data_range=1, size_average=False).sum().item()
-        count += len(image)
-        for photo, truth, guess in zip(image, label, prediction):
+            prediction = model(batch["image"].to(device))
+        prediction = prediction.float().clamp(-1, 1)[:, 0].cpu().numpy()
+        for photo, label, guess, score in zip(batch["image"], batch["residual"][:, 0].numpy(), prediction,
+                                              batch["score"].tolist()):
+            metrics.add(guess, label, score)
             if len(drawn) < panels:
-                photo = (photo.permute(1, 2, 0).float().cpu().numpy() * 255 + 0.5).clip(0, 255).astype(np.uint8)
-                drawn.append(np.concatenate([photo, colorize(truth[0].cpu().numpy()),
-                                             colorize(guess[0].cpu().numpy())], axis=1))
-    return {k: v / max(count, 1) for k, v in sums.items()}, drawn
+                photo = (photo.permute(1, 2, 0).numpy() * 255 + 0.5).clip(0, 255).astype(np.uint8)
+                drawn.append(np.concatenate([photo, colorize(label), colorize(guess)], axis=1))
+    return metrics.result(), drawn
 
 
 def main(argv=None):
@@ -211,6 +205,8 @@ def train(config, device, resume, rank, world_size):
     valid_loader = None
     if is_main:
         valid_set = IEA40KDataset(root, root / data["valid_csv"], **dataset_args)
+        if data["valid_limit"]:
+            valid_set = Subset(valid_set, range(0, len(valid_set), math.ceil(len(valid_set) / data["valid_limit"])))
         valid_loader = DataLoader(valid_set, opts["valid_batch_size"], num_workers=data["workers"], pin_memory=cuda)
 
     epoch, step_in_epoch, global_step, best_mae = 0, 0, 0, math.inf
@@ -233,8 +229,9 @@ def train(config, device, resume, rank, world_size):
 
     writer = SummaryWriter(out) if is_main else None
     log(f"{config['name']}: {config['model']} ({sum(p.numel() for p in model.parameters()):,} parameters), "
-        f"{len(train_set)} training images, {steps_per_epoch} steps of {batch_size} x {world_size} per epoch, "
-        f"device {device}, amp {amp_dtype or 'none (fp32)'}, loss {opts['loss']}")
+        f"{len(train_set)} training images, {len(valid_loader.dataset) if is_main else '-'} validation images, "
+        f"{steps_per_epoch} steps of {batch_size} x {world_size} per epoch, "
+        f"device {device}, amp {amp_dtype or 'none (fp32)'}, loss {opts['loss']}; SSIM is {SSIM_CONVENTION}")
     max_steps = opts["max_steps"]
     while epoch < opts["epochs"] and (max_steps is None or global_step < max_steps):
         train_set.set_epoch(epoch)
@@ -287,13 +284,15 @@ def train(config, device, resume, rank, world_size):
                 best_mae = metrics["mae"]
                 save_model(out / "best.safetensors", model, {"epoch": epoch + 1, "valid_mae": metrics["mae"]})
             for key, value in metrics.items():
-                writer.add_scalar(f"valid/{key}", value, global_step)
+                if key != "n_images":
+                    writer.add_scalar(f"valid/{key}", value, global_step)
             for i, panel in enumerate(panels):
                 writer.add_image(f"valid/{i} photo | label | prediction", panel, global_step, dataformats="HWC")
             writer.flush()
             log(f"epoch {epoch + 1}: train loss {loss_sum / max(steps_run, 1):.4f}, "
-                f"{seen / elapsed:.1f} images/s; valid MAE {metrics['mae']:.4f} PSNR {metrics['psnr']:.2f} "
-                f"SSIM {metrics['ssim']:.4f} (of (r + 1) / 2, data range 1), lr {optimizer.param_groups[0]['lr']:.3g}"
+                f"{seen / elapsed:.1f} images/s; valid MAE {metrics['mae']:.4f} RMSE {metrics['rmse']:.4f} "
+                f"PSNR {metrics['psnr']:.2f} SSIM {metrics['ssim']:.4f} IoU over/under {metrics['iou_over']:.3f}/"
+                f"{metrics['iou_under']:.3f} SRCC {metrics['srcc']:.3f}, lr {optimizer.param_groups[0]['lr']:.3g}"
                 + (" -> best.safetensors" if improved else ""))
         if world_size > 1:
             dist.barrier()  # the others wait while rank 0 validates

@@ -70,7 +70,7 @@ def run(config_path, *overrides, resume=False):
 
 def test_two_steps_make_a_checkpoint_load_model_reads(tmp_path, tiny_model_config, tiny_data):
     config = tiny_config(tmp_path, tiny_model_config, tiny_data, epochs=1, batch_size=4)
-    run(config)
+    run(config, "data.valid_limit=1")
     out = tmp_path / "runs" / "tiny"
     state = torch.load(out / "last.pt", weights_only=True)
     assert state["global_step"] == 2 and state["epoch"] == 1
@@ -82,7 +82,7 @@ def test_two_steps_make_a_checkpoint_load_model_reads(tmp_path, tiny_model_confi
     assert residual.shape == (1, 1, 24, 20) and residual.abs().max() <= 1
     assert yaml.safe_load((out / "config.yaml").read_text())["train"]["batch_size"] == 4
     log = (out / "train.log").read_text()
-    assert "2 steps of 4 x 1 per epoch" in log and "valid MAE" in log and "images/s" in log
+    assert "1 validation images, 2 steps of 4 x 1 per epoch" in log and "valid MAE" in log and "images/s" in log
     assert list(out.glob("events.out.tfevents.*"))
 
 
