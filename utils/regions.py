@@ -3,8 +3,9 @@
     faces       frontal faces, scikit-image's LBP cascade (ships with scikit-image, works offline)
     bodies      a box below each face: 3 face widths wide, down to 7 face heights below the chin (or the image edge)
     people      faces and bodies
-    subject     the people when a face is found, else the salient object: spectral-residual saliency plus colour
-                distance from the border colour, weighted by a centre prior, Otsu-thresholded, largest component
+    subject     the people when a face is found, else the salient object: colour distance from the border colour
+                (plus spectral-residual saliency unless the border is a plain backdrop), weighted by a centre
+                prior, Otsu-thresholded, largest component, holes filled; the centre half when that fails
     background  everything outside the subject
     lights      point light sources (small connected blobs of near-white pixels, each at most 0.5 % of the image)
                 and a halo around each, where glare shows
@@ -28,6 +29,7 @@ ANALYSIS_SIZE = 512
 NEAR_WHITE = 0.95          # gray level of a light source's core
 MAX_LIGHT_AREA = 0.005     # a point light covers at most this fraction of the image
 HALO_RADIUS = 0.02         # halo around a light, fraction of the image diagonal
+UNIFORM_BORDER = 0.05      # border colour std below which the background is a plain backdrop (product shots)
 MIN_SUBJECT_AREA, MAX_SUBJECT_AREA = 0.02, 0.8  # outside these fractions the saliency map is not trusted
 
 
@@ -104,7 +106,10 @@ def salient_subject(photo):
     colour_distance = _normalise(np.linalg.norm(photo - np.median(border, axis=0), axis=2))
     y, x = np.mgrid[0:h, 0:w]
     centre_prior = np.exp(-(((y - h / 2) / (0.35 * h)) ** 2 + ((x - w / 2) / (0.35 * w)) ** 2) / 2)
-    saliency = (spectral_residual_saliency(gray(photo)) + colour_distance) * centre_prior
+    if np.std(border, axis=0).max() < UNIFORM_BORDER:  # a plain backdrop: colour alone outlines the object
+        saliency = colour_distance * centre_prior
+    else:
+        saliency = (spectral_residual_saliency(gray(photo)) + colour_distance) * centre_prior
     mask = saliency > threshold_otsu(saliency) if np.ptp(saliency) > 0 else np.zeros((h, w), bool)
     labels, n = ndimage.label(mask)
     if n:

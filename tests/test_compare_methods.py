@@ -1,0 +1,95 @@
+import csv
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn as nn
+from PIL import Image
+
+import compare_methods
+from utils.exposure import gray
+
+
+class MidGray(nn.Module):
+    """A judge that is right by construction on these images, whose ideal is mid-grey: r = 0.5 - gray."""
+
+    tile_multiple = 1
+    native_size = None
+
+    def forward(self, x):
+        return (0.5 - gray(x)).clamp(-1, 1)
+
+
+def save(folder, name, image):
+    folder.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.round(np.clip(image, 0, 1) * 255).astype(np.uint8)).save(folder / name)
+
+
+@pytest.fixture()
+def methods(tmp_path):
+    """Ideal images near mid-grey and three 'methods': nearly ideal, too dark, too bright."""
+    rng = np.random.default_rng(0)
+    folders = {m: tmp_path / m for m in ("dark", "good", "bright")}
+    for i in range(3):
+        ideal = 0.5 + 0.05 * rng.standard_normal((40, 48, 1)).repeat(3, axis=2)
+        save(tmp_path / "reference", f"{i}.png", ideal)
+        save(folders["good"], f"{i}.png", ideal + 0.01)
+        save(folders["dark"], f"{i}.png", ideal * 0.4)
+        save(folders["bright"], f"{i}.png", ideal * 1.6)
+    save(folders["good"], "only_here.png", np.full((40, 48, 3), 0.5))
+    return tmp_path, folders
+
+
+def test_ranks_better_method_first_and_reports_missing(methods):
+    root, folders = methods
+    messages = []
+    result = compare_methods.compare(MidGray(), folders, report=messages.append)
+    rows = {m["method"]: m for m in result["methods"]}
+    assert rows["good"]["rank"] == 1 and rows["good"]["mean_abs_residual"] < 0.06
+    assert rows["dark"]["mean_residual"] > 0.2 and rows["dark"]["pct_under"] > 90  # under-exposed: r > 0
+    assert rows["bright"]["mean_residual"] < -0.2 and rows["bright"]["pct_over"] > 90
+    assert result["names"] == ["0.png", "1.png", "2.png"] and all(m["n_images"] == 3 for m in rows.values())
+    assert result["missing"] == {"dark": ["only_here.png"], "bright": ["only_here.png"]}
+    assert len(messages) == 2 and all("only_here.png" in m for m in messages)
+    assert "psnr" not in rows["good"] and "agreement" not in result
+
+
+def test_reference_rankings_agree(methods):
+    root, folders = methods
+    result = compare_methods.compare(MidGray(), folders, reference=root / "reference", report=lambda m: None)
+    rows = {m["method"]: m for m in result["methods"]}
+    assert rows["good"]["reference_rank"] == 1 and rows["good"]["psnr"] > 35 and rows["good"]["ssim"] > 0.95
+    assert result["agreement"]["same_order"] and result["agreement"]["spearman"] == pytest.approx(1.0)
+
+
+def test_psnr_and_ssim_by_hand():
+    reference = np.full((32, 32, 3), 0.5, np.float32)
+    assert compare_methods.psnr(reference + 0.1, reference) == pytest.approx(20.0)
+    assert math.isinf(compare_methods.psnr(reference, reference))
+    assert compare_methods.rgb_ssim(reference, reference) == pytest.approx(1.0)
+
+
+def test_unreadable_image_left_out_everywhere(methods):
+    root, folders = methods
+    (folders["dark"] / "1.png").write_bytes(b"broken")
+    messages = []
+    result = compare_methods.compare(MidGray(), folders, report=messages.append)
+    assert result["failed"] == ["1.png"] and result["names"] == ["0.png", "2.png"]
+    assert any("1.png" in m for m in messages)
+
+
+def test_command_writes_tables_and_figure(methods, tiny_checkpoint, capsys):
+    root, folders = methods
+    out = root / "out"
+    code = compare_methods.main(["--inputs", *map(str, folders.values()), "--names", "D", "G", "B",
+                                 "--reference", str(root / "reference"), "--checkpoint", str(tiny_checkpoint),
+                                 "--output", str(out), "--max-rows", "2"])
+    assert code == 0
+    with open(out / "comparison.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["method"] for r in rows] == ["D", "G", "B"] and {"psnr", "ssim", "rank"} <= set(rows[0])
+    assert "Spearman" in (out / "comparison.md").read_text()
+    assert Image.open(out / "comparison.png").size[0] > 300
+    assert sorted(p.name for p in out.iterdir()) == ["comparison.csv", "comparison.md", "comparison.png"]
+    assert compare_methods.main(["--inputs", str(root / "nowhere"), "--checkpoint", str(tiny_checkpoint)]) == 2
