@@ -51,8 +51,10 @@ def round_up(value, multiple):
     return int(math.ceil(value / multiple) * multiple)
 
 
-def tile_spans(length, core, margin):
+def tile_spans(length, tile, core, margin):
     """(start, stop, keep_start, keep_stop) along one axis: the input span of each tile and the part of it kept."""
+    if length <= tile:
+        return [(0, length, 0, length)]
     spans = []
     for keep_start in range(0, length, core):
         keep_stop = min(keep_start + core, length)
@@ -73,8 +75,8 @@ def run_tiled(model, x, tile, overlap):
     if height <= tile and width <= tile:
         return model(x)
     out = torch.empty(x.shape[0], 1, height, width, dtype=x.dtype, device=x.device)
-    for y0, y1, ky0, ky1 in tile_spans(height, core, margin):
-        for x0, x1, kx0, kx1 in tile_spans(width, core, margin):
+    for y0, y1, ky0, ky1 in tile_spans(height, tile, core, margin):
+        for x0, x1, kx0, kx1 in tile_spans(width, tile, core, margin):
             piece = model(x[..., y0:y1, x0:x1].contiguous())
             out[..., ky0:ky1, kx0:kx1] = piece[..., ky0 - y0:ky1 - y0, kx0 - x0:kx1 - x0]
     return out
@@ -105,7 +107,7 @@ def guided_upsample(residual, guide_low, guide_full, radius=GUIDED_RADIUS, eps=G
 
 
 def to_tensor(image, device):
-    """H x W x 3 numpy (any float/uint8 range already in [0, 1] for floats) -> 1 x 3 x H x W float32 on device."""
+    """H x W x 3 numpy (float in [0, 1], or uint8) -> 1 x 3 x H x W float32 on device."""
     image = np.asarray(image)
     if image.ndim != 3 or image.shape[2] != 3:
         raise ValueError(f"expected an H x W x 3 RGB image, got shape {image.shape}")
