@@ -25,7 +25,9 @@ def test_tiled_matches_untiled(tiny_model, shape):
     tiled = predict_residual(tiny_model, image, tile=256, overlap=48)
     assert whole.shape == tiled.shape == shape
     assert whole.dtype == np.float32
-    assert np.abs(whole - tiled).max() <= 1e-3
+    # float rounding only (the brief's bound is 1e-3; a 32 px margin already gives 6e-4 on this random-init model,
+    # whose outputs are small, so the test is tighter)
+    assert np.abs(whole - tiled).max() <= 1e-5
 
 
 def test_too_small_tile_is_refused(tiny_model):
