@@ -55,7 +55,6 @@ FULL = {
 SMOKE = {
     "batch": {"project": 2, "released": 1}, "batches": {"project": 1, "released": 0}, "warm_up": False,
     "cases": [
-        ("project", 96, 160, "untiled", {}),
         ("project", 96, 160, "tiled", {"tile": 128, "overlap": 32}),
         ("project", 96, 160, "working", {"size": 64}),
     ],
