@@ -4,9 +4,9 @@ Each maps B x 3 x H x W RGB in [0, 1] to a B x 1 x H x W residual in [-1, 1] wit
 needs light; < 0 over-exposed). g below is the grey image 0.299 R + 0.587 G + 0.114 B.
 
 * ``zero``: every pixel ideal, r = 0 (what a method must beat).
-* ``global_midgray``: one exposure (EV) offset for the whole image. The gain k = lin(0.5) / mean(lin(g)), in linear light
-  (lin = the sRGB decoding curve), takes the image's mean linear grey to mid-grey 0.5 in sRGB; the residual is what
-  that gain does to each pixel, r = srgb(min(1, k lin(g))) - g. EV = log2 k. A black image stays black (r = 0).
+* ``global_midgray``: one exposure (EV) offset for the whole image. The gain k = lin(0.5) / mean(lin(g)), in linear
+  light (lin = the sRGB decoding curve), takes the image's mean linear grey to mid-grey 0.5 in sRGB; the residual is
+  what that gain does to each pixel, r = srgb(min(1, k lin(g))) - g. EV = log2 k. A black image stays black (r = 0).
 * ``local_midgray``: r = 0.5 - (mean of g over a square window of side 1/16 of the longer image side), the local
   deviation from mid-grey.
 * ``mertens``: signed well-exposedness of Mertens et al. 2007: |r| = 1 - exp(-(g - 0.5)^2 / (2 * 0.2^2)),
