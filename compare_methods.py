@@ -197,7 +197,7 @@ def main(argv=None):
         if not Path(folder).is_dir():
             print(f"compare_methods: {folder}: no such folder; expected a folder of images", file=sys.stderr)
             return 2
-    model = open_checkpoint(args.checkpoint, args.device)
+    model = open_checkpoint(args.checkpoint, args.device, prog="compare_methods")
     if model is None:
         return 2
     result = compare(model, dict(zip(names, args.inputs)), args.reference, args.threshold, args.max_rows,

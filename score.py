@@ -27,17 +27,17 @@ def score_photo(model, rules, photo, threshold=None, size=None, tile=None):
     return rules.score(residual, Regions(photo, residual.shape), photo, threshold)
 
 
-def open_checkpoint(path, device):
+def open_checkpoint(path, device, prog="score"):
     """The model, or None after one sentence on stderr saying what is missing or wrong."""
     if path is None and not DEFAULT_CHECKPOINT.is_file():
-        print(f"{Path(sys.argv[0]).stem}: the default checkpoint {DEFAULT_CHECKPOINT} is missing; train it with "
+        print(f"{prog}: the default checkpoint {DEFAULT_CHECKPOINT} is missing; train it with "
               "`python train_wavelet.py --config configs/pieanet_synth.yaml` or pass --checkpoint "
               "../shared/official/wavelet_epoch_2_val_loss0.03022034629540784.pth", file=sys.stderr)
         return None
     try:
         return load_model(path or DEFAULT_CHECKPOINT, device=device)
     except CheckpointError as e:
-        print(f"{Path(sys.argv[0]).stem}: {e}", file=sys.stderr)
+        print(f"{prog}: {e}", file=sys.stderr)
         return None
 
 
