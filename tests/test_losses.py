@@ -1,9 +1,14 @@
+import importlib.util
+from pathlib import Path
+
 import pytest
 import torch
 import torch.nn as nn
 
 from utils.exposure import gray
 from utils.losses import ExposureLoss
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 class MidGray(nn.Module):
@@ -72,3 +77,19 @@ def test_autocast_bf16(tiny_checkpoint):
     value.backward()
     assert value.dtype == torch.float32 and torch.isfinite(value)
     assert torch.isfinite(enhancer.weight.grad).all() and enhancer.weight.grad.abs().sum() > 0
+
+
+def test_train_enhancer_example_runs(tiny_checkpoint, capsys):
+    spec = importlib.util.spec_from_file_location("train_enhancer", ROOT / "examples" / "train_enhancer.py")
+    example = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(example)
+    enhancer = example.CurveEnhancer()
+    x = torch.rand(2, 3, 20, 28)
+    y, curves = enhancer(x)
+    assert y.shape == x.shape and 0 <= y.min() and y.max() <= 1 and curves.abs().max() <= 1
+    code = example.main(["--judge", str(tiny_checkpoint), "--steps", "2", "--train-crops", "8", "--test-crops", "2",
+                         "--threads", "1"])
+    out = capsys.readouterr().out
+    assert code == 0 and "testing on 2 held-out images" in out
+    assert all(f"{variant}: held-out MAE to ideal" in out for variant in ("baseline", "with", "alone"))
+    assert example.main(["--judge", str(ROOT / "missing.safetensors")]) == 2
