@@ -5,8 +5,8 @@
 * throughput: images/s for batched inference at 256 x 256 (what the released network was built for);
 * latency and peak memory at 1920 x 1080 and 4000 x 3000, each case in a fresh subprocess that reports its own peak
   resident set size (getrusage ru_maxrss; covers torch's native allocations, which tracemalloc does not see). The
-  project model runs in native tiled mode and in working-resolution mode (see utils/inference.py), plus untiled at
-  1920 x 1080; the released network resizes to 256 x 256 itself. A case is timed once after a small warm-up call;
+  project model runs untiled, in native tiled mode and in working-resolution mode (see utils/inference.py); the
+  released network resizes to 256 x 256 itself. A case is timed once, after a small warm-up call;
 * cost: GFLOP per 256 x 256 image (torch.utils.flop_counter on meta tensors: shapes only, nothing computed) and
   parameter counts.
 Models: the project checkpoint (default checkpoints/pieanet_synth.safetensors) or, when it is missing, the default
@@ -46,6 +46,7 @@ FULL = {
         ("project", 1080, 1920, "untiled", {}),
         ("project", 1080, 1920, "tiled", {"tile": 1024}),
         ("project", 1080, 1920, "working", {"size": 1024}),
+        ("project", 3000, 4000, "untiled", {}),
         ("project", 3000, 4000, "tiled", {"tile": 2048}),
         ("project", 3000, 4000, "working", {"size": 1024}),
         ("released", 1080, 1920, "resize to 256", {}),
