@@ -147,6 +147,7 @@ GOOD_TABLE = "    table:\n      - {max: 0.1, score: 100}\n      - {score: 0}\n"
     ("criteria:\n  - measure: over\n    table:\n      - {max: 0.1, score: 150}\n      - {score: 0}\n",
      r":4: criteria\[0\]\.table\[0\]\.score: 150 is outside"),
     ("criteria:\n  - measure: over\n    weight: heavy\n" + GOOD_TABLE, r":3: criteria\[0\]\.weight: expected a number"),
+    ("criteria:\n  - measure: over\n    weight: 0\n" + GOOD_TABLE, r":3: criteria\[0\]\.weight: must be above 0"),
     ("combine: max\ncriteria:\n  - measure: over\n" + GOOD_TABLE, r":1: combine: unknown value 'max'"),
     ("name: x\ncriteria:\n  - region: all\n" + GOOD_TABLE, r":3: criteria\[0\]: missing key 'measure'"),
     ("name: x\n", r":1: top level: missing key 'criteria'"),

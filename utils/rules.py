@@ -187,9 +187,11 @@ def _criterion(node):
             row["max"].fail(f"rows must be in increasing order of 'max' ({bound:g} after {table[-1].max:g})")
         table.append(Row(bound, row["score"].number(low=0.0, high=100.0)))
     if_empty = keys["if_empty"].choice(("skip",) + REGION_NAMES) if "if_empty" in keys else "skip"
+    weight = keys["weight"].number(low=0.0) if "weight" in keys else 1.0
+    if weight == 0:
+        keys["weight"].fail("must be above 0 (remove the criterion to ignore it)")
     return Criterion(name=keys["name"].string() if "name" in keys else f"{measure} in {region}", region=region,
-                     measure=measure, table=table,
-                     weight=keys["weight"].number(low=0.0) if "weight" in keys else 1.0, if_empty=if_empty)
+                     measure=measure, table=table, weight=weight, if_empty=if_empty)
 
 
 class _Node:
