@@ -129,7 +129,7 @@ def main(argv=None):
     parser.add_argument("--train-crops", type=int, default=384)
     parser.add_argument("--test-crops", type=int, default=64)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--threads", type=int, default=1, help="torch threads (tiny batches: 1 is fastest)")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (its batches are tiny; 1 avoids contention on a busy CPU)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
 
