@@ -209,6 +209,10 @@ def train(config, device, resume, rank, world_size):
             valid_set = Subset(valid_set, range(0, len(valid_set), math.ceil(len(valid_set) / data["valid_limit"])))
         valid_loader = DataLoader(valid_set, opts["valid_batch_size"], num_workers=data["workers"], pin_memory=cuda)
 
+    log(f"{config['name']}: {config['model']} ({sum(p.numel() for p in model.parameters()):,} parameters), "
+        f"{len(train_set)} training images, {len(valid_loader.dataset) if is_main else '-'} validation images, "
+        f"{steps_per_epoch} steps of {batch_size} x {world_size} per epoch, "
+        f"device {device}, amp {amp_dtype or 'none (fp32)'}, loss {opts['loss']}; SSIM is {SSIM_CONVENTION}")
     epoch, step_in_epoch, global_step, best_mae = 0, 0, 0, math.inf
     if resume:
         state = torch.load(last_path, map_location="cpu", weights_only=True)
@@ -228,10 +232,6 @@ def train(config, device, resume, rank, world_size):
                 "global_step": global_step, "best_mae": best_mae, "config": config}
 
     writer = SummaryWriter(out) if is_main else None
-    log(f"{config['name']}: {config['model']} ({sum(p.numel() for p in model.parameters()):,} parameters), "
-        f"{len(train_set)} training images, {len(valid_loader.dataset) if is_main else '-'} validation images, "
-        f"{steps_per_epoch} steps of {batch_size} x {world_size} per epoch, "
-        f"device {device}, amp {amp_dtype or 'none (fp32)'}, loss {opts['loss']}; SSIM is {SSIM_CONVENTION}")
     max_steps = opts["max_steps"]
     while epoch < opts["epochs"] and (max_steps is None or global_step < max_steps):
         train_set.set_epoch(epoch)
