@@ -29,6 +29,7 @@ from datasets.iea40k import IEA40KDataset
 from models import MODELS, build_model, read_checkpoint, resolve_device, save_model
 from utils.config import ConfigError, dump_config, load_config, load_yaml
 from utils.heatmap import colorize
+from utils.image_io import atomic_write
 from utils.metrics import SSIM_CONVENTION, MetricAccumulator
 
 ROOT = Path(__file__).resolve().parent
@@ -96,12 +97,8 @@ def set_rng_state(state):
 
 
 def save_state(path, state):
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
+    with atomic_write(path) as tmp:
         torch.save(state, tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 @torch.no_grad()
@@ -258,15 +255,16 @@ def train(config, device, resume, rank, world_size):
             seen += len(image) * world_size
             window_images += len(image) * world_size
             steps_run += 1
-            loss_sum += loss.item()
+            loss_value = loss.item()
+            loss_sum += loss_value
             if is_main and global_step % opts["log_every_steps"] == 0:
                 now = time.perf_counter()
                 rate = window_images / (now - window_start)
                 window_start, window_images = now, 0
-                writer.add_scalar("train/loss", loss.item(), global_step)
+                writer.add_scalar("train/loss", loss_value, global_step)
                 writer.add_scalar("train/lr", optimizer.param_groups[0]["lr"], global_step)
                 writer.add_scalar("train/images_per_s", rate, global_step)
-                progress.set_postfix(loss=f"{loss.item():.4f}", img_s=f"{rate:.1f}")
+                progress.set_postfix(loss=f"{loss_value:.4f}", img_s=f"{rate:.1f}")
             stop = max_steps is not None and global_step >= max_steps
             if is_main and (stop or opts["save_every_steps"] and global_step % opts["save_every_steps"] == 0):
                 save_state(last_path, training_state(epoch, step_in_epoch))

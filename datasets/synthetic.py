@@ -16,6 +16,7 @@ import shlex
 import sys
 import time
 import zlib
+from functools import lru_cache
 from multiprocessing import Pool
 from pathlib import Path
 
@@ -159,6 +160,14 @@ def load_source(path):
     return np.round(load_image(path) * 255.0).astype(np.uint8)
 
 
+@lru_cache(maxsize=4)
+def cached_source(path):
+    """load_source, kept per worker process: a scene's crops come from the same few photos, decoded once each."""
+    photo = load_source(path)
+    photo.setflags(write=False)
+    return photo
+
+
 def random_crop(photo, size, rng):
     """A square crop at a random scale and position, resized to size x size, randomly mirrored."""
     h, w = photo.shape[:2]
@@ -180,7 +189,7 @@ def make_crop(task):
     scene, paths, crop_index, cfg = task
     rng = np.random.default_rng(task_seed(cfg["seed"], scene, crop_index))
     photo_path = paths[int(rng.integers(len(paths)))]
-    ideal = random_crop(load_source(photo_path), cfg["size"], rng)
+    ideal = random_crop(cached_source(photo_path), cfg["size"], rng)
     out = Path(cfg["out"])
     stem = f"{scene}_{crop_index:03d}"
     ref_id = f"{stem}.png"
