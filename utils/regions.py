@@ -13,7 +13,7 @@
 
 Detection runs on a copy of the photo whose longer side is at most ANALYSIS_SIZE; masks are returned at any shape.
 """
-from functools import cached_property
+from functools import cache, cached_property
 
 import numpy as np
 from PIL import Image
@@ -58,15 +58,21 @@ def box_mask(shape, boxes):
     return mask
 
 
+@cache
+def _face_cascade():
+    """scikit-image's LBP frontal-face cascade, read from its XML file once per process (on first use)."""
+    return Cascade(skimage_data.lbp_frontal_face_cascade_filename())
+
+
 def detect_faces(photo):
     """Frontal faces as (top, left, height, width) boxes in the coordinates of ``photo`` (H x W x 3 in [0, 1])."""
     small = _downscale(photo)
     side = min(small.shape[:2])
     if side < 24:
         return []
-    cascade = Cascade(skimage_data.lbp_frontal_face_cascade_filename())
-    found = cascade.detect_multi_scale(img=small, scale_factor=1.2, step_ratio=1.2, min_size=(side // 10, side // 10),
-                                       max_size=(side, side), min_neighbor_number=4)
+    found = _face_cascade().detect_multi_scale(img=small, scale_factor=1.2, step_ratio=1.2,
+                                               min_size=(side // 10, side // 10), max_size=(side, side),
+                                               min_neighbor_number=4)
     scale = photo.shape[0] / small.shape[0]
     return [tuple(round(d[k] * scale) for k in ("r", "c", "height", "width")) for d in found]
 

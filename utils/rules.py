@@ -79,7 +79,8 @@ class RuleBase:
         (H x W x 3, same size) is needed only by the ``clipped`` measure. Returns a dict: score, combine, criteria
         (per criterion: region, measure, value, region_fraction, row, row_max, score, or skipped with a reason)."""
         t = self.threshold if threshold is None else threshold
-        luma = gray(photo) if photo is not None else None
+        needs_luma = photo is not None and any(c.measure == "clipped" for c in self.criteria)
+        luma = gray(photo) if needs_luma else None  # only the 'clipped' measure reads the photo
         results = []
         for c in self.criteria:
             region = c.region
@@ -90,7 +91,7 @@ class RuleBase:
             if not mask.any():
                 results.append({**result, "skipped": f"no {c.region} found"})
                 continue
-            if c.measure == "clipped" and luma is None:
+            if c.measure == "clipped" and photo is None:
                 raise ValueError(f"rule {self.name!r}: the 'clipped' measure needs the photo")
             function, _ = MEASURES[c.measure]
             value = function(residual[mask], luma[mask] if luma is not None else None, t)
