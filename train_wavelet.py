@@ -162,7 +162,8 @@ def train(config, device, resume, rank, world_size):
 
     if is_main:
         out.mkdir(parents=True, exist_ok=True)
-        (out / "config.yaml").write_text(dump_config(config))
+        with atomic_write(out / "config.yaml") as tmp:
+            tmp.write_text(dump_config(config))
     cuda = device.type == "cuda"
     amp_dtype = AMP_DTYPES[opts["amp"]] if cuda else None
     channels_last = cuda and opts["channels_last"]
