@@ -24,7 +24,7 @@ from matplotlib.figure import Figure
 from pytorch_msssim import ssim
 from scipy.stats import rankdata, spearmanr
 
-from score import open_checkpoint
+from models import DEFAULT_CHECKPOINT, open_model
 from utils.exposure import DEFAULT_THRESHOLD, residual_stats
 from utils.heatmap import CMAP, colorize
 from utils.image_io import ImageLoadError, atomic_write, list_images, load_image
@@ -197,7 +197,7 @@ def main(argv=None):
         if not Path(folder).is_dir():
             print(f"compare_methods: {folder}: no such folder; expected a folder of images", file=sys.stderr)
             return 2
-    model = open_checkpoint(args.checkpoint, args.device, prog="compare_methods")
+    model = open_model(args.checkpoint or DEFAULT_CHECKPOINT, args.device, prog="compare_methods")
     if model is None:
         return 2
     result = compare(model, dict(zip(names, args.inputs)), args.reference, args.threshold, args.max_rows,

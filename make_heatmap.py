@@ -18,18 +18,16 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from models import CheckpointError, load_model
+from models import DEFAULT_CHECKPOINT, open_model
 from utils.exposure import DEFAULT_THRESHOLD, residual_stats
 from utils.heatmap import colorize, overlay, save_colorbar_heatmap
 from utils.image_io import ImageLoadError, atomic_write, list_images, load_image, save_image
 from utils.inference import predict_batch
 
 ROOT = Path(__file__).resolve().parent
-DEFAULT_CHECKPOINT = ROOT / "checkpoints" / "pieanet_synth.safetensors"
 # P-IEANet (width 32) peaks at about 0.23 GB per megapixel in one pass (measured on CPU at 1.5 and 6 MP); a 2048 px
 # tile keeps that near 1.3 GB and costs at most (2048 / 1664)^2 = 1.5x the work of one pass for its 192 px margins
 DEFAULT_TILE = 2048
-RELEASED_WEIGHTS = "../shared/official/wavelet_epoch_2_val_loss0.03022034629540784.pth"
 SUMMARY_FIELDS = ["file", "width", "height", "mean_residual", "mean_abs_residual", "pct_over", "pct_under", "score",
                   "status", "error"]
 
@@ -139,16 +137,7 @@ def load_checked_model(args):
         print("make_heatmap: --device cuda was asked for but no CUDA device is available; use --device cpu",
               file=sys.stderr)
         return None
-    if not args.checkpoint.is_file() and args.checkpoint == DEFAULT_CHECKPOINT:
-        print(f"make_heatmap: {args.checkpoint}: default checkpoint not found; train it with `python train_wavelet.py "
-              f"--config configs/pieanet_synth.yaml` or use the released weights with `--checkpoint "
-              f"{RELEASED_WEIGHTS}`.", file=sys.stderr)
-        return None
-    try:
-        return load_model(args.checkpoint, device=args.device)
-    except CheckpointError as e:
-        print(f"make_heatmap: {e}", file=sys.stderr)
-        return None
+    return open_model(args.checkpoint, device=args.device, prog="make_heatmap")
 
 
 def print_table(rows):

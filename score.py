@@ -12,33 +12,17 @@ import json
 import sys
 from pathlib import Path
 
-from models import CheckpointError, load_model
+from models import DEFAULT_CHECKPOINT, open_model
 from utils.image_io import ImageLoadError, list_images, load_image
 from utils.inference import predict_residual
 from utils.regions import Regions
 from utils.rules import RuleError, explain, load_rules
-
-DEFAULT_CHECKPOINT = Path(__file__).resolve().parent / "checkpoints" / "pieanet_synth.safetensors"
 
 
 def score_photo(model, rules, photo, threshold=None, size=None, tile=None):
     """The rule base's result (see ``RuleBase.score``) for one photo (H x W x 3 float in [0, 1])."""
     residual = predict_residual(model, photo, size=size, tile=tile)
     return rules.score(residual, Regions(photo, residual.shape), photo, threshold)
-
-
-def open_checkpoint(path, device, prog="score"):
-    """The model, or None after one sentence on stderr saying what is missing or wrong."""
-    if path is None and not DEFAULT_CHECKPOINT.is_file():
-        print(f"{prog}: the default checkpoint {DEFAULT_CHECKPOINT} is missing; train it with "
-              "`python train_wavelet.py --config configs/pieanet_synth.yaml` or pass --checkpoint "
-              "../shared/official/wavelet_epoch_2_val_loss0.03022034629540784.pth", file=sys.stderr)
-        return None
-    try:
-        return load_model(path or DEFAULT_CHECKPOINT, device=device)
-    except CheckpointError as e:
-        print(f"{prog}: {e}", file=sys.stderr)
-        return None
 
 
 def main(argv=None):
@@ -60,19 +44,14 @@ def main(argv=None):
     except RuleError as e:
         print(f"score: {e}", file=sys.stderr)
         return 2
-    model = open_checkpoint(args.checkpoint, args.device)
+    model = open_model(args.checkpoint or DEFAULT_CHECKPOINT, args.device, prog="score")
     if model is None:
         return 2
 
     failed, results = 0, []
     for source in args.inputs:
-        try:
-            files = list_images(source)
-        except FileNotFoundError as e:
-            print(f"score: {e}", file=sys.stderr)
-            failed += 1
-            continue
-        for file in files:
+        # a folder is listed; anything else goes to load_image, which names a missing or unreadable file
+        for file in list_images(source) if Path(source).is_dir() else [Path(source)]:
             try:
                 photo = load_image(file)
             except ImageLoadError as e:

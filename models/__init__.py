@@ -6,7 +6,7 @@ loads without executing pickled code. ``load_model`` also reads a training state
 apart by their contents, not by their names.
 """
 import json
-import os
+import sys
 from pathlib import Path
 
 import torch
@@ -15,10 +15,13 @@ from safetensors.torch import load_file, safe_open, save_file
 
 from models.official import OfficialPIEANet
 from models.pieanet import PIEANet
+from utils.image_io import atomic_write
 
 MODELS = {"pieanet": PIEANet, "official": OfficialPIEANet}
 CHECKPOINT_FORMAT = "p-iea/1"
 RELEASED_KEY = "ffa_group.pre.0.weight"  # present in the released state_dict
+DEFAULT_CHECKPOINT = Path(__file__).resolve().parents[1] / "checkpoints" / "pieanet_synth.safetensors"
+RELEASED_WEIGHTS = "../shared/official/wavelet_epoch_2_val_loss0.03022034629540784.pth"
 
 
 class CheckpointError(ValueError):
@@ -42,26 +45,22 @@ def resolve_device(device="auto"):
 
 def save_model(path, model, metadata=None):
     """Write a project checkpoint (weights + config) atomically: a temporary file in the same folder, then a rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     model = getattr(model, "module", model)  # DistributedDataParallel
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     header = {"format": CHECKPOINT_FORMAT, "config": json.dumps(model.config)}
     header.update({k: str(v) for k, v in (metadata or {}).items()})
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
+    with atomic_write(path) as tmp:
         save_file(state, str(tmp), metadata=header)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def read_checkpoint(path):
     """(config, state_dict) of any checkpoint load_model accepts."""
     path = Path(path)
     if not path.is_file():
-        raise CheckpointError(f"{path}: checkpoint not found; expected a project checkpoint (.safetensors) "
-                              "or the released P-IEANet .pth")
+        raise CheckpointError(f"{path}: checkpoint not found; expected a project checkpoint (.safetensors) or the "
+                              "released P-IEANet .pth; make the default one with `python train_wavelet.py --config "
+                              f"configs/pieanet_synth.yaml` (see checkpoints/README.md) or use `--checkpoint "
+                              f"{RELEASED_WEIGHTS}`")
     with open(path, "rb") as f:
         is_zip = f.read(4) == b"PK\x03\x04"  # torch.save's format
     try:
@@ -96,3 +95,13 @@ def load_model(path, device="cpu"):
         raise CheckpointError(f"{path}: weights do not fit the model config {config} "
                               f"({str(e).splitlines()[0][:160]})") from None
     return model.to(resolve_device(device)).eval()
+
+
+def open_model(path, device="cpu", prog="p-iea"):
+    """load_model for command-line tools: the model, or None after one line on stderr naming the file and what was
+    expected."""
+    try:
+        return load_model(path, device=device)
+    except CheckpointError as e:
+        print(f"{prog}: {e}", file=sys.stderr)
+        return None

@@ -11,6 +11,7 @@ import torch
 from PIL import Image
 
 import make_heatmap
+from models import load_model
 from utils.exposure import residual_stats
 from utils.heatmap import colorize
 from utils.image_io import load_image
@@ -85,7 +86,7 @@ def test_heatmap_matches_the_model_run_directly(tiny_checkpoint, tmp_path, capsy
     code, _, err = run(["--input", tmp_path / "p.png", "--output", tmp_path / "out", "--checkpoint", tiny_checkpoint,
                         "--save-npy"], capsys)
     assert code == 0, err
-    model = make_heatmap.load_model(tiny_checkpoint)
+    model = load_model(tiny_checkpoint)
     with torch.no_grad():
         expected = model(torch.from_numpy(load_image(tmp_path / "p.png")).permute(2, 0, 1)[None])[0, 0].numpy()
     np.testing.assert_allclose(np.load(tmp_path / "out" / "p_residual.npy"), expected, atol=1e-5)
