@@ -29,7 +29,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from utils.exposure import gray  # noqa: E402
+from utils.exposure import gray, linear_to_srgb, srgb_to_linear  # noqa: E402
 from utils.image_io import IMAGE_EXTENSIONS, atomic_write, load_image  # noqa: E402
 
 GLOBAL_LEVELS = ["N4", "N3", "N2", "N1", "P0", "P1", "P2", "P3", "P4"]
@@ -60,16 +60,6 @@ DEFAULT_SOURCES = [
 ]
 # Left out on purpose: skimage's hubble_deep_field (astronomical, almost all black sky, no "ideal" everyday
 # exposure) and retina (fundus photo); the other skimage images are grey, synthetic or microscopy.
-
-
-def srgb_to_linear(v):
-    """The sRGB EOTF (IEC 61966-2-1) on values in [0, 1]."""
-    return np.where(v <= 0.04045, v / 12.92, ((v + 0.055) / 1.055) ** 2.4)
-
-
-def linear_to_srgb(v):
-    """The sRGB OETF (inverse of srgb_to_linear) on values in [0, 1]."""
-    return np.where(v <= 0.0031308, v * 12.92, 1.055 * np.power(np.maximum(v, 0.0031308), 1 / 2.4) - 0.055)
 
 
 SRGB_U8_TO_LINEAR = srgb_to_linear(np.arange(256) / 255.0).astype(np.float32)

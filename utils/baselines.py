@@ -19,7 +19,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from datasets.synthetic import linear_to_srgb, srgb_to_linear
+from utils.exposure import linear_to_srgb, srgb_to_linear
 from utils.exposure import gray
 
 

@@ -19,6 +19,16 @@ def gray(rgb):
     return rgb[..., 0] * GRAY_WEIGHTS[0] + rgb[..., 1] * GRAY_WEIGHTS[1] + rgb[..., 2] * GRAY_WEIGHTS[2]
 
 
+def srgb_to_linear(v):
+    """The sRGB EOTF (IEC 61966-2-1) on values in [0, 1]."""
+    return np.where(v <= 0.04045, v / 12.92, ((v + 0.055) / 1.055) ** 2.4)
+
+
+def linear_to_srgb(v):
+    """The sRGB OETF (inverse of srgb_to_linear) on values in [0, 1]."""
+    return np.where(v <= 0.0031308, v * 12.92, 1.055 * np.power(np.maximum(v, 0.0031308), 1 / 2.4) - 0.055)
+
+
 def holistic_score(residual):
     """The paper's untuned mapping from a residual map to a 0..10 score: 10 * (1 - mean|r|)."""
     return 10.0 * (1.0 - float(np.abs(np.asarray(residual, dtype=np.float64)).mean()))
