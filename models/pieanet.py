@@ -52,17 +52,60 @@ class LightnessBlock(nn.Module):
 
 
 class LightnessBranch(nn.Module):
-    def __init__(self, width, blocks, bands_out, context):
+    def __init__(self, width, blocks, bands_out, context, scene_channels=0):
         super().__init__()
         self.stem = nn.Sequential(conv3x3(3, width // 2), nn.ReLU(inplace=True),
                                   nn.Conv2d(width // 2, width, 2, stride=2))
+        # FiLM from the scene branch: the same local content is judged differently in a dark or a bright photo
+        self.modulation = nn.Conv2d(scene_channels, 2 * width, 1) if scene_channels else None
         self.blocks = nn.Sequential(*[LightnessBlock(width, context) for _ in range(blocks)])
         self.out = nn.Conv2d(width, bands_out, 1)
         self.skip = nn.Conv2d(3, bands_out, 1)
 
-    def forward(self, low):
-        y = self.out(self.blocks(self.stem(low)))
+    def forward(self, low, scene=None):
+        y = self.stem(low)
+        if self.modulation is not None:
+            scale, shift = self.modulation(scene).chunk(2, dim=1)
+            y = y * (1 + scale) + shift
+        y = self.out(self.blocks(y))
         return self.skip(low) + F.interpolate(y, size=low.shape[-2:], mode="bilinear", align_corners=False)
+
+
+class SceneBranch(nn.Module):
+    """The whole photo at a fixed low resolution (longer side ``size``) -> a coarse grid of scene features (1/8 of the
+    thumbnail) whose receptive field covers the whole thumbnail, plus the grid's mean (the photo's overall key).
+    Computed once per photo, it is sampled at absolute positions, so a tile gets exactly what the whole image gets."""
+
+    def __init__(self, size, width, channels):
+        super().__init__()
+        self.size = size
+        layers, c_in = [], 4  # RGB + log luminance
+        for c_out in (width // 2, width, width):
+            layers += [nn.Conv2d(c_in, c_out, 3, stride=2, padding=1), nn.ReLU(inplace=True)]
+            c_in = c_out
+        self.encoder = nn.Sequential(*layers, conv3x3(width, width), nn.ReLU(inplace=True),
+                                     nn.Conv2d(width, width, 5, padding=4, dilation=2), nn.ReLU(inplace=True))
+        self.out = nn.Conv2d(2 * width, channels, 1)
+
+    def forward(self, x):
+        height, width = x.shape[-2:]
+        scale = self.size / max(height, width)
+        size = (max(1, round(height * scale)), max(1, round(width * scale)))
+        thumb = F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=scale < 1)
+        luminance = torch.log(thumb.mul(thumb.new_tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)).sum(1, True) + 1e-3)
+        y = self.encoder(torch.cat([thumb, luminance], dim=1))
+        return self.out(torch.cat([y, y.mean(dim=(2, 3), keepdim=True).expand_as(y)], dim=1))
+
+
+def sample_scene(scene, region, shape, stride):
+    """Scene features at the centres of a feature map of ``shape`` with ``stride`` px per cell, whose first cell starts
+    at (top, left) of a photo of size (height, width): ``region = (top, left, height, width)``."""
+    top, left, height, width = region
+    rows = (top + (torch.arange(shape[0], device=scene.device, dtype=scene.dtype) + 0.5) * stride) / height * 2 - 1
+    cols = (left + (torch.arange(shape[1], device=scene.device, dtype=scene.dtype) + 0.5) * stride) / width * 2 - 1
+    grid = torch.stack(torch.meshgrid(cols, rows, indexing="xy"), dim=-1)
+    grid = grid.unsqueeze(0).expand(scene.shape[0], -1, -1, -1)
+    return F.grid_sample(scene, grid, mode="bilinear", padding_mode="border", align_corners=False)
 
 
 class WindowAttention(nn.Module):
@@ -134,17 +177,20 @@ class PIEANet(nn.Module):
     native_size = None
 
     def __init__(self, width=32, lightness_blocks=3, attention_layers=2, heads=4, window=8, context=15, bands=8,
-                 use_dwt=True, use_lightness=True, use_structure=True):
+                 use_dwt=True, use_lightness=True, use_structure=True, scene_size=0, scene_channels=16):
         super().__init__()
         self.config = dict(name="pieanet", width=width, lightness_blocks=lightness_blocks,
                            attention_layers=attention_layers, heads=heads, window=window, context=context, bands=bands,
-                           use_dwt=use_dwt, use_lightness=use_lightness, use_structure=use_structure)
+                           use_dwt=use_dwt, use_lightness=use_lightness, use_structure=use_structure,
+                           scene_size=scene_size, scene_channels=scene_channels)
         self.tile_multiple = 8 * window  # DWT (2) x lightness stride (2) x attention stride (4) x window
         self.use_dwt = use_dwt
         if not use_dwt:
             self.analysis = nn.Conv2d(3, 12, 2, stride=2)
             self.synthesis = nn.ConvTranspose2d(4 * bands, bands, 2, stride=2)
-        self.lightness_branch = (LightnessBranch(width, lightness_blocks, bands, context) if use_lightness
+        self.scene_branch = SceneBranch(scene_size, width, scene_channels) if scene_size else None
+        self.lightness_branch = (LightnessBranch(width, lightness_blocks, bands, context,
+                                                 scene_channels if scene_size else 0) if use_lightness
                                  else nn.Conv2d(3, bands, 1))
         self.structure_branch = (StructureBranch(width, attention_layers, heads, window, bands) if use_structure
                                  else nn.Conv2d(9, 3 * bands, 1))
@@ -161,10 +207,28 @@ class PIEANet(nn.Module):
             return haar_idwt(low, high)
         return self.synthesis(torch.cat([low, high], dim=1))
 
-    def forward(self, x):
+    @property
+    def uses_scene(self):
+        return self.scene_branch is not None
+
+    def scene(self, x):
+        """Scene features of a whole photo (B x 3 x H x W), to pass with each of its tiles; None without the branch."""
+        return self.scene_branch(x) if self.scene_branch is not None else None
+
+    def forward(self, x, scene=None, region=None):
+        """x: the whole photo, or a tile of it together with ``scene = self.scene(whole photo)`` and
+        ``region = (top, left, height, width)``: the tile's origin in the photo and the photo's size."""
         height, width = x.shape[-2:]
         m = self.tile_multiple
+        lightness_input = None
+        if self.scene_branch is not None and isinstance(self.lightness_branch, LightnessBranch):
+            if scene is None:
+                scene, region = self.scene_branch(x), (0, 0, height, width)
+            padded = (height + -height % m, width + -width % m)
+            lightness_input = sample_scene(scene, region, (padded[0] // 4, padded[1] // 4), 4)
         x = F.pad(x, (0, -width % m, 0, -height % m), mode="replicate")
         low, high = self.split(x)
-        bands = self.merge(self.lightness_branch(low), self.structure_branch(high))
+        lightness = (self.lightness_branch(low, lightness_input) if isinstance(self.lightness_branch, LightnessBranch)
+                     else self.lightness_branch(low))
+        bands = self.merge(lightness, self.structure_branch(high))
         return torch.tanh(self.head(bands))[..., :height, :width]

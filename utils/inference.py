@@ -74,10 +74,13 @@ def run_tiled(model, x, tile, overlap):
     height, width = x.shape[-2:]
     if height <= tile and width <= tile:
         return model(x)
+    # a model that judges the whole scene (P-IEANet's scene branch) sees it once; each tile samples that
+    context = {"scene": model.scene(x)} if getattr(model, "uses_scene", False) else {}
     out = torch.empty(x.shape[0], 1, height, width, dtype=x.dtype, device=x.device)
     for y0, y1, ky0, ky1 in tile_spans(height, tile, core, margin):
         for x0, x1, kx0, kx1 in tile_spans(width, tile, core, margin):
-            piece = model(x[..., y0:y1, x0:x1].contiguous())
+            region = {"region": (y0, x0, height, width)} if context else {}
+            piece = model(x[..., y0:y1, x0:x1].contiguous(), **context, **region)
             out[..., ky0:ky1, kx0:kx1] = piece[..., ky0 - y0:ky1 - y0, kx0 - x0:kx1 - x0]
     return out
 
