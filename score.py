@@ -6,68 +6,75 @@
 P-IEANet predicts the residual map; a rule base (configs/rules/<name>.yaml, language in configs/rules/README.md)
 turns the fractions of over- and under-exposed pixels, globally and inside regions (faces, subject, background,
 point lights; utils/regions.py), into a score. Each criterion prints the value it measured and the table row it matched.
+Options and exit codes are those of every tool (utils/cli.py): a photo that cannot be read or scored is named on
+stderr and the others go on (exit 1); a bad option, input, rule file or checkpoint is exit 2 before any work.
 """
 import argparse
 import json
 import sys
-from pathlib import Path
 
-from models import DEFAULT_CHECKPOINT, open_model
-from utils.image_io import ImageLoadError, list_images, load_image
-from utils.inference import predict_residual
+from utils import cli
 from utils.regions import Regions
 from utils.rules import RuleError, explain, load_rules
 
+PROG = "score"
 
-def score_photo(model, rules, photo, threshold=None, size=None, tile=None):
+
+def score_photo(model, rules, photo, threshold=None, size=None, tile=cli.DEFAULT_TILE):
     """The rule base's result (see ``RuleBase.score``) for one photo (H x W x 3 float in [0, 1])."""
-    residual = predict_residual(model, photo, size=size, tile=tile)
+    residual = cli.predict(model, [photo], size=size, tile=tile)[0]
+    if isinstance(residual, BaseException):
+        raise residual
     return rules.score(residual, Regions(photo, residual.shape), photo, threshold)
 
 
-def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def parse_args(argv):
+    parser = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0])
     parser.add_argument("inputs", nargs="+", help="image files or folders")
     parser.add_argument("--rules", required=True, help="a shipped rule name (landscape, portrait, street, night, "
                                                        "ecommerce) or a rule file")
-    parser.add_argument("--checkpoint", help=f"P-IEANet weights (default {DEFAULT_CHECKPOINT.name})")
     parser.add_argument("--json", action="store_true", help="print one JSON document instead of text")
-    parser.add_argument("--threshold", type=float, help="|r| above which a pixel is mis-exposed "
-                                                        "(default: the rule file's, else 0.1)")
-    parser.add_argument("--size", type=int, help="working resolution (longer side) for large photos")
-    parser.add_argument("--tile", type=int, help="native-resolution inference in tiles of this size")
-    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, ...")
-    args = parser.parse_args(argv)
+    cli.add_common_options(parser, threshold_default=None, threshold_help="the rule file's, else 0.1")
+    return parser.parse_args(argv)
 
+
+def run(argv):
+    args = parse_args(argv)
+    cli.setup(args)
     try:
         rules = load_rules(args.rules)
     except RuleError as e:
-        print(f"score: {e}", file=sys.stderr)
-        return 2
-    model = open_model(args.checkpoint or DEFAULT_CHECKPOINT, args.device, prog="score")
-    if model is None:
-        return 2
+        raise cli.UsageError(str(e)) from None
+    errors = []
+    files = [path for _, paths in cli.check_inputs(args.inputs, errors=errors) for path in paths]
+    model = cli.open_model(args.checkpoint, args)
 
-    failed, results = 0, []
-    for source in args.inputs:
-        # a folder is listed; anything else goes to load_image, which names a missing or unreadable file
-        for file in list_images(source) if Path(source).is_dir() else [Path(source)]:
+    results = []
+    with cli.Progress(PROG, len(files)) as progress:
+        for folder, reason in errors:
+            progress.fail(folder, reason)
+        for file in files:
             try:
-                photo = load_image(file)
-            except ImageLoadError as e:
-                print(f"score: {e}", file=sys.stderr)
-                failed += 1
+                photo = cli.read_image(file)
+                result = {"file": str(file), **score_photo(model, rules, photo, args.threshold, args.size, args.tile)}
+            except (ValueError, RuntimeError, MemoryError) as e:  # ImageLoadError is a ValueError
+                progress.fail(file, cli.one_line(e))
                 continue
-            result = {"file": str(file), **score_photo(model, rules, photo, args.threshold, args.size, args.tile)}
+            finally:
+                progress.update()
             results.append(result)
             if not args.json:
                 print(f"{file}: {result['score']:.0f}/100 ({rules.name}, {result['combine']} of "
-                      f"{len(rules.criteria)} criteria, threshold {result['threshold']:g})")
+                      f"{len(rules.criteria)} criteria, threshold {result['threshold']:g})", flush=True)
                 for line in explain(result):
                     print(f"  {line}")
     if args.json:
         print(json.dumps(results, indent=2))
-    return 1 if failed else 0
+    return progress.exit_code
+
+
+def main(argv=None):
+    return cli.run(PROG, run, argv)
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ from PIL import Image
 
 import make_heatmap
 from models import load_model
+from utils import cli
 from utils.exposure import residual_stats
 from utils.heatmap import colorize
 from utils.image_io import load_image
@@ -188,7 +189,7 @@ def test_working_resolution_and_tiles_keep_the_full_size(tiny_checkpoint, tmp_pa
 
 
 def test_missing_default_checkpoint_says_how_to_get_one(tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr(make_heatmap, "DEFAULT_CHECKPOINT", tmp_path / "pieanet_synth.safetensors")
+    monkeypatch.setattr(cli, "DEFAULT_CHECKPOINT", tmp_path / "pieanet_synth.safetensors")
     code, out, err = run(["--input", SAMPLES, "--output", tmp_path / "out"], capsys)
     assert code == 2
     line, = err.strip().splitlines()
@@ -216,7 +217,7 @@ def test_usage_errors_exit_2(tiny_checkpoint, tmp_path, capsys):
     Image.new("RGB", (4, 4)).save(tmp_path / "a.png")
     code, _, err = run(["--input", tmp_path, "--output", tmp_path / "a.png" / "out", "--checkpoint", tiny_checkpoint],
                        capsys)
-    assert code == 2 and "cannot create the output folder" in err
+    assert code == 2 and "cannot write to the output folder" in err
     if not torch.cuda.is_available():
         code, _, err = run(["--input", tmp_path, "--output", tmp_path / "out", "--checkpoint", tiny_checkpoint,
                             "--device", "cuda"], capsys)

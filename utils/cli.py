@@ -1,0 +1,293 @@
+"""The command line shared by make_heatmap.py, score.py, compare_methods.py and evaluate.py.
+
+One place parses and checks the common options (``--checkpoint``, ``--device``, ``--size``, ``--tile``, ``--threads``,
+``--threshold``), opens the model, runs every image through the same tiled, bounded-memory inference path and isolates
+per-image failures. Exit codes mean the same in every tool:
+
+    0    every input done
+    1    some inputs failed; each is named on stderr in one line, ``<tool>: <file>: <reason>``
+    2    usage or setup error (bad option value, missing input, unusable checkpoint, output folder that cannot be
+         written, --device cuda without CUDA), reported in one line before any work
+    130  interrupted (Ctrl-C); what was finished is kept (make_heatmap's summary.csv is written row by row)
+    141  the reader of standard output went away (``| head``); no traceback
+"""
+import argparse
+import math
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from models import DEFAULT_CHECKPOINT, CheckpointError, load_model
+from utils.exposure import DEFAULT_THRESHOLD
+from utils.image_io import MAX_PIXELS, ImageLoadError, list_images, load_image
+from utils.inference import default_overlap, predict_batch, round_up
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED, EXIT_BROKEN_PIPE = 0, 1, 2, 130, 141
+# P-IEANet (width 32) peaks at about 0.23 GB per megapixel in one pass (measured on CPU at 1.5 and 6 MP); a 2048 px
+# tile keeps that near 1.3 GB and costs at most (2048 / 1664)^2 = 1.5x the work of one pass for its 192 px margins
+DEFAULT_TILE = 2048
+DEVICES = ("auto", "cpu", "cuda")
+
+
+class UsageError(Exception):
+    """A bad option value, input or setup, found before any work: one sentence, exit code 2."""
+
+
+# ------------------------------------------------------------------------------------------------ option types
+def _parse(text, kind):
+    try:
+        return kind(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected {'an integer' if kind is int else 'a number'}, got {text!r}")
+
+
+def positive_int(text):
+    value = _parse(text, int)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text}")
+    return value
+
+
+def non_negative_int(text):
+    value = _parse(text, int)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text}")
+    return value
+
+
+def threshold(text):
+    value = _parse(text, float)
+    if not 0.0 <= value < 1.0:  # also refuses nan and inf
+        raise argparse.ArgumentTypeError(f"expected a residual threshold in [0, 1), got {text}")
+    return value
+
+
+def positive_float(text):
+    value = _parse(text, float)
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"expected a finite number above 0, got {text}")
+    return value
+
+
+def add_common_options(parser, checkpoints="one", tile=DEFAULT_TILE, threshold_default=DEFAULT_THRESHOLD,
+                       threshold_help="the default"):
+    """The options every tool shares, with their defaults stated in --help.
+
+    checkpoints: "one" (``--checkpoint PATH``, default the shipped checkpoint) or "many" (``--checkpoint PATH ...``,
+    default none). threshold_default None means the tool picks (``threshold_help`` says how).
+    """
+    if checkpoints == "one":
+        parser.add_argument("--checkpoint", type=Path, metavar="PATH",
+                            help="project checkpoint (.safetensors), training state (last.pt) or the released "
+                                 f"P-IEANet .pth (default: checkpoints/{DEFAULT_CHECKPOINT.name})")
+    else:
+        parser.add_argument("--checkpoint", "--compare", type=Path, nargs="+", metavar="PATH",
+                            help="project checkpoint(s) (.safetensors), training state(s) and/or the released "
+                                 "P-IEANet .pth (default: none)")
+    parser.add_argument("--device", choices=DEVICES, default="auto",
+                        help="where the model runs; auto = CUDA when available, else CPU (default: auto)")
+    parser.add_argument("--size", type=positive_int, metavar="N",
+                        help="working resolution: predict at longer side N, guided upsampling back to full size "
+                             "(default: native resolution)")
+    parser.add_argument("--tile", type=non_negative_int, default=tile, metavar="N",
+                        help="images larger than N px on a side run in overlapping tiles: bounded memory, the same "
+                             f"map as one pass; 0 = always one pass (default: {tile})")
+    parser.add_argument("--threads", type=positive_int, metavar="N",
+                        help="torch CPU threads (default: torch's choice)")
+    default_text = f"{threshold_default:g}" if threshold_default is not None else threshold_help
+    parser.add_argument("--threshold", type=threshold, default=threshold_default, metavar="T",
+                        help=f"|r| above which a pixel counts as over- or under-exposed (default: {default_text})")
+
+
+# ------------------------------------------------------------------------------------------------ setup checks
+def setup(args):
+    """Check the device and apply --threads; raises UsageError."""
+    if args.device == "cuda" and not torch.cuda.is_available():
+        raise UsageError("--device cuda was asked for but no CUDA device is available; use --device cpu or auto")
+    if getattr(args, "threads", None):
+        torch.set_num_threads(args.threads)
+
+
+def open_model(path, args):
+    """The model at ``path`` (None: the shipped checkpoint) on args.device, checked against args.tile; raises
+    UsageError."""
+    path = DEFAULT_CHECKPOINT if path is None else path
+    try:
+        model = load_model(path, device=args.device)
+    except CheckpointError as e:
+        raise UsageError(str(e)) from None
+    check_tile(model, args.tile)
+    return model
+
+
+def is_global(model):
+    """True when a model's output at a pixel may depend on the whole image (tiling would change its map)."""
+    radius = getattr(model, "receptive_radius", None)
+    return radius is not None and not math.isfinite(radius)
+
+
+def tile_for(model, tile):
+    """The tile size to use for ``model``: None for one pass (no tile asked, a model that resizes to its own
+    native size, or one whose receptive field is the whole image)."""
+    if not tile or getattr(model, "native_size", None) or is_global(model):
+        return None
+    return tile
+
+
+def minimum_tile(model):
+    """The smallest tile that leaves room for one tile multiple inside the model's context margins."""
+    multiple = getattr(model, "tile_multiple", 1)
+    return 2 * round_up(default_overlap(model), multiple) + multiple
+
+
+def check_tile(model, tile):
+    if tile_for(model, tile) is not None and tile < minimum_tile(model):
+        raise UsageError(f"--tile {tile} is below this model's minimum of {minimum_tile(model)} px (its context "
+                         f"margin on each side plus one tile step); use --tile {minimum_tile(model)} or more, or "
+                         "--tile 0 for one pass")
+
+
+def writable_folder(path, what="output folder"):
+    """Create ``path`` if needed and prove it can be written (a temporary file); raises UsageError."""
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path, prefix=".write-check-", suffix=".tmp"):
+            pass
+    except OSError as e:
+        raise UsageError(f"{path}: cannot write to the {what} ({e.strerror or one_line(e)}); choose another") from None
+    return path
+
+
+def check_inputs(sources, recursive=False, exclude=(), errors=None):
+    """The image files under each source (file or folder); a missing source or one without images is a
+    UsageError. Returns [(source, [paths])]. Sub-folders that cannot be read are appended to ``errors`` as
+    (folder, reason), for the caller to report as failed inputs."""
+    found = []
+    for source in map(Path, sources):
+        if not source.exists():
+            raise UsageError(f"{source}: no such file or folder; expected an image or a folder of images")
+        try:
+            paths = list_images(source, recursive=recursive, exclude=exclude, errors=errors)
+        except OSError as e:
+            raise UsageError(f"{source}: cannot be read ({e.strerror or one_line(e)})") from None
+        if not paths and not errors:
+            raise UsageError(f"{source}: no images found; expected files ending in .jpg, .jpeg, .png, .bmp, .tif, "
+                             ".tiff or .webp")
+        found.append((source, paths))
+    return found
+
+
+# ------------------------------------------------------------------------------------------------ per-image work
+def one_line(error):
+    text = str(error).strip().splitlines()
+    return text[0][:200] if text else type(error).__name__
+
+
+def read_image(path):
+    """load_image, with the message's leading file name removed (the caller names the file)."""
+    try:
+        return load_image(path)
+    except ImageLoadError as e:
+        raise ImageLoadError(str(e).removeprefix(f"{path}: ")) from None
+
+
+def check_work(model, shape, size=None):
+    """Refuse an image whose padded working area would exceed MAX_PIXELS (a 1 x N strip is padded to the model's
+    tile multiple on both sides), so degenerate shapes cost at most what the largest accepted photo does."""
+    height, width = shape[:2]
+    if size is not None and max(height, width) > size:
+        scale = size / max(height, width)
+        height, width = max(1, round(height * scale)), max(1, round(width * scale))
+    multiple = 1 if getattr(model, "native_size", None) else getattr(model, "tile_multiple", 1)
+    work = round_up(height, multiple) * round_up(width, multiple)
+    if work > MAX_PIXELS:
+        raise ValueError(f"{shape[1]}x{shape[0]} is padded to {work / 1e6:.0f} MP of work for this model (tile "
+                         f"multiple {multiple}), above the {MAX_PIXELS / 1e6:.0f} MP limit")
+
+
+def predict(model, images, size=None, tile=None, batch_size=1):
+    """Residual maps of ``images`` through the tiled, bounded-memory path; a batch that fails as a whole is
+    retried one image at a time, so one image's failure (out of memory, a bad shape) does not take the others
+    with it. Returns a map (H x W float32) or the exception, per image."""
+    tile = tile_for(model, tile)
+    checked = []
+    for image in images:
+        try:
+            check_work(model, image.shape, size)
+            checked.append(None)
+        except ValueError as e:
+            checked.append(e)
+    good = [image for image, error in zip(images, checked) if error is None]
+    try:
+        maps = iter(predict_batch(model, good, size=size, tile=tile, batch_size=batch_size) if good else [])
+        return [error if error is not None else next(maps) for error in checked]
+    except (RuntimeError, ValueError, MemoryError) as e:
+        if len(images) == 1:
+            return [e]
+    results = []
+    for image, error in zip(images, checked):
+        if error is not None:
+            results.append(error)
+            continue
+        try:
+            results.append(predict_batch(model, [image], size=size, tile=tile)[0])
+        except (RuntimeError, ValueError, MemoryError) as e:
+            results.append(e)
+    return results
+
+
+class Progress:
+    """A progress bar on stderr (shown on a terminal) and one-line failure reports that do not break it."""
+
+    def __init__(self, prog, total, unit="img"):
+        self.prog, self.failed = prog, []
+        self.bar = tqdm(total=total, unit=unit, desc=prog, file=sys.stderr, disable=None, leave=False)
+
+    def fail(self, name, reason):
+        self.failed.append(str(name))
+        self.report(f"{name}: {reason}")
+
+    def report(self, message):
+        tqdm.write(f"{self.prog}: {message}", file=sys.stderr)
+
+    def update(self, n=1):
+        self.bar.update(n)
+
+    def close(self):
+        self.bar.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    @property
+    def exit_code(self):
+        return EXIT_FAILED if self.failed else EXIT_OK
+
+
+# ------------------------------------------------------------------------------------------------ entry point
+def run(prog, body, argv=None):
+    """Call ``body(argv)`` and turn the ways a command line ends into one line and an exit code: UsageError -> 2,
+    Ctrl-C -> 130, a closed output pipe -> 141; never a traceback for these."""
+    try:
+        return body(argv)
+    except UsageError as e:
+        print(f"{prog}: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print(f"\n{prog}: interrupted; the results finished so far are kept", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        # the reader (e.g. `head`) has gone: silence stdout so the interpreter's final flush does not fail again
+        try:
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        except (OSError, ValueError):
+            pass
+        return EXIT_BROKEN_PIPE
