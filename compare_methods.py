@@ -9,6 +9,9 @@ the common set is compared. Per method, averaged over images: mean |r|, mean r (
 With --reference (ground-truth images, same names): PSNR and SSIM (pytorch-msssim, RGB, data range 1) per method and
 whether the no-reference ranking agrees with the full-reference one (Spearman's rho between the rankings).
 Writes comparison.md, comparison.csv and comparison.png (photo above heatmap, one column per method) to --output.
+Options and exit codes are those of every tool (utils/cli.py): an image that cannot be read or predicted in some folder
+is named on stderr and left out for every method (exit 1); no image in common is exit 1; a bad option, folder or
+checkpoint is exit 2 before any work. SSIM needs 11 x 11 pixels: smaller images get no SSIM (n/a).
 """
 import argparse
 import csv
@@ -24,11 +27,13 @@ from matplotlib.figure import Figure
 from pytorch_msssim import ssim
 from scipy.stats import rankdata, spearmanr
 
-from models import DEFAULT_CHECKPOINT, open_model
+from utils import cli
 from utils.exposure import DEFAULT_THRESHOLD, residual_stats
 from utils.heatmap import CMAP, colorize
-from utils.image_io import ImageLoadError, atomic_write, list_images, load_image
-from utils.inference import predict_residual
+from utils.image_io import atomic_write, list_images
+
+PROG = "compare_methods"
+SSIM_WINDOW = 11  # pytorch-msssim's default Gaussian window
 
 FIGURE_SIDE = 256  # longer side of each figure panel in pixels
 COLUMNS = [("mean_abs_residual", r"mean \|r\|"), ("mean_residual", "mean r"), ("pct_over", "% over"),
@@ -50,6 +55,9 @@ def psnr(image, reference):
 
 
 def rgb_ssim(image, reference):
+    """SSIM of two H x W x 3 images in [0, 1]; nan when a side is shorter than the SSIM window."""
+    if min(image.shape[:2]) < SSIM_WINDOW:
+        return math.nan
     to_tensor = lambda a: torch.from_numpy(np.ascontiguousarray(a)).permute(2, 0, 1)[None].float()
     return float(ssim(to_tensor(image), to_tensor(reference), data_range=1.0))
 
@@ -59,56 +67,41 @@ def thumbnail(array, side=FIGURE_SIDE):
     return array[::step, ::step]
 
 
-def compare(model, folders, reference=None, threshold=DEFAULT_THRESHOLD, max_rows=4, size=None, tile=None,
-            report=lambda message: print(message, file=sys.stderr)):
-    """Score each method's outputs with ``model`` (anything ``predict_residual`` runs).
+def compare(model, folders, reference=None, threshold=DEFAULT_THRESHOLD, max_rows=4, size=None,
+            tile=cli.DEFAULT_TILE, report=lambda message: print(f"{PROG}: {message}", file=sys.stderr),
+            progress=None):
+    """Score each method's outputs with ``model`` (anything ``utils.inference.predict_batch`` runs), tile by tile.
 
     folders: {method name: folder}. Returns a dict: ``methods`` (a row of averaged numbers per method, ranked),
     ``names`` (the images compared), ``missing`` and ``failed`` (what was left out and why), ``panels`` (photo and
     residual thumbnails of the first ``max_rows`` images for the figure) and, with a reference folder, ``agreement``.
-    Unreadable images are reported through ``report`` and leave their name out for every method.
+    An image that cannot be read or predicted for one method is reported through ``report`` (one line naming the
+    file) and its name is left out for every method. ``progress`` (a ``cli.Progress``) is advanced per name.
     """
     names, missing = common_names(folders)
     for method, left_out in missing.items():
-        report(f"compare_methods: {len(left_out)} image(s) missing from {method} ({folders[method]}): "
+        report(f"{len(left_out)} image(s) missing from {method} ({folders[method]}): "
                f"{', '.join(left_out[:5])}{' ...' if len(left_out) > 5 else ''}; comparing the common set")
     per_image = {method: [] for method in folders}
     panels, compared, failed = [], [], []
     for name in names:
         try:
-            photos = {method: load_image(Path(folder) / name) for method, folder in folders.items()}
-            truth = load_image(Path(reference) / name) if reference is not None else None
-        except (ImageLoadError, FileNotFoundError) as e:
-            report(f"compare_methods: {e}; {name} left out for every method")
+            row = compare_one(model, folders, reference, name, threshold, size, tile)
+        except (ValueError, RuntimeError, MemoryError) as e:  # ImageLoadError is a ValueError
+            report(f"{cli.one_line(e)}; {name} left out for every method")
             failed.append(name)
-            continue
-        if truth is not None and any(p.shape != truth.shape for p in photos.values()):
-            report(f"compare_methods: {name}: size differs from the reference {truth.shape[1]}x{truth.shape[0]}; "
-                   "left out for every method")
-            failed.append(name)
-            continue
-        row = []
-        for method, photo in photos.items():
-            residual = predict_residual(model, photo, size=size, tile=tile)
-            stats = residual_stats(residual, threshold)
-            if truth is not None:
-                stats.update(psnr=psnr(photo, truth), ssim=rgb_ssim(photo, truth))
-            per_image[method].append(stats)
-            row.append((thumbnail(photo), thumbnail(residual)))
-        if len(panels) < max_rows:
-            panels.append((name, row))
-        compared.append(name)
-
-    methods = []
-    for method in folders:
-        images = per_image[method]
-        keys = images[0].keys() if images else [k for k, _ in COLUMNS[:-1]]
-        methods.append({"method": method, "n_images": len(images),
-                        **{k: float(np.mean([s[k] for s in images])) if images else math.nan for k in keys}})
-    for row, rank in zip(methods, rankdata([m["mean_abs_residual"] for m in methods], method="min")):
-        row["rank"] = int(rank)
-    result = {"methods": methods, "names": compared, "missing": missing, "failed": failed, "panels": panels}
+        else:
+            for method, (stats, panel) in row.items():
+                per_image[method].append(stats)
+            if len(panels) < max_rows:
+                panels.append((name, [panel for _, panel in row.values()]))
+            compared.append(name)
+        if progress is not None:
+            progress.update()
+    result = {"methods": average(per_image), "names": compared, "missing": missing, "failed": failed,
+              "panels": panels}
     if reference is not None and compared:
+        methods = result["methods"]
         for row, rank in zip(methods, rankdata([-m["psnr"] for m in methods], method="min")):
             row["reference_rank"] = int(rank)
         ranks = ([m["rank"] for m in methods], [m["reference_rank"] for m in methods])
@@ -118,9 +111,57 @@ def compare(model, folders, reference=None, threshold=DEFAULT_THRESHOLD, max_row
     return result
 
 
+def compare_one(model, folders, reference, name, threshold, size, tile):
+    """{method: (stats, (photo thumbnail, residual thumbnail))} for one image name; raises with the file named."""
+    photos = {}
+    for method, folder in folders.items():
+        path = Path(folder) / name
+        try:
+            photos[method] = cli.read_image(path)
+        except ValueError as e:
+            raise ValueError(f"{path}: {e}") from None
+    truth = None
+    if reference is not None:
+        path = Path(reference) / name
+        try:
+            truth = cli.read_image(path)
+        except ValueError as e:
+            raise ValueError(f"{path}: {e}") from None
+        if any(p.shape != truth.shape for p in photos.values()):
+            raise ValueError(f"{name}: size differs from the reference {truth.shape[1]}x{truth.shape[0]}")
+    row = {}
+    for method, photo in photos.items():
+        residual, = cli.predict(model, [photo], size=size, tile=tile)
+        if isinstance(residual, BaseException):
+            raise ValueError(f"{Path(folders[method]) / name}: inference failed ({cli.one_line(residual)})")
+        stats = residual_stats(residual, threshold)
+        if truth is not None:
+            stats.update(psnr=psnr(photo, truth), ssim=rgb_ssim(photo, truth))
+        row[method] = (stats, (thumbnail(photo), thumbnail(residual)))
+    return row
+
+
+def average(per_image):
+    """One row per method: each number averaged over the images (nan-aware: SSIM may be n/a), ranked by mean |r|
+    (1 = best exposed; no rank when nothing was compared)."""
+    methods = []
+    for method, images in per_image.items():
+        keys = images[0].keys() if images else [k for k, _ in COLUMNS[:-1]]
+        values = {k: [s[k] for s in images] for k in keys}
+        methods.append({"method": method, "n_images": len(images),
+                        **{k: float(np.nanmean(v)) if images and not np.isnan(v).all() else math.nan
+                           for k, v in values.items()}})
+    if all(m["n_images"] for m in methods):
+        for row, rank in zip(methods, rankdata([m["mean_abs_residual"] for m in methods], method="min")):
+            row["rank"] = int(rank)
+    return methods
+
+
 def format_cell(key, value):
     if isinstance(value, int):
         return str(value)
+    if math.isnan(value):
+        return "n/a"
     if key in ("pct_over", "pct_under", "psnr"):
         return f"{value:.2f}"
     if key == "score":
@@ -176,40 +217,46 @@ def write_figure(result, path):
         fig.savefig(tmp, format="png", dpi=100)
 
 
-def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--inputs", nargs="+", required=True, help="one folder of results per method")
+def parse_args(argv):
+    parser = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0])
+    parser.add_argument("--inputs", nargs="+", type=Path, required=True, help="one folder of results per method")
     parser.add_argument("--names", nargs="+", help="method names (default: the folder names)")
-    parser.add_argument("--reference", help="folder of ground-truth images with the same file names")
-    parser.add_argument("--checkpoint", help="P-IEANet weights (default checkpoints/pieanet_synth.safetensors)")
-    parser.add_argument("--output", default="outputs/compare", help="folder for comparison.md/.csv/.png")
-    parser.add_argument("--threshold", type=float, default=DEFAULT_THRESHOLD)
-    parser.add_argument("--max-rows", type=int, default=4, help="images shown in the figure")
-    parser.add_argument("--size", type=int, help="working resolution (longer side) for large images")
-    parser.add_argument("--tile", type=int, help="native-resolution inference in tiles of this size")
-    parser.add_argument("--device", default="auto")
-    args = parser.parse_args(argv)
+    parser.add_argument("--reference", type=Path, help="folder of ground-truth images with the same file names "
+                                                       "(default: none, no PSNR/SSIM)")
+    parser.add_argument("--output", type=Path, default=Path("outputs/compare"),
+                        help="folder for comparison.md/.csv/.png (default: outputs/compare)")
+    parser.add_argument("--max-rows", type=cli.non_negative_int, default=4,
+                        help="images shown in the figure (default: 4)")
+    cli.add_common_options(parser)
+    return parser, parser.parse_args(argv)
 
-    names = args.names or [Path(p).name for p in args.inputs]
+
+def run(argv):
+    parser, args = parse_args(argv)
+    names = args.names or [p.name for p in args.inputs]
     if len(names) != len(args.inputs) or len(set(names)) != len(names):
         parser.error("--names needs one distinct name per --inputs folder (folder names must differ otherwise)")
+    cli.setup(args)
     for folder in args.inputs + ([args.reference] if args.reference else []):
-        if not Path(folder).is_dir():
-            print(f"compare_methods: {folder}: no such folder; expected a folder of images", file=sys.stderr)
-            return 2
-    model = open_model(args.checkpoint or DEFAULT_CHECKPOINT, args.device, prog="compare_methods")
-    if model is None:
-        return 2
-    result = compare(model, dict(zip(names, args.inputs)), args.reference, args.threshold, args.max_rows,
-                     args.size, args.tile)
+        if not folder.is_dir():
+            raise cli.UsageError(f"{folder}: no such folder; expected a folder of images")
+    model = cli.open_model(args.checkpoint, args)
+    output = cli.writable_folder(args.output)
+    folders = dict(zip(names, args.inputs))
+    with cli.Progress(PROG, len(common_names(folders)[0])) as progress:
+        result = compare(model, folders, args.reference, args.threshold, args.max_rows, args.size, args.tile,
+                         report=progress.report, progress=progress)
     if not result["names"]:
-        print("compare_methods: no image is readable in every folder; nothing to compare", file=sys.stderr)
-        return 1
-    output = Path(args.output)
+        print(f"{PROG}: no image is readable in every folder; nothing to compare", file=sys.stderr)
+        return cli.EXIT_FAILED
     print("\n".join(write_tables(result, output, args.threshold)))
     write_figure(result, output / "comparison.png")
     print(f"wrote {output / 'comparison.md'}, comparison.csv, comparison.png")
-    return 1 if result["failed"] else 0
+    return cli.EXIT_FAILED if result["failed"] else cli.EXIT_OK
+
+
+def main(argv=None):
+    return cli.run(PROG, run, argv)
 
 
 if __name__ == "__main__":

@@ -8,74 +8,42 @@
 Layout: <data-root>/<csv> with columns img_id (and optionally score, level), images at <images-dir>/<img_id>, labels at
 <labels-dir>/<img_id stem>.npy in grey levels (divided by --label-scale). Predictions are made at the image's
 resolution (or with --size / --tile, see utils/inference.py) and resized to the label's resolution before scoring.
-Metric conventions: utils/metrics.py. A sample whose image or label cannot be read is named on stderr and skipped.
+Metric conventions: utils/metrics.py. Labels are read by datasets.iea40k.read_label, the reader training uses.
+A sample whose image or label cannot be read or predicted is named on stderr and skipped (exit 1); a bad option, CSV or
+checkpoint is exit 2 before any work (exit codes: utils/cli.py). The JSON has the same layout for any number of
+methods: {"methods": {name: metrics}, "n_samples", "n_failed", "failed", "ssim_convention"}.
 """
 import argparse
-import csv
 import json
 import math
 import re
 import sys
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn.functional as F
-from tqdm import tqdm
 
-from models import CheckpointError, load_model, resolve_device
+from datasets.iea40k import DatasetError, read_label, read_split
+from utils import cli
 from utils.baselines import BASELINES, build_baseline
-from utils.image_io import ImageLoadError, atomic_write, load_image
-from utils.inference import predict_residual
+from utils.image_io import atomic_write
 from utils.metrics import METRICS, SSIM_CONVENTION, MetricAccumulator
 
+PROG = "evaluate"
 LEVEL_IN_NAME = re.compile(r"_([NP]\d)(?=\.[^.]+$|$)")
 TABLE_COLUMNS = {"mae": "MAE", "rmse": "RMSE", "psnr": "PSNR", "ssim": "SSIM", "iou_over": "IoU over",
                  "iou_under": "IoU under", "f1_over": "F1 over", "f1_under": "F1 under", "srcc": "SRCC", "plcc": "PLCC"}
 
 
-class SampleError(ValueError):
-    """A sample (image or label) that cannot be scored; the message names the file."""
-
-
-def read_rows(csv_path):
-    with open(csv_path, newline="") as f:
-        reader = csv.DictReader(f)
-        if not reader.fieldnames or "img_id" not in reader.fieldnames:
-            raise SystemExit(f"error: {csv_path}: expected a CSV with an img_id column, got columns "
-                             f"{reader.fieldnames}")
-        return list(reader)
-
-
 def sample_level(row):
-    if row.get("level"):
-        return row["level"]
-    match = LEVEL_IN_NAME.search(row["img_id"])
+    if row.level:
+        return row.level
+    match = LEVEL_IN_NAME.search(row.img_id)
     return match.group(1) if match else None
 
 
 def sample_score(row):
-    try:
-        return float(row["score"])
-    except (KeyError, TypeError, ValueError):
-        return None
-
-
-def load_label(path, label_scale):
-    if not path.is_file():
-        raise SampleError(f"{path}: label not found; expected a .npy residual map")
-    try:
-        label = np.load(path, allow_pickle=False)
-    except (OSError, ValueError, EOFError) as e:
-        raise SampleError(f"{path}: unreadable label ({str(e).splitlines()[0][:120]}); expected a .npy array") from None
-    label = np.squeeze(label)
-    if label.ndim != 2 or min(label.shape) < 3 or not np.issubdtype(label.dtype, np.number):
-        raise SampleError(f"{path}: label of shape {label.shape} and type {label.dtype}; expected a numeric "
-                          "H x W map (at least 3 x 3)")
-    label = label.astype(np.float32) / label_scale
-    if not np.all(np.isfinite(label)):
-        raise SampleError(f"{path}: label contains NaN or infinity")
-    return label
+    return row.score if math.isfinite(row.score) else None
 
 
 def resize_map(residual, shape):
@@ -90,58 +58,66 @@ def method_name(path, model):
     return "P-IEANet, released weights" if model.config.get("name") == "official" else Path(path).stem
 
 
-def load_methods(args, device):
-    methods = []
-    for path in args.checkpoint or []:
-        try:
-            model = load_model(path, device=device)
-        except CheckpointError as e:
-            raise SystemExit(f"error: {e}") from None
-        methods.append((method_name(path, model), model))
+def load_methods(args):
+    """[(name, model)] of every --checkpoint and --baseline; raises UsageError."""
+    methods = [(method_name(path, model), model) for path, model in
+               ((path, cli.open_model(path, args)) for path in args.checkpoint or [])]
     names = args.baseline or []
     if "all" in names:
         names = list(BASELINES)
     for name in names:
         if name not in BASELINES:
-            raise SystemExit(f"error: unknown baseline {name!r}; expected one of: all, {', '.join(BASELINES)}")
-        methods.append((f"baseline: {name}", build_baseline(name).to(device)))
+            raise cli.UsageError(f"unknown baseline {name!r}; expected one of: all, {', '.join(BASELINES)}")
+        methods.append((f"baseline: {name}", build_baseline(name).to(cli.resolve_device(args.device))))
     if not methods:
-        raise SystemExit("error: nothing to evaluate; give --checkpoint PATH [PATH ...] and/or --baseline NAME")
+        raise cli.UsageError("nothing to evaluate; give --checkpoint PATH [PATH ...] and/or --baseline NAME")
     return methods
 
 
-def evaluate(methods, rows, args):
-    """{method: metrics dict}, and the names of the samples that failed."""
+def evaluate(methods, rows, args, progress=None):
+    """({method: metrics dict}, img_ids of the samples that failed); each failure is named in one line through
+    ``progress`` (a cli.Progress)."""
     root = Path(args.data_root)
+    progress = progress or cli.Progress(PROG, len(rows))
     overall = {name: MetricAccumulator(args.threshold) for name, _ in methods}
     per_level = {name: {} for name, _ in methods}
     failed = []
-    for row in tqdm(rows, desc="evaluating", unit="img", file=sys.stderr):
-        image_path = root / args.images_dir / row["img_id"]
-        label_path = root / args.labels_dir / (Path(row["img_id"]).stem + ".npy")
+    for row in rows:
         try:
-            image = load_image(image_path)
-            label = load_label(label_path, args.label_scale)
-        except (ImageLoadError, SampleError) as e:
-            tqdm.write(f"skipped: {e}", file=sys.stderr)
-            failed.append(row["img_id"])
-            continue
-        level, score = sample_level(row), sample_score(row)
-        for name, model in methods:
-            residual = resize_map(predict_residual(model, image, size=args.size, tile=args.tile,
-                                                   overlap=args.overlap), label.shape)
-            overall[name].add(residual, label, score)
-            if level is not None:
-                per_level[name].setdefault(level, MetricAccumulator(args.threshold)).add(residual, label, score)
+            maps, label = predict_sample(methods, root, row, args)
+        except ValueError as e:  # ImageLoadError and DatasetError are ValueErrors; the message names the file
+            progress.report(f"skipped {row.img_id}: {cli.one_line(e)}")
+            failed.append(row.img_id)
+        else:
+            level, score = sample_level(row), sample_score(row)
+            for name, residual in maps.items():
+                overall[name].add(residual, label, score)
+                if level is not None:
+                    per_level[name].setdefault(level, MetricAccumulator(args.threshold)).add(residual, label, score)
+        progress.update()
     results = {}
     for name, _ in methods:
         result = overall[name].result()
         result["per_level"] = {level: acc.result() for level, acc in sorted(per_level[name].items())}
-        result["n_failed"] = len(failed)
-        result["failed"] = failed
-        result["ssim_convention"] = SSIM_CONVENTION
         results[name] = result
-    return results
+    return results, failed
+
+
+def predict_sample(methods, root, row, args):
+    """({method: map resized to the label}, label) of one CSV row; raises ValueError naming the file."""
+    image_path = root / args.images_dir / row.img_id
+    try:
+        image = cli.read_image(image_path)
+    except ValueError as e:
+        raise ValueError(f"{image_path}: {e}") from None
+    label = read_label(root / args.labels_dir / (Path(row.img_id).stem + ".npy"), args.label_scale)
+    maps = {}
+    for name, model in methods:
+        residual, = cli.predict(model, [image], size=args.size, tile=args.tile)
+        if isinstance(residual, BaseException):
+            raise ValueError(f"{image_path}: {name}: inference failed ({cli.one_line(residual)})")
+        maps[name] = resize_map(residual, label.shape)
+    return maps, label
 
 
 def json_safe(value):
@@ -183,53 +159,55 @@ def append_markdown(path, results, caption):
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data-root", required=True, help="dataset folder")
-    p.add_argument("--csv", required=True, help="split list, relative to --data-root or a path")
-    p.add_argument("--images-dir", default="images")
-    p.add_argument("--labels-dir", default="labels")
-    p.add_argument("--label-scale", type=float, default=255.0, help="labels are divided by this (grey levels: 255)")
-    p.add_argument("--checkpoint", "--compare", nargs="+", metavar="PATH",
-                   help="project checkpoint(s) (.safetensors) and/or the released P-IEANet .pth")
+    p = argparse.ArgumentParser(prog=PROG, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data-root", type=Path, required=True, help="dataset folder")
+    p.add_argument("--csv", required=True, help="split list, a path or relative to --data-root")
+    p.add_argument("--images-dir", default="images", help="photos under --data-root (default: images)")
+    p.add_argument("--labels-dir", default="labels", help="labels under --data-root (default: labels)")
+    p.add_argument("--label-scale", type=cli.positive_float, default=255.0,
+                   help="labels are divided by this (default: 255, grey levels)")
     p.add_argument("--baseline", "--baselines", nargs="+", metavar="NAME",
-                   help=f"classical baseline(s): all, {', '.join(BASELINES)}")
-    p.add_argument("--size", type=int, help="working resolution (longer side), guided upsampling to full size")
-    p.add_argument("--tile", type=int, help="native-resolution tiles of this size")
-    p.add_argument("--overlap", type=int, help="tile margin in pixels (default: the model's receptive radius)")
-    p.add_argument("--threshold", type=float, default=0.1, help="|r| above which a pixel is over/under-exposed")
-    p.add_argument("--limit", type=int, help="only the first N rows of the CSV")
-    p.add_argument("--device", default="auto")
-    p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
-    p.add_argument("--json", help="write the metrics as JSON here")
-    p.add_argument("--markdown", help="append one table row per method to this markdown file")
+                   help=f"classical baseline(s): all, {', '.join(BASELINES)} (default: none)")
+    p.add_argument("--limit", type=cli.positive_int, help="only the first N rows of the CSV (default: all)")
+    p.add_argument("--json", type=Path, help="write the metrics as JSON here (default: not written)")
+    p.add_argument("--markdown", type=Path, help="append one table row per method to this markdown file "
+                                                 "(default: not written)")
+    cli.add_common_options(p, checkpoints="many")
     return p.parse_args(argv)
 
 
-def main(argv=None):
+def run(argv=None):
     args = parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    csv_path = Path(args.csv) if Path(args.csv).is_file() else Path(args.data_root) / args.csv
-    if not csv_path.is_file():
-        raise SystemExit(f"error: {args.csv}: CSV not found (looked at {csv_path}); expected a split list")
-    rows = read_rows(csv_path)[:args.limit]
-    methods = load_methods(args, resolve_device(args.device))
-    results = evaluate(methods, rows, args)
-    if all(r["n_images"] == 0 for r in results.values()):
-        raise SystemExit(f"error: none of the {len(rows)} samples in {csv_path} could be read")
+    cli.setup(args)
+    csv_path = Path(args.csv) if Path(args.csv).is_file() else args.data_root / args.csv
+    try:
+        rows = read_split(csv_path, required=("img_id",))[:args.limit]
+    except DatasetError as e:
+        raise cli.UsageError(str(e)) from None
+    methods = load_methods(args)
+    for path in (args.json, args.markdown):
+        if path is not None:
+            cli.writable_folder(path.parent, "folder of " + path.name)
+    with cli.Progress(PROG, len(rows)) as progress:
+        results, failed = evaluate(methods, rows, args, progress)
     print(table_header() + table_rows(results), end="")
     print(f"SSIM: {SSIM_CONVENTION}")
-    failed = next(iter(results.values()))["n_failed"]
     if failed:
-        print(f"{failed} of {len(rows)} samples skipped (named on stderr)")
+        print(f"{len(failed)} of {len(rows)} samples skipped (named on stderr)")
     if args.json:
-        payload = next(iter(results.values())) if len(results) == 1 else {"methods": results}
+        payload = {"methods": results, "n_samples": len(rows), "n_failed": len(failed), "failed": failed,
+                   "ssim_convention": SSIM_CONVENTION}
         with atomic_write(args.json) as tmp:
             Path(tmp).write_text(json.dumps(json_safe(payload), indent=2) + "\n")
     if args.markdown:
         options = "".join(f", --{k} {getattr(args, k)}" for k in ("size", "tile") if getattr(args, k))
         append_markdown(args.markdown, results, f"Evaluated on `{csv_path}` ({len(rows)} samples{options}).")
+    return cli.EXIT_FAILED if failed else cli.EXIT_OK
+
+
+def main(argv=None):
+    return cli.run(PROG, run, argv)
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -39,34 +39,40 @@ class Row:
     level: str  # "" when the CSV has no level column
 
 
-def read_split(csv_path):
-    """The rows of an IEA40K split list, checked for the needed columns and parseable scores."""
+def read_split(csv_path, required=REQUIRED_COLUMNS):
+    """The rows of an IEA40K split list (UTF-8, with or without a byte-order mark), checked for the ``required``
+    columns and, when ``score`` is required, parseable scores (an optional score that is missing or not a number
+    reads as nan)."""
     csv_path = Path(csv_path)
     if not csv_path.is_file():
-        raise DatasetError(f"{csv_path}: split list not found; expected a CSV with columns "
-                           f"{', '.join(REQUIRED_COLUMNS)}")
-    with open(csv_path, newline="", encoding="utf-8-sig") as f:
-        reader = csv.DictReader(f, skipinitialspace=True)
-        columns = [c.strip() for c in reader.fieldnames or []]
-        missing = [c for c in REQUIRED_COLUMNS if c not in columns]
-        if missing:
-            raise DatasetError(f"{csv_path}: missing column(s) {', '.join(missing)}; expected "
-                               f"{', '.join(REQUIRED_COLUMNS)} (found: {', '.join(columns) or 'no header'})")
-        reader.fieldnames = columns
-        rows = []
-        for record in reader:
-            line = reader.line_num
-            img_id = (record["img_id"] or "").strip()
-            if not img_id:
-                raise DatasetError(f"{csv_path} line {line}: empty img_id; expected a test image file name")
-            try:
-                score = float(record["score"])
-            except (TypeError, ValueError):
-                score = math.nan
-            if not math.isfinite(score):
-                raise DatasetError(f"{csv_path} line {line} ({img_id}): score {record['score']!r} is not a number")
-            rows.append(Row(line, img_id, (record["ref_id"] or "").strip(), score,
-                            (record.get("level") or "").strip()))
+        raise DatasetError(f"{csv_path}: split list not found; expected a CSV with columns {', '.join(required)}")
+    try:
+        with open(csv_path, newline="", encoding="utf-8-sig") as f:
+            return _read_rows(csv_path, csv.DictReader(f, skipinitialspace=True), required)
+    except (UnicodeDecodeError, csv.Error) as e:
+        raise DatasetError(f"{csv_path}: not a UTF-8 CSV ({str(e)[:120]}); expected a split list") from None
+
+
+def _read_rows(csv_path, reader, required):
+    columns = [(c or "").strip() for c in reader.fieldnames or []]
+    missing = [c for c in required if c not in columns]
+    if missing:
+        raise DatasetError(f"{csv_path}: missing column(s) {', '.join(missing)}; expected "
+                           f"{', '.join(required)} (found: {', '.join(columns) or 'no header'})")
+    reader.fieldnames = columns
+    rows = []
+    for record in reader:
+        line = reader.line_num
+        img_id = (record.get("img_id") or "").strip()
+        if not img_id:
+            raise DatasetError(f"{csv_path} line {line}: empty img_id; expected a test image file name")
+        try:
+            score = float(record.get("score"))
+        except (TypeError, ValueError):
+            score = math.nan
+        if "score" in required and not math.isfinite(score):
+            raise DatasetError(f"{csv_path} line {line} ({img_id}): score {record['score']!r} is not a number")
+        rows.append(Row(line, img_id, (record.get("ref_id") or "").strip(), score, (record.get("level") or "").strip()))
     if not rows:
         raise DatasetError(f"{csv_path}: no rows; expected one row per test image")
     return rows
@@ -140,22 +146,9 @@ class IEA40KDataset(Dataset):
 
     def _load_label(self, row, path, shape):
         try:
-            label = np.load(path, allow_pickle=False)
-        except Exception as e:  # numpy raises ValueError, OSError, EOFError... on a bad file
-            raise DatasetError(f"{self._where(row)}: {path}: unreadable label ({str(e).splitlines()[0][:120]}); "
-                               "expected a .npy array") from None
-        if label.ndim == 3 and 1 in (label.shape[0], label.shape[-1]):
-            label = label.reshape(label.shape[1:] if label.shape[0] == 1 else label.shape[:2])
-        if label.ndim != 2 or not np.issubdtype(label.dtype, np.number):
-            raise DatasetError(f"{self._where(row)}: {path}: label is {label.dtype} {label.shape}; "
-                               "expected a numeric H x W array")
-        residual = label.astype(np.float32) / np.float32(self.label_scale)
-        if not np.isfinite(residual).all():
-            raise DatasetError(f"{self._where(row)}: {path}: label contains NaN or inf")
-        peak = float(np.abs(residual).max())
-        if peak > 1.0 + LABEL_RANGE_EPS:
-            raise DatasetError(f"{self._where(row)}: {path}: label reaches {peak * self.label_scale:g}, beyond "
-                               f"+-{self.label_scale:g} (label_scale); expected a residual in grey levels")
+            residual = read_label(path, self.label_scale)
+        except DatasetError as e:
+            raise DatasetError(f"{self._where(row)}: {e}") from None
         if residual.shape != shape:
             message = (f"{self._where(row)}: {path}: label is {residual.shape[0]}x{residual.shape[1]} but the "
                        f"image is {shape[0]}x{shape[1]}")
@@ -163,7 +156,7 @@ class IEA40KDataset(Dataset):
                 raise DatasetError(message + "; expected the same size (or set allow_label_resize)")
             warnings.warn(message + "; label resized to the image")
             residual = resize(residual[..., None], shape)[..., 0]
-        return np.clip(residual, -1.0, 1.0)[..., None]
+        return residual[..., None]
 
     def _load_photo(self, row, path):
         try:
@@ -219,6 +212,34 @@ class IEA40KDataset(Dataset):
             if rng.random() < 0.5:
                 stack = stack[::-1]
         return stack
+
+
+def read_label(path, label_scale=255.0):
+    """The residual label at ``path`` (a .npy map in grey levels) as float32 H x W in [-1, 1]: divided by
+    ``label_scale``, singleton channel dimensions dropped. The one label reader of training and evaluation; a bad
+    label raises DatasetError naming the file (missing, unreadable, not a numeric H x W map, NaN/inf, values beyond
+    +-label_scale)."""
+    path = Path(path)
+    if not path.is_file():
+        raise DatasetError(f"{path}: label not found; expected a .npy residual map")
+    try:
+        label = np.load(path, allow_pickle=False)
+    except Exception as e:  # numpy raises ValueError, OSError, EOFError... on a bad file
+        raise DatasetError(f"{path}: unreadable label ({str(e).splitlines()[0][:120]}); expected a .npy array") \
+            from None
+    if label.ndim == 3 and 1 in (label.shape[0], label.shape[-1]):
+        label = label.reshape(label.shape[1:] if label.shape[0] == 1 else label.shape[:2])
+    if label.ndim != 2 or min(label.shape) < 1 or not np.issubdtype(label.dtype, np.number) \
+            or np.issubdtype(label.dtype, np.complexfloating):
+        raise DatasetError(f"{path}: label is {label.dtype} {label.shape}; expected a numeric H x W array")
+    residual = label.astype(np.float32) / np.float32(label_scale)
+    if not np.isfinite(residual).all():
+        raise DatasetError(f"{path}: label contains NaN or inf")
+    peak = float(np.abs(residual).max())
+    if peak > 1.0 + LABEL_RANGE_EPS:
+        raise DatasetError(f"{path}: label reaches {peak * label_scale:g}, beyond +-{label_scale:g} (label_scale); "
+                           "expected a residual in grey levels")
+    return np.clip(residual, -1.0, 1.0)
 
 
 def resize(array, shape):

@@ -32,14 +32,17 @@ def tiny_dataset(tmp_path_factory):
 
 def test_end_to_end_json_and_bad_samples(tiny_dataset, tiny_checkpoint, tmp_path, capsys):
     out = tmp_path / "metrics.json"
-    evaluate.main(["--data-root", str(tiny_dataset), "--csv", "valid.csv", "--checkpoint", str(tiny_checkpoint),
-                   "--json", str(out)])
-    result = json.loads(out.read_text())
+    code = evaluate.main(["--data-root", str(tiny_dataset), "--csv", "valid.csv", "--checkpoint",
+                          str(tiny_checkpoint), "--json", str(out)])
+    assert code == 1  # some samples failed
+    payload = json.loads(out.read_text())
+    assert payload["n_samples"] == 5 and payload["n_failed"] == 2
+    assert sorted(payload["failed"]) == ["bad_P2.png", "nolabel_N2.png"]
+    (result,) = payload["methods"].values()
     for key in ["n_images", "mae", "rmse", "psnr", "ssim", "iou_over", "iou_under", "srcc", "plcc", "per_level",
-                "f1_over", "f1_under", "n_failed"]:
+                "f1_over", "f1_under"]:
         assert key in result
-    assert result["n_images"] == 3 and result["n_failed"] == 2
-    assert sorted(result["failed"]) == ["bad_P2.png", "nolabel_N2.png"]
+    assert result["n_images"] == 3
     assert sorted(result["per_level"]) == sorted(LEVELS)  # levels from the file names
     assert all(level["n_images"] == 1 for level in result["per_level"].values())
     err = capsys.readouterr().err
@@ -72,7 +75,8 @@ def test_markdown_table_is_started_once_then_appended(tiny_dataset, tmp_path):
     assert len([line for line in text.splitlines() if line.startswith("| baseline")]) == 6
 
 
-def test_missing_checkpoint_is_one_sentence(tiny_dataset, tmp_path):
-    with pytest.raises(SystemExit, match="checkpoint not found"):
-        evaluate.main(["--data-root", str(tiny_dataset), "--csv", "valid.csv", "--checkpoint",
-                       str(tmp_path / "none.safetensors")])
+def test_missing_checkpoint_is_one_sentence(tiny_dataset, tmp_path, capsys):
+    assert evaluate.main(["--data-root", str(tiny_dataset), "--csv", "valid.csv", "--checkpoint",
+                          str(tmp_path / "none.safetensors")]) == 2
+    line, = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith("evaluate: ") and "checkpoint not found" in line
