@@ -4,8 +4,16 @@ A project checkpoint is a ``.safetensors`` file whose metadata carries the model
 loads without executing pickled code. ``load_model`` also reads a training state (``last.pt``: a dict with ``model`` and
 ``config``, via ``torch.load(weights_only=True)``) and the released P-IEANet ``.pth`` (a plain state_dict), telling them
 apart by their contents, not by their names.
+
+Every checkpoint is checked before it is trusted: nothing pickled is executed (a training state holding other Python
+objects is refused, and no message ever suggests loading it unsafely); the config is type- and range-checked and the
+model is first built on the meta device (no memory) and compared, parameter count and tensor shapes, with the stored
+weights before any real tensor is allocated; weights that are not floating point or hold NaN/inf are refused.
 """
+import inspect
 import json
+import math
+import pickle
 import sys
 from pathlib import Path
 
@@ -24,13 +32,53 @@ DEFAULT_CHECKPOINT = Path(__file__).resolve().parents[1] / "checkpoints" / "piea
 RELEASED_WEIGHTS = "../shared/official/wavelet_epoch_2_val_loss0.03022034629540784.pth"
 
 
+# A checkpoint's model may not exceed this many parameters (P-IEANet: 94,812; the released network: 624,263); a small
+# file declaring a huge config is refused before anything is allocated
+MAX_PARAMETERS = 50_000_000
+# ranges of integer config values; a key not listed (counts that may be 0, e.g. scene_size) takes INT_RANGE
+INT_RANGES = {"width": (1, 1024), "heads": (1, 64), "window": (1, 64), "context": (1, 255), "bands": (1, 256),
+              "lightness_blocks": (1, 64), "attention_layers": (1, 64)}
+INT_RANGE = (0, 4096)
+
+
 class CheckpointError(ValueError):
     """A checkpoint that is missing or is not one of the formats load_model reads."""
 
 
+def check_config(config, where="model config"):
+    """Refuse a config whose name, keys, types or ranges cannot make a model (ValueError naming the key); this
+    runs before anything is built."""
+    if not isinstance(config, dict):
+        raise ValueError(f"{where} is a {type(config).__name__}, expected a mapping of model options")
+    name = config.get("name", "pieanet")
+    if name not in MODELS:
+        raise ValueError(f"{where}: unknown model name {name!r}; expected one of {sorted(MODELS)}")
+    parameters = inspect.signature(MODELS[name].__init__).parameters
+    for key, value in config.items():
+        if key == "name":
+            continue
+        if key not in parameters or key == "self":
+            raise ValueError(f"{where}: unknown key {key!r} for model {name!r}; expected one of "
+                             f"{', '.join(k for k in parameters if k != 'self')}")
+        default = parameters[key].default
+        if isinstance(default, bool):
+            if not isinstance(value, bool):
+                raise ValueError(f"{where}: {key} = {value!r} must be true or false")
+        elif isinstance(default, int):
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise ValueError(f"{where}: {key} = {value!r} must be an integer")
+            low, high = INT_RANGES.get(key, INT_RANGE)
+            if not low <= value <= high:
+                raise ValueError(f"{where}: {key} = {value} is out of range; expected {low} to {high}")
+        elif isinstance(default, float):
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                raise ValueError(f"{where}: {key} = {value!r} must be a finite number")
+    return config
+
+
 def build_model(config):
     """A model from its config dict, e.g. ``{"name": "pieanet", "width": 32}`` or ``{"name": "official"}``."""
-    config = dict(config)
+    config = dict(check_config(config))
     name = config.pop("name", "pieanet")
     if name not in MODELS:
         raise ValueError(f"unknown model name {name!r}; expected one of {sorted(MODELS)}")
@@ -69,15 +117,24 @@ def read_checkpoint(path):
                 metadata = f.metadata() or {}
             if metadata.get("format") != CHECKPOINT_FORMAT:
                 raise CheckpointError(f"{path}: a safetensors file without a P-IEA model config in its metadata")
-            return json.loads(metadata["config"]), load_file(str(path))
+            config = json.loads(metadata["config"])
+            return config, load_file(str(path))
         state = torch.load(path, map_location="cpu", weights_only=True)
     except CheckpointError:
         raise
-    except (SafetensorError, RuntimeError, OSError, ValueError, KeyError, EOFError) as e:
+    except pickle.UnpicklingError:
+        # torch's own message suggests an unsafe retry; this one does not
+        raise CheckpointError(f"{path}: refused: it holds Python objects other than tensors and plain containers, "
+                              "which could run code when loaded; expected a project checkpoint (.safetensors), a "
+                              "training state (last.pt) or the released P-IEANet .pth") from None
+    except (SafetensorError, RuntimeError, OSError, ValueError, KeyError, EOFError, TypeError) as e:
         raise CheckpointError(f"{path}: unreadable checkpoint ({str(e).splitlines()[0][:120]}); expected a project "
                               "checkpoint (.safetensors) or the released P-IEANet .pth") from None
     if isinstance(state, dict) and "model" in state and "config" in state:
         config = state["config"]
+        if not isinstance(config, dict) or not isinstance(state["model"], dict):
+            raise CheckpointError(f"{path}: a training state whose config is a {type(config).__name__} and weights a "
+                                  f"{type(state['model']).__name__}; expected mappings")
         return config.get("model", config), state["model"]
     if isinstance(state, dict) and RELEASED_KEY in state:
         return {"name": "official"}, {f"net.{k}": v for k, v in state.items()}
@@ -85,9 +142,41 @@ def read_checkpoint(path):
                           "state (last.pt) or the released P-IEANet state_dict")
 
 
+def check_weights(path, config, state):
+    """Build the model on the meta device (nothing allocated) and compare it with the stored weights: parameter
+    count, names, shapes, floating-point types and finite values. Raises CheckpointError."""
+    try:
+        check_config(config)
+        with torch.device("meta"):
+            skeleton = build_model(config)
+    except (TypeError, ValueError, AssertionError, RuntimeError, ZeroDivisionError) as e:
+        raise CheckpointError(f"{path}: unusable model config ({str(e).splitlines()[0][:160]})") from None
+    count = sum(p.numel() for p in skeleton.parameters())
+    if count > MAX_PARAMETERS:
+        raise CheckpointError(f"{path}: its config {config} makes a model of {count:,} parameters, above the "
+                              f"{MAX_PARAMETERS:,} limit")
+    expected = skeleton.state_dict()
+    if not isinstance(state, dict) or set(state) != set(expected):
+        names = set(state) if isinstance(state, dict) else set()
+        odd = sorted(names ^ set(expected))
+        raise CheckpointError(f"{path}: weights do not fit the model config {config} ({len(odd)} tensor name(s) "
+                              f"differ, e.g. {odd[:2]})")
+    for key, want in expected.items():
+        got = state[key]
+        if not isinstance(got, torch.Tensor) or tuple(got.shape) != tuple(want.shape):
+            raise CheckpointError(f"{path}: weights do not fit the model config {config} ({key}: "
+                                  f"{tuple(getattr(got, 'shape', ()))}, expected {tuple(want.shape)})")
+        if want.is_floating_point():
+            if not got.is_floating_point():
+                raise CheckpointError(f"{path}: {key} is {got.dtype}; expected floating-point weights")
+            if not bool(torch.isfinite(got).all()):
+                raise CheckpointError(f"{path}: {key} holds NaN or infinite values; expected finite weights")
+
+
 def load_model(path, device="cpu"):
     """The model stored at ``path``, in eval mode on ``device`` ("auto", "cpu", "cuda", ...)."""
     config, state = read_checkpoint(path)
+    check_weights(path, config, state)
     try:
         model = build_model(config)
         model.load_state_dict(state, strict=True)

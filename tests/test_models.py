@@ -151,3 +151,71 @@ def test_released_architecture_loads_strictly(official_weights):
     model = OfficialPIEANet()
     model.load_released_state_dict(state)  # strict
     assert sum(v.numel() for v in state.values()) == 624_263
+
+
+# ------------------------------------------------------------------ checkpoints that must be refused (issue 9)
+def write_checkpoint(path, config, state):
+    import json
+
+    from safetensors.torch import save_file
+
+    save_file(state, str(path), metadata={"format": "p-iea/1", "config": json.dumps(config)})
+    return path
+
+
+def tiny_state(config):
+    torch.manual_seed(0)
+    return {k: v.clone() for k, v in build_model(config).state_dict().items()}
+
+
+@pytest.mark.parametrize("damage, message", [
+    ("nan", "NaN or infinite"), ("inf", "NaN or infinite"), ("int", "expected floating-point weights")])
+def test_non_finite_or_integer_weights_are_refused(tmp_path, tiny_model_config, damage, message):
+    state = tiny_state(tiny_model_config)
+    key = next(k for k, v in state.items() if v.is_floating_point())
+    if damage == "int":
+        state = {k: v.round().to(torch.int32) if v.is_floating_point() else v for k, v in state.items()}
+    else:
+        state[key].view(-1)[0] = float(damage)
+    path = write_checkpoint(tmp_path / "bad.safetensors", tiny_model_config, state)
+    with pytest.raises(CheckpointError, match=message) as info:
+        load_model(path)
+    assert str(info.value).startswith(str(path))
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"width": 6000}, "out of range"), ({"window": 0}, "out of range"), ({"width": "abc"}, "must be an integer"),
+    ({"use_dwt": "maybe"}, "true or false"), ({"colour": 3}, "unknown key"), ({"name": "resnet"}, "unknown model"),
+    ({"width": 1000}, "tensor name|weights do not fit|parameters")])
+def test_bad_configs_are_refused_before_anything_is_allocated(tmp_path, tiny_model_config, change, message):
+    import time
+
+    path = write_checkpoint(tmp_path / "c.safetensors", dict(tiny_model_config, **change),
+                            tiny_state(tiny_model_config))
+    start = time.perf_counter()
+    with pytest.raises(CheckpointError, match=message):
+        load_model(path)
+    assert time.perf_counter() - start < 5  # a 6000-wide P-IEANet took 80 s and 11 GB before it was refused
+
+
+@pytest.mark.parametrize("config", ["not a dict", [1, 2], None])
+def test_training_state_with_a_bad_config_is_refused(tmp_path, tiny_model_config, config):
+    path = tmp_path / "last.pt"
+    torch.save({"model": tiny_state(tiny_model_config), "config": config}, path)
+    with pytest.raises(CheckpointError, match="config is a"):
+        load_model(path)
+
+
+class Hostile:
+    def __reduce__(self):
+        return (print, ("this must never run",))
+
+
+def test_a_hostile_pickle_is_refused_without_suggesting_unsafe_loading(tmp_path, capsys):
+    path = tmp_path / "evil.pt"
+    torch.save({"model": Hostile(), "config": {}}, path)
+    with pytest.raises(CheckpointError) as info:
+        load_model(path)
+    message = str(info.value)
+    assert "refused" in message and "weights_only" not in message and "\n" not in message
+    assert "this must never run" not in capsys.readouterr().out

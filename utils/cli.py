@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from models import DEFAULT_CHECKPOINT, CheckpointError, load_model
+from models import DEFAULT_CHECKPOINT, CheckpointError, load_model, resolve_device  # noqa: F401 (re-exported)
 from utils.exposure import DEFAULT_THRESHOLD
 from utils.image_io import MAX_PIXELS, ImageLoadError, list_images, load_image
 from utils.inference import default_overlap, predict_batch, round_up
