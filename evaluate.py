@@ -25,7 +25,7 @@ import torch.nn.functional as F
 
 from datasets.iea40k import DatasetError, read_label, read_split
 from utils import cli
-from utils.baselines import BASELINES, build_baseline
+from models.baselines import BASELINES, build_baseline
 from utils.image_io import atomic_write
 from utils.metrics import METRICS, SSIM_CONVENTION, MetricAccumulator
 

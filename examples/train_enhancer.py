@@ -27,7 +27,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from datasets.synthetic import default_scenes, expose, load_source, random_crop  # noqa: E402
-from models import CheckpointError  # noqa: E402
+from models import CheckpointError, load_model  # noqa: E402
 from utils.losses import ExposureLoss  # noqa: E402
 
 DEFAULT_JUDGE = Path(__file__).resolve().parents[1] / "checkpoints" / "pieanet_synth.safetensors"
@@ -138,7 +138,7 @@ def main(argv=None):
               "--config configs/pieanet_synth.yaml` or pass --judge PATH", file=sys.stderr)
         return 2
     try:
-        judge = ExposureLoss(args.judge)
+        judge = ExposureLoss(load_model(args.judge))
     except CheckpointError as e:
         print(f"train_enhancer: {e}", file=sys.stderr)
         return 2

@@ -21,11 +21,13 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, safe_open, save_file
 
+from models.baselines import BASELINES
 from models.official import OfficialPIEANet
 from models.pieanet import PIEANet
 from utils.image_io import atomic_write
 
-MODELS = {"pieanet": PIEANet, "official": OfficialPIEANet}
+# every model by config name: P-IEANet, the released network and the classical baselines (models/baselines.py)
+MODELS = {"pieanet": PIEANet, "official": OfficialPIEANet, **BASELINES}
 CHECKPOINT_FORMAT = "p-iea/1"
 RELEASED_KEY = "ffa_group.pre.0.weight"  # present in the released state_dict
 DEFAULT_CHECKPOINT = Path(__file__).resolve().parents[1] / "checkpoints" / "pieanet_synth.safetensors"

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from utils.baselines import BASELINES, build_baseline
+from models.baselines import BASELINES, build_baseline
 from utils.inference import predict_residual
 
 
@@ -78,3 +78,25 @@ def test_baselines_work_with_predict_residual():
 def test_unknown_baseline_is_named():
     with pytest.raises(ValueError, match="unknown baseline 'foo'"):
         build_baseline("foo")
+
+
+def test_baselines_are_models_registered_beside_pieanet():
+    from models import MODELS, build_model
+
+    for name, cls in BASELINES.items():
+        assert MODELS[name] is cls
+        model = build_model({"name": name})
+        assert model.config == {"name": name} and hasattr(model, "receptive_radius")
+
+
+@pytest.mark.parametrize("name", sorted(BASELINES))
+def test_tiling_never_changes_a_baseline_map(name):
+    # 0.0995 was the largest change when global baselines were silently tiled
+    from utils import cli
+
+    image = np.random.default_rng(1).random((150, 230, 3), dtype=np.float32)
+    image[:, :100] *= 0.3  # a dark left part: the global gain differs from any tile's
+    model = build_baseline(name)
+    whole = predict_residual(model, image)
+    np.testing.assert_allclose(predict_residual(model, image, tile=64), whole, atol=1e-6, err_msg=name)
+    np.testing.assert_allclose(cli.predict(model, [image], tile=64)[0], whole, atol=1e-6, err_msg=name)

@@ -87,7 +87,7 @@ def test_native_size_models_are_called_on_the_whole_image():
 
 
 def test_guided_upsampling_beats_bilinear_on_a_real_photo(shared_dir):
-    from utils.baselines import build_baseline
+    from models.baselines import build_baseline
     from utils.image_io import load_image
 
     image = load_image(shared_dir / "official" / "test1_high.jpg")  # 945 x 587

@@ -5,6 +5,7 @@ import pytest
 import torch
 import torch.nn as nn
 
+from models import load_model
 from utils.exposure import gray
 from utils.losses import ExposureLoss
 
@@ -46,7 +47,7 @@ def test_values_by_hand():
 
 
 def test_gradient_reaches_input_not_weights(tiny_checkpoint):
-    loss = ExposureLoss(tiny_checkpoint)
+    loss = ExposureLoss(load_model(tiny_checkpoint))
     x = torch.rand(2, 3, 24, 40, requires_grad=True)
     loss(x).backward()
     assert x.grad is not None and torch.isfinite(x.grad).all() and x.grad.abs().sum() > 0
@@ -70,7 +71,7 @@ def test_frozen_inside_a_model_in_train_mode():
 
 def test_autocast_bf16(tiny_checkpoint):
     enhancer = nn.Conv2d(3, 3, 3, padding=1)
-    loss = ExposureLoss(tiny_checkpoint)
+    loss = ExposureLoss(load_model(tiny_checkpoint))
     x = torch.rand(2, 3, 32, 32)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         value = loss(torch.sigmoid(enhancer(x)))
@@ -93,3 +94,8 @@ def test_train_enhancer_example_runs(tiny_checkpoint, capsys):
     assert code == 0 and "testing on 2 held-out images" in out
     assert all(f"{variant}: held-out MAE to ideal" in out for variant in ("baseline", "with", "alone"))
     assert example.main(["--judge", str(ROOT / "missing.safetensors")]) == 2
+
+
+def test_the_loss_takes_a_model_not_a_path(tiny_checkpoint):
+    with pytest.raises(TypeError, match="load_model"):
+        ExposureLoss(str(tiny_checkpoint))

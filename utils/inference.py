@@ -44,7 +44,7 @@ def default_overlap(model):
     radius = getattr(model, "receptive_radius", None)
     if radius is None:
         return OVERLAP_IN_MULTIPLES * getattr(model, "tile_multiple", 1)
-    return int(radius)
+    return int(radius) if math.isfinite(radius) else 0  # a global model is never tiled (predict_tensor)
 
 
 def round_up(value, multiple):
@@ -123,6 +123,8 @@ def predict_tensor(model, x, size=None, tile=None, overlap=None):
     """Residual (B x 1 x H x W, float32, [-1, 1]) of x (B x 3 x H x W in [0, 1]) under inference_mode."""
     if overlap is None:
         overlap = default_overlap(model)
+    if not math.isfinite(getattr(model, "receptive_radius", None) or 0):
+        tile = None  # its map depends on the whole image: tiles would change it
     height, width = x.shape[-2:]
     with torch.inference_mode():
         if getattr(model, "native_size", None):

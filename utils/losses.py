@@ -1,6 +1,6 @@
 """A differentiable exposure loss: a frozen P-IEANet judges an enhancer's output, pixel by pixel.
 
-    loss = ExposureLoss("checkpoints/pieanet_synth.safetensors")
+    loss = ExposureLoss(load_model("checkpoints/pieanet_synth.safetensors"))   # any model: B x 3 x H x W -> B x 1 x H x W
     total = other_losses + 0.5 * loss(enhancer(x))
 
 The loss network is frozen three ways:
@@ -18,8 +18,6 @@ forwarded). ``loss.net`` is the network itself.
 import torch
 import torch.nn as nn
 
-from models import load_model
-
 KINDS = ("abs", "squared")
 REDUCTIONS = ("mean", "sum", "none")
 
@@ -34,13 +32,14 @@ class ExposureLoss(nn.Module):
     """
 
     def __init__(self, net, kind="abs", reduction="mean", under_weight=1.0, over_weight=1.0):
+        """net: the judge, an ``nn.Module`` mapping RGB to a residual map (e.g. ``models.load_model(path)``)."""
         super().__init__()
         if kind not in KINDS:
             raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
         if reduction not in REDUCTIONS:
             raise ValueError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
         if not isinstance(net, nn.Module):
-            net = load_model(net)
+            raise TypeError(f"net must be a model (nn.Module), e.g. models.load_model(path); got {type(net).__name__}")
         self.__dict__["net"] = net.eval().requires_grad_(False)  # bypasses nn.Module registration (see above)
         self.kind, self.reduction = kind, reduction
         self.under_weight, self.over_weight = float(under_weight), float(over_weight)

@@ -1,6 +1,10 @@
-"""Classical exposure maps without learning, usable wherever a model is (``predict_residual``, ``evaluate.py``).
+"""Classical exposure maps without learning: models registered beside P-IEANet (``build_model({"name": "mertens"})``),
+usable wherever a model is (``predict_residual``, ``evaluate.py --baseline``).
 
-Each maps B x 3 x H x W RGB in [0, 1] to a B x 1 x H x W residual in [-1, 1] with the IEA sign (> 0 under-exposed,
+Each declares its receptive field, so tiled inference never changes its map: ``receptive_radius`` is 0 for per-pixel
+and patch maps (``zero_dce`` also sets ``tile_multiple`` to its patch, so tiles start on patch boundaries) and
+``math.inf`` for maps that depend on the whole image (``global_midgray``; ``local_midgray``, whose window grows with the
+image), which are always run in one pass. Each maps B x 3 x H x W RGB in [0, 1] to a B x 1 x H x W residual in [-1, 1] with the IEA sign (> 0 under-exposed,
 needs light; < 0 over-exposed). g below is the grey image 0.299 R + 0.587 G + 0.114 B.
 
 * ``zero``: every pixel ideal, r = 0 (what a method must beat).
@@ -14,6 +18,8 @@ needs light; < 0 over-exposed). g below is the grey image 0.299 R + 0.587 G + 0.
 * ``zero_dce``: the exposure-control term of Zero-DCE (Guo et al. 2020): r = 0.6 - mean of g over each 16 x 16 patch
   (Zero-DCE averages the RGB channels; grey is used here for the project's convention), held constant over the patch.
 """
+import math
+
 import numpy as np
 import torch
 import torch.nn as nn
@@ -26,10 +32,11 @@ from utils.exposure import gray
 class Baseline(nn.Module):
     native_size = None
     tile_multiple = 1
+    receptive_radius = 0  # pixels of context each output pixel depends on; math.inf = the whole image
 
     def __init__(self):
         super().__init__()
-        self.config = {"name": f"baseline:{self.name}"}
+        self.config = {"name": self.name}
 
 
 class Zero(Baseline):
@@ -41,6 +48,7 @@ class Zero(Baseline):
 
 class GlobalMidgray(Baseline):
     name = "global_midgray"
+    receptive_radius = math.inf  # one gain from the whole image's mean
 
     def forward(self, x):
         g = gray(x).cpu().numpy()
@@ -53,6 +61,7 @@ class GlobalMidgray(Baseline):
 class LocalMidgray(Baseline):
     name = "local_midgray"
     window_fraction = 1 / 16
+    receptive_radius = math.inf  # the window is a fraction of the whole image's size
 
     def forward(self, x):
         radius = max(1, round(max(x.shape[-2:]) * self.window_fraction / 2))
@@ -89,6 +98,7 @@ BASELINES = {cls.name: cls for cls in (Zero, GlobalMidgray, LocalMidgray, Merten
 
 
 def build_baseline(name):
+    """The baseline called ``name``, in eval mode (the same as ``models.build_model({"name": name})``)."""
     if name not in BASELINES:
         raise ValueError(f"unknown baseline {name!r}; expected one of {', '.join(BASELINES)}")
     return BASELINES[name]().eval()
