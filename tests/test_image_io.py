@@ -1,5 +1,6 @@
 import struct
 import zlib
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -218,3 +219,71 @@ def test_save_image_rejects_wrong_arrays(tmp_path):
     with pytest.raises(ValueError):
         save_image(tmp_path / "a.png", np.zeros((2, 2, 3), dtype=np.float32))
     assert list(tmp_path.iterdir()) == []
+
+
+# ------------------------------------------------------------------ hardened boundary (issue 9)
+@pytest.mark.parametrize("value", [np.nan, np.inf, -np.inf])
+def test_float_tiff_with_non_finite_pixels_is_refused(tmp_path, value):
+    pixels = np.full((12, 10), 0.5, np.float32)
+    pixels[3, 4] = value
+    Image.fromarray(pixels, mode="F").save(tmp_path / "f.tif")
+    with pytest.raises(ImageLoadError, match="NaN or infinite") as info:
+        load_image(tmp_path / "f.tif")
+    assert str(info.value).startswith(f"{tmp_path / 'f.tif'}: ") and "\n" not in str(info.value)
+
+
+def test_finite_float_tiff_still_reads(tmp_path):
+    Image.fromarray(np.full((12, 10), 0.25, np.float32), mode="F").save(tmp_path / "f.tif")
+    np.testing.assert_allclose(load_image(tmp_path / "f.tif"), 0.25)
+
+
+def truncated_jpeg_declaring(path, side):
+    Image.new("RGB", (64, 64), (120, 120, 120)).save(path, quality=50)
+    data = bytearray(path.read_bytes())
+    sof = data.find(b"\xff\xc0")
+    data[sof + 5:sof + 9] = side.to_bytes(2, "big") + side.to_bytes(2, "big")
+    path.write_bytes(bytes(data[:631]))
+
+
+def test_truncated_jpeg_declaring_a_huge_size_is_refused_before_decoding(tmp_path, monkeypatch):
+    import time
+
+    path = tmp_path / "bomb.jpg"
+    truncated_jpeg_declaring(path, 14000)  # 196 MP: under the pixel limit, but only 631 bytes
+    monkeypatch.setattr(Image.Image, "load", lambda self: pytest.fail("decoded a file that cannot hold its pixels"))
+    start = time.perf_counter()
+    with pytest.raises(ImageLoadError, match="14000x14000 .* holds only 631 bytes"):
+        load_image(path)
+    assert time.perf_counter() - start < 1
+
+
+def test_truncated_image_tolerance_stays_off(tmp_path, monkeypatch):
+    from PIL import ImageFile
+
+    monkeypatch.setattr(ImageFile, "LOAD_TRUNCATED_IMAGES", True)  # as some other library might set it
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)).save(tmp_path / "a.jpg")
+    (tmp_path / "t.jpg").write_bytes((tmp_path / "a.jpg").read_bytes()[:700])
+    with pytest.raises(ImageLoadError, match="truncated"):
+        load_image(tmp_path / "t.jpg")
+
+
+def test_list_images_reports_unreadable_sub_folders(tmp_path, monkeypatch):
+    import os
+
+    (tmp_path / "sub").mkdir()
+    Image.new("RGB", (2, 2)).save(tmp_path / "a.png")
+    real_walk = os.walk
+
+    def walk(top, onerror=None, **kw):  # root reads every folder, so the failure is simulated
+        for folder, subfolders, files in real_walk(top, **kw):
+            if Path(folder).name == "sub":
+                onerror(PermissionError(13, "Permission denied", folder))
+                continue
+            yield folder, subfolders, files
+
+    monkeypatch.setattr(os, "walk", walk)
+    errors = []
+    assert list_images(tmp_path, recursive=True, errors=errors) == [tmp_path / "a.png"]
+    assert errors == [(tmp_path / "sub", "folder cannot be read (Permission denied); its images were skipped")]
+    with pytest.raises(PermissionError):
+        list_images(tmp_path, recursive=True)

@@ -99,3 +99,10 @@ def test_guided_upsampling_beats_bilinear_on_a_real_photo(shared_dir):
     bilinear = torch.nn.functional.interpolate(model(low), size=image.shape[:2], mode="bilinear",
                                                align_corners=False)[0, 0].numpy()
     assert np.abs(guided - full).mean() < 0.6 * np.abs(bilinear - full).mean()
+
+
+def test_default_margin_makes_tiles_equal_the_whole_map(tiny_model):
+    # no overlap given: the model's own margin must hide every seam (a margin of 0 gives differences near 1e-2)
+    image = random_image(300, 420, seed=3)
+    whole = predict_residual(tiny_model, image)
+    assert np.abs(predict_residual(tiny_model, image, tile=256) - whole).max() <= 1e-5
