@@ -219,7 +219,7 @@ def write_figure(result, path):
 
 def parse_args(argv):
     parser = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0])
-    parser.add_argument("--inputs", nargs="+", type=Path, required=True, help="one folder of results per method")
+    parser.add_argument("--inputs", nargs="+", type=Path, required=True, help="one folder of results per method (required)")
     parser.add_argument("--names", nargs="+", help="method names (default: the folder names)")
     parser.add_argument("--reference", type=Path, help="folder of ground-truth images with the same file names "
                                                        "(default: none, no PSNR/SSIM)")

@@ -160,8 +160,8 @@ def append_markdown(path, results, caption):
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(prog=PROG, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data-root", type=Path, required=True, help="dataset folder")
-    p.add_argument("--csv", required=True, help="split list, a path or relative to --data-root")
+    p.add_argument("--data-root", type=Path, required=True, help="dataset folder (required)")
+    p.add_argument("--csv", required=True, help="split list, a path or relative to --data-root (required)")
     p.add_argument("--images-dir", default="images", help="photos under --data-root (default: images)")
     p.add_argument("--labels-dir", default="labels", help="labels under --data-root (default: labels)")
     p.add_argument("--label-scale", type=cli.positive_float, default=255.0,

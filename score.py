@@ -32,7 +32,7 @@ def parse_args(argv):
     parser = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0])
     parser.add_argument("inputs", nargs="+", help="image files or folders")
     parser.add_argument("--rules", required=True, help="a shipped rule name (landscape, portrait, street, night, "
-                                                       "ecommerce) or a rule file")
+                                                       "ecommerce) or a rule file (required)")
     parser.add_argument("--json", action="store_true", help="print one JSON document instead of text")
     cli.add_common_options(parser, threshold_default=None, threshold_help="the rule file's, else 0.1")
     return parser.parse_args(argv)

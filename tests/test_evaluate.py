@@ -80,3 +80,55 @@ def test_missing_checkpoint_is_one_sentence(tiny_dataset, tmp_path, capsys):
                           str(tmp_path / "none.safetensors")]) == 2
     line, = capsys.readouterr().err.strip().splitlines()
     assert line.startswith("evaluate: ") and "checkpoint not found" in line
+
+
+def test_json_layout_is_the_same_for_one_and_several_methods(tiny_dataset, tmp_path):
+    layouts = []
+    for methods in (["zero"], ["zero", "mertens"]):
+        out = tmp_path / f"{len(methods)}.json"
+        evaluate.main(["--data-root", str(tiny_dataset), "--csv", "valid.csv", "--baseline", *methods,
+                       "--json", str(out)])
+        payload = json.loads(out.read_text())
+        layouts.append((sorted(payload), sorted(next(iter(payload["methods"].values())))))
+        assert len(payload["methods"]) == len(methods)
+    assert layouts[0] == layouts[1]
+
+
+def test_a_csv_with_a_byte_order_mark_is_read(tiny_dataset, tmp_path):
+    (tiny_dataset / "bom.csv").write_bytes(b"\xef\xbb\xbf" + (tiny_dataset / "valid.csv").read_bytes())
+    out = tmp_path / "bom.json"
+    assert evaluate.main(["--data-root", str(tiny_dataset), "--csv", "bom.csv", "--baseline", "zero",
+                          "--json", str(out)]) == 1  # the two bad samples of the fixture
+    assert json.loads(out.read_text())["methods"]["baseline: zero"]["n_images"] == 3
+
+
+def test_maps_are_resized_to_the_label(tmp_path):
+    # labels at half the photo's resolution: the map must be brought to the label's size, not the other way round
+    root = tmp_path / "half"
+    (root / "images").mkdir(parents=True)
+    (root / "labels").mkdir()
+    Image.fromarray(np.full((48, 64, 3), 60, np.uint8)).save(root / "images" / "a.png")
+    np.save(root / "labels" / "a.npy", np.full((24, 32), 68.0, np.float32))
+    (root / "list.csv").write_text("img_id\na.png\n")
+    out = tmp_path / "half.json"
+    assert evaluate.main(["--data-root", str(root), "--csv", "list.csv", "--baseline", "local_midgray",
+                          "--json", str(out)]) == 0
+    result = json.loads(out.read_text())["methods"]["baseline: local_midgray"]
+    assert result["n_images"] == 1 and result["mae"] < 0.003
+
+
+@pytest.mark.parametrize("scale", ["-255", "0", "nan"])
+def test_label_scale_must_be_positive(tiny_dataset, capsys, scale):
+    with pytest.raises(SystemExit) as info:
+        evaluate.main(["--data-root", str(tiny_dataset), "--csv", "valid.csv", "--baseline", "zero",
+                       "--label-scale", scale])
+    assert info.value.code == 2 and "--label-scale" in capsys.readouterr().err
+
+
+def test_an_unreadable_label_is_named_with_the_training_reader(tiny_dataset, tmp_path, capsys):
+    np.save(tiny_dataset / "labels" / "s0_N1.npy", np.full((24, 32), 999.0, np.float32))  # beyond +-255
+    try:
+        assert evaluate.main(["--data-root", str(tiny_dataset), "--csv", "valid.csv", "--baseline", "zero"]) == 1
+        assert "s0_N1.npy: label reaches 999" in capsys.readouterr().err
+    finally:
+        np.save(tiny_dataset / "labels" / "s0_N1.npy", np.full((24, 32), 128.0 - 60, np.float32))
