@@ -36,11 +36,39 @@ ROOT = Path(__file__).resolve().parent
 REFERENCE_CONFIG = ROOT / "configs" / "base.yaml"
 LOSSES = {"l1": F.l1_loss, "l2": F.mse_loss, "smooth_l1": F.smooth_l1_loss}
 AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "none": None}
+LR_SCHEDULES = ("step", "cosine")
+
+
+def lr_factor(opts, steps_per_epoch):
+    """The learning rate's multiplier at each optimizer step: linear warm-up, then step decay or a cosine down to
+    lr_gamma."""
+    total = opts["epochs"] * steps_per_epoch
+
+    def factor(step):
+        if step < opts["warmup_steps"]:
+            return (step + 1) / opts["warmup_steps"]
+        if opts["lr_schedule"] == "step":
+            return opts["lr_gamma"] ** (step // (opts["lr_step_epochs"] * steps_per_epoch))
+        progress = min(1.0, (step - opts["warmup_steps"]) / max(1, total - opts["warmup_steps"]))
+        return opts["lr_gamma"] + (1 - opts["lr_gamma"]) * 0.5 * (1 + math.cos(math.pi * progress))
+    return factor
+
+
+def rescale(image, label, scale_range, generator):
+    """Image and label resized together by one random factor (bilinear, antialiased when shrinking)."""
+    if scale_range is None:
+        return image, label
+    low, high = scale_range
+    factor = low + (high - low) * torch.rand((), generator=generator).item()
+    size = [max(8, round(side * factor)) for side in image.shape[-2:]]
+    resize = dict(size=size, mode="bilinear", align_corners=False, antialias=factor < 1)
+    return F.interpolate(image, **resize).clamp_(0, 1), F.interpolate(label, **resize).clamp_(-1, 1)
 
 
 def resolve_config(path, overrides=()):
     """The config file with its bases and overrides, every key checked (model keys against the model's arguments)."""
-    config = load_config(path, overrides, reference=load_yaml(REFERENCE_CONFIG), open_sections=("model",))
+    config = load_config(path, overrides, reference=load_yaml(REFERENCE_CONFIG),
+                         open_sections=("model", "data.extra_valid"))
     model = config["model"]
     if model.get("name") not in MODELS:
         raise ConfigError(f"model.name must be one of {sorted(MODELS)}, got {model.get('name')!r}")
@@ -49,9 +77,17 @@ def resolve_config(path, overrides=()):
         if key != "name" and key not in arguments:
             raise ConfigError(f"unknown config key 'model.{key}' for model {model['name']!r}; known keys: "
                               f"{', '.join(sorted(arguments)) or 'none'}")
-    for key, choices in (("loss", LOSSES), ("amp", AMP_DTYPES)):
+    for key, choices in (("loss", LOSSES), ("amp", AMP_DTYPES), ("lr_schedule", LR_SCHEDULES)):
         if config["train"][key] not in choices:
             raise ConfigError(f"train.{key} must be one of {sorted(choices)}, got {config['train'][key]!r}")
+    for name, spec in (config["data"]["extra_valid"] or {}).items():
+        if not isinstance(spec, dict) or set(spec) != {"root", "csv"}:
+            raise ConfigError(f"data.extra_valid.{name} must be a mapping with keys root and csv, got {spec!r}")
+    scale_range = config["data"]["scale_range"]
+    if scale_range is not None and not (isinstance(scale_range, list) and len(scale_range) == 2
+                                        and all(isinstance(v, (int, float)) for v in scale_range)
+                                        and 0 < scale_range[0] <= scale_range[1]):
+        raise ConfigError(f"data.scale_range must be null or [low, high] with 0 < low <= high, got {scale_range!r}")
     if config["name"] is None:
         config["name"] = Path(path).stem
     return config
@@ -182,7 +218,6 @@ def train(config, device, resume, rank, world_size):
     model.to(device, memory_format=torch.channels_last if channels_last else torch.preserve_format)
     net = DistributedDataParallel(model, device_ids=[device.index] if cuda else None) if world_size > 1 else model
     optimizer = torch.optim.Adam(model.parameters(), lr=opts["lr"], weight_decay=opts["weight_decay"])
-    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, opts["lr_step_epochs"], opts["lr_gamma"])
     scaler = torch.amp.GradScaler("cuda", enabled=cuda and opts["amp"] == "fp16")
     loss_fn = LOSSES[opts["loss"]]
 
@@ -197,6 +232,10 @@ def train(config, device, resume, rank, world_size):
     if steps_per_epoch == 0:
         sys.exit(f"error: {root / data['train_csv']}: {len(train_set)} training images, fewer than one batch of "
                  f"{batch_size} per process ({world_size} processes)")
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(opts, steps_per_epoch))
+    ema = (torch.optim.swa_utils.AveragedModel(model, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(
+        opts["ema_decay"]), use_buffers=True) if opts["ema_decay"] > 0 else None)
+    scale_generator = torch.Generator().manual_seed(config["seed"])
     # the loader's own generator, so that making an iterator never draws from the global RNG
     loader = DataLoader(train_set, batch_size, sampler=sampler, drop_last=True, num_workers=data["workers"],
                         pin_memory=cuda, generator=torch.Generator())
@@ -206,6 +245,10 @@ def train(config, device, resume, rank, world_size):
         if data["valid_limit"]:
             valid_set = Subset(valid_set, range(0, len(valid_set), math.ceil(len(valid_set) / data["valid_limit"])))
         valid_loader = DataLoader(valid_set, opts["valid_batch_size"], num_workers=data["workers"], pin_memory=cuda)
+        extra_loaders = {}
+        for name, spec in (data["extra_valid"] or {}).items():
+            extra_set = IEA40KDataset(spec["root"], Path(spec["root"]) / spec["csv"], **dataset_args)
+            extra_loaders[name] = DataLoader(extra_set, 1, num_workers=data["workers"])
 
     log(f"{config['name']}: {config['model']} ({sum(p.numel() for p in model.parameters()):,} parameters), "
         f"{len(train_set)} training images, {len(valid_loader.dataset) if is_main else '-'} validation images, "
@@ -218,6 +261,9 @@ def train(config, device, resume, rank, world_size):
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         scaler.load_state_dict(state["scaler"])
+        if ema is not None:
+            ema.load_state_dict(state["ema"])
+        scale_generator.set_state(state["scale_rng"])
         set_rng_state(state["rng"])
         epoch, step_in_epoch, global_step, best_mae = (state["epoch"], state["step_in_epoch"], state["global_step"],
                                                        state["best_mae"])
@@ -226,7 +272,8 @@ def train(config, device, resume, rank, world_size):
 
     def training_state(epoch, step_in_epoch):
         return {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                "scaler": scaler.state_dict(), "rng": rng_state(), "epoch": epoch, "step_in_epoch": step_in_epoch,
+                "scaler": scaler.state_dict(), "rng": rng_state(), "scale_rng": scale_generator.get_state(),
+                "ema": ema.state_dict() if ema is not None else None, "epoch": epoch, "step_in_epoch": step_in_epoch,
                 "global_step": global_step, "best_mae": best_mae, "config": config}
 
     writer = SummaryWriter(out) if is_main else None
@@ -240,8 +287,8 @@ def train(config, device, resume, rank, world_size):
         progress = tqdm(loader, desc=f"epoch {epoch + 1}/{opts['epochs']}", initial=step_in_epoch,
                         total=steps_per_epoch, disable=not is_main, dynamic_ncols=True)
         for batch in progress:
-            image = batch["image"].to(device, non_blocking=True)
-            label = batch["residual"].to(device, non_blocking=True)
+            image, label = rescale(batch["image"], batch["residual"], data["scale_range"], scale_generator)
+            image, label = image.to(device, non_blocking=True), label.to(device, non_blocking=True)
             if channels_last:
                 image = image.contiguous(memory_format=torch.channels_last)
             with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
@@ -251,6 +298,9 @@ def train(config, device, resume, rank, world_size):
             scaler.scale(loss).backward()
             scaler.step(optimizer)
             scaler.update()
+            scheduler.step()
+            if ema is not None:
+                ema.update_parameters(model)
             step_in_epoch += 1
             global_step += 1
             seen += len(image) * world_size
@@ -277,25 +327,33 @@ def train(config, device, resume, rank, world_size):
             break
         elapsed = time.perf_counter() - started
         if is_main:
-            metrics, panels = validate(model, valid_loader, device, amp_dtype, opts["panels"])
+            judged = ema.module if ema is not None else model
+            metrics, panels = validate(judged, valid_loader, device, amp_dtype, opts["panels"])
             improved = metrics["mae"] < best_mae
             if improved:
                 best_mae = metrics["mae"]
-                save_model(out / "best.safetensors", model, {"epoch": epoch + 1, "valid_mae": metrics["mae"]})
+                save_model(out / "best.safetensors", judged, {"epoch": epoch + 1, "valid_mae": metrics["mae"]})
             for key, value in metrics.items():
                 if key != "n_images":
                     writer.add_scalar(f"valid/{key}", value, global_step)
             for i, panel in enumerate(panels):
                 writer.add_image(f"valid/{i} photo | label | prediction", panel, global_step, dataformats="HWC")
-            writer.flush()
             log(f"epoch {epoch + 1}: train loss {loss_sum / max(steps_run, 1):.4f}, "
                 f"{seen / elapsed:.1f} images/s; valid MAE {metrics['mae']:.4f} RMSE {metrics['rmse']:.4f} "
                 f"PSNR {metrics['psnr']:.2f} SSIM {metrics['ssim']:.4f} IoU over/under {metrics['iou_over']:.3f}/"
                 f"{metrics['iou_under']:.3f} SRCC {metrics['srcc']:.3f}, lr {optimizer.param_groups[0]['lr']:.3g}"
                 + (" -> best.safetensors" if improved else ""))
+            for name, extra_loader in extra_loaders.items():
+                extra, _ = validate(judged, extra_loader, device, amp_dtype, 0)
+                for key, value in extra.items():
+                    if key != "n_images":
+                        writer.add_scalar(f"{name}/{key}", value, global_step)
+                log(f"epoch {epoch + 1} {name}: MAE {extra['mae']:.4f} SSIM {extra['ssim']:.4f} IoU over/under "
+                    f"{extra['iou_over']:.3f}/{extra['iou_under']:.3f} SRCC {extra['srcc']:.3f} "
+                    f"({extra['n_images']} images)")
+            writer.flush()
         if world_size > 1:
             dist.barrier()  # the others wait while rank 0 validates
-        scheduler.step()
         epoch, step_in_epoch = epoch + 1, 0
         if is_main:
             save_state(last_path, training_state(epoch, step_in_epoch))
