@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
-from scipy.ndimage import zoom
+from scipy.ndimage import gaussian_filter, zoom
 from tqdm import tqdm
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -60,9 +60,6 @@ DEFAULT_SOURCES = [
 ]
 # Left out on purpose: skimage's hubble_deep_field (astronomical, almost all black sky, no "ideal" everyday
 # exposure) and retina (fundus photo); the other skimage images are grey, synthetic or microscopy.
-
-
-SRGB_U8_TO_LINEAR = srgb_to_linear(np.arange(256) / 255.0).astype(np.float32)
 
 
 def level_ev(level):
@@ -110,19 +107,75 @@ def ev_field(level, h, w, rng):
     return np.clip(field, -4.0, 4.0)
 
 
-def expose(ideal_u8, level, rng):
-    """Re-expose an 8-bit sRGB image: gain in linear light, sensor clip at 1, shot + read noise, back to 8-bit sRGB."""
-    linear = SRGB_U8_TO_LINEAR[ideal_u8]
-    gain = (2.0 ** ev_field(level, *ideal_u8.shape[:2], rng)).astype(np.float32)
-    signal = linear * gain[..., None]
-    # Noise in units of the full-well capacity (electrons beyond it are lost, hence the clipped shot noise); a dark
-    # capture has few electrons, so its noise shows once brightened. The ADC then clips at full scale, so a
-    # saturated pixel reads a flat 1.0.
-    full_well = np.exp(rng.uniform(np.log(3000), np.log(30000)))
-    read_noise = rng.uniform(2.0, 8.0)
-    sigma = np.sqrt(np.minimum(signal, 1.0) / np.float32(full_well) + np.float32((read_noise / full_well) ** 2))
-    captured = np.clip(signal + sigma * rng.standard_normal(size=signal.shape, dtype=np.float32), 0.0, 1.0)
-    return np.round(linear_to_srgb(captured) * 255.0).astype(np.uint8)
+def shoulder(x, knee, slope):
+    """Camera highlight roll-off in linear light: identity up to ``knee``, then 1 - (1 - t)^slope up to the sensor's
+    saturation ``knee + (1 - knee) * slope``, which maps to 1 (C1 at the knee; slope 1 is a hard clip at 1)."""
+    top = knee + (1.0 - knee) * slope
+    t = np.clip((x - knee) / max(top - knee, 1e-12), 0.0, 1.0)
+    return np.where(x <= knee, x, knee + (1.0 - knee) * (1.0 - (1.0 - t) ** slope))
+
+
+def shoulder_inverse(y, knee, slope):
+    t = 1.0 - (1.0 - np.clip((y - knee) / max(1.0 - knee, 1e-12), 0.0, 1.0)) ** (1.0 / slope)
+    return np.where(y <= knee, y, knee + (1.0 - knee) * slope * t)
+
+
+def random_camera(rng):
+    """One camera's rendering, shared by every frame of a bracket: tone curve (toe via a display power, shoulder
+    knee and slope: highlight headroom up to knee + (1 - knee) * slope times the ideal's white), how strongly clipped
+    highlights are pulled to neutral, the headroom given to regions blown in the ideal, and the sensor's noise."""
+    hard_clip = rng.random() < 0.2
+    return {"knee": 1.0 if hard_clip else float(rng.uniform(0.35, 0.9)),
+            "slope": 1.0 if hard_clip else float(rng.uniform(1.5, 4.0)),
+            "contrast": float(rng.uniform(0.85, 1.2)),
+            "desaturate": float(rng.uniform(0.3, 1.0)),
+            "blown_boost": float(rng.uniform(0.0, 2.0)),
+            "full_well": float(np.exp(rng.uniform(np.log(3000), np.log(30000)))),
+            "read_noise": float(rng.uniform(2.0, 8.0)),
+            "ev_jitter": 0.35,     # a bracket's steps are not exact stops
+            "wb_jitter": 0.01}     # auto white balance drifting between frames
+
+
+def scene_radiance(ideal_u8, camera):
+    """Linear scene light behind an 8-bit ideal as this camera would have rendered it (the inverse of its tone curve),
+    with regions blown in the ideal extended above the sensor's range: a clipped sky was brighter than white."""
+    display = (ideal_u8 / 255.0) ** (1.0 / camera["contrast"])
+    radiance = shoulder_inverse(srgb_to_linear(display), camera["knee"], camera["slope"])
+    blown = gaussian_filter((ideal_u8.max(axis=2) >= 250).astype(np.float64), sigma=2.0)
+    return radiance * (1.0 + camera["blown_boost"] * blown[..., None])
+
+
+def render(radiance, ev, camera, rng):
+    """One frame: exposure gain (ev: scalar or H x W field), white-balance drift, shot + read noise, per-channel
+    sensor saturation, neutral pull of clipped highlights, the tone curve, 8-bit."""
+    knee, slope = camera["knee"], camera["slope"]
+    saturation = knee + (1.0 - knee) * slope
+    gain = np.asarray(2.0 ** np.asarray(ev, dtype=np.float64))
+    signal = radiance * (gain[..., None] if gain.ndim else gain)
+    signal = signal * np.exp(rng.normal(0.0, camera["wb_jitter"], size=3))
+    # noise in units of the saturation level: a dark capture has few electrons, so its noise shows once rendered
+    electrons = np.minimum(signal, saturation) / saturation * camera["full_well"]
+    sigma = np.sqrt(electrons + camera["read_noise"] ** 2) / camera["full_well"] * saturation
+    signal = signal + sigma * rng.standard_normal(size=signal.shape)
+    peak = signal.max(axis=2, keepdims=True)
+    clipped = np.clip(signal, 0.0, saturation)
+    # channels clip one by one (a hue shift); cameras pull such highlights towards neutral
+    pull = camera["desaturate"] * np.clip((peak - saturation) / (0.5 * saturation), 0.0, 1.0)
+    clipped = clipped + pull * (clipped.max(axis=2, keepdims=True) - clipped)
+    display = linear_to_srgb(shoulder(clipped, knee, slope)) ** camera["contrast"]
+    return np.clip(np.round(display * 255.0), 0, 255).astype(np.uint8)
+
+
+SRGB_CAMERA = {"knee": 1.0, "slope": 1.0, "contrast": 1.0, "desaturate": 0.0, "blown_boost": 0.0, "full_well": 10000.0,
+               "read_noise": 4.0, "ev_jitter": 0.0, "wb_jitter": 0.0}
+
+
+def expose(ideal_u8, level, rng, camera=SRGB_CAMERA):
+    """Re-expose an 8-bit sRGB ideal to one level (N<k>/P<k> or a spatial field) through a camera model (default:
+    the sRGB curve with a hard clip and exact stops). Any camera renders the ideal back exactly at 0 EV without
+    noise."""
+    field = ev_field(level, *ideal_u8.shape[:2], rng) + rng.uniform(-camera["ev_jitter"], camera["ev_jitter"])
+    return render(scene_radiance(ideal_u8, camera), field, camera, rng)
 
 
 def encode(image_u8, fmt, quality):
@@ -175,21 +228,29 @@ def task_seed(seed, scene, crop_index):
 
 
 def make_crop(task):
-    """Write one ideal crop and all its exposure variants; return the CSV rows."""
+    """Write one ideal crop and its exposure variants (one camera for the bracket); return the CSV rows."""
     scene, paths, crop_index, cfg = task
     rng = np.random.default_rng(task_seed(cfg["seed"], scene, crop_index))
-    photo_path = paths[int(rng.integers(len(paths)))]
-    ideal = random_crop(cached_source(photo_path), cfg["size"], rng)
+    ideal = random_crop(cached_source(paths[crop_index % len(paths)]), cfg["size"], rng)
+    if rng.random() < cfg["grey_fraction"]:  # a black-and-white photo has the same exposure as its colour original
+        ideal = np.repeat(np.round(gray(ideal.astype(np.float64))).astype(np.uint8)[..., None], 3, axis=2)
+    camera = random_camera(rng) if cfg["camera"] == "random" else SRGB_CAMERA
+    levels = cfg["levels"]
+    if cfg["levels_per_crop"]:
+        levels = [levels[i] for i in sorted(rng.choice(len(levels), cfg["levels_per_crop"], replace=False))]
     out = Path(cfg["out"])
     stem = f"{scene}_{crop_index:03d}"
     ref_id = f"{stem}.png"
     write_atomic(out / "refs" / ref_id, encode(ideal, "png", None))
     ideal_gray = gray(ideal.astype(np.float64))
     rows = []
-    for level in cfg["levels"]:
-        test = expose(ideal, level, rng)
-        data = encode(test, cfg["format"], cfg["quality"])
-        img_id = f"{stem}_{level}.{cfg['format']}"
+    for level in levels:
+        test = expose(ideal, level, rng, camera)
+        fmt, quality = cfg["format"], cfg["quality"]
+        if fmt == "camera":  # in-camera JPEG at a random quality, or a lossless frame
+            fmt, quality = ("jpg", int(rng.integers(75, 98))) if rng.random() < 0.7 else ("png", None)
+        data = encode(test, fmt, quality)
+        img_id = f"{stem}_{level}.{fmt}"
         with Image.open(io.BytesIO(data)) as saved:  # the label must describe the bytes on disk, after compression
             saved_rgb = np.asarray(saved.convert("RGB"), dtype=np.float64)
         label = (ideal_gray - gray(saved_rgb)).astype(np.float32)
@@ -221,24 +282,37 @@ def default_scenes():
 
 
 def scene_name(path):
-    return re.sub(r"[^A-Za-z0-9-]+", "-", path.stem).strip("-") or "scene"
+    return re.sub(r"[^A-Za-z0-9-]+", "-", path.name if path.is_dir() else path.stem).strip("-") or "scene"
+
+
+def corpus_credits(folder):
+    """{photo path: credit} from a photo corpus's photos.csv (datasets.photos), empty when there is none."""
+    listing = Path(folder) / "photos.csv"
+    if not listing.is_file():
+        return {}
+    with open(listing, newline="", encoding="utf-8") as f:
+        return {Path(folder) / row["file"]: f"{row['package']} `{row['member']}`: {row['license']}"
+                for row in csv.DictReader(f)}
 
 
 def source_scenes(sources):
-    """Scenes from --src: an image file is a scene; in a folder, each image and each sub-folder is a scene."""
+    """Scenes from --src: an image file is a scene; in a folder, each image and each sub-folder is a scene (a photo
+    corpus made by datasets.photos has one sub-folder per source package, so a package is held out whole)."""
     scenes = {}
+    credits = {}
 
     def add(name, paths):
         if not paths:
             return
         if name in scenes:
             raise ValueError(f"two sources map to the scene name {name!r} ({paths[0]} and {scenes[name][0][0]})")
-        scenes[name] = (paths, [f"`{p}`: user-supplied; licence not recorded" for p in paths])
+        scenes[name] = (paths, [credits.get(p, f"`{p}`: user-supplied; licence not recorded") for p in paths])
 
     for src in map(Path, sources):
         if src.is_file():
             add(scene_name(src), [src])
         elif src.is_dir():
+            credits.update(corpus_credits(src))
             for entry in sorted(e for e in src.iterdir() if not e.name.startswith(".")):
                 if entry.is_dir():
                     add(scene_name(entry), sorted(p for p in entry.iterdir() if not p.name.startswith(".")
@@ -295,8 +369,9 @@ def write_readme(out, command, cfg, scenes, train, valid, counts, level_means):
         "# Synthetic IEA dataset",
         "",
         f"Made by `{command}` (seed {cfg['seed']}, {cfg['size']}x{cfg['size']} crops, "
-        f"{cfg['crops']} crops per scene, format {cfg['format']}"
-        + (f", JPEG quality {cfg['quality']}" if cfg["format"] == "jpg" else "") + ").",
+        f"{sum(cfg['crops'].values())} crops, format {cfg['format']}"
+        + (f", JPEG quality {cfg['quality']}" if cfg["format"] == "jpg" else "")
+        + f", camera {cfg['camera']}, levels per crop {cfg['levels_per_crop'] or 'all'}).",
         "",
         f"- train: {counts['train']} images from scenes {', '.join(train)}",
         f"- valid: {counts['valid']} images from held-out scenes {', '.join(valid) or '(none)'}",
@@ -306,10 +381,14 @@ def write_readme(out, command, cfg, scenes, train, valid, counts, level_means):
         "`labels/<img_id stem>.npy` (float32 residual in grey levels, ideal minus test, -255..255; "
         "divide by 255), `refs/<ref_id>` (the 8-bit ideal, PNG).",
         "",
-        "How a test image is made from its ideal crop: sRGB EOTF to linear light; multiply by 2^EV (global levels "
-        "N4..P4 = -4..+4 EV; GRAD linear ramp, SPOT spotlight or vignette, SKY bright top over dark bottom, "
-        "FIELD smooth random field, all within -4..+4 EV); add shot + read noise (random full well 3000..30000 e-, "
-        "read noise 2..8 e-); clip at 1.0 as a sensor does; sRGB OETF; round to 8 bit; save. The label is "
+        "How a test image is made from its ideal crop (`--camera random`): draw a camera (tone curve = sRGB with a "
+        "display power 0.85..1.2 for the toe and a highlight shoulder: knee 0.35..0.9, headroom up to 4.6x white; "
+        "20 % of cameras clip hard); invert its curve to get scene light, giving regions blown in the ideal up to "
+        "3x more light; multiply by 2^EV (global levels N4..P4 = -4..+4 EV, +-0.35 EV jitter; GRAD linear ramp, "
+        "SPOT spotlight or vignette, SKY bright top over dark bottom, FIELD smooth random field); white-balance "
+        "drift; shot + read noise (full well 3000..30000 e-, read noise 2..8 e-); clip each channel at the sensor's "
+        "saturation and pull clipped highlights towards neutral; the camera's tone curve; 8 bit; in-camera JPEG "
+        "(`--format camera`). At 0 EV without noise the camera renders the ideal back exactly. The label is "
         "gray(ideal) - gray(test as read back from disk), gray = 0.299 R + 0.587 G + 0.114 B; "
         "score = 10 * (1 - mean|label / 255|).",
         "",
@@ -332,12 +411,26 @@ def parse_args(argv=None):
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1))
     p.add_argument("--size", type=int, default=256, help="side of the square crops")
-    p.add_argument("--crops-per-image", type=int, default=48, help="crops per scene")
+    p.add_argument("--crops-per-image", type=int, default=48,
+                   help="crops per scene (default: 48); see --crops-per-photo")
+    p.add_argument("--crops-per-photo", type=int,
+                   help="instead: this many crops per photo of a scene, at most --max-crops-per-scene (a corpus "
+                        "package with many photos is capped so that it does not dominate)")
+    p.add_argument("--max-crops-per-scene", type=int, default=10**9, help="cap for --crops-per-photo")
+    p.add_argument("--levels-per-crop", type=int,
+                   help="expose each crop to this many levels drawn at random (default: every level)")
+    p.add_argument("--camera", choices=["random", "srgb"], default="random",
+                   help="random: a camera model per crop (tone curve with toe and shoulder, highlight headroom, "
+                        "neutral pull of clipped highlights, noise, EV and white-balance jitter); srgb: the sRGB curve "
+                        "with a hard clip and exact stops (default: random)")
+    p.add_argument("--grey-fraction", type=float, default=0.05,
+                   help="share of crops turned black-and-white (default: 0.05)")
     p.add_argument("--levels", nargs="+", default=DEFAULT_LEVELS,
                    help="exposure levels: N<k>/P<k> (-k/+k EV) and spatial GRAD SPOT SKY FIELD")
     p.add_argument("--val-fraction", type=float, default=0.2, help="fraction of scenes held out for validation")
     p.add_argument("--val-scenes", nargs="+", help="hold out exactly these scenes (overrides --val-fraction)")
-    p.add_argument("--format", choices=["png", "jpg"], default="png")
+    p.add_argument("--format", choices=["png", "jpg", "camera"], default="png",
+                   help="camera: per frame, an in-camera JPEG at quality 75..97 (70 %%) or PNG (default: png)")
     p.add_argument("--quality", type=int, default=92, help="JPEG quality")
     args = p.parse_args(argv)
     for level in args.levels:
@@ -347,6 +440,12 @@ def parse_args(argv=None):
             p.error(str(err))
     if args.size < 8 or args.crops_per_image < 1 or args.workers < 1:
         p.error("--size must be >= 8, --crops-per-image and --workers >= 1")
+    if (args.crops_per_photo or 1) < 1 or args.max_crops_per_scene < 1:
+        p.error("--crops-per-photo and --max-crops-per-scene must be >= 1")
+    if args.levels_per_crop is not None and not 1 <= args.levels_per_crop <= len(set(args.levels)):
+        p.error(f"--levels-per-crop must be between 1 and the number of levels ({len(set(args.levels))})")
+    if not 0.0 <= args.grey_fraction <= 1.0:
+        p.error("--grey-fraction must be in [0, 1]")
     return args
 
 
@@ -364,9 +463,16 @@ def main(argv=None):
     for sub in ("images", "labels", "refs"):
         (out / sub).mkdir(parents=True, exist_ok=True)
     cfg = {"seed": args.seed, "size": args.size, "levels": list(dict.fromkeys(args.levels)), "format": args.format,
-           "quality": args.quality, "out": str(out), "crops": args.crops_per_image}
-    tasks = [(name, [str(p) for p in scenes[name][0]], i, cfg) for name in sorted(scenes)
-             for i in range(args.crops_per_image)]
+           "quality": args.quality, "out": str(out), "levels_per_crop": args.levels_per_crop, "camera": args.camera,
+           "grey_fraction": args.grey_fraction}
+
+    def crops(name):
+        if args.crops_per_photo is None:
+            return args.crops_per_image
+        return min(args.crops_per_photo * len(scenes[name][0]), args.max_crops_per_scene)
+
+    cfg["crops"] = {name: crops(name) for name in sorted(scenes)}
+    tasks = [(name, [str(p) for p in scenes[name][0]], i, cfg) for name in sorted(scenes) for i in range(crops(name))]
     rows = {}
     with Pool(args.workers) as pool:
         for task, task_rows in zip(tasks, tqdm(pool.imap(make_crop, tasks), total=len(tasks), desc="crops")):
@@ -375,7 +481,7 @@ def main(argv=None):
     for split, split_rows in splits.items():
         write_csv(out / f"{split}.csv", split_rows)
     level_means = {lv: float(np.mean([float(r["score"]) for r in splits["train"] if r["level"] == lv]))
-                   for lv in cfg["levels"] if splits["train"]}
+                   for lv in cfg["levels"] if any(r["level"] == lv for r in splits["train"])}
     command = "python -m datasets.synthetic " + shlex.join(sys.argv[1:] if argv is None else argv)
     counts = {k: len(v) for k, v in splits.items()}
     write_readme(out, command, cfg, scenes, train, valid, counts, level_means)
