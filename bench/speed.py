@@ -33,6 +33,7 @@ import torch  # noqa: E402
 from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
 from models import DEFAULT_CHECKPOINT, build_model, load_model  # noqa: E402
+from utils import cli  # noqa: E402
 from utils.image_io import atomic_write  # noqa: E402
 from utils.inference import predict_residual  # noqa: E402
 
@@ -131,10 +132,12 @@ def measure_case(kind, height, width, mode, options, spec, threads):
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--smoke", action="store_true", help="tiny model and sizes, seconds")
-    p.add_argument("--json", help="write all measurements here")
-    p.add_argument("--threads", type=int, default=torch.get_num_threads(), help="torch CPU threads")
-    p.add_argument("--checkpoint", default=DEFAULT_CHECKPOINT, help="project checkpoint")
-    p.add_argument("--released", default=RELEASED_WEIGHTS, help="released P-IEANet .pth")
+    p.add_argument("--json", help="write all measurements here (default: not written)")
+    p.add_argument("--threads", type=cli.positive_int, default=torch.get_num_threads(),
+                   help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--checkpoint", default=DEFAULT_CHECKPOINT,
+                   help="project checkpoint (default: checkpoints/pieanet_synth.safetensors)")
+    p.add_argument("--released", default=RELEASED_WEIGHTS, help="released P-IEANet .pth (default: ../shared/official/)")
     p.add_argument("--case", help=argparse.SUPPRESS)  # internal: one latency case in this process
     return p.parse_args(argv)
 

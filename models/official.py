@@ -9,6 +9,7 @@ Faithful to the released network's per-image outputs, with its faults fixed:
 The network itself only runs at 256 x 256 (a reshape hard-codes 128 x 128 bands), so ``OfficialPIEANet`` resizes the
 input to 256 x 256 and the residual map back to the input size.
 """
+import math
 import warnings
 
 import torch
@@ -190,6 +191,7 @@ class OfficialPIEANet(nn.Module):
 
     native_size = SIZE
     tile_multiple = 1
+    receptive_radius = math.inf  # it sees the whole photo, resized to 256 x 256: never tiled
 
     def __init__(self):
         super().__init__()

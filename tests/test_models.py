@@ -219,3 +219,12 @@ def test_a_hostile_pickle_is_refused_without_suggesting_unsafe_loading(tmp_path,
     message = str(info.value)
     assert "refused" in message and "weights_only" not in message and "\n" not in message
     assert "this must never run" not in capsys.readouterr().out
+
+
+def test_saved_checkpoints_are_readable_like_any_new_file(tmp_path, tiny_model_config):
+    import os
+
+    save_model(tmp_path / "m.safetensors", build_model(tiny_model_config))  # safetensors itself writes 0600
+    mask = os.umask(0)
+    os.umask(mask)
+    assert (tmp_path / "m.safetensors").stat().st_mode & 0o777 == 0o666 & ~mask

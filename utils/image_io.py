@@ -135,15 +135,25 @@ def check_bytes_present(path, image_format, width, height):
                              f"{size:,} bytes; truncated or a decompression bomb, expected a complete image")
 
 
+def _file_mode():
+    """The mode a new file gets from open(): 0o666 less the process's umask."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
 @contextmanager
 def atomic_write(path):
     """Yield a temporary path beside ``path`` (same suffix, so writers pick the right format); it is renamed
-    onto ``path`` when the block succeeds and removed when it raises."""
+    onto ``path`` (with the mode a new file gets, whatever the writer chose) when the block succeeds and removed
+    when it raises."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.stem}.{os.getpid()}-{secrets.token_hex(4)}.tmp{path.suffix}")
     try:
         yield tmp
+        if tmp.exists():
+            os.chmod(tmp, _file_mode())  # some writers (safetensors) create their files 0600
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
