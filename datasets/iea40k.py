@@ -55,6 +55,9 @@ def read_split(csv_path, required=REQUIRED_COLUMNS):
 
 def _read_rows(csv_path, reader, required):
     columns = [(c or "").strip() for c in reader.fieldnames or []]
+    repeated = sorted({c for c in columns if columns.count(c) > 1})
+    if repeated:
+        raise DatasetError(f"{csv_path}: column(s) {', '.join(repeated)} appear more than once; expected one of each")
     missing = [c for c in required if c not in columns]
     if missing:
         raise DatasetError(f"{csv_path}: missing column(s) {', '.join(missing)}; expected "
@@ -91,8 +94,11 @@ class IEA40KDataset(Dataset):
                  size=None, crop=None, augment=False, allow_label_resize=False, seed=0, noise_std=0.0):
         root = Path(root)
         self.csv = Path(csv) if Path(csv).is_file() else root / csv
-        if not label_scale or not math.isfinite(label_scale) or label_scale <= 0:
-            raise DatasetError(f"{self.csv}: label_scale {label_scale!r} must be a positive number")
+        for name, value, low in (("label_scale", label_scale, None), ("noise_std", noise_std, 0.0)):
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
+                    or (value <= 0 if low is None else value < low):
+                raise DatasetError(f"{self.csv}: {name} {value!r} must be a "
+                                   f"{'positive number' if low is None else 'number >= 0'}")
         for name, value in (("size", size), ("crop", crop)):
             if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
                 raise DatasetError(f"{self.csv}: {name} {value!r} must be a positive integer or None")

@@ -281,3 +281,52 @@ def test_augmentation_is_a_function_of_seed_epoch_index(data_root):
     assert torch.equal(first[0], first[3])
     assert not all(torch.equal(a, b) for a, b in zip(first, crops(0, 2)))
     assert not all(torch.equal(a, b) for a, b in zip(first, crops(1, 1)))
+
+
+# ------------------------------------------------------------------ bad datasets: one DatasetError, never a traceback
+@pytest.mark.parametrize("content, message", [
+    (b"\xff\xfe\x00\x01garbage\n", "not a UTF-8 CSV"),
+    (b"img_id,ref_id,score,score\na.png,a.png,5,6\n", "appear more than once"),
+])
+def test_unreadable_split_lists_are_one_dataset_error(tmp_path, content, message):
+    (tmp_path / "list.csv").write_bytes(content)
+    with pytest.raises(DatasetError, match=message):
+        read_split(tmp_path / "list.csv")
+
+
+def test_a_split_list_for_evaluation_needs_only_img_id(tmp_path):
+    (tmp_path / "list.csv").write_bytes(b"\xef\xbb\xbfimg_id\na.png\n")  # with a byte-order mark
+    (row,) = read_split(tmp_path / "list.csv", required=("img_id",))
+    assert row.img_id == "a.png" and np.isnan(row.score)
+
+
+@pytest.mark.parametrize("label, message", [
+    (np.zeros((0, 0), np.float32), "expected a numeric H x W array"),
+    (np.zeros((H, W), np.complex64), "expected a numeric H x W array"),
+    (np.full((H, W), np.nan, np.float32), "NaN or inf"),
+    (np.full((H, W), 300, np.float32), "beyond"),
+])
+def test_bad_labels_are_one_dataset_error_from_the_shared_reader(data_root, label, message):
+    from datasets.iea40k import read_label
+
+    np.save(data_root / "labels" / "s0_N1.npy", label)
+    with pytest.raises(DatasetError, match=message) as info:
+        read_label(data_root / "labels" / "s0_N1.npy")
+    assert str(info.value).startswith(str(data_root / "labels" / "s0_N1.npy"))
+    with pytest.raises(DatasetError, match=message):
+        IEA40KDataset(data_root, "train.csv")[0]
+
+
+@pytest.mark.parametrize("option", [{"label_scale": "abc"}, {"noise_std": "abc"}, {"noise_std": -1.0},
+                                    {"label_scale": float("inf")}])
+def test_bad_dataset_options_are_one_dataset_error(data_root, option):
+    with pytest.raises(DatasetError, match="must be a"):
+        IEA40KDataset(data_root, "train.csv", **option)
+
+
+def test_a_nan_image_is_one_dataset_error(data_root):
+    Image.fromarray(np.full((H, W), np.nan, np.float32), mode="F").save(data_root / "images" / "n.tif")
+    np.save(data_root / "labels" / "n.npy", np.zeros((H, W), np.float32))
+    write_rows(data_root / "n.csv", [{"img_id": "n.tif", "ref_id": "s0.png", "score": 5}])
+    with pytest.raises(DatasetError, match="NaN or infinite"):
+        IEA40KDataset(data_root, "n.csv")[0]
