@@ -75,9 +75,14 @@ def write_outputs(stem, image, residual, args):
             write(stem.with_name(name))
             written.append(stem.with_name(name))
     except BaseException:
-        for path in written:
-            path.unlink(missing_ok=True)
+        remove(written)
         raise
+    return written
+
+
+def remove(paths):
+    for path in paths:
+        path.unlink(missing_ok=True)
 
 
 def print_table(rows):
@@ -148,12 +153,16 @@ def process(paths, stems, base, model, args, summary, progress):
                 finish(row, f"inference failed ({cli.one_line(residual)})")
                 continue
             try:
-                write_outputs(stem, image, residual, args)
+                written = write_outputs(stem, image, residual, args)
             except (OSError, ValueError, RuntimeError, MemoryError) as e:
                 finish(row, f"could not write outputs ({cli.one_line(e)})")
                 continue
-            row.update(residual_stats(residual, args.threshold), status="ok")
-            finish(row)
+            try:
+                row.update(residual_stats(residual, args.threshold), status="ok")
+                finish(row)
+            except BaseException:  # e.g. Ctrl-C: no photo has outputs without its summary row
+                remove(written)
+                raise
     return rows
 
 
