@@ -170,6 +170,9 @@ class StructureBranch(nn.Module):
 class PIEANet(nn.Module):
     """B x 3 x H x W RGB in [0, 1] -> B x 1 x H x W residual in [-1, 1] (> 0 under-exposed, < 0 over-exposed).
 
+    ``scene_size`` > 0 adds the scene branch: the whole photo seen at that fixed resolution conditions the lightness
+    branch, so the verdict does not depend on how much of the photo the local receptive field covers.
+
     Ablations (the paper's Table 3): ``use_dwt=False`` replaces the Haar transform and its inverse with learned stride-2
     convolutions; ``use_lightness=False`` / ``use_structure=False`` replace that branch with a 1x1 projection of its bands.
     """
@@ -177,12 +180,15 @@ class PIEANet(nn.Module):
     native_size = None
 
     def __init__(self, width=32, lightness_blocks=3, attention_layers=2, heads=4, window=8, context=15, bands=8,
-                 use_dwt=True, use_lightness=True, use_structure=True, scene_size=0, scene_channels=16):
+                 use_dwt=True, use_lightness=True, use_structure=True, scene_size=0, scene_channels=16, working_size=None):
         super().__init__()
+        # the resolution (longer side) at which the tools run this model by default; larger photos are shrunk to it
+        # and the map is brought back with guided upsampling (utils.inference). None: native resolution.
+        self.working_size = working_size
         self.config = dict(name="pieanet", width=width, lightness_blocks=lightness_blocks,
                            attention_layers=attention_layers, heads=heads, window=window, context=context, bands=bands,
                            use_dwt=use_dwt, use_lightness=use_lightness, use_structure=use_structure,
-                           scene_size=scene_size, scene_channels=scene_channels)
+                           scene_size=scene_size, scene_channels=scene_channels, working_size=working_size)
         self.tile_multiple = 8 * window  # DWT (2) x lightness stride (2) x attention stride (4) x window
         self.use_dwt = use_dwt
         if not use_dwt:

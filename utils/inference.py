@@ -6,7 +6,7 @@ Two ways to go beyond what fits in memory at once, with different trade-offs:
   on every side and only its centre is kept. Tile origins sit on multiples of ``model.tile_multiple`` and the margin
   covers the model's receptive radius, so the stitched map equals the whole-image map (to float rounding) with no
   seams. Cost: every pixel of the margins is computed again, about ``(N / (N - 2 * overlap))**2`` times the work.
-* ``size=N`` -- working resolution. The photo is shrunk so its longer side is N, the map predicted there, and brought
+* ``size=N`` -- working resolution (by default the model's own ``working_size``, if its config has one). The photo is shrunk so its longer side is N, the map predicted there, and brought
   back to full size with a guided filter whose guide is the full-resolution grey image, so edges of the map follow
   the photo's edges instead of being blurred. Cost and memory fall with (N / longer side)**2, but detail finer than
   the working resolution is inferred from the photo, not predicted by the model.
@@ -120,7 +120,12 @@ def to_tensor(image, device):
 
 
 def predict_tensor(model, x, size=None, tile=None, overlap=None):
-    """Residual (B x 1 x H x W, float32, [-1, 1]) of x (B x 3 x H x W in [0, 1]) under inference_mode."""
+    """Residual (B x 1 x H x W, float32, [-1, 1]) of x (B x 3 x H x W in [0, 1]) under inference_mode.
+    size: working resolution (longer side); None = the model's own ``working_size`` (native if it has none);
+    0 = native resolution."""
+    if size is None:
+        size = getattr(model, "working_size", None)
+    size = size or None
     if overlap is None:
         overlap = default_overlap(model)
     if not math.isfinite(getattr(model, "receptive_radius", None) or 0):
@@ -143,7 +148,8 @@ def predict_tensor(model, x, size=None, tile=None, overlap=None):
 def predict_residual(model, image, size=None, tile=None, overlap=None, device=None):
     """Residual map (np.float32 H x W in [-1, 1], > 0 under-exposed) of one RGB image (np H x W x 3 in [0, 1]).
 
-    size: working resolution (longer side) with guided upsampling back to full size; None = native resolution.
+    size: working resolution (longer side) with guided upsampling back to full size; None = the model's default
+    (``working_size`` in its config, native resolution if it has none); 0 = native resolution.
     tile: run at native (or working) resolution in overlapping tiles of this size; overlap: context margin in pixels
     (default: the model's receptive radius, see ``default_overlap``). device: defaults to the model's device.
     """
