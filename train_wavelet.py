@@ -5,7 +5,12 @@
 
 Writes <output_dir>/<name>/: config.yaml (the resolved config), train.log, TensorBoard events, last.pt (the whole
 training state, for --resume) and best.safetensors (the weights with the lowest validation MAE, for load_model).
---resume continues bit for bit from last.pt: the same batches, augmentations and weights as a run never stopped.
+--resume continues bit for bit from last.pt: the same batches, augmentations and weights as a run never stopped;
+settings that differ from the saved run's are reported. An existing run is never overwritten: without --resume or
+--overwrite, a folder that already holds one is refused. The whole config (keys, types, ranges, the model's arguments)
+is checked before any data is read or any folder is made; temporary files left by a killed run are removed.
+Exit codes: 0 done, 1 training failed (bad data found during an epoch, a non-finite loss), 2 usage or setup error
+(config, data, checkpoint, experiment folder), 130 interrupted (continue with --resume).
 """
 import argparse
 import inspect
@@ -25,11 +30,12 @@ from torch.utils.data import DataLoader, DistributedSampler, Sampler, Subset
 from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
-from datasets.iea40k import IEA40KDataset
-from models import MODELS, build_model, read_checkpoint, resolve_device, save_model
-from utils.config import ConfigError, dump_config, load_config, load_yaml
+from datasets.iea40k import DatasetError, IEA40KDataset
+from models import MODELS, CheckpointError, build_model, check_config, read_checkpoint, resolve_device, save_model
+from utils.config import (ConfigError, boolean, check_values, choice, dump_config, integer, load_config, load_yaml,
+                          number, text)
 from utils.heatmap import colorize
-from utils.image_io import atomic_write
+from utils.image_io import atomic_write, remove_orphan_temporaries
 from utils.metrics import SSIM_CONVENTION, MetricAccumulator
 
 ROOT = Path(__file__).resolve().parent
@@ -37,6 +43,30 @@ REFERENCE_CONFIG = ROOT / "configs" / "base.yaml"
 LOSSES = {"l1": F.l1_loss, "l2": F.mse_loss, "smooth_l1": F.smooth_l1_loss}
 AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "none": None}
 LR_SCHEDULES = ("step", "cosine")
+PROG = "train_wavelet"
+RUN_FILES = ("config.yaml", "train.log", "last.pt", "best.safetensors")  # what makes a folder hold a run
+# every value of configs/base.yaml outside the model section (checked by models.check_config) and data.extra_valid
+SCHEMA = {
+    "name": text(null=True), "output_dir": text(), "seed": integer(0), "init_from": text(null=True),
+    "data.root": text(), "data.train_csv": text(), "data.valid_csv": text(), "data.images_dir": text(),
+    "data.labels_dir": text(), "data.label_scale": number(0, above=True), "data.size": integer(1, null=True),
+    "data.crop": integer(1, null=True), "data.augment": boolean, "data.valid_limit": integer(1, null=True),
+    "data.workers": integer(0, 256),
+    "train.epochs": integer(1), "train.batch_size": integer(1), "train.valid_batch_size": integer(1),
+    "train.lr": number(0, above=True), "train.weight_decay": number(0), "train.lr_schedule": choice(LR_SCHEDULES),
+    "train.lr_step_epochs": integer(1), "train.lr_gamma": number(0, 1), "train.warmup_steps": integer(0),
+    "train.ema_decay": number(0, 1), "train.loss": choice(tuple(LOSSES)), "train.amp": choice(tuple(AMP_DTYPES)),
+    "train.channels_last": boolean, "train.max_steps": integer(1, null=True), "train.save_every_steps": integer(0),
+    "train.log_every_steps": integer(1), "train.panels": integer(0),
+}
+
+
+class SetupError(Exception):
+    """A run that cannot start (data, checkpoint, experiment folder): one sentence, exit code 2."""
+
+
+class TrainingError(Exception):
+    """A run that had to stop (bad data met during an epoch, a non-finite loss): one sentence, exit code 1."""
 
 
 def lr_factor(opts, steps_per_epoch):
@@ -77,19 +107,33 @@ def resolve_config(path, overrides=()):
         if key != "name" and key not in arguments:
             raise ConfigError(f"unknown config key 'model.{key}' for model {model['name']!r}; known keys: "
                               f"{', '.join(sorted(arguments)) or 'none'}")
+    try:
+        check_config(model, where="model")
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
     for key, choices in (("loss", LOSSES), ("amp", AMP_DTYPES), ("lr_schedule", LR_SCHEDULES)):
         if config["train"][key] not in choices:
             raise ConfigError(f"train.{key} must be one of {sorted(choices)}, got {config['train'][key]!r}")
-    for name, spec in (config["data"]["extra_valid"] or {}).items():
-        if not isinstance(spec, dict) or set(spec) != {"root", "csv"}:
+    check_values(config, SCHEMA)
+    if config["train"]["ema_decay"] >= 1:
+        raise ConfigError(f"config key 'train.ema_decay' is {config['train']['ema_decay']!r}; expected 0 (off) or a "
+                          "decay below 1")
+    extra_valid = config["data"]["extra_valid"] or {}
+    if not isinstance(extra_valid, dict):
+        raise ConfigError(f"data.extra_valid must be a mapping of name: {{root, csv}}, got {extra_valid!r}")
+    for name, spec in extra_valid.items():
+        if not isinstance(spec, dict) or set(spec) != {"root", "csv"} \
+                or not all(isinstance(v, str) and v for v in spec.values()):
             raise ConfigError(f"data.extra_valid.{name} must be a mapping with keys root and csv, got {spec!r}")
+    name = config["name"] if config["name"] is not None else Path(path).stem
+    if Path(name).is_absolute() or ".." in Path(name).parts:
+        raise ConfigError(f"name {name!r} must be a folder name under output_dir (no absolute path, no '..')")
     scale_range = config["data"]["scale_range"]
     if scale_range is not None and not (isinstance(scale_range, list) and len(scale_range) == 2
                                         and all(isinstance(v, (int, float)) for v in scale_range)
                                         and 0 < scale_range[0] <= scale_range[1]):
         raise ConfigError(f"data.scale_range must be null or [low, high] with 0 < low <= high, got {scale_range!r}")
-    if config["name"] is None:
-        config["name"] = Path(path).stem
+    config["name"] = name
     return config
 
 
@@ -155,211 +199,369 @@ def validate(model, loader, device, amp_dtype, panels):
     return metrics.result(), drawn
 
 
-def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--config", default=str(ROOT / "configs" / "pieanet.yaml"))
+def parse_args(argv):
+    parser = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0])
+    parser.add_argument("--config", default=str(ROOT / "configs" / "pieanet.yaml"),
+                        help="YAML config (default: configs/pieanet.yaml)")
     parser.add_argument("--resume", action="store_true", help="continue from <output_dir>/<name>/last.pt")
-    parser.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda, cuda:1, ...")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="start again in a folder that already holds a run, replacing its files")
+    parser.add_argument("--device", default="auto",
+                        help="auto (CUDA when available), cpu, cuda, cuda:1, ... (default: auto)")
     parser.add_argument("overrides", nargs="*", metavar="dotted.key=value")
     args = parser.parse_args(argv)
+    if args.resume and args.overwrite:
+        parser.error("--resume and --overwrite exclude each other")
+    return args
+
+
+def check_device(name):
+    try:
+        device = resolve_device(name)
+    except RuntimeError:
+        raise ConfigError(f"--device {name!r}: expected auto, cpu, cuda or cuda:N") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"--device {name}: no CUDA device is available; use --device cpu or auto")
+    return device
+
+
+def main(argv=None):
+    args = parse_args(argv)
     try:
         config = resolve_config(args.config, args.overrides)
+        device = check_device(args.device)
     except ConfigError as e:
-        sys.exit(f"error: {e}")
+        print(f"{PROG}: {e}", file=sys.stderr)
+        return 2
 
     world_size = int(os.environ.get("WORLD_SIZE", 1))
     rank, local_rank = int(os.environ.get("RANK", 0)), int(os.environ.get("LOCAL_RANK", 0))
-    device = resolve_device(args.device)
     if device.type == "cuda" and world_size > 1:
         device = torch.device("cuda", local_rank)
         torch.cuda.set_device(device)
     if world_size > 1:
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
     try:
-        train(config, device, args.resume, rank, world_size)
+        train(config, device, args.resume, rank, world_size, overwrite=args.overwrite)
+        return 0
+    except SetupError as e:
+        print(f"{PROG}: {e}", file=sys.stderr)
+        return 2
+    except (TrainingError, DatasetError) as e:
+        print(f"{PROG}: {last_line(e)}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"\n{PROG}: interrupted; continue from the last saved state with --resume", file=sys.stderr)
+        return 130
     finally:
         if world_size > 1:
             dist.destroy_process_group()
 
 
-def train(config, device, resume, rank, world_size):
-    data, opts = config["data"], config["train"]
-    is_main = rank == 0
+def last_line(error):
+    """An error's own message: a DataLoader worker's error arrives with the worker's traceback in front of it."""
+    lines = [line for line in str(error).strip().splitlines() if line.strip()]
+    line = lines[-1] if lines else type(error).__name__
+    return line.removeprefix("datasets.iea40k.DatasetError: ")
+
+
+# ------------------------------------------------------------------ the steps of a run
+def experiment_folder(config, resume, overwrite):
+    """<output_dir>/<name>, checked (nothing is made here): resume needs last.pt; a folder that holds a run is
+    refused unless resuming or overwriting."""
     out = Path(config["output_dir"]) / config["name"]
     last_path = out / "last.pt"
     if resume and not last_path.is_file():
-        sys.exit(f"error: --resume: {last_path} not found; start without --resume")
+        raise SetupError(f"--resume: {last_path} not found; start without --resume")
+    held = [name for name in RUN_FILES if (out / name).exists()]
+    if held and not resume and not overwrite:
+        raise SetupError(f"{out} already holds a run ({', '.join(held)}); continue it with --resume, start it again "
+                         "with --overwrite, or choose another name")
+    return out
 
-    def log(message):
-        if is_main:
-            tqdm.write(message)
-            with open(out / "train.log", "a") as f:
-                f.write(message + "\n")
 
-    if is_main:
-        out.mkdir(parents=True, exist_ok=True)
-        with atomic_write(out / "config.yaml") as tmp:
-            tmp.write_text(dump_config(config))
-    cuda = device.type == "cuda"
-    amp_dtype = AMP_DTYPES[opts["amp"]] if cuda else None
-    channels_last = cuda and opts["channels_last"]
+def make_folder(out, config, overwrite):
+    """Create the experiment folder (after every check has passed), clear a run being overwritten and the
+    temporary files of killed processes, and write config.yaml. Returns the names of the orphans removed."""
+    out.mkdir(parents=True, exist_ok=True)
+    orphans = [p.name for p in remove_orphan_temporaries(out)]
+    if overwrite:
+        for path in [out / name for name in RUN_FILES] + list(out.glob("events.out.tfevents.*")):
+            path.unlink(missing_ok=True)
+    with atomic_write(out / "config.yaml") as tmp:
+        tmp.write_text(dump_config(config))
+    return orphans
 
-    random.seed(config["seed"])
-    np.random.seed(config["seed"])
-    torch.manual_seed(config["seed"])
+
+def build_network(config, device, world_size):
+    """(model, the module to call: DDP-wrapped when distributed), weights from init_from if set."""
     model = build_model(config["model"])
     if config["init_from"]:
-        _, weights = read_checkpoint(config["init_from"])
         try:
+            _, weights = read_checkpoint(config["init_from"])
             model.load_state_dict(weights)
+        except CheckpointError as e:
+            raise SetupError(f"init_from: {e}") from None
         except RuntimeError as e:
-            sys.exit(f"error: init_from {config['init_from']}: weights do not fit model {config['model']} "
-                     f"({str(e).splitlines()[0][:160]})")
+            raise SetupError(f"init_from {config['init_from']}: weights do not fit model {config['model']} "
+                             f"({str(e).splitlines()[0][:160]})") from None
+    cuda = device.type == "cuda"
+    channels_last = cuda and config["train"]["channels_last"]
     model.to(device, memory_format=torch.channels_last if channels_last else torch.preserve_format)
     net = DistributedDataParallel(model, device_ids=[device.index] if cuda else None) if world_size > 1 else model
-    optimizer = torch.optim.Adam(model.parameters(), lr=opts["lr"], weight_decay=opts["weight_decay"])
-    scaler = torch.amp.GradScaler("cuda", enabled=cuda and opts["amp"] == "fp16")
-    loss_fn = LOSSES[opts["loss"]]
+    return model, net
 
+
+def build_data(config, rank, world_size, is_main, cuda):
+    """The training set, its sampler and loader, steps per epoch, and (main process) the validation loaders.
+    CSV names are given as configured: the dataset looks for them as paths, then under data.root."""
+    data, opts = config["data"], config["train"]
     dataset_args = dict(images_dir=data["images_dir"], labels_dir=data["labels_dir"], label_scale=data["label_scale"],
                         size=data["size"], seed=config["seed"])
     root = Path(data["root"])
-    train_set = IEA40KDataset(root, root / data["train_csv"], crop=data["crop"], augment=data["augment"],
-                              **dataset_args)
-    sampler = ResumableSampler(train_set, rank, world_size, config["seed"])
-    batch_size = opts["batch_size"]
-    steps_per_epoch = len(sampler) // batch_size
-    if steps_per_epoch == 0:
-        sys.exit(f"error: {root / data['train_csv']}: {len(train_set)} training images, fewer than one batch of "
-                 f"{batch_size} per process ({world_size} processes)")
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(opts, steps_per_epoch))
-    ema = (torch.optim.swa_utils.AveragedModel(model, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(
-        opts["ema_decay"]), use_buffers=True) if opts["ema_decay"] > 0 else None)
-    scale_generator = torch.Generator().manual_seed(config["seed"])
-    # the loader's own generator, so that making an iterator never draws from the global RNG
-    loader = DataLoader(train_set, batch_size, sampler=sampler, drop_last=True, num_workers=data["workers"],
-                        pin_memory=cuda, generator=torch.Generator())
-    valid_loader = None
-    if is_main:
-        valid_set = IEA40KDataset(root, root / data["valid_csv"], **dataset_args)
-        if data["valid_limit"]:
-            valid_set = Subset(valid_set, range(0, len(valid_set), math.ceil(len(valid_set) / data["valid_limit"])))
-        valid_loader = DataLoader(valid_set, opts["valid_batch_size"], num_workers=data["workers"], pin_memory=cuda)
-        extra_loaders = {}
-        for name, spec in (data["extra_valid"] or {}).items():
-            extra_set = IEA40KDataset(spec["root"], Path(spec["root"]) / spec["csv"], **dataset_args)
-            extra_loaders[name] = DataLoader(extra_set, 1, num_workers=data["workers"])
+    try:
+        train_set = IEA40KDataset(root, data["train_csv"], crop=data["crop"], augment=data["augment"],
+                                  **dataset_args)
+        sampler = ResumableSampler(train_set, rank, world_size, config["seed"])
+        steps_per_epoch = len(sampler) // opts["batch_size"]
+        if steps_per_epoch == 0:
+            raise SetupError(f"{train_set.csv}: {len(train_set)} training images, fewer than one batch of "
+                             f"{opts['batch_size']} per process ({world_size} processes)")
+        # the loader's own generator, so that making an iterator never draws from the global RNG
+        loader = DataLoader(train_set, opts["batch_size"], sampler=sampler, drop_last=True,
+                            num_workers=data["workers"], pin_memory=cuda, generator=torch.Generator())
+        valid_loader, extra_loaders = None, {}
+        if is_main:
+            valid_set = IEA40KDataset(root, data["valid_csv"], **dataset_args)
+            if data["valid_limit"]:
+                valid_set = Subset(valid_set, range(0, len(valid_set),
+                                                    math.ceil(len(valid_set) / data["valid_limit"])))
+            valid_loader = DataLoader(valid_set, opts["valid_batch_size"], num_workers=data["workers"],
+                                      pin_memory=cuda)
+            for name, spec in (data["extra_valid"] or {}).items():
+                extra_set = IEA40KDataset(spec["root"], spec["csv"], **dataset_args)
+                extra_loaders[name] = DataLoader(extra_set, 1, num_workers=data["workers"])
+    except DatasetError as e:
+        raise SetupError(str(e)) from None
+    return train_set, sampler, loader, steps_per_epoch, valid_loader, extra_loaders
 
-    log(f"{config['name']}: {config['model']} ({sum(p.numel() for p in model.parameters()):,} parameters), "
-        f"{len(train_set)} training images, {len(valid_loader.dataset) if is_main else '-'} validation images, "
-        f"{steps_per_epoch} steps of {batch_size} x {world_size} per epoch, "
-        f"device {device}, amp {amp_dtype or 'none (fp32)'}, loss {opts['loss']}; SSIM is {SSIM_CONVENTION}")
-    epoch, step_in_epoch, global_step, best_mae = 0, 0, 0, math.inf
-    if resume:
-        state = torch.load(last_path, map_location="cpu", weights_only=True)
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        scaler.load_state_dict(state["scaler"])
-        if ema is not None:
-            ema.load_state_dict(state["ema"])
-        scale_generator.set_state(state["scale_rng"])
-        set_rng_state(state["rng"])
-        epoch, step_in_epoch, global_step, best_mae = (state["epoch"], state["step_in_epoch"], state["global_step"],
-                                                       state["best_mae"])
-        log(f"resumed from {last_path}: epoch {epoch + 1}, step {step_in_epoch} of {steps_per_epoch}, "
-            f"global step {global_step}")
 
-    def training_state(epoch, step_in_epoch):
-        return {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                "scaler": scaler.state_dict(), "rng": rng_state(), "scale_rng": scale_generator.get_state(),
-                "ema": ema.state_dict() if ema is not None else None, "epoch": epoch, "step_in_epoch": step_in_epoch,
-                "global_step": global_step, "best_mae": best_mae, "config": config}
+def config_changes(saved, current, prefix=""):
+    """'key: old -> new' for every value of ``current`` that differs from the ``saved`` config."""
+    changes = []
+    for key in sorted(set(saved) | set(current)):
+        old, new = saved.get(key, "(absent)"), current.get(key, "(absent)")
+        if isinstance(old, dict) and isinstance(new, dict):
+            changes += config_changes(old, new, f"{prefix}{key}.")
+        elif old != new:
+            changes.append(f"{prefix}{key}: {old!r} -> {new!r}")
+    return changes
 
-    writer = SummaryWriter(out) if is_main else None
-    max_steps = opts["max_steps"]
-    while epoch < opts["epochs"] and (max_steps is None or global_step < max_steps):
-        train_set.set_epoch(epoch)
-        sampler.set_epoch(epoch, skip=step_in_epoch * batch_size)
-        net.train()
-        started, seen, steps_run, loss_sum = time.perf_counter(), 0, 0, 0.0
-        window_start, window_images = started, 0
-        progress = tqdm(loader, desc=f"epoch {epoch + 1}/{opts['epochs']}", initial=step_in_epoch,
-                        total=steps_per_epoch, disable=not is_main, dynamic_ncols=True)
+
+class Run:
+    """One training run's objects and counters; train() calls its steps in order."""
+
+    def __init__(self, config, device, rank, world_size, out):
+        self.config, self.device, self.rank, self.world_size, self.out = config, device, rank, world_size, out
+        self.data, self.opts = config["data"], config["train"]
+        self.is_main = rank == 0
+        self.cuda = device.type == "cuda"
+        self.amp_dtype = AMP_DTYPES[self.opts["amp"]] if self.cuda else None
+        self.channels_last = self.cuda and self.opts["channels_last"]
+        self.last_path = out / "last.pt"
+        self.epoch, self.step_in_epoch, self.global_step, self.best_mae = 0, 0, 0, math.inf
+        self.writer = None
+
+    def log(self, message):
+        if self.is_main:
+            tqdm.write(message)
+            with open(self.out / "train.log", "a") as f:
+                f.write(message + "\n")
+
+    def build(self):
+        """Model, optimizer and data, in the order that fixes the random streams (a resumed run depends on it)."""
+        config, opts = self.config, self.opts
+        random.seed(config["seed"])
+        np.random.seed(config["seed"])
+        torch.manual_seed(config["seed"])
+        self.model, self.net = build_network(config, self.device, self.world_size)
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=opts["lr"], weight_decay=opts["weight_decay"])
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.cuda and opts["amp"] == "fp16")
+        self.loss_fn = LOSSES[opts["loss"]]
+        (self.train_set, self.sampler, self.loader, self.steps_per_epoch, self.valid_loader,
+         self.extra_loaders) = build_data(config, self.rank, self.world_size, self.is_main, self.cuda)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_factor(opts, self.steps_per_epoch))
+        self.ema = (torch.optim.swa_utils.AveragedModel(self.model, multi_avg_fn=torch.optim.swa_utils.
+                                                        get_ema_multi_avg_fn(opts["ema_decay"]), use_buffers=True)
+                    if opts["ema_decay"] > 0 else None)
+        self.scale_generator = torch.Generator().manual_seed(config["seed"])
+
+    def describe(self):
+        config = self.config
+        self.log(f"{config['name']}: {config['model']} ({sum(p.numel() for p in self.model.parameters()):,} "
+                 f"parameters), {len(self.train_set)} training images, "
+                 f"{len(self.valid_loader.dataset) if self.is_main else '-'} validation images, "
+                 f"{self.steps_per_epoch} steps of {self.opts['batch_size']} x {self.world_size} per epoch, "
+                 f"device {self.device}, amp {self.amp_dtype or 'none (fp32)'}, loss {self.opts['loss']}; "
+                 f"SSIM is {SSIM_CONVENTION}")
+
+    def restore(self):
+        """Continue from last.pt; settings that differ from the saved run's are reported (the saved optimizer and
+        scheduler settings are kept)."""
+        try:
+            state = torch.load(self.last_path, map_location="cpu", weights_only=True)
+            self.model.load_state_dict(state["model"])
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.scheduler.load_state_dict(state["scheduler"])
+            self.scaler.load_state_dict(state["scaler"])
+            if self.ema is not None:
+                if state.get("ema") is None:
+                    raise KeyError("ema (train.ema_decay was 0 in the saved run)")
+                self.ema.load_state_dict(state["ema"])
+            self.scale_generator.set_state(state["scale_rng"])
+            set_rng_state(state["rng"])
+        except (RuntimeError, KeyError, ValueError, TypeError, EOFError, OSError) as e:
+            raise SetupError(f"--resume: {self.last_path} does not fit this config "
+                             f"({str(e).splitlines()[0][:160]})") from None
+        self.epoch, self.step_in_epoch, self.global_step, self.best_mae = (
+            state["epoch"], state["step_in_epoch"], state["global_step"], state["best_mae"])
+        self.log(f"resumed from {self.last_path}: epoch {self.epoch + 1}, step {self.step_in_epoch} of "
+                 f"{self.steps_per_epoch}, global step {self.global_step}")
+        changes = config_changes(state.get("config") or {}, self.config)
+        if changes:
+            self.log(f"resume: the config differs from the saved run's ({len(changes)}): {'; '.join(changes)}; the "
+                     "saved optimizer and scheduler settings are kept, and the run is no longer bit-exact with one "
+                     "never stopped unless only train.max_steps changed")
+
+    def training_state(self):
+        return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(), "rng": rng_state(),
+                "scale_rng": self.scale_generator.get_state(),
+                "ema": self.ema.state_dict() if self.ema is not None else None, "epoch": self.epoch,
+                "step_in_epoch": self.step_in_epoch, "global_step": self.global_step, "best_mae": self.best_mae,
+                "config": self.config}
+
+    def step(self, batch):
+        """One optimizer step; returns the loss (a non-finite loss stops the run before the weights are touched)."""
+        image, label = rescale(batch["image"], batch["residual"], self.data["scale_range"], self.scale_generator)
+        image, label = image.to(self.device, non_blocking=True), label.to(self.device, non_blocking=True)
+        if self.channels_last:
+            image = image.contiguous(memory_format=torch.channels_last)
+        with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
+            prediction = self.net(image)
+        loss = self.loss_fn(prediction.float(), label)
+        loss_value = loss.item()
+        if not math.isfinite(loss_value):
+            raise TrainingError(f"the training loss is {loss_value} at global step {self.global_step + 1} (epoch "
+                                f"{self.epoch + 1}); stopped before it reached the weights; {self.last_path} holds the "
+                                "last saved state (check the data and train.lr)")
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.scheduler.step()
+        if self.ema is not None:
+            self.ema.update_parameters(self.model)
+        self.step_in_epoch += 1
+        self.global_step += 1
+        return loss_value, len(image)
+
+    def train_epoch(self):
+        """The rest of the current epoch (or up to train.max_steps). Returns (finished, images seen, mean loss)."""
+        opts, max_steps = self.opts, self.opts["max_steps"]
+        self.train_set.set_epoch(self.epoch)
+        self.sampler.set_epoch(self.epoch, skip=self.step_in_epoch * opts["batch_size"])
+        self.net.train()
+        seen, steps_run, loss_sum = 0, 0, 0.0
+        window_start, window_images = time.perf_counter(), 0
+        progress = tqdm(self.loader, desc=f"epoch {self.epoch + 1}/{opts['epochs']}", initial=self.step_in_epoch,
+                        total=self.steps_per_epoch, disable=not self.is_main, dynamic_ncols=True)
         for batch in progress:
-            image, label = rescale(batch["image"], batch["residual"], data["scale_range"], scale_generator)
-            image, label = image.to(device, non_blocking=True), label.to(device, non_blocking=True)
-            if channels_last:
-                image = image.contiguous(memory_format=torch.channels_last)
-            with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-                prediction = net(image)
-            loss = loss_fn(prediction.float(), label)
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
-            scheduler.step()
-            if ema is not None:
-                ema.update_parameters(model)
-            step_in_epoch += 1
-            global_step += 1
-            seen += len(image) * world_size
-            window_images += len(image) * world_size
+            loss_value, images = self.step(batch)
+            seen += images * self.world_size
+            window_images += images * self.world_size
             steps_run += 1
-            loss_value = loss.item()
             loss_sum += loss_value
-            if is_main and global_step % opts["log_every_steps"] == 0:
+            if self.is_main and self.global_step % opts["log_every_steps"] == 0:
                 now = time.perf_counter()
                 rate = window_images / (now - window_start)
                 window_start, window_images = now, 0
-                writer.add_scalar("train/loss", loss_value, global_step)
-                writer.add_scalar("train/lr", optimizer.param_groups[0]["lr"], global_step)
-                writer.add_scalar("train/images_per_s", rate, global_step)
+                self.writer.add_scalar("train/loss", loss_value, self.global_step)
+                self.writer.add_scalar("train/lr", self.optimizer.param_groups[0]["lr"], self.global_step)
+                self.writer.add_scalar("train/images_per_s", rate, self.global_step)
                 progress.set_postfix(loss=f"{loss_value:.4f}", img_s=f"{rate:.1f}")
-            stop = max_steps is not None and global_step >= max_steps
-            if is_main and (stop or opts["save_every_steps"] and global_step % opts["save_every_steps"] == 0):
-                save_state(last_path, training_state(epoch, step_in_epoch))
+            stop = max_steps is not None and self.global_step >= max_steps
+            if self.is_main and (stop or opts["save_every_steps"] and self.global_step % opts["save_every_steps"] == 0):
+                save_state(self.last_path, self.training_state())
             if stop:
                 break
         progress.close()
-        if step_in_epoch < steps_per_epoch:  # stopped at max_steps inside the epoch
-            log(f"stopped at global step {global_step} (train.max_steps); last.pt saved, continue with --resume")
-            break
-        elapsed = time.perf_counter() - started
-        if is_main:
-            judged = ema.module if ema is not None else model
-            metrics, panels = validate(judged, valid_loader, device, amp_dtype, opts["panels"])
-            improved = metrics["mae"] < best_mae
-            if improved:
-                best_mae = metrics["mae"]
-                save_model(out / "best.safetensors", judged, {"epoch": epoch + 1, "valid_mae": metrics["mae"]})
-            for key, value in metrics.items():
+        return self.step_in_epoch >= self.steps_per_epoch, seen, loss_sum / max(steps_run, 1)
+
+    def end_epoch(self, seen, mean_loss, elapsed):
+        """Validate (EMA weights if kept), save best.safetensors when the validation MAE improves, log."""
+        epoch, writer = self.epoch, self.writer
+        judged = self.ema.module if self.ema is not None else self.model
+        metrics, panels = validate(judged, self.valid_loader, self.device, self.amp_dtype, self.opts["panels"])
+        improved = metrics["mae"] < self.best_mae
+        if improved:
+            self.best_mae = metrics["mae"]
+            save_model(self.out / "best.safetensors", judged, {"epoch": epoch + 1, "valid_mae": metrics["mae"]})
+        for key, value in metrics.items():
+            if key != "n_images":
+                writer.add_scalar(f"valid/{key}", value, self.global_step)
+        for i, panel in enumerate(panels):
+            writer.add_image(f"valid/{i} photo | label | prediction", panel, self.global_step, dataformats="HWC")
+        self.log(f"epoch {epoch + 1}: train loss {mean_loss:.4f}, "
+                 f"{seen / elapsed:.1f} images/s; valid MAE {metrics['mae']:.4f} RMSE {metrics['rmse']:.4f} "
+                 f"PSNR {metrics['psnr']:.2f} SSIM {metrics['ssim']:.4f} IoU over/under {metrics['iou_over']:.3f}/"
+                 f"{metrics['iou_under']:.3f} SRCC {metrics['srcc']:.3f}, lr "
+                 f"{self.optimizer.param_groups[0]['lr']:.3g}" + (" -> best.safetensors" if improved else ""))
+        for name, extra_loader in self.extra_loaders.items():
+            extra, _ = validate(judged, extra_loader, self.device, self.amp_dtype, 0)
+            for key, value in extra.items():
                 if key != "n_images":
-                    writer.add_scalar(f"valid/{key}", value, global_step)
-            for i, panel in enumerate(panels):
-                writer.add_image(f"valid/{i} photo | label | prediction", panel, global_step, dataformats="HWC")
-            log(f"epoch {epoch + 1}: train loss {loss_sum / max(steps_run, 1):.4f}, "
-                f"{seen / elapsed:.1f} images/s; valid MAE {metrics['mae']:.4f} RMSE {metrics['rmse']:.4f} "
-                f"PSNR {metrics['psnr']:.2f} SSIM {metrics['ssim']:.4f} IoU over/under {metrics['iou_over']:.3f}/"
-                f"{metrics['iou_under']:.3f} SRCC {metrics['srcc']:.3f}, lr {optimizer.param_groups[0]['lr']:.3g}"
-                + (" -> best.safetensors" if improved else ""))
-            for name, extra_loader in extra_loaders.items():
-                extra, _ = validate(judged, extra_loader, device, amp_dtype, 0)
-                for key, value in extra.items():
-                    if key != "n_images":
-                        writer.add_scalar(f"{name}/{key}", value, global_step)
-                log(f"epoch {epoch + 1} {name}: MAE {extra['mae']:.4f} SSIM {extra['ssim']:.4f} IoU over/under "
-                    f"{extra['iou_over']:.3f}/{extra['iou_under']:.3f} SRCC {extra['srcc']:.3f} "
-                    f"({extra['n_images']} images)")
-            writer.flush()
-        if world_size > 1:
-            dist.barrier()  # the others wait while rank 0 validates
-        epoch, step_in_epoch = epoch + 1, 0
-        if is_main:
-            save_state(last_path, training_state(epoch, step_in_epoch))
-    if writer is not None:
-        writer.close()
+                    writer.add_scalar(f"{name}/{key}", value, self.global_step)
+            self.log(f"epoch {epoch + 1} {name}: MAE {extra['mae']:.4f} SSIM {extra['ssim']:.4f} IoU over/under "
+                     f"{extra['iou_over']:.3f}/{extra['iou_under']:.3f} SRCC {extra['srcc']:.3f} "
+                     f"({extra['n_images']} images)")
+        writer.flush()
+
+
+def train(config, device, resume, rank, world_size, overwrite=False):
+    """Check the folder, build everything (no folder is made before that succeeds), then run epoch by epoch."""
+    out = experiment_folder(config, resume, overwrite)
+    run = Run(config, device, rank, world_size, out)
+    run.build()
+    if run.is_main:
+        orphans = make_folder(out, config, overwrite)
+        if orphans:
+            run.log(f"removed {len(orphans)} temporary file(s) left by a killed run: {', '.join(orphans)}")
+    run.describe()
+    if resume:
+        run.restore()
+    run.writer = SummaryWriter(out) if run.is_main else None
+    max_steps = run.opts["max_steps"]
+    try:
+        while run.epoch < run.opts["epochs"] and (max_steps is None or run.global_step < max_steps):
+            started = time.perf_counter()
+            finished, seen, mean_loss = run.train_epoch()
+            if not finished:  # stopped at max_steps inside the epoch
+                run.log(f"stopped at global step {run.global_step} (train.max_steps); last.pt saved, continue with "
+                        "--resume")
+                break
+            elapsed = time.perf_counter() - started
+            if run.is_main:
+                run.end_epoch(seen, mean_loss, elapsed)
+            if world_size > 1:
+                dist.barrier()  # the others wait while rank 0 validates
+            run.epoch, run.step_in_epoch = run.epoch + 1, 0
+            if run.is_main:
+                save_state(run.last_path, run.training_state())
+    finally:
+        if run.writer is not None:
+            run.writer.close()
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

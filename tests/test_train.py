@@ -63,9 +63,11 @@ def tiny_config(tmp_path, tiny_model_config, data_root, **train):
     return path
 
 
-def run(config_path, *overrides, resume=False):
-    train_wavelet.main(["--config", str(config_path), "--device", "cpu", *(["--resume"] if resume else []),
-                        *overrides])
+def run(config_path, *overrides, resume=False, expect=0):
+    code = train_wavelet.main(["--config", str(config_path), "--device", "cpu", *(["--resume"] if resume else []),
+                               *overrides])
+    assert code == expect
+    return code
 
 
 def test_two_steps_make_a_checkpoint_load_model_reads(tmp_path, tiny_model_config, tiny_data):
@@ -112,10 +114,11 @@ def test_resume_reproduces_the_uninterrupted_run_exactly(tmp_path, tiny_model_co
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
-def test_resume_without_a_saved_state_says_so(tmp_path, tiny_model_config, tiny_data):
+def test_resume_without_a_saved_state_says_so(tmp_path, tiny_model_config, tiny_data, capsys):
     config = tiny_config(tmp_path, tiny_model_config, tiny_data, epochs=1)
-    with pytest.raises(SystemExit, match="last.pt not found"):
-        run(config, resume=True)
+    run(config, resume=True, expect=2)
+    line, = capsys.readouterr().err.strip().splitlines()
+    assert "last.pt not found" in line and not (tmp_path / "runs").exists()
 
 
 def test_torchrun_gloo_two_processes_match_one_process_with_the_double_batch(tmp_path, tiny_model_config, tiny_data):
@@ -138,3 +141,82 @@ def test_torchrun_gloo_two_processes_match_one_process_with_the_double_batch(tmp
     for key, value in reference["model"].items():
         torch.testing.assert_close(distributed["model"][key], value, rtol=1e-4, atol=1e-5, msg=key)
     load_model(out / "best.safetensors")
+
+
+# ------------------------------------------------------------------ bad configs, data and folders (issue 9)
+@pytest.mark.parametrize("override, message", [
+    ("train.lr=abc", "'train.lr' is 'abc'"), ("train.lr_step_epochs=0", "'train.lr_step_epochs' is 0"),
+    ("data.valid_limit=-1", "'data.valid_limit' is -1"), ("model.use_dwt=maybe", "use_dwt = 'maybe'"),
+    ("model.window=0", "window = 0"), ("train.batch_size=0", "'train.batch_size' is 0"),
+    ("train.ema_decay=1", "ema_decay"), ("seed=-1", "'seed' is -1"), ("data.workers=two", "'data.workers'"),
+    ("data.crop=0", "'data.crop' is 0"), ("train.lr=.nan", "'train.lr' is nan"), ("name=../x", "name '../x'"),
+])
+def test_bad_config_values_are_refused_before_anything_is_made(tmp_path, tiny_model_config, tiny_data, capsys,
+                                                                override, message):
+    config = tiny_config(tmp_path, tiny_model_config, tiny_data, epochs=1)
+    run(config, override, expect=2)
+    err = capsys.readouterr().err
+    line, = err.strip().splitlines()
+    assert message in line and "Traceback" not in err and not (tmp_path / "runs").exists()
+
+
+def test_bad_data_is_one_line_and_leaves_no_folder(tmp_path, tiny_model_config, tiny_data, capsys, monkeypatch):
+    monkeypatch.chdir(tiny_data.parent)  # a relative data.root must not be joined twice
+    config = tiny_config(tmp_path, tiny_model_config, tiny_data, epochs=1)
+    run(config, f"data.root={tiny_data.name}", "data.train_csv=nope.csv", expect=2)
+    line, = capsys.readouterr().err.strip().splitlines()
+    assert f"{tiny_data.name}/nope.csv: split list not found" in line
+    assert f"{tiny_data.name}/{tiny_data.name}" not in line and not (tmp_path / "runs").exists()
+
+
+def test_an_existing_run_is_never_overwritten_silently(tmp_path, tiny_model_config, tiny_data, capsys):
+    config = tiny_config(tmp_path, tiny_model_config, tiny_data, epochs=1, batch_size=4)
+    run(config, "data.valid_limit=1")
+    out = tmp_path / "runs" / "tiny"
+    before = {p.name: p.stat().st_mtime_ns for p in out.iterdir()}
+    run(config, "data.valid_limit=1", expect=2)
+    assert "already holds a run" in capsys.readouterr().err
+    assert {p.name: p.stat().st_mtime_ns for p in out.iterdir()} == before
+    run(config, "data.valid_limit=1", "--overwrite")
+    assert (out / "train.log").read_text().count("valid MAE") == 1  # started again, not appended to
+    assert len(list(out.glob("events.out.tfevents.*"))) == 1
+
+
+def test_resume_reports_a_changed_config_and_removes_orphan_temporaries(tmp_path, tiny_model_config, tiny_data):
+    config = tiny_config(tmp_path, tiny_model_config, tiny_data, epochs=2, batch_size=4)
+    run(config, "train.max_steps=1")
+    out = tmp_path / "runs" / "tiny"
+    orphan = out / ".last.999999999-0123abcd.tmp.pt"  # what atomic_write leaves behind after kill -9
+    orphan.write_bytes(b"half a checkpoint")
+    run(config, "train.batch_size=2", resume=True)
+    log = (out / "train.log").read_text()
+    assert not orphan.exists() and "removed 1 temporary file(s) left by a killed run" in log
+    assert "train.batch_size: 4 -> 2" in log and "train.max_steps: 1 -> None" in log
+
+
+def test_bad_data_met_during_an_epoch_stops_with_one_line(tmp_path, tiny_model_config, tiny_data, capsys):
+    bad = make_dataset(tmp_path / "bad", n_train=4)
+    np.save(bad / "labels" / "train01_P1.npy", np.full((SIZE, SIZE), np.nan, np.float32))
+    np.save(bad / "labels" / "train01_N1.npy", np.full((SIZE, SIZE), np.nan, np.float32))
+    config = tiny_config(tmp_path, tiny_model_config, bad, epochs=1, batch_size=4)
+    run(config, expect=1)
+    err = capsys.readouterr().err
+    line = [line for line in err.strip().splitlines() if line.startswith("train_wavelet:")]
+    assert len(line) == 1 and "label contains NaN or inf" in line[0] and "Traceback" not in err
+
+
+def test_a_non_finite_loss_stops_before_the_weights_are_touched(tmp_path, tiny_model_config, tiny_data, capsys,
+                                                                monkeypatch):
+    monkeypatch.setitem(train_wavelet.LOSSES, "l1", lambda prediction, label: (prediction - label).abs().mean() / 0)
+    config = tiny_config(tmp_path, tiny_model_config, tiny_data, epochs=1, batch_size=4)
+    run(config, expect=1)
+    assert "the training loss is" in capsys.readouterr().err
+    assert not (tmp_path / "runs" / "tiny" / "best.safetensors").exists()
+
+
+def test_saved_best_checkpoint_is_readable_by_others(tmp_path, tiny_model_config, tiny_data):
+    config = tiny_config(tmp_path, tiny_model_config, tiny_data, epochs=1, batch_size=4)
+    run(config, "data.valid_limit=1")
+    mask = os.umask(0)
+    os.umask(mask)
+    assert (tmp_path / "runs" / "tiny" / "best.safetensors").stat().st_mode & 0o777 == 0o666 & ~mask

@@ -2,9 +2,11 @@
 
 A config file may name a parent with ``base: other.yaml`` (a path relative to the file); parents are read recursively
 and deep-merged, the child winning key by key. Overrides look like ``train.lr=1e-4`` or ``model.use_dwt=false``; the
-value is parsed as YAML (safe loader; ``1e-4`` is a float). ``check_keys`` rejects any key the reference config does not have.
+value is parsed as YAML (safe loader; ``1e-4`` is a float). ``check_keys`` rejects any key the reference config does not have;
+``check_values`` checks each value's type and range against a schema of small checks (``integer``, ``number``, ...).
 """
 import copy
+import math
 import re
 from pathlib import Path
 
@@ -113,3 +115,71 @@ def load_config(path, overrides=(), reference=None, open_sections=()):
 
 def dump_config(config):
     return yaml.safe_dump(config, sort_keys=False, default_flow_style=False)
+
+
+# ------------------------------------------------------------------ value checks
+# A schema maps dotted keys to checks; a check returns None for a good value, else what was expected. Every value is
+# checked before anything is read or made, so a bad value is one sentence at the start, never a traceback later.
+def integer(low=None, high=None, null=False):
+    def check(value):
+        if value is None and null:
+            return None
+        if isinstance(value, bool) or not isinstance(value, int) or (low is not None and value < low) \
+                or (high is not None and value > high):
+            bounds = (f" >= {low}" if high is None else f" in [{low}, {high}]") if low is not None else ""
+            return f"expected an integer{bounds}" + (" or null" if null else "")
+        return None
+    return check
+
+
+def number(low=None, high=None, above=False, null=False):
+    """A finite int or float in [low, high] (``above``: strictly above low)."""
+    def check(value):
+        if value is None and null:
+            return None
+        bad = isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value)
+        if not bad and low is not None:
+            bad = value <= low if above else value < low
+        if not bad and high is not None:
+            bad = value > high
+        if bad:
+            bounds = ""
+            if low is not None:
+                bounds = f" {'>' if above else '>='} {low}" + (f" and <= {high}" if high is not None else "")
+            return f"expected a finite number{bounds}" + (" or null" if null else "")
+        return None
+    return check
+
+
+def boolean(value):
+    return None if isinstance(value, bool) else "expected true or false"
+
+
+def text(null=False):
+    def check(value):
+        if (value is None and null) or (isinstance(value, str) and value.strip()):
+            return None
+        return "expected a non-empty string" + (" or null" if null else "")
+    return check
+
+
+def choice(options):
+    def check(value):
+        return None if isinstance(value, str) and value in options else f"expected one of {', '.join(options)}"
+    return check
+
+
+def get_dotted(config, dotted):
+    node = config
+    for key in dotted.split("."):
+        node = node[key]
+    return node
+
+
+def check_values(config, schema):
+    """Raise ConfigError naming the first value that its check in ``schema`` ({dotted key: check}) refuses."""
+    for dotted, check in schema.items():
+        value = get_dotted(config, dotted)
+        problem = check(value)
+        if problem:
+            raise ConfigError(f"config key {dotted!r} is {value!r}; {problem}")

@@ -14,6 +14,7 @@ Every writer goes through ``atomic_write``: a temporary file beside the target, 
 writing succeeded, so a failed run never leaves a partial file.
 """
 import os
+import re
 import secrets
 import warnings
 from contextlib import contextmanager
@@ -157,6 +158,31 @@ def atomic_write(path):
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+TEMPORARY_NAME = re.compile(r"^\..+\.(\d+)-[0-9a-f]{8}\.tmp")  # what atomic_write names its temporary files
+
+
+def process_alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
+
+
+def remove_orphan_temporaries(folder):
+    """Remove the temporary files atomic_write left in ``folder`` when its process was killed (kill -9): those whose
+    process no longer runs. Returns the paths removed."""
+    removed = []
+    for path in sorted(Path(folder).glob(".*.tmp*")):
+        match = TEMPORARY_NAME.match(path.name)
+        if match and path.is_file() and not process_alive(int(match.group(1))):
+            path.unlink(missing_ok=True)
+            removed.append(path)
+    return removed
 
 
 def save_image(path, image):
