@@ -33,7 +33,7 @@ def sources(tmp_path_factory):
 
 def generate(sources, out, *extra):
     synthetic.main(["--src", str(sources), "--out", str(out), "--size", "24", "--crops-per-image", "2",
-                    "--levels", *LEVELS, "--workers", "1", *extra])
+                    "--levels", *LEVELS, "--workers", "1", "--camera", "srgb", *extra])
     return out
 
 
@@ -175,3 +175,307 @@ def test_default_sources_are_real_photos():
     assert len(scenes["motorcycle"][0]) == 2  # the stereo pair is one scene
     assert not any("hubble" in str(p) for paths, _ in scenes.values() for p in paths)
     assert all(credits for _, credits in scenes.values())
+
+
+# --- the camera model behind --camera random: tone curve with a shoulder, headroom, per-channel clipping, noise ---
+
+def quiet(camera, **changes):
+    """The camera without noise, exposure jitter or white-balance drift (and any other changes)."""
+    return {**camera, "full_well": 1e15, "read_noise": 0.0, "ev_jitter": 0.0, "wb_jitter": 0.0, **changes}
+
+
+def cameras(count=20):
+    """Seeded random cameras: some with a hard clip, most with a soft shoulder."""
+    cams = [synthetic.random_camera(np.random.default_rng(seed)) for seed in range(count)]
+    assert {c["knee"] == 1.0 for c in cams} == {True, False}
+    return cams
+
+
+def all_values():
+    """A 16 x 16 x 3 ideal holding every 8-bit value in every channel, channels shuffled against each other."""
+    rng = np.random.default_rng(0)
+    return np.stack([rng.permutation(256).reshape(16, 16) for _ in range(3)], axis=-1).astype(np.uint8)
+
+
+def shot(ideal, ev, camera, seed=0):
+    return synthetic.render(synthetic.scene_radiance(ideal, camera), ev, camera, np.random.default_rng(seed))
+
+
+def test_brighter_with_every_step_of_ev():
+    ideal = np.concatenate([photo(6, 16, 16), all_values()], axis=0)
+    evs = np.arange(-4.0, 4.01, 0.5)
+    for camera in cameras(8):
+        frames = np.stack([shot(ideal, ev, quiet(camera)).astype(np.int64) for ev in evs])
+        means = frames.mean(axis=(1, 2, 3))
+        assert np.all(np.diff(means) > 0.5), (camera, means)
+        assert np.all(np.diff(frames, axis=0) >= 0)  # no pixel and no channel ever gets darker with more light
+
+
+def test_every_camera_renders_the_ideal_back_at_zero_ev():
+    ideal = np.concatenate([all_values(), photo(7, 16, 16)], axis=0)
+    for seed, camera in enumerate(cameras()):
+        camera = quiet(camera, blown_boost=0.0)
+        np.testing.assert_array_equal(shot(ideal, 0.0, camera), ideal)
+        np.testing.assert_array_equal(synthetic.expose(ideal, "P0", np.random.default_rng(seed), camera), ideal)
+
+
+def test_channels_clip_one_by_one():
+    red = np.zeros((4, 4, 3), np.uint8)
+    red[...] = (230, 40, 30)
+    evs = np.arange(2.0, 12.01, 0.5)
+    for camera in [synthetic.SRGB_CAMERA] + cameras(6):
+        camera = quiet(camera, desaturate=0.0, blown_boost=0.0)
+        frames = np.stack([shot(red, ev, camera)[0, 0].astype(int) for ev in evs])
+        assert (frames[:, 0] == 255).all()  # red is blown from +2 EV on ...
+        assert frames[0, 1] < 200 and frames[0, 2] < 200  # ... while green and blue are not
+        for channel in (1, 2):  # they keep rising with EV until they clip too
+            values = frames[:, channel]
+            rising = values < 255
+            assert np.all(np.diff(values[rising]) > 0) and values[-1] == 255
+            assert np.all(values[~rising] == 255) and rising[:np.argmin(rising)].all()
+
+
+def test_clipped_highlights_pulled_to_neutral():
+    patch = np.zeros((4, 4, 3), np.uint8)
+    patch[...] = (200, 100, 20)
+    for camera in [synthetic.SRGB_CAMERA] + cameras(6):  # +4 EV: red far beyond the sensor's saturation
+        neutral = shot(patch, 4.0, quiet(camera, desaturate=1.0, blown_boost=0.0))[0, 0].astype(int)
+        hued = shot(patch, 4.0, quiet(camera, desaturate=0.0, blown_boost=0.0))[0, 0].astype(int)
+        half = shot(patch, 4.0, quiet(camera, desaturate=0.5, blown_boost=0.0))[0, 0].astype(int)
+        assert neutral.max() - neutral.min() <= 2, (camera, neutral)
+        assert hued.max() - hued.min() >= 40, (camera, hued)  # the clipped channels' hue shift stays
+        assert neutral.max() - neutral.min() < half.max() - half.min() < hued.max() - hued.min()
+        # the pull only starts once a channel clips: just below saturation the hue is the same for both settings
+        below = shot(patch, -1.0, quiet(camera, desaturate=1.0, blown_boost=0.0))
+        np.testing.assert_array_equal(below, shot(patch, -1.0, quiet(camera, desaturate=0.0, blown_boost=0.0)))
+
+
+@pytest.mark.parametrize("knee,slope", [(0.35, 4.0), (0.5, 1.6), (0.9, 1.5), (0.6, 2.7), (1.0, 1.0), (0.7, 1.0)])
+def test_shoulder_is_smooth_monotone_and_invertible(knee, slope):
+    top = knee + (1 - knee) * slope  # the sensor's saturation
+    x = np.linspace(0.0, top, 4001)
+    y = synthetic.shoulder(x, knee, slope)
+    back = synthetic.shoulder_inverse(y, knee, slope)
+    np.testing.assert_allclose(back[x < 0.99 * top], x[x < 0.99 * top], atol=1e-9)
+    np.testing.assert_allclose(back, x, atol=1e-5)  # the curve is flat at the top: float precision only
+    v = np.linspace(0.0, 1.0, 4001)
+    np.testing.assert_allclose(synthetic.shoulder(synthetic.shoulder_inverse(v, knee, slope), knee, slope), v,
+                               atol=1e-12)
+    np.testing.assert_allclose(y[x <= knee], x[x <= knee], atol=0)  # identity below the knee
+    assert y[-1] == pytest.approx(1.0) and synthetic.shoulder_inverse(1.0, knee, slope) == pytest.approx(top)
+    assert np.all(np.diff(y) >= 0) and np.all(np.diff(y[x < 0.999 * top]) > 0)
+    assert np.all(synthetic.shoulder(np.array([top + 1e-3, 2 * top, 100.0]), knee, slope) == 1.0)  # clipped
+    if knee < 1:  # C1 at the knee: value and slope match (slope 1 on both sides)
+        h = 1e-7
+        right = (synthetic.shoulder(knee + h, knee, slope) - knee) / h
+        assert right == pytest.approx(1.0, abs=1e-5)
+        assert synthetic.shoulder(knee, knee, slope) == pytest.approx(knee)
+
+
+def test_blown_regions_of_the_ideal_get_headroom():
+    sky = np.full((32, 32, 3), 120, np.uint8)
+    sky[:12] = 255  # a sky clipped in the ideal
+    for camera in cameras(6):
+        flat = shot(sky, -2.0, quiet(camera, blown_boost=0.0)).astype(float)
+        boosted = shot(sky, -2.0, quiet(camera, blown_boost=1.5)).astype(float)
+        assert boosted[:8].mean() > flat[:8].mean() + 20  # the sky was brighter than white: it stays bright
+        assert boosted[:8].max() < 255
+        np.testing.assert_array_equal(boosted[24:], flat[24:])  # the ground far from the sky is untouched
+
+
+def test_relative_noise_grows_as_exposure_drops():
+    patch = np.full((64, 64, 3), 150, np.uint8)
+    for camera in [synthetic.SRGB_CAMERA] + cameras(6):
+        camera = {**camera, "wb_jitter": 0.0}
+        relative = {ev: shot(patch, ev, camera, seed=3).astype(float) for ev in (0.0, -4.0)}
+        relative = {ev: frame.std() / frame.mean() for ev, frame in relative.items()}
+        assert relative[-4.0] > 2 * relative[0.0] > 0, (camera, relative)
+
+
+# --- the generator with --camera random: exact labels of mixed JPEG/PNG frames, determinism, corpus folders ---
+
+def generate_random(sources, out, *extra):
+    return generate(sources, out, "--camera", "random", "--format", "camera", "--val-scenes", "delta", *extra)
+
+
+def check_mixed_labels(root):
+    rows = read_csv(root / "train.csv") + read_csv(root / "valid.csv")
+    for row in rows:
+        stem, ext = row["img_id"].rsplit(".", 1)
+        assert ext in ("jpg", "png") and stem.endswith(f"_{row['level']}")
+        with Image.open(root / "images" / row["img_id"]) as saved:
+            assert saved.format == {"jpg": "JPEG", "png": "PNG"}[ext]
+        label = np.load(root / "labels" / f"{stem}.npy")
+        truth = gray_of_file(root / "refs" / row["ref_id"]) - gray_of_file(root / "images" / row["img_id"])
+        assert label.dtype == np.float32 and label.shape == (24, 24)
+        np.testing.assert_allclose(label, truth, atol=1e-4)
+        assert float(row["score"]) == pytest.approx(10 * (1 - np.abs(truth / 255).mean()), abs=1e-5)
+    return rows
+
+
+@pytest.fixture(scope="module")
+def random_set(sources, tmp_path_factory):
+    return generate_random(sources, tmp_path_factory.mktemp("random") / "set")
+
+
+def test_random_camera_labels_are_exact_for_jpeg_and_png_frames(random_set):
+    rows = check_mixed_labels(random_set)
+    assert len(rows) == 4 * 2 * len(LEVELS)
+    assert {r["img_id"].rsplit(".", 1)[1] for r in rows} == {"jpg", "png"}
+    readme = (random_set / "README.md").read_text()
+    assert "camera random" in readme and "format camera" in readme
+
+
+def test_random_camera_same_seed_same_bytes(sources, random_set, tmp_path):
+    again = generate_random(sources, tmp_path / "again", "--workers", "2")
+    other = generate_random(sources, tmp_path / "other", "--seed", "1")
+
+    def files(root):
+        return sorted(p.relative_to(root) for p in root.rglob("*") if p.is_file())
+
+    assert files(again) == files(random_set)
+    for f in files(random_set):
+        if f.name == "README.md":  # identical up to the output folder named in the command line
+            text = [(root / f).read_text().replace(str(root), "OUT") for root in (random_set, again)]
+            assert text[0].replace(" --workers 2", "") == text[1].replace(" --workers 2", "")
+        else:
+            assert (random_set / f).read_bytes() == (again / f).read_bytes(), f
+    assert read_csv(random_set / "train.csv") == read_csv(again / "train.csv")
+    ours = {p.stem: p.read_bytes() for p in (random_set / "images").iterdir()}
+    theirs = {p.stem: p.read_bytes() for p in (other / "images").iterdir()}
+    assert not any(ours[k] == theirs.get(k) for k in ours)
+
+
+def flat_photo(colour, h=40, w=48):
+    rng = np.random.default_rng(sum(colour))
+    base = np.array(colour, float) + 6 * rng.standard_normal((h, w, 3))
+    return np.clip(np.round(base), 0, 255).astype(np.uint8)
+
+
+COLOURS = {"pkga/a.png": (200, 60, 60), "pkga/b.png": (60, 200, 60), "pkga/c.png": (60, 60, 200),
+           "pkgb/d.png": (150, 150, 60), "pkgb/e.png": (60, 150, 150)}
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    """A photo corpus as datasets.photos writes it: one sub-folder per package and photos.csv with the licences."""
+    root = tmp_path_factory.mktemp("corpus")
+    rows = []
+    for i, (file, colour) in enumerate(COLOURS.items()):
+        (root / file).parent.mkdir(exist_ok=True)
+        Image.fromarray(flat_photo(colour)).save(root / file)
+        if file != "pkgb/e.png":  # one photo the listing does not know
+            package = file.split("/")[0]
+            rows.append({"file": file, "package": package, "version": f"1.{i}", "member": f"/usr/share/{file}",
+                         "license": f"Licence-{i}", "width": 48, "height": 40, "sha256": "0" * 64})
+    with open(root / "photos.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, ["file", "package", "version", "member", "license", "width", "height",
+                                    "sha256"], lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+    return root
+
+
+def closest_photo(ref):
+    mean = np.asarray(Image.open(ref), float).reshape(-1, 3).mean(axis=0)
+    return min(COLOURS, key=lambda f: np.abs(np.array(COLOURS[f]) - mean).sum())
+
+
+def test_crops_per_photo_capped_per_scene(corpus, tmp_path):
+    out = tmp_path / "set"
+    synthetic.main(["--src", str(corpus), "--out", str(out), "--size", "16", "--crops-per-photo", "2",
+                    "--max-crops-per-scene", "5", "--levels", "N1", "P1", "--workers", "1", "--val-scenes", "pkgb",
+                    "--grey-fraction", "0", "--camera", "srgb"])
+    refs = sorted(p.name for p in (out / "refs").iterdir())
+    assert refs == [f"pkga_{i:03d}.png" for i in range(5)] + [f"pkgb_{i:03d}.png" for i in range(4)]
+    assert len(read_csv(out / "train.csv")) == 5 * 2 and len(read_csv(out / "valid.csv")) == 4 * 2
+    used = [closest_photo(out / "refs" / r) for r in refs]
+    assert used[:5] == ["pkga/a.png", "pkga/b.png", "pkga/c.png", "pkga/a.png", "pkga/b.png"]
+    assert used[5:] == ["pkgb/d.png", "pkgb/e.png"] * 2  # every photo of an uncapped package twice
+    readme = (out / "README.md").read_text()
+    assert "5 crops" not in readme and "9 crops" in readme
+    for i, file in enumerate(f for f in COLOURS if f != "pkgb/e.png"):
+        split = "valid" if file.startswith("pkgb") else "train"
+        assert f"- {file.split('/')[0]} ({split}): {file.split('/')[0]} `/usr/share/{file}`: Licence-{i}" in readme
+    assert f"`{corpus / 'pkgb' / 'e.png'}`: user-supplied; licence not recorded" in readme
+
+
+def test_levels_per_crop_draws_distinct_levels(corpus, tmp_path):
+    out = tmp_path / "set"
+    synthetic.main(["--src", str(corpus), "--out", str(out), "--size", "16", "--crops-per-image", "6",
+                    "--levels", *LEVELS, "--levels-per-crop", "3", "--workers", "1", "--val-scenes", "pkgb"])
+    rows = read_csv(out / "train.csv") + read_csv(out / "valid.csv")
+    per_crop = {}
+    for row in rows:
+        per_crop.setdefault(row["ref_id"], []).append(row["level"])
+    assert len(per_crop) == 12 and all(len(set(v)) == len(v) == 3 for v in per_crop.values())
+    assert len({tuple(v) for v in per_crop.values()}) > 1  # drawn per crop, not fixed
+    assert all(v == [lv for lv in LEVELS if lv in v] for v in per_crop.values())  # in the --levels order
+    with pytest.raises(SystemExit):
+        synthetic.main(["--src", str(corpus), "--out", str(tmp_path / "bad"), "--levels", "N1", "P1",
+                        "--levels-per-crop", "3"])
+
+
+# --- bench/simulator_stats.py: the measures it compares simulated and real frames with ---
+
+def simulator_stats():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "bench" / "simulator_stats.py"
+    spec = importlib.util.spec_from_file_location("simulator_stats", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_simulator_stats_measures():
+    stats = simulator_stats()
+    rgb = np.full((10, 10, 3), 100, np.uint8)
+    rgb[0] = 255                  # 10 white pixels: blown, bright, neutral
+    rgb[1] = (255, 120, 120)      # 10 blown red pixels, grey 158: not bright
+    rgb[2] = (250, 200, 200)      # 10 blown pinkish pixels, grey 214.95: bright, (max - min) / max = 0.2
+    rgb[3] = (4, 2, 0)            # 10 crushed blacks
+    assert stats.blown_share(rgb) == pytest.approx(0.3) and stats.black_share(rgb) == pytest.approx(0.1)
+    assert stats.highlight_saturation(rgb) == pytest.approx(0.1)
+    assert np.isnan(stats.highlight_saturation(np.full((10, 10, 3), 150, np.uint8)))
+    flat = np.full((8, 8, 3), 100, np.uint8)
+    a, b = stats.frame_stats(flat), stats.frame_stats(flat + 10)
+    assert a["hist"].sum() == pytest.approx(1.0) and a["mean_grey"] == pytest.approx(100)
+    assert stats.distance(flat + 10, flat, b, a) == pytest.approx({"label_error": 10.0, "hist_emd": 10.0})
+    ideal = photo(8, 32, 32)
+    camera = quiet(synthetic.random_camera(np.random.default_rng(2)))
+    radiance = synthetic.scene_radiance(ideal, camera)
+    target = stats.gray(shot(ideal, 1.3, camera)[::4, ::4].astype(float)).mean()
+    assert stats.ev_for_mean(radiance, camera, target, 0.5) == pytest.approx(1.3, abs=0.02)
+
+
+def test_simulator_stats_runs_on_a_tiny_bracket(tmp_path, capsys):
+    data = tmp_path / "brackets"
+    for sub in ("images", "refs", "labels"):
+        (data / sub).mkdir(parents=True)
+    rows = {"over": [], "under": []}
+    provenance = []
+    for i, ev in enumerate([1.5, -2.0]):
+        ideal = photo(10 + i, 24, 32)
+        test = synthetic.render(synthetic.scene_radiance(ideal, synthetic.SRGB_CAMERA), ev, synthetic.SRGB_CAMERA,
+                                np.random.default_rng(i))
+        name = f"s{i}_{'P' if ev > 0 else 'N'}2.png"
+        Image.fromarray(ideal).save(data / "refs" / f"s{i}_ideal.png")
+        Image.fromarray(test).save(data / "images" / name)
+        np.save(data / "labels" / name.replace(".png", ".npy"),
+                (synthetic.gray(ideal.astype(float)) - synthetic.gray(test.astype(float))).astype(np.float32))
+        rows["over" if ev > 0 else "under"].append([name, f"s{i}_ideal.png", "8.0", f"x_{name[3:5]}"])
+        provenance.append([name, f"{ev:+.2f}"])
+    for side, side_rows in rows.items():
+        with open(data / f"real_{side}.csv", "w", newline="") as f:
+            csv.writer(f).writerows([["img_id", "ref_id", "score", "level"]] + side_rows)
+    with open(data / "provenance.csv", "w", newline="") as f:
+        csv.writer(f).writerows([["img_id", "ev_estimate"]] + provenance)
+    figure = tmp_path / "fig.png"
+    simulator_stats().main(["--data", str(data), "--cameras", "2", "--scale", "1", "--figure", str(figure),
+                            "--set", "desaturate=0"])
+    out = capsys.readouterr().out
+    assert "**Over-exposed frames**: 1 real pairs" in out and "**Under-exposed frames**: 1 real pairs" in out
+    assert "| label error" in out and "{'desaturate': 0.0}" in out
+    assert Image.open(figure).format == "PNG"
