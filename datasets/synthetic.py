@@ -173,7 +173,7 @@ SRGB_CAMERA = {"knee": 1.0, "slope": 1.0, "contrast": 1.0, "desaturate": 0.0, "b
 def expose(ideal_u8, level, rng, camera=SRGB_CAMERA):
     """Re-expose an 8-bit sRGB ideal to one level (N<k>/P<k> or a spatial field) through a camera model (default:
     the sRGB curve with a hard clip and exact stops). Any camera renders the ideal back exactly at 0 EV without
-    noise."""
+    noise, jitter and blown-region headroom (the headroom also brightens pixels next to blown regions)."""
     field = ev_field(level, *ideal_u8.shape[:2], rng) + rng.uniform(-camera["ev_jitter"], camera["ev_jitter"])
     return render(scene_radiance(ideal_u8, camera), field, camera, rng)
 
@@ -205,7 +205,7 @@ def load_source(path):
 
 @lru_cache(maxsize=4)
 def cached_source(path):
-    """load_source, kept per worker process: a scene's crops come from the same few photos, decoded once each."""
+    """load_source, kept per worker process (a scene made of one photo is decoded once)."""
     photo = load_source(path)
     photo.setflags(write=False)
     return photo
@@ -382,13 +382,14 @@ def write_readme(out, command, cfg, scenes, train, valid, counts, level_means):
         "divide by 255), `refs/<ref_id>` (the 8-bit ideal, PNG).",
         "",
         "How a test image is made from its ideal crop (`--camera random`): draw a camera (tone curve = sRGB with a "
-        "display power 0.85..1.2 for the toe and a highlight shoulder: knee 0.35..0.9, headroom up to 4.6x white; "
+        "display power 0.85..1.2 for the toe and a highlight shoulder: knee 0.35..0.9, headroom up to 2.95x white; "
         "20 % of cameras clip hard); invert its curve to get scene light, giving regions blown in the ideal up to "
         "3x more light; multiply by 2^EV (global levels N4..P4 = -4..+4 EV, +-0.35 EV jitter; GRAD linear ramp, "
         "SPOT spotlight or vignette, SKY bright top over dark bottom, FIELD smooth random field); white-balance "
         "drift; shot + read noise (full well 3000..30000 e-, read noise 2..8 e-); clip each channel at the sensor's "
         "saturation and pull clipped highlights towards neutral; the camera's tone curve; 8 bit; in-camera JPEG "
-        "(`--format camera`). At 0 EV without noise the camera renders the ideal back exactly. The label is "
+        "(`--format camera`). At 0 EV without noise, jitter and headroom the camera renders the ideal back exactly. "
+        "The label is "
         "gray(ideal) - gray(test as read back from disk), gray = 0.299 R + 0.587 G + 0.114 B; "
         "score = 10 * (1 - mean|label / 255|).",
         "",
