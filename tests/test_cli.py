@@ -163,6 +163,10 @@ def test_help_states_every_default(monkeypatch, capsys):
 
 def test_common_option_types():
     assert cli.threshold("0.2") == 0.2 and cli.positive_int("3") == 3 and cli.non_negative_int("0") == 0
+    assert cli.working_size("512") == 512 and cli.working_size("native") == 0  # 0: predict_tensor's native
+    for text in ("0", "-3", "abc", "1.5"):
+        with pytest.raises(Exception, match="positive integer or 'native'"):
+            cli.working_size(text)
     for parse, text in [(cli.threshold, "nan"), (cli.threshold, "1"), (cli.positive_float, "-255"),
                         (cli.positive_float, "0"), (cli.positive_float, "inf"), (cli.positive_int, "0"),
                         (cli.non_negative_int, "2.5")]:

@@ -66,6 +66,16 @@ def threshold(text):
     return value
 
 
+def working_size(text):
+    """--size: a positive integer (longer side in px) or 'native' (0: the image's own resolution)."""
+    if text.strip().lower() == "native":
+        return 0
+    value = _parse(text, int) if text.strip().lstrip("+-").isdigit() else None
+    if value is None or value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer or 'native', got {text}")
+    return value
+
+
 def positive_float(text):
     value = _parse(text, float)
     if not (math.isfinite(value) and value > 0):
@@ -90,9 +100,10 @@ def add_common_options(parser, checkpoints="one", tile=DEFAULT_TILE, threshold_d
                                  "P-IEANet .pth (default: none)")
     parser.add_argument("--device", choices=DEVICES, default="auto",
                         help="where the model runs; auto = CUDA when available, else CPU (default: auto)")
-    parser.add_argument("--size", type=positive_int, metavar="N",
-                        help="working resolution: predict at longer side N, guided upsampling back to full size "
-                             "(default: native resolution)")
+    parser.add_argument("--size", type=working_size, metavar="N",
+                        help="working resolution: predict at longer side N, guided upsampling back to full size; "
+                             "'native' = the image's own resolution (default: the model's working_size if its config "
+                             "has one, else native)")
     parser.add_argument("--tile", type=non_negative_int, default=tile, metavar="N",
                         help="images larger than N px on a side run in overlapping tiles: bounded memory, the same "
                              f"map as one pass; 0 = always one pass (default: {tile})")
@@ -200,6 +211,7 @@ def check_work(model, shape, size=None):
     """Refuse an image whose padded working area would exceed MAX_PIXELS (a 1 x N strip is padded to the model's
     tile multiple on both sides), so degenerate shapes cost at most what the largest accepted photo does."""
     height, width = shape[:2]
+    size = (getattr(model, "working_size", None) if size is None else size) or None  # as predict_tensor does
     if size is not None and max(height, width) > size:
         scale = size / max(height, width)
         height, width = max(1, round(height * scale)), max(1, round(width * scale))
