@@ -39,7 +39,7 @@ RELEASED_WEIGHTS = "../shared/official/wavelet_epoch_2_val_loss0.030220346295407
 MAX_PARAMETERS = 50_000_000
 # ranges of integer config values; a key not listed (counts that may be 0, e.g. scene_size) takes INT_RANGE
 INT_RANGES = {"width": (1, 1024), "heads": (1, 64), "window": (1, 64), "context": (1, 255), "bands": (1, 256),
-              "lightness_blocks": (1, 64), "attention_layers": (1, 64)}
+              "lightness_blocks": (1, 64), "attention_layers": (1, 64), "working_size": (1, 16384)}
 INT_RANGE = (0, 4096)
 
 
@@ -63,6 +63,10 @@ def check_config(config, where="model config"):
             raise ValueError(f"{where}: unknown key {key!r} for model {name!r}; expected one of "
                              f"{', '.join(k for k in parameters if k != 'self')}")
         default = parameters[key].default
+        if default is None and value is None:
+            continue
+        if default is None and key in INT_RANGES:  # an optional integer (e.g. working_size)
+            default = 0
         if isinstance(default, bool):
             if not isinstance(value, bool):
                 raise ValueError(f"{where}: {key} = {value!r} must be true or false")

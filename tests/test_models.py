@@ -186,7 +186,8 @@ def test_non_finite_or_integer_weights_are_refused(tmp_path, tiny_model_config, 
 @pytest.mark.parametrize("change, message", [
     ({"width": 6000}, "out of range"), ({"window": 0}, "out of range"), ({"width": "abc"}, "must be an integer"),
     ({"use_dwt": "maybe"}, "true or false"), ({"colour": 3}, "unknown key"), ({"name": "resnet"}, "unknown model"),
-    ({"width": 1000}, "tensor name|weights do not fit|parameters")])
+    ({"width": 1000}, "tensor name|weights do not fit|parameters"), ({"working_size": -5}, "out of range"),
+    ({"working_size": "big"}, "must be an integer")])
 def test_bad_configs_are_refused_before_anything_is_allocated(tmp_path, tiny_model_config, change, message):
     import time
 
