@@ -13,6 +13,8 @@ it finished and a second run into the same folder adds its rows below the first 
 """
 import argparse
 import csv
+import io
+import os
 import sys
 from pathlib import Path
 
@@ -97,31 +99,54 @@ def print_table(rows):
         print(f"{row['file']:<32} {size:>11} {numbers}  {row['status']}")
 
 
+class SummaryError(Exception):
+    """summary.csv could not be written: the run stops (exit 1)."""
+
+
 class SummaryLog:
-    """summary.csv, appended to one complete row at a time (flushed), so an interrupted run keeps what it finished
-    and runs into the same folder keep each other's rows. A summary.csv with other columns is a setup error."""
+    """summary.csv, appended to one complete row at a time, so an interrupted run keeps what it finished and runs
+    into the same folder keep each other's rows. A row that cannot be written whole (a full disk) is cut back off,
+    so the file never ends in half a row. A summary.csv with other columns is a setup error."""
 
     def __init__(self, path):
         self.path = Path(path)
-        if self.path.is_file() and self.path.stat().st_size > 0:
-            with open(self.path, newline="") as f:
-                header = next(csv.reader(f), [])
-            if header != SUMMARY_FIELDS:
-                raise cli.UsageError(f"{self.path}: an existing summary.csv with other columns ({', '.join(header)}); "
-                                     "move it away or choose another --output")
-            self.file = open(self.path, "a", newline="")
-        else:
-            self.file = open(self.path, "w", newline="")
-            csv.writer(self.file).writerow(SUMMARY_FIELDS)
-            self.file.flush()
-        self.writer = csv.DictWriter(self.file, fieldnames=SUMMARY_FIELDS)
+        try:
+            if self.path.is_file() and self.path.stat().st_size > 0:
+                with open(self.path, newline="", encoding="utf-8") as f:
+                    header = next(csv.reader(f), [])
+                if header != SUMMARY_FIELDS:
+                    raise cli.UsageError(f"{self.path}: an existing summary.csv with other columns "
+                                         f"({', '.join(header)[:120]}); move it away or choose another --output")
+                self.fd = os.open(self.path, os.O_WRONLY | os.O_APPEND)
+            else:
+                self.fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
+                self._write(SUMMARY_FIELDS)
+        except (OSError, UnicodeDecodeError, csv.Error) as e:
+            raise cli.UsageError(f"{self.path}: cannot use it as the summary ({cli.one_line(e)}); move it away or "
+                                 "choose another --output") from None
+
+    def _write(self, values):
+        line = io.StringIO()
+        csv.writer(line).writerow(values)
+        data = line.getvalue().encode("utf-8")
+        start = os.lseek(self.fd, 0, os.SEEK_END)
+        try:
+            written = 0
+            while written < len(data):
+                written += os.write(self.fd, data[written:])
+        except BaseException:
+            os.ftruncate(self.fd, start)
+            raise
 
     def add(self, row):
-        self.writer.writerow({k: f"{v:.6f}" if isinstance(v, float) else v for k, v in row.items()})
-        self.file.flush()
+        try:
+            self._write([f"{v:.6f}" if isinstance(v, float) else v for v in (row[k] for k in SUMMARY_FIELDS)])
+        except OSError as e:
+            raise SummaryError(f"{self.path}: could not append a row ({e.strerror or cli.one_line(e)}); stopped, "
+                               "the rows before it are kept") from None
 
     def close(self):
-        self.file.close()
+        os.close(self.fd)
 
 
 def process(paths, stems, base, model, args, summary, progress):
@@ -182,6 +207,9 @@ def run(argv):
             for folder, reason in errors:
                 progress.fail(folder, reason)
             rows = process(paths, output_stems(paths, args.input, args.output), base, model, args, summary, progress)
+    except SummaryError as e:
+        print(f"{PROG}: {e}", file=sys.stderr)
+        return cli.EXIT_FAILED
     finally:
         summary.close()
     print_table(rows)

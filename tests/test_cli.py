@@ -250,3 +250,41 @@ def test_run_turns_endings_into_exit_codes(capsys):
     assert cli.run("t", raising(KeyboardInterrupt())) == 130
     assert cli.run("t", raising(BrokenPipeError())) == 141
     assert cli.run("t", lambda argv: 0) == 0 and math.isfinite(cli.DEFAULT_TILE)
+
+
+def test_a_summary_row_that_cannot_be_written_whole_is_cut_back_off(setup, capsys, monkeypatch):
+    import os
+
+    tmp_path, argv = setup
+    real_write = os.write
+    calls = []
+
+    def disk_full_on_the_second_row(fd, data):
+        calls.append(data)
+        if b"p1.png" in data:
+            real_write(fd, data[:7])  # half a row reaches the disk, then it is full
+            raise OSError(28, "No space left on device")
+        return real_write(fd, data)
+
+    monkeypatch.setattr(os, "write", disk_full_on_the_second_row)
+    code = exit_code(make_heatmap, argv["make_heatmap"])
+    monkeypatch.undo()
+    err = capsys.readouterr().err
+    assert code == 1 and "could not append a row (No space left on device)" in err and "Traceback" not in err
+    assert not (tmp_path / "out" / "p1_exposure.png").exists()  # no photo has outputs without its row
+    text = (tmp_path / "out" / "summary.csv").read_text()
+    assert text.endswith("\n") and "p1.png" not in text and [r["file"] for r in summary_rows(tmp_path / "out")] == [
+        "p0.png"]
+
+
+@pytest.mark.parametrize("content", [b"\xff\xfe\x00garbage", None])
+def test_an_unusable_existing_summary_is_a_usage_error(setup, capsys, content):
+    tmp_path, argv = setup
+    (tmp_path / "out").mkdir()
+    if content is None:
+        (tmp_path / "out" / "summary.csv").mkdir()  # a folder where the file must be
+    else:
+        (tmp_path / "out" / "summary.csv").write_bytes(content)
+    assert exit_code(make_heatmap, argv["make_heatmap"]) == 2
+    err = capsys.readouterr().err
+    assert "summary.csv" in err and "Traceback" not in err
