@@ -253,6 +253,10 @@ def main(argv=None):
     except KeyboardInterrupt:
         print(f"\n{PROG}: interrupted; continue from the last saved state with --resume", file=sys.stderr)
         return 130
+    except OSError as e:  # e.g. a full disk while saving: every file is written atomically, the last good one stays
+        print(f"{PROG}: {e.filename + ': ' if getattr(e, 'filename', None) else ''}{e.strerror or last_line(e)}; "
+              "continue from the last saved state with --resume", file=sys.stderr)
+        return 1
     finally:
         if world_size > 1:
             dist.destroy_process_group()

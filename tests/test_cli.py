@@ -249,6 +249,9 @@ def test_run_turns_endings_into_exit_codes(capsys):
     assert capsys.readouterr().err == "t: bad value\n"
     assert cli.run("t", raising(KeyboardInterrupt())) == 130
     assert cli.run("t", raising(BrokenPipeError())) == 141
+    capsys.readouterr()
+    assert cli.run("t", raising(OSError(28, "No space left on device", "out/comparison.png"))) == 1
+    assert capsys.readouterr().err == "t: out/comparison.png: No space left on device\n"
     assert cli.run("t", lambda argv: 0) == 0 and math.isfinite(cli.DEFAULT_TILE)
 
 

@@ -220,3 +220,14 @@ def test_saved_best_checkpoint_is_readable_by_others(tmp_path, tiny_model_config
     mask = os.umask(0)
     os.umask(mask)
     assert (tmp_path / "runs" / "tiny" / "best.safetensors").stat().st_mode & 0o777 == 0o666 & ~mask
+
+
+def test_a_full_disk_while_saving_is_one_line(tmp_path, tiny_model_config, tiny_data, capsys, monkeypatch):
+    def full(path, state):
+        raise OSError(28, "No space left on device", str(path))
+
+    monkeypatch.setattr(train_wavelet, "save_state", full)
+    config = tiny_config(tmp_path, tiny_model_config, tiny_data, epochs=1, batch_size=4)
+    run(config, "data.valid_limit=1", expect=1)
+    err = capsys.readouterr().err
+    assert "last.pt: No space left on device; continue from the last saved state" in err and "Traceback" not in err

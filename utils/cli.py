@@ -287,7 +287,8 @@ class Progress:
 # ------------------------------------------------------------------------------------------------ entry point
 def run(prog, body, argv=None):
     """Call ``body(argv)`` and turn the ways a command line ends into one line and an exit code: UsageError -> 2,
-    Ctrl-C -> 130, a closed output pipe -> 141; never a traceback for these."""
+    Ctrl-C -> 130, a closed output pipe -> 141, an output that cannot be written (OSError) -> 1; never a traceback
+    for these."""
     try:
         return body(argv)
     except UsageError as e:
@@ -303,3 +304,7 @@ def run(prog, body, argv=None):
         except (OSError, ValueError):
             pass
         return EXIT_BROKEN_PIPE
+    except OSError as e:  # an output that could not be written at the end (full disk, ...): atomic, so no partial file
+        print(f"{prog}: {e.filename + ': ' if getattr(e, 'filename', None) else ''}{e.strerror or one_line(e)}",
+              file=sys.stderr)
+        return EXIT_FAILED
