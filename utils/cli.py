@@ -182,11 +182,14 @@ def check_inputs(sources, recursive=False, exclude=(), errors=None):
     for source in map(Path, sources):
         if not source.exists():
             raise UsageError(f"{source}: no such file or folder; expected an image or a folder of images")
+        unreadable = []
         try:
-            paths = list_images(source, recursive=recursive, exclude=exclude, errors=errors)
+            paths = list_images(source, recursive=recursive, exclude=exclude, errors=unreadable)
         except OSError as e:
             raise UsageError(f"{source}: cannot be read ({e.strerror or one_line(e)})") from None
-        if not paths and not errors:
+        if errors is not None:
+            errors += unreadable
+        if not paths and not unreadable:
             raise UsageError(f"{source}: no images found; expected files ending in .jpg, .jpeg, .png, .bmp, .tif, "
                              ".tiff or .webp")
         found.append((source, paths))
