@@ -9,7 +9,8 @@ The ONNX model has one input ``image`` (N x 3 x H x W float32 RGB in [0, 1]) and
 torch's dynamo exporter (``torch.onnx.export(..., dynamo=True)``, the default in torch 2.13; the TorchScript exporter
 is deprecated) at opset 18 by default: the opset at which the exporter's op library (onnxscript's torchlib) is
 written, so no version conversion is involved, and one that onnxruntime's CPU provider runs in full from release
-1.14 on (also in its mobile builds). Every node of the graph is a standard ONNX op (Conv, MatMul, LayerNormalization, Resize, AveragePool, Pad, ...).
+1.14 on (also in its mobile builds). Every node of the graph is a standard ONNX op (Conv, MatMul,
+LayerNormalization, Resize, AveragePool, Pad, ...).
 
 The file is written to a temporary name beside ``--output``; it is loaded in onnxruntime (CPU) and run on random
 photos at every ``--check-sizes`` size (default 256x256 and 301x199, the second with a batch of 2), and renamed onto
