@@ -1,8 +1,8 @@
 """Score predicted residual maps against the labels of a dataset in the IEA40K layout.
 
-    python evaluate.py --data-root data/synthetic --csv valid.csv --checkpoint checkpoints/pieanet_synth.safetensors
+    python evaluate.py --data-root data/synthetic --csv valid.csv --checkpoint checkpoints/pieanet_corpus.safetensors
     python evaluate.py --data-root data/synthetic --csv valid.csv --baseline mertens --json mertens.json
-    python evaluate.py --data-root data/synthetic --csv valid.csv --compare checkpoints/pieanet_synth.safetensors \\
+    python evaluate.py --data-root data/synthetic --csv valid.csv --compare checkpoints/pieanet_corpus.safetensors \\
         ../shared/official/wavelet_epoch_2_val_loss0.03022034629540784.pth --baselines all --markdown results.md
 
 Layout: <data-root>/<csv> with columns img_id (and optionally score, level), images at <images-dir>/<img_id>, labels at

@@ -9,7 +9,7 @@
   released network resizes to 256 x 256 itself. A case is timed once, after a small warm-up call;
 * cost: GFLOP per 256 x 256 image (torch.utils.flop_counter on meta tensors: shapes only, nothing computed) and
   parameter counts.
-Models: the project checkpoint (default checkpoints/pieanet_synth.safetensors) or, when it is missing, the default
+Models: the project checkpoint (default checkpoints/pieanet_corpus.safetensors) or, when it is missing, the default
 config with random weights; the released weights from ../shared or, when absent, the released architecture with random
 weights. Speed does not depend on the weights. --smoke checks the script in seconds: a tiny project config at tiny
 sizes without warm-up, and the released network's cost counted but not run.
@@ -136,7 +136,7 @@ def parse_args(argv=None):
     p.add_argument("--threads", type=cli.positive_int, default=torch.get_num_threads(),
                    help="torch CPU threads (default: torch's choice)")
     p.add_argument("--checkpoint", default=DEFAULT_CHECKPOINT,
-                   help="project checkpoint (default: checkpoints/pieanet_synth.safetensors)")
+                   help="project checkpoint (default: checkpoints/pieanet_corpus.safetensors)")
     p.add_argument("--released", default=RELEASED_WEIGHTS, help="released P-IEANet .pth (default: ../shared/official/)")
     p.add_argument("--case", help=argparse.SUPPRESS)  # internal: one latency case in this process
     return p.parse_args(argv)

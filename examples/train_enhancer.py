@@ -4,7 +4,7 @@
     with       those losses + 50 x ExposureLoss (utils/losses.py)
     alone      ExposureLoss only
 
-    python examples/train_enhancer.py [--judge checkpoints/pieanet_synth.safetensors] [--steps 300]
+    python examples/train_enhancer.py [--judge checkpoints/pieanet_corpus.safetensors] [--steps 300]
 
 Data: crops of the photos that ship with scikit-image / matplotlib, re-exposed in linear light by
 datasets.synthetic.expose (global -3..+2 EV, gradients, spotlights). The held-out scenes are different source photos
@@ -30,7 +30,7 @@ from datasets.synthetic import default_scenes, expose, load_source, random_crop 
 from models import CheckpointError, load_model  # noqa: E402
 from utils.losses import ExposureLoss  # noqa: E402
 
-DEFAULT_JUDGE = Path(__file__).resolve().parents[1] / "checkpoints" / "pieanet_synth.safetensors"
+DEFAULT_JUDGE = Path(__file__).resolve().parents[1] / "checkpoints" / "pieanet_corpus.safetensors"
 HELD_OUT = ("coffee", "hopper")
 LEVELS = ("N3", "N2", "N1", "P1", "P2", "GRAD", "SPOT")
 
@@ -135,7 +135,7 @@ def main(argv=None):
 
     if not args.judge.is_file():
         print(f"train_enhancer: the judge checkpoint {args.judge} is missing; train it with `python train_wavelet.py "
-              "--config configs/pieanet_synth.yaml` or pass --judge PATH", file=sys.stderr)
+              "--config configs/pieanet_corpus.yaml` or pass --judge PATH", file=sys.stderr)
         return 2
     try:
         judge = ExposureLoss(load_model(args.judge))

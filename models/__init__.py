@@ -30,7 +30,7 @@ from utils.image_io import atomic_write
 MODELS = {"pieanet": PIEANet, "official": OfficialPIEANet, **BASELINES}
 CHECKPOINT_FORMAT = "p-iea/1"
 RELEASED_KEY = "ffa_group.pre.0.weight"  # present in the released state_dict
-DEFAULT_CHECKPOINT = Path(__file__).resolve().parents[1] / "checkpoints" / "pieanet_synth.safetensors"
+DEFAULT_CHECKPOINT = Path(__file__).resolve().parents[1] / "checkpoints" / "pieanet_corpus.safetensors"
 RELEASED_WEIGHTS = "../shared/official/wavelet_epoch_2_val_loss0.03022034629540784.pth"
 
 
@@ -113,7 +113,7 @@ def read_checkpoint(path):
     if not path.is_file():
         raise CheckpointError(f"{path}: checkpoint not found; expected a project checkpoint (.safetensors) or the "
                               "released P-IEANet .pth; make the default one with `python train_wavelet.py --config "
-                              f"configs/pieanet_synth.yaml` (see checkpoints/README.md) or use `--checkpoint "
+                              f"configs/pieanet_corpus.yaml` (see checkpoints/README.md) or use `--checkpoint "
                               f"{RELEASED_WEIGHTS}`")
     with open(path, "rb") as f:
         is_zip = f.read(4) == b"PK\x03\x04"  # torch.save's format

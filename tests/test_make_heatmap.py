@@ -189,11 +189,11 @@ def test_working_resolution_and_tiles_keep_the_full_size(tiny_checkpoint, tmp_pa
 
 
 def test_missing_default_checkpoint_says_how_to_get_one(tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr(cli, "DEFAULT_CHECKPOINT", tmp_path / "pieanet_synth.safetensors")
+    monkeypatch.setattr(cli, "DEFAULT_CHECKPOINT", tmp_path / "pieanet_corpus.safetensors")
     code, out, err = run(["--input", SAMPLES, "--output", tmp_path / "out"], capsys)
     assert code == 2
     line, = err.strip().splitlines()
-    assert str(tmp_path / "pieanet_synth.safetensors") in line and "train_wavelet.py --config" in line
+    assert str(tmp_path / "pieanet_corpus.safetensors") in line and "train_wavelet.py --config" in line
     assert "wavelet_epoch_2" in line and not (tmp_path / "out").exists()
 
 
