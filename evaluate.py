@@ -62,6 +62,11 @@ def load_methods(args):
     """[(name, model)] of every --checkpoint and --baseline; raises UsageError."""
     methods = [(method_name(path, model), model) for path, model in
                ((path, cli.open_model(path, args)) for path in args.checkpoint or [])]
+    seen = {}
+    for i, (name, model) in enumerate(methods):  # two runs' best.safetensors must not merge into one row
+        seen[name] = seen.get(name, 0) + 1
+        if seen[name] > 1:
+            methods[i] = (f"{name} #{seen[name]}", model)
     names = args.baseline or []
     if "all" in names:
         names = list(BASELINES)

@@ -132,3 +132,14 @@ def test_an_unreadable_label_is_named_with_the_training_reader(tiny_dataset, tmp
         assert "s0_N1.npy: label reaches 999" in capsys.readouterr().err
     finally:
         np.save(tiny_dataset / "labels" / "s0_N1.npy", np.full((24, 32), 128.0 - 60, np.float32))
+
+
+def test_checkpoints_sharing_a_name_get_their_own_rows(tmp_path, tiny_checkpoint):
+    import shutil
+    import evaluate
+    for run in ("a", "b"):
+        (tmp_path / run).mkdir()
+        shutil.copy(tiny_checkpoint, tmp_path / run / "best.safetensors")
+    args = evaluate.parse_args(["--data-root", str(tmp_path), "--csv", "x.csv", "--checkpoint",
+                                str(tmp_path / "a" / "best.safetensors"), str(tmp_path / "b" / "best.safetensors")])
+    assert [name for name, _ in evaluate.load_methods(args)] == ["best", "best #2"]
