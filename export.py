@@ -47,10 +47,11 @@ import torch.nn.functional as F
 
 from models import DEFAULT_CHECKPOINT, CheckpointError, load_model
 from models.pieanet import LightnessBranch, PIEANet
+from utils import cli
+from utils.cli import EXIT_FAILED, EXIT_OK, EXIT_USAGE, UsageError
 from utils.image_io import atomic_write
 
 PROG = "export"
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 FORMATS = ("onnx",)
 DEFAULT_OPSET = 18
 MIN_OPSET = 18  # torch.onnx translates at opset 18 (its TORCHLIB_OPSET); lower would mean a down-conversion
@@ -59,10 +60,6 @@ TOLERANCE = 1e-4
 # the example the graph is traced with: batch 2 and a size unlike the check sizes, so nothing is specialised to them
 TRACE_SHAPE = (2, 3, 160, 224)
 INSTALL = "pip install -r requirements-export.txt"
-
-
-class UsageError(Exception):
-    """One sentence, exit code 2."""
 
 
 class CheckFailed(Exception):
@@ -355,14 +352,7 @@ def run(argv=None):
 
 
 def main(argv=None):
-    try:
-        return run(argv)
-    except UsageError as e:
-        print(f"{PROG}: {e}", file=sys.stderr)
-        return EXIT_USAGE
-    except KeyboardInterrupt:
-        print(f"\n{PROG}: interrupted; nothing written", file=sys.stderr)
-        return EXIT_INTERRUPTED
+    return cli.run(PROG, run, argv)
 
 
 if __name__ == "__main__":
