@@ -14,7 +14,6 @@ import inspect
 import json
 import math
 import pickle
-import sys
 from pathlib import Path
 
 import torch
@@ -191,12 +190,3 @@ def load_model(path, device="cpu"):
                               f"({str(e).splitlines()[0][:160]})") from None
     return model.to(resolve_device(device)).eval()
 
-
-def open_model(path, device="cpu", prog="p-iea"):
-    """load_model for command-line tools: the model, or None after one line on stderr naming the file and what was
-    expected."""
-    try:
-        return load_model(path, device=device)
-    except CheckpointError as e:
-        print(f"{prog}: {e}", file=sys.stderr)
-        return None

@@ -64,7 +64,7 @@ class LightnessBranch(nn.Module):
 
     def forward(self, low, scene=None):
         y = self.stem(low)
-        if self.modulation is not None:
+        if scene is not None:
             scale, shift = self.modulation(scene).chunk(2, dim=1)
             y = y * (1 + scale) + shift
         y = self.out(self.blocks(y))
@@ -194,9 +194,10 @@ class PIEANet(nn.Module):
         if not use_dwt:
             self.analysis = nn.Conv2d(3, 12, 2, stride=2)
             self.synthesis = nn.ConvTranspose2d(4 * bands, bands, 2, stride=2)
-        self.scene_branch = SceneBranch(scene_size, width, scene_channels) if scene_size else None
+        # the scene conditions the lightness branch: without that branch there is nothing to condition
+        self.scene_branch = SceneBranch(scene_size, width, scene_channels) if scene_size and use_lightness else None
         self.lightness_branch = (LightnessBranch(width, lightness_blocks, bands, context,
-                                                 scene_channels if scene_size else 0) if use_lightness
+                                                 scene_channels if self.scene_branch else 0) if use_lightness
                                  else nn.Conv2d(3, bands, 1))
         self.structure_branch = (StructureBranch(width, attention_layers, heads, window, bands) if use_structure
                                  else nn.Conv2d(9, 3 * bands, 1))
@@ -226,15 +227,14 @@ class PIEANet(nn.Module):
         ``region = (top, left, height, width)``: the tile's origin in the photo and the photo's size."""
         height, width = x.shape[-2:]
         m = self.tile_multiple
-        lightness_input = None
-        if self.scene_branch is not None and isinstance(self.lightness_branch, LightnessBranch):
+        x_padded = F.pad(x, (0, -width % m, 0, -height % m), mode="replicate")
+        low, high = self.split(x_padded)
+        if self.scene_branch is not None:
             if scene is None:
                 scene, region = self.scene_branch(x), (0, 0, height, width)
-            padded = (height + -height % m, width + -width % m)
-            lightness_input = sample_scene(scene, region, (padded[0] // 4, padded[1] // 4), 4)
-        x = F.pad(x, (0, -width % m, 0, -height % m), mode="replicate")
-        low, high = self.split(x)
-        lightness = (self.lightness_branch(low, lightness_input) if isinstance(self.lightness_branch, LightnessBranch)
-                     else self.lightness_branch(low))
+            features = sample_scene(scene, region, (x_padded.shape[-2] // 4, x_padded.shape[-1] // 4), 4)
+            lightness = self.lightness_branch(low, features)
+        else:
+            lightness = self.lightness_branch(low)
         bands = self.merge(lightness, self.structure_branch(high))
         return torch.tanh(self.head(bands))[..., :height, :width]
