@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
-from scipy.ndimage import gaussian_filter, zoom
+from scipy.ndimage import zoom
 from tqdm import tqdm
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -123,13 +123,14 @@ def shoulder_inverse(y, knee, slope):
 def random_camera(rng):
     """One camera's rendering, shared by every frame of a bracket: tone curve (toe via a display power, shoulder
     knee and slope: highlight headroom up to knee + (1 - knee) * slope times the ideal's white), how strongly clipped
-    highlights are pulled to neutral, the headroom given to regions blown in the ideal, and the sensor's noise."""
+    highlights are pulled to neutral, how many stops brighter than white the regions blown in the ideal were, and the
+    sensor's noise."""
     hard_clip = rng.random() < 0.2
     return {"knee": 1.0 if hard_clip else float(rng.uniform(0.35, 0.9)),
             "slope": 1.0 if hard_clip else float(rng.uniform(1.5, 4.0)),
             "contrast": float(rng.uniform(0.85, 1.2)),
-            "desaturate": float(rng.uniform(0.3, 1.0)),
-            "blown_boost": float(rng.uniform(0.0, 2.0)),
+            "desaturate": float(rng.uniform(0.0, 0.6)),
+            "blown_stops": float(rng.uniform(0.0, 6.0)),  # lamps, sun and sky: up to 64x the sensor's white
             "full_well": float(np.exp(rng.uniform(np.log(3000), np.log(30000)))),
             "read_noise": float(rng.uniform(2.0, 8.0)),
             "ev_jitter": 0.35,     # a bracket's steps are not exact stops
@@ -138,25 +139,28 @@ def random_camera(rng):
 
 def scene_radiance(ideal_u8, camera):
     """Linear scene light behind an 8-bit ideal as this camera would have rendered it (the inverse of its tone curve),
-    with regions blown in the ideal extended above the sensor's range: a clipped sky was brighter than white."""
+    with regions blown in the ideal extended above the sensor's range: a clipped sky or lamp was brighter than white,
+    so it stays bright in darker frames of the bracket. Only pixels at 250 and above get the extra light (fully at
+    255), so everything below renders back unchanged."""
     display = (ideal_u8 / 255.0) ** (1.0 / camera["contrast"])
     radiance = shoulder_inverse(srgb_to_linear(display), camera["knee"], camera["slope"])
-    blown = gaussian_filter((ideal_u8.max(axis=2) >= 250).astype(np.float64), sigma=2.0)
-    return radiance * (1.0 + camera["blown_boost"] * blown[..., None])
+    blown = np.clip((ideal_u8.max(axis=2, keepdims=True) - 250.0) / 5.0, 0.0, 1.0)
+    return radiance * (1.0 + (2.0 ** camera["blown_stops"] - 1.0) * blown)
 
 
-def render(radiance, ev, camera, rng):
-    """One frame: exposure gain (ev: scalar or H x W field), white-balance drift, shot + read noise, per-channel
-    sensor saturation, neutral pull of clipped highlights, the tone curve, 8-bit."""
+def render(radiance, ev, camera, rng, noisy=True):
+    """One frame: exposure gain (ev: scalar or H x W field), white-balance drift, shot + read noise (both left out
+    with ``noisy=False``), per-channel sensor saturation, neutral pull of clipped highlights, the tone curve, 8-bit."""
     knee, slope = camera["knee"], camera["slope"]
     saturation = knee + (1.0 - knee) * slope
     gain = np.asarray(2.0 ** np.asarray(ev, dtype=np.float64))
     signal = radiance * (gain[..., None] if gain.ndim else gain)
-    signal = signal * np.exp(rng.normal(0.0, camera["wb_jitter"], size=3))
-    # noise in units of the saturation level: a dark capture has few electrons, so its noise shows once rendered
-    electrons = np.minimum(signal, saturation) / saturation * camera["full_well"]
-    sigma = np.sqrt(electrons + camera["read_noise"] ** 2) / camera["full_well"] * saturation
-    signal = signal + sigma * rng.standard_normal(size=signal.shape)
+    if noisy:
+        signal = signal * np.exp(rng.normal(0.0, camera["wb_jitter"], size=3))
+        # noise in units of the saturation level: a dark capture has few electrons, so its noise shows once rendered
+        electrons = np.minimum(signal, saturation) / saturation * camera["full_well"]
+        sigma = np.sqrt(electrons + camera["read_noise"] ** 2) / camera["full_well"] * saturation
+        signal = signal + sigma * rng.standard_normal(size=signal.shape)
     peak = signal.max(axis=2, keepdims=True)
     clipped = np.clip(signal, 0.0, saturation)
     # channels clip one by one (a hue shift); cameras pull such highlights towards neutral
@@ -166,16 +170,36 @@ def render(radiance, ev, camera, rng):
     return np.clip(np.round(display * 255.0), 0, 255).astype(np.uint8)
 
 
-SRGB_CAMERA = {"knee": 1.0, "slope": 1.0, "contrast": 1.0, "desaturate": 0.0, "blown_boost": 0.0, "full_well": 10000.0,
+SRGB_CAMERA = {"knee": 1.0, "slope": 1.0, "contrast": 1.0, "desaturate": 0.0, "blown_stops": 0.0, "full_well": 10000.0,
                "read_noise": 4.0, "ev_jitter": 0.0, "wb_jitter": 0.0}
 
 
-def expose(ideal_u8, level, rng, camera=SRGB_CAMERA):
-    """Re-expose an 8-bit sRGB ideal to one level (N<k>/P<k> or a spatial field) through a camera model (default:
-    the sRGB curve with a hard clip and exact stops). Any camera renders the ideal back exactly at 0 EV without
-    noise, jitter and blown-region headroom (the headroom also brightens pixels next to blown regions)."""
-    field = ev_field(level, *ideal_u8.shape[:2], rng) + rng.uniform(-camera["ev_jitter"], camera["ev_jitter"])
+def expose(ideal_u8, level, rng, camera=SRGB_CAMERA, ev=0.0):
+    """Re-expose an 8-bit sRGB photo to one level (N<k>/P<k> or a spatial field), ``ev`` stops from the photo itself,
+    through a camera model (default: the sRGB curve with a hard clip and exact stops). Any camera renders the photo
+    back exactly at 0 EV without noise, jitter and blown-region headroom."""
+    field = ev + ev_field(level, *ideal_u8.shape[:2], rng) + rng.uniform(-camera["ev_jitter"], camera["ev_jitter"])
     return render(scene_radiance(ideal_u8, camera), field, camera, rng)
+
+
+IDEAL_EVS = np.arange(-2.0, 3.01, 0.25)
+
+
+def ideal_ev(photo_u8, camera, target_grey, clip_tolerance=0.1):
+    """The stops by which to re-expose a photo so that it becomes its bracket's ideal, by the rule real brackets use:
+    among the exposures that clip at most ``clip_tolerance`` (a share of pixels) more than the least clipped one, the
+    one whose mean grey is nearest ``target_grey`` (0-255). Judged on a 64 px thumbnail, without noise."""
+    step = max(1, max(photo_u8.shape[:2]) // 64)
+    radiance = scene_radiance(photo_u8[::step, ::step], camera)
+    greys, clipped = [], []
+    for ev in IDEAL_EVS:
+        frame = render(radiance, ev, camera, None, noisy=False)
+        greys.append(gray(frame.astype(np.float64)).mean())
+        clipped.append((frame.max(axis=2) >= 254).mean())
+    clipped = np.asarray(clipped)
+    allowed = clipped <= clipped.min() + clip_tolerance
+    distance = np.where(allowed, np.abs(np.asarray(greys) - target_grey), np.inf)
+    return float(IDEAL_EVS[int(np.argmin(distance))])
 
 
 def encode(image_u8, fmt, quality):
@@ -198,15 +222,21 @@ def save_npy_atomic(path, array):
     write_atomic(path, buffer.getvalue())
 
 
-def load_source(path):
-    """A source photo as uint8 H x W x 3 (EXIF-rotated); ImageLoadError naming the file when it cannot be read."""
-    return np.round(load_image(path) * 255.0).astype(np.uint8)
+def load_source(path, max_side=None):
+    """A source photo as uint8 H x W x 3 (EXIF-rotated), shrunk to a longer side of at most ``max_side``;
+    ImageLoadError naming the file when it cannot be read."""
+    photo = np.round(load_image(path) * 255.0).astype(np.uint8)
+    if max_side and max(photo.shape[:2]) > max_side:
+        scale = max_side / max(photo.shape[:2])
+        size = (max(1, round(photo.shape[1] * scale)), max(1, round(photo.shape[0] * scale)))
+        photo = np.asarray(Image.fromarray(photo).resize(size, Image.LANCZOS))
+    return photo
 
 
 @lru_cache(maxsize=4)
-def cached_source(path):
+def cached_source(path, max_side=None):
     """load_source, kept per worker process (a scene made of one photo is decoded once)."""
-    photo = load_source(path)
+    photo = load_source(path, max_side)
     photo.setflags(write=False)
     return photo
 
@@ -231,10 +261,16 @@ def make_crop(task):
     """Write one ideal crop and its exposure variants (one camera for the bracket); return the CSV rows."""
     scene, paths, crop_index, cfg = task
     rng = np.random.default_rng(task_seed(cfg["seed"], scene, crop_index))
-    ideal = random_crop(cached_source(paths[crop_index % len(paths)]), cfg["size"], rng)
+    ideal = random_crop(cached_source(paths[crop_index % len(paths)], cfg["max_side"]), cfg["size"], rng)
     if rng.random() < cfg["grey_fraction"]:  # a black-and-white photo has the same exposure as its colour original
         ideal = np.repeat(np.round(gray(ideal.astype(np.float64))).astype(np.uint8)[..., None], 3, axis=2)
+    photo = ideal
     camera = random_camera(rng) if cfg["camera"] == "random" else SRGB_CAMERA
+    ev0 = 0.0
+    if cfg["ideal_grey"]:  # the crop re-exposed by the rule real brackets pick their ideal with
+        ev0 = ideal_ev(ideal, camera, rng.uniform(*cfg["ideal_grey"]))
+        if ev0:
+            ideal = render(scene_radiance(ideal, camera), ev0, camera, rng, noisy=False)
     levels = cfg["levels"]
     if cfg["levels_per_crop"]:
         levels = [levels[i] for i in sorted(rng.choice(len(levels), cfg["levels_per_crop"], replace=False))]
@@ -245,7 +281,7 @@ def make_crop(task):
     ideal_gray = gray(ideal.astype(np.float64))
     rows = []
     for level in levels:
-        test = expose(ideal, level, rng, camera)
+        test = expose(photo, level, rng, camera, ev0)
         fmt, quality = cfg["format"], cfg["quality"]
         if fmt == "camera":  # in-camera JPEG at a random quality, or a lossless frame
             fmt, quality = ("jpg", int(rng.integers(75, 98))) if rng.random() < 0.7 else ("png", None)
@@ -412,6 +448,8 @@ def parse_args(argv=None):
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1))
     p.add_argument("--size", type=int, default=256, help="side of the square crops")
+    p.add_argument("--max-side", type=int,
+                   help="shrink source photos to this longer side before cropping (default: as they are)")
     p.add_argument("--crops-per-image", type=int, default=48,
                    help="crops per scene (default: 48); see --crops-per-photo")
     p.add_argument("--crops-per-photo", type=int,
@@ -424,6 +462,10 @@ def parse_args(argv=None):
                    help="random: a camera model per crop (tone curve with toe and shoulder, highlight headroom, "
                         "neutral pull of clipped highlights, noise, EV and white-balance jitter); srgb: the sRGB curve "
                         "with a hard clip and exact stops (default: random)")
+    p.add_argument("--ideal-grey", type=float, nargs=2, default=[100.0, 145.0], metavar=("LOW", "HIGH"),
+                   help="re-expose each crop to become its bracket's ideal by the rule of real brackets: the least "
+                        "clipped exposure whose mean grey is nearest a target drawn from LOW..HIGH (default: 100 145; "
+                        "0 0 keeps the crop as it is)")
     p.add_argument("--grey-fraction", type=float, default=0.05,
                    help="share of crops turned black-and-white (default: 0.05)")
     p.add_argument("--levels", nargs="+", default=DEFAULT_LEVELS,
@@ -439,8 +481,10 @@ def parse_args(argv=None):
             level_ev(level)
         except ValueError as err:
             p.error(str(err))
-    if args.size < 8 or args.crops_per_image < 1 or args.workers < 1:
-        p.error("--size must be >= 8, --crops-per-image and --workers >= 1")
+    if args.size < 8 or args.crops_per_image < 1 or args.workers < 1 or (args.max_side is not None and args.max_side < 8):
+        p.error("--size and --max-side must be >= 8, --crops-per-image and --workers >= 1")
+    if not 0.0 <= args.ideal_grey[0] <= args.ideal_grey[1] <= 255.0:
+        p.error("--ideal-grey must be LOW HIGH with 0 <= LOW <= HIGH <= 255")
     if (args.crops_per_photo or 1) < 1 or args.max_crops_per_scene < 1:
         p.error("--crops-per-photo and --max-crops-per-scene must be >= 1")
     if args.levels_per_crop is not None and not 1 <= args.levels_per_crop <= len(set(args.levels)):
@@ -465,7 +509,8 @@ def main(argv=None):
         (out / sub).mkdir(parents=True, exist_ok=True)
     cfg = {"seed": args.seed, "size": args.size, "levels": list(dict.fromkeys(args.levels)), "format": args.format,
            "quality": args.quality, "out": str(out), "levels_per_crop": args.levels_per_crop, "camera": args.camera,
-           "grey_fraction": args.grey_fraction}
+           "grey_fraction": args.grey_fraction, "ideal_grey": args.ideal_grey if max(args.ideal_grey) > 0 else None,
+           "max_side": args.max_side}
 
     def crops(name):
         if args.crops_per_photo is None:

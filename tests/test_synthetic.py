@@ -214,7 +214,7 @@ def test_brighter_with_every_step_of_ev():
 def test_every_camera_renders_the_ideal_back_at_zero_ev():
     ideal = np.concatenate([all_values(), photo(7, 16, 16)], axis=0)
     for seed, camera in enumerate(cameras()):
-        camera = quiet(camera, blown_boost=0.0)
+        camera = quiet(camera, blown_stops=0.0)
         np.testing.assert_array_equal(shot(ideal, 0.0, camera), ideal)
         np.testing.assert_array_equal(synthetic.expose(ideal, "P0", np.random.default_rng(seed), camera), ideal)
 
@@ -224,7 +224,7 @@ def test_channels_clip_one_by_one():
     red[...] = (230, 40, 30)
     evs = np.arange(2.0, 12.01, 0.5)
     for camera in [synthetic.SRGB_CAMERA] + cameras(6):
-        camera = quiet(camera, desaturate=0.0, blown_boost=0.0)
+        camera = quiet(camera, desaturate=0.0, blown_stops=0.0)
         frames = np.stack([shot(red, ev, camera)[0, 0].astype(int) for ev in evs])
         assert (frames[:, 0] == 255).all()  # red is blown from +2 EV on ...
         assert frames[0, 1] < 200 and frames[0, 2] < 200  # ... while green and blue are not
@@ -239,15 +239,15 @@ def test_clipped_highlights_pulled_to_neutral():
     patch = np.zeros((4, 4, 3), np.uint8)
     patch[...] = (200, 100, 20)
     for camera in [synthetic.SRGB_CAMERA] + cameras(6):  # +4 EV: red far beyond the sensor's saturation
-        neutral = shot(patch, 4.0, quiet(camera, desaturate=1.0, blown_boost=0.0))[0, 0].astype(int)
-        hued = shot(patch, 4.0, quiet(camera, desaturate=0.0, blown_boost=0.0))[0, 0].astype(int)
-        half = shot(patch, 4.0, quiet(camera, desaturate=0.5, blown_boost=0.0))[0, 0].astype(int)
+        neutral = shot(patch, 4.0, quiet(camera, desaturate=1.0, blown_stops=0.0))[0, 0].astype(int)
+        hued = shot(patch, 4.0, quiet(camera, desaturate=0.0, blown_stops=0.0))[0, 0].astype(int)
+        half = shot(patch, 4.0, quiet(camera, desaturate=0.5, blown_stops=0.0))[0, 0].astype(int)
         assert neutral.max() - neutral.min() <= 2, (camera, neutral)
         assert hued.max() - hued.min() >= 40, (camera, hued)  # the clipped channels' hue shift stays
         assert neutral.max() - neutral.min() < half.max() - half.min() < hued.max() - hued.min()
         # the pull only starts once a channel clips: just below saturation the hue is the same for both settings
-        below = shot(patch, -1.0, quiet(camera, desaturate=1.0, blown_boost=0.0))
-        np.testing.assert_array_equal(below, shot(patch, -1.0, quiet(camera, desaturate=0.0, blown_boost=0.0)))
+        below = shot(patch, -1.0, quiet(camera, desaturate=1.0, blown_stops=0.0))
+        np.testing.assert_array_equal(below, shot(patch, -1.0, quiet(camera, desaturate=0.0, blown_stops=0.0)))
 
 
 @pytest.mark.parametrize("knee,slope", [(0.35, 4.0), (0.5, 1.6), (0.9, 1.5), (0.6, 2.7), (1.0, 1.0), (0.7, 1.0)])
@@ -276,11 +276,37 @@ def test_blown_regions_of_the_ideal_get_headroom():
     sky = np.full((32, 32, 3), 120, np.uint8)
     sky[:12] = 255  # a sky clipped in the ideal
     for camera in cameras(6):
-        flat = shot(sky, -2.0, quiet(camera, blown_boost=0.0)).astype(float)
-        boosted = shot(sky, -2.0, quiet(camera, blown_boost=1.5)).astype(float)
+        flat = shot(sky, -2.0, quiet(camera, blown_stops=0.0)).astype(float)
+        boosted = shot(sky, -2.0, quiet(camera, blown_stops=1.5)).astype(float)
         assert boosted[:8].mean() > flat[:8].mean() + 20  # the sky was brighter than white: it stays bright
         assert boosted[:8].max() < 255
-        np.testing.assert_array_equal(boosted[24:], flat[24:])  # the ground far from the sky is untouched
+        np.testing.assert_array_equal(boosted[12:], flat[12:])  # the ground is untouched, right up to the sky
+
+
+def test_headroom_leaves_every_unclipped_value_exact_at_zero_ev():
+    ideal = all_values()
+    for camera in cameras(6):
+        frame = shot(ideal, 0.0, quiet(camera, blown_stops=5.0))
+        unclipped = ideal.max(axis=2) < 250
+        np.testing.assert_array_equal(frame[unclipped], ideal[unclipped])
+        assert (frame[ideal.max(axis=2) == 255].max(axis=1) == 255).all()
+
+
+def test_the_ideal_is_re_exposed_by_the_rule_of_real_brackets():
+    dark = photo(8, 32, 32) // 3
+    for camera in [synthetic.SRGB_CAMERA] + cameras(6):
+        camera = quiet(camera)
+        ev = synthetic.ideal_ev(dark, camera, target_grey=118.0)
+        assert ev > 0  # a dark photo is brightened towards the target grey
+        grey = {e: synthetic.gray(shot(dark, e, camera).astype(float)).mean() for e in synthetic.IDEAL_EVS}
+        nearest = min((abs(g - 118.0), e) for e, g in grey.items())[1]
+        assert ev == nearest or grey[ev] < 118.0  # nearest the target unless brightening would clip too much
+        # a photo already at the target stays as it is, and the clip tolerance stops brightening into a blown frame
+        assert synthetic.ideal_ev(np.full((16, 16, 3), 127, np.uint8), synthetic.SRGB_CAMERA, 127.0) == 0.0
+        bright = np.full((16, 16, 3), 200, np.uint8)
+        srgb = quiet(synthetic.SRGB_CAMERA)
+        ev = synthetic.ideal_ev(bright, srgb, 254.0, clip_tolerance=0.0)
+        assert shot(bright, ev, srgb).max() < 254 <= shot(bright, ev + 0.25, srgb).max()
 
 
 def test_relative_noise_grows_as_exposure_drops():
