@@ -107,13 +107,10 @@ def test_same_mean_residual_at_256_1024_and_4000_px(verdict_spread):
     assert verdict_spread["mean"] < 0.03, verdict_spread
 
 
-# Known gap of the shipped checkpoint (issue 8, measured: 6.9 / 14.5 points): strict, so it turns red once fixed
-@pytest.mark.xfail(strict=True, reason="over/under shares of the 256 px copy differ by up to 14.5 points")
 def test_same_over_and_under_shares_at_256_1024_and_4000_px(verdict_spread):
     assert verdict_spread["over"] < 5 and verdict_spread["under"] < 5, verdict_spread
 
 
-@pytest.mark.xfail(strict=True, reason="test1_high.jpg: colour -0.287, black-and-white -0.255 (0.032 apart)")
 def test_a_black_and_white_copy_gets_the_same_verdict(shipped, shared_dir):
     for path in real_photos(shared_dir)[::3]:
         image = load_image(path)
