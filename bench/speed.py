@@ -5,8 +5,8 @@
 * throughput: images/s for batched inference at 256 x 256 (what the released network was built for);
 * latency and peak memory at 1920 x 1080 and 4000 x 3000, each case in a fresh subprocess that reports its own peak
   resident set size (getrusage ru_maxrss; covers torch's native allocations, which tracemalloc does not see). The
-  project model runs untiled, in native tiled mode and in working-resolution mode (see utils/inference.py); the
-  released network resizes to 256 x 256 itself. A case is timed once, after a small warm-up call;
+  project model runs on the tools' default path (its working size), at native resolution untiled and in tiles, and at
+  working size 1024 (see utils/inference.py); the released network resizes to 256 x 256 itself. A case is timed once, after a small warm-up call;
 * cost: GFLOP per 256 x 256 image (torch.utils.flop_counter on meta tensors: shapes only, nothing computed) and
   parameter counts.
 Models: the project checkpoint (default checkpoints/pieanet_corpus.safetensors) or, when it is missing, the default
@@ -43,11 +43,13 @@ SMOKE_CONFIG = {"name": "pieanet", "width": 8, "lightness_blocks": 1, "attention
 FULL = {
     "batch": {"project": 8, "released": 2}, "batches": {"project": 4, "released": 1}, "warm_up": True,
     "cases": [  # (model, height, width, mode, options)
-        ("project", 1080, 1920, "untiled", {}),
-        ("project", 1080, 1920, "tiled", {"tile": 1024}),
+        ("project", 1080, 1920, "default (working size)", {}),
+        ("project", 1080, 1920, "native untiled", {"size": 0}),
+        ("project", 1080, 1920, "native tiled", {"size": 0, "tile": 1024}),
         ("project", 1080, 1920, "working", {"size": 1024}),
-        ("project", 3000, 4000, "untiled", {}),
-        ("project", 3000, 4000, "tiled", {"tile": 2048}),
+        ("project", 3000, 4000, "default (working size)", {}),
+        ("project", 3000, 4000, "native untiled", {"size": 0}),
+        ("project", 3000, 4000, "native tiled", {"size": 0, "tile": 2048}),
         ("project", 3000, 4000, "working", {"size": 1024}),
         ("released", 1080, 1920, "resize to 256", {}),
         ("released", 3000, 4000, "resize to 256", {}),
@@ -56,7 +58,7 @@ FULL = {
 SMOKE = {
     "batch": {"project": 2, "released": 1}, "batches": {"project": 1, "released": 0}, "warm_up": False,
     "cases": [
-        ("project", 96, 160, "tiled", {"tile": 128, "overlap": 32}),
+        ("project", 96, 160, "native tiled", {"size": 0, "tile": 128, "overlap": 32}),
         ("project", 96, 160, "working", {"size": 64}),
     ],
 }
