@@ -126,8 +126,8 @@ def simulate(data, rows, levels, ev_of, cameras, scale, seed, side, overrides=No
             rng = np.random.default_rng([seed, side, index, k, 1])
             radiance = synthetic.scene_radiance(ideal, camera)
             for level in levels:  # as the generator makes them: global gain of the level +- the camera's EV jitter
-                ev_level = synthetic.level_ev(level) + rng.uniform(-camera["ev_jitter"], camera["ev_jitter"])
-                frame = synthetic.render(radiance, ev_level, camera, rng)
+                frame = synthetic.render(radiance, synthetic.exposure_field(level, radiance.shape[:2], rng, camera),
+                                         camera, rng)
                 record[model]["levels"].append({"level": level, **frame_stats(frame)})
             frame = synthetic.render(radiance, ev, camera, rng)
             stats = frame_stats(frame)
@@ -143,12 +143,11 @@ def simulate(data, rows, levels, ev_of, cameras, scale, seed, side, overrides=No
 def ev_for_mean(radiance, camera, target, ev, span=3.0, steps=16):
     """The EV (within ev +- span) at which this camera renders the radiance at mean grey `target`: bisection on a
     noise-free render of every 4th pixel (the mean grey rises monotonically with EV)."""
-    quiet = {**camera, "full_well": 1e15, "read_noise": 0.0, "wb_jitter": 0.0}
     sample = radiance[::4, ::4]
     lo, hi = ev - span, ev + span
     for _ in range(steps):
         mid = 0.5 * (lo + hi)
-        mean = gray(synthetic.render(sample, mid, quiet, np.random.default_rng(0)).astype(np.float64)).mean()
+        mean = gray(synthetic.render(sample, mid, camera, None, noisy=False).astype(np.float64)).mean()
         lo, hi = (mid, hi) if mean < target else (lo, mid)
     return 0.5 * (lo + hi)
 

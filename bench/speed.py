@@ -6,7 +6,8 @@
 * latency and peak memory at 1920 x 1080 and 4000 x 3000, each case in a fresh subprocess that reports its own peak
   resident set size (getrusage ru_maxrss; covers torch's native allocations, which tracemalloc does not see). The
   project model runs on the tools' default path (its working size), at native resolution untiled and in tiles, and at
-  working size 1024 (see utils/inference.py); the released network resizes to 256 x 256 itself. A case is timed once, after a small warm-up call;
+  working size 1024 (see utils/inference.py); the released network resizes to 256 x 256 itself. A case is timed
+  once, after a small warm-up call;
 * cost: GFLOP per 256 x 256 image (torch.utils.flop_counter on meta tensors: shapes only, nothing computed) and
   parameter counts.
 Models: the project checkpoint (default checkpoints/pieanet_corpus.safetensors) or, when it is missing, the default

@@ -174,11 +174,17 @@ SRGB_CAMERA = {"knee": 1.0, "slope": 1.0, "contrast": 1.0, "desaturate": 0.0, "b
                "read_noise": 4.0, "ev_jitter": 0.0, "wb_jitter": 0.0}
 
 
+def exposure_field(level, shape, rng, camera, ev=0.0):
+    """Per-pixel EV of one frame: ``ev`` plus the level's field, shifted by the camera's EV jitter (a bracket's steps
+    are not exact stops)."""
+    return ev + ev_field(level, *shape, rng) + rng.uniform(-camera["ev_jitter"], camera["ev_jitter"])
+
+
 def expose(ideal_u8, level, rng, camera=SRGB_CAMERA, ev=0.0):
     """Re-expose an 8-bit sRGB photo to one level (N<k>/P<k> or a spatial field), ``ev`` stops from the photo itself,
     through a camera model (default: the sRGB curve with a hard clip and exact stops). Any camera renders the photo
     back exactly at 0 EV without noise, jitter and blown-region headroom."""
-    field = ev + ev_field(level, *ideal_u8.shape[:2], rng) + rng.uniform(-camera["ev_jitter"], camera["ev_jitter"])
+    field = exposure_field(level, ideal_u8.shape[:2], rng, camera, ev)
     return render(scene_radiance(ideal_u8, camera), field, camera, rng)
 
 
@@ -264,13 +270,13 @@ def make_crop(task):
     ideal = random_crop(cached_source(paths[crop_index % len(paths)], cfg["max_side"]), cfg["size"], rng)
     if rng.random() < cfg["grey_fraction"]:  # a black-and-white photo has the same exposure as its colour original
         ideal = np.repeat(np.round(gray(ideal.astype(np.float64))).astype(np.uint8)[..., None], 3, axis=2)
-    photo = ideal
     camera = random_camera(rng) if cfg["camera"] == "random" else SRGB_CAMERA
+    radiance = scene_radiance(ideal, camera)  # every frame of the bracket, and the re-exposed ideal, render this
     ev0 = 0.0
     if cfg["ideal_grey"]:  # the crop re-exposed by the rule real brackets pick their ideal with
         ev0 = ideal_ev(ideal, camera, rng.uniform(*cfg["ideal_grey"]))
         if ev0:
-            ideal = render(scene_radiance(ideal, camera), ev0, camera, rng, noisy=False)
+            ideal = render(radiance, ev0, camera, rng, noisy=False)
     levels = cfg["levels"]
     if cfg["levels_per_crop"]:
         levels = [levels[i] for i in sorted(rng.choice(len(levels), cfg["levels_per_crop"], replace=False))]
@@ -281,7 +287,7 @@ def make_crop(task):
     ideal_gray = gray(ideal.astype(np.float64))
     rows = []
     for level in levels:
-        test = expose(photo, level, rng, camera, ev0)
+        test = render(radiance, exposure_field(level, radiance.shape[:2], rng, camera, ev0), camera, rng)
         fmt, quality = cfg["format"], cfg["quality"]
         if fmt == "camera":  # in-camera JPEG at a random quality, or a lossless frame
             fmt, quality = ("jpg", int(rng.integers(75, 98))) if rng.random() < 0.7 else ("png", None)
@@ -481,7 +487,7 @@ def parse_args(argv=None):
             level_ev(level)
         except ValueError as err:
             p.error(str(err))
-    if args.size < 8 or args.crops_per_image < 1 or args.workers < 1 or (args.max_side is not None and args.max_side < 8):
+    if args.size < 8 or (args.max_side or 8) < 8 or args.crops_per_image < 1 or args.workers < 1:
         p.error("--size and --max-side must be >= 8, --crops-per-image and --workers >= 1")
     if not 0.0 <= args.ideal_grey[0] <= args.ideal_grey[1] <= 255.0:
         p.error("--ideal-grey must be LOW HIGH with 0 <= LOW <= HIGH <= 255")
