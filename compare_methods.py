@@ -27,10 +27,10 @@ from matplotlib.figure import Figure
 from pytorch_msssim import ssim
 from scipy.stats import rankdata, spearmanr
 
-from utils import cli
-from utils.exposure import DEFAULT_THRESHOLD, residual_stats
-from utils.heatmap import CMAP, colorize
-from utils.image_io import atomic_write, list_images
+from pieanet.utils import cli
+from pieanet.utils.exposure import DEFAULT_THRESHOLD, residual_stats
+from pieanet.utils.heatmap import CMAP, colorize
+from pieanet.utils.image_io import atomic_write, list_images
 
 PROG = "compare_methods"
 SSIM_WINDOW = 11  # pytorch-msssim's default Gaussian window

@@ -23,11 +23,11 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from datasets.iea40k import DatasetError, read_label, read_split
-from utils import cli
-from models.baselines import BASELINES, build_baseline
-from utils.image_io import atomic_write
-from utils.metrics import METRICS, SSIM_CONVENTION, MetricAccumulator
+from pieanet.datasets.iea40k import DatasetError, read_label, read_split
+from pieanet.utils import cli
+from pieanet.models.baselines import BASELINES, build_baseline
+from pieanet.utils.image_io import atomic_write
+from pieanet.utils.metrics import METRICS, SSIM_CONVENTION, MetricAccumulator
 
 PROG = "evaluate"
 LEVEL_IN_NAME = re.compile(r"_([NP]\d)(?=\.[^.]+$|$)")

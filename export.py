@@ -45,11 +45,11 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from models import DEFAULT_CHECKPOINT, CheckpointError, load_model
-from models.pieanet import LightnessBranch, PIEANet
-from utils import cli
-from utils.cli import EXIT_FAILED, EXIT_OK, EXIT_USAGE, UsageError
-from utils.image_io import atomic_write
+from pieanet.models import DEFAULT_CHECKPOINT, CheckpointError, load_model
+from pieanet.models.pieanet import LightnessBranch, PIEANet
+from pieanet.utils import cli
+from pieanet.utils.cli import EXIT_FAILED, EXIT_OK, EXIT_USAGE, UsageError
+from pieanet.utils.image_io import atomic_write
 
 PROG = "export"
 FORMATS = ("onnx",)

@@ -20,13 +20,14 @@ from pathlib import Path
 
 import numpy as np
 
-from utils import cli
-from utils.heatmap import colorize, overlay, save_colorbar_heatmap
-from utils.exposure import residual_stats
-from utils.image_io import ImageLoadError, atomic_write, save_image
+from pieanet.utils import cli
+from pieanet.utils.heatmap import colorize, overlay, save_colorbar_heatmap
+from pieanet.utils.exposure import residual_stats
+from pieanet.utils.image_io import ImageLoadError, atomic_write, save_image
 
 PROG = "make_heatmap"
 ROOT = Path(__file__).resolve().parent
+WORK = ROOT if (ROOT / "img_to_pred").is_dir() else Path()  # a checkout's folders; the current one when installed
 SUMMARY_FIELDS = ["file", "width", "height", "mean_residual", "mean_abs_residual", "pct_over", "pct_under", "score",
                   "status", "error"]
 
@@ -34,9 +35,9 @@ SUMMARY_FIELDS = ["file", "width", "height", "mean_residual", "mean_abs_residual
 def parse_args(argv):
     p = argparse.ArgumentParser(prog=PROG, description="Pixel-level exposure heatmaps (r > 0 under-exposed, "
                                                        "r < 0 over-exposed).")
-    p.add_argument("--input", type=Path, default=ROOT / "img_to_pred", help="image file or folder (default: img_to_pred/)")
+    p.add_argument("--input", type=Path, default=WORK / "img_to_pred", help="image file or folder (default: img_to_pred/)")
     p.add_argument("--recursive", action="store_true", help="also read sub-folders; outputs keep their structure")
-    p.add_argument("--output", type=Path, default=ROOT / "outputs", help="output folder (default: outputs/)")
+    p.add_argument("--output", type=Path, default=WORK / "outputs", help="output folder (default: outputs/)")
     p.add_argument("--batch-size", type=cli.positive_int, default=1, help="photos of equal size run together (default: 1)")
     cli.add_common_options(p)
     p.add_argument("--save-npy", action="store_true", help="also write <stem>_residual.npy (float32, full size)")

@@ -13,9 +13,9 @@ import argparse
 import json
 import sys
 
-from utils import cli
-from utils.regions import Regions
-from utils.rules import RuleError, explain, load_rules
+from pieanet.utils import cli
+from pieanet.utils.regions import Regions
+from pieanet.utils.rules import RuleError, explain, load_rules
 
 PROG = "score"
 

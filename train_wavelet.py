@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pytorch_msssim
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
@@ -30,13 +31,13 @@ from torch.utils.data import DataLoader, DistributedSampler, Sampler, Subset
 from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
-from datasets.iea40k import DatasetError, IEA40KDataset
-from models import MODELS, CheckpointError, build_model, check_config, read_checkpoint, resolve_device, save_model
-from utils.config import (ConfigError, boolean, check_values, choice, dump_config, integer, load_config, load_yaml,
+from pieanet.datasets.iea40k import DatasetError, IEA40KDataset
+from pieanet.models import MODELS, CheckpointError, build_model, check_config, read_checkpoint, resolve_device, save_model
+from pieanet.utils.config import (ConfigError, boolean, check_values, choice, dump_config, integer, load_config, load_yaml,
                           number, text)
-from utils.heatmap import colorize
-from utils.image_io import atomic_write, remove_orphan_temporaries
-from utils.metrics import SSIM_CONVENTION, MetricAccumulator
+from pieanet.utils.heatmap import colorize
+from pieanet.utils.image_io import atomic_write, remove_orphan_temporaries
+from pieanet.utils.metrics import SSIM_CONVENTION, SSIM_DATA_RANGE, MetricAccumulator
 
 ROOT = Path(__file__).resolve().parent
 REFERENCE_CONFIG = ROOT / "configs" / "base.yaml"
@@ -55,7 +56,7 @@ SCHEMA = {
     "train.epochs": integer(1), "train.batch_size": integer(1), "train.valid_batch_size": integer(1),
     "train.lr": number(0, above=True), "train.weight_decay": number(0), "train.lr_schedule": choice(LR_SCHEDULES),
     "train.lr_step_epochs": integer(1), "train.lr_gamma": number(0, 1), "train.warmup_steps": integer(0),
-    "train.ema_decay": number(0, 1), "train.loss": choice(tuple(LOSSES)), "train.amp": choice(tuple(AMP_DTYPES)),
+    "train.ema_decay": number(0, 1), "train.loss": choice(tuple(LOSSES)), "train.ssim_weight": number(0), "train.amp": choice(tuple(AMP_DTYPES)),
     "train.channels_last": boolean, "train.max_steps": integer(1, null=True), "train.save_every_steps": integer(0),
     "train.log_every_steps": integer(1), "train.panels": integer(0),
 }
@@ -401,12 +402,13 @@ class Run:
         self.scale_generator = torch.Generator().manual_seed(config["seed"])
 
     def describe(self):
-        config = self.config
+        config, ssim_weight = self.config, self.opts["ssim_weight"]
+        loss = self.opts["loss"] + (f" + {ssim_weight} x (1 - SSIM)" if ssim_weight else "")
         self.log(f"{config['name']}: {config['model']} ({sum(p.numel() for p in self.model.parameters()):,} "
                  f"parameters), {len(self.train_set)} training images, "
                  f"{len(self.valid_loader.dataset) if self.is_main else '-'} validation images, "
                  f"{self.steps_per_epoch} steps of {self.opts['batch_size']} x {self.world_size} per epoch, "
-                 f"device {self.device}, amp {self.amp_dtype or 'none (fp32)'}, loss {self.opts['loss']}; "
+                 f"device {self.device}, amp {self.amp_dtype or 'none (fp32)'}, loss {loss}; "
                  f"SSIM is {SSIM_CONVENTION}")
 
     def restore(self):
@@ -454,6 +456,9 @@ class Run:
         with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
             prediction = self.net(image)
         loss = self.loss_fn(prediction.float(), label)
+        if self.opts["ssim_weight"] > 0:
+            loss = loss + self.opts["ssim_weight"] * (1 - pytorch_msssim.ssim(
+                prediction.float(), label, data_range=SSIM_DATA_RANGE, size_average=True))
         loss_value = loss.item()
         if not math.isfinite(loss_value):
             raise TrainingError(f"the training loss is {loss_value} at global step {self.global_step + 1} (epoch "

@@ -35,8 +35,8 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from datasets import synthetic  # noqa: E402
-from utils.exposure import gray  # noqa: E402
+from pieanet.datasets import synthetic  # noqa: E402
+from pieanet.utils.exposure import gray  # noqa: E402
 
 DEFAULT_DATA = ROOT.parent / "shared" / "real_brackets"
 DEFAULT_FIGURE = ROOT / "docs" / "simulator_vs_real.png"

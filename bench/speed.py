@@ -33,10 +33,10 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
-from models import DEFAULT_CHECKPOINT, build_model, load_model  # noqa: E402
-from utils import cli  # noqa: E402
-from utils.image_io import atomic_write  # noqa: E402
-from utils.inference import predict_residual  # noqa: E402
+from pieanet.models import DEFAULT_CHECKPOINT, build_model, load_model  # noqa: E402
+from pieanet.utils import cli  # noqa: E402
+from pieanet.utils.image_io import atomic_write  # noqa: E402
+from pieanet.utils.inference import predict_residual  # noqa: E402
 
 RELEASED_WEIGHTS = ROOT.parent / "shared" / "official" / "wavelet_epoch_2_val_loss0.03022034629540784.pth"
 SMOKE_CONFIG = {"name": "pieanet", "width": 8, "lightness_blocks": 1, "attention_layers": 1, "heads": 2, "window": 4}

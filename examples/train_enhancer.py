@@ -26,9 +26,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from datasets.synthetic import default_scenes, expose, load_source, random_crop  # noqa: E402
-from models import CheckpointError, load_model  # noqa: E402
-from utils.losses import ExposureLoss  # noqa: E402
+from pieanet.datasets.synthetic import default_scenes, expose, load_source, random_crop  # noqa: E402
+from pieanet.models import CheckpointError, load_model  # noqa: E402
+from pieanet.utils.losses import ExposureLoss  # noqa: E402
 
 DEFAULT_JUDGE = Path(__file__).resolve().parents[1] / "checkpoints" / "pieanet_corpus.safetensors"
 HELD_OUT = ("coffee", "hopper")

@@ -20,10 +20,10 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, safe_open, save_file
 
-from models.baselines import BASELINES
-from models.official import OfficialPIEANet
-from models.pieanet import PIEANet
-from utils.image_io import atomic_write
+from pieanet.models.baselines import BASELINES
+from pieanet.models.official import OfficialPIEANet
+from pieanet.models.pieanet import PIEANet
+from pieanet.utils.image_io import atomic_write
 
 # every model by config name: P-IEANet, the released network and the classical baselines (models/baselines.py)
 MODELS = {"pieanet": PIEANet, "official": OfficialPIEANet, **BASELINES}

@@ -25,8 +25,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from utils.exposure import linear_to_srgb, srgb_to_linear
-from utils.exposure import gray
+from pieanet.utils.exposure import linear_to_srgb, srgb_to_linear
+from pieanet.utils.exposure import gray
 
 
 class Baseline(nn.Module):

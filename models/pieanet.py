@@ -17,7 +17,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from models.haar import haar_dwt, haar_idwt
+from pieanet.models.haar import haar_dwt, haar_idwt
 
 # 8 neighbour offsets (dy, dx): the directions of the structure branch's gradients.
 DIRECTIONS = [(-1, 0), (1, 0), (0, -1), (0, 1), (-1, -1), (1, -1), (-1, 1), (1, 1)]

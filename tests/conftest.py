@@ -36,7 +36,7 @@ def tiny_model_config():
 @pytest.fixture(scope="session")
 def tiny_checkpoint(tmp_path_factory):
     """A tiny random-init project checkpoint (deterministic weights)."""
-    from models import build_model, save_model
+    from pieanet.models import build_model, save_model
 
     torch.manual_seed(0)
     path = tmp_path_factory.mktemp("ckpt") / "tiny.safetensors"

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from models.baselines import BASELINES, build_baseline
-from utils.inference import predict_residual
+from pieanet.models.baselines import BASELINES, build_baseline
+from pieanet.utils.inference import predict_residual
 
 
 def constant_image(value, height=40, width=56):
@@ -81,7 +81,7 @@ def test_unknown_baseline_is_named():
 
 
 def test_baselines_are_models_registered_beside_pieanet():
-    from models import MODELS, build_model
+    from pieanet.models import MODELS, build_model
 
     for name, cls in BASELINES.items():
         assert MODELS[name] is cls
@@ -92,7 +92,7 @@ def test_baselines_are_models_registered_beside_pieanet():
 @pytest.mark.parametrize("name", sorted(BASELINES))
 def test_tiling_never_changes_a_baseline_map(name):
     # 0.0995 was the largest change when global baselines were silently tiled
-    from utils import cli
+    from pieanet.utils import cli
 
     image = np.random.default_rng(1).random((150, 230, 3), dtype=np.float32)
     image[:, :100] *= 0.3  # a dark left part: the global gain differs from any tile's

@@ -16,7 +16,7 @@ import compare_methods
 import evaluate
 import make_heatmap
 import score
-from utils import cli
+from pieanet.utils import cli
 
 ROOT = Path(__file__).resolve().parents[1]
 TOOLS = {"make_heatmap": make_heatmap, "score": score, "compare_methods": compare_methods, "evaluate": evaluate}
@@ -175,7 +175,7 @@ def test_common_option_types():
 
 
 def test_degenerate_shapes_cost_at_most_the_largest_photo(tiny_model_config):
-    from models import build_model
+    from pieanet.models import build_model
 
     model = build_model(tiny_model_config)  # tile multiple 32: a 1 x N strip is padded to 32 x N
     cli.check_work(model, (1, 5_000_000))  # 160 MP of work: accepted

@@ -7,7 +7,7 @@ import torch.nn as nn
 from PIL import Image
 
 import compare_methods
-from utils.exposure import gray
+from pieanet.utils.exposure import gray
 
 
 class MidGray(nn.Module):

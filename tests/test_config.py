@@ -4,9 +4,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from models import build_model
+from pieanet.models import build_model
 from train_wavelet import resolve_config
-from utils.config import ConfigError, apply_overrides, check_keys, load_config, load_yaml
+from pieanet.utils.config import ConfigError, apply_overrides, check_keys, load_config, load_yaml
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 

@@ -15,7 +15,7 @@ import onnx  # noqa: E402
 import onnxruntime as ort  # noqa: E402
 
 import export  # noqa: E402
-from models import DEFAULT_CHECKPOINT, build_model, load_model, save_model  # noqa: E402
+from pieanet.models import DEFAULT_CHECKPOINT, build_model, load_model, save_model  # noqa: E402
 
 TOLERANCE = 1e-4
 SCENE = {"scene_size": 32, "scene_channels": 4}

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from utils.exposure import holistic_score, linear_to_srgb, residual_stats, srgb_to_linear
+from pieanet.utils.exposure import holistic_score, linear_to_srgb, residual_stats, srgb_to_linear
 
 
 def test_holistic_score_is_ten_times_one_minus_mean_abs_residual():

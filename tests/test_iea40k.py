@@ -7,7 +7,7 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader
 
-from datasets.iea40k import DatasetError, IEA40KDataset, read_split
+from pieanet.datasets.iea40k import DatasetError, IEA40KDataset, read_split
 
 H, W = 20, 28
 
@@ -307,7 +307,7 @@ def test_a_split_list_for_evaluation_needs_only_img_id(tmp_path):
     (np.full((H, W), 300, np.float32), "beyond"),
 ])
 def test_bad_labels_are_one_dataset_error_from_the_shared_reader(data_root, label, message):
-    from datasets.iea40k import read_label
+    from pieanet.datasets.iea40k import read_label
 
     np.save(data_root / "labels" / "s0_N1.npy", label)
     with pytest.raises(DatasetError, match=message) as info:

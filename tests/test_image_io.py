@@ -7,9 +7,9 @@ import pytest
 from matplotlib import colormaps
 from PIL import Image
 
-from utils import image_io
-from utils.heatmap import colorize, overlay, save_colorbar_heatmap
-from utils.image_io import ImageLoadError, atomic_write, list_images, load_image, save_image
+from pieanet.utils import image_io
+from pieanet.utils.heatmap import colorize, overlay, save_colorbar_heatmap
+from pieanet.utils.image_io import ImageLoadError, atomic_write, list_images, load_image, save_image
 
 
 def write_png(path, array, bit_depth):

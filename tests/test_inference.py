@@ -3,8 +3,8 @@ import pytest
 import torch
 import torch.nn as nn
 
-from models import build_model
-from utils.inference import guided_upsample, predict_batch, predict_residual
+from pieanet.models import build_model
+from pieanet.utils.inference import guided_upsample, predict_batch, predict_residual
 
 
 @pytest.fixture(scope="module")
@@ -87,8 +87,8 @@ def test_native_size_models_are_called_on_the_whole_image():
 
 
 def test_guided_upsampling_beats_bilinear_on_a_real_photo(shared_dir):
-    from models.baselines import build_baseline
-    from utils.image_io import load_image
+    from pieanet.models.baselines import build_baseline
+    from pieanet.utils.image_io import load_image
 
     image = load_image(shared_dir / "official" / "test1_high.jpg")  # 945 x 587
     model = build_baseline("mertens")  # a per-pixel map: its full-resolution truth is known

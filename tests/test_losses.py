@@ -5,9 +5,9 @@ import pytest
 import torch
 import torch.nn as nn
 
-from models import load_model
-from utils.exposure import gray
-from utils.losses import ExposureLoss
+from pieanet.models import load_model
+from pieanet.utils.exposure import gray
+from pieanet.utils.losses import ExposureLoss
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -11,11 +11,11 @@ import torch
 from PIL import Image
 
 import make_heatmap
-from models import load_model
-from utils import cli
-from utils.exposure import residual_stats
-from utils.heatmap import colorize
-from utils.image_io import load_image
+from pieanet.models import load_model
+from pieanet.utils import cli
+from pieanet.utils.exposure import residual_stats
+from pieanet.utils.heatmap import colorize
+from pieanet.utils.image_io import load_image
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLES = ROOT / "img_to_pred"

@@ -7,8 +7,8 @@ from pytorch_msssim import ssim as reference_ssim
 from scipy import stats
 from skimage.metrics import structural_similarity
 
-from utils import metrics
-from utils.metrics import METRICS, MetricAccumulator
+from pieanet.utils import metrics
+from pieanet.utils.metrics import METRICS, MetricAccumulator
 
 
 def test_errors_hand_computed():

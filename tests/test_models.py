@@ -2,9 +2,9 @@ import numpy as np
 import pytest
 import torch
 
-from models import CheckpointError, build_model, load_model, save_model
-from models.haar import haar_dwt, haar_idwt
-from models.official import OfficialPIEANet
+from pieanet.models import CheckpointError, build_model, load_model, save_model
+from pieanet.models.haar import haar_dwt, haar_idwt
+from pieanet.models.official import OfficialPIEANet
 
 pywt = pytest.importorskip("pywt")
 

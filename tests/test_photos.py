@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from datasets import photos
+from pieanet.datasets import photos
 
 PACKAGE, VERSION = "fakephotos", "1:1.0-1"
 SHARE = "/usr/share/fakephotos"

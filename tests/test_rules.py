@@ -7,8 +7,8 @@ from PIL import Image
 from skimage import data as skimage_data
 
 import score
-from utils.regions import Regions
-from utils.rules import RULES_DIR, RuleError, explain, load_rules
+from pieanet.utils.regions import Regions
+from pieanet.utils.rules import RULES_DIR, RuleError, explain, load_rules
 
 SHAPE = (100, 100)
 SHIPPED = sorted(RULES_DIR.glob("*.yaml"))

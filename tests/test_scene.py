@@ -7,10 +7,10 @@ import pytest
 import torch
 from PIL import Image
 
-from models import DEFAULT_CHECKPOINT, build_model, load_model
-from utils.exposure import gray, residual_stats
-from utils.inference import predict_residual, run_tiled
-from utils.image_io import load_image
+from pieanet.models import DEFAULT_CHECKPOINT, build_model, load_model
+from pieanet.utils.exposure import gray, residual_stats
+from pieanet.utils.inference import predict_residual, run_tiled
+from pieanet.utils.image_io import load_image
 
 SCENE_MODEL = {"name": "pieanet", "width": 8, "lightness_blocks": 1, "attention_layers": 1, "heads": 2, "window": 4,
                "scene_size": 32, "scene_channels": 4}

@@ -13,7 +13,7 @@ SMOKE_CONFIG = {"name": "pieanet", "width": 8, "lightness_blocks": 1, "attention
 def conv_and_linear_gflop(config, size=256):
     """An independent count, not the code's: 2 x multiply-adds of every convolution and linear layer, from each
     layer's own shapes on the meta device (attention products are left out, so this is a lower bound)."""
-    from models import build_model
+    from pieanet.models import build_model
 
     total = 0
 

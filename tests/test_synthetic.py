@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from datasets import synthetic
-from datasets.iea40k import IEA40KDataset
+from pieanet.datasets import synthetic
+from pieanet.datasets.iea40k import IEA40KDataset
 
 LEVELS = ["N2", "P0", "P1", "GRAD", "SKY", "SPOT", "FIELD"]
 

@@ -13,8 +13,8 @@ from PIL import Image
 from safetensors.torch import load_file
 
 import train_wavelet
-from models import load_model
-from utils.exposure import gray
+from pieanet.models import load_model
+from pieanet.utils.exposure import gray
 
 ROOT = Path(__file__).resolve().parents[1]
 SIZE = 40  # images; training crops are 32 x 32, so augmentation (crop offsets, flips) changes every epoch

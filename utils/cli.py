@@ -21,10 +21,10 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from models import DEFAULT_CHECKPOINT, CheckpointError, load_model, resolve_device  # noqa: F401 (re-exported)
-from utils.exposure import DEFAULT_THRESHOLD
-from utils.image_io import MAX_PIXELS, ImageLoadError, list_images, load_image
-from utils.inference import default_overlap, predict_batch, round_up
+from pieanet.models import DEFAULT_CHECKPOINT, CheckpointError, load_model, resolve_device  # noqa: F401 (re-exported)
+from pieanet.utils.exposure import DEFAULT_THRESHOLD
+from pieanet.utils.image_io import MAX_PIXELS, ImageLoadError, list_images, load_image
+from pieanet.utils.inference import default_overlap, predict_batch, round_up
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED, EXIT_BROKEN_PIPE = 0, 1, 2, 130, 141
 # P-IEANet (width 32) peaks at about 0.23 GB per megapixel in one pass (measured on CPU at 1.5 and 6 MP); a 2048 px

@@ -8,7 +8,7 @@ from matplotlib.colors import Normalize
 from matplotlib.cm import ScalarMappable
 from matplotlib.figure import Figure
 
-from utils.image_io import atomic_write
+from pieanet.utils.image_io import atomic_write
 
 CMAP = colormaps["bwr"]
 

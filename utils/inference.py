@@ -20,7 +20,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from utils.exposure import gray
+from pieanet.utils.exposure import gray
 
 # Guided filter window radius (pixels at the working resolution) and regularisation (guide in [0, 1]), chosen on the two
 # reference photos (945 x 587) at working sizes 128 and 256 with mertens / global_midgray / local_midgray maps: mean

@@ -21,7 +21,7 @@ import torch
 from pytorch_msssim import ssim as msssim_ssim
 from scipy import stats
 
-from utils.exposure import DEFAULT_THRESHOLD, holistic_score
+from pieanet.utils.exposure import DEFAULT_THRESHOLD, holistic_score
 
 PSNR_CAP = 100.0
 SSIM_DATA_RANGE = 1.0

@@ -22,7 +22,7 @@ from skimage import data as skimage_data
 from skimage.feature import Cascade
 from skimage.filters import threshold_otsu
 
-from utils.exposure import gray
+from pieanet.utils.exposure import gray
 
 REGION_NAMES = ("all", "faces", "bodies", "people", "subject", "background", "lights")
 ANALYSIS_SIZE = 512

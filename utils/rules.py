@@ -11,8 +11,8 @@ import numpy as np
 import yaml
 from yaml.constructor import SafeConstructor
 
-from utils.exposure import DEFAULT_THRESHOLD, gray
-from utils.regions import REGION_NAMES
+from pieanet.utils.exposure import DEFAULT_THRESHOLD, gray
+from pieanet.utils.regions import REGION_NAMES
 
 RULES_DIR = Path(__file__).resolve().parents[1] / "configs" / "rules"
 CLIP_LOW, CLIP_HIGH = 2 / 255, 253 / 255  # photo gray levels counted as crushed / blown
