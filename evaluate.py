@@ -12,6 +12,8 @@ Metric conventions: utils/metrics.py. Labels are read by datasets.iea40k.read_la
 A sample whose image or label cannot be read or predicted is named on stderr and skipped (exit 1); a bad option, CSV or
 checkpoint is exit 2 before any work (exit codes: utils/cli.py). The JSON has the same layout for any number of
 methods: {"methods": {name: metrics}, "n_samples", "n_failed", "failed", "ssim_convention"}.
+Several processes: torchrun --nproc-per-node N evaluate.py ... measures every N-th sample per process (each on its own
+GPU with CUDA); rank 0 adds them up in CSV order, so it prints and writes exactly the numbers of one process.
 """
 import argparse
 import json
@@ -24,10 +26,10 @@ import torch
 import torch.nn.functional as F
 
 from pieanet.datasets.iea40k import DatasetError, read_label, read_split
-from pieanet.utils import cli
+from pieanet.utils import cli, distributed
 from pieanet.models.baselines import BASELINES, build_baseline
 from pieanet.utils.image_io import atomic_write
-from pieanet.utils.metrics import METRICS, SSIM_CONVENTION, MetricAccumulator
+from pieanet.utils.metrics import METRICS, SSIM_CONVENTION, MetricAccumulator, measure
 
 PROG = "evaluate"
 LEVEL_IN_NAME = re.compile(r"_([NP]\d)(?=\.[^.]+$|$)")
@@ -79,27 +81,37 @@ def load_methods(args):
     return methods
 
 
-def evaluate(methods, rows, args, progress=None):
+def evaluate(methods, rows, args, progress=None, group=distributed.Group()):
     """({method: metrics dict}, img_ids of the samples that failed); each failure is named in one line through
-    ``progress`` (a cli.Progress)."""
+    ``progress`` (a cli.Progress). With several processes (``group``), each measures its shard of the rows and every
+    process gets the results of all of them, added up in row order: the numbers one process gives."""
     root = Path(args.data_root)
-    progress = progress or cli.Progress(PROG, len(rows))
-    overall = {name: MetricAccumulator(args.threshold) for name, _ in methods}
-    per_level = {name: {} for name, _ in methods}
-    failed = []
-    for row in rows:
+    progress = progress or cli.Progress(PROG, len(group.shard(rows)))
+    measured = []  # (row index, {method: metrics.measure result}, or None for a sample that failed)
+    for index in group.shard(range(len(rows))):
+        row = rows[index]
         try:
             maps, label = predict_sample(methods, root, row, args)
         except ValueError as e:  # ImageLoadError and DatasetError are ValueErrors; the message names the file
             progress.report(f"skipped {row.img_id}: {cli.one_line(e)}")
-            failed.append(row.img_id)
+            measured.append((index, None))
         else:
-            level, score = sample_level(row), sample_score(row)
-            for name, residual in maps.items():
-                overall[name].add(residual, label, score)
-                if level is not None:
-                    per_level[name].setdefault(level, MetricAccumulator(args.threshold)).add(residual, label, score)
+            score = sample_score(row)
+            measured.append((index, {name: measure(residual, label, args.threshold, score)
+                                     for name, residual in maps.items()}))
         progress.update()
+    overall = {name: MetricAccumulator(args.threshold) for name, _ in methods}
+    per_level = {name: {} for name, _ in methods}
+    failed = []
+    for index, found in sorted(item for shard in group.gather(measured) for item in shard):
+        if found is None:
+            failed.append(rows[index].img_id)
+            continue
+        level = sample_level(rows[index])
+        for name, one in found.items():
+            overall[name].add_measured(one)
+            if level is not None:
+                per_level[name].setdefault(level, MetricAccumulator(args.threshold)).add_measured(one)
     results = {}
     for name, _ in methods:
         result = overall[name].result()
@@ -189,12 +201,16 @@ def run(argv=None):
         rows = read_split(csv_path, required=("img_id",))[:args.limit]
     except DatasetError as e:
         raise cli.UsageError(str(e)) from None
-    methods = load_methods(args)
-    for path in (args.json, args.markdown):
-        if path is not None:
-            cli.writable_folder(path.parent, "folder of " + path.name)
-    with cli.Progress(PROG, len(rows)) as progress:
-        results, failed = evaluate(methods, rows, args, progress)
+    with distributed.process_group(cli.resolve_device(args.device)) as group:
+        args.device = str(group.device)  # under torchrun with CUDA: this process's own GPU
+        methods = load_methods(args)
+        for path in (args.json, args.markdown):
+            if path is not None:
+                cli.writable_folder(path.parent, "folder of " + path.name)
+        with cli.Progress(PROG, len(group.shard(rows)), show=group.is_main) as progress:
+            results, failed = evaluate(methods, rows, args, progress, group)
+    if not group.is_main:
+        return cli.EXIT_OK  # rank 0 reports for every process
     print(table_header() + table_rows(results), end="")
     print(f"SSIM: {SSIM_CONVENTION}")
     if failed:

@@ -6,30 +6,50 @@
 
 Per photo: <stem>_exposure.png (blue = under-exposed, white = ideal, red = over-exposed) at the photo's resolution;
 optionally <stem>_residual.npy, <stem>_overlay.png, <stem>_colorbar.png. One summary.csv for the run.
+--vmax sets the colour scale (1, the default, is the same for every photo; 'image' stretches each photo), --format jpg
+writes the heatmap and overlay as JPEG.
 A photo that cannot be read or processed is reported on stderr and in summary.csv; the others go on, and the exit
 code is 1. A missing or unusable checkpoint, input, output folder or option gives exit code 2 before any work
 (exit codes: utils/cli.py). summary.csv is appended to as each photo completes, so an interrupted run keeps the rows
 it finished and a second run into the same folder adds its rows below the first run's.
+
+Several processes (one per GPU or CPU socket, any number of nodes; utils/distributed.py):
+    torchrun --nproc-per-node 4 make_heatmap.py --input photos --output results
+Each process takes every 4th batch of the sorted photos and appends its rows to summary.rank<k>.csv; at the end rank 0
+adds them to summary.csv in the order one process would have written them, removes the parts, prints the one table
+and exits 1 if a photo failed on any process. The outputs are those of one process. Parts a killed run left are
+taken into summary.csv by the next run. With several nodes, --output must be a folder every node sees.
+
+--resume skips a photo when summary.csv (or a part a killed torchrun run left) has a row with status ok for it and
+every file the current options ask for exists (so adding --overlay redoes every photo without one); the others are
+done again, each photo keeps one row, and temporary files of killed processes are removed. Outputs are written
+atomically and a photo's row comes after its files, so a killed run resumed this way writes the same files and rows
+as one uninterrupted run (with --batch-size 1; larger batches may group the remaining photos differently).
 """
 import argparse
 import csv
 import io
 import os
+import re
 import sys
 from pathlib import Path
 
 import numpy as np
 
-from pieanet.utils import cli
-from pieanet.utils.heatmap import colorize, overlay, save_colorbar_heatmap
+from pieanet.utils import cli, distributed, report
+from pieanet.utils.heatmap import VMAX_FLOOR, VMAX_PERCENTILE, colorize, image_vmax, overlay, save_colorbar_heatmap
 from pieanet.utils.exposure import residual_stats
-from pieanet.utils.image_io import ImageLoadError, atomic_write, save_image
+from pieanet.utils.image_io import ImageLoadError, atomic_write, remove_orphan_temporaries, save_image
 
 PROG = "make_heatmap"
 ROOT = Path(__file__).resolve().parent
 WORK = ROOT if (ROOT / "img_to_pred").is_dir() else Path()  # a checkout's folders; the current one when installed
 SUMMARY_FIELDS = ["file", "width", "height", "mean_residual", "mean_abs_residual", "pct_over", "pct_under", "score",
-                  "status", "error"]
+                  "vmax", "pct_raw_clipped", "status", "error"]
+SUMMARY_NAME = "summary.csv"
+PART_NAME = re.compile(r"summary\.rank(\d+)\.csv")  # one process's rows while a torchrun run works
+DEFAULT_JPEG_QUALITY = 90
+RAW_CLIPPED_MARGIN = 1e-6  # --raw-clipping: clipped pixels get r <= -threshold - this, strictly over the threshold
 
 
 def parse_args(argv):
@@ -39,11 +59,54 @@ def parse_args(argv):
     p.add_argument("--recursive", action="store_true", help="also read sub-folders; outputs keep their structure")
     p.add_argument("--output", type=Path, default=WORK / "outputs", help="output folder (default: outputs/)")
     p.add_argument("--batch-size", type=cli.positive_int, default=1, help="photos of equal size run together (default: 1)")
+    p.add_argument("--resume", action="store_true",
+                   help="skip the photos already done in --output: a row with status ok in summary.csv (or in a "
+                        "summary.rank<k>.csv a killed torchrun run left) and every file the current options ask for "
+                        "present; the others are (re)done and their old rows dropped, so each photo keeps one row")
     cli.add_common_options(p)
     p.add_argument("--save-npy", action="store_true", help="also write <stem>_residual.npy (float32, full size)")
     p.add_argument("--overlay", action="store_true", help="also write <stem>_overlay.png (heatmap over the photo)")
     p.add_argument("--colorbar", action="store_true", help="also write <stem>_colorbar.png (heatmap with colour bar)")
-    return p.parse_args(argv)
+    p.add_argument("--raw-clipping", action="store_true",
+                   help="camera RAW files: judge clipping on the raw data too. Pixels with a photosite at the "
+                        "sensor's white level among their 3 x 3 neighbourhood count as over-exposed (r lowered to "
+                        "just below -threshold, so they are in pct_over and red in the map) and their share goes "
+                        "into summary.csv's pct_raw_clipped (empty for other files)")
+    p.add_argument("--no-report", action="store_true", help="do not write index.html (a page with every photo's "
+                                                            "numbers, heatmap and overlay, built from summary.csv)")
+    p.add_argument("--vmax", type=colour_scale, default=1.0, metavar="V|image",
+                   help="colour scale: r = +V is full blue, -V full red, beyond is clipped; 1 keeps one absolute "
+                        "scale for every photo, so maps compare across photos (default: 1); e.g. 0.3 makes typical "
+                        f"residuals of 0.1-0.2 readable; 'image' = per photo, the {VMAX_PERCENTILE:g}th percentile "
+                        f"of |r| but at least {VMAX_FLOOR:g} (colours then only compare within a photo)")
+    p.add_argument("--format", choices=["png", "jpg"], default="png",
+                   help="file type of the heatmap and overlay (default: png; jpg is several times smaller)")
+    p.add_argument("--jpeg-quality", type=jpeg_quality, metavar="Q",
+                   help=f"JPEG quality 1-100 with --format jpg (default: {DEFAULT_JPEG_QUALITY})")
+    args = p.parse_args(argv)
+    if args.jpeg_quality is not None and args.format != "jpg":
+        p.error("--jpeg-quality applies to --format jpg only")
+    return args
+
+
+def colour_scale(text):
+    """--vmax: a number in (0, 1] or 'image' (a per-photo stretch)."""
+    if text.strip().lower() == "image":
+        return "image"
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not 0.0 < value <= 1.0:  # also refuses nan
+        raise argparse.ArgumentTypeError(f"expected a number in (0, 1] or 'image', got {text!r}")
+    return value
+
+
+def jpeg_quality(text):
+    value = cli.positive_int(text)
+    if value > 100:
+        raise argparse.ArgumentTypeError(f"expected a JPEG quality from 1 to 100, got {text}")
+    return value
 
 
 def output_stems(paths, input_path, output_dir):
@@ -63,24 +126,51 @@ def save_npy(path, residual):
         np.save(tmp, residual.astype(np.float32))
 
 
+def colour_scale_of(residual, spec):
+    """(vmax, how it was chosen) for --vmax ``spec``: a number, or 'image' (the per-photo stretch)."""
+    if spec != "image":
+        return spec, "fixed"
+    vmax = image_vmax(residual)
+    return vmax, ("per image, floor" if vmax == VMAX_FLOOR else f"per image, p{VMAX_PERCENTILE:g} of |r|")
+
+
 def write_outputs(stem, image, residual, args):
-    """Write every requested file for one photo; if one fails, remove those already written and re-raise."""
-    writers = [(f"{stem.name}_exposure.png", lambda p: save_image(p, colorize(residual)))]
-    if args.save_npy:
-        writers.append((f"{stem.name}_residual.npy", lambda p: save_npy(p, residual)))
-    if args.overlay:
-        writers.append((f"{stem.name}_overlay.png", lambda p: save_image(p, overlay(image, residual))))
-    if args.colorbar:
-        writers.append((f"{stem.name}_colorbar.png", lambda p: save_colorbar_heatmap(p, residual, title=stem.name)))
+    """Write every requested file for one photo; if one fails, remove those already written and re-raise.
+    Returns the paths written and the colour scale (vmax) used."""
+    vmax, scale_note = colour_scale_of(residual, args.vmax)
     written = []
     try:
-        for name, write in writers:
+        for name, write in output_writers(stem, image, residual, vmax, scale_note, args):
             write(stem.with_name(name))
             written.append(stem.with_name(name))
     except BaseException:
         remove(written)
         raise
-    return written
+    return written, vmax
+
+
+def output_writers(stem, image, residual, vmax, scale_note, args):
+    """[(file name, writer of that file)] for every file the options ask for; the names depend only on ``stem`` and
+    the options (requested_outputs asks without a photo)."""
+    options = {}
+    if args.format == "jpg":  # chroma at full resolution (4:4:4): the colour is the content of a heatmap
+        options = {"quality": args.jpeg_quality or DEFAULT_JPEG_QUALITY, "subsampling": 0}
+    writers = [(f"{stem.name}_exposure.{args.format}", lambda p: save_image(p, colorize(residual, vmax), **options))]
+    if args.save_npy:
+        writers.append((f"{stem.name}_residual.npy", lambda p: save_npy(p, residual)))
+    if args.overlay:
+        writers.append((f"{stem.name}_overlay.{args.format}",
+                        lambda p: save_image(p, overlay(image, residual, vmax), **options)))
+    if args.colorbar:
+        writers.append((f"{stem.name}_colorbar.png",
+                        lambda p: save_colorbar_heatmap(p, residual, title=stem.name, vmax=vmax,
+                                                        scale_note=scale_note)))
+    return writers
+
+
+def requested_outputs(stem, args):
+    """The files write_outputs writes for ``stem`` under the current options."""
+    return [stem.with_name(name) for name, _ in output_writers(stem, None, None, None, None, args)]
 
 
 def remove(paths):
@@ -104,6 +194,51 @@ class SummaryError(Exception):
     """summary.csv could not be written: the run stops (exit 1)."""
 
 
+def check_header(path, header):
+    if header != SUMMARY_FIELDS:
+        raise cli.UsageError(f"{path}: an existing summary.csv with other columns ({', '.join(header)[:120]}); move "
+                             "it away or choose another --output")
+
+
+def summary_values(row):
+    return [f"{v:.6f}" if isinstance(v, float) else v for v in (row[k] for k in SUMMARY_FIELDS)]
+
+
+def read_summary(path):
+    """The rows of a summary file as dicts of text ([] when there is none); a row cut short by a kill is left out.
+    A file with other columns is a UsageError, as for SummaryLog."""
+    try:
+        with open(path, newline="", encoding="utf-8") as f:
+            reader = csv.reader(f)
+            check_header(path, next(reader, SUMMARY_FIELDS))
+            return [dict(zip(SUMMARY_FIELDS, values)) for values in reader if len(values) == len(SUMMARY_FIELDS)]
+    except FileNotFoundError:
+        return []
+    except (OSError, UnicodeDecodeError, csv.Error) as e:
+        raise cli.UsageError(f"{path}: cannot read it as a summary ({cli.one_line(e)}); move it away or choose "
+                             "another --output") from None
+
+
+def write_summary(path, rows):
+    """Replace the summary at ``path`` by ``rows``, atomically: a kill leaves the old file or the new one."""
+    text = io.StringIO()
+    writer = csv.writer(text)
+    writer.writerow(SUMMARY_FIELDS)
+    writer.writerows(summary_values(row) for row in rows)
+    with atomic_write(path) as tmp:
+        Path(tmp).write_bytes(text.getvalue().encode("utf-8"))
+
+
+def part_path(output, rank):
+    return output / f"summary.rank{rank}.csv"
+
+
+def leftover_parts(output):
+    """The per-process summaries in ``output`` that a killed torchrun run did not merge, in rank order."""
+    ranks = sorted(int(match.group(1)) for match in map(PART_NAME.fullmatch, os.listdir(output)) if match)
+    return [part_path(output, rank) for rank in ranks]
+
+
 class SummaryLog:
     """summary.csv, appended to one complete row at a time, so an interrupted run keeps what it finished and runs
     into the same folder keep each other's rows. A row that cannot be written whole (a full disk) is cut back off,
@@ -114,10 +249,7 @@ class SummaryLog:
         try:
             if self.path.is_file() and self.path.stat().st_size > 0:
                 with open(self.path, newline="", encoding="utf-8") as f:
-                    header = next(csv.reader(f), [])
-                if header != SUMMARY_FIELDS:
-                    raise cli.UsageError(f"{self.path}: an existing summary.csv with other columns "
-                                         f"({', '.join(header)[:120]}); move it away or choose another --output")
+                    check_header(self.path, next(csv.reader(f), []))
                 self.fd = os.open(self.path, os.O_WRONLY | os.O_APPEND)
             else:
                 self.fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
@@ -141,7 +273,7 @@ class SummaryLog:
 
     def add(self, row):
         try:
-            self._write([f"{v:.6f}" if isinstance(v, float) else v for v in (row[k] for k in SUMMARY_FIELDS)])
+            self._write(summary_values(row))
         except OSError as e:
             raise SummaryError(f"{self.path}: could not append a row ({e.strerror or cli.one_line(e)}); stopped, "
                                "the rows before it are kept") from None
@@ -150,8 +282,18 @@ class SummaryLog:
         os.close(self.fd)
 
 
+def mark_raw_clipping(row, residual, clipped, threshold):
+    """--raw-clipping on a RAW photo (``clipped`` its mask, None for other files): the clipped pixels' share into
+    the row's pct_raw_clipped, and their residual lowered in place to just below -threshold (over-exposed)."""
+    if clipped is None:
+        return
+    row["pct_raw_clipped"] = 100.0 * np.count_nonzero(clipped) / clipped.size
+    np.minimum(residual, np.float32(-threshold - RAW_CLIPPED_MARGIN), out=residual, where=clipped)
+
+
 def process(paths, stems, base, model, args, summary, progress):
-    """Every photo, batch by batch: one row each, appended to summary.csv as soon as the photo is finished."""
+    """Every photo, batch by batch: one row each, appended to ``summary`` (summary.csv, or this process's part under
+    torchrun) as soon as the photo is finished."""
     rows = []
 
     def finish(row, reason=None):
@@ -164,10 +306,13 @@ def process(paths, stems, base, model, args, summary, progress):
 
     for start in range(0, len(paths), args.batch_size):
         batch = []  # (row, stem, image) of the photos that loaded
+        raw_clipped = {}  # stem: mask of the RAW photos' clipped pixels, with --raw-clipping
         for path, stem in zip(paths[start:start + args.batch_size], stems[start:start + args.batch_size]):
             row = dict.fromkeys(SUMMARY_FIELDS, "") | {"file": path.relative_to(base).as_posix()}
             try:
-                image = cli.read_image(path)
+                image = cli.read_image(path, args.raw_clipping)
+                if args.raw_clipping:
+                    image, raw_clipped[stem] = image
             except ImageLoadError as e:
                 finish(row, str(e))
                 continue
@@ -178,18 +323,97 @@ def process(paths, stems, base, model, args, summary, progress):
             if isinstance(residual, BaseException):
                 finish(row, f"inference failed ({cli.one_line(residual)})")
                 continue
+            mark_raw_clipping(row, residual, raw_clipped.get(stem), args.threshold)
             try:
-                written = write_outputs(stem, image, residual, args)
+                written, vmax = write_outputs(stem, image, residual, args)
             except (OSError, ValueError, RuntimeError, MemoryError) as e:
                 finish(row, f"could not write outputs ({cli.one_line(e)})")
                 continue
             try:
-                row.update(residual_stats(residual, args.threshold), status="ok")
+                row.update(residual_stats(residual, args.threshold), vmax=vmax, status="ok")
                 finish(row)
             except BaseException:  # e.g. Ctrl-C: no photo has outputs without its summary row
                 remove(written)
                 raise
     return rows
+
+
+def plan_run(args, paths, stems, base):
+    """(the rows summary.csv is to hold before any photo is done, None to leave it as it is; the indices of the
+    photos to do). The rows of parts a killed torchrun run left are taken into summary.csv. With --resume a photo is
+    skipped when a row of it says ok and every file the current options ask for exists; a skipped photo keeps one
+    row (its last ok one) and a photo to redo loses its old rows, so no photo of the input ends up with two."""
+    parts = leftover_parts(args.output)
+    if not parts and not args.resume:
+        return None, list(range(len(paths)))
+    existing = read_summary(args.output / SUMMARY_NAME)
+    files = [path.relative_to(base).as_posix() for path in paths]
+    position = {file: index for index, file in enumerate(files)}
+    carried = sorted((row for part in parts for row in read_summary(part)),
+                     key=lambda row: position.get(row["file"], len(files)))
+    rows = existing + carried
+    if not args.resume:
+        return rows, list(range(len(paths)))
+    last_ok = {row["file"]: n for n, row in enumerate(rows) if row["status"] == "ok"}
+    done = {position[file] for file in last_ok
+            if file in position and all(path.is_file() for path in requested_outputs(stems[position[file]], args))}
+    kept = [row for n, row in enumerate(rows)
+            if row["file"] not in position or (position[row["file"]] in done and last_ok[row["file"]] == n)]
+    return (kept if parts or len(kept) < len(existing) else None), [i for i in range(len(paths)) if i not in done]
+
+
+def merge_parts(output, world_size, order):
+    """Append every process's rows to summary.csv, sorted by ``order`` (the order one process writes them in), in
+    one atomic replacement, then remove the parts; a run killed before that leaves the parts to the next run."""
+    parts = [part_path(output, rank) for rank in range(world_size)]
+    rows = sorted((row for part in parts for row in read_summary(part)), key=order)
+    write_summary(output / SUMMARY_NAME, read_summary(output / SUMMARY_NAME) + rows)
+    remove(parts)
+
+
+def make_heatmaps(paths, base, model, args, group, folder_errors):
+    """This process's share of the photos: whole batches, every world_size-th one, so each batch is the one a single
+    process would run. Each process appends its rows to its own part (one process: to summary.csv itself); rank 0
+    merges them. Returns, on rank 0, (every process's rows in the order of summary.csv, photos skipped by
+    --resume, failed count, summary errors); None on the other ranks."""
+    stems = output_stems(paths, args.input, args.output)
+    if group.distributed:
+        read_summary(args.output / SUMMARY_NAME)  # columns checked before any work, as SummaryLog does for one process
+    start_rows, todo = plan_run(args, paths, stems, base)
+    group.barrier()  # every process has read the summaries before rank 0 changes them
+    if group.is_main:
+        if start_rows is not None:
+            write_summary(args.output / SUMMARY_NAME, start_rows)
+            remove(leftover_parts(args.output))
+        if args.resume:  # a killed run's temporary files
+            for folder in sorted({stem.parent for stem in stems}):
+                remove_orphan_temporaries(folder)
+    group.barrier()
+    batches = [todo[start:start + args.batch_size] for start in range(0, len(todo), args.batch_size)]
+    mine = [index for batch in group.shard(batches) for index in batch]
+    summary = SummaryLog(part_path(args.output, group.rank) if group.distributed else args.output / SUMMARY_NAME)
+    rows, error = [], None
+    try:
+        with cli.Progress(PROG, len(mine), show=group.is_main) as progress:
+            for folder, reason in folder_errors if group.is_main else []:
+                progress.fail(folder, reason)
+            rows = process([paths[i] for i in mine], [stems[i] for i in mine], base, model, args, summary, progress)
+    except SummaryError as e:
+        error = str(e)
+    finally:
+        summary.close()
+    shards = group.gather((rows, len(progress.failed), error))
+    if not group.is_main:
+        return None
+    batch_of = {paths[index].relative_to(base).as_posix(): n // args.batch_size for n, index in enumerate(todo)}
+
+    def order(row):
+        return batch_of.get(row["file"], len(batches))
+
+    if group.distributed:
+        merge_parts(args.output, group.world_size, order)
+    return (sorted((row for shard_rows, _, _ in shards for row in shard_rows), key=order), len(paths) - len(todo),
+            sum(failed for _, failed, _ in shards), [error for _, _, error in shards if error])
 
 
 def run(argv):
@@ -199,25 +423,33 @@ def run(argv):
         raise cli.UsageError(f"{args.output}: the output folder is the input folder; choose another --output")
     errors = []
     (_, paths), = cli.check_inputs([args.input], recursive=args.recursive, exclude=[args.output], errors=errors)
-    model = cli.open_model(args.checkpoint, args)
-    cli.writable_folder(args.output)
-    summary = SummaryLog(args.output / "summary.csv")
     base = args.input if args.input.is_dir() else args.input.parent
-    try:
-        with cli.Progress(PROG, len(paths)) as progress:
-            for folder, reason in errors:
-                progress.fail(folder, reason)
-            rows = process(paths, output_stems(paths, args.input, args.output), base, model, args, summary, progress)
-    except SummaryError as e:
-        print(f"{PROG}: {e}", file=sys.stderr)
+    with distributed.process_group(cli.resolve_device(args.device)) as group:
+        args.device = str(group.device)  # under torchrun with CUDA: this process's own GPU
+        model = cli.open_model(args.checkpoint, args)
+        cli.writable_folder(args.output)
+        done = make_heatmaps(paths, base, model, args, group, errors)
+    if not group.is_main:
+        return cli.EXIT_OK  # rank 0 reports for every process
+    rows, skipped, failed, summary_errors = done
+    for error in summary_errors:
+        print(f"{PROG}: {error}", file=sys.stderr)
+    if summary_errors:
         return cli.EXIT_FAILED
-    finally:
-        summary.close()
     print_table(rows)
-    failed = len(progress.failed)
     print(f"{len(rows) - sum(r['status'] != 'ok' for r in rows)} of {len(rows)} images done; heatmaps and summary.csv "
-          f"in {args.output}" + (f"; {failed} failed (see stderr)" if failed else ""))
-    return progress.exit_code
+          f"in {args.output}" + (f"; {skipped} already done, skipped (--resume)" if skipped else "")
+          + (f"; {failed} failed (see stderr)" if failed else ""))
+    # written by rank 0 after the merge: the report shows every process's rows
+    if not args.no_report:
+        try:
+            page = report.write_report(args.output, args.output / SUMMARY_NAME, base, args.threshold,
+                                       args.checkpoint or cli.DEFAULT_CHECKPOINT)
+        except report.ReportError as e:
+            print(f"{PROG}: {e}", file=sys.stderr)
+            return cli.EXIT_FAILED
+        print(f"report: {page}")
+    return cli.EXIT_FAILED if failed else cli.EXIT_OK
 
 
 def main(argv=None):

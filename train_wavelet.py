@@ -15,7 +15,6 @@ Exit codes: 0 done, 1 training failed (bad data found during an epoch, a non-fin
 import argparse
 import inspect
 import math
-import os
 import random
 import sys
 import time
@@ -35,6 +34,7 @@ from pieanet.datasets.iea40k import DatasetError, IEA40KDataset
 from pieanet.models import MODELS, CheckpointError, build_model, check_config, read_checkpoint, resolve_device, save_model
 from pieanet.utils.config import (ConfigError, boolean, check_values, choice, dump_config, integer, load_config, load_yaml,
                           number, text)
+from pieanet.utils import distributed
 from pieanet.utils.heatmap import colorize
 from pieanet.utils.image_io import atomic_write, remove_orphan_temporaries
 from pieanet.utils.metrics import SSIM_CONVENTION, SSIM_DATA_RANGE, MetricAccumulator
@@ -235,15 +235,9 @@ def main(argv=None):
         print(f"{PROG}: {e}", file=sys.stderr)
         return 2
 
-    world_size = int(os.environ.get("WORLD_SIZE", 1))
-    rank, local_rank = int(os.environ.get("RANK", 0)), int(os.environ.get("LOCAL_RANK", 0))
-    if device.type == "cuda" and world_size > 1:
-        device = torch.device("cuda", local_rank)
-        torch.cuda.set_device(device)
-    if world_size > 1:
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
     try:
-        train(config, device, args.resume, rank, world_size, overwrite=args.overwrite)
+        with distributed.process_group(device) as group:
+            train(config, group.device, args.resume, group.rank, group.world_size, overwrite=args.overwrite)
         return 0
     except SetupError as e:
         print(f"{PROG}: {e}", file=sys.stderr)
@@ -258,9 +252,6 @@ def main(argv=None):
         print(f"{PROG}: {e.filename + ': ' if getattr(e, 'filename', None) else ''}{e.strerror or last_line(e)}; "
               "continue from the last saved state with --resume", file=sys.stderr)
         return 1
-    finally:
-        if world_size > 1:
-            dist.destroy_process_group()
 
 
 def last_line(error):

@@ -23,6 +23,7 @@ import platform
 import resource
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -31,9 +32,10 @@ sys.path.insert(0, str(ROOT))
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
+from PIL import Image  # noqa: E402
 from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
-from pieanet.models import DEFAULT_CHECKPOINT, build_model, load_model  # noqa: E402
+from pieanet.models import DEFAULT_CHECKPOINT, DEFAULT_ONNX, build_model, load_model  # noqa: E402
 from pieanet.utils import cli  # noqa: E402
 from pieanet.utils.image_io import atomic_write  # noqa: E402
 from pieanet.utils.inference import predict_residual  # noqa: E402
@@ -42,14 +44,20 @@ RELEASED_WEIGHTS = ROOT.parent / "shared" / "official" / "wavelet_epoch_2_val_lo
 SMOKE_CONFIG = {"name": "pieanet", "width": 8, "lightness_blocks": 1, "attention_layers": 1, "heads": 2, "window": 4}
 
 FULL = {
-    "batch": {"project": 8, "released": 2}, "batches": {"project": 4, "released": 1}, "warm_up": True,
+    "batch": {"project": 8, "project-onnx": 8, "released": 2}, "batches": {"project": 4, "project-onnx": 4,
+                                                                          "released": 1},
+    "warm_up": True, "end_to_end": (3000, 4000),
     "cases": [  # (model, height, width, mode, options)
         ("project", 1080, 1920, "default (working size)", {}),
+        ("project-onnx", 1080, 1920, "default (working size)", {}),
         ("project", 1080, 1920, "native untiled", {"size": 0}),
+        ("project-onnx", 1080, 1920, "native untiled", {"size": 0}),
         ("project", 1080, 1920, "native tiled", {"size": 0, "tile": 1024}),
         ("project", 1080, 1920, "working", {"size": 1024}),
         ("project", 3000, 4000, "default (working size)", {}),
+        ("project-onnx", 3000, 4000, "default (working size)", {}),
         ("project", 3000, 4000, "native untiled", {"size": 0}),
+        ("project-onnx", 3000, 4000, "native untiled", {"size": 0}),
         ("project", 3000, 4000, "native tiled", {"size": 0, "tile": 2048}),
         ("project", 3000, 4000, "working", {"size": 1024}),
         ("released", 1080, 1920, "resize to 256", {}),
@@ -57,16 +65,28 @@ FULL = {
     ],
 }
 SMOKE = {
-    "batch": {"project": 2, "released": 1}, "batches": {"project": 1, "released": 0}, "warm_up": False,
+    "batch": {"project": 2, "project-onnx": 0, "released": 1}, "batches": {"project": 1, "project-onnx": 0,
+                                                                          "released": 0},
+    "warm_up": False, "end_to_end": (96, 160),
     "cases": [
         ("project", 96, 160, "native tiled", {"size": 0, "tile": 128, "overlap": 32}),
         ("project", 96, 160, "working", {"size": 64}),
     ],
 }
+KINDS = ("project", "project-onnx", "released")
+SAMPLE_PHOTO = ROOT / "img_to_pred" / "chelsea.jpg"  # enlarged to the end-to-end size: a real photo's content
 
 
 def model_spec(kind, args):
-    """How to rebuild a model in a subprocess, and a sentence saying what it is."""
+    """How to rebuild a model in a subprocess, and a sentence saying what it is (None: not available here)."""
+    if kind == "project-onnx":
+        if args.smoke or not Path(args.onnx).is_file():
+            return None, f"not measured ({'--smoke' if args.smoke else f'{args.onnx} not found'})"
+        try:
+            import onnxruntime  # noqa: F401
+        except ImportError:
+            return None, "not measured (onnxruntime is not installed)"
+        return {"path": str(args.onnx)}, f"{args.onnx} in onnxruntime (CPU)"
     if kind == "project":
         if args.smoke:
             return {"config": SMOKE_CONFIG}, "tiny project config, random init (--smoke)"
@@ -86,6 +106,8 @@ def make_model(spec):
 
 
 def gflop_per_image(model, size=256):
+    if not list(model.parameters()):  # onnxruntime runs it: the same network as the torch checkpoint
+        return None
     meta = copy.deepcopy(model).to("meta")
     with FlopCounterMode(display=False) as counter, torch.inference_mode():
         meta(torch.empty(1, 3, size, size, device="meta"))
@@ -132,6 +154,31 @@ def measure_case(kind, height, width, mode, options, spec, threads):
     return {**row, **json.loads(done.stdout.strip().splitlines()[-1])}
 
 
+def end_to_end(height, width, threads, checkpoint, backend):
+    """make_heatmap.py with default options on one height x width JPEG, as a user runs it: (seconds of the whole
+    process from start-up to exit, peak RSS in MB). The process is a grandchild, so its RSS is not mixed with the
+    latency cases' (RUSAGE_CHILDREN of the measuring child covers it alone)."""
+    with tempfile.TemporaryDirectory() as folder:
+        photo = Path(folder) / "photo.jpg"
+        with Image.open(SAMPLE_PHOTO) as sample:
+            sample.convert("RGB").resize((width, height), Image.LANCZOS).save(photo, quality=92)
+        command = [sys.executable, str(ROOT / "make_heatmap.py"), "--input", str(photo), "--output",
+                   str(Path(folder) / "out"), "--threads", str(threads), "--backend", backend]
+        if checkpoint:
+            command += ["--checkpoint", str(checkpoint)]
+        measure = ("import json, resource, subprocess, sys, time; start = time.perf_counter(); "
+                   "done = subprocess.run(sys.argv[1:], capture_output=True, text=True); "
+                   "print(json.dumps({'seconds': time.perf_counter() - start, 'code': done.returncode, "
+                   "'error': done.stderr.strip()[-300:], "
+                   "'peak_rss_mb': resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024}))")
+        done = subprocess.run([sys.executable, "-c", measure, *command], capture_output=True, text=True)
+        result = json.loads(done.stdout)
+    if result.pop("code") != 0:
+        return {"error": result["error"].splitlines()[-1] if result["error"] else "failed"}
+    del result["error"]
+    return result
+
+
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--smoke", action="store_true", help="tiny model and sizes, seconds")
@@ -140,6 +187,8 @@ def parse_args(argv=None):
                    help="torch CPU threads (default: torch's choice)")
     p.add_argument("--checkpoint", default=DEFAULT_CHECKPOINT,
                    help="project checkpoint (default: checkpoints/pieanet_corpus.safetensors)")
+    p.add_argument("--onnx", default=DEFAULT_ONNX,
+                   help="the project network exported by export.py (default: checkpoints/pieanet_corpus.onnx)")
     p.add_argument("--released", default=RELEASED_WEIGHTS, help="released P-IEANet .pth (default: ../shared/official/)")
     p.add_argument("--case", help=argparse.SUPPRESS)  # internal: one latency case in this process
     return p.parse_args(argv)
@@ -154,41 +203,67 @@ def main(argv=None):
     report = {"machine": {"cpu": platform.processor() or platform.machine(), "cpu_count": os.cpu_count(),
                           "threads": args.threads, "torch": torch.__version__, "smoke": args.smoke}, "models": {}}
     specs = {}
-    for kind in ("project", "released"):
+    for kind in KINDS:
         spec, description = model_spec(kind, args)
         specs[kind] = spec
+        print(f"{kind}: {description}", flush=True)
+        if spec is None:
+            continue
         model = make_model(spec)
         report["models"][kind] = {
             "what": description,
-            "parameters": sum(p.numel() for p in model.parameters()),
+            "parameters": sum(p.numel() for p in model.parameters()) or None,
             "gflop_per_256": gflop_per_image(model),
             "batch": plan["batch"][kind],
             "images_per_s_256": throughput(model, plan["batch"][kind], plan["batches"][kind], plan["warm_up"]),
         }
-        print(f"{kind}: {description}", flush=True)
     project, released = report["models"]["project"], report["models"]["released"]
     report["ratios"] = {"throughput_256": released["images_per_s_256"] and project["images_per_s_256"] / released[
                         "images_per_s_256"],
                         "gflop_256": released["gflop_per_256"] / project["gflop_per_256"],
                         "parameters": released["parameters"] / project["parameters"]}
     report["latency"] = [measure_case(kind, h, w, mode, options, specs[kind], args.threads)
-                         for kind, h, w, mode, options in plan["cases"]]
+                         for kind, h, w, mode, options in plan["cases"] if specs[kind] is not None]
+    height, width = plan["end_to_end"]
+    report["end_to_end"] = []
+    for kind, backend in (("project", "torch"), ("project-onnx", "onnxruntime")):
+        if specs[kind] is None or not report["models"][kind]["images_per_s_256"] and not args.smoke:
+            continue
+        row = {"backend": backend, "size": f"{width}x{height}",
+               **end_to_end(height, width, args.threads, specs[kind].get("path"), backend)}
+        rate = report["models"][kind]["images_per_s_256"]
+        if rate and "seconds" in row and not args.smoke:  # --smoke's batch rate is a tiny model's  # the same pixels as 256 x 256 batches of the same network
+            row["batch_seconds"] = height * width / 256 ** 2 / rate
+            row["ratio"] = row["seconds"] / row["batch_seconds"]
+        report["end_to_end"].append(row)
 
-    print(f"\n{'model':<9} {'params':>9} {'GFLOP/256px':>12} {'img/s @256':>11}")
+    print(f"\n{'model':<13} {'params':>9} {'GFLOP/256px':>12} {'img/s @256':>11}")
     for kind, m in report["models"].items():
         speed = "not run" if m["images_per_s_256"] is None else f"{m['images_per_s_256']:.2f}"
-        print(f"{kind:<9} {m['parameters']:>9,} {m['gflop_per_256']:>12.3f} {speed:>11}")
+        params = "-" if m["parameters"] is None else f"{m['parameters']:,}"
+        flops = "-" if m["gflop_per_256"] is None else f"{m['gflop_per_256']:.3f}"
+        print(f"{kind:<13} {params:>9} {flops:>12} {speed:>11}")
     ratios = report["ratios"]
     speedup = "not run" if ratios["throughput_256"] is None else f"x{ratios['throughput_256']:.1f}"
     print(f"project / released: throughput {speedup}, fewer FLOPs x{ratios['gflop_256']:.1f}, "
           f"fewer parameters x{ratios['parameters']:.1f}")
-    print(f"\n{'model':<9} {'size':<10} {'mode':<28} {'seconds':>8} {'peak RSS MB':>12}")
+    print(f"\n{'model':<13} {'size':<10} {'mode':<28} {'seconds':>8} {'peak RSS MB':>12}")
     for row in report["latency"]:
         mode = " ".join([row["mode"]] + [f"{k}={v}" for k, v in row["options"].items()])
         if "error" in row:
-            print(f"{row['model']:<9} {row['size']:<10} {mode:<28} failed: {row['error']}")
+            print(f"{row['model']:<13} {row['size']:<10} {mode:<28} failed: {row['error']}")
         else:
-            print(f"{row['model']:<9} {row['size']:<10} {mode:<28} {row['seconds']:>8.2f} {row['peak_rss_mb']:>12.0f}")
+            print(f"{row['model']:<13} {row['size']:<10} {mode:<28} {row['seconds']:>8.2f} "
+                  f"{row['peak_rss_mb']:>12.0f}")
+    print(f"\nmake_heatmap.py, default options, one JPEG, whole process "
+          f"(batch cost: the same pixels as 256 x 256 batches)")
+    print(f"{'backend':<12} {'size':<10} {'seconds':>8} {'batch cost s':>13} {'ratio':>6} {'peak RSS MB':>12}")
+    for row in report["end_to_end"]:
+        if "error" in row:
+            print(f"{row['backend']:<12} {row['size']:<10} failed: {row['error']}")
+            continue
+        batch = f"{row['batch_seconds']:>13.2f} {row['ratio']:>6.2f}" if "ratio" in row else f"{'-':>13} {'-':>6}"
+        print(f"{row['backend']:<12} {row['size']:<10} {row['seconds']:>8.2f} {batch} {row['peak_rss_mb']:>12.0f}")
     print(f"({args.threads} threads; timings on a shared machine are noisy)")
     if args.json:
         with atomic_write(args.json) as tmp:

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
-from utils.image_io import ImageLoadError, load_image
+from pieanet.utils.image_io import ImageLoadError, load_image
 
 REQUIRED_COLUMNS = ("img_id", "ref_id", "score")
 LABEL_RANGE_EPS = 1e-3  # float32 rounding of a residual stored as exactly +-label_scale

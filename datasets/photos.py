@@ -28,10 +28,10 @@ from pathlib import Path
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
+if not __package__ and str(ROOT) not in sys.path:  # run as a script (python datasets/x.py)
     sys.path.insert(0, str(ROOT))
 
-from utils.image_io import atomic_write  # noqa: E402
+from pieanet.utils.image_io import atomic_write  # noqa: E402
 
 MANIFEST = Path(__file__).with_name("photo_manifest.tsv")
 DEFAULT_CACHE = Path.home() / ".cache" / "p-iea" / "debs"

@@ -26,11 +26,11 @@ from scipy.ndimage import zoom
 from tqdm import tqdm
 
 ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
+if not __package__ and str(ROOT) not in sys.path:  # run as a script (python datasets/x.py)
     sys.path.insert(0, str(ROOT))
 
-from utils.exposure import gray, linear_to_srgb, srgb_to_linear  # noqa: E402
-from utils.image_io import IMAGE_EXTENSIONS, atomic_write, load_image  # noqa: E402
+from pieanet.utils.exposure import gray, linear_to_srgb, srgb_to_linear  # noqa: E402
+from pieanet.utils.image_io import IMAGE_EXTENSIONS, atomic_write, load_image  # noqa: E402
 
 GLOBAL_LEVELS = ["N4", "N3", "N2", "N1", "P0", "P1", "P2", "P3", "P4"]
 SPATIAL_LEVELS = ["GRAD", "SPOT", "SKY", "FIELD"]

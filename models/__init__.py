@@ -22,6 +22,7 @@ from safetensors.torch import load_file, safe_open, save_file
 
 from pieanet.models.baselines import BASELINES
 from pieanet.models.official import OfficialPIEANet
+from pieanet.models.onnx_model import OnnxModel
 from pieanet.models.pieanet import PIEANet
 from pieanet.utils.image_io import atomic_write
 
@@ -30,6 +31,7 @@ MODELS = {"pieanet": PIEANet, "official": OfficialPIEANet, **BASELINES}
 CHECKPOINT_FORMAT = "p-iea/1"
 RELEASED_KEY = "ffa_group.pre.0.weight"  # present in the released state_dict
 DEFAULT_CHECKPOINT = Path(__file__).resolve().parents[1] / "checkpoints" / "pieanet_corpus.safetensors"
+DEFAULT_ONNX = DEFAULT_CHECKPOINT.with_suffix(".onnx")  # the same network exported by export.py (onnxruntime backend)
 RELEASED_WEIGHTS = "../shared/official/wavelet_epoch_2_val_loss0.03022034629540784.pth"
 
 
@@ -179,7 +181,15 @@ def check_weights(path, config, state):
 
 
 def load_model(path, device="cpu"):
-    """The model stored at ``path``, in eval mode on ``device`` ("auto", "cpu", "cuda", ...)."""
+    """The model stored at ``path``, in eval mode on ``device`` ("auto", "cpu", "cuda", ...). An ``.onnx`` file
+    (export.py) runs in onnxruntime (models/onnx_model.py)."""
+    if Path(path).suffix.lower() == ".onnx":
+        if not Path(path).is_file():
+            raise CheckpointError(f"{path}: no such file")
+        try:
+            return OnnxModel(path, device=resolve_device(device)).eval()
+        except ValueError as e:
+            raise CheckpointError(str(e)) from None
     config, state = read_checkpoint(path)
     check_weights(path, config, state)
     try:

@@ -141,11 +141,11 @@ class StructureBranch(nn.Module):
     def __init__(self, width, attention_layers, heads, window, bands_out):
         super().__init__()
         features = width // 2
-        kernels = torch.zeros(len(DIRECTIONS), 1, 3, 3)
-        for i, (dy, dx) in enumerate(DIRECTIONS):
+        kernels = torch.zeros(9 * len(DIRECTIONS), 1, 3, 3)  # the direction kernels once per input band
+        for i, (dy, dx) in enumerate(DIRECTIONS * 9):  # filled element-wise: no op that the meta device compiles
             kernels[i, 0, 1, 1] = 1.0
             kernels[i, 0, 1 + dy, 1 + dx] -= 1.0
-        self.register_buffer("gradient_kernels", kernels.repeat(9, 1, 1, 1), persistent=False)
+        self.register_buffer("gradient_kernels", kernels, persistent=False)
         self.embed = nn.Sequential(nn.Conv2d(9 * (1 + len(DIRECTIONS)), features, 1), nn.ReLU(inplace=True))
         self.short_range = nn.Sequential(conv3x3(features, features), nn.ReLU(inplace=True),
                                          conv3x3(features, features), nn.ReLU(inplace=True))

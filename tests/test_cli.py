@@ -217,7 +217,7 @@ def test_ctrl_c_keeps_the_finished_rows_and_no_partial_file(setup, capsys, monke
         calls.append(stem)
         if len(calls) == 2:
             raise KeyboardInterrupt
-        real(stem, image, residual, args)
+        return real(stem, image, residual, args)
 
     monkeypatch.setattr(make_heatmap, "write_outputs", interrupted_on_the_second_photo)
     assert exit_code(make_heatmap, argv["make_heatmap"]) == 130

@@ -144,10 +144,10 @@ def test_a_failed_write_leaves_no_files_for_that_image(tiny_checkpoint, tmp_path
 
     real_colorbar = make_heatmap.save_colorbar_heatmap
 
-    def failing_colorbar(path, residual, title=None):
+    def failing_colorbar(path, residual, title=None, **options):
         if title == "b":
             raise OSError("No space left on device")
-        real_colorbar(path, residual, title=title)
+        real_colorbar(path, residual, title=title, **options)
 
     monkeypatch.setattr(make_heatmap, "save_colorbar_heatmap", failing_colorbar)
     out = tmp_path / "out"
@@ -156,7 +156,7 @@ def test_a_failed_write_leaves_no_files_for_that_image(tiny_checkpoint, tmp_path
     assert code == 1
     assert err.strip() == f"make_heatmap: {tmp_path / 'b.png'}: could not write outputs (No space left on device)"
     assert sorted(p.name for p in out.iterdir()) == ["a_colorbar.png", "a_exposure.png", "a_residual.npy",
-                                                     "summary.csv"]
+                                                     "index.html", "summary.csv"]
     assert read_summary(out)["b.png"]["status"] == "failed"
 
 

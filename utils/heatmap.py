@@ -1,7 +1,19 @@
-"""Drawing residual maps: blue = under-exposed (r = +1), white = ideal (r = 0), red = over-exposed (r = -1).
+"""Drawing residual maps: blue = under-exposed (r > 0), white = ideal (r = 0), red = over-exposed (r < 0).
 
-The colours are matplotlib's 'bwr' colormap evaluated at (1 - r) / 2.
+The colours are matplotlib's 'bwr' colormap evaluated at (1 - r / vmax) / 2, clipped at the ends: r = +vmax is pure
+blue, -vmax pure red. ``vmax`` is the colour scale:
+
+- 1 (the default): the absolute scale, the same for every photo, so maps of different photos can be compared
+  colour for colour; typical residuals of 0.1-0.2 come out pale;
+- a fixed smaller value (e.g. 0.3): the same stretch for every photo, residuals beyond it saturate;
+- ``image_vmax(residual)``: a per-image stretch, the 99th percentile of |r| but at least ``VMAX_FLOOR`` (so a nearly
+  ideal photo is not blown up into noise). Colours then only compare within one photo.
+
+'bwr' is linear from white to each end, so a heatmap pixel is pure blue or red laid over white with opacity
+min(|r| / vmax, 1); ``overlay`` lays the same pure colour over the photo instead of white.
 """
+import math
+
 import numpy as np
 from matplotlib import colormaps
 from matplotlib.colors import Normalize
@@ -11,40 +23,75 @@ from matplotlib.figure import Figure
 from pieanet.utils.image_io import atomic_write
 
 CMAP = colormaps["bwr"]
+VMAX_PERCENTILE = 99.0
+VMAX_FLOOR = 0.1  # the tools' default threshold: a photo whose residuals all stay below it keeps pale colours
+OVERLAY_OPACITY = 0.6
 
 
-def colorize(residual):
-    """uint8 H x W x 3 heatmap of an H x W residual map in [-1, 1] (values outside are clipped)."""
-    r = np.clip(np.asarray(residual, dtype=np.float32), -1.0, 1.0)
-    return CMAP((1.0 - r) / 2.0, bytes=True)[..., :3]
+def check_vmax(vmax):
+    if not (isinstance(vmax, (int, float, np.floating)) and math.isfinite(vmax) and 0.0 < vmax <= 1.0):
+        raise ValueError(f"vmax: expected a colour scale in (0, 1], got {vmax!r}")
+    return float(vmax)
 
 
-def overlay(photo, residual, alpha=0.5):
-    """uint8 H x W x 3: the heatmap blended over the photo (float in [0, 1] or uint8), ``alpha`` = heatmap weight."""
+def image_vmax(residual, percentile=VMAX_PERCENTILE, floor=VMAX_FLOOR):
+    """Per-image colour scale: the ``percentile``-th percentile of |r| (linear interpolation), at least ``floor``,
+    at most 1."""
+    top = float(np.percentile(np.abs(np.asarray(residual, dtype=np.float32)), percentile))
+    return min(1.0, max(floor, top))
+
+
+def _scaled(residual, vmax):
+    """r / vmax clipped to [-1, 1], float32 (division by 1 is exact, so the default scale keeps its old colours)."""
+    return np.clip(np.asarray(residual, dtype=np.float32) / np.float32(check_vmax(vmax)), -1.0, 1.0)
+
+
+def colorize(residual, vmax=1.0):
+    """uint8 H x W x 3 heatmap of an H x W residual map: r = +vmax blue, 0 white, -vmax red (beyond: clipped)."""
+    return CMAP((1.0 - _scaled(residual, vmax)) / 2.0, bytes=True)[..., :3]
+
+
+def overlay(photo, residual, vmax=1.0, opacity=OVERLAY_OPACITY):
+    """uint8 H x W x 3: pure blue (r > 0) or red (r < 0) over the photo (float in [0, 1] or uint8) with opacity
+    ``opacity`` * min(|r| / vmax, 1), so where r = 0 the photo is unchanged and at |r| >= vmax the colour has
+    opacity ``opacity``. With opacity 1 it is the heatmap with the photo in place of the white."""
     photo = np.asarray(photo)
-    if photo.dtype == np.uint8:
-        photo = photo.astype(np.float32) / 255.0
     if photo.shape[:2] != np.shape(residual):
         raise ValueError(f"photo {photo.shape[:2]} and residual {np.shape(residual)} differ in size")
-    blend = (1.0 - alpha) * photo + alpha * (colorize(residual).astype(np.float32) / 255.0)
-    return np.round(np.clip(blend, 0.0, 1.0) * 255.0).astype(np.uint8)
+    if not 0.0 <= opacity <= 1.0:
+        raise ValueError(f"opacity: expected a value in [0, 1], got {opacity!r}")
+    photo = photo.astype(np.float32) if photo.dtype == np.uint8 else np.asarray(photo, np.float32) * 255.0
+    r = _scaled(residual, vmax)
+    ends = CMAP([0.0, 1.0], bytes=True)[:, :3].astype(np.float32)  # r = +vmax (blue), r = -vmax (red)
+    colour = np.where((r >= 0)[..., None], ends[0], ends[1])
+    weight = (np.float32(opacity) * np.abs(r))[..., None]
+    return np.round(np.clip(photo + weight * (colour - photo), 0.0, 255.0)).astype(np.uint8)
 
 
-def save_colorbar_heatmap(path, residual, title=None, max_side_px=1600, dpi=100):
-    """Write a PNG of the heatmap beside a colour bar labelled under / ideal / over (atomically)."""
-    heatmap = colorize(residual)
+def colorbar_figure(residual, title=None, vmax=1.0, scale_note=None, max_side_px=1600, dpi=100):
+    """A matplotlib Figure: the heatmap beside a colour bar labelled under / ideal / over at ±vmax, whose label
+    states the scale (``scale_note`` says where it came from, e.g. 'per image')."""
+    vmax = check_vmax(vmax)
+    heatmap = colorize(residual, vmax)
     height, width = heatmap.shape[:2]
     scale = min(1.0, max_side_px / max(height, width)) / dpi
-    fig = Figure(figsize=(max(width * scale, 2.0) + 1.4, max(height * scale, 2.0) + (0.4 if title else 0.0)),
+    fig = Figure(figsize=(max(width * scale, 2.0) + 1.6, max(height * scale, 2.0) + (0.4 if title else 0.0)),
                  dpi=dpi, layout="constrained")
     ax = fig.add_subplot()
     ax.imshow(heatmap, interpolation="nearest")
     ax.set_axis_off()
     if title:
         ax.set_title(title, fontsize=9)
-    # bwr_r on [-1, 1] is bwr at (1 - r) / 2, the same colours as colorize
-    bar = fig.colorbar(ScalarMappable(norm=Normalize(-1.0, 1.0), cmap=CMAP.reversed()), ax=ax, shrink=0.9)
-    bar.set_ticks([1.0, 0.0, -1.0], labels=["under (+1)", "ideal (0)", "over (-1)"])
-    bar.set_label("exposure residual r")
+    # bwr_r on [-vmax, vmax] is bwr at (1 - r / vmax) / 2, the same colours as colorize; arrows when values clip
+    bar = fig.colorbar(ScalarMappable(norm=Normalize(-vmax, vmax), cmap=CMAP.reversed()), ax=ax, shrink=0.9,
+                       extend="both" if vmax < 1.0 else "neither")
+    bar.set_ticks([vmax, 0.0, -vmax], labels=[f"under (+{vmax:.3g})", "ideal (0)", f"over (-{vmax:.3g})"])
+    bar.set_label(f"exposure residual r\nscale ±{vmax:.3g}" + (f"\n({scale_note})" if scale_note else ""), fontsize=8)
+    return fig
+
+
+def save_colorbar_heatmap(path, residual, title=None, vmax=1.0, scale_note=None, max_side_px=1600, dpi=100):
+    """Write a PNG of ``colorbar_figure`` (atomically)."""
+    fig = colorbar_figure(residual, title, vmax, scale_note, max_side_px, dpi)
     with atomic_write(path) as tmp:
         fig.savefig(tmp, format="png", dpi=dpi)

@@ -10,20 +10,48 @@ truncated JPEG that declares 14000 x 14000, is refused; see ``MAX_PIXELS_PER_BYT
 tolerance is always off, so a file that ends early is an error, never a half-grey photo; after decoding, float
 images with NaN or infinite values are refused.
 
+Phone formats: HEIC / HEIF through pillow-heif's Pillow opener (registered when this module is imported), read like
+any Pillow image (8 bits per channel, primary image only). Their rotation and mirroring are the container's
+(irot / imir, applied by libheif); the EXIF orientation, which HEIF readers must ignore, is not applied a second
+time. AVIF is read by Pillow's own plugin where Pillow was built with it (``.avif`` is listed only then).
+
+Camera RAW files (``RAW_EXTENSIONS``; LibRaw tells the formats apart by content) are developed by rawpy / LibRaw
+with one fixed rendering, so the exposure the camera recorded is what gets assessed: the camera's white balance
+(as shot; LibRaw's daylight balance when the file has none), no automatic brightening (``no_auto_bright``, and
+``adjust_maximum_thr=0`` so the white point is the file's white level, never the brightest pixel), highlights
+clipped, AHD demosaicing, sRGB primaries with the sRGB curve (gamma 2.4, toe slope 12.92), 8 bits per channel, full
+size, turned to the camera's recorded orientation. The size check uses the raw dimensions LibRaw reads from the
+header, before any pixel is unpacked. ``load_image(path, raw_clipping=True)`` also returns which pixels of that
+rendering come from photosites at the sensor's white level (``raw_clipping_mask``).
+
 Every writer goes through ``atomic_write``: a temporary file beside the target, renamed onto it only when
 writing succeeded, so a failed run never leaves a partial file.
 """
 import os
 import re
 import secrets
+import sys
+import tempfile
 import warnings
 from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
+import pillow_heif
+import rawpy
+from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError, features
 
-IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"})
+if "HEIF" not in Image.OPEN:  # once per process, also when this file is imported under two module names
+    pillow_heif.register_heif_opener()
+
+RAW_EXTENSIONS = frozenset({".dng", ".cr2", ".cr3", ".crw", ".nef", ".nrw", ".arw", ".srf", ".sr2", ".raf", ".orf",
+                            ".rw2", ".rwl", ".pef", ".srw", ".3fr", ".iiq", ".erf", ".kdc", ".dcr", ".mrw", ".mos"})
+IMAGE_EXTENSIONS = (frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".heic", ".heif"})
+                    | ({".avif"} if features.check("avif") else set()) | RAW_EXTENSIONS)
+# The one rendering of a RAW file (module docstring); gamma (2.4, 12.92) is LibRaw's sRGB curve
+RAW_RENDERING = dict(use_camera_wb=True, use_auto_wb=False, no_auto_bright=True, adjust_maximum_thr=0.0, bright=1.0,
+                     highlight_mode=rawpy.HighlightMode.Clip, demosaic_algorithm=rawpy.DemosaicAlgorithm.AHD,
+                     output_color=rawpy.ColorSpace.sRGB, gamma=(2.4, 12.92), output_bps=8, half_size=False)
 
 # 200 MP covers every camera sensor on sale (the largest are about 150 MP); a 200 MP photo takes 2.4 GB as
 # float32 RGB. Pillow's own bomb check (warning above its limit, error above twice it) is set to the same
@@ -34,7 +62,10 @@ Image.MAX_IMAGE_PIXELS = MAX_PIXELS
 # The most pixels one byte of each format can encode, generously: measured on constant 8000 x 8000 images, the
 # extreme case (progressive JPEG 170 px/byte, 1-bit PNG 2,700, lossless WebP 25,500); deflate itself cannot exceed
 # about 1,032:1 on raw bytes (8,256 px/byte for 1-bit pixels). Only files declaring over 16 MP are judged.
-MAX_PIXELS_PER_BYTE = {"JPEG": 2_000, "MPO": 2_000, "PNG": 20_000}
+# HEIF (HEVC) measured the same way: 3,900 px/byte at 16 MP, quality 0; AVIF (AV1) reaches 64,000 at 64 MP and grows
+# with the size (about 1 kB whatever the size), so its decoder, which refuses truncated data, is its real guard. RAW:
+# the JPEG figure, as lossy DNG holds JPEG data (lossless raw codecs compress far less).
+MAX_PIXELS_PER_BYTE = {"JPEG": 2_000, "MPO": 2_000, "PNG": 20_000, "HEIF": 50_000, "AVIF": 1_000_000, "RAW": 2_000}
 DEFAULT_PIXELS_PER_BYTE = 100_000
 JUDGED_ABOVE_PIXELS = 16_000_000
 
@@ -89,13 +120,23 @@ def _to_rgb_float(img):
     return rgb
 
 
-def load_image(path):
-    """Float32 H x W x 3 RGB in [0, 1] of the photo at ``path`` (EXIF-rotated, any mode converted)."""
+def load_image(path, raw_clipping=False):
+    """Float32 H x W x 3 RGB in [0, 1] of the photo at ``path`` (EXIF-rotated, any mode converted; a camera RAW file
+    developed as the module docstring says). With ``raw_clipping``: (image, mask), the mask being a RAW file's
+    ``raw_clipping_mask`` (H x W bool) and None for every other format."""
     path = Path(path)
     if not path.is_file():
         raise ImageLoadError(f"{path}: file not found; expected an image file")
     if path.stat().st_size == 0:
         raise ImageLoadError(f"{path}: empty file (0 bytes); expected an image")
+    if path.suffix.lower() in RAW_EXTENSIONS:
+        image, clipped = _load_raw(path, raw_clipping)
+    else:
+        image, clipped = _load_with_pillow(path), None
+    return (image, clipped) if raw_clipping else image
+
+
+def _load_with_pillow(path):
     try:
         with warnings.catch_warnings():
             # Pillow warns on stderr about bomb sizes (refused below) and bad metadata (ignored); keep stderr to
@@ -103,27 +144,122 @@ def load_image(path):
             warnings.simplefilter("ignore")
             ImageFile.LOAD_TRUNCATED_IMAGES = False  # a file that ends early is an error (whoever set it)
             with Image.open(path) as img:
-                width, height = img.size
-                if width * height > MAX_PIXELS:
-                    raise ImageLoadError(f"{path}: {width}x{height} is {width * height / 1e6:.0f} MP, above the "
-                                         f"{MAX_PIXELS / 1e6:.0f} MP limit; expected a smaller image")
-                check_bytes_present(path, img.format, width, height)
+                check_declared_size(path, img.format, *img.size)
                 img.load()
                 return _to_rgb_float(ImageOps.exif_transpose(img))
     except ImageLoadError as e:
-        if not str(e).startswith(f"{path}: "):
-            raise ImageLoadError(f"{path}: {e}") from None
-        raise
+        raise _named(path, e) from None
     except Image.DecompressionBombError:
         raise ImageLoadError(f"{path}: more than {2 * MAX_PIXELS / 1e6:.0f} MP, above the {MAX_PIXELS / 1e6:.0f} MP "
                              "limit; expected a smaller image") from None
     except PermissionError:
         raise ImageLoadError(f"{path}: permission denied; expected a readable image file") from None
     except UnidentifiedImageError:
-        raise ImageLoadError(f"{path}: not a readable image; expected JPEG, PNG, BMP, TIFF or WebP") from None
+        raise ImageLoadError(f"{path}: not a readable image; expected JPEG, PNG, BMP, TIFF, WebP, HEIC/HEIF"
+                             f"{', AVIF' if '.avif' in IMAGE_EXTENSIONS else ''} or a camera RAW file") from None
     except Exception as e:  # Pillow's decoders raise many types (OSError, SyntaxError, struct.error...) on bad data
-        reason = str(e).splitlines()[0][:160] if str(e) else type(e).__name__
-        raise ImageLoadError(f"{path}: corrupt or truncated image ({reason})") from None
+        raise ImageLoadError(f"{path}: corrupt or truncated image ({_first_line(e)})") from None
+
+
+def _named(path, error):
+    """``error`` (an ImageLoadError) with its message led by the file's name."""
+    return error if str(error).startswith(f"{path}: ") else ImageLoadError(f"{path}: {error}")
+
+
+def _first_line(error):
+    text = error.args[0].decode("utf-8", "replace") if error.args and isinstance(error.args[0], bytes) else str(error)
+    return text.splitlines()[0][:160] if text.strip() else type(error).__name__
+
+
+def _load_raw(path, raw_clipping):
+    """The RAW file developed with RAW_RENDERING, and its raw_clipping_mask when asked for."""
+    libraw_said = []
+    try:
+        with _stderr_captured(libraw_said), rawpy.imread(str(path)) as raw:
+            check_declared_size(path, "RAW", raw.sizes.raw_width, raw.sizes.raw_height)
+            rgb = raw.postprocess(**RAW_RENDERING)
+            clipped = raw_clipping_mask(raw, rgb.shape[:2]) if raw_clipping else None
+    except ImageLoadError as e:
+        raise _named(path, e) from None
+    except rawpy.LibRawFileUnsupportedError:
+        raise ImageLoadError(f"{path}: not a camera RAW file LibRaw can read; expected a RAW photo, as the "
+                             f"extension {path.suffix} says") from None
+    except (rawpy.LibRawIOError, rawpy.LibRawDataError) as e:
+        said = libraw_said[0].removeprefix(f"{path}: ") if libraw_said else ""
+        said = f"; LibRaw: {said}" if said else ""
+        raise ImageLoadError(f"{path}: corrupt or truncated RAW file ({_first_line(e)}{said})") from None
+    except (rawpy.LibRawError, OSError, RuntimeError, MemoryError, NotImplementedError) as e:
+        raise ImageLoadError(f"{path}: RAW decoding failed ({_first_line(e)}); expected a camera RAW file") from None
+    return rgb.astype(np.float32) / np.float32(255.0), clipped
+
+
+@contextmanager
+def _stderr_captured(said):
+    """Route the process's stderr (file descriptor 2) to a temporary file for the block and append what was written
+    to ``said``: LibRaw prints some decoding errors there itself (rawpy offers no hook), and a failed file gets one
+    line, ours, which quotes it."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as captured:
+        os.dup2(captured.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            captured.seek(0)
+            said.append(" ".join(captured.read().decode("utf-8", "replace").split())[:160])
+
+
+def raw_clipping_mask(raw, shape):
+    """H x W bool (``shape``: the rendered image's, after rotation) of an open rawpy file: True where a raw channel
+    of the pixel reached its white level, in the visible raw area. Behind a colour filter array each photosite
+    records one channel (the CFA pattern) and demosaicing draws a pixel's colours from its 3 x 3 neighbourhood, so
+    any photosite there counts; raw data with every channel at every pixel (linear DNG) counts the pixel's own. White
+    levels are LibRaw's, absolute (black level included): per channel where the file gives them and they lie above
+    that channel's black level and at most the overall white level, else the overall white level."""
+    visible = raw.raw_image_visible
+    overall = raw.white_level
+    per_channel = raw.camera_white_level_per_channel or [overall] * 4
+    white = np.array([level if black < level <= overall else overall
+                      for level, black in zip(per_channel, raw.black_level_per_channel)])
+    if visible.ndim == 2:  # a colour filter array; LibRaw's index 6 (no filter: monochrome) takes the overall level
+        level_of_colour = np.full(256, overall, dtype=visible.dtype)
+        level_of_colour[:4] = white
+        reached = visible >= level_of_colour[raw.raw_colors_visible]
+        rows_grown = reached.copy()
+        rows_grown[1:] |= reached[:-1]
+        rows_grown[:-1] |= reached[1:]
+        mask = rows_grown.copy()
+        mask[:, 1:] |= rows_grown[:, :-1]
+        mask[:, :-1] |= rows_grown[:, 1:]
+    else:  # a 4th channel may be blank (zeros)
+        mask = (visible >= white[:visible.shape[2]]).any(axis=2)
+    # LibRaw's flip: bit 2 mirrors the rows, bit 1 the columns, bit 4 transposes (in that order)
+    flip = raw.sizes.flip
+    mask = mask[::-1] if flip & 2 else mask
+    mask = mask[:, ::-1] if flip & 1 else mask
+    mask = mask.T if flip & 4 else mask
+    if mask.shape != tuple(shape):  # non-square photosites: the rendering is stretched along one axis
+        stretch = (shape[0] / mask.shape[0]) / (shape[1] / mask.shape[1])
+        if abs(stretch - 1.0) < 0.01 or not any(abs(stretch / a - 1.0) < 0.02 for a in
+                                                (raw.sizes.pixel_aspect, 1.0 / raw.sizes.pixel_aspect)):
+            raise ImageLoadError(f"the raw data ({mask.shape[1]}x{mask.shape[0]} photosites) cannot be aligned "
+                                 f"with its {shape[1]}x{shape[0]} rendering for --raw-clipping; expected a sensor "
+                                 "with a rectangular photosite grid")
+        rows = np.arange(shape[0]) * mask.shape[0] // shape[0]
+        columns = np.arange(shape[1]) * mask.shape[1] // shape[1]
+        mask = mask[rows][:, columns]
+    return np.ascontiguousarray(mask)
+
+
+def check_declared_size(path, image_format, width, height):
+    """Refuse, before decoding, a photo above MAX_PIXELS or one declaring more pixels than its bytes can hold."""
+    if width * height > MAX_PIXELS:
+        raise ImageLoadError(f"{path}: {width}x{height} is {width * height / 1e6:.0f} MP, above the "
+                             f"{MAX_PIXELS / 1e6:.0f} MP limit; expected a smaller image")
+    check_bytes_present(path, image_format, width, height)
 
 
 def check_bytes_present(path, image_format, width, height):
@@ -185,10 +321,11 @@ def remove_orphan_temporaries(folder):
     return removed
 
 
-def save_image(path, image):
-    """Write a uint8 H x W x 3 array as an image (format from the suffix), atomically."""
+def save_image(path, image, **options):
+    """Write a uint8 H x W x 3 array as an image (format from the suffix), atomically; ``options`` go to Pillow's
+    save (e.g. quality=90 for JPEG)."""
     image = np.asarray(image)
     if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
         raise ValueError(f"{path}: expected a uint8 H x W x 3 array, got {image.dtype} {image.shape}")
     with atomic_write(path) as tmp:
-        Image.fromarray(image).save(tmp, format=Image.registered_extensions()[Path(path).suffix.lower()])
+        Image.fromarray(image).save(tmp, format=Image.registered_extensions()[Path(path).suffix.lower()], **options)

@@ -97,6 +97,19 @@ def correlation(kind, predicted, target):
     return float(result.statistic)
 
 
+def measure(pred, label, threshold=DEFAULT_THRESHOLD, score=None):
+    """One image's share of every metric, a small picklable dict (processes of a distributed evaluation send these
+    to rank 0): the per-image metrics, the over / under pixel counts and the (predicted, target) score pair."""
+    pred, label = np.asarray(pred, np.float32), np.asarray(label, np.float32)
+    if pred.shape != label.shape:
+        raise ValueError(f"prediction {pred.shape} and label {label.shape} differ in shape")
+    found = {name: fn(pred, label) for name, fn in (("mae", mae), ("rmse", rmse), ("psnr", psnr), ("ssim", ssim))}
+    found["over"] = segmentation_counts(pred < -threshold, label < -threshold)
+    found["under"] = segmentation_counts(pred > threshold, label > threshold)
+    found["scores"] = (holistic_score(pred), float(score)) if score is not None and math.isfinite(score) else None
+    return found
+
+
 class MetricAccumulator:
     """Collects per-image results; ``result()`` gives every metric in METRICS plus n_images."""
 
@@ -107,17 +120,17 @@ class MetricAccumulator:
         self.predicted_scores, self.target_scores = [], []
 
     def add(self, pred, label, score=None):
-        pred, label = np.asarray(pred, np.float32), np.asarray(label, np.float32)
-        if pred.shape != label.shape:
-            raise ValueError(f"prediction {pred.shape} and label {label.shape} differ in shape")
-        for name, fn in (("mae", mae), ("rmse", rmse), ("psnr", psnr), ("ssim", ssim)):
-            self.per_image[name].append(fn(pred, label))
-        t = self.threshold
-        self.counts["over"] += segmentation_counts(pred < -t, label < -t)
-        self.counts["under"] += segmentation_counts(pred > t, label > t)
-        if score is not None and math.isfinite(score):
-            self.predicted_scores.append(holistic_score(pred))
-            self.target_scores.append(float(score))
+        self.add_measured(measure(pred, label, self.threshold, score))
+
+    def add_measured(self, found):
+        """Add one image's ``measure`` result (taken with this accumulator's threshold)."""
+        for name, values in self.per_image.items():
+            values.append(found[name])
+        self.counts["over"] += found["over"]
+        self.counts["under"] += found["under"]
+        if found["scores"] is not None:
+            self.predicted_scores.append(found["scores"][0])
+            self.target_scores.append(found["scores"][1])
 
     def __len__(self):
         return len(self.per_image["mae"])
