@@ -1,26 +1,30 @@
 """Speed, memory and cost of the project model against the released P-IEANet, measured in one run on one machine.
 
-    python bench/speed.py [--smoke] [--json OUT] [--threads N] [--checkpoint PATH] [--released PATH]
+    python bench/speed.py [--smoke] [--json OUT] [--threads N] [--checkpoint PATH] [--onnx PATH] [--released PATH]
 
-* throughput: images/s for batched inference at 256 x 256 (what the released network was built for);
-* latency and peak memory at 1920 x 1080 and 4000 x 3000, each case in a fresh subprocess that reports its own peak
-  resident set size (getrusage ru_maxrss; covers torch's native allocations, which tracemalloc does not see). The
-  project model runs on the tools' default path (its working size), at native resolution untiled and in tiles, and at
-  working size 1024 (see utils/inference.py); the released network resizes to 256 x 256 itself. A case is timed
-  once, after a small warm-up call;
+* throughput: images/s for batched inference at 256 x 256 (what the released network was built for), for the project
+  checkpoint in torch and its ONNX export in onnxruntime, and the released network;
+* latency and peak memory at 1920 x 1080 and 4000 x 3000, each case in a fresh process whose peak resident set size
+  (getrusage ru_maxrss: torch's native allocations included) is read by a small intermediate process (see MEASURE).
+  The project model runs on the tools' default path (its working size), at native resolution untiled and in tiles,
+  and at working size 1024 (see utils/inference.py), both backends where they differ; the released network resizes
+  to 256 x 256 itself. A case is timed once, after a small warm-up call;
+* end to end: make_heatmap.py with default options on one 4000 x 3000 JPEG (a sample photo enlarged), the whole
+  process (start-up, decoding, inference, writing), per backend, against the cost of the same pixels as 256 x 256
+  batches of the same network;
 * cost: GFLOP per 256 x 256 image (torch.utils.flop_counter on meta tensors: shapes only, nothing computed) and
   parameter counts.
 Models: the project checkpoint (default checkpoints/pieanet_corpus.safetensors) or, when it is missing, the default
-config with random weights; the released weights from ../shared or, when absent, the released architecture with random
-weights. Speed does not depend on the weights. --smoke checks the script in seconds: a tiny project config at tiny
-sizes without warm-up, and the released network's cost counted but not run.
+config with random weights; its ONNX file (default checkpoints/pieanet_corpus.onnx; skipped when it or onnxruntime is
+missing); the released weights from ../shared or, when absent, the released architecture with random weights. Speed
+does not depend on the weights. --smoke checks the script in seconds: a tiny project config at tiny sizes without
+warm-up, the released network's cost counted but not run, and one end-to-end run without its batch comparison.
 """
 import argparse
 import copy
 import json
 import os
 import platform
-import resource
 import subprocess
 import sys
 import tempfile
@@ -129,54 +133,60 @@ def throughput(model, batch, batches, warm_up, size=256):
 
 
 def run_case(case):
-    """In a fresh process: time one prediction and report the process's peak RSS."""
+    """In a fresh process: time one prediction (after a warm-up on a small crop)."""
     torch.set_num_threads(case["threads"])
     model = make_model(case["spec"])
     image = np.random.default_rng(0).random((case["height"], case["width"], 3), dtype=np.float32)
     predict_residual(model, image[:64, :64], **case["options"])  # warm-up
-    rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     start = time.perf_counter()
     residual = predict_residual(model, image, **case["options"])
     seconds = time.perf_counter() - start
     assert residual.shape == image.shape[:2]
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(json.dumps({"seconds": seconds, "peak_rss_mb": peak, "rss_before_mb": rss_before}))
+    print(json.dumps({"seconds": seconds}))
+
+
+# Runs the command given as its arguments and prints its wall time, exit code, output and peak RSS. A process's peak
+# RSS (ru_maxrss) survives fork and exec, so a child started straight from this large process would report this
+# process's size; started from this small one, RUSAGE_CHILDREN is the command's own.
+MEASURE = ("import json, resource, subprocess, sys, time; start = time.perf_counter(); "
+           "done = subprocess.run(sys.argv[1:], capture_output=True, text=True); "
+           "print(json.dumps({'seconds': time.perf_counter() - start, 'code': done.returncode, 'stdout': done.stdout, "
+           "'stderr': done.stderr, 'peak_rss_mb': resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024}))")
+
+
+def run_measured(command):
+    """Run ``command`` in a fresh process: {seconds, code, stdout, stderr, peak_rss_mb}."""
+    done = subprocess.run([sys.executable, "-c", MEASURE, *map(str, command)], capture_output=True, text=True,
+                          cwd=ROOT)
+    return json.loads(done.stdout)
+
+
+def failure(result):
+    return (result["stderr"].strip().splitlines() or ["no output"])[-1]
 
 
 def measure_case(kind, height, width, mode, options, spec, threads):
     case = {"spec": spec, "height": height, "width": width, "options": options, "threads": threads}
-    done = subprocess.run([sys.executable, __file__, "--case", json.dumps(case)], capture_output=True, text=True,
-                          cwd=ROOT)
+    result = run_measured([sys.executable, __file__, "--case", json.dumps(case)])
     row = {"model": kind, "size": f"{width}x{height}", "mode": mode, "options": options}
-    if done.returncode != 0:
-        row["error"] = (done.stderr.strip().splitlines() or ["no output"])[-1]
-        return row
-    return {**row, **json.loads(done.stdout.strip().splitlines()[-1])}
+    if result["code"] != 0:
+        return {**row, "error": failure(result)}
+    return {**row, **json.loads(result["stdout"].strip().splitlines()[-1]), "peak_rss_mb": result["peak_rss_mb"]}
 
 
 def end_to_end(height, width, threads, checkpoint, backend):
-    """make_heatmap.py with default options on one height x width JPEG, as a user runs it: (seconds of the whole
-    process from start-up to exit, peak RSS in MB). The process is a grandchild, so its RSS is not mixed with the
-    latency cases' (RUSAGE_CHILDREN of the measuring child covers it alone)."""
+    """make_heatmap.py with default options on one height x width JPEG, as a user runs it: seconds of the whole
+    process from start-up to exit, and its peak RSS."""
     with tempfile.TemporaryDirectory() as folder:
         photo = Path(folder) / "photo.jpg"
         with Image.open(SAMPLE_PHOTO) as sample:
             sample.convert("RGB").resize((width, height), Image.LANCZOS).save(photo, quality=92)
-        command = [sys.executable, str(ROOT / "make_heatmap.py"), "--input", str(photo), "--output",
-                   str(Path(folder) / "out"), "--threads", str(threads), "--backend", backend]
-        if checkpoint:
-            command += ["--checkpoint", str(checkpoint)]
-        measure = ("import json, resource, subprocess, sys, time; start = time.perf_counter(); "
-                   "done = subprocess.run(sys.argv[1:], capture_output=True, text=True); "
-                   "print(json.dumps({'seconds': time.perf_counter() - start, 'code': done.returncode, "
-                   "'error': done.stderr.strip()[-300:], "
-                   "'peak_rss_mb': resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024}))")
-        done = subprocess.run([sys.executable, "-c", measure, *command], capture_output=True, text=True)
-        result = json.loads(done.stdout)
-    if result.pop("code") != 0:
-        return {"error": result["error"].splitlines()[-1] if result["error"] else "failed"}
-    del result["error"]
-    return result
+        command = [sys.executable, ROOT / "make_heatmap.py", "--input", photo, "--output", Path(folder) / "out",
+                   "--threads", threads, "--backend", backend] + (["--checkpoint", checkpoint] if checkpoint else [])
+        result = run_measured(command)
+    if result["code"] != 0:
+        return {"error": failure(result)}
+    return {"seconds": result["seconds"], "peak_rss_mb": result["peak_rss_mb"]}
 
 
 def parse_args(argv=None):

@@ -16,9 +16,6 @@ import math
 
 import numpy as np
 from matplotlib import colormaps
-from matplotlib.colors import Normalize
-from matplotlib.cm import ScalarMappable
-from matplotlib.figure import Figure
 
 from pieanet.utils.image_io import atomic_write
 
@@ -71,6 +68,10 @@ def overlay(photo, residual, vmax=1.0, opacity=OVERLAY_OPACITY):
 def colorbar_figure(residual, title=None, vmax=1.0, scale_note=None, max_side_px=1600, dpi=100):
     """A matplotlib Figure: the heatmap beside a colour bar labelled under / ideal / over at ±vmax, whose label
     states the scale (``scale_note`` says where it came from, e.g. 'per image')."""
+    from matplotlib.cm import ScalarMappable  # here, not at the top: the figure machinery costs heatmaps 0.2 s
+    from matplotlib.colors import Normalize
+    from matplotlib.figure import Figure
+
     vmax = check_vmax(vmax)
     heatmap = colorize(residual, vmax)
     height, width = heatmap.shape[:2]
