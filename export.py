@@ -59,7 +59,9 @@ DEFAULT_CHECK_SIZES = ((256, 256), (301, 199))
 TOLERANCE = 1e-4
 # the example the graph is traced with: batch 2 and a size unlike the check sizes, so nothing is specialised to them
 TRACE_SHAPE = (2, 3, 160, 224)
-INSTALL = "pip install -r requirements-export.txt"
+# an installed copy has no requirements file: the packages by name first
+INSTALL = ("pip install onnx onnxruntime onnxscript (in the P-IEA checkout: pip install -r requirements-export.txt, "
+           "or pip install '.[export]' for the package)")
 
 
 class CheckFailed(Exception):
@@ -202,7 +204,7 @@ def import_onnx_tools():
             missing.append(name)
     if missing:
         raise UsageError(f"{', '.join(missing)} {'is' if len(missing) == 1 else 'are'} not installed; ONNX export "
-                         f"needs onnx, onnxruntime and onnxscript: `{INSTALL}`")
+                         f"needs onnx, onnxruntime and onnxscript: {INSTALL}")
     return modules["onnx"], modules["onnxruntime"]
 
 

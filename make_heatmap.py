@@ -5,7 +5,9 @@
     python make_heatmap.py --checkpoint ../shared/official/wavelet_epoch_2_val_loss0.03022034629540784.pth
 
 Per photo: <stem>_exposure.png (blue = under-exposed, white = ideal, red = over-exposed) at the photo's resolution;
-optionally <stem>_residual.npy, <stem>_overlay.png, <stem>_colorbar.png. One summary.csv for the run.
+optionally <stem>_residual.npy, <stem>_overlay.png, <stem>_colorbar.png. One summary.csv for the run. <stem> is the
+photo's sub-folder and name without extension, made unique (utils/summary.py, output_stems) against the other photos
+of the run and the photos of earlier runs in summary.csv, and stored in the photo's row (column output).
 --vmax sets the colour scale (1, the default, is the same for every photo; 'image' stretches each photo), --format jpg
 writes the heatmap and overlay as JPEG.
 A photo that cannot be read or processed is reported on stderr and in summary.csv; the others go on, and the exit
@@ -20,7 +22,9 @@ adds them to summary.csv in the order one process would have written them, remov
 and exits 1 if a photo failed on any process. The outputs are those of one process. Parts a killed run left are
 taken into summary.csv by the next run. With several nodes, --output must be a folder every node sees.
 
---resume skips a photo when summary.csv (or a part a killed torchrun run left) has a row with status ok for it and
+--resume skips a photo when summary.csv (or a part a killed torchrun run left) has a row with status ok for it, made
+under the output name and with the result-affecting settings (column settings: the checkpoint's content, which also
+decides the backend, --size, --tile, --threshold, --vmax, --raw-clipping, --jpeg-quality) this run would use, and
 every file the current options ask for exists (so adding --overlay redoes every photo without one); the others are
 done again, each photo keeps one row, and temporary files of killed processes are removed. Outputs are written
 atomically and a photo's row comes after its files, so a killed run resumed this way writes the same files and rows
@@ -28,6 +32,7 @@ as one uninterrupted run (with --batch-size 1; larger batches may group the rema
 """
 import argparse
 import csv
+import hashlib
 import io
 import os
 import re
@@ -40,13 +45,12 @@ from pieanet.utils import cli, distributed, report
 from pieanet.utils.heatmap import VMAX_FLOOR, VMAX_PERCENTILE, colorize, image_vmax, overlay, save_colorbar_heatmap
 from pieanet.utils.exposure import residual_stats
 from pieanet.utils.image_io import ImageLoadError, atomic_write, remove_orphan_temporaries, save_image
+from pieanet.utils.summary import (SUMMARY_FIELDS, SUMMARY_NAME, UnreadableSummary, output_stems, photo_keys,
+                                   printable, read_table, taken_stems)
 
 PROG = "make_heatmap"
 ROOT = Path(__file__).resolve().parent
 WORK = ROOT if (ROOT / "img_to_pred").is_dir() else Path()  # a checkout's folders; the current one when installed
-SUMMARY_FIELDS = ["file", "width", "height", "mean_residual", "mean_abs_residual", "pct_over", "pct_under", "score",
-                  "vmax", "pct_raw_clipped", "status", "error"]
-SUMMARY_NAME = "summary.csv"
 PART_NAME = re.compile(r"summary\.rank(\d+)\.csv")  # one process's rows while a torchrun run works
 DEFAULT_JPEG_QUALITY = 90
 RAW_CLIPPED_MARGIN = 1e-6  # --raw-clipping: clipped pixels get r <= -threshold - this, strictly over the threshold
@@ -55,13 +59,17 @@ RAW_CLIPPED_MARGIN = 1e-6  # --raw-clipping: clipped pixels get r <= -threshold 
 def parse_args(argv):
     p = argparse.ArgumentParser(prog=PROG, description="Pixel-level exposure heatmaps (r > 0 under-exposed, "
                                                        "r < 0 over-exposed).")
-    p.add_argument("--input", type=Path, default=WORK / "img_to_pred", help="image file or folder (default: img_to_pred/)")
+    p.add_argument("--input", type=Path, default=WORK / "img_to_pred",
+                   help="image file or folder (default: img_to_pred/)")
     p.add_argument("--recursive", action="store_true", help="also read sub-folders; outputs keep their structure")
     p.add_argument("--output", type=Path, default=WORK / "outputs", help="output folder (default: outputs/)")
-    p.add_argument("--batch-size", type=cli.positive_int, default=1, help="photos of equal size run together (default: 1)")
+    p.add_argument("--batch-size", type=cli.positive_int, default=1,
+                   help="photos of equal size run together (default: 1)")
     p.add_argument("--resume", action="store_true",
                    help="skip the photos already done in --output: a row with status ok in summary.csv (or in a "
-                        "summary.rank<k>.csv a killed torchrun run left) and every file the current options ask for "
+                        "summary.rank<k>.csv a killed torchrun run left) made under the output name and with the "
+                        "settings this run would use (the checkpoint's content, --size, --tile, --threshold, --vmax, "
+                        "--raw-clipping, --jpeg-quality), and every file the current options ask for "
                         "present; the others are (re)done and their old rows dropped, so each photo keeps one row")
     cli.add_common_options(p)
     p.add_argument("--save-npy", action="store_true", help="also write <stem>_residual.npy (float32, full size)")
@@ -109,16 +117,20 @@ def jpeg_quality(text):
     return value
 
 
-def output_stems(paths, input_path, output_dir):
-    """Output path prefix per photo: output_dir / <sub-folder> / <stem>; photos sharing a stem in one folder
-    (a.jpg, a.png) get their extension added (a_jpg, a_png)."""
-    base = input_path if input_path.is_dir() else input_path.parent
-    stems = [output_dir / path.relative_to(base).parent / path.stem for path in paths]
-    counts = {}
-    for stem in stems:
-        counts[str(stem).lower()] = counts.get(str(stem).lower(), 0) + 1
-    return [stem.with_name(f"{stem.name}_{path.suffix.lstrip('.').lower()}") if counts[str(stem).lower()] > 1 else stem
-            for stem, path in zip(stems, paths)]
+def result_settings(args, checkpoint):
+    """summary.csv's settings text: the options that change a photo's numbers or files but not their names, the
+    checkpoint by the SHA-256 of its content (which also decides the backend: an ONNX file runs in onnxruntime, any
+    other in torch), so a copy counts as the same and a retrained file as another. --resume redoes a photo whose row
+    has other settings."""
+    digest = hashlib.sha256()
+    with open(checkpoint, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    quality = (args.jpeg_quality or DEFAULT_JPEG_QUALITY) if args.format == "jpg" else "-"
+    settings = {"checkpoint": f"sha256:{digest.hexdigest()[:16]}", "size": args.size or "model",
+                "tile": args.tile, "threshold": args.threshold, "vmax": args.vmax,
+                "raw_clipping": "yes" if args.raw_clipping else "no", "jpeg_quality": quality}
+    return " ".join(f"{key}={value}" for key, value in settings.items())
 
 
 def save_npy(path, residual):
@@ -201,22 +213,21 @@ def check_header(path, header):
 
 
 def summary_values(row):
-    return [f"{v:.6f}" if isinstance(v, float) else v for v in (row[k] for k in SUMMARY_FIELDS)]
+    """The cells of ``row`` as summary.csv holds them: floats to 6 decimals, text as valid UTF-8 (printable)."""
+    return [f"{v:.6f}" if isinstance(v, float) else printable(v) if isinstance(v, str) else v
+            for v in (row[k] for k in SUMMARY_FIELDS)]
 
 
 def read_summary(path):
     """The rows of a summary file as dicts of text ([] when there is none); a row cut short by a kill is left out.
     A file with other columns is a UsageError, as for SummaryLog."""
     try:
-        with open(path, newline="", encoding="utf-8") as f:
-            reader = csv.reader(f)
-            check_header(path, next(reader, SUMMARY_FIELDS))
-            return [dict(zip(SUMMARY_FIELDS, values)) for values in reader if len(values) == len(SUMMARY_FIELDS)]
-    except FileNotFoundError:
-        return []
-    except (OSError, UnicodeDecodeError, csv.Error) as e:
-        raise cli.UsageError(f"{path}: cannot read it as a summary ({cli.one_line(e)}); move it away or choose "
-                             "another --output") from None
+        header, rows = read_table(path, missing_ok=True)
+    except UnreadableSummary as e:
+        raise cli.UsageError(f"{e}; move it away or choose another --output") from None
+    if header:
+        check_header(path, header)
+    return rows
 
 
 def write_summary(path, rows):
@@ -291,75 +302,82 @@ def mark_raw_clipping(row, residual, clipped, threshold):
     np.minimum(residual, np.float32(-threshold - RAW_CLIPPED_MARGIN), out=residual, where=clipped)
 
 
-def process(paths, stems, base, model, args, summary, progress):
-    """Every photo, batch by batch: one row each, appended to ``summary`` (summary.csv, or this process's part under
-    torchrun) as soon as the photo is finished."""
+def process(photos, model, args, settings, summary, progress):
+    """Every photo ((path, file, source, output prefix)), batch by batch: one row each, appended to ``summary``
+    (summary.csv, or this process's part under torchrun) as soon as the photo is finished."""
     rows = []
 
-    def finish(row, reason=None):
+    def finish(path, row, reason=None):
         if reason is not None:
-            progress.fail(base / row["file"], reason)
+            progress.fail(path, reason)
             row.update(status="failed", error=reason)
         summary.add(row)
         rows.append(row)
         progress.update()
 
-    for start in range(0, len(paths), args.batch_size):
-        batch = []  # (row, stem, image) of the photos that loaded
-        raw_clipped = {}  # stem: mask of the RAW photos' clipped pixels, with --raw-clipping
-        for path, stem in zip(paths[start:start + args.batch_size], stems[start:start + args.batch_size]):
-            row = dict.fromkeys(SUMMARY_FIELDS, "") | {"file": path.relative_to(base).as_posix()}
+    for start in range(0, len(photos), args.batch_size):
+        batch = []  # (path, row, prefix, image) of the photos that loaded
+        raw_clipped = {}  # prefix: mask of the RAW photos' clipped pixels, with --raw-clipping
+        for path, file, source, prefix in photos[start:start + args.batch_size]:
+            row = dict.fromkeys(SUMMARY_FIELDS, "") | {"file": file, "source": source, "settings": settings}
             try:
                 image = cli.read_image(path, args.raw_clipping)
                 if args.raw_clipping:
-                    image, raw_clipped[stem] = image
+                    image, raw_clipped[prefix] = image
             except ImageLoadError as e:
-                finish(row, str(e))
+                finish(path, row, str(e))
                 continue
             row.update(height=image.shape[0], width=image.shape[1])
-            batch.append((row, stem, image))
-        residuals = cli.predict(model, [image for _, _, image in batch], args.size, args.tile, args.batch_size)
-        for (row, stem, image), residual in zip(batch, residuals):
+            batch.append((path, row, prefix, image))
+        residuals = cli.predict(model, [image for *_, image in batch], args.size, args.tile, args.batch_size)
+        for (path, row, prefix, image), residual in zip(batch, residuals):
             if isinstance(residual, BaseException):
-                finish(row, f"inference failed ({cli.one_line(residual)})")
+                finish(path, row, f"inference failed ({cli.one_line(residual)})")
                 continue
-            mark_raw_clipping(row, residual, raw_clipped.get(stem), args.threshold)
+            mark_raw_clipping(row, residual, raw_clipped.get(prefix), args.threshold)
             try:
-                written, vmax = write_outputs(stem, image, residual, args)
+                written, vmax = write_outputs(args.output / prefix, image, residual, args)
             except (OSError, ValueError, RuntimeError, MemoryError) as e:
-                finish(row, f"could not write outputs ({cli.one_line(e)})")
+                finish(path, row, f"could not write outputs ({cli.one_line(e)})")
                 continue
             try:
-                row.update(residual_stats(residual, args.threshold), vmax=vmax, status="ok")
-                finish(row)
+                row.update(residual_stats(residual, args.threshold), vmax=vmax, status="ok", output=prefix)
+                finish(path, row)
             except BaseException:  # e.g. Ctrl-C: no photo has outputs without its summary row
                 remove(written)
                 raise
     return rows
 
 
-def plan_run(args, paths, stems, base):
-    """(the rows summary.csv is to hold before any photo is done, None to leave it as it is; the indices of the
-    photos to do). The rows of parts a killed torchrun run left are taken into summary.csv. With --resume a photo is
-    skipped when a row of it says ok and every file the current options ask for exists; a skipped photo keeps one
-    row (its last ok one) and a photo to redo loses its old rows, so no photo of the input ends up with two."""
-    parts = leftover_parts(args.output)
-    if not parts and not args.resume:
-        return None, list(range(len(paths)))
-    existing = read_summary(args.output / SUMMARY_NAME)
-    files = [path.relative_to(base).as_posix() for path in paths]
-    position = {file: index for index, file in enumerate(files)}
+def earlier_rows(output, position):
+    """(summary.csv's rows, the parts a killed torchrun run left, their rows in the order one process writes them;
+    ``position``: {source: index} of this run's photos)."""
+    parts = leftover_parts(output)
     carried = sorted((row for part in parts for row in read_summary(part)),
-                     key=lambda row: position.get(row["file"], len(files)))
+                     key=lambda row: position.get(row["source"], len(position)))
+    return read_summary(output / SUMMARY_NAME), parts, carried
+
+
+def plan_run(args, earlier, position, stems, settings):
+    """(the rows summary.csv is to hold before any photo is done, None to leave it as it is; the indices of the
+    photos to do). ``earlier``: earlier_rows; the rows of parts a killed torchrun run left are taken into
+    summary.csv. With --resume a photo is skipped when its last ok row names the output prefix it gets now
+    (``stems``) and this run's ``settings``, and every file the current options ask for exists; a skipped photo
+    keeps that row and a photo to redo loses its old rows, so no photo of the input ends up with two."""
+    existing, parts, carried = earlier
+    everything = list(range(len(stems)))
+    if not parts and not args.resume:
+        return None, everything
     rows = existing + carried
     if not args.resume:
-        return rows, list(range(len(paths)))
-    last_ok = {row["file"]: n for n, row in enumerate(rows) if row["status"] == "ok"}
-    done = {position[file] for file in last_ok
-            if file in position and all(path.is_file() for path in requested_outputs(stems[position[file]], args))}
+        return rows, everything
+    last_ok = {row["source"]: n for n, row in enumerate(rows) if row["status"] == "ok"}
+    done = {position[source] for source, n in last_ok.items()
+            if source in position and rows[n]["output"] == stems[position[source]] and rows[n]["settings"] == settings
+            and all(path.is_file() for path in requested_outputs(args.output / stems[position[source]], args))}
     kept = [row for n, row in enumerate(rows)
-            if row["file"] not in position or (position[row["file"]] in done and last_ok[row["file"]] == n)]
-    return (kept if parts or len(kept) < len(existing) else None), [i for i in range(len(paths)) if i not in done]
+            if row["source"] not in position or (position[row["source"]] in done and last_ok[row["source"]] == n)]
+    return (kept if parts or len(kept) < len(existing) else None), [i for i in everything if i not in done]
 
 
 def merge_parts(output, world_size, order):
@@ -371,22 +389,24 @@ def merge_parts(output, world_size, order):
     remove(parts)
 
 
-def make_heatmaps(paths, base, model, args, group, folder_errors):
+def make_heatmaps(paths, base, model, args, settings, group, folder_errors):
     """This process's share of the photos: whole batches, every world_size-th one, so each batch is the one a single
     process would run. Each process appends its rows to its own part (one process: to summary.csv itself); rank 0
     merges them. Returns, on rank 0, (every process's rows in the order of summary.csv, photos skipped by
     --resume, failed count, summary errors); None on the other ranks."""
-    stems = output_stems(paths, args.input, args.output)
-    if group.distributed:
-        read_summary(args.output / SUMMARY_NAME)  # columns checked before any work, as SummaryLog does for one process
-    start_rows, todo = plan_run(args, paths, stems, base)
+    keys = [photo_keys(path, base, args.output) for path in paths]
+    files, sources = [file for file, _ in keys], [source for _, source in keys]
+    position = {source: index for index, source in enumerate(sources)}
+    earlier = earlier_rows(args.output, position)  # also checks summary.csv's columns before any work
+    stems = output_stems(files, sources, taken_stems(earlier[0] + earlier[2]))
+    start_rows, todo = plan_run(args, earlier, position, stems, settings)
     group.barrier()  # every process has read the summaries before rank 0 changes them
     if group.is_main:
         if start_rows is not None:
             write_summary(args.output / SUMMARY_NAME, start_rows)
             remove(leftover_parts(args.output))
-        if args.resume:  # a killed run's temporary files
-            for folder in sorted({stem.parent for stem in stems}):
+        if args.resume:  # a killed run's temporary files: outputs, and summary.csv's and index.html's
+            for folder in sorted({args.output} | {(args.output / stem).parent for stem in stems}):
                 remove_orphan_temporaries(folder)
     group.barrier()
     batches = [todo[start:start + args.batch_size] for start in range(0, len(todo), args.batch_size)]
@@ -397,7 +417,8 @@ def make_heatmaps(paths, base, model, args, group, folder_errors):
         with cli.Progress(PROG, len(mine), show=group.is_main) as progress:
             for folder, reason in folder_errors if group.is_main else []:
                 progress.fail(folder, reason)
-            rows = process([paths[i] for i in mine], [stems[i] for i in mine], base, model, args, summary, progress)
+            photos = [(paths[i], files[i], sources[i], stems[i]) for i in mine]
+            rows = process(photos, model, args, settings, summary, progress)
     except SummaryError as e:
         error = str(e)
     finally:
@@ -405,10 +426,10 @@ def make_heatmaps(paths, base, model, args, group, folder_errors):
     shards = group.gather((rows, len(progress.failed), error))
     if not group.is_main:
         return None
-    batch_of = {paths[index].relative_to(base).as_posix(): n // args.batch_size for n, index in enumerate(todo)}
+    batch_of = {sources[index]: n // args.batch_size for n, index in enumerate(todo)}
 
     def order(row):
-        return batch_of.get(row["file"], len(batches))
+        return batch_of.get(row["source"], len(batches))
 
     if group.distributed:
         merge_parts(args.output, group.world_size, order)
@@ -427,8 +448,9 @@ def run(argv):
     with distributed.process_group(cli.resolve_device(args.device)) as group:
         args.device = str(group.device)  # under torchrun with CUDA: this process's own GPU
         model = cli.open_model(args.checkpoint, args)
+        settings = result_settings(args, cli.model_file(args.checkpoint, args))
         cli.writable_folder(args.output)
-        done = make_heatmaps(paths, base, model, args, group, errors)
+        done = make_heatmaps(paths, base, model, args, settings, group, errors)
     if not group.is_main:
         return cli.EXIT_OK  # rank 0 reports for every process
     rows, skipped, failed, summary_errors = done
@@ -444,7 +466,7 @@ def run(argv):
     if not args.no_report:
         try:
             page = report.write_report(args.output, args.output / SUMMARY_NAME, base, args.threshold,
-                                       args.checkpoint or cli.DEFAULT_CHECKPOINT)
+                                       cli.model_file(args.checkpoint, args))
         except report.ReportError as e:
             print(f"{PROG}: {e}", file=sys.stderr)
             return cli.EXIT_FAILED

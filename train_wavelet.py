@@ -31,9 +31,10 @@ from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
 from pieanet.datasets.iea40k import DatasetError, IEA40KDataset
-from pieanet.models import MODELS, CheckpointError, build_model, check_config, read_checkpoint, resolve_device, save_model
-from pieanet.utils.config import (ConfigError, boolean, check_values, choice, dump_config, integer, load_config, load_yaml,
-                          number, text)
+from pieanet.models import (MODELS, CheckpointError, build_model, check_config, read_checkpoint, resolve_device,
+                            save_model)
+from pieanet.utils.config import (ConfigError, boolean, check_values, choice, dump_config, integer, load_config,
+                                  load_yaml, number, text)
 from pieanet.utils import distributed
 from pieanet.utils.heatmap import colorize
 from pieanet.utils.image_io import atomic_write, remove_orphan_temporaries
@@ -56,7 +57,8 @@ SCHEMA = {
     "train.epochs": integer(1), "train.batch_size": integer(1), "train.valid_batch_size": integer(1),
     "train.lr": number(0, above=True), "train.weight_decay": number(0), "train.lr_schedule": choice(LR_SCHEDULES),
     "train.lr_step_epochs": integer(1), "train.lr_gamma": number(0, 1), "train.warmup_steps": integer(0),
-    "train.ema_decay": number(0, 1), "train.loss": choice(tuple(LOSSES)), "train.ssim_weight": number(0), "train.amp": choice(tuple(AMP_DTYPES)),
+    "train.ema_decay": number(0, 1), "train.loss": choice(tuple(LOSSES)), "train.ssim_weight": number(0),
+    "train.amp": choice(tuple(AMP_DTYPES)),
     "train.channels_last": boolean, "train.max_steps": integer(1, null=True), "train.save_every_steps": integer(0),
     "train.log_every_steps": integer(1), "train.panels": integer(0),
 }

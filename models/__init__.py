@@ -180,14 +180,18 @@ def check_weights(path, config, state):
                 raise CheckpointError(f"{path}: {key} holds NaN or infinite values; expected finite weights")
 
 
-def load_model(path, device="cpu"):
+def load_model(path, device="cpu", explicit_device=True):
     """The model stored at ``path``, in eval mode on ``device`` ("auto", "cpu", "cuda", ...). An ``.onnx`` file
-    (export.py) runs in onnxruntime (models/onnx_model.py)."""
+    (export.py) runs in onnxruntime (models/onnx_model.py), where a CUDA device chosen automatically (``device``
+    "auto", or ``explicit_device=False`` for one resolved from "auto" elsewhere, e.g. torchrun's cuda:LOCAL_RANK)
+    falls back to the CPU when onnxruntime has no CUDA provider; a CUDA device asked for explicitly is then an
+    error."""
     if Path(path).suffix.lower() == ".onnx":
         if not Path(path).is_file():
             raise CheckpointError(f"{path}: no such file")
         try:
-            return OnnxModel(path, device=resolve_device(device)).eval()
+            return OnnxModel(path, device=resolve_device(device),
+                             explicit_device=explicit_device and device not in (None, "auto")).eval()
         except ValueError as e:
             raise CheckpointError(str(e)) from None
     config, state = read_checkpoint(path)

@@ -5,8 +5,12 @@ residual, and it carries the attributes the inference code reads (``working_size
 ``tile_multiple``, ``config``), taken from the model config that export.py stores in the file's metadata. So working
 resolution, guided upsampling and tiling (utils/inference.py) are the same code for both backends; only the network
 runs in onnxruntime. A model with a scene branch is never tiled here: tiles of the torch model share one view of the
-whole photo, which the exported graph cannot take as an input. CPU provider, or CUDA when asked for and onnxruntime
-has it.
+whole photo, which the exported graph cannot take as an input.
+
+Providers: the CPU, or onnxruntime's CUDA provider for a CUDA device (on that device's index, so each torchrun process
+uses its own GPU). The CPU-only onnxruntime package has no CUDA provider (onnxruntime-gpu has): then a CUDA device the
+user named (--device cuda) is an error, and one chosen automatically (--device auto) gives the CPU provider. The
+network runs outside autograd: no gradient reaches its input (``forward`` refuses an input that asks for one).
 """
 import json
 import math
@@ -15,24 +19,39 @@ import torch
 import torch.nn as nn
 
 CONFIG_KEY = "p_iea.config"  # written by export.py
+# an installed copy has no requirements file: the package by name first
+INSTALL = ("pip install onnxruntime (onnxruntime-gpu for CUDA; in the P-IEA checkout: pip install -r "
+           "requirements-export.txt, or pip install '.[export]' for the package)")
+
+
+def execution_providers(path, device, explicit_device, available):
+    """onnxruntime's providers for ``device`` (a torch.device), given the ``available`` ones: the CPU provider, led
+    by the CUDA provider on the device's index for a CUDA device. A CUDA device without the CUDA provider falls back
+    to the CPU when it was chosen automatically; when it was named (``explicit_device``) that raises ValueError."""
+    if device.type != "cuda":
+        return ["CPUExecutionProvider"]
+    if "CUDAExecutionProvider" not in available:
+        if explicit_device:
+            raise ValueError(f"{path}: --device {device} was asked for, but this onnxruntime has no CUDA provider "
+                             "(the onnxruntime-gpu package has it); use --device cpu or auto")
+        return ["CPUExecutionProvider"]
+    return [("CUDAExecutionProvider", {"device_id": device.index or 0}), "CPUExecutionProvider"]
 
 
 class OnnxModel(nn.Module):
-    def __init__(self, path, device="cpu", threads=None):
+    def __init__(self, path, device="cpu", threads=None, explicit_device=True):
+        """device: where to run (torch.device or its name). explicit_device: whether the user named it, so that a
+        CUDA device this onnxruntime cannot run on is an error, not a fall-back to the CPU (``execution_providers``)."""
         super().__init__()
         try:
             import onnxruntime
         except ImportError:
-            raise ValueError(f"{path}: an ONNX model needs onnxruntime (pip install -r requirements-export.txt)") \
-                from None
+            raise ValueError(f"{path}: an ONNX model needs onnxruntime: {INSTALL}") from None
         options = onnxruntime.SessionOptions()
         options.intra_op_num_threads = threads or torch.get_num_threads()
         options.log_severity_level = 3  # warnings about unused initializers and the like are not the user's business
-        providers = ["CPUExecutionProvider"]
-        if torch.device(device).type == "cuda":
-            if "CUDAExecutionProvider" not in onnxruntime.get_available_providers():
-                raise ValueError(f"{path}: this onnxruntime has no CUDA provider; use --device cpu")
-            providers.insert(0, ("CUDAExecutionProvider", {"device_id": torch.device(device).index or 0}))
+        providers = execution_providers(path, torch.device(device), explicit_device,
+                                        onnxruntime.get_available_providers())
         try:
             self.session = onnxruntime.InferenceSession(str(path), options, providers=providers)
             config = json.loads(self.session.get_modelmeta().custom_metadata_map[CONFIG_KEY])
@@ -52,6 +71,10 @@ class OnnxModel(nn.Module):
             self.receptive_radius = math.inf
 
     def forward(self, x):
+        if x.requires_grad and torch.is_grad_enabled():
+            raise RuntimeError(f"{self.path}: an ONNX model runs in onnxruntime and passes no gradient to its input; "
+                               "for a loss or anything else that needs one, load the torch checkpoint "
+                               "(.safetensors) instead")
         residual, = self.session.run(["residual"], {"image": x.detach().float().cpu().numpy()})
         return torch.from_numpy(residual).to(x.device)
 

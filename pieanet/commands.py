@@ -1,44 +1,48 @@
 """Console commands of an installed copy (``pip install .``): p-iea-heatmap, p-iea-train, p-iea-evaluate, ...
 
-Each runs the flat script of the same job; a command whose extra is not installed says which one to install."""
+Each runs the flat script of the same job; a command whose extra is not installed says what to install: the extra
+from the P-IEA checkout (p-iea is not on PyPI) or its packages by name."""
 import importlib
+import importlib.metadata
 import sys
 
-EXTRA_FOR = {"make_heatmap": None, "train_wavelet": "train", "evaluate": "train", "score": "train",
-             "compare_methods": "train", "export": "export"}
+
+def extra_requirements(extra):
+    """The requirements of the package's ``extra`` as the installed copy's metadata lists them (pyproject.toml's
+    [project.optional-dependencies]); none where p-iea is not installed."""
+    try:
+        requirements = importlib.metadata.requires("p-iea") or []
+    except importlib.metadata.PackageNotFoundError:
+        return []
+    marker = f'extra == "{extra}"'
+    return [requirement.split(";")[0].strip() for requirement in requirements
+            if requirement.partition(";")[2].strip().replace("'", '"') == marker]
 
 
-def _run(script):
+def _run(script, extra):
     try:
         module = importlib.import_module(f"pieanet.{script}")
     except ModuleNotFoundError as e:
-        if EXTRA_FOR[script] is None or e.name is None or e.name.split(".")[0] == "pieanet":
+        if extra is None or e.name is None or e.name.split(".")[0] == "pieanet":
             raise
-        print(f"p-iea: {script} needs {e.name}, which comes with the '{EXTRA_FOR[script]}' extra: "
-              f"pip install 'p-iea[{EXTRA_FOR[script]}]'", file=sys.stderr)
+        packages = " ".join(f"'{requirement}'" for requirement in extra_requirements(extra))
+        print(f"p-iea: {script} needs {e.name}, which comes with the '{extra}' extra: pip install '.[{extra}]' in the "
+              f"P-IEA checkout" + (f", or pip install {packages}" if packages else ""), file=sys.stderr)
         return 2
     return module.main()
 
 
-def heatmap():
-    sys.exit(_run("make_heatmap"))
+def _command(script, extra=None):
+    """A console command (an entry point of pyproject.toml's [project.scripts]) running ``script``, which needs the
+    packages of ``extra``."""
+    def command():
+        sys.exit(_run(script, extra))
+    return command
 
 
-def train():
-    sys.exit(_run("train_wavelet"))
-
-
-def evaluate():
-    sys.exit(_run("evaluate"))
-
-
-def score():
-    sys.exit(_run("score"))
-
-
-def compare():
-    sys.exit(_run("compare_methods"))
-
-
-def export():
-    sys.exit(_run("export"))
+heatmap = _command("make_heatmap")
+train = _command("train_wavelet", "train")
+evaluate = _command("evaluate", "train")
+score = _command("score", "train")
+compare = _command("compare_methods", "train")
+export = _command("export", "export")

@@ -140,7 +140,8 @@ def test_missing_onnxruntime_says_how_to_install(tmp_path, capsys, monkeypatch):
     import sys
     monkeypatch.setitem(sys.modules, "onnxruntime", None)  # import fails as if not installed
     code, out, err = run_export(capsys, "--output", tmp_path / "out.onnx")
-    assert code == 2 and "onnxruntime" in err and "pip install -r requirements-export.txt" in err
+    assert code == 2 and "pip install onnx onnxruntime onnxscript" in err and len(err.strip().splitlines()) == 1
+    assert "pip install -r requirements-export.txt" in err and "pip install '.[export]'" in err
     assert not (tmp_path / "out.onnx").exists()
 
 

@@ -99,3 +99,17 @@ def test_train_enhancer_example_runs(tiny_checkpoint, capsys):
 def test_the_loss_takes_a_model_not_a_path(tiny_checkpoint):
     with pytest.raises(TypeError, match="load_model"):
         ExposureLoss(str(tiny_checkpoint))
+
+
+def test_an_onnx_model_is_refused_as_it_passes_no_gradient():
+    pytest.importorskip("onnxruntime", reason="onnxruntime is not installed")
+    from pieanet.models import DEFAULT_ONNX
+    onnx_model = load_model(DEFAULT_ONNX)
+    with pytest.raises(TypeError, match=r"pieanet_corpus\.onnx.*no gradient.*load the torch checkpoint"):
+        ExposureLoss(onnx_model)
+    x = torch.rand(1, 3, 16, 16, requires_grad=True)
+    with pytest.raises(RuntimeError, match="passes no gradient to its input"):
+        onnx_model(x)
+    with torch.no_grad():  # no gradient asked for: the ONNX model runs as usual
+        assert onnx_model(x).shape == (1, 1, 16, 16)
+    assert onnx_model(x.detach()).shape == (1, 1, 16, 16)

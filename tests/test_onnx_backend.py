@@ -1,16 +1,22 @@
 """The onnxruntime backend: the shipped ONNX file is the shipped checkpoint's network (within 1e-4 on every path of
-utils/inference.py), make_heatmap gives the same numbers with either backend, and wrong combinations are one-line
-usage errors."""
+utils/inference.py), make_heatmap gives the same numbers with either backend, wrong combinations are one-line
+usage errors, the default device falls back to onnxruntime's CPU provider where it has no CUDA one, and the report
+names the file that ran."""
+import argparse
 import csv
+import sys
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 pytest.importorskip("onnxruntime", reason="onnxruntime is not installed (pip install -r requirements-export.txt)")
 
 import make_heatmap  # noqa: E402
 from pieanet.models import DEFAULT_CHECKPOINT, DEFAULT_ONNX, CheckpointError, load_model  # noqa: E402
+from pieanet.models.onnx_model import execution_providers  # noqa: E402
+from pieanet.utils import cli  # noqa: E402
 from pieanet.utils.inference import predict_residual  # noqa: E402
 
 TOLERANCE = 1e-4
@@ -74,3 +80,77 @@ def test_a_file_that_is_not_an_exported_model_is_refused(tmp_path):
         load_model(fake)
     with pytest.raises(CheckpointError, match="no such file"):
         load_model(tmp_path / "missing.onnx")
+
+
+CPU_ONLY, WITH_CUDA = ["CPUExecutionProvider"], ["CUDAExecutionProvider", "CPUExecutionProvider"]
+
+
+@pytest.mark.parametrize("device, explicit, available, expected", [
+    ("cpu", True, WITH_CUDA, ["CPUExecutionProvider"]),
+    ("cuda", False, CPU_ONLY, ["CPUExecutionProvider"]),
+    ("cuda", True, WITH_CUDA, [("CUDAExecutionProvider", {"device_id": 0}), "CPUExecutionProvider"]),
+    ("cuda:1", False, WITH_CUDA, [("CUDAExecutionProvider", {"device_id": 1}), "CPUExecutionProvider"]),
+])
+def test_execution_providers(device, explicit, available, expected):
+    assert execution_providers("m.onnx", torch.device(device), explicit, available) == expected
+
+
+def test_cuda_asked_for_without_the_cuda_provider_is_an_error():
+    with pytest.raises(ValueError, match="m.onnx: --device cuda was asked for.*no CUDA provider"):
+        execution_providers("m.onnx", torch.device("cuda"), True, CPU_ONLY)
+
+
+@pytest.fixture
+def cuda_machine(monkeypatch):
+    """torch sees a GPU; onnxruntime's providers and the ones each session is made with are recorded."""
+    import onnxruntime
+    sessions, real_session = [], onnxruntime.InferenceSession
+
+    def session(path, options, providers):
+        sessions.append(providers)
+        return real_session(path, options, providers=CPU_ONLY)  # this machine has no GPU to run on
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(onnxruntime, "get_available_providers", lambda: list(CPU_ONLY))
+    monkeypatch.setattr(onnxruntime, "InferenceSession", session)
+    return onnxruntime, sessions
+
+
+def test_default_device_on_a_cuda_machine_without_the_cuda_provider_runs_on_the_cpu(tmp_path, capsys, cuda_machine):
+    _, sessions = cuda_machine
+    Image.new("RGB", (40, 30), (60, 60, 60)).save(tmp_path / "grey.png")
+    argv = ["--input", str(tmp_path / "grey.png"), "--backend", "onnxruntime"]
+    assert make_heatmap.main([*argv, "--output", str(tmp_path / "auto")]) == 0
+    assert sessions == [CPU_ONLY]
+    assert (tmp_path / "auto" / "grey_exposure.png").is_file()
+    capsys.readouterr()
+    assert make_heatmap.main([*argv, "--output", str(tmp_path / "cuda"), "--device", "cuda"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "--device cuda was asked for" in err and "no CUDA provider" in err and len(err.splitlines()) == 1
+
+
+def test_each_torchrun_process_keeps_its_own_gpu(cuda_machine, monkeypatch):
+    onnxruntime, sessions = cuda_machine
+    monkeypatch.setattr(onnxruntime, "get_available_providers", lambda: list(WITH_CUDA))
+    args = argparse.Namespace(device="auto", backend="onnxruntime", tile=0, threads=None)
+    cli.setup(args)
+    args.device = "cuda:1"  # what make_heatmap and evaluate set under torchrun on rank 1
+    cli.open_model(None, args)
+    assert sessions == [[("CUDAExecutionProvider", {"device_id": 1}), "CPUExecutionProvider"]]
+
+
+def test_the_report_names_the_checkpoint_that_ran(tmp_path):
+    Image.new("RGB", (40, 30), (90, 90, 90)).save(tmp_path / "grey.png")
+    for backend, shipped, other in (("onnxruntime", DEFAULT_ONNX, DEFAULT_CHECKPOINT),
+                                    ("torch", DEFAULT_CHECKPOINT, DEFAULT_ONNX)):
+        output = tmp_path / backend
+        assert make_heatmap.main(["--input", str(tmp_path / "grey.png"), "--output", str(output),
+                                  "--backend", backend]) == 0
+        page = (output / "index.html").read_text()
+        assert f"checkpoint: {shipped}" in page and other.name not in page
+
+
+def test_missing_onnxruntime_names_the_package(monkeypatch):
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # import fails as if not installed
+    with pytest.raises(CheckpointError, match=r"needs onnxruntime: pip install onnxruntime .*'\.\[export\]'"):
+        load_model(DEFAULT_ONNX)

@@ -1,6 +1,9 @@
-"""`pip install .` into a fresh virtual environment: the commands and the Python API work from another folder, and
-the only top-level name installed is `pieanet`."""
+"""`pip install .` into a fresh virtual environment: the commands and the Python API work from another folder, the
+package data is installed, and the only top-level name installed is `pieanet`."""
+import csv
+import os
 import shutil
+import site
 import subprocess
 import sys
 import venv
@@ -11,16 +14,66 @@ import pytest
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
+# copied when git cannot list the checkout's files: everything but these
+NOT_COPIED = (".git", ".venv", "venv", "data", "experiments", "outputs", "runs", "build", "*.egg-info", "__pycache__",
+              ".pytest_cache")
+
+
+def is_environment(folder):
+    return (folder / "pyvenv.cfg").is_file()
+
+
+def checkout_files():
+    """The checkout's files relative to ROOT, as git sees them: tracked ones and untracked ones it does not ignore;
+    None without git. Files inside a virtual environment (a folder holding pyvenv.cfg) are left out."""
+    try:
+        listed = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=ROOT,
+                                capture_output=True, check=True).stdout
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    files = [Path(name) for name in os.fsdecode(listed).split("\0") if name]
+    environments = {name.parent for name in files if name.name == "pyvenv.cfg" and name.parent != Path(".")}
+    return [name for name in files if not environments.intersection(name.parents)]
+
+
+def copy_checkout(target):
+    files = checkout_files()
+    if files is None:
+        by_name = shutil.ignore_patterns(*NOT_COPIED)
+        shutil.copytree(ROOT, target, symlinks=True, ignore=lambda folder, names: set(by_name(folder, names)) | {
+            name for name in names if is_environment(Path(folder) / name)})
+        return
+    for name in files:
+        source, copy = ROOT / name, target / name
+        if not source.is_symlink() and not source.exists():
+            continue  # deleted in the working tree, not yet in a commit
+        copy.parent.mkdir(parents=True, exist_ok=True)
+        if source.is_symlink():  # pieanet/'s links to the flat folders stay links, as in the checkout
+            copy.symlink_to(os.readlink(source))
+        else:
+            shutil.copy2(source, copy)
+
+
+def see_running_site_packages(env_dir):
+    """Make the venv at env_dir import what this interpreter imports (torch, setuptools, ...) after its own
+    packages. ``system_site_packages`` would not do: it shows the base interpreter's site-packages, and when the
+    tests run inside a virtual environment the packages are in that environment's, not there. addsitedir also
+    reads those folders' .pth files, as this interpreter did."""
+    folders = [folder for folder in site.getsitepackages() if os.path.isdir(folder)]
+    if site.ENABLE_USER_SITE and os.path.isdir(site.getusersitepackages()):
+        folders.append(site.getusersitepackages())
+    (site_packages(env_dir) / "_running_interpreter.pth").write_text(
+        "import site; " + "; ".join(f"site.addsitedir({folder!r})" for folder in folders) + "\n")
 
 
 @pytest.fixture(scope="module")
 def installed(tmp_path_factory):
     env_dir, source = tmp_path_factory.mktemp("venv"), tmp_path_factory.mktemp("src") / "p-iea"
     # a copy, so the build's own folders (build/, *.egg-info) never land in the checkout
-    shutil.copytree(ROOT, source, symlinks=True, ignore=shutil.ignore_patterns(
-        ".git", "data", "experiments", "outputs", "runs", "build", "*.egg-info", "__pycache__"))
+    copy_checkout(source)
     # torch, the other requirements and setuptools come from this interpreter: nothing is downloaded
-    venv.create(env_dir, system_site_packages=True, with_pip=False)
+    venv.create(env_dir, with_pip=False)
+    see_running_site_packages(env_dir)
     done = subprocess.run([sys.executable, "-m", "pip", "--python", env_dir / "bin" / "python", "install", "-q",
                            "--no-deps", "--no-build-isolation", str(source)],
                           capture_output=True, text=True)
@@ -63,3 +116,40 @@ def test_default_folders_of_the_installed_command_are_the_current_folder(install
     done = subprocess.run([installed / "bin" / "p-iea-heatmap"], capture_output=True, text=True, cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     assert (tmp_path / "outputs" / "grey_exposure.png").is_file()
+
+
+@pytest.mark.parametrize("name", ["checkpoints/pieanet_corpus.safetensors", "checkpoints/pieanet_corpus.onnx",
+                                  "configs/base.yaml", "configs/rules/portrait.yaml"])
+def test_package_data_is_installed(installed, name):
+    assert (site_packages(installed) / "pieanet" / name).read_bytes() == (ROOT / name).read_bytes()
+
+
+def read_summary(folder):
+    with open(folder / "summary.csv", newline="") as f:
+        return {row["file"]: row for row in csv.DictReader(f)}
+
+
+def test_installed_heatmap_command_runs_the_onnx_backend(installed, tmp_path):
+    pytest.importorskip("onnxruntime", reason="onnxruntime is not installed (pip install onnxruntime)")
+    rng = np.random.default_rng(3)
+    Image.fromarray((rng.random((48, 64, 3)) * 120).astype(np.uint8)).save(tmp_path / "dark.png")
+    for backend in ("torch", "onnxruntime"):
+        done = subprocess.run([installed / "bin" / "p-iea-heatmap", "--input", "dark.png", "--output", backend,
+                               "--backend", backend, "--threads", "1"], capture_output=True, text=True, cwd=tmp_path)
+        assert done.returncode == 0, done.stderr
+    by_torch, by_onnx = read_summary(tmp_path / "torch")["dark.png"], read_summary(tmp_path / "onnxruntime")["dark.png"]
+    assert float(by_torch["mean_residual"]) > 0  # a dark photo: under-exposed
+    assert float(by_onnx["mean_residual"]) == pytest.approx(float(by_torch["mean_residual"]), abs=1e-4)
+    assert (tmp_path / "onnxruntime" / "dark_exposure.png").is_file()
+
+
+def test_a_command_whose_extra_is_missing_says_how_to_install_it(installed, tmp_path):
+    # None in sys.modules makes `import yaml` fail as if PyYAML (the 'train' extra) were not installed
+    done = subprocess.run([installed / "bin" / "python", "-c", "import sys; sys.modules['yaml'] = None; "
+                           "sys.argv = ['p-iea-train']; from pieanet.commands import train; train()"],
+                          capture_output=True, text=True, cwd=tmp_path)
+    assert done.returncode == 2
+    message = done.stderr.strip()
+    assert len(message.splitlines()) == 1 and "needs yaml" in message
+    assert "pip install '.[train]' in the P-IEA checkout" in message and "'pyyaml>=6.0'" in message
+    assert "p-iea[" not in message  # p-iea is not on PyPI

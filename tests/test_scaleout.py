@@ -177,7 +177,8 @@ def test_resume_redoes_every_photo_that_is_not_complete(tiny_checkpoint, tmp_pat
                              "--no-report"]]
     assert make_heatmap.main(argv) == 0
     rows = {row["file"]: row for row in make_heatmap.read_summary(out / "summary.csv")}
-    other = dict(rows["a.png"], file="elsewhere/x.png")  # a row of another input: kept as it is
+    other = dict(rows["a.png"], file="elsewhere/x.png", source="../elsewhere/x.png",
+                 output="elsewhere/x")  # a row of another input: kept as it is
     # b's outputs without a row (killed between them and its row), c's overlay missing, d failed earlier
     make_heatmap.write_summary(out / "summary.csv", [other, rows["a.png"], rows["c.png"],
                                                      dict(rows["d.png"], status="failed", error="earlier")])

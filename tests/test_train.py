@@ -231,3 +231,24 @@ def test_a_full_disk_while_saving_is_one_line(tmp_path, tiny_model_config, tiny_
     run(config, "data.valid_limit=1", expect=1)
     err = capsys.readouterr().err
     assert "last.pt: No space left on device; continue from the last saved state" in err and "Traceback" not in err
+
+
+def test_ssim_weight_adds_the_ssim_term_to_the_loss(tmp_path, tiny_model_config, tiny_data, monkeypatch):
+    calls = []
+
+    def fake_ssim(prediction, label, data_range, size_average):
+        calls.append((prediction.shape, label.shape, data_range, size_average))
+        return torch.tensor(0.25)
+
+    monkeypatch.setattr(train_wavelet.pytorch_msssim, "ssim", fake_ssim)
+    monkeypatch.setitem(train_wavelet.LOSSES, "l1", lambda prediction, label: (prediction * 0).sum() + 0.1)
+    for weight, expected in ((0.5, 0.1 + 0.5 * (1 - 0.25)), (0.0, 0.1)):
+        calls.clear()
+        folder = tmp_path / f"w{weight}"
+        run(tiny_config(folder, tiny_model_config, tiny_data, epochs=1, batch_size=4, ssim_weight=weight),
+            "data.valid_limit=1")
+        log = (folder / "runs" / "tiny" / "train.log").read_text()
+        assert f"train loss {expected:.4f}" in log
+        assert len(calls) == (2 if weight else 0)  # 8 images, batch 4: one call per step
+        assert all(c == ((4, 1, 32, 32), (4, 1, 32, 32), 1.0, True) for c in calls)
+        assert ("(1 - SSIM)" in log) == bool(weight)

@@ -124,19 +124,29 @@ def add_common_options(parser, checkpoints="one", tile=DEFAULT_TILE, threshold_d
 
 # ------------------------------------------------------------------------------------------------ setup checks
 def setup(args):
-    """Check the device and apply --threads; raises UsageError."""
+    """Check the device and apply --threads; raises UsageError. Keeps the --device value as ``args.device_asked``:
+    the tools replace args.device with the resolved device (under torchrun, the process's own GPU), and open_model
+    needs to know whether CUDA was asked for or chosen automatically."""
+    args.device_asked = args.device
     if args.device == "cuda" and not torch.cuda.is_available():
         raise UsageError("--device cuda was asked for but no CUDA device is available; use --device cpu or auto")
     if getattr(args, "threads", None):
         torch.set_num_threads(args.threads)
 
 
+def model_file(path, args):
+    """The file open_model(path, args) loads: ``path``, or for None the shipped checkpoint (its ONNX export with
+    --backend onnxruntime)."""
+    if path is not None:
+        return path
+    return DEFAULT_ONNX if getattr(args, "backend", "auto") == "onnxruntime" else DEFAULT_CHECKPOINT
+
+
 def open_model(path, args):
-    """The model at ``path`` (None: the shipped checkpoint) on args.device, checked against args.tile; raises
-    UsageError."""
+    """The model at ``path`` (None: the shipped checkpoint, see model_file) on args.device, checked against
+    args.tile; raises UsageError."""
     backend = getattr(args, "backend", "auto")
-    if path is None:
-        path = DEFAULT_ONNX if backend == "onnxruntime" else DEFAULT_CHECKPOINT
+    path = model_file(path, args)
     is_onnx = Path(path).suffix.lower() == ".onnx"
     if backend == "torch" and is_onnx:
         raise UsageError(f"{path}: an ONNX file runs with --backend onnxruntime (or auto)")
@@ -144,7 +154,8 @@ def open_model(path, args):
         raise UsageError(f"{path}: --backend onnxruntime runs an ONNX file; make one with `python export.py "
                          f"--checkpoint {path} --format onnx --output {Path(path).with_suffix('.onnx').name}`")
     try:
-        model = load_model(path, device=args.device)
+        model = load_model(path, device=args.device,
+                           explicit_device=getattr(args, "device_asked", args.device) != "auto")
     except CheckpointError as e:
         raise UsageError(str(e)) from None
     check_tile(model, args.tile)

@@ -10,8 +10,8 @@ truncated JPEG that declares 14000 x 14000, is refused; see ``MAX_PIXELS_PER_BYT
 tolerance is always off, so a file that ends early is an error, never a half-grey photo; after decoding, float
 images with NaN or infinite values are refused.
 
-Phone formats: HEIC / HEIF through pillow-heif's Pillow opener (registered when this module is imported), read like
-any Pillow image (8 bits per channel, primary image only). Their rotation and mirroring are the container's
+Phone formats: HEIC / HEIF through pillow-heif's Pillow opener (registered when the first photo is opened), read
+like any Pillow image (8 bits per channel, primary image only). Their rotation and mirroring are the container's
 (irot / imir, applied by libheif); the EXIF orientation, which HEIF readers must ignore, is not applied a second
 time. AVIF is read by Pillow's own plugin where Pillow was built with it (``.avif`` is listed only then).
 
@@ -37,21 +37,41 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
-import pillow_heif
-import rawpy
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError, features
-
-if "HEIF" not in Image.OPEN:  # once per process, also when this file is imported under two module names
-    pillow_heif.register_heif_opener()
 
 RAW_EXTENSIONS = frozenset({".dng", ".cr2", ".cr3", ".crw", ".nef", ".nrw", ".arw", ".srf", ".sr2", ".raf", ".orf",
                             ".rw2", ".rwl", ".pef", ".srw", ".3fr", ".iiq", ".erf", ".kdc", ".dcr", ".mrw", ".mos"})
 IMAGE_EXTENSIONS = (frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".heic", ".heif"})
                     | ({".avif"} if features.check("avif") else set()) | RAW_EXTENSIONS)
-# The one rendering of a RAW file (module docstring); gamma (2.4, 12.92) is LibRaw's sRGB curve
-RAW_RENDERING = dict(use_camera_wb=True, use_auto_wb=False, no_auto_bright=True, adjust_maximum_thr=0.0, bright=1.0,
-                     highlight_mode=rawpy.HighlightMode.Clip, demosaic_algorithm=rawpy.DemosaicAlgorithm.AHD,
-                     output_color=rawpy.ColorSpace.sRGB, gamma=(2.4, 12.92), output_bps=8, half_size=False)
+HEIF_EXTENSIONS = frozenset({".heic", ".heif"})
+
+
+def _raw_rendering(rawpy):
+    """The one rendering of a RAW file (module docstring) as rawpy's postprocess options; gamma (2.4, 12.92) is
+    LibRaw's sRGB curve."""
+    return dict(use_camera_wb=True, use_auto_wb=False, no_auto_bright=True, adjust_maximum_thr=0.0, bright=1.0,
+                highlight_mode=rawpy.HighlightMode.Clip, demosaic_algorithm=rawpy.DemosaicAlgorithm.AHD,
+                output_color=rawpy.ColorSpace.sRGB, gamma=(2.4, 12.92), output_bps=8, half_size=False)
+
+
+def _missing(path, package, what):
+    return ImageLoadError(f"{path}: reading {what} needs {package}, which is not installed; pip install {package} "
+                          "(it is in requirements.txt)")
+
+
+def _register_heif_opener(path):
+    """Register pillow-heif's Pillow opener before the first photo is opened (also one whose extension hides that
+    it is HEIF). Imported here, not with this module, so loading a model or training needs no pillow-heif; without
+    it only a .heic / .heif file is an error."""
+    if "HEIF" in Image.OPEN:  # once per process, also when this file is imported under two module names
+        return
+    try:
+        import pillow_heif
+    except ImportError:
+        if path.suffix.lower() in HEIF_EXTENSIONS:
+            raise _missing(path, "pillow-heif", "HEIC/HEIF photos") from None
+        return
+    pillow_heif.register_heif_opener()
 
 # 200 MP covers every camera sensor on sale (the largest are about 150 MP); a 200 MP photo takes 2.4 GB as
 # float32 RGB. Pillow's own bomb check (warning above its limit, error above twice it) is set to the same
@@ -143,6 +163,7 @@ def _load_with_pillow(path):
             # one line per failed file
             warnings.simplefilter("ignore")
             ImageFile.LOAD_TRUNCATED_IMAGES = False  # a file that ends early is an error (whoever set it)
+            _register_heif_opener(path)
             with Image.open(path) as img:
                 check_declared_size(path, img.format, *img.size)
                 img.load()
@@ -172,12 +193,16 @@ def _first_line(error):
 
 
 def _load_raw(path, raw_clipping):
-    """The RAW file developed with RAW_RENDERING, and its raw_clipping_mask when asked for."""
+    """The RAW file developed with _raw_rendering, and its raw_clipping_mask when asked for."""
+    try:
+        import rawpy  # here, not with this module: loading a model or training needs no rawpy
+    except ImportError:
+        raise _missing(path, "rawpy", "camera RAW files") from None
     libraw_said = []
     try:
         with _stderr_captured(libraw_said), rawpy.imread(str(path)) as raw:
             check_declared_size(path, "RAW", raw.sizes.raw_width, raw.sizes.raw_height)
-            rgb = raw.postprocess(**RAW_RENDERING)
+            rgb = raw.postprocess(**_raw_rendering(rawpy))
             clipped = raw_clipping_mask(raw, rgb.shape[:2]) if raw_clipping else None
     except ImageLoadError as e:
         raise _named(path, e) from None

@@ -6,7 +6,9 @@ Two ways to go beyond what fits in memory at once, with different trade-offs:
   on every side and only its centre is kept. Tile origins sit on multiples of ``model.tile_multiple`` and the margin
   covers the model's receptive radius, so the stitched map equals the whole-image map (to float rounding) with no
   seams. Cost: every pixel of the margins is computed again, about ``(N / (N - 2 * overlap))**2`` times the work.
-* ``size=N`` -- working resolution (by default the model's own ``working_size``, if its config has one). The photo is shrunk so its longer side is N, the map predicted there, and brought
+* ``size=N`` -- working resolution (by default the model's own ``working_size``, if its config has one). The photo
+  is shrunk so its longer side is N (``shrink``: antialiased bicubic, the filter of PIL's BICUBIC resize, so a photo
+  shrunk here and one saved at N px by another program look alike to the model), the map predicted there, and brought
   back to full size with a guided filter whose guide is the full-resolution grey image, so edges of the map follow
   the photo's edges instead of being blurred. Cost and memory fall with (N / longer side)**2, but detail finer than
   the working resolution is inferred from the photo, not predicted by the model.
@@ -85,6 +87,13 @@ def run_tiled(model, x, tile, overlap):
     return out
 
 
+def shrink(x, size):
+    """x (B x 3 x H x W in [0, 1]) resized to size (h, w) with antialiased bicubic interpolation. With antialiased
+    bilinear instead, a photo shrunk here came out softer than the same photo saved at the working size, and the
+    shipped model's share of under-exposed pixels on real photos moved by up to 6.6 points between the two."""
+    return F.interpolate(x, size=size, mode="bicubic", align_corners=False, antialias=True).clamp_(0.0, 1.0)
+
+
 def box_filter(x, radius):
     """Mean over a (2 radius + 1)^2 window, borders averaged over the pixels that exist."""
     k = 2 * radius + 1
@@ -137,7 +146,7 @@ def predict_tensor(model, x, size=None, tile=None, overlap=None):
         elif size is not None and max(height, width) > size:
             scale = size / max(height, width)
             low_size = (max(1, round(height * scale)), max(1, round(width * scale)))
-            x_low = F.interpolate(x, size=low_size, mode="bilinear", align_corners=False, antialias=True)
+            x_low = shrink(x, low_size)
             residual = run_tiled(model, x_low, tile, overlap) if tile else model(x_low)
             residual = guided_upsample(residual.float(), gray(x_low), gray(x))
         else:

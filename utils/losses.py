@@ -18,6 +18,8 @@ forwarded). ``loss.net`` is the network itself.
 import torch
 import torch.nn as nn
 
+from pieanet.models.onnx_model import OnnxModel
+
 KINDS = ("abs", "squared")
 REDUCTIONS = ("mean", "sum", "none")
 
@@ -40,6 +42,10 @@ class ExposureLoss(nn.Module):
             raise ValueError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
         if not isinstance(net, nn.Module):
             raise TypeError(f"net must be a model (nn.Module), e.g. models.load_model(path); got {type(net).__name__}")
+        if isinstance(net, OnnxModel):
+            raise TypeError(f"net is the ONNX model {net.path}, which runs in onnxruntime and passes no gradient to "
+                            "the enhancer; load the torch checkpoint instead, e.g. "
+                            "load_model('checkpoints/pieanet_corpus.safetensors')")
         self.__dict__["net"] = net.eval().requires_grad_(False)  # bypasses nn.Module registration (see above)
         self.kind, self.reduction = kind, reduction
         self.under_weight, self.over_weight = float(under_weight), float(over_weight)

@@ -1,14 +1,14 @@
 """The report page of make_heatmap: ``<output>/index.html``, one self-contained file (inline style and script; it
 fetches nothing but the images it shows, by paths relative to itself).
 
-It is built from summary.csv as it is on disk, so it shows every run into the folder; a file with several rows shows
-its last. Per photo: its numbers in a table (click a header to sort, click again to reverse) and the photo beside its
-heatmap and overlay, loaded lazily and linked to the full files. The view lives in the URL fragment and is applied on
+It is built from summary.csv as it is on disk, so it shows every run into the folder; a photo (its source column) with
+several rows shows its last, its heatmap and overlay found by the output prefix stored in that row. Per photo: its
+numbers in a table (click a header to sort, click again to reverse) and the photo beside its heatmap and overlay,
+loaded lazily and linked to the full files. The view lives in the URL fragment and is applied on
 load, so a link reproduces it: ``index.html#sort=pct_over:desc&status=failed`` (sort = a column key and asc|desc,
 status = all, ok or failed). ``<body>`` counts the images as they settle: data-images-loaded, data-images-broken and
 data-images-pending (0 once every image has loaded or failed; an image the filter hides may never be fetched).
 """
-import csv
 import html
 import math
 import os
@@ -19,6 +19,7 @@ import numpy as np
 
 from pieanet.utils.heatmap import colorize
 from pieanet.utils.image_io import atomic_write
+from pieanet.utils.summary import UnreadableSummary, printable, read_table
 
 REPORT_NAME = "index.html"
 LABELS = {"file": "file", "size": "size (px)", "mean_residual": "mean r", "mean_abs_residual": "mean |r|",
@@ -27,6 +28,7 @@ LABELS = {"file": "file", "size": "size (px)", "mean_residual": "mean r", "mean_
 DECIMALS = {"mean_residual": 4, "mean_abs_residual": 4, "pct_over": 2, "pct_under": 2, "score": 3, "vmax": 3}
 OUTPUT_EXTENSIONS = (".png", ".jpg", ".jpeg")  # what make_heatmap writes heatmaps and overlays as
 BROWSER_FORMATS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".avif"})  # photos shown inline
+HIDDEN_COLUMNS = frozenset({"source", "output", "settings"})  # make_heatmap's bookkeeping: in summary.csv, not shown
 
 STYLE = """
 body { font: 14px/1.4 system-ui, sans-serif; margin: 1.5em; color: #222; background: #fff; }
@@ -158,28 +160,25 @@ class ReportError(Exception):
 
 
 def read_summary(path):
-    """(column names, rows) of summary.csv, one row per file (its last), in file order."""
+    """(column names, rows) of summary.csv, one row per photo (its last), in file order. A photo is its source (the
+    same file name may come from several input folders), or its file in a summary without that column."""
     try:
-        with open(path, newline="", encoding="utf-8") as f:
-            reader = csv.DictReader(f)
-            header = reader.fieldnames or []
-            if not {"file", "status"} <= set(header):
-                raise ReportError(f"{path}: expected a make_heatmap summary with 'file' and 'status' columns, "
-                                  f"found {', '.join(header) or 'none'}")
-            latest = {row["file"]: row for row in reader if row["file"]}
-    except (OSError, UnicodeDecodeError, csv.Error) as e:
-        raise ReportError(f"{path}: cannot read the summary ({getattr(e, 'strerror', None) or e})") from None
-    # a short row has None for its missing cells, a long one its extras under the key None
-    return header, [{key: value or "" for key, value in latest[file].items() if key is not None}
-                    for file in sorted(latest)]
+        header, rows = read_table(path)
+    except UnreadableSummary as e:
+        raise ReportError(str(e)) from None
+    if not {"file", "status"} <= set(header):
+        raise ReportError(f"{path}: expected a make_heatmap summary with 'file' and 'status' columns, "
+                          f"found {', '.join(header) or 'none'}")
+    latest = {row.get("source") or row["file"]: row for row in rows if row["file"]}
+    return header, sorted(latest.values(), key=lambda row: (row["file"], row.get("source", "")))
 
 
 def table_columns(header):
-    """Column keys in summary order, width and height shown together as 'size'."""
+    """Column keys in summary order, width and height shown together as 'size', HIDDEN_COLUMNS left out."""
     keys = []
     for key in header:
         key = "size" if key in ("width", "height") else key
-        if key not in keys:
+        if key not in keys and key not in HIDDEN_COLUMNS:
             keys.append(key)
     return keys
 
@@ -246,7 +245,8 @@ def figure(caption, target, page_dir, row, note=None):
 
 
 def photo_card(index, row, photo, stem, page_dir):
-    """The photo, its heatmap and its overlay side by side (a failed photo: its error and a link to it)."""
+    """The photo, its heatmap and its overlay side by side (a failed photo: its error and a link to it); ``stem``:
+    the output prefix as a path, None for a row without one."""
     ok = row["status"] == "ok"
     parts = [f'<section class="photo{"" if ok else " failed"}" data-index="{index}">',
              f"<h2>{html.escape(row['file'])}</h2>"]
@@ -259,7 +259,7 @@ def photo_card(index, row, photo, stem, page_dir):
         note = None
     figures = [figure("photo", photo if photo.is_file() else None, page_dir, row, note)]
     if ok:
-        heatmap, overlay = newest_output(stem, "exposure"), newest_output(stem, "overlay")
+        heatmap, overlay = (newest_output(stem, "exposure"), newest_output(stem, "overlay")) if stem else (None, None)
         figures.append(figure("heatmap", heatmap, page_dir, row))
         if overlay is not None:
             figures.append(figure("overlay", overlay, page_dir, row))
@@ -276,7 +276,7 @@ def legend(threshold, checkpoint):
         settings.append(f"threshold t = {threshold:g} (% over: share of pixels with r &lt; &minus;t; "
                         "% under: r &gt; t)")
     if checkpoint is not None:
-        settings.append(f"checkpoint: {html.escape(str(checkpoint))}")
+        settings.append(f"checkpoint: {html.escape(printable(str(checkpoint)))}")
     return ('<div class="legend"><div><div class="bar" style="background: linear-gradient(to right, '
             f'{stops})"></div><div class="bar-labels"><span>under (r &gt; 0)</span><span>ideal</span>'
             "<span>over (r &lt; 0)</span></div></div>"
@@ -320,17 +320,16 @@ def render(header, rows, photos, stems, page_dir, title, threshold=None, checkpo
 
 
 def write_report(output_dir, summary_csv, input_base, threshold=None, checkpoint=None):
-    """Write ``output_dir``/index.html (atomically) from ``summary_csv``, whose ``file`` column is relative to the
-    folder ``input_base``; ``threshold`` and ``checkpoint`` are the run's, stated in the legend. Returns its path;
+    """Write ``output_dir``/index.html (atomically) from ``summary_csv``: each photo at its source (relative to
+    ``output_dir``; in a summary without that column, its file relative to the folder ``input_base``), its outputs
+    at its output prefix; ``threshold`` and ``checkpoint`` are the run's, stated in the legend. Returns its path;
     raises ReportError."""
-    from pieanet.make_heatmap import output_stems  # here, not above: make_heatmap imports this module
-
     output_dir, input_base = Path(output_dir), Path(input_base)
     header, rows = read_summary(summary_csv)
-    photos = [input_base / row["file"] for row in rows]
-    stems = output_stems(photos, input_base, output_dir)
+    photos = [output_dir / row["source"] if row.get("source") else input_base / row["file"] for row in rows]
+    stems = [output_dir / row["output"] if row.get("output") else None for row in rows]
     page = output_dir / REPORT_NAME
-    text = render(header, rows, photos, stems, output_dir, f"Exposure heatmaps: {output_dir.resolve().name}",
+    text = render(header, rows, photos, stems, output_dir, f"Exposure heatmaps: {printable(output_dir.resolve().name)}",
                   threshold, checkpoint)
     try:
         with atomic_write(page) as tmp:
