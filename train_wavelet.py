@@ -4,7 +4,8 @@
     torchrun --nproc_per_node 4 train_wavelet.py --config configs/pieanet.yaml      # DistributedDataParallel
 
 Writes <output_dir>/<name>/: config.yaml (the resolved config), train.log, TensorBoard events, last.pt (the whole
-training state, for --resume) and best.safetensors (the weights with the lowest validation MAE, for load_model).
+training state, for --resume), best.safetensors (the weights with the lowest validation MAE, for load_model) and
+last.safetensors (the latest epoch's weights, for load_model).
 --resume continues bit for bit from last.pt: the same batches, augmentations and weights as a run never stopped;
 settings that differ from the saved run's are reported. An existing run is never overwritten: without --resume or
 --overwrite, a folder that already holds one is refused. The whole config (keys, types, ranges, the model's arguments)
@@ -506,6 +507,7 @@ class Run:
         judged = self.ema.module if self.ema is not None else self.model
         metrics, panels = validate(judged, self.valid_loader, self.device, self.amp_dtype, self.opts["panels"])
         improved = metrics["mae"] < self.best_mae
+        save_model(self.out / "last.safetensors", judged, {"epoch": epoch + 1, "valid_mae": metrics["mae"]})
         if improved:
             self.best_mae = metrics["mae"]
             save_model(self.out / "best.safetensors", judged, {"epoch": epoch + 1, "valid_mae": metrics["mae"]})

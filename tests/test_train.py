@@ -80,6 +80,8 @@ def test_two_steps_make_a_checkpoint_load_model_reads(tmp_path, tiny_model_confi
     assert model.config == {**model.config, **tiny_model_config}
     for key, value in model.state_dict().items():
         assert torch.equal(value, state["model"][key]), key  # best = the only epoch's weights
+    last = load_model(out / "last.safetensors")
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in last.state_dict().items())
     residual = model(torch.rand(1, 3, 24, 20))
     assert residual.shape == (1, 1, 24, 20) and residual.abs().max() <= 1
     assert yaml.safe_load((out / "config.yaml").read_text())["train"]["batch_size"] == 4
