@@ -443,8 +443,9 @@ class Run:
 
     def step(self, batch):
         """One optimizer step; returns the loss (a non-finite loss stops the run before the weights are touched)."""
-        image, label = rescale(batch["image"], batch["residual"], self.data["scale_range"], self.scale_generator)
-        image, label = image.to(self.device, non_blocking=True), label.to(self.device, non_blocking=True)
+        image = batch["image"].to(self.device, non_blocking=True)
+        label = batch["residual"].to(self.device, non_blocking=True)
+        image, label = rescale(image, label, self.data["scale_range"], self.scale_generator)  # on the device
         if self.channels_last:
             image = image.contiguous(memory_format=torch.channels_last)
         with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):

@@ -265,8 +265,8 @@ def main(argv=None):
         else:
             print(f"{row['model']:<13} {row['size']:<10} {mode:<28} {row['seconds']:>8.2f} "
                   f"{row['peak_rss_mb']:>12.0f}")
-    print(f"\nmake_heatmap.py, default options, one JPEG, whole process "
-          f"(batch cost: the same pixels as 256 x 256 batches)")
+    print("\nmake_heatmap.py, default options, one JPEG, whole process "
+          "(batch cost: the same pixels as 256 x 256 batches)")
     print(f"{'backend':<12} {'size':<10} {'seconds':>8} {'batch cost s':>13} {'ratio':>6} {'peak RSS MB':>12}")
     for row in report["end_to_end"]:
         if "error" in row:

@@ -42,3 +42,26 @@ def tiny_checkpoint(tmp_path_factory):
     path = tmp_path_factory.mktemp("ckpt") / "tiny.safetensors"
     save_model(path, build_model(TINY_MODEL_CONFIG))
     return path
+
+
+def flat_iea_dataset(root, greys, levels):
+    """IEA40K-layout data: one flat grey 24 x 32 photo per grey (level names cycled from ``levels``) with its exact
+    label (128 - grey, a mid-grey residual in grey levels) and score, then a corrupt image (bad_P2) and a sample
+    without a label (nolabel_N2); valid.csv lists them all in that order."""
+    import numpy as np
+    from PIL import Image
+
+    (root / "images").mkdir(parents=True)
+    (root / "labels").mkdir()
+    rows = ["img_id,ref_id,score"]
+    for i, grey in enumerate(greys):
+        name = f"s{i}_{levels[i % len(levels)]}.png"
+        Image.fromarray(np.full((24, 32, 3), grey, np.uint8)).save(root / "images" / name)
+        np.save(root / "labels" / f"{Path(name).stem}.npy", np.full((24, 32), 128.0 - grey, np.float32))
+        rows.append(f"{name},s{i}.png,{10 * (1 - abs(128 - grey) / 255):.4f}")
+    (root / "images" / "bad_P2.png").write_bytes(b"not a png")
+    np.save(root / "labels" / "bad_P2.npy", np.zeros((24, 32), np.float32))
+    Image.fromarray(np.zeros((24, 32, 3), np.uint8)).save(root / "images" / "nolabel_N2.png")
+    rows += ["bad_P2.png,bad.png,5.0", "nolabel_N2.png,nolabel.png,5.0"]
+    (root / "valid.csv").write_text("\n".join(rows) + "\n")
+    return root

@@ -5,6 +5,7 @@ import pytest
 from PIL import Image
 
 import evaluate
+from conftest import flat_iea_dataset
 
 LEVELS = ["N1", "P0", "P1"]
 
@@ -13,21 +14,7 @@ LEVELS = ["N1", "P0", "P1"]
 def tiny_dataset(tmp_path_factory):
     """Three readable samples (a flat grey photo each, label = its exact mid-grey residual), one corrupt image and one
     missing label."""
-    root = tmp_path_factory.mktemp("tiny_iea")
-    (root / "images").mkdir()
-    (root / "labels").mkdir()
-    rows = ["img_id,ref_id,score"]
-    for i, (level, grey) in enumerate(zip(LEVELS, (60, 128, 200))):
-        name = f"s{i}_{level}.png"
-        Image.fromarray(np.full((24, 32, 3), grey, np.uint8)).save(root / "images" / name)
-        np.save(root / "labels" / f"s{i}_{level}.npy", np.full((24, 32), 128.0 - grey, np.float32))
-        rows.append(f"{name},s{i}.png,{10 * (1 - abs(128 - grey) / 255):.4f}")
-    (root / "images" / "bad_P2.png").write_bytes(b"not a png")
-    np.save(root / "labels" / "bad_P2.npy", np.zeros((24, 32), np.float32))
-    Image.fromarray(np.zeros((24, 32, 3), np.uint8)).save(root / "images" / "nolabel_N2.png")
-    rows += ["bad_P2.png,bad.png,5.0", "nolabel_N2.png,nolabel.png,5.0"]
-    (root / "valid.csv").write_text("\n".join(rows) + "\n")
-    return root
+    return flat_iea_dataset(tmp_path_factory.mktemp("tiny_iea"), (60, 128, 200), LEVELS)
 
 
 def test_end_to_end_json_and_bad_samples(tiny_dataset, tiny_checkpoint, tmp_path, capsys):

@@ -1,3 +1,4 @@
+import os
 import struct
 import zlib
 from pathlib import Path
@@ -288,3 +289,15 @@ def test_list_images_reports_unreadable_sub_folders(tmp_path, monkeypatch):
     assert errors == [(tmp_path / "sub", "folder cannot be read (Permission denied); its images were skipped")]
     with pytest.raises(PermissionError):
         list_images(tmp_path, recursive=True)
+
+
+def test_atomic_write_gives_the_mode_of_the_current_umask(tmp_path):
+    from pieanet.utils.image_io import atomic_write
+
+    previous = os.umask(0o027)
+    try:
+        with atomic_write(tmp_path / "a.bin") as tmp:
+            os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT, 0o600))  # a writer that makes its file 0600
+    finally:
+        os.umask(previous)
+    assert (tmp_path / "a.bin").stat().st_mode & 0o777 == 0o640

@@ -15,6 +15,7 @@ from PIL import Image
 
 import evaluate
 import make_heatmap
+from conftest import flat_iea_dataset
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -81,19 +82,7 @@ def test_two_processes_write_what_one_process_writes(tiny_checkpoint, tmp_path, 
 
 def iea40k_dataset(root):
     """Six flat grey photos with their exact labels and scores, one corrupt image and one sample without a label."""
-    (root / "images").mkdir(parents=True)
-    (root / "labels").mkdir()
-    rows = ["img_id,score"]
-    for i, grey in enumerate((40, 70, 110, 140, 180, 220)):
-        name = f"s{i}_{['N1', 'P0', 'P1'][i % 3]}.png"
-        Image.fromarray(np.full((24, 32, 3), grey, np.uint8)).save(root / "images" / name)
-        np.save(root / "labels" / f"{Path(name).stem}.npy", np.full((24, 32), 128.0 - grey, np.float32))
-        rows.append(f"{name},{10 * (1 - abs(128 - grey) / 255):.4f}")
-    (root / "images" / "bad_P2.png").write_bytes(b"not a png")
-    np.save(root / "labels" / "bad_P2.npy", np.zeros((24, 32), np.float32))
-    Image.fromarray(np.zeros((24, 32, 3), np.uint8)).save(root / "images" / "nolabel_N2.png")
-    (root / "valid.csv").write_text("\n".join(rows + ["bad_P2.png,5.0", "nolabel_N2.png,5.0"]) + "\n")
-    return root
+    return flat_iea_dataset(root, (40, 70, 110, 140, 180, 220), ["N1", "P0", "P1"])
 
 
 def test_evaluate_with_two_processes_reports_the_numbers_of_one(tiny_checkpoint, tmp_path, capsys, one_thread):

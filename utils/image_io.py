@@ -298,9 +298,14 @@ def check_bytes_present(path, image_format, width, height):
 
 
 def _file_mode():
-    """The mode a new file gets from open(): 0o666 less the process's umask."""
-    mask = os.umask(0)
-    os.umask(mask)
+    """The mode a new file gets from open(): 0o666 less the process's umask. Read from /proc where the kernel shows
+    it: os.umask can only read the mask by setting it, and a file another thread creates in between would get 0o666."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            mask = next(int(line.split()[1], 8) for line in f if line.startswith("Umask:"))
+    except (OSError, StopIteration, ValueError, IndexError):
+        mask = os.umask(0)
+        os.umask(mask)
     return 0o666 & ~mask
 
 
