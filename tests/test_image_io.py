@@ -248,15 +248,11 @@ def truncated_jpeg_declaring(path, side):
 
 
 def test_truncated_jpeg_declaring_a_huge_size_is_refused_before_decoding(tmp_path, monkeypatch):
-    import time
-
     path = tmp_path / "bomb.jpg"
     truncated_jpeg_declaring(path, 14000)  # 196 MP: under the pixel limit, but only 631 bytes
     monkeypatch.setattr(Image.Image, "load", lambda self: pytest.fail("decoded a file that cannot hold its pixels"))
-    start = time.perf_counter()
     with pytest.raises(ImageLoadError, match="14000x14000 .* holds only 631 bytes"):
         load_image(path)
-    assert time.perf_counter() - start < 1
 
 
 def test_truncated_image_tolerance_stays_off(tmp_path, monkeypatch):
@@ -267,6 +263,7 @@ def test_truncated_image_tolerance_stays_off(tmp_path, monkeypatch):
     (tmp_path / "t.jpg").write_bytes((tmp_path / "a.jpg").read_bytes()[:700])
     with pytest.raises(ImageLoadError, match="truncated"):
         load_image(tmp_path / "t.jpg")
+    assert ImageFile.LOAD_TRUNCATED_IMAGES is True  # the caller's setting is left as it was
 
 
 def test_list_images_reports_unreadable_sub_folders(tmp_path, monkeypatch):

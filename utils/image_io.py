@@ -162,11 +162,15 @@ def _load_with_pillow(path):
             # Pillow warns on stderr about bomb sizes (refused below) and bad metadata (ignored); keep stderr to
             # one line per failed file
             warnings.simplefilter("ignore")
-            ImageFile.LOAD_TRUNCATED_IMAGES = False  # a file that ends early is an error (whoever set it)
             _register_heif_opener(path)
             with Image.open(path) as img:
                 check_declared_size(path, img.format, *img.size)
-                img.load()
+                # a file that ends early is an error here, whatever the caller set Pillow's global switch to
+                load_truncated, ImageFile.LOAD_TRUNCATED_IMAGES = ImageFile.LOAD_TRUNCATED_IMAGES, False
+                try:
+                    img.load()
+                finally:
+                    ImageFile.LOAD_TRUNCATED_IMAGES = load_truncated
                 return _to_rgb_float(ImageOps.exif_transpose(img))
     except ImageLoadError as e:
         raise _named(path, e) from None
