@@ -127,7 +127,8 @@ def result_settings(args, checkpoint):
         for block in iter(lambda: f.read(1 << 20), b""):
             digest.update(block)
     quality = (args.jpeg_quality or DEFAULT_JPEG_QUALITY) if args.format == "jpg" else "-"
-    settings = {"checkpoint": f"sha256:{digest.hexdigest()[:16]}", "size": args.size or "model",
+    size = "native" if args.size == 0 else (args.size or "model")  # --size native is 0, no size is None
+    settings = {"checkpoint": f"sha256:{digest.hexdigest()[:16]}", "size": size,
                 "tile": args.tile, "threshold": args.threshold, "vmax": args.vmax,
                 "raw_clipping": "yes" if args.raw_clipping else "no", "jpeg_quality": quality}
     return " ".join(f"{key}={value}" for key, value in settings.items())
@@ -146,9 +147,14 @@ def colour_scale_of(residual, spec):
     return vmax, ("per image, floor" if vmax == VMAX_FLOOR else f"per image, p{VMAX_PERCENTILE:g} of |r|")
 
 
+# every file name make_heatmap can write for a photo, after "<stem>_"
+OUTPUT_KINDS = ("exposure.png", "exposure.jpg", "overlay.png", "overlay.jpg", "colorbar.png", "residual.npy")
+
+
 def write_outputs(stem, image, residual, args):
-    """Write every requested file for one photo; if one fails, remove those already written and re-raise.
-    Returns the paths written and the colour scale (vmax) used."""
+    """Write every requested file for one photo; if one fails, remove those already written and re-raise. Files of
+    the photo that this run does not ask for (an overlay of an earlier run with other settings) are removed, so the
+    folder holds only outputs of the photo's latest row. Returns the paths written and the colour scale (vmax) used."""
     vmax, scale_note = colour_scale_of(residual, args.vmax)
     written = []
     try:
@@ -158,6 +164,7 @@ def write_outputs(stem, image, residual, args):
     except BaseException:
         remove(written)
         raise
+    remove(set(stem.with_name(f"{stem.name}_{kind}") for kind in OUTPUT_KINDS) - set(written))
     return written, vmax
 
 

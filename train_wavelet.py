@@ -503,7 +503,8 @@ class Run:
         return self.step_in_epoch >= self.steps_per_epoch, seen, loss_sum / max(steps_run, 1)
 
     def end_epoch(self, seen, mean_loss, elapsed):
-        """Validate (EMA weights if kept), save best.safetensors when the validation MAE improves, log."""
+        """Validate (EMA weights if kept), save last.safetensors, and best.safetensors when the validation MAE
+        improves; log."""
         epoch, writer = self.epoch, self.writer
         judged = self.ema.module if self.ema is not None else self.model
         metrics, panels = validate(judged, self.valid_loader, self.device, self.amp_dtype, self.opts["panels"])

@@ -170,3 +170,29 @@ def test_resume_removes_a_killed_runs_temporaries_in_the_output_folder_too(tiny_
     code, printed, err = run(argv + ["--resume"], capsys)
     assert code == 0 and "1 already done" in printed, err
     assert [path.exists() for path in dead + [alive]] == [False, False, False, True]
+
+
+def test_resume_tells_native_size_from_the_models_working_size(tiny_model_config, tmp_path, capsys):
+    torch.manual_seed(2)
+    checkpoint = tmp_path / "working.safetensors"
+    save_model(checkpoint, build_model(dict(tiny_model_config, working_size=32)))
+    photo = save_photo(tmp_path / "in" / "a.png", seed=11, height=48, width=64)
+    out = tmp_path / "out"
+    assert run(["--input", photo, "--output", out, "--checkpoint", checkpoint], capsys)[0] == 0
+    code, printed, err = run(["--input", photo, "--output", out, "--checkpoint", checkpoint, "--size", "native",
+                              "--resume"], capsys)
+    assert code == 0 and "1 of 1 images done" in printed, err
+    assert (out / "a_exposure.png").read_bytes() == heatmap_alone(photo, tmp_path / "fresh", capsys, "--checkpoint",
+                                                                  checkpoint, "--size", "native")
+
+
+def test_outputs_of_earlier_settings_never_outlive_a_redone_photo(tiny_checkpoint, tmp_path, capsys):
+    photo = save_photo(tmp_path / "in" / "a.png", seed=12)
+    out, argv = tmp_path / "out", ["--input", photo, "--checkpoint", tiny_checkpoint]
+    assert run([*argv, "--output", out, "--overlay"], capsys)[0] == 0
+    assert run([*argv, "--output", out, "--vmax", "0.3", "--resume"], capsys)[0] == 0  # redone without an overlay
+    assert not (out / "a_overlay.png").exists()
+    code, printed, err = run([*argv, "--output", out, "--vmax", "0.3", "--overlay", "--resume"], capsys)
+    assert code == 0 and "1 of 1 images done" in printed, err  # the overlay is missing, so the photo is redone
+    assert run([*argv, "--output", tmp_path / "fresh", "--vmax", "0.3", "--overlay"], capsys)[0] == 0
+    assert (out / "a_overlay.png").read_bytes() == (tmp_path / "fresh" / "a_overlay.png").read_bytes()

@@ -25,11 +25,16 @@ def is_environment(folder):
 
 def checkout_files():
     """The checkout's files relative to ROOT, as git sees them: tracked ones and untracked ones it does not ignore;
-    None without git. Files inside a virtual environment (a folder holding pyvenv.cfg) are left out."""
+    None without git, or when ROOT is not a git checkout of its own (e.g. inside another repository that ignores it).
+    Files inside a virtual environment (a folder holding pyvenv.cfg) are left out."""
     try:
+        top = subprocess.run(["git", "rev-parse", "--show-toplevel"], cwd=ROOT, capture_output=True, text=True,
+                             check=True).stdout.strip()
         listed = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=ROOT,
                                 capture_output=True, check=True).stdout
     except (OSError, subprocess.CalledProcessError):
+        return None
+    if Path(top).resolve() != ROOT:
         return None
     files = [Path(name) for name in os.fsdecode(listed).split("\0") if name]
     environments = {name.parent for name in files if name.name == "pyvenv.cfg" and name.parent != Path(".")}

@@ -150,7 +150,8 @@ def test_a_later_run_in_another_format_shows_its_files(tiny_checkpoint, tmp_path
     argv = ["--input", tmp_path / "in", "--output", tmp_path / "out", "--checkpoint", tiny_checkpoint, "--overlay"]
     assert make_heatmap.main([str(a) for a in argv]) == 0
     assert make_heatmap.main([str(a) for a in argv + ["--format", "jpg"]]) == 0
-    assert (tmp_path / "out" / "a_exposure.png").is_file()  # the first run's files stay
+    # the first run's files go with its row: the folder holds the outputs of each photo's latest row
+    assert sorted(p.name for p in (tmp_path / "out").glob("a_*")) == ["a_exposure.jpg", "a_overlay.jpg"]
     page = Page((tmp_path / "out" / "index.html").read_text(encoding="utf-8"))
     assert page.files() == ["a.png"]
     assert [img["src"] for img in page.images] == ["../in/a.png", "a_exposure.jpg", "a_overlay.jpg"]

@@ -32,6 +32,7 @@ import re
 import secrets
 import sys
 import tempfile
+import threading
 import warnings
 from contextlib import contextmanager
 from pathlib import Path
@@ -63,15 +64,22 @@ def _register_heif_opener(path):
     """Register pillow-heif's Pillow opener before the first photo is opened (also one whose extension hides that
     it is HEIF). Imported here, not with this module, so loading a model or training needs no pillow-heif; without
     it only a .heic / .heif file is an error."""
+    global _HEIF_MISSING
     if "HEIF" in Image.OPEN:  # once per process, also when this file is imported under two module names
         return
-    try:
-        import pillow_heif
-    except ImportError:
-        if path.suffix.lower() in HEIF_EXTENSIONS:
-            raise _missing(path, "pillow-heif", "HEIC/HEIF photos") from None
-        return
-    pillow_heif.register_heif_opener()
+    if not _HEIF_MISSING:
+        try:
+            import pillow_heif
+        except ImportError:
+            _HEIF_MISSING = True  # a failed import is not cached by Python: not tried again for every photo
+        else:
+            pillow_heif.register_heif_opener()
+            return
+    if path.suffix.lower() in HEIF_EXTENSIONS:
+        raise _missing(path, "pillow-heif", "HEIC/HEIF photos")
+
+
+_HEIF_MISSING = False
 
 # 200 MP covers every camera sensor on sale (the largest are about 150 MP); a 200 MP photo takes 2.4 GB as
 # float32 RGB. Pillow's own bomb check (warning above its limit, error above twice it) is set to the same
@@ -156,6 +164,9 @@ def load_image(path, raw_clipping=False):
     return (image, clipped) if raw_clipping else image
 
 
+_TRUNCATION_SWITCH = threading.Lock()
+
+
 def _load_with_pillow(path):
     try:
         with warnings.catch_warnings():
@@ -165,12 +176,14 @@ def _load_with_pillow(path):
             _register_heif_opener(path)
             with Image.open(path) as img:
                 check_declared_size(path, img.format, *img.size)
-                # a file that ends early is an error here, whatever the caller set Pillow's global switch to
-                load_truncated, ImageFile.LOAD_TRUNCATED_IMAGES = ImageFile.LOAD_TRUNCATED_IMAGES, False
-                try:
-                    img.load()
-                finally:
-                    ImageFile.LOAD_TRUNCATED_IMAGES = load_truncated
+                # a file that ends early is an error here, whatever the caller set Pillow's global switch to; the
+                # lock keeps another thread from restoring the caller's value while this one decodes
+                with _TRUNCATION_SWITCH:
+                    load_truncated, ImageFile.LOAD_TRUNCATED_IMAGES = ImageFile.LOAD_TRUNCATED_IMAGES, False
+                    try:
+                        img.load()
+                    finally:
+                        ImageFile.LOAD_TRUNCATED_IMAGES = load_truncated
                 return _to_rgb_float(ImageOps.exif_transpose(img))
     except ImageLoadError as e:
         raise _named(path, e) from None
