@@ -183,3 +183,14 @@ def test_bad_scale_and_format_options_are_usage_errors(options, message, capsys)
     with pytest.raises(SystemExit) as stop:
         make_heatmap.parse_args(options)
     assert stop.value.code == 2 and message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("vmax", [1.0, 0.3, 0.2417, 0.1])
+def test_colorize_gives_matplotlibs_bwr_colours_exactly(vmax):
+    from matplotlib import colormaps
+
+    r = np.concatenate([np.linspace(-1.2, 1.2, 200_001, dtype=np.float32),
+                        np.random.default_rng(0).uniform(-1, 1, 100_000).astype(np.float32),
+                        np.float32([0.0, 1.0, -1.0, vmax, -vmax, np.nextafter(np.float32(vmax), 0)])])
+    expected = colormaps["bwr"](np.clip(1.0 - np.clip(r / np.float32(vmax), -1, 1), 0, 2) / 2.0, bytes=True)[..., :3]
+    np.testing.assert_array_equal(colorize(r, vmax), expected)

@@ -20,6 +20,7 @@ from matplotlib import colormaps
 from pieanet.utils.image_io import atomic_write
 
 CMAP = colormaps["bwr"]
+CMAP_TABLE = CMAP(np.arange(CMAP.N), bytes=True)[:, :3]  # bwr's 256 entries, uint8 RGB
 VMAX_PERCENTILE = 99.0
 VMAX_FLOOR = 0.1  # the tools' default threshold: a photo whose residuals all stay below it keeps pale colours
 OVERLAY_OPACITY = 0.6
@@ -40,12 +41,19 @@ def image_vmax(residual, percentile=VMAX_PERCENTILE, floor=VMAX_FLOOR):
 
 def _scaled(residual, vmax):
     """r / vmax clipped to [-1, 1], float32 (division by 1 is exact, so the default scale keeps its old colours)."""
-    return np.clip(np.asarray(residual, dtype=np.float32) / np.float32(check_vmax(vmax)), -1.0, 1.0)
+    scaled = np.divide(residual, np.float32(check_vmax(vmax)), dtype=np.float32)
+    return np.clip(scaled, -1.0, 1.0, out=scaled)
 
 
 def colorize(residual, vmax=1.0):
     """uint8 H x W x 3 heatmap of an H x W residual map: r = +vmax blue, 0 white, -vmax red (beyond: clipped)."""
-    return CMAP((1.0 - _scaled(residual, vmax)) / 2.0, bytes=True)[..., :3]
+    # the colormap's own table indexed as the colormap indexes it (entry int(t * N) of t = (1 - r / vmax) / 2, the
+    # top end folded onto the last entry): the same colours as CMAP(t) without its float64 RGBA copy of the map
+    # (384 MB for 12 MP; 0.5 s of a 2.7 s heatmap run)
+    index = _scaled(residual, vmax)  # in place from here: a 12 MP map is 48 MB a copy
+    np.subtract(np.float32(1.0), index, out=index)
+    index *= np.float32(CMAP.N / 2)
+    return CMAP_TABLE[np.minimum(index, CMAP.N - 1, out=index).astype(np.uint8)]
 
 
 def overlay(photo, residual, vmax=1.0, opacity=OVERLAY_OPACITY):
