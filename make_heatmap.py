@@ -31,11 +31,7 @@ atomically and a photo's row comes after its files, so a killed run resumed this
 as one uninterrupted run (with --batch-size 1; larger batches may group the remaining photos differently).
 """
 import argparse
-import csv
 import hashlib
-import io
-import os
-import re
 import sys
 from pathlib import Path
 
@@ -45,13 +41,13 @@ from pieanet.utils import cli, distributed, report
 from pieanet.utils.heatmap import VMAX_FLOOR, VMAX_PERCENTILE, colorize, image_vmax, overlay, save_colorbar_heatmap
 from pieanet.utils.exposure import residual_stats
 from pieanet.utils.image_io import ImageLoadError, atomic_write, remove_orphan_temporaries, save_image
-from pieanet.utils.summary import (SUMMARY_FIELDS, SUMMARY_NAME, UnreadableSummary, output_stems, photo_keys,
-                                   printable, read_table, taken_stems)
+from pieanet.utils.summary import (SUMMARY_FIELDS, SUMMARY_NAME, SummaryError, SummaryLog, leftover_parts,
+                                   merge_parts, output_stems, part_path, photo_keys, read_summary, taken_stems,
+                                   write_summary)
 
 PROG = "make_heatmap"
 ROOT = Path(__file__).resolve().parent
 WORK = ROOT if (ROOT / "img_to_pred").is_dir() else Path()  # a checkout's folders; the current one when installed
-PART_NAME = re.compile(r"summary\.rank(\d+)\.csv")  # one process's rows while a torchrun run works
 DEFAULT_JPEG_QUALITY = 90
 RAW_CLIPPED_MARGIN = 1e-6  # --raw-clipping: clipped pixels get r <= -threshold - this, strictly over the threshold
 
@@ -209,97 +205,6 @@ def print_table(rows):
         print(f"{row['file']:<32} {size:>11} {numbers}  {row['status']}")
 
 
-class SummaryError(Exception):
-    """summary.csv could not be written: the run stops (exit 1)."""
-
-
-def check_header(path, header):
-    if header != SUMMARY_FIELDS:
-        raise cli.UsageError(f"{path}: an existing summary.csv with other columns ({', '.join(header)[:120]}); move "
-                             "it away or choose another --output")
-
-
-def summary_values(row):
-    """The cells of ``row`` as summary.csv holds them: floats to 6 decimals, text as valid UTF-8 (printable)."""
-    return [f"{v:.6f}" if isinstance(v, float) else printable(v) if isinstance(v, str) else v
-            for v in (row[k] for k in SUMMARY_FIELDS)]
-
-
-def read_summary(path):
-    """The rows of a summary file as dicts of text ([] when there is none); a row cut short by a kill is left out.
-    A file with other columns is a UsageError, as for SummaryLog."""
-    try:
-        header, rows = read_table(path, missing_ok=True)
-    except UnreadableSummary as e:
-        raise cli.UsageError(f"{e}; move it away or choose another --output") from None
-    if header:
-        check_header(path, header)
-    return rows
-
-
-def write_summary(path, rows):
-    """Replace the summary at ``path`` by ``rows``, atomically: a kill leaves the old file or the new one."""
-    text = io.StringIO()
-    writer = csv.writer(text)
-    writer.writerow(SUMMARY_FIELDS)
-    writer.writerows(summary_values(row) for row in rows)
-    with atomic_write(path) as tmp:
-        Path(tmp).write_bytes(text.getvalue().encode("utf-8"))
-
-
-def part_path(output, rank):
-    return output / f"summary.rank{rank}.csv"
-
-
-def leftover_parts(output):
-    """The per-process summaries in ``output`` that a killed torchrun run did not merge, in rank order."""
-    ranks = sorted(int(match.group(1)) for match in map(PART_NAME.fullmatch, os.listdir(output)) if match)
-    return [part_path(output, rank) for rank in ranks]
-
-
-class SummaryLog:
-    """summary.csv, appended to one complete row at a time, so an interrupted run keeps what it finished and runs
-    into the same folder keep each other's rows. A row that cannot be written whole (a full disk) is cut back off,
-    so the file never ends in half a row. A summary.csv with other columns is a setup error."""
-
-    def __init__(self, path):
-        self.path = Path(path)
-        try:
-            if self.path.is_file() and self.path.stat().st_size > 0:
-                with open(self.path, newline="", encoding="utf-8") as f:
-                    check_header(self.path, next(csv.reader(f), []))
-                self.fd = os.open(self.path, os.O_WRONLY | os.O_APPEND)
-            else:
-                self.fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
-                self._write(SUMMARY_FIELDS)
-        except (OSError, UnicodeDecodeError, csv.Error) as e:
-            raise cli.UsageError(f"{self.path}: cannot use it as the summary ({cli.one_line(e)}); move it away or "
-                                 "choose another --output") from None
-
-    def _write(self, values):
-        line = io.StringIO()
-        csv.writer(line).writerow(values)
-        data = line.getvalue().encode("utf-8")
-        start = os.lseek(self.fd, 0, os.SEEK_END)
-        try:
-            written = 0
-            while written < len(data):
-                written += os.write(self.fd, data[written:])
-        except BaseException:
-            os.ftruncate(self.fd, start)
-            raise
-
-    def add(self, row):
-        try:
-            self._write(summary_values(row))
-        except OSError as e:
-            raise SummaryError(f"{self.path}: could not append a row ({e.strerror or cli.one_line(e)}); stopped, "
-                               "the rows before it are kept") from None
-
-    def close(self):
-        os.close(self.fd)
-
-
 def mark_raw_clipping(row, residual, clipped, threshold):
     """--raw-clipping on a RAW photo (``clipped`` its mask, None for other files): the clipped pixels' share into
     the row's pct_raw_clipped, and their residual lowered in place to just below -threshold (over-exposed)."""
@@ -385,15 +290,6 @@ def plan_run(args, earlier, position, stems, settings):
     kept = [row for n, row in enumerate(rows)
             if row["source"] not in position or (position[row["source"]] in done and last_ok[row["source"]] == n)]
     return (kept if parts or len(kept) < len(existing) else None), [i for i in everything if i not in done]
-
-
-def merge_parts(output, world_size, order):
-    """Append every process's rows to summary.csv, sorted by ``order`` (the order one process writes them in), in
-    one atomic replacement, then remove the parts; a run killed before that leaves the parts to the next run."""
-    parts = [part_path(output, rank) for rank in range(world_size)]
-    rows = sorted((row for part in parts for row in read_summary(part)), key=order)
-    write_summary(output / SUMMARY_NAME, read_summary(output / SUMMARY_NAME) + rows)
-    remove(parts)
 
 
 def make_heatmaps(paths, base, model, args, settings, group, folder_errors):

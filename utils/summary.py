@@ -1,4 +1,5 @@
-"""make_heatmap's summary.csv: its columns, how it is read, and how each photo's output files are named.
+"""make_heatmap's summary.csv: its columns, how it is read and written (appended to row by row, per process under
+torchrun, merged), and how each photo's output files are named.
 
 Shared by make_heatmap.py, which writes the file, and utils/report.py, which builds index.html from it. A photo is
 known by its ``source`` (its path relative to the output folder), so photos of different --input folders that share a
@@ -6,13 +7,19 @@ relative ``file`` name are told apart. Its outputs are ``<output folder>/<output
 the prefix output_stems chose when the photo was done, stored in its row; the report reads it from there.
 """
 import csv
+import io
 import itertools
 import os
 import posixpath
+import re
 from collections import Counter
 from pathlib import Path
 
+from pieanet.utils import cli
+from pieanet.utils.image_io import atomic_write
+
 SUMMARY_NAME = "summary.csv"
+PART_NAME = re.compile(r"summary\.rank(\d+)\.csv")  # one process's rows while a torchrun run works
 SUMMARY_FIELDS = ["file", "width", "height", "mean_residual", "mean_abs_residual", "pct_over", "pct_under", "score",
                   "vmax", "pct_raw_clipped", "status", "error", "source", "output", "settings"]
 
@@ -83,3 +90,104 @@ def read_table(path, missing_ok=False):
     except (OSError, UnicodeDecodeError, csv.Error) as e:
         reason = getattr(e, "strerror", None) or (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
         raise UnreadableSummary(f"{path}: cannot read it as a summary ({reason})") from None
+
+
+class SummaryError(Exception):
+    """summary.csv could not be written: the run stops (exit 1)."""
+
+
+def check_header(path, header):
+    if header != SUMMARY_FIELDS:
+        raise cli.UsageError(f"{path}: an existing summary.csv with other columns ({', '.join(header)[:120]}); move "
+                             "it away or choose another --output")
+
+
+def summary_values(row):
+    """The cells of ``row`` as summary.csv holds them: floats to 6 decimals, text as valid UTF-8 (printable)."""
+    return [f"{v:.6f}" if isinstance(v, float) else printable(v) if isinstance(v, str) else v
+            for v in (row[k] for k in SUMMARY_FIELDS)]
+
+
+def read_summary(path):
+    """The rows of a summary file as dicts of text ([] when there is none); a row cut short by a kill is left out.
+    A file with other columns is a UsageError, as for SummaryLog."""
+    try:
+        header, rows = read_table(path, missing_ok=True)
+    except UnreadableSummary as e:
+        raise cli.UsageError(f"{e}; move it away or choose another --output") from None
+    if header:
+        check_header(path, header)
+    return rows
+
+
+def write_summary(path, rows):
+    """Replace the summary at ``path`` by ``rows``, atomically: a kill leaves the old file or the new one."""
+    text = io.StringIO()
+    writer = csv.writer(text)
+    writer.writerow(SUMMARY_FIELDS)
+    writer.writerows(summary_values(row) for row in rows)
+    with atomic_write(path) as tmp:
+        Path(tmp).write_bytes(text.getvalue().encode("utf-8"))
+
+
+def part_path(output, rank):
+    return output / f"summary.rank{rank}.csv"
+
+
+def leftover_parts(output):
+    """The per-process summaries in ``output`` that a killed torchrun run did not merge, in rank order."""
+    ranks = sorted(int(match.group(1)) for match in map(PART_NAME.fullmatch, os.listdir(output)) if match)
+    return [part_path(output, rank) for rank in ranks]
+
+
+class SummaryLog:
+    """summary.csv, appended to one complete row at a time, so an interrupted run keeps what it finished and runs
+    into the same folder keep each other's rows. A row that cannot be written whole (a full disk) is cut back off,
+    so the file never ends in half a row. A summary.csv with other columns is a setup error."""
+
+    def __init__(self, path):
+        self.path = Path(path)
+        try:
+            if self.path.is_file() and self.path.stat().st_size > 0:
+                with open(self.path, newline="", encoding="utf-8") as f:
+                    check_header(self.path, next(csv.reader(f), []))
+                self.fd = os.open(self.path, os.O_WRONLY | os.O_APPEND)
+            else:
+                self.fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
+                self._write(SUMMARY_FIELDS)
+        except (OSError, UnicodeDecodeError, csv.Error) as e:
+            raise cli.UsageError(f"{self.path}: cannot use it as the summary ({cli.one_line(e)}); move it away or "
+                                 "choose another --output") from None
+
+    def _write(self, values):
+        line = io.StringIO()
+        csv.writer(line).writerow(values)
+        data = line.getvalue().encode("utf-8")
+        start = os.lseek(self.fd, 0, os.SEEK_END)
+        try:
+            written = 0
+            while written < len(data):
+                written += os.write(self.fd, data[written:])
+        except BaseException:
+            os.ftruncate(self.fd, start)
+            raise
+
+    def add(self, row):
+        try:
+            self._write(summary_values(row))
+        except OSError as e:
+            raise SummaryError(f"{self.path}: could not append a row ({e.strerror or cli.one_line(e)}); stopped, "
+                               "the rows before it are kept") from None
+
+    def close(self):
+        os.close(self.fd)
+
+
+def merge_parts(output, world_size, order):
+    """Append every process's rows to summary.csv, sorted by ``order`` (the order one process writes them in), in
+    one atomic replacement, then remove the parts; a run killed before that leaves the parts to the next run."""
+    parts = [part_path(output, rank) for rank in range(world_size)]
+    rows = sorted((row for part in parts for row in read_summary(part)), key=order)
+    write_summary(output / SUMMARY_NAME, read_summary(output / SUMMARY_NAME) + rows)
+    for part in parts:
+        part.unlink(missing_ok=True)
