@@ -38,7 +38,8 @@ from pathlib import Path
 import numpy as np
 
 from pieanet.utils import cli, distributed, report
-from pieanet.utils.heatmap import VMAX_FLOOR, VMAX_PERCENTILE, colorize, image_vmax, overlay, save_colorbar_heatmap
+from pieanet.utils.heatmap import (VMAX_FLOOR, VMAX_PERCENTILE, check_vmax, colorize, image_vmax, overlay,
+                                   save_colorbar_heatmap)
 from pieanet.utils.exposure import residual_stats
 from pieanet.utils.image_io import ImageLoadError, atomic_write, remove_orphan_temporaries, save_image
 from pieanet.utils.summary import (SUMMARY_FIELDS, SUMMARY_NAME, SummaryError, SummaryLog, leftover_parts,
@@ -98,12 +99,9 @@ def colour_scale(text):
     if text.strip().lower() == "image":
         return "image"
     try:
-        value = float(text)
+        return check_vmax(float(text))
     except ValueError:
-        value = float("nan")
-    if not 0.0 < value <= 1.0:  # also refuses nan
-        raise argparse.ArgumentTypeError(f"expected a number in (0, 1] or 'image', got {text!r}")
-    return value
+        raise argparse.ArgumentTypeError(f"expected a number in (0, 1] or 'image', got {text!r}") from None
 
 
 def jpeg_quality(text):
@@ -350,8 +348,9 @@ def run(argv):
     base = args.input if args.input.is_dir() else args.input.parent
     with distributed.process_group(cli.resolve_device(args.device)) as group:
         args.device = str(group.device)  # under torchrun with CUDA: this process's own GPU
+        args.checkpoint = cli.model_file(args.checkpoint, args)  # the file that runs: settings and report name it
         model = cli.open_model(args.checkpoint, args)
-        settings = result_settings(args, cli.model_file(args.checkpoint, args))
+        settings = result_settings(args, args.checkpoint)
         cli.writable_folder(args.output)
         done = make_heatmaps(paths, base, model, args, settings, group, errors)
     if not group.is_main:
@@ -369,7 +368,7 @@ def run(argv):
     if not args.no_report:
         try:
             page = report.write_report(args.output, args.output / SUMMARY_NAME, base, args.threshold,
-                                       cli.model_file(args.checkpoint, args))
+                                       args.checkpoint)
         except report.ReportError as e:
             print(f"{PROG}: {e}", file=sys.stderr)
             return cli.EXIT_FAILED

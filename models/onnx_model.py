@@ -39,7 +39,7 @@ def execution_providers(path, device, explicit_device, available):
 
 
 class OnnxModel(nn.Module):
-    def __init__(self, path, device="cpu", threads=None, explicit_device=True):
+    def __init__(self, path, device="cpu", explicit_device=True):
         """device: where to run (torch.device or its name). explicit_device: whether the user named it, so that a
         CUDA device this onnxruntime cannot run on is an error, not a fall-back to the CPU (``execution_providers``)."""
         super().__init__()
@@ -48,7 +48,7 @@ class OnnxModel(nn.Module):
         except ImportError:
             raise ValueError(f"{path}: an ONNX model needs onnxruntime: {INSTALL}") from None
         options = onnxruntime.SessionOptions()
-        options.intra_op_num_threads = threads or torch.get_num_threads()
+        options.intra_op_num_threads = torch.get_num_threads()  # --threads, as for torch
         options.log_severity_level = 3  # warnings about unused initializers and the like are not the user's business
         providers = execution_providers(path, torch.device(device), explicit_device,
                                         onnxruntime.get_available_providers())

@@ -31,7 +31,11 @@ def linear_to_srgb(v):
 
 def holistic_score(residual):
     """The paper's untuned mapping from a residual map to a 0..10 score: 10 * (1 - mean|r|)."""
-    return 10.0 * (1.0 - float(np.abs(residual).mean(dtype=np.float64)))
+    return score_of_mean_abs(float(np.abs(residual).mean(dtype=np.float64)))
+
+
+def score_of_mean_abs(mean_abs):
+    return 10.0 * (1.0 - mean_abs)
 
 
 def residual_stats(residual, threshold=DEFAULT_THRESHOLD):
@@ -39,10 +43,11 @@ def residual_stats(residual, threshold=DEFAULT_THRESHOLD):
     map (a 12 MP map would take 100 MB and most of the time)."""
     r = np.asarray(residual)
     limit = np.float64(threshold)  # compared in float64, whatever the map's type
+    mean_abs = float(np.abs(r).mean(dtype=np.float64))
     return {
         "mean_residual": float(r.mean(dtype=np.float64)),
-        "mean_abs_residual": float(np.abs(r).mean(dtype=np.float64)),
+        "mean_abs_residual": mean_abs,
         "pct_over": float(np.count_nonzero(r < -limit) * 100.0 / r.size),
         "pct_under": float(np.count_nonzero(r > limit) * 100.0 / r.size),
-        "score": holistic_score(r),
+        "score": score_of_mean_abs(mean_abs),
     }

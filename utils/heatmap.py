@@ -67,7 +67,7 @@ def overlay(photo, residual, vmax=1.0, opacity=OVERLAY_OPACITY):
         raise ValueError(f"opacity: expected a value in [0, 1], got {opacity!r}")
     photo = photo.astype(np.float32) if photo.dtype == np.uint8 else np.asarray(photo, np.float32) * 255.0
     r = _scaled(residual, vmax)
-    ends = CMAP([0.0, 1.0], bytes=True)[:, :3].astype(np.float32)  # r = +vmax (blue), r = -vmax (red)
+    ends = CMAP_TABLE[[0, -1]].astype(np.float32)  # r = +vmax (blue), r = -vmax (red)
     colour = np.where((r >= 0)[..., None], ends[0], ends[1])
     weight = (np.float32(opacity) * np.abs(r))[..., None]
     return np.round(np.clip(photo + weight * (colour - photo), 0.0, 255.0)).astype(np.uint8)
