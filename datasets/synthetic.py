@@ -135,7 +135,10 @@ def random_camera(rng):
             "full_well": float(np.exp(rng.uniform(np.log(3000), np.log(30000)))),
             "read_noise": float(rng.uniform(2.0, 8.0)),
             "ev_jitter": 0.35,     # a bracket's steps are not exact stops
-            "wb_jitter": 0.01}     # auto white balance drifting between frames
+            "wb_jitter": 0.01,     # auto white balance drifting between frames
+            # half the cameras set a black point (up to 5 % of the display range): real JPEG curves crush the last
+            # shadows, so a frame 5-7 stops under comes out mostly black, not grey with noise
+            "black": float(rng.uniform(0.0, 0.05)) if rng.random() < 0.5 else 0.0}
 
 
 def scene_radiance(ideal_u8, camera):
@@ -143,7 +146,8 @@ def scene_radiance(ideal_u8, camera):
     with regions blown in the ideal extended above the sensor's range: a clipped sky or lamp was brighter than white,
     so it stays bright in darker frames of the bracket. Only pixels at 250 and above get the extra light (fully at
     255), so everything below renders back unchanged."""
-    display = (ideal_u8 / 255.0) ** (1.0 / camera["contrast"])
+    black = camera.get("black", 0.0)
+    display = (black + (1.0 - black) * (ideal_u8 / 255.0)) ** (1.0 / camera["contrast"])
     radiance = shoulder_inverse(srgb_to_linear(display), camera["knee"], camera["slope"])
     blown = np.clip((ideal_u8.max(axis=2, keepdims=True) - 250.0) / 5.0, 0.0, 1.0)
     return radiance * (1.0 + (2.0 ** camera["blown_stops"] - 1.0) * blown)
@@ -168,6 +172,9 @@ def render(radiance, ev, camera, rng, noisy=True):
     pull = camera["desaturate"] * np.clip((peak - saturation) / (0.5 * saturation), 0.0, 1.0)
     clipped = clipped + pull * (clipped.max(axis=2, keepdims=True) - clipped)
     display = linear_to_srgb(shoulder(clipped, knee, slope)) ** camera["contrast"]
+    black = camera.get("black", 0.0)
+    if black:
+        display = np.clip((display - black) / (1.0 - black), 0.0, 1.0)
     return np.clip(np.round(display * 255.0), 0, 255).astype(np.uint8)
 
 

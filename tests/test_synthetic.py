@@ -505,3 +505,13 @@ def test_simulator_stats_runs_on_a_tiny_bracket(tmp_path, capsys):
     assert "**Over-exposed frames**: 1 real pairs" in out and "**Under-exposed frames**: 1 real pairs" in out
     assert "| label error" in out and "{'desaturate': 0.0}" in out
     assert Image.open(figure).format == "PNG"
+
+
+def test_black_point_crushes_the_shadows_of_a_dark_frame():
+    ideal = np.concatenate([photo(8, 16, 16), all_values()], axis=0)
+    base = quiet(synthetic.SRGB_CAMERA)
+    dark = shot(ideal, -6.0, base)
+    crushed = shot(ideal, -6.0, {**base, "black": 0.04})
+    assert (crushed == 0).mean() > (dark == 0).mean() + 0.2
+    assert np.array_equal(shot(ideal, 0.0, {**base, "black": 0.04}), ideal)  # still exact at 0 EV
+    assert any(c["black"] > 0 for c in cameras()) and any(c["black"] == 0 for c in cameras())
