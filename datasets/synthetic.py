@@ -300,7 +300,10 @@ def make_crop(task):
         ideal = local_ideal(ideal, radiance, camera, ev0, cfg["fusion_evs"], cfg["fusion_strength"])
     levels = cfg["levels"]
     if cfg["levels_per_crop"]:
-        levels = [levels[i] for i in sorted(rng.choice(len(levels), cfg["levels_per_crop"], replace=False))]
+        always = [lv for lv in levels if lv in cfg.get("always_levels", ())]
+        drawn = [lv for lv in levels if lv not in always]
+        count = max(0, cfg["levels_per_crop"] - len(always))
+        levels = always + [drawn[i] for i in sorted(rng.choice(len(drawn), min(count, len(drawn)), replace=False))]
     out = Path(cfg["out"])
     stem = f"{scene}_{crop_index:03d}"
     ref_id = f"{stem}.png"
@@ -502,6 +505,9 @@ def parse_args(argv=None):
                    help="share of crops turned black-and-white (default: 0.05)")
     p.add_argument("--levels", nargs="+", default=DEFAULT_LEVELS,
                    help="exposure levels: N<k>/P<k> (-k/+k EV) and spatial GRAD SPOT SKY FIELD")
+    p.add_argument("--always-levels", nargs="+", default=[], metavar="LEVEL",
+                   help="levels every crop gets, the rest drawn by --levels-per-crop (e.g. P0: the photo as it "
+                        "is, so that well-exposed frames are not rare among the samples)")
     p.add_argument("--val-fraction", type=float, default=0.2, help="fraction of scenes held out for validation")
     p.add_argument("--val-scenes", nargs="+", help="hold out exactly these scenes (overrides --val-fraction)")
     p.add_argument("--format", choices=["png", "jpg", "camera"], default="png",
@@ -519,6 +525,8 @@ def parse_args(argv=None):
         p.error("--ideal-grey must be LOW HIGH with 0 <= LOW <= HIGH <= 255")
     if (args.crops_per_photo or 1) < 1 or args.max_crops_per_scene < 1:
         p.error("--crops-per-photo and --max-crops-per-scene must be >= 1")
+    if not set(args.always_levels) <= set(args.levels):
+        p.error(f"--always-levels {sorted(set(args.always_levels) - set(args.levels))} are not among --levels")
     if args.levels_per_crop is not None and not 1 <= args.levels_per_crop <= len(set(args.levels)):
         p.error(f"--levels-per-crop must be between 1 and the number of levels ({len(set(args.levels))})")
     if not 0.0 <= args.grey_fraction <= 1.0:
@@ -544,7 +552,8 @@ def main(argv=None):
     cfg = {"seed": args.seed, "size": args.size, "levels": list(dict.fromkeys(args.levels)), "format": args.format,
            "quality": args.quality, "out": str(out), "levels_per_crop": args.levels_per_crop, "camera": args.camera,
            "grey_fraction": args.grey_fraction, "ideal_grey": args.ideal_grey if max(args.ideal_grey) > 0 else None,
-           "max_side": args.max_side, "fusion_strength": args.fusion_strength, "fusion_evs": args.fusion_evs}
+           "max_side": args.max_side, "fusion_strength": args.fusion_strength, "fusion_evs": args.fusion_evs,
+           "always_levels": args.always_levels}
 
     def crops(name):
         if args.crops_per_photo is None:

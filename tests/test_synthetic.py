@@ -515,3 +515,16 @@ def test_black_point_crushes_the_shadows_of_a_dark_frame():
     assert (crushed == 0).mean() > (dark == 0).mean() + 0.2
     assert np.array_equal(shot(ideal, 0.0, {**base, "black": 0.04}), ideal)  # still exact at 0 EV
     assert any(c["black"] > 0 for c in cameras()) and any(c["black"] == 0 for c in cameras())
+
+
+def test_always_levels_are_in_every_crop(corpus, tmp_path):
+    synthetic.main(["--src", str(corpus), "--out", str(tmp_path / "a"), "--size", "16", "--crops-per-image", "3",
+                    "--levels", "N2", "P0", "P1", "P2", "--levels-per-crop", "2", "--always-levels", "P0",
+                    "--workers", "1", "--camera", "srgb", "--val-fraction", "0"])
+    per_ref = {}
+    for row in read_csv(tmp_path / "a" / "train.csv"):
+        per_ref.setdefault(row["ref_id"], []).append(row["level"])
+    assert per_ref and all(len(v) == 2 and "P0" in v for v in per_ref.values())
+    assert len({lv for v in per_ref.values() for lv in v}) > 2  # the other level is still drawn
+    with pytest.raises(SystemExit):
+        synthetic.parse_args(["--out", str(tmp_path), "--levels", "N1", "P1", "--always-levels", "P0"])
