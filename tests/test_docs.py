@@ -224,7 +224,8 @@ for job in jobs:
     except Parsed:
         outcome = "ok"
     except SystemExit as e:
-        outcome = f"exit {e.code}: " + " | ".join(stderr.getvalue().strip().splitlines()[-2:])
+        lines = stderr.getvalue().strip().splitlines() or [""]
+        outcome = f"exit {e.code}: " + next((line for line in lines if "error" in line), lines[-1])
     except Exception as e:
         outcome = f"{type(e).__name__}: {e}"
     results.append(outcome)
