@@ -28,8 +28,9 @@ from pieanet.utils.image_io import MAX_PIXELS, ImageLoadError, list_images, load
 from pieanet.utils.inference import default_overlap, predict_batch, round_up
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED, EXIT_BROKEN_PIPE = 0, 1, 2, 130, 141
-# P-IEANet (width 32) peaks at about 0.23 GB per megapixel in one pass (measured on CPU at 1.5 and 6 MP); a 2048 px
-# tile keeps that near 1.3 GB and costs at most (2048 / 1664)^2 = 1.5x the work of one pass for its 192 px margins
+# A native-resolution pass needs memory in proportion to the pixel count (docs/design.md, "Memory"), so large photos
+# run in tiles: 2048 px bounds the peak at that of a 4 MP photo, and its 192 px margins cost at most
+# (2048 / 1664)^2 = 1.5x the work of one pass
 DEFAULT_TILE = 2048
 DEVICES = ("auto", "cpu", "cuda")
 BACKENDS = ("auto", "torch", "onnxruntime")

@@ -24,11 +24,10 @@ import torch.nn.functional as F
 
 from pieanet.utils.exposure import gray
 
-# Guided filter window radius (pixels at the working resolution) and regularisation (guide in [0, 1]), chosen on the two
-# reference photos (945 x 587) at working sizes 128 and 256 with mertens / global_midgray / local_midgray maps: mean
-# |upsampled - full-resolution map| 0.0062 against 0.0116 for plain bilinear upsampling (radius 2-4 or eps 1e-3 and
-# above were worse; eps down to 1e-6 a little better on these maps, which are exact functions of the grey image, but
-# riskier on noisy flat regions).
+# Guided filter window radius (pixels at the working resolution) and regularisation (guide in [0, 1]): the smallest
+# window keeps the map closest to the full-resolution one at photo edges (a larger radius or eps smooths across them);
+# a smaller eps would follow the grey image even in noisy flat regions, where the map should stay smooth. How they
+# were chosen: docs/design.md, "Guided upsampling".
 GUIDED_RADIUS = 1
 GUIDED_EPS = 1e-4
 OVERLAP_IN_MULTIPLES = 3  # default tile margin: 3 * tile_multiple covers the measured receptive radius of P-IEANet
@@ -88,9 +87,9 @@ def run_tiled(model, x, tile, overlap):
 
 
 def shrink(x, size):
-    """x (B x 3 x H x W in [0, 1]) resized to size (h, w) with antialiased bicubic interpolation. With antialiased
-    bilinear instead, a photo shrunk here came out softer than the same photo saved at the working size, and the
-    shipped model's share of under-exposed pixels on real photos moved by up to 6.6 points between the two."""
+    """x (B x 3 x H x W in [0, 1]) resized to size (h, w) with antialiased bicubic interpolation, the filter of PIL's
+    BICUBIC resize: the model's verdict should not depend on whether a photo was shrunk here or saved at the working
+    size by another program, and a softer filter (antialiased bilinear) shifts it."""
     return F.interpolate(x, size=size, mode="bicubic", align_corners=False, antialias=True).clamp_(0.0, 1.0)
 
 
