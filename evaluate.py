@@ -279,8 +279,8 @@ def parse_args(argv=None):
                    help="well-exposed mode: a photo is flagged when more than PCT %% of its pixels have |r| above "
                         f"--threshold (default: {well_exposed.DEFAULT_SHARE_LIMIT:g})")
     p.add_argument("--mean-limit", type=cli.threshold, default=well_exposed.DEFAULT_MEAN_LIMIT, metavar="M",
-                   help="well-exposed mode: ... or when its mean residual is further than M from 0 (default: "
-                        f"{well_exposed.DEFAULT_MEAN_LIMIT:g})")
+                   help="well-exposed mode: a photo is also flagged when its mean residual is further than M from 0 "
+                        f"(default: {well_exposed.DEFAULT_MEAN_LIMIT:g})")
     p.add_argument("--output", type=Path, default=Path("outputs"), metavar="DIR",
                    help=f"well-exposed mode: folder of the per-photo table {well_exposed.CSV_NAME} (default: outputs/)")
     p.add_argument("--images-dir", default="images", help="photos under --data-root (default: images)")
@@ -289,7 +289,8 @@ def parse_args(argv=None):
                    help="labels are divided by this (default: 255, grey levels)")
     p.add_argument("--baseline", "--baselines", nargs="+", metavar="NAME",
                    help=f"classical baseline(s): all, {', '.join(BASELINES)} (default: none)")
-    p.add_argument("--limit", type=cli.positive_int, help="only the first N rows of the CSV (default: all)")
+    p.add_argument("--limit", type=cli.positive_int, help="only the first N rows of the CSV (well-exposed mode: the first N "
+                                                          "photos) (default: all)")
     p.add_argument("--json", type=Path, help="write the metrics as JSON here (default: not written)")
     p.add_argument("--markdown", type=Path, help="append one table row per method to this markdown file "
                                                  "(default: not written)")

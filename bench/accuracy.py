@@ -51,7 +51,7 @@ def parse_args(argv=None):
                    help=f"well_exposed: flagged above PCT %% of pixels with |r| > --threshold "
                         f"(default: {well_exposed.DEFAULT_SHARE_LIMIT:g})")
     p.add_argument("--mean-limit", type=cli.threshold, default=well_exposed.DEFAULT_MEAN_LIMIT, metavar="M",
-                   help=f"well_exposed: ... or |mean r| > M (default: {well_exposed.DEFAULT_MEAN_LIMIT:g})")
+                   help=f"well_exposed: also flagged when |mean r| > M (default: {well_exposed.DEFAULT_MEAN_LIMIT:g})")
     p.add_argument("--markdown", type=Path, help="write the table (and its caption) to this file (default: not written)")
     p.add_argument("--json", type=Path, help="write every number as JSON here (default: not written)")
     cli.add_common_options(p, checkpoints=None)
