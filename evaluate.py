@@ -269,12 +269,13 @@ def write_json(path, payload):
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(prog=PROG, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data-root", type=Path, help="dataset folder (labelled mode, with --csv)")
-    p.add_argument("--csv", help="split list, a path or relative to --data-root (labelled mode, with --data-root)")
+    p.add_argument("--data-root", type=Path, help="dataset folder (labelled mode, required with --csv; default: none)")
+    p.add_argument("--csv", help="split list, a path or relative to --data-root (labelled mode, required with --data-root; "
+                                  "default: none)")
     p.add_argument("--well-exposed", type=Path, metavar="DIR",
                    help="well-exposed mode: DIR (or DIR/images) holds photos that are each their own ideal; reports "
                         "the share of photos not judged well exposed (false alarms), per key when DIR/manifest.csv "
-                        "has file and key columns, and writes a per-photo CSV into --output")
+                        "has file and key columns, and writes a per-photo CSV into --output (default: labelled mode)")
     p.add_argument("--share-limit", type=percent, default=well_exposed.DEFAULT_SHARE_LIMIT, metavar="PCT",
                    help="well-exposed mode: a photo is flagged when more than PCT %% of its pixels have |r| above "
                         f"--threshold (default: {well_exposed.DEFAULT_SHARE_LIMIT:g})")
