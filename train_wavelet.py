@@ -350,7 +350,7 @@ def build_data(config, rank, world_size, is_main, cuda):
 
 def extra_sets(data):
     """{name: (spec, what to measure)} of data.extra_valid: the rows of a labelled set, the photos of a well-exposed
-    folder. Both are measured as evaluate.py does (see ExtraValidation). Raises DatasetError naming the file."""
+    folder. Both are measured as evaluate.py does (validate_extra). Raises DatasetError naming the file."""
     sets = {}
     for name, spec in (data["extra_valid"] or {}).items():
         root = Path(spec["root"])
