@@ -270,8 +270,8 @@ def write_json(path, payload):
 def parse_args(argv=None):
     p = argparse.ArgumentParser(prog=PROG, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data-root", type=Path, help="dataset folder (labelled mode, required with --csv; default: none)")
-    p.add_argument("--csv", help="split list, a path or relative to --data-root (labelled mode, required with --data-root; "
-                                  "default: none)")
+    p.add_argument("--csv", help="split list, a path or relative to --data-root (labelled mode, required with "
+                                  "--data-root; default: none)")
     p.add_argument("--well-exposed", type=Path, metavar="DIR",
                    help="well-exposed mode: DIR (or DIR/images) holds photos that are each their own ideal; reports "
                         "the share of photos not judged well exposed (false alarms), per key when DIR/manifest.csv "
@@ -290,8 +290,8 @@ def parse_args(argv=None):
                    help="labels are divided by this (default: 255, grey levels)")
     p.add_argument("--baseline", "--baselines", nargs="+", metavar="NAME",
                    help=f"classical baseline(s): all, {', '.join(BASELINES)} (default: none)")
-    p.add_argument("--limit", type=cli.positive_int, help="only the first N rows of the CSV (well-exposed mode: the first N "
-                                                          "photos) (default: all)")
+    p.add_argument("--limit", type=cli.positive_int,
+                   help="only the first N rows of the CSV (well-exposed mode: the first N photos) (default: all)")
     p.add_argument("--json", type=Path, help="write the metrics as JSON here (default: not written)")
     p.add_argument("--markdown", type=Path, help="append one table row per method to this markdown file "
                                                  "(default: not written)")

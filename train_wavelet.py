@@ -390,7 +390,8 @@ def validate_extra(model, name, spec, items, data):
     result = evaluate.accumulate(methods, items, measured, args.threshold)[0][name]
     return result, (f"MAE {result['mae']:.4f} SSIM {result['ssim']:.4f} IoU over/under {result['iou_over']:.3f}/"
                     f"{result['iou_under']:.3f} SRCC {result['srcc']:.3f}, clipped -> more light "
-                    f"{result['clipped_needs_light']:.1f} %, crushed -> less light {result['crushed_needs_dark']:.1f} % "
+                    f"{result['clipped_needs_light']:.1f} %, crushed -> less light "
+                    f"{result['crushed_needs_dark']:.1f} % "
                     f"({result['n_images']} images)")
 
 

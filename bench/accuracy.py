@@ -52,7 +52,8 @@ def parse_args(argv=None):
                         f"(default: {well_exposed.DEFAULT_SHARE_LIMIT:g})")
     p.add_argument("--mean-limit", type=cli.threshold, default=well_exposed.DEFAULT_MEAN_LIMIT, metavar="M",
                    help=f"well_exposed: also flagged when |mean r| > M (default: {well_exposed.DEFAULT_MEAN_LIMIT:g})")
-    p.add_argument("--markdown", type=Path, help="write the table (and its caption) to this file (default: not written)")
+    p.add_argument("--markdown", type=Path,
+                   help="write the table (and its caption) to this file (default: not written)")
     p.add_argument("--json", type=Path, help="write every number as JSON here (default: not written)")
     cli.add_common_options(p, checkpoints=None)
     return p.parse_args(argv)
@@ -168,7 +169,8 @@ def run(argv=None):
     size = "the model's working size" if args.size is None else ("native" if args.size == 0 else f"--size {args.size}")
     caption = (f"Development sets ({size}, one run, {elapsed:.0f} s): {CELL} per list (SSIM: "
                f"{evaluate.SSIM_CONVENTION}); well_exposed: {evaluate.describe_criterion(args)}; physics: percent of "
-               "clipped pixels (a channel >= 250) with r > +0.05, of crushed pixels (all channels <= 5) with r < -0.05.")
+               "clipped pixels (a channel >= 250) with r > +0.05, of crushed pixels (all channels <= 5) with "
+               "r < -0.05.")
     print(text, end="")
     print(caption)
     n_failed = sum(len(v) for v in failed.values())

@@ -69,7 +69,8 @@ def test_mid_grey_is_well_exposed_and_bright_or_light_photos_are_flagged_per_key
     assert payload["criterion"] == {"threshold": 0.1, "share_limit_pct": 10.0, "mean_limit": 0.05}
     # the per-photo table: every method x photo, files in folder order, numbers hand-computed above
     assert [(r["method"], r["file"], r["key"], r["flagged"]) for r in rows[:3]] == [
-        ("baseline: global_midgray", "bright.png", "high", "yes"), ("baseline: global_midgray", "grey.png", "normal", "no"),
+        ("baseline: global_midgray", "bright.png", "high", "yes"),
+        ("baseline: global_midgray", "grey.png", "normal", "no"),
         ("baseline: global_midgray", "light.png", "normal", "yes")]
     bright, grey, light = rows[:3]
     assert float(bright["mean_residual"]) == pytest.approx(BRIGHT, abs=1e-5)

@@ -8,8 +8,8 @@ flagged. Used by ``evaluate.py --well-exposed``, ``bench/accuracy.py`` and train
 
 A folder: its photos are the images directly in ``DIR/images/`` when that folder exists (the development sets' layout),
 else those directly in ``DIR``. An optional ``DIR/manifest.csv`` with a ``file`` column (names relative to that photo
-folder) and a ``key`` column (e.g. high / normal / low) splits the rate by key; a photo the manifest does not list has no
-key, and a listed photo that is missing is reported as failed.
+folder) and a ``key`` column (e.g. high / normal / low) splits the rate by key; a photo the manifest does not list has
+no key, and a listed photo that is missing is reported as failed.
 """
 import csv
 import io
@@ -112,8 +112,8 @@ def describe(summary):
     """One line: '81.0 % of 42 photos flagged (high 100.0 %, low 100.0 %, normal 71.4 %), median photo 63.2 %
     of pixels flagged'."""
     keys = ", ".join(f"{key} {one['false_alarm_pct']:.1f} %" for key, one in summary["per_key"].items())
-    return (f"{summary['false_alarm_pct']:.1f} % of {summary['n_images']} photos flagged" + (f" ({keys})" if keys else "")
-            + f", median photo {summary['median_pct_flagged']:.1f} % of pixels flagged")
+    return (f"{summary['false_alarm_pct']:.1f} % of {summary['n_images']} photos flagged"
+            + (f" ({keys})" if keys else "") + f", median photo {summary['median_pct_flagged']:.1f} % of pixels flagged")
 
 
 def write_csv(path, rows):
