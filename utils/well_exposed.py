@@ -113,7 +113,8 @@ def describe(summary):
     of pixels flagged'."""
     keys = ", ".join(f"{key} {one['false_alarm_pct']:.1f} %" for key, one in summary["per_key"].items())
     return (f"{summary['false_alarm_pct']:.1f} % of {summary['n_images']} photos flagged"
-            + (f" ({keys})" if keys else "") + f", median photo {summary['median_pct_flagged']:.1f} % of pixels flagged")
+            + (f" ({keys})" if keys else "")
+            + f", median photo {summary['median_pct_flagged']:.1f} % of pixels flagged")
 
 
 def write_csv(path, rows):
