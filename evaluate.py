@@ -12,6 +12,18 @@ Metric conventions: utils/metrics.py. Labels are read by datasets.iea40k.read_la
 A sample whose image or label cannot be read or predicted is named on stderr and skipped (exit 1); a bad option, CSV or
 checkpoint is exit 2 before any work (exit codes: utils/cli.py). The JSON has the same layout for any number of
 methods: {"methods": {name: metrics}, "n_samples", "n_failed", "failed", "ssim_convention"}.
+
+Well-exposed mode (photos without labels, each its own ideal; utils/well_exposed.py, docs/evaluation.md):
+
+    python evaluate.py --well-exposed ../shared/well_exposed --compare checkpoints/pieanet_corpus.safetensors \
+        --baselines global_midgray --output outputs/well_exposed --json fa.json
+
+A photo is flagged (not judged well exposed) when more than --share-limit percent (10) of its pixels have |r| above
+--threshold (0.1) or its mean residual is further than --mean-limit (0.05) from 0, on the tools' default path (the
+model's working size, guided upsampling: what make_heatmap.py shows). Prints the false-alarm rate (percent of photos
+flagged), per key when DIR/manifest.csv has file and key columns, and the median photo's share of flagged pixels;
+writes <--output>/well_exposed.csv (one row per method and photo) and, if asked, JSON {"methods": {name: {n_images,
+n_flagged, false_alarm_pct, median_pct_flagged, per_key}}, "n_samples", "n_failed", "failed", "criterion"}.
 Several processes: torchrun --nproc-per-node N evaluate.py ... measures every N-th sample per process (each on its own
 GPU with CUDA); rank 0 adds them up in CSV order, so it prints and writes exactly the numbers of one process.
 """
@@ -26,10 +38,10 @@ import torch
 import torch.nn.functional as F
 
 from pieanet.datasets.iea40k import DatasetError, read_label, read_split
-from pieanet.utils import cli, distributed
+from pieanet.utils import cli, distributed, well_exposed
 from pieanet.models.baselines import BASELINES, build_baseline
 from pieanet.utils.image_io import atomic_write
-from pieanet.utils.metrics import METRICS, SSIM_CONVENTION, MetricAccumulator, measure
+from pieanet.utils.metrics import METRICS, SSIM_CONVENTION, MetricAccumulator, measure, physics_counts
 
 PROG = "evaluate"
 LEVEL_IN_NAME = re.compile(r"_([NP]\d)(?=\.[^.]+$|$)")
@@ -81,37 +93,48 @@ def load_methods(args):
     return methods
 
 
-def evaluate(methods, rows, args, progress=None, group=distributed.Group()):
-    """({method: metrics dict}, img_ids of the samples that failed); each failure is named in one line through
-    ``progress`` (a cli.Progress). With several processes (``group``), each measures its shard of the rows and every
-    process gets the results of all of them, added up in row order: the numbers one process gives."""
+def measure_rows(methods, rows, args, progress=None, group=distributed.Group()):
+    """[{method: metrics.measure result} or None (the sample failed)] for every row, in row order; each failure is
+    named in one line through ``progress`` (a cli.Progress). With several processes (``group``), each measures its
+    shard of the rows and every process gets all of them. The photo goes with each measurement (physics)."""
     root = Path(args.data_root)
     progress = progress or cli.Progress(PROG, len(group.shard(rows)))
     measured = []  # (row index, {method: metrics.measure result}, or None for a sample that failed)
     for index in group.shard(range(len(rows))):
         row = rows[index]
         try:
-            maps, label = predict_sample(methods, root, row, args)
+            image, maps, label = predict_sample(methods, root, row, args)
         except ValueError as e:  # ImageLoadError and DatasetError are ValueErrors; the message names the file
             progress.report(f"skipped {row.img_id}: {cli.one_line(e)}")
             measured.append((index, None))
         else:
             score = sample_score(row)
-            measured.append((index, {name: measure(residual, label, args.threshold, score)
-                                     for name, residual in maps.items()}))
+            found = {}
+            for name, residual in maps.items():
+                found[name] = measure(resize_map(residual, label.shape), label, args.threshold, score)
+                found[name]["physics"] = physics_counts(image, residual)  # on the photo's own pixels
+            measured.append((index, found))
         progress.update()
-    overall = {name: MetricAccumulator(args.threshold) for name, _ in methods}
+    return [found for _, found in sorted(item for shard in group.gather(measured) for item in shard)]
+
+
+def accumulate(methods, rows, measured, threshold, keep=None):
+    """({method: metrics dict with per_level}, img_ids of the samples that failed) of measure_rows' results; only the
+    rows whose img_id is in ``keep`` when it is given (a subset of the same samples, measured once)."""
+    overall = {name: MetricAccumulator(threshold) for name, _ in methods}
     per_level = {name: {} for name, _ in methods}
     failed = []
-    for index, found in sorted(item for shard in group.gather(measured) for item in shard):
-        if found is None:
-            failed.append(rows[index].img_id)
+    for row, found in zip(rows, measured):
+        if keep is not None and row.img_id not in keep:
             continue
-        level = sample_level(rows[index])
+        if found is None:
+            failed.append(row.img_id)
+            continue
+        level = sample_level(row)
         for name, one in found.items():
             overall[name].add_measured(one)
             if level is not None:
-                per_level[name].setdefault(level, MetricAccumulator(args.threshold)).add_measured(one)
+                per_level[name].setdefault(level, MetricAccumulator(threshold)).add_measured(one)
     results = {}
     for name, _ in methods:
         result = overall[name].result()
@@ -120,8 +143,15 @@ def evaluate(methods, rows, args, progress=None, group=distributed.Group()):
     return results, failed
 
 
+def evaluate(methods, rows, args, progress=None, group=distributed.Group()):
+    """({method: metrics dict}, img_ids of the samples that failed): measure_rows then accumulate. With several
+    processes, every process gets the results of all of them, added up in row order: the numbers one process
+    gives."""
+    return accumulate(methods, rows, measure_rows(methods, rows, args, progress, group), args.threshold)
+
+
 def predict_sample(methods, root, row, args):
-    """({method: map resized to the label}, label) of one CSV row; raises ValueError naming the file."""
+    """(photo, {method: map at the photo's resolution}, label) of one CSV row; raises ValueError naming the file."""
     image_path = root / args.images_dir / row.img_id
     try:
         image = cli.read_image(image_path)
@@ -133,8 +163,47 @@ def predict_sample(methods, root, row, args):
         residual, = cli.predict(model, [image], size=args.size, tile=args.tile)
         if isinstance(residual, BaseException):
             raise ValueError(f"{image_path}: {name}: inference failed ({cli.one_line(residual)})")
-        maps[name] = resize_map(residual, label.shape)
-    return maps, label
+        maps[name] = residual
+    return image, maps, label
+
+
+# ------------------------------------------------------------------------------------------------ well-exposed photos
+def judge_photos(methods, photos, args, progress=None, group=distributed.Group()):
+    """[{method: well_exposed.verdict} or None (the photo failed)] for every (path, name, key) of ``photos``, in
+    order, on the tools' default path (cli.predict with --size / --tile); each failure is named through ``progress``.
+    With several processes, each judges its shard and every process gets all of them."""
+    progress = progress or cli.Progress(PROG, len(group.shard(photos)))
+    judged = []
+    for index in group.shard(range(len(photos))):
+        path, name, _ = photos[index]
+        found = None
+        try:
+            image = cli.read_image(path)
+            found = {}
+            for method, model in methods:
+                residual, = cli.predict(model, [image], size=args.size, tile=args.tile)
+                if isinstance(residual, BaseException):
+                    raise ValueError(f"{method}: inference failed ({cli.one_line(residual)})")
+                found[method] = well_exposed.verdict(residual, args.threshold, args.share_limit, args.mean_limit)
+        except ValueError as e:
+            progress.report(f"skipped {path}: {cli.one_line(e)}")
+            found = None
+        judged.append((index, found))
+        progress.update()
+    return [found for _, found in sorted(item for shard in group.gather(judged) for item in shard)]
+
+
+def summarise_photos(methods, photos, judged):
+    """({method: well_exposed.summarise result}, [per-photo CSV rows], names of the photos that failed)."""
+    results, rows = {}, []
+    for method, _ in methods:
+        pairs = []
+        for (_, name, key), found in zip(photos, judged):
+            if found is not None:
+                pairs.append((key, found[method]))
+                rows.append({"method": method, "file": name, "key": key, **found[method]})
+        results[method] = well_exposed.summarise(pairs)
+    return results, rows, [name for (_, name, _), found in zip(photos, judged) if found is None]
 
 
 def json_safe(value):
@@ -151,9 +220,12 @@ def format_value(value):
     return "n/a" if value is None or not math.isfinite(value) else f"{value:.4f}"
 
 
-def table_header():
+def table_header(columns=None):
+    """A markdown table's header: Method, n and the given cells (default: the labelled metrics with their arrows)."""
     arrow = {"lower": "↓", "higher": "↑"}
-    cells = ["Method", "n"] + [f"{label} {arrow[METRICS[name][0]]}" for name, label in TABLE_COLUMNS.items()]
+    if columns is None:
+        columns = [f"{label} {arrow[METRICS[name][0]]}" for name, label in TABLE_COLUMNS.items()]
+    cells = ["Method", "n"] + list(columns)
     return "| " + " | ".join(cells) + " |\n" + "|" + "---|" * len(cells) + "\n"
 
 
@@ -162,40 +234,92 @@ def table_rows(results):
                    for name, r in results.items())
 
 
-def append_markdown(path, results, caption):
+def format_pct(value):
+    return "n/a" if value is None or not math.isfinite(value) else f"{value:.1f} %"
+
+
+def well_exposed_table(results):
+    """(header, rows) of the well-exposed mode: photos flagged overall and per key, the median photo's flagged
+    pixels."""
+    keys = sorted({key for r in results.values() for key in r["per_key"]})
+    header = table_header(["flagged ↓"] + [f"flagged ({key}) ↓" for key in keys] + ["median flagged pixels ↓"])
+    rows = "".join("| " + " | ".join(
+        [name, str(r["n_images"]), format_pct(r["false_alarm_pct"])]
+        + [format_pct(r["per_key"][key]["false_alarm_pct"]) if key in r["per_key"] else "n/a" for key in keys]
+        + [format_pct(r["median_pct_flagged"])]) + " |\n" for name, r in results.items())
+    return header, rows
+
+
+def append_markdown(path, header, rows, caption):
     """Append rows to a markdown table, starting the table (caption + header) when the file does not have one."""
     path = Path(path)
     existing = path.read_text() if path.is_file() else ""
-    header = table_header()
     text = existing
     if header not in existing:
         text += ("\n" if existing and not existing.endswith("\n\n") else "") + caption + "\n\n" + header
-    text += table_rows(results)
+    text += rows
     with atomic_write(path) as tmp:
         Path(tmp).write_text(text)
 
 
+def write_json(path, payload):
+    with atomic_write(path) as tmp:
+        Path(tmp).write_text(json.dumps(json_safe(payload), indent=2) + "\n")
+
+
 def parse_args(argv=None):
     p = argparse.ArgumentParser(prog=PROG, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data-root", type=Path, required=True, help="dataset folder (required)")
-    p.add_argument("--csv", required=True, help="split list, a path or relative to --data-root (required)")
+    p.add_argument("--data-root", type=Path, help="dataset folder (labelled mode, required with --csv; default: none)")
+    p.add_argument("--csv", help="split list, a path or relative to --data-root (labelled mode, required with "
+                                  "--data-root; default: none)")
+    p.add_argument("--well-exposed", type=Path, metavar="DIR",
+                   help="well-exposed mode: DIR (or DIR/images) holds photos that are each their own ideal; reports "
+                        "the share of photos not judged well exposed (false alarms), per key when DIR/manifest.csv "
+                        "has file and key columns, and writes a per-photo CSV into --output (default: labelled mode)")
+    p.add_argument("--share-limit", type=percent, default=well_exposed.DEFAULT_SHARE_LIMIT, metavar="PCT",
+                   help="well-exposed mode: a photo is flagged when more than PCT %% of its pixels have |r| above "
+                        f"--threshold (default: {well_exposed.DEFAULT_SHARE_LIMIT:g})")
+    p.add_argument("--mean-limit", type=cli.threshold, default=well_exposed.DEFAULT_MEAN_LIMIT, metavar="M",
+                   help="well-exposed mode: a photo is also flagged when its mean residual is further than M from 0 "
+                        f"(default: {well_exposed.DEFAULT_MEAN_LIMIT:g})")
+    p.add_argument("--output", type=Path, default=Path("outputs"), metavar="DIR",
+                   help=f"well-exposed mode: folder of the per-photo table {well_exposed.CSV_NAME} (default: outputs/)")
     p.add_argument("--images-dir", default="images", help="photos under --data-root (default: images)")
     p.add_argument("--labels-dir", default="labels", help="labels under --data-root (default: labels)")
     p.add_argument("--label-scale", type=cli.positive_float, default=255.0,
                    help="labels are divided by this (default: 255, grey levels)")
     p.add_argument("--baseline", "--baselines", nargs="+", metavar="NAME",
                    help=f"classical baseline(s): all, {', '.join(BASELINES)} (default: none)")
-    p.add_argument("--limit", type=cli.positive_int, help="only the first N rows of the CSV (default: all)")
+    p.add_argument("--limit", type=cli.positive_int,
+                   help="only the first N rows of the CSV (well-exposed mode: the first N photos) (default: all)")
     p.add_argument("--json", type=Path, help="write the metrics as JSON here (default: not written)")
     p.add_argument("--markdown", type=Path, help="append one table row per method to this markdown file "
                                                  "(default: not written)")
     cli.add_common_options(p, checkpoints="many")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    labelled = args.data_root is not None or args.csv is not None
+    if args.well_exposed is not None and labelled:
+        p.error("--well-exposed DIR measures a folder without labels; give it without --data-root / --csv")
+    if args.well_exposed is None and (args.data_root is None or args.csv is None):
+        p.error("give --data-root DIR and --csv FILE (labelled data), or --well-exposed DIR (photos without labels)")
+    return args
+
+
+def percent(text):
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not 0.0 <= value <= 100.0:  # also refuses nan and inf
+        raise argparse.ArgumentTypeError(f"expected a percentage in [0, 100], got {text}")
+    return value
 
 
 def run(argv=None):
     args = parse_args(argv)
     cli.setup(args)
+    if args.well_exposed is not None:
+        return run_well_exposed(args)
     csv_path = Path(args.csv) if Path(args.csv).is_file() else args.data_root / args.csv
     try:
         rows = read_split(csv_path, required=("img_id",))[:args.limit]
@@ -216,13 +340,62 @@ def run(argv=None):
     if failed:
         print(f"{len(failed)} of {len(rows)} samples skipped (named on stderr)")
     if args.json:
-        payload = {"methods": results, "n_samples": len(rows), "n_failed": len(failed), "failed": failed,
-                   "ssim_convention": SSIM_CONVENTION}
-        with atomic_write(args.json) as tmp:
-            Path(tmp).write_text(json.dumps(json_safe(payload), indent=2) + "\n")
+        write_json(args.json, {"methods": results, "n_samples": len(rows), "n_failed": len(failed), "failed": failed,
+                               "ssim_convention": SSIM_CONVENTION})
     if args.markdown:
         options = "".join(f", --{k} {getattr(args, k)}" for k in ("size", "tile") if getattr(args, k))
-        append_markdown(args.markdown, results, f"Evaluated on `{csv_path}` ({len(rows)} samples{options}).")
+        append_markdown(args.markdown, table_header(), table_rows(results),
+                        f"Evaluated on `{csv_path}` ({len(rows)} samples{options}).")
+    return cli.EXIT_FAILED if failed else cli.EXIT_OK
+
+
+def criterion(args):
+    return {"threshold": args.threshold, "share_limit_pct": args.share_limit, "mean_limit": args.mean_limit}
+
+
+def describe_criterion(args):
+    return (f"a photo is flagged when more than {args.share_limit:g} % of its pixels have |r| > {args.threshold:g} or "
+            f"|mean r| > {args.mean_limit:g}")
+
+
+def run_well_exposed(args):
+    """--well-exposed DIR: false alarms on photos that are their own ideal."""
+    try:
+        photos, missing = well_exposed.list_photos(args.well_exposed)
+    except well_exposed.FolderError as e:
+        raise cli.UsageError(str(e)) from None
+    photos = photos[:args.limit]
+    with distributed.process_group(cli.resolve_device(args.device)) as group:
+        args.device = str(group.device)
+        methods = load_methods(args)
+        cli.writable_folder(args.output)
+        for path in (args.json, args.markdown):
+            if path is not None:
+                cli.writable_folder(path.parent, "folder of " + path.name)
+        with cli.Progress(PROG, len(group.shard(photos)), show=group.is_main) as progress:
+            judged = judge_photos(methods, photos, args, progress, group)
+    if not group.is_main:
+        return cli.EXIT_OK
+    results, csv_rows, failed = summarise_photos(methods, photos, judged)
+    for name in missing:
+        print(f"{PROG}: {args.well_exposed / well_exposed.MANIFEST}: lists {name}, which is not in "
+              f"{well_exposed.photo_folder(args.well_exposed)}", file=sys.stderr)
+    failed += missing
+    header, rows = well_exposed_table(results)
+    print(header + rows, end="")
+    print(f"Criterion: {describe_criterion(args)}.")
+    csv_path = args.output / well_exposed.CSV_NAME
+    well_exposed.write_csv(csv_path, csv_rows)
+    print(f"Per-photo verdicts: {csv_path}")
+    if failed:
+        print(f"{len(failed)} of {len(photos) + len(missing)} photos skipped (named on stderr)")
+    if args.json:
+        write_json(args.json, {"methods": results, "n_samples": len(photos) + len(missing), "n_failed": len(failed),
+                               "failed": failed, "criterion": criterion(args)})
+    if args.markdown:
+        options = "".join(f", --{k} {getattr(args, k)}" for k in ("size", "tile") if getattr(args, k))
+        append_markdown(args.markdown, header, rows, f"Well-exposed photos in `{args.well_exposed}` ({len(photos)} "
+                        f"photos{options}); {describe_criterion(args)}.")
     return cli.EXIT_FAILED if failed else cli.EXIT_OK
 
 

@@ -31,12 +31,14 @@ from torch.utils.data import DataLoader, DistributedSampler, Sampler, Subset
 from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
-from pieanet.datasets.iea40k import DatasetError, IEA40KDataset
+from pieanet import evaluate
+from pieanet.datasets.iea40k import DatasetError, IEA40KDataset, read_split
 from pieanet.models import (MODELS, CheckpointError, build_model, check_config, read_checkpoint, resolve_device,
                             save_model)
 from pieanet.utils.config import (ConfigError, boolean, check_values, choice, dump_config, integer, load_config,
                                   load_yaml, number, text)
-from pieanet.utils import distributed
+from pieanet.utils import cli, distributed, well_exposed
+from pieanet.utils.exposure import DEFAULT_THRESHOLD
 from pieanet.utils.heatmap import colorize
 from pieanet.utils.image_io import atomic_write, remove_orphan_temporaries
 from pieanet.utils.metrics import SSIM_CONVENTION, SSIM_DATA_RANGE, MetricAccumulator
@@ -124,11 +126,14 @@ def resolve_config(path, overrides=()):
                           "decay below 1")
     extra_valid = config["data"]["extra_valid"] or {}
     if not isinstance(extra_valid, dict):
-        raise ConfigError(f"data.extra_valid must be a mapping of name: {{root, csv}}, got {extra_valid!r}")
+        raise ConfigError(f"data.extra_valid must be a mapping of name: {{root, csv}} or {{root, well_exposed: true}}, "
+                          f"got {extra_valid!r}")
     for name, spec in extra_valid.items():
-        if not isinstance(spec, dict) or set(spec) != {"root", "csv"} \
-                or not all(isinstance(v, str) and v for v in spec.values()):
-            raise ConfigError(f"data.extra_valid.{name} must be a mapping with keys root and csv, got {spec!r}")
+        if not (isinstance(spec, dict) and isinstance(spec.get("root"), str) and spec["root"]
+                and ((set(spec) == {"root", "csv"} and isinstance(spec["csv"], str) and spec["csv"])
+                     or (set(spec) == {"root", "well_exposed"} and spec["well_exposed"] is True))):
+            raise ConfigError(f"data.extra_valid.{name} must be a mapping with keys root and csv (labelled data), or "
+                              f"root and well_exposed: true (a folder of well-exposed photos), got {spec!r}")
     name = config["name"] if config["name"] is not None else Path(path).stem
     if Path(name).is_absolute() or ".." in Path(name).parts:
         raise ConfigError(f"name {name!r} must be a folder name under output_dir (no absolute path, no '..')")
@@ -329,7 +334,7 @@ def build_data(config, rank, world_size, is_main, cuda):
         # the loader's own generator, so that making an iterator never draws from the global RNG
         loader = DataLoader(train_set, opts["batch_size"], sampler=sampler, drop_last=True,
                             num_workers=data["workers"], pin_memory=cuda, generator=torch.Generator())
-        valid_loader, extra_loaders = None, {}
+        valid_loader, extras = None, {}
         if is_main:
             valid_set = IEA40KDataset(root, data["valid_csv"], **dataset_args)
             if data["valid_limit"]:
@@ -337,12 +342,66 @@ def build_data(config, rank, world_size, is_main, cuda):
                                                     math.ceil(len(valid_set) / data["valid_limit"])))
             valid_loader = DataLoader(valid_set, opts["valid_batch_size"], num_workers=data["workers"],
                                       pin_memory=cuda)
-            for name, spec in (data["extra_valid"] or {}).items():
-                extra_set = IEA40KDataset(spec["root"], spec["csv"], **dataset_args)
-                extra_loaders[name] = DataLoader(extra_set, 1, num_workers=data["workers"])
+            extras = extra_sets(data)
     except DatasetError as e:
         raise SetupError(str(e)) from None
-    return train_set, sampler, loader, steps_per_epoch, valid_loader, extra_loaders
+    return train_set, sampler, loader, steps_per_epoch, valid_loader, extras
+
+
+def extra_sets(data):
+    """{name: (spec, what to measure)} of data.extra_valid: the rows of a labelled set, the photos of a well-exposed
+    folder. Both are measured as evaluate.py does (validate_extra). Raises DatasetError naming the file."""
+    sets = {}
+    for name, spec in (data["extra_valid"] or {}).items():
+        root = Path(spec["root"])
+        if not root.is_dir():
+            raise DatasetError(f"{root}: data.extra_valid.{name}: no such folder")
+        if spec.get("well_exposed"):
+            try:
+                photos, missing = well_exposed.list_photos(root)
+            except well_exposed.FolderError as e:
+                raise DatasetError(f"data.extra_valid.{name}: {e}") from None
+            if missing:
+                raise DatasetError(f"{root / well_exposed.MANIFEST}: lists {missing[0]}, which is not in "
+                                   f"{well_exposed.photo_folder(root)} (data.extra_valid.{name})")
+            sets[name] = (spec, photos)
+        else:
+            csv_path = Path(spec["csv"]) if Path(spec["csv"]).is_file() else root / spec["csv"]
+            sets[name] = (spec, read_split(csv_path, required=("img_id",)))
+    return sets
+
+
+def validate_extra(model, name, spec, items, data):
+    """(metrics, log text) of one extra validation set, measured with evaluate.py's functions on the tools' default
+    path (the model's working size, guided upsampling): the numbers evaluate.py and bench/accuracy.py give. Photos
+    that fail are named on stderr and left out."""
+    model.eval()
+    methods = [(name, model)]
+    args = argparse.Namespace(data_root=Path(spec["root"]), images_dir=data["images_dir"],
+                              labels_dir=data["labels_dir"], label_scale=data["label_scale"], size=None, tile=None,
+                              threshold=DEFAULT_THRESHOLD, share_limit=well_exposed.DEFAULT_SHARE_LIMIT,
+                              mean_limit=well_exposed.DEFAULT_MEAN_LIMIT)
+    with cli.Progress(PROG, len(items), show=False) as progress:
+        if spec.get("well_exposed"):
+            judged = evaluate.judge_photos(methods, items, args, progress)
+            result = evaluate.summarise_photos(methods, items, judged)[0][name]
+            return result, well_exposed.describe(result)
+        measured = evaluate.measure_rows(methods, items, args, progress)
+    result = evaluate.accumulate(methods, items, measured, args.threshold)[0][name]
+    return result, (f"MAE {result['mae']:.4f} SSIM {result['ssim']:.4f} IoU over/under {result['iou_over']:.3f}/"
+                    f"{result['iou_under']:.3f} SRCC {result['srcc']:.3f}, clipped -> more light "
+                    f"{result['clipped_needs_light']:.1f} %, crushed -> less light "
+                    f"{result['crushed_needs_dark']:.1f} % "
+                    f"({result['n_images']} images)")
+
+
+def scalars(result, prefix=""):
+    """(tag, value) of every number of an evaluate.py result, nested sections (per_key, per_level) as tag paths."""
+    for key, value in result.items():
+        if isinstance(value, dict):
+            yield from scalars(value, f"{prefix}{key}/")
+        elif key not in ("n_images", "n_flagged") and isinstance(value, (int, float)) and not isinstance(value, bool):
+            yield f"{prefix}{key}", value
 
 
 def config_changes(saved, current, prefix=""):
@@ -388,7 +447,7 @@ class Run:
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.cuda and opts["amp"] == "fp16")
         self.loss_fn = LOSSES[opts["loss"]]
         (self.train_set, self.sampler, self.loader, self.steps_per_epoch, self.valid_loader,
-         self.extra_loaders) = build_data(config, self.rank, self.world_size, self.is_main, self.cuda)
+         self.extras) = build_data(config, self.rank, self.world_size, self.is_main, self.cuda)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_factor(opts, self.steps_per_epoch))
         self.ema = (torch.optim.swa_utils.AveragedModel(self.model, multi_avg_fn=torch.optim.swa_utils.
                                                         get_ema_multi_avg_fn(opts["ema_decay"]), use_buffers=True)
@@ -523,14 +582,11 @@ class Run:
                  f"PSNR {metrics['psnr']:.2f} SSIM {metrics['ssim']:.4f} IoU over/under {metrics['iou_over']:.3f}/"
                  f"{metrics['iou_under']:.3f} SRCC {metrics['srcc']:.3f}, lr "
                  f"{self.optimizer.param_groups[0]['lr']:.3g}" + (" -> best.safetensors" if improved else ""))
-        for name, extra_loader in self.extra_loaders.items():
-            extra, _ = validate(judged, extra_loader, self.device, self.amp_dtype, 0)
-            for key, value in extra.items():
-                if key != "n_images":
-                    writer.add_scalar(f"{name}/{key}", value, self.global_step)
-            self.log(f"epoch {epoch + 1} {name}: MAE {extra['mae']:.4f} SSIM {extra['ssim']:.4f} IoU over/under "
-                     f"{extra['iou_over']:.3f}/{extra['iou_under']:.3f} SRCC {extra['srcc']:.3f} "
-                     f"({extra['n_images']} images)")
+        for name, (spec, items) in self.extras.items():
+            extra, text = validate_extra(judged, name, spec, items, self.data)
+            for tag, value in scalars({k: v for k, v in extra.items() if k != "per_level"}):
+                writer.add_scalar(f"{name}/{tag}", value, self.global_step)
+            self.log(f"epoch {epoch + 1} {name}: {text}")
         writer.flush()
 
 

@@ -114,3 +114,23 @@ def test_every_metric_has_a_direction():
     assert {better for better, _ in METRICS.values()} == {"lower", "higher"}
     with pytest.raises(ValueError, match="differ in shape"):
         acc.add(np.zeros((2, 2)), np.zeros((3, 3)))
+
+
+def test_physics_counts_hand_computed():
+    # nine pixels: (photo RGB, residual)
+    pixels = [((255, 0, 0), 0.2),      # clipped (one channel), said to need light: wrong
+              ((250, 250, 250), -0.3),  # clipped, said to need less: right
+              ((249, 200, 100), 0.5),   # not clipped (249 < 250)
+              ((0, 0, 0), -0.1),        # crushed, said to need less light: wrong
+              ((5, 5, 5), 0.5),         # crushed, needs light: right
+              ((6, 0, 0), -0.5)] + [((128, 128, 128), 0.0)] * 3  # not crushed (one channel above 5); neither
+    image = np.array([p for p, _ in pixels], np.float32).reshape(3, 3, 3) / 255
+    pred = np.array([r for _, r in pixels], np.float32).reshape(3, 3)
+    assert metrics.physics_counts(image, pred) == (2, 1, 2, 1)
+    assert metrics.physics_counts(image, np.where(pred > 0, 0.05, -0.05)) == (2, 0, 2, 0)  # at the margin: not wrong
+    acc = MetricAccumulator()
+    acc.add(pred, pred, image=image)
+    acc.add(pred, pred)  # without the photo: no physics counts
+    result = acc.result()
+    assert result["clipped_needs_light"] == 50.0 and result["crushed_needs_dark"] == 50.0
+    assert math.isnan(MetricAccumulator().result()["clipped_needs_light"])

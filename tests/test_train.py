@@ -152,6 +152,9 @@ def test_torchrun_gloo_two_processes_match_one_process_with_the_double_batch(tmp
     ("model.window=0", "window = 0"), ("train.batch_size=0", "'train.batch_size' is 0"),
     ("train.ema_decay=1", "ema_decay"), ("seed=-1", "'seed' is -1"), ("data.workers=two", "'data.workers'"),
     ("data.crop=0", "'data.crop' is 0"), ("train.lr=.nan", "'train.lr' is nan"), ("name=../x", "name '../x'"),
+    ("data.extra_valid={x: {root: a, well_exposed: false}}", "data.extra_valid.x must be a mapping"),
+    ("data.extra_valid={x: {root: a, csv: b.csv, well_exposed: true}}", "root and well_exposed: true"),
+    ("data.extra_valid={x: {csv: b.csv}}", "data.extra_valid.x must be a mapping"),
 ])
 def test_bad_config_values_are_refused_before_anything_is_made(tmp_path, tiny_model_config, tiny_data, capsys,
                                                                 override, message):
@@ -254,3 +257,46 @@ def test_ssim_weight_adds_the_ssim_term_to_the_loss(tmp_path, tiny_model_config,
         assert len(calls) == (2 if weight else 0)  # 8 images, batch 4: one call per step
         assert all(c == ((4, 1, 32, 32), (4, 1, 32, 32), 1.0, True) for c in calls)
         assert ("(1 - SSIM)" in log) == bool(weight)
+
+
+def test_extra_validation_sets_report_what_evaluate_reports_every_epoch(tmp_path, tiny_model_config, tiny_data):
+    """A labelled extra set and a folder of well-exposed photos: each epoch's log line and TensorBoard scalars are
+    the numbers evaluate.py gives for the epoch's weights (last.safetensors) on the tools' default path."""
+    import json
+
+    import evaluate
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from pieanet.utils import well_exposed
+
+    photos = tmp_path / "photos"
+    (photos / "images").mkdir(parents=True)
+    rng = np.random.default_rng(1)
+    for i, (mean, key) in enumerate(((60, "low"), (128, "normal"), (200, "high"), (120, "normal"))):
+        pixels = np.clip(rng.normal(mean, 30, (36, 48, 3)), 0, 255).astype(np.uint8)
+        Image.fromarray(pixels).save(photos / "images" / f"p{i}.png")
+    (photos / "manifest.csv").write_text("file,key\np0.png,low\np1.png,normal\np2.png,high\np3.png,normal\n")
+    config = tiny_config(tmp_path, tiny_model_config, tiny_data, epochs=1, batch_size=4)
+    run(config, "model.working_size=32",  # the default path: predicted at 32 px, guided upsampling to 40 / 48 px
+        f"data.extra_valid={{brackets: {{root: {tiny_data}, csv: valid.csv}}, good: {{root: {photos}, "
+        "well_exposed: true}}")
+    out = tmp_path / "runs" / "tiny"
+    log = (out / "train.log").read_text()
+    checkpoint = out / "last.safetensors"
+    assert evaluate.main(["--well-exposed", str(photos), "--checkpoint", str(checkpoint), "--output",
+                          str(tmp_path / "we"), "--json", str(tmp_path / "we.json")]) == 0
+    fa, = json.loads((tmp_path / "we.json").read_text())["methods"].values()
+    assert f"epoch 1 good: {well_exposed.describe(fa)}" in log
+    assert evaluate.main(["--data-root", str(tiny_data), "--csv", "valid.csv", "--checkpoint", str(checkpoint),
+                          "--json", str(tmp_path / "ev.json")]) == 0
+    ev, = json.loads((tmp_path / "ev.json").read_text())["methods"].values()
+    assert f"epoch 1 brackets: MAE {ev['mae']:.4f} SSIM {ev['ssim']:.4f}" in log
+    assert f"clipped -> more light {ev['clipped_needs_light']:.1f} %" in log
+    events = EventAccumulator(str(out))
+    events.Reload()
+    scalar = lambda tag: events.Scalars(tag)[-1].value  # noqa: E731
+    assert scalar("good/false_alarm_pct") == pytest.approx(fa["false_alarm_pct"])
+    assert scalar("good/median_pct_flagged") == pytest.approx(fa["median_pct_flagged"])
+    for key in ("high", "low", "normal"):
+        assert scalar(f"good/per_key/{key}/false_alarm_pct") == pytest.approx(fa["per_key"][key]["false_alarm_pct"])
+    assert scalar("brackets/mae") == pytest.approx(ev["mae"]) and scalar("brackets/ssim") == pytest.approx(ev["ssim"])
+    assert "brackets/clipped_needs_light" in events.Tags()["scalars"]

@@ -90,8 +90,9 @@ def add_common_options(parser, checkpoints="one", tile=DEFAULT_TILE, threshold_d
                        threshold_help="the default"):
     """The options every tool shares, with their defaults stated in --help.
 
-    checkpoints: "one" (``--checkpoint PATH``, default the shipped checkpoint) or "many" (``--checkpoint PATH ...``,
-    default none). threshold_default None means the tool picks (``threshold_help`` says how).
+    checkpoints: "one" (``--checkpoint PATH``, default the shipped checkpoint), "many" (``--checkpoint PATH ...``,
+    default none) or None (the tool takes its checkpoints otherwise, e.g. as positional arguments).
+    threshold_default None means the tool picks (``threshold_help`` says how).
     """
     if checkpoints == "one":
         parser.add_argument("--checkpoint", type=Path, metavar="PATH",
@@ -103,7 +104,7 @@ def add_common_options(parser, checkpoints="one", tile=DEFAULT_TILE, threshold_d
                             help="what runs the network: torch, or onnxruntime on an ONNX file (the same maps within "
                                  "1e-4, several times faster on CPU); auto = onnxruntime for a .onnx checkpoint, "
                                  "else torch (default: auto)")
-    else:
+    elif checkpoints == "many":
         parser.add_argument("--checkpoint", "--compare", type=Path, nargs="+", metavar="PATH",
                             help="project checkpoint(s) (.safetensors), training state(s) and/or the released "
                                  "P-IEANet .pth (default: none)")

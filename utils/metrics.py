@@ -12,6 +12,11 @@ Conventions (every figure in the README follows them):
 * over- / under-exposed segmentations are r < -threshold / r > threshold (threshold 0.1); their IoU and F1 come from
   pixel counts summed over the whole dataset, so images without any such pixels do not make the mean undefined.
 * srcc / plcc compare the predicted holistic score 10 (1 - mean|r|) with the dataset's score column.
+* physics (needs the photo): a pixel with any channel clipped (>= 250 of 255) cannot need more light, one crushed in
+  every channel (<= 5 of 255) cannot need less. clipped_needs_light is the share (percent) of clipped pixels the map
+  says need more light (r > +0.05), crushed_needs_dark the share of crushed pixels it says need less (r < -0.05); pixel
+  counts are summed over the dataset, like IoU. Not defined (nan) when no photo was given or no pixel is clipped /
+  crushed.
 """
 import math
 import warnings
@@ -24,6 +29,9 @@ from scipy import stats
 from pieanet.utils.exposure import DEFAULT_THRESHOLD, holistic_score
 
 PSNR_CAP = 100.0
+CLIPPED_LEVEL = 250  # any channel at or above this (of 255): clipped, cannot need more light
+CRUSHED_LEVEL = 5    # every channel at or below this (of 255): crushed, cannot need less light
+PHYSICS_MARGIN = 0.05  # |r| beyond which a clipped / crushed pixel counts as judged the wrong way
 SSIM_DATA_RANGE = 1.0
 SSIM_CONVENTION = "pytorch-msssim SSIM on residual maps in [-1, 1] with data_range=1 (as the paper's code)"
 
@@ -39,6 +47,8 @@ METRICS = {
     "f1_under": ("higher", "F1 (Dice) of the under-exposed pixels"),
     "srcc": ("higher", "Spearman correlation of 10 (1 - mean|r|) with the score column"),
     "plcc": ("higher", "Pearson correlation of 10 (1 - mean|r|) with the score column"),
+    "clipped_needs_light": ("lower", "percent of clipped pixels (a channel >= 250) with r > +0.05"),
+    "crushed_needs_dark": ("lower", "percent of crushed pixels (every channel <= 5) with r < -0.05"),
 }
 
 
@@ -97,9 +107,24 @@ def correlation(kind, predicted, target):
     return float(result.statistic)
 
 
-def measure(pred, label, threshold=DEFAULT_THRESHOLD, score=None):
+def physics_counts(image, pred, margin=PHYSICS_MARGIN):
+    """(clipped pixels, those with r > margin, crushed pixels, those with r < -margin) of an RGB photo (H x W x 3 in
+    [0, 1]) and its residual map (H x W, the same pixels)."""
+    levels = np.rint(np.asarray(image, np.float32) * 255.0)
+    pred = np.asarray(pred)
+    if levels.shape[:2] != pred.shape:
+        raise ValueError(f"photo {levels.shape[:2]} and residual map {pred.shape} differ in shape")
+    clipped = (levels >= CLIPPED_LEVEL).any(axis=-1)
+    crushed = (levels <= CRUSHED_LEVEL).all(axis=-1)
+    limit = np.float64(margin)
+    return (int(np.count_nonzero(clipped)), int(np.count_nonzero(clipped & (pred > limit))),
+            int(np.count_nonzero(crushed)), int(np.count_nonzero(crushed & (pred < -limit))))
+
+
+def measure(pred, label, threshold=DEFAULT_THRESHOLD, score=None, image=None):
     """One image's share of every metric, a small picklable dict (processes of a distributed evaluation send these
-    to rank 0): the per-image metrics, the over / under pixel counts and the (predicted, target) score pair."""
+    to rank 0): the per-image metrics, the over / under pixel counts, the (predicted, target) score pair and, when
+    the photo is given (H x W x 3, the map's pixels), its physics_counts."""
     pred, label = np.asarray(pred, np.float32), np.asarray(label, np.float32)
     if pred.shape != label.shape:
         raise ValueError(f"prediction {pred.shape} and label {label.shape} differ in shape")
@@ -107,6 +132,7 @@ def measure(pred, label, threshold=DEFAULT_THRESHOLD, score=None):
     found["over"] = segmentation_counts(pred < -threshold, label < -threshold)
     found["under"] = segmentation_counts(pred > threshold, label > threshold)
     found["scores"] = (holistic_score(pred), float(score)) if score is not None and math.isfinite(score) else None
+    found["physics"] = physics_counts(image, pred) if image is not None else None
     return found
 
 
@@ -116,11 +142,11 @@ class MetricAccumulator:
     def __init__(self, threshold=DEFAULT_THRESHOLD):
         self.threshold = threshold
         self.per_image = {"mae": [], "rmse": [], "psnr": [], "ssim": []}
-        self.counts = {"over": np.zeros(3, np.int64), "under": np.zeros(3, np.int64)}
+        self.counts = {"over": np.zeros(3, np.int64), "under": np.zeros(3, np.int64), "physics": np.zeros(4, np.int64)}
         self.predicted_scores, self.target_scores = [], []
 
-    def add(self, pred, label, score=None):
-        self.add_measured(measure(pred, label, self.threshold, score))
+    def add(self, pred, label, score=None, image=None):
+        self.add_measured(measure(pred, label, self.threshold, score, image))
 
     def add_measured(self, found):
         """Add one image's ``measure`` result (taken with this accumulator's threshold)."""
@@ -128,6 +154,8 @@ class MetricAccumulator:
             values.append(found[name])
         self.counts["over"] += found["over"]
         self.counts["under"] += found["under"]
+        if found.get("physics") is not None:
+            self.counts["physics"] += found["physics"]
         if found["scores"] is not None:
             self.predicted_scores.append(found["scores"][0])
             self.target_scores.append(found["scores"][1])
@@ -144,4 +172,7 @@ class MetricAccumulator:
             out[f"f1_{kind}"] = f1_from_counts(*self.counts[kind])
         for kind in ("srcc", "plcc"):
             out[kind] = correlation(kind, self.predicted_scores, self.target_scores)
+        clipped, clipped_wrong, crushed, crushed_wrong = (int(v) for v in self.counts["physics"])
+        out["clipped_needs_light"] = 100.0 * clipped_wrong / clipped if clipped else float("nan")
+        out["crushed_needs_dark"] = 100.0 * crushed_wrong / crushed if crushed else float("nan")
         return out

@@ -1,0 +1,194 @@
+"""Accuracy of checkpoints and baselines on the three development sets, in one table.
+
+    python bench/accuracy.py checkpoints/pieanet_corpus.safetensors \\
+        ../shared/official/wavelet_epoch_2_val_loss0.03022034629540784.pth --baselines global_midgray local_midgray \\
+        [--size N] [--markdown results.md] [--json results.json]
+
+* real_brackets (real.csv, real_over.csv, real_under.csv; the ideal is a bracket frame picked by a mid-grey rule) and
+  human_ref (human_ref.csv, human_ref_over.csv, human_ref_under.csv; the ideal is the fusion people rated best):
+  MAE / SSIM / SRCC as evaluate.py measures them (utils/metrics.py conventions). Each photo is predicted once; the
+  over / under lists are subsets of the main list.
+* well_exposed: the percentage of photos flagged (not judged well exposed), overall and per key, as
+  evaluate.py --well-exposed counts it (utils/well_exposed.py).
+* physics, on the two labelled sets (their main lists): the percentage of clipped pixels (a channel >= 250) the map
+  says need more light (r > +0.05), and of crushed pixels (every channel <= 5) it says need less (r < -0.05).
+Every method runs on the tools' default path (its working size, guided upsampling; --size to change it), with
+evaluate.py's own functions. Checkpoints: project .safetensors, .onnx (onnxruntime) or the released .pth.
+Data roots default to ../shared/<set> beside the checkout. Exit codes as evaluate.py (1: some photos failed, each named
+on stderr; 2: a bad option, a missing data set or checkpoint, before any work).
+"""
+import argparse
+import math
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from pieanet import evaluate  # noqa: E402
+from pieanet.datasets.iea40k import DatasetError, read_split  # noqa: E402
+from pieanet.models.baselines import BASELINES  # noqa: E402
+from pieanet.utils import cli, well_exposed  # noqa: E402
+
+PROG = "accuracy"
+SHARED = ROOT.parent / "shared"
+LABELLED = {"real_brackets": ("real.csv", "real_over.csv", "real_under.csv"),
+            "human_ref": ("human_ref.csv", "human_ref_over.csv", "human_ref_under.csv")}
+CELL = "MAE / SSIM / SRCC"
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(prog=PROG, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("checkpoint", type=Path, nargs="*", metavar="CHECKPOINT",
+                   help="project checkpoint(s) (.safetensors / .onnx), training state(s) or the released P-IEANet .pth")
+    p.add_argument("--baseline", "--baselines", nargs="+", metavar="NAME",
+                   help=f"classical baseline(s): all, {', '.join(BASELINES)} (default: none)")
+    for name in (*LABELLED, "well_exposed"):
+        p.add_argument(f"--{name.replace('_', '-')}", type=Path, default=SHARED / name, metavar="DIR",
+                       help=f"the {name} development set (default: ../shared/{name} beside the checkout)")
+    p.add_argument("--share-limit", type=evaluate.percent, default=well_exposed.DEFAULT_SHARE_LIMIT, metavar="PCT",
+                   help=f"well_exposed: flagged above PCT %% of pixels with |r| > --threshold "
+                        f"(default: {well_exposed.DEFAULT_SHARE_LIMIT:g})")
+    p.add_argument("--mean-limit", type=cli.threshold, default=well_exposed.DEFAULT_MEAN_LIMIT, metavar="M",
+                   help=f"well_exposed: also flagged when |mean r| > M (default: {well_exposed.DEFAULT_MEAN_LIMIT:g})")
+    p.add_argument("--markdown", type=Path,
+                   help="write the table (and its caption) to this file (default: not written)")
+    p.add_argument("--json", type=Path, help="write every number as JSON here (default: not written)")
+    cli.add_common_options(p, checkpoints=None)
+    return p.parse_args(argv)
+
+
+def check_data(args):
+    """Every data root and list exists; raises UsageError naming the first that does not."""
+    for name in (*LABELLED, "well_exposed"):
+        root = getattr(args, name)
+        if not root.is_dir():
+            raise cli.UsageError(f"{root}: the {name} development set is not there; give --{name.replace('_', '-')} "
+                                 "DIR")
+    for name, lists in LABELLED.items():
+        for csv_name in lists:
+            if not (getattr(args, name) / csv_name).is_file():
+                raise cli.UsageError(f"{getattr(args, name) / csv_name}: not found; expected the {name} set's "
+                                     f"{csv_name}")
+
+
+def set_args(args, root):
+    """The options evaluate.py's functions read, for one data root."""
+    return argparse.Namespace(data_root=root, images_dir="images", labels_dir="labels", label_scale=255.0,
+                              size=args.size, tile=args.tile, threshold=args.threshold, share_limit=args.share_limit,
+                              mean_limit=args.mean_limit)
+
+
+def measure_labelled(methods, name, root, args):
+    """({csv name: {method: metrics}}, failed img_ids): every photo of the set's lists predicted once."""
+    lists = {}
+    try:
+        for csv_name in LABELLED[name]:
+            lists[csv_name] = read_split(root / csv_name, required=("img_id",))
+    except DatasetError as e:
+        raise cli.UsageError(str(e)) from None
+    rows, seen = [], set()
+    for csv_rows in lists.values():
+        for row in csv_rows:
+            if row.img_id not in seen:
+                seen.add(row.img_id)
+                rows.append(row)
+    with cli.Progress(f"{PROG} {name}", len(rows)) as progress:
+        measured = evaluate.measure_rows(methods, rows, set_args(args, root), progress)
+    results, failed = {}, set()
+    for csv_name, csv_rows in lists.items():
+        results[csv_name], missed = evaluate.accumulate(methods, rows, measured, args.threshold,
+                                                        keep={row.img_id for row in csv_rows})
+        failed.update(missed)
+    return results, sorted(failed)
+
+
+def measure_well_exposed(methods, root, args):
+    try:
+        photos, missing = well_exposed.list_photos(root)
+    except well_exposed.FolderError as e:
+        raise cli.UsageError(str(e)) from None
+    with cli.Progress(f"{PROG} well_exposed", len(photos)) as progress:
+        judged = evaluate.judge_photos(methods, photos, set_args(args, root), progress)
+    results, _, failed = evaluate.summarise_photos(methods, photos, judged)
+    for name in missing:
+        print(f"{PROG}: {root / well_exposed.MANIFEST}: lists {name}, which is not found", file=sys.stderr)
+    return results, failed + missing
+
+
+def number(value, digits):
+    return "n/a" if value is None or not math.isfinite(value) else f"{value:.{digits}f}"
+
+
+def table(results):
+    """The markdown table: one row per method."""
+    header = ["Method"]
+    for name, lists in LABELLED.items():
+        header += [f"{Path(csv_name).stem} {CELL}" for csv_name in lists]
+    header += ["well_exposed flagged ↓ (per key)", "clipped → more light ↓ (real / human)",
+               "crushed → less light ↓ (real / human)"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for method, found in results.items():
+        cells = [method]
+        for name, lists in LABELLED.items():
+            for csv_name in lists:
+                m = found[name][csv_name]
+                cells.append(f"{number(m['mae'], 4)} / {number(m['ssim'], 3)} / {number(m['srcc'], 3)}")
+        fa = found["well_exposed"]
+        keys = ", ".join(f"{key} {evaluate.format_pct(one['false_alarm_pct'])}" for key, one in fa["per_key"].items())
+        cells.append(evaluate.format_pct(fa["false_alarm_pct"]) + (f" ({keys})" if keys else ""))
+        for metric in ("clipped_needs_light", "crushed_needs_dark"):
+            cells.append(" / ".join(evaluate.format_pct(found[name][lists[0]][metric])
+                                    for name, lists in LABELLED.items()))
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def run(argv=None):
+    args = parse_args(argv)
+    cli.setup(args)
+    check_data(args)
+    args.device = str(cli.resolve_device(args.device))
+    methods = evaluate.load_methods(args)
+    for path in (args.json, args.markdown):
+        if path is not None:
+            cli.writable_folder(path.parent, "folder of " + path.name)
+    started = time.perf_counter()
+    results = {name: {} for name, _ in methods}
+    failed = {}
+    for name in LABELLED:
+        per_list, failed[name] = measure_labelled(methods, name, getattr(args, name), args)
+        for method, _ in methods:
+            results[method][name] = {csv_name: per_list[csv_name][method] for csv_name in LABELLED[name]}
+    per_method, failed["well_exposed"] = measure_well_exposed(methods, args.well_exposed, args)
+    for method, _ in methods:
+        results[method]["well_exposed"] = per_method[method]
+    elapsed = time.perf_counter() - started
+    text = table(results)
+    size = "the model's working size" if args.size is None else ("native" if args.size == 0 else f"--size {args.size}")
+    caption = (f"Development sets ({size}, one run, {elapsed:.0f} s): {CELL} per list (SSIM: "
+               f"{evaluate.SSIM_CONVENTION}); well_exposed: {evaluate.describe_criterion(args)}; physics: percent of "
+               "clipped pixels (a channel >= 250) with r > +0.05, of crushed pixels (all channels <= 5) with "
+               "r < -0.05.")
+    print(text, end="")
+    print(caption)
+    n_failed = sum(len(v) for v in failed.values())
+    if n_failed:
+        print(f"{n_failed} photos skipped (named on stderr)")
+    if args.markdown:
+        with evaluate.atomic_write(args.markdown) as tmp:
+            Path(tmp).write_text(caption + "\n\n" + text)
+    if args.json:
+        evaluate.write_json(args.json, {"methods": results, "failed": failed, "criterion": evaluate.criterion(args),
+                                        "size": args.size, "seconds": elapsed,
+                                        "ssim_convention": evaluate.SSIM_CONVENTION})
+    return cli.EXIT_FAILED if n_failed else cli.EXIT_OK
+
+
+def main(argv=None):
+    return cli.run(PROG, run, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
