@@ -192,14 +192,15 @@ def remove(paths):
 
 
 def print_table(rows):
-    print(f"{'file':<32} {'size':>11} {'mean r':>8} {'mean|r|':>8} {'%over':>7} {'%under':>7} {'score':>6}  status")
+    print(f"{'file':<32} {'size':>11} {'mean r':>8} {'mean|r|':>8} {'%over':>7} {'%under':>7} {'score':>6} "
+          f"{'stops':>6}  status")
     for row in rows:
         size = f"{row['width']}x{row['height']}" if row["width"] != "" else "-"
         if row["status"] == "ok":
             numbers = (f"{row['mean_residual']:>8.4f} {row['mean_abs_residual']:>8.4f} {row['pct_over']:>7.2f} "
-                       f"{row['pct_under']:>7.2f} {row['score']:>6.3f}")
+                       f"{row['pct_under']:>7.2f} {row['score']:>6.3f} {row['stops']:>+6.2f}")
         else:
-            numbers = f"{'-':>8} {'-':>8} {'-':>7} {'-':>7} {'-':>6}"
+            numbers = f"{'-':>8} {'-':>8} {'-':>7} {'-':>7} {'-':>6} {'-':>6}"
         print(f"{row['file']:<32} {size:>11} {numbers}  {row['status']}")
 
 
@@ -251,7 +252,7 @@ def process(photos, model, args, settings, summary, progress):
                 finish(path, row, f"could not write outputs ({cli.one_line(e)})")
                 continue
             try:
-                row.update(residual_stats(residual, args.threshold), vmax=vmax, status="ok", output=prefix)
+                row.update(residual_stats(residual, args.threshold, image), vmax=vmax, status="ok", output=prefix)
                 finish(path, row)
             except BaseException:  # e.g. Ctrl-C: no photo has outputs without its summary row
                 remove(written)
@@ -281,7 +282,8 @@ def plan_run(args, earlier, position, stems, settings):
     rows = existing + carried
     if not args.resume:
         return rows, everything
-    last_ok = {row["source"]: n for n, row in enumerate(rows) if row["status"] == "ok"}
+    # an ok row of an older summary without the stops column is redone, so every row the run leaves has them
+    last_ok = {row["source"]: n for n, row in enumerate(rows) if row["status"] == "ok" and row["stops"] != ""}
     done = {position[source] for source, n in last_ok.items()
             if source in position and rows[n]["output"] == stems[position[source]] and rows[n]["settings"] == settings
             and all(path.is_file() for path in requested_outputs(args.output / stems[position[source]], args))}
