@@ -51,21 +51,25 @@ def correction_stops(photo, residual):
     and lin the sRGB-to-linear curve (srgb_to_linear), i.e. by how many stops the pixel's linear light would change
     if its grey became the ideal's. Positive: the map asks for more light (under-exposed); negative: less.
 
-    ``photo``: H x W x 3, float in [0, 1] or uint8; ``residual``: H x W, the same size.
+    ``photo``: H x W x 3, float in [0, 1] or uint8; ``residual``: H x W, the same size (or N x 3 and N: a region's
+    pixels, as the rule bases pass them).
     Unclipped: on the 0..255 scale, no channel >= 249.5 (8-bit 250 and above: a clipped channel says nothing of the
     light it lost) and not every channel <= 5.5 (8-bit 0..5: crushed to black, as little). Both greys are clamped
     into [0.5, 255] (half a code value up to white) before the curve: g + 255 r beyond white or black is the most the
     photo's range can show, and a grey of 0 (possible only with all channels 0, already left out) would divide by
     zero; the floor bounds one pixel's answer to about +/- 12.7 stops. NaN when no pixel is unclipped.
     A photo above STOPS_MAX_PIXELS is read on a regular grid, every k-th pixel of every k-th row with the smallest k
-    that brings it under (a 12 MP photo: k = 3); its map is an upsampled working-size map, so the median moves by
-    well under 0.01 stops, and a 12 MP photo costs 0.1 s instead of 1 s."""
+    that brings it under (a 12 MP photo: k = 3; a list of pixels: every k-th squared); its map is an upsampled
+    working-size map, so the median moves by well under 0.01 stops, and a 12 MP photo costs 0.1 s instead of 1 s."""
     photo = np.asarray(photo)
     residual = np.asarray(residual)
-    if photo.ndim != 3 or photo.shape[2] != 3 or photo.shape[:2] != residual.shape:
+    if photo.ndim not in (2, 3) or photo.shape[-1] != 3 or photo.shape[:-1] != residual.shape:
         raise ValueError(f"photo {photo.shape} and residual {residual.shape}: expected H x W x 3 and H x W")
     step = max(1, math.ceil(math.sqrt(residual.size / STOPS_MAX_PIXELS)))
-    photo, residual = photo[::step, ::step], residual[::step, ::step]
+    if residual.ndim == 2:
+        photo, residual = photo[::step, ::step], residual[::step, ::step]
+    else:
+        photo, residual = photo[::step * step], residual[::step * step]
     scale = np.float32(1.0 if photo.dtype == np.uint8 else 255.0)
     channels = [photo[..., c].astype(np.float32) * scale for c in range(3)]
     brightest = np.maximum(np.maximum(channels[0], channels[1]), channels[2])

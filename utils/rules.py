@@ -11,7 +11,7 @@ import numpy as np
 import yaml
 from yaml.constructor import SafeConstructor
 
-from pieanet.utils.exposure import DEFAULT_THRESHOLD, gray
+from pieanet.utils.exposure import DEFAULT_THRESHOLD, correction_stops, gray
 from pieanet.utils.regions import REGION_NAMES
 
 RULES_DIR = Path(__file__).resolve().parents[1] / "configs" / "rules"
@@ -22,17 +22,28 @@ def _fraction(mask):
     return float(mask.mean()) if mask.size else 0.0
 
 
-# measure name -> (function of (r, photo_gray, threshold) over the region's pixels, is it a fraction of pixels)
+def _stops(r, pixels):
+    return correction_stops(pixels, r)
+
+
+# measure name -> (function of (r, photo pixels (N x 3), threshold) over the region's pixels, is it a fraction of
+# pixels); only the measures in NEEDS_PHOTO read the photo
 MEASURES = {
-    "over": (lambda r, g, t: _fraction(r < -t), True),
-    "under": (lambda r, g, t: _fraction(r > t), True),
-    "misexposed": (lambda r, g, t: _fraction(np.abs(r) > t), True),
-    "clipped": (lambda r, g, t: _fraction((g <= CLIP_LOW) | (g >= CLIP_HIGH)), True),
-    "mean_abs": (lambda r, g, t: float(np.abs(r).mean()), False),
-    "mean_over": (lambda r, g, t: float(np.clip(-r, 0, None).mean()), False),
-    "mean_under": (lambda r, g, t: float(np.clip(r, 0, None).mean()), False),
-    "std": (lambda r, g, t: float(r.std()), False),
+    "over": (lambda r, p, t: _fraction(r < -t), True),
+    "under": (lambda r, p, t: _fraction(r > t), True),
+    "misexposed": (lambda r, p, t: _fraction(np.abs(r) > t), True),
+    "clipped": (lambda r, p, t: _fraction((gray(p) <= CLIP_LOW) | (gray(p) >= CLIP_HIGH)), True),
+    "mean_abs": (lambda r, p, t: float(np.abs(r).mean()), False),
+    "mean_over": (lambda r, p, t: float(np.clip(-r, 0, None).mean()), False),
+    "mean_under": (lambda r, p, t: float(np.clip(r, 0, None).mean()), False),
+    "std": (lambda r, p, t: float(r.std()), False),
+    # the correction in stops the map implies for the region (utils/exposure.py correction_stops); 0 when none of
+    # its pixels is unclipped (nothing the map could correct)
+    "stops_under": (lambda r, p, t: max(0.0, np.nan_to_num(_stops(r, p))), False),
+    "stops_over": (lambda r, p, t: max(0.0, -np.nan_to_num(_stops(r, p))), False),
+    "stops_off": (lambda r, p, t: abs(np.nan_to_num(_stops(r, p))), False),
 }
+NEEDS_PHOTO = frozenset({"clipped", "stops_under", "stops_over", "stops_off"})
 COMBINE = ("min", "weighted_mean")
 TOP_KEYS = {"name", "description", "threshold", "combine", "criteria"}
 CRITERION_KEYS = {"name", "region", "measure", "table", "weight", "if_empty"}
@@ -76,11 +87,10 @@ class RuleBase:
 
     def score(self, residual, regions, photo=None, threshold=None):
         """Score a residual map (H x W). ``regions`` is a ``utils.regions.Regions`` of the photo; ``photo``
-        (H x W x 3, same size) is needed only by the ``clipped`` measure. Returns a dict: score, combine, criteria
-        (per criterion: region, measure, value, region_fraction, row, row_max, score, or skipped with a reason)."""
+        (H x W x 3, same size) is needed only by the measures in NEEDS_PHOTO. Returns a dict: score, combine,
+        criteria (per criterion: region, measure, value, region_fraction, row, row_max, score, or skipped with a
+        reason)."""
         t = self.threshold if threshold is None else threshold
-        needs_luma = photo is not None and any(c.measure == "clipped" for c in self.criteria)
-        luma = gray(photo) if needs_luma else None  # only the 'clipped' measure reads the photo
         results = []
         for c in self.criteria:
             region = c.region
@@ -91,10 +101,10 @@ class RuleBase:
             if not mask.any():
                 results.append({**result, "skipped": f"no {c.region} found"})
                 continue
-            if c.measure == "clipped" and photo is None:
-                raise ValueError(f"rule {self.name!r}: the 'clipped' measure needs the photo")
+            if c.measure in NEEDS_PHOTO and photo is None:
+                raise ValueError(f"rule {self.name!r}: the {c.measure!r} measure needs the photo")
             function, _ = MEASURES[c.measure]
-            value = function(residual[mask], luma[mask] if luma is not None else None, t)
+            value = function(residual[mask], photo[mask] if c.measure in NEEDS_PHOTO else None, t)
             index, row = c.match(value)
             results.append({**result, "value": value, "row": index + 1, "row_max": row.max, "score": row.score,
                             "weight": c.weight})
@@ -124,6 +134,8 @@ def explain(result):
 
 
 def format_value(measure, value):
+    if measure.startswith("stops"):
+        return f"{value:.2f} stops"
     return f"{100 * value:.1f} %" if MEASURES[measure][1] else f"{value:.3f}"
 
 
