@@ -31,7 +31,6 @@ atomically and a photo's row comes after its files, so a killed run resumed this
 as one uninterrupted run (with --batch-size 1; larger batches may group the remaining photos differently).
 """
 import argparse
-import hashlib
 import sys
 from pathlib import Path
 
@@ -41,7 +40,8 @@ from pieanet.utils import cli, distributed, report
 from pieanet.utils.heatmap import (VMAX_FLOOR, VMAX_PERCENTILE, check_vmax, colorize, image_vmax, overlay,
                                    save_colorbar_heatmap)
 from pieanet.utils.exposure import residual_stats
-from pieanet.utils.image_io import ImageLoadError, atomic_write, remove_orphan_temporaries, save_image
+from pieanet.utils.image_io import (ImageLoadError, atomic_write, file_sha256, remove_orphan_temporaries,
+                                    save_image)
 from pieanet.utils.summary import (SUMMARY_FIELDS, SUMMARY_NAME, SummaryError, SummaryLog, leftover_parts,
                                    merge_parts, output_stems, part_path, photo_keys, read_summary, taken_stems,
                                    write_summary)
@@ -116,13 +116,9 @@ def result_settings(args, checkpoint):
     checkpoint by the SHA-256 of its content (which also decides the backend: an ONNX file runs in onnxruntime, any
     other in torch), so a copy counts as the same and a retrained file as another. --resume redoes a photo whose row
     has other settings."""
-    digest = hashlib.sha256()
-    with open(checkpoint, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
     quality = (args.jpeg_quality or DEFAULT_JPEG_QUALITY) if args.format == "jpg" else "-"
     size = "native" if args.size == 0 else (args.size or "model")  # --size native is 0, no size is None
-    settings = {"checkpoint": f"sha256:{digest.hexdigest()[:16]}", "size": size,
+    settings = {"checkpoint": f"sha256:{file_sha256(checkpoint)[:16]}", "size": size,
                 "tile": args.tile, "threshold": args.threshold, "vmax": args.vmax,
                 "raw_clipping": "yes" if args.raw_clipping else "no", "jpeg_quality": quality}
     return " ".join(f"{key}={value}" for key, value in settings.items())
