@@ -31,7 +31,6 @@ atomically and a photo's row comes after its files, so a killed run resumed this
 as one uninterrupted run (with --batch-size 1; larger batches may group the remaining photos differently).
 """
 import argparse
-import hashlib
 import sys
 from pathlib import Path
 
@@ -41,7 +40,8 @@ from pieanet.utils import cli, distributed, report
 from pieanet.utils.heatmap import (VMAX_FLOOR, VMAX_PERCENTILE, check_vmax, colorize, image_vmax, overlay,
                                    save_colorbar_heatmap)
 from pieanet.utils.exposure import residual_stats
-from pieanet.utils.image_io import ImageLoadError, atomic_write, remove_orphan_temporaries, save_image
+from pieanet.utils.image_io import (ImageLoadError, atomic_write, file_sha256, remove_orphan_temporaries,
+                                    save_image)
 from pieanet.utils.summary import (SUMMARY_FIELDS, SUMMARY_NAME, SummaryError, SummaryLog, leftover_parts,
                                    merge_parts, output_stems, part_path, photo_keys, read_summary, taken_stems,
                                    write_summary)
@@ -116,13 +116,9 @@ def result_settings(args, checkpoint):
     checkpoint by the SHA-256 of its content (which also decides the backend: an ONNX file runs in onnxruntime, any
     other in torch), so a copy counts as the same and a retrained file as another. --resume redoes a photo whose row
     has other settings."""
-    digest = hashlib.sha256()
-    with open(checkpoint, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
     quality = (args.jpeg_quality or DEFAULT_JPEG_QUALITY) if args.format == "jpg" else "-"
     size = "native" if args.size == 0 else (args.size or "model")  # --size native is 0, no size is None
-    settings = {"checkpoint": f"sha256:{digest.hexdigest()[:16]}", "size": size,
+    settings = {"checkpoint": f"sha256:{file_sha256(checkpoint)[:16]}", "size": size,
                 "tile": args.tile, "threshold": args.threshold, "vmax": args.vmax,
                 "raw_clipping": "yes" if args.raw_clipping else "no", "jpeg_quality": quality}
     return " ".join(f"{key}={value}" for key, value in settings.items())
@@ -192,14 +188,15 @@ def remove(paths):
 
 
 def print_table(rows):
-    print(f"{'file':<32} {'size':>11} {'mean r':>8} {'mean|r|':>8} {'%over':>7} {'%under':>7} {'score':>6}  status")
+    print(f"{'file':<32} {'size':>11} {'mean r':>8} {'mean|r|':>8} {'%over':>7} {'%under':>7} {'score':>6} "
+          f"{'stops':>6}  status")
     for row in rows:
         size = f"{row['width']}x{row['height']}" if row["width"] != "" else "-"
         if row["status"] == "ok":
             numbers = (f"{row['mean_residual']:>8.4f} {row['mean_abs_residual']:>8.4f} {row['pct_over']:>7.2f} "
-                       f"{row['pct_under']:>7.2f} {row['score']:>6.3f}")
+                       f"{row['pct_under']:>7.2f} {row['score']:>6.3f} {row['stops']:>+6.2f}")
         else:
-            numbers = f"{'-':>8} {'-':>8} {'-':>7} {'-':>7} {'-':>6}"
+            numbers = f"{'-':>8} {'-':>8} {'-':>7} {'-':>7} {'-':>6} {'-':>6}"
         print(f"{row['file']:<32} {size:>11} {numbers}  {row['status']}")
 
 
@@ -251,7 +248,7 @@ def process(photos, model, args, settings, summary, progress):
                 finish(path, row, f"could not write outputs ({cli.one_line(e)})")
                 continue
             try:
-                row.update(residual_stats(residual, args.threshold), vmax=vmax, status="ok", output=prefix)
+                row.update(residual_stats(residual, args.threshold, image), vmax=vmax, status="ok", output=prefix)
                 finish(path, row)
             except BaseException:  # e.g. Ctrl-C: no photo has outputs without its summary row
                 remove(written)
@@ -281,7 +278,8 @@ def plan_run(args, earlier, position, stems, settings):
     rows = existing + carried
     if not args.resume:
         return rows, everything
-    last_ok = {row["source"]: n for n, row in enumerate(rows) if row["status"] == "ok"}
+    # an ok row of an older summary without the stops column is redone, so every row the run leaves has them
+    last_ok = {row["source"]: n for n, row in enumerate(rows) if row["status"] == "ok" and row["stops"] != ""}
     done = {position[source] for source, n in last_ok.items()
             if source in position and rows[n]["output"] == stems[position[source]] and rows[n]["settings"] == settings
             and all(path.is_file() for path in requested_outputs(args.output / stems[position[source]], args))}

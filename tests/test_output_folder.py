@@ -1,5 +1,6 @@
 """One output folder over several make_heatmap runs: output names unique across runs (summary.csv's output column),
 --resume against the stored names and settings, names that are not UTF-8, and a killed run's temporary files."""
+import csv
 import os
 import shutil
 import subprocess
@@ -12,7 +13,7 @@ from PIL import Image
 
 import make_heatmap
 from pieanet.models import build_model, save_model
-from pieanet.utils.summary import output_stems
+from pieanet.utils.summary import SUMMARY_FIELDS, output_stems
 
 
 def run(argv, capsys):
@@ -196,3 +197,36 @@ def test_outputs_of_earlier_settings_never_outlive_a_redone_photo(tiny_checkpoin
     assert code == 0 and "1 of 1 images done" in printed, err  # the overlay is missing, so the photo is redone
     assert run([*argv, "--output", tmp_path / "fresh", "--vmax", "0.3", "--overlay"], capsys)[0] == 0
     assert (out / "a_overlay.png").read_bytes() == (tmp_path / "fresh" / "a_overlay.png").read_bytes()
+
+
+def older_summary(out):
+    """summary.csv as make_heatmap wrote it before the stops column: the same rows without it."""
+    rows = rows_of(out)
+    fields = [field for field in SUMMARY_FIELDS if field != "stops"]
+    with open(out / "summary.csv", "w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fields, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+    return rows
+
+
+def test_a_summary_from_before_the_stops_column_is_read_and_upgraded(tiny_checkpoint, tmp_path, capsys):
+    first, second = save_photo(tmp_path / "in" / "a.png", seed=13), save_photo(tmp_path / "in" / "b.png", seed=14)
+    out, argv = tmp_path / "out", ["--output", tmp_path / "out", "--checkpoint", tiny_checkpoint]
+    assert run(["--input", first, *argv], capsys)[0] == 0
+    row_a, = older_summary(out)
+    # a plain run appends below the older rows, after rewriting the file with today's columns
+    code, _, err = run(["--input", second, *argv], capsys)
+    assert code == 0, err
+    assert next(csv.reader(open(out / "summary.csv", newline=""))) == SUMMARY_FIELDS
+    rows = rows_of(out)
+    assert [row["file"] for row in rows] == ["a.png", "b.png"] and rows[0]["stops"] == "" != rows[1]["stops"]
+    assert {k: v for k, v in rows[0].items() if k != "stops"} == {k: v for k, v in row_a.items() if k != "stops"}
+    # --resume redoes the photo whose row lacks its stops and keeps the complete one
+    code, printed, err = run(["--input", tmp_path / "in", *argv, "--resume"], capsys)
+    assert code == 0 and "1 of 1 images done" in printed and "1 already done" in printed, err
+    rows = rows_of(out)
+    assert sorted(row["file"] for row in rows) == ["a.png", "b.png"] and all(row["stops"] != "" for row in rows)
+    assert run(["--input", first, "--output", tmp_path / "fresh", "--checkpoint", tiny_checkpoint], capsys)[0] == 0
+    fresh, = rows_of(tmp_path / "fresh")
+    assert next(row for row in rows if row["file"] == "a.png")["stops"] == fresh["stops"]

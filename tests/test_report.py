@@ -108,7 +108,8 @@ def test_one_row_and_one_card_per_photo_the_latest_row_wins(report_run):
             continue
         height, width = PHOTO_SIZES[file]
         assert page.cells(row, "size") == (f"{width}x{height}", str(width * height))
-        for key, decimals in [("mean_residual", 4), ("pct_over", 2), ("pct_under", 2), ("score", 3)]:
+        for key, decimals in [("mean_residual", 4), ("pct_over", 2), ("pct_under", 2), ("score", 3),
+                                 ("stops", 2)]:
             text, value = page.cells(row, key)
             assert value == latest[file][key] and text == f"{float(latest[file][key]):.{decimals}f}"
 

@@ -8,7 +8,7 @@ from skimage import data as skimage_data
 
 import score
 from pieanet.utils.regions import Regions
-from pieanet.utils.rules import RULES_DIR, RuleError, explain, load_rules
+from pieanet.utils.rules import MEASURES, RULES_DIR, RuleError, explain, load_rules
 
 SHAPE = (100, 100)
 SHIPPED = sorted(RULES_DIR.glob("*.yaml"))
@@ -41,6 +41,9 @@ def quadrant():
     return m
 
 
+GREY = np.full(SHAPE + (3,), 128 / 255, np.float32)  # a mid-grey photo for the measures that read the photo
+
+
 def test_shipped_rule_files_load():
     assert {p.stem for p in SHIPPED} >= {"portrait", "landscape", "street", "night", "ecommerce"}
     for path in SHIPPED:
@@ -49,25 +52,26 @@ def test_shipped_rule_files_load():
 
 
 @pytest.mark.parametrize("over, under, expected", [(0.0, 0.0, 100), (0.02, 0.0, 100), (0.03, 0.0, 80),
-                                                   (0.0, 0.15, 40), (0.35, 0.0, 20), (0.5, 0.0, 10)])
-def test_landscape_clipping_table(over, under, expected):
+                                                   (0.0, 0.15, 55), (0.35, 0.0, 45), (0.45, 0.0, 40)])
+def test_landscape_extent_table(over, under, expected):
+    # most pixels keep r = 0, so the median correction is 0 stops and the extent decides
     r = residual_with(over, -0.5)
     r.flat[r.size - round(under * r.size):] = 0.5  # under-exposed pixels at the other end
-    result = load_rules("landscape").score(r, FixedRegions())
+    result = load_rules("landscape").score(r, FixedRegions(), GREY)
     assert result["score"] == expected
     highlights = result["criteria"][0]
     assert highlights["value"] == pytest.approx(over)
 
 
 def test_landscape_explanation_names_row_and_fraction():
-    result = load_rules("landscape").score(residual_with(0.03, -0.5), FixedRegions())
+    result = load_rules("landscape").score(residual_with(0.03, -0.5), FixedRegions(), GREY)
     assert explain(result)[0] == "highlights: over in all = 3.0 % -> row 2 (<= 5.0 %) -> 80"
 
 
 def test_threshold_decides_what_counts():
-    r = residual_with(0.5, -0.15)
-    assert load_rules("landscape").score(r, FixedRegions())["score"] == 10
-    assert load_rules("landscape").score(r, FixedRegions(), threshold=0.2)["score"] == 100
+    r = residual_with(0.4, -0.15)
+    assert load_rules("landscape").score(r, FixedRegions(), GREY)["score"] == 45
+    assert load_rules("landscape").score(r, FixedRegions(), GREY, threshold=0.2)["score"] == 100
 
 
 def test_portrait_weights_face_over_background():
@@ -75,17 +79,18 @@ def test_portrait_weights_face_over_background():
     r = np.zeros(SHAPE, np.float32)
     r[:5, :50] = 0.4  # 10 % of the face under-exposed -> 75
     r[50:, :] = -0.5  # the background (everything but the face) 2/3 over-exposed -> 65
-    result = load_rules("portrait").score(r, FixedRegions(faces=face, subject=face))
+    result = load_rules("portrait").score(r, FixedRegions(faces=face, subject=face), GREY)
     rows = {c["name"]: c for c in result["criteria"]}
     assert rows["face"]["score"] == 75 and rows["background"]["score"] == 65
+    assert rows["face correction"]["value"] == 0.0 and rows["face correction"]["score"] == 100  # the median pixel
     assert "skipped" in rows["body"]  # no body region
-    assert result["score"] == pytest.approx((3 * 75 + 65) / 4)
+    assert result["score"] == pytest.approx((3 * 75 + 3 * 100 + 65) / 7)
 
 
 def test_portrait_without_a_face_judges_the_subject():
     subject = quadrant()
     r = residual_with(0.02, 0.5)  # first two rows: 100 of the subject's 2500 pixels (4 %) under-exposed -> 90
-    result = load_rules("portrait").score(r, FixedRegions(subject=subject))
+    result = load_rules("portrait").score(r, FixedRegions(subject=subject), GREY)
     face = result["criteria"][0]
     assert face["region"] == "subject" and face["value"] == pytest.approx(0.04) and face["score"] == 90
 
@@ -95,9 +100,9 @@ def test_street_tolerates_shadows_not_highlights():
     regions = FixedRegions(subject=quadrant())
     shadows = np.zeros(SHAPE, np.float32)
     shadows[60:, :] = 0.5  # 40 % under-exposed, away from the subject
-    assert rules.score(shadows, regions)["score"] == 85
-    assert load_rules("landscape").score(shadows, regions)["score"] == 20
-    assert rules.score(-shadows, regions)["score"] == 25
+    assert rules.score(shadows, regions, GREY)["score"] == 85
+    assert load_rules("landscape").score(shadows, regions, GREY)["score"] == 45
+    assert rules.score(-shadows, regions, GREY)["score"] == 45
 
 
 def test_night_tolerates_darkness_penalises_glare():
@@ -125,6 +130,37 @@ def test_ecommerce_allows_white_background_not_uneven_product():
     uneven[:50, 25:50] = -0.08
     result = rules.score(uneven, FixedRegions(subject=product))
     assert result["score"] == 85 and result["criteria"][1]["value"] == pytest.approx(0.08)
+
+
+def test_stops_measures_read_the_correction_the_map_implies():
+    # a grey 64 photo whose map raises it to 128: +2.0739 stops (hand-computed in test_exposure.py)
+    photo = np.full(SHAPE + (3,), 64 / 255, np.float32)
+    r = np.full(SHAPE, 64 / 255, np.float32)
+    values = {m: MEASURES[m][0](r.ravel(), photo.reshape(-1, 3), 0.1) for m in ("stops_under", "stops_over",
+                                                                                  "stops_off")}
+    assert values == pytest.approx({"stops_under": 2.0739, "stops_over": 0.0, "stops_off": 2.0739}, abs=1e-3)
+    values = {m: MEASURES[m][0](-r.ravel(), photo.reshape(-1, 3), 0.1) for m in ("stops_under", "stops_over")}
+    assert values["stops_under"] == 0.0 and values["stops_over"] > 4  # 64 - 64: clamped at half a code value
+    white = np.ones((4, 3), np.float32)  # every pixel clipped: nothing to correct
+    assert MEASURES["stops_off"][0](np.full(4, -0.5, np.float32), white, 0.1) == 0.0
+    with pytest.raises(ValueError, match="needs the photo"):
+        load_rules("landscape").score(r, FixedRegions())
+
+
+def test_a_map_slightly_off_everywhere_is_not_scored_as_a_disaster():
+    # the shipped model flags most pixels of well-exposed photos by a little (|r| just over the 0.1 threshold):
+    # a grey 128 photo with r = -0.12 everywhere asks for 128 -> 97.4, log2(lin(97.4) / lin(128)) =
+    # log2(0.120614 / 0.215861) = -0.840 stops; every pixel over the threshold
+    r = np.full(SHAPE, -0.12, np.float32)
+    scores = {name: load_rules(name).score(r, FixedRegions(subject=quadrant()), GREY)["score"]
+              for name in ("landscape", "street", "portrait")}
+    # landscape: extent 100 % -> 40, too bright 0.84 stops -> 60; street: highlights 40, too bright 60, subject 40;
+    # portrait: face 40 (x3), face correction 60 (x3), background 45 (body: none) -> 345 / 7
+    assert scores == pytest.approx({"landscape": 40, "street": 40, "portrait": (3 * 40 + 3 * 60 + 45) / 7})
+    # ... while a map asking for over 2 stops less light still scores 10: grey 200 -> 47 is -4.35 stops
+    bright = np.full(SHAPE + (3,), 200 / 255, np.float32)
+    far = load_rules("landscape").score(np.full(SHAPE, -0.6, np.float32), FixedRegions(), bright)
+    assert far["score"] == 10 and far["criteria"][2]["value"] == pytest.approx(4.345, abs=1e-2)
 
 
 def write(tmp_path, text):
@@ -195,7 +231,7 @@ def test_score_cli(tiny_checkpoint, tmp_path, capsys):
     assert code == 1 and "broken.jpg" in err and len(err.strip().splitlines()) == 1
     (result,) = json.loads(out)
     assert Path(result["file"]).name == "a.png" and 10 <= result["score"] <= 100
-    assert [c["name"] for c in result["criteria"]] == ["highlights", "shadows"]
+    assert [c["name"] for c in result["criteria"]] == ["highlights", "shadows", "too bright", "too dark"]
 
     assert score.main(["--rules", "night", str(tmp_path / "a.png"), "--checkpoint", str(tiny_checkpoint)]) == 0
     out = capsys.readouterr().out

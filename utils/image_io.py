@@ -27,6 +27,7 @@ rendering come from photosites at the sensor's white level (``raw_clipping_mask`
 Every writer goes through ``atomic_write``: a temporary file beside the target, renamed onto it only when
 writing succeeded, so a failed run never leaves a partial file.
 """
+import hashlib
 import os
 import re
 import secrets
@@ -324,6 +325,15 @@ def _file_mode():
         mask = os.umask(0)
         os.umask(mask)
     return 0o666 & ~mask
+
+
+def file_sha256(path):
+    """The SHA-256 of a file's bytes (hex), read in 1 MB blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 @contextmanager

@@ -23,9 +23,11 @@ from pieanet.utils.summary import UnreadableSummary, printable, read_table
 
 REPORT_NAME = "index.html"
 LABELS = {"file": "file", "size": "size (px)", "mean_residual": "mean r", "mean_abs_residual": "mean |r|",
-          "pct_over": "% over", "pct_under": "% under", "score": "holistic score", "vmax": "vmax (colour scale)",
+          "pct_over": "% over", "pct_under": "% under", "score": "holistic score",
+          "stops": "correction (stops)", "vmax": "vmax (colour scale)",
           "pct_raw_clipped": "% raw clipped", "status": "status", "error": "error"}
-DECIMALS = {"mean_residual": 4, "mean_abs_residual": 4, "pct_over": 2, "pct_under": 2, "score": 3, "vmax": 3}
+DECIMALS = {"mean_residual": 4, "mean_abs_residual": 4, "pct_over": 2, "pct_under": 2, "score": 3, "stops": 2,
+            "vmax": 3}
 OUTPUT_EXTENSIONS = (".png", ".jpg", ".jpeg")  # what make_heatmap writes heatmaps and overlays as
 BROWSER_FORMATS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".avif"})  # photos shown inline
 HIDDEN_COLUMNS = frozenset({"source", "output", "settings"})  # make_heatmap's bookkeeping: in summary.csv, not shown
@@ -282,7 +284,9 @@ def legend(threshold, checkpoint):
             "<span>over (r &lt; 0)</span></div></div>"
             "<p>r = (grey(ideal) &minus; grey(photo)) / 255 per pixel: blue = under-exposed (r &gt; 0), white = "
             "ideal, red = over-exposed (r &lt; 0); a heatmap's colours are full at |r| = its vmax. "
-            f"Holistic score = 10 (1 &minus; mean |r|).<br>{'<br>'.join(settings)}"
+            "Holistic score = 10 (1 &minus; mean |r|). Correction (stops) = the exposure change the map implies: "
+            "the median over unclipped pixels of log<sub>2</sub> of the linear-light ratio of grey + 255 r to grey "
+            f"(+1 = one stop more light, &minus;1 = one stop less; 0 = as it should be).<br>{'<br>'.join(settings)}"
             + ("<br>(the settings of the latest run; earlier runs into this folder may have used others)"
                if settings else "") + "</p></div>")
 

@@ -21,7 +21,10 @@ from pieanet.utils.image_io import atomic_write
 SUMMARY_NAME = "summary.csv"
 PART_NAME = re.compile(r"summary\.rank(\d+)\.csv")  # one process's rows while a torchrun run works
 SUMMARY_FIELDS = ["file", "width", "height", "mean_residual", "mean_abs_residual", "pct_over", "pct_under", "score",
-                  "vmax", "pct_raw_clipped", "status", "error", "source", "output", "settings"]
+                  "stops", "vmax", "pct_raw_clipped", "status", "error", "source", "output", "settings"]
+# the columns of summary files written before the stops column: read with stops empty, upgraded before appending
+# (--resume redoes their photos, whose rows lack the stops)
+OLDER_FIELDS = [field for field in SUMMARY_FIELDS if field != "stops"]
 
 
 class UnreadableSummary(Exception):
@@ -97,7 +100,7 @@ class SummaryError(Exception):
 
 
 def check_header(path, header):
-    if header != SUMMARY_FIELDS:
+    if header not in (SUMMARY_FIELDS, OLDER_FIELDS):
         raise cli.UsageError(f"{path}: an existing summary.csv with other columns ({', '.join(header)[:120]}); move "
                              "it away or choose another --output")
 
@@ -117,7 +120,7 @@ def read_summary(path):
         raise cli.UsageError(f"{e}; move it away or choose another --output") from None
     if header:
         check_header(path, header)
-    return rows
+    return [dict.fromkeys(SUMMARY_FIELDS, "") | row for row in rows] if header == OLDER_FIELDS else rows
 
 
 def write_summary(path, rows):
@@ -143,14 +146,18 @@ def leftover_parts(output):
 class SummaryLog:
     """summary.csv, appended to one complete row at a time, so an interrupted run keeps what it finished and runs
     into the same folder keep each other's rows. A row that cannot be written whole (a full disk) is cut back off,
-    so the file never ends in half a row. A summary.csv with other columns is a setup error."""
+    so the file never ends in half a row. A summary.csv with other columns is a setup error; one of an earlier
+    version (OLDER_FIELDS) is first rewritten with today's columns, its rows' new cells empty."""
 
     def __init__(self, path):
         self.path = Path(path)
         try:
             if self.path.is_file() and self.path.stat().st_size > 0:
                 with open(self.path, newline="", encoding="utf-8") as f:
-                    check_header(self.path, next(csv.reader(f), []))
+                    header = next(csv.reader(f), [])
+                check_header(self.path, header)
+                if header != SUMMARY_FIELDS:
+                    write_summary(self.path, read_summary(self.path))
                 self.fd = os.open(self.path, os.O_WRONLY | os.O_APPEND)
             else:
                 self.fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
