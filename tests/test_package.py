@@ -45,18 +45,15 @@ def copy_checkout(target):
     files = checkout_files()
     if files is None:
         by_name = shutil.ignore_patterns(*NOT_COPIED)
-        shutil.copytree(ROOT, target, symlinks=True, ignore=lambda folder, names: set(by_name(folder, names)) | {
+        shutil.copytree(ROOT, target, ignore=lambda folder, names: set(by_name(folder, names)) | {
             name for name in names if is_environment(Path(folder) / name)})
         return
     for name in files:
         source, copy = ROOT / name, target / name
-        if not source.is_symlink() and not source.exists():
+        if not source.is_file():
             continue  # deleted in the working tree, not yet in a commit
         copy.parent.mkdir(parents=True, exist_ok=True)
-        if source.is_symlink():  # pieanet/'s links to the flat folders stay links, as in the checkout
-            copy.symlink_to(os.readlink(source))
-        else:
-            shutil.copy2(source, copy)
+        shutil.copy2(source, copy)
 
 
 def see_running_site_packages(env_dir):
