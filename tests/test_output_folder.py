@@ -10,7 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
-import make_heatmap
+from pieanet import make_heatmap
 from pieanet.models import build_model, save_model
 from pieanet.utils.summary import output_stems
 
