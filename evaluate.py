@@ -3,7 +3,7 @@
     python evaluate.py --data-root data/synthetic --csv valid.csv --checkpoint checkpoints/pieanet_corpus.safetensors
     python evaluate.py --data-root data/synthetic --csv valid.csv --baseline mertens --json mertens.json
     python evaluate.py --data-root data/synthetic --csv valid.csv --compare checkpoints/pieanet_corpus.safetensors \\
-        ../shared/official/wavelet_epoch_2_val_loss0.03022034629540784.pth --baselines all --markdown results.md
+        released --baselines all --markdown results.md     # released: the file $P_IEA_RELEASED_WEIGHTS names
 
 Layout: <data-root>/<csv> with columns img_id (and optionally score, level), images at <images-dir>/<img_id>, labels at
 <labels-dir>/<img_id stem>.npy in grey levels (divided by --label-scale). Predictions are made at the image's

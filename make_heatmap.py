@@ -2,7 +2,7 @@
 
     python make_heatmap.py                                # img_to_pred/ -> outputs/, shipped checkpoint
     python make_heatmap.py --input photos --recursive --output results --overlay --colorbar --save-npy
-    python make_heatmap.py --checkpoint ../shared/official/wavelet_epoch_2_val_loss0.03022034629540784.pth
+    P_IEA_RELEASED_WEIGHTS=wavelet_epoch_2_val_loss0.03022034629540784.pth python make_heatmap.py --checkpoint released
 
 Per photo: <stem>_exposure.png (blue = under-exposed, white = ideal, red = over-exposed) at the photo's resolution;
 optionally <stem>_residual.npy, <stem>_overlay.png, <stem>_colorbar.png. One summary.csv for the run. <stem> is the

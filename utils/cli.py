@@ -21,8 +21,8 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from pieanet.models import (DEFAULT_CHECKPOINT, DEFAULT_ONNX, CheckpointError, load_model,  # noqa: F401 (re-exported)
-                            resolve_device)
+from pieanet.models import (DEFAULT_CHECKPOINT, DEFAULT_ONNX, RELEASED_WORD,  # noqa: F401 (re-exported)
+                            CheckpointError, load_model, released_weights, resolve_device)
 from pieanet.utils.exposure import DEFAULT_THRESHOLD
 from pieanet.utils.image_io import MAX_PIXELS, ImageLoadError, list_images, load_image
 from pieanet.utils.inference import default_overlap, predict_batch, round_up
@@ -95,7 +95,8 @@ def add_common_options(parser, checkpoints="one", tile=DEFAULT_TILE, threshold_d
     if checkpoints == "one":
         parser.add_argument("--checkpoint", type=Path, metavar="PATH",
                             help="project checkpoint (.safetensors), training state (last.pt), the released "
-                                 "P-IEANet .pth or an ONNX file from export.py (default: "
+                                 "P-IEANet .pth ('released': the file $P_IEA_RELEASED_WEIGHTS names) or an ONNX file "
+                                 "from export.py (default: "
                                  f"checkpoints/{DEFAULT_CHECKPOINT.name}, or checkpoints/{DEFAULT_ONNX.name} with "
                                  "--backend onnxruntime)")
         parser.add_argument("--backend", choices=BACKENDS, default="auto",
@@ -135,8 +136,14 @@ def setup(args):
 
 
 def model_file(path, args):
-    """The file open_model(path, args) loads: ``path``, or for None the shipped checkpoint (its ONNX export with
-    --backend onnxruntime)."""
+    """The file open_model(path, args) loads: ``path``; for ``released`` (when no such file exists) the released
+    weights that the environment variable P_IEA_RELEASED_WEIGHTS names; for None the shipped checkpoint (its ONNX
+    export with --backend onnxruntime). Raises UsageError."""
+    if path is not None and str(path) == RELEASED_WORD and not Path(path).exists():
+        try:
+            return released_weights()
+        except CheckpointError as e:
+            raise UsageError(str(e)) from None
     if path is not None:
         return path
     return DEFAULT_ONNX if getattr(args, "backend", "auto") == "onnxruntime" else DEFAULT_CHECKPOINT
