@@ -62,8 +62,10 @@ def method_name(path, model):
 
 def load_methods(args):
     """[(name, model)] of every --checkpoint and --baseline; raises UsageError."""
-    methods = [(method_name(path, model), model) for path, model in
-               ((path, cli.open_model(path, args)) for path in args.checkpoint or [])]
+    # no --checkpoint: the shipped checkpoint, as every other tool, unless only baselines are asked for
+    paths = args.checkpoint or ([] if args.baseline else [None])
+    methods = [(method_name(cli.model_file(path, args), model), model) for path, model in
+               ((path, cli.open_model(path, args)) for path in paths)]
     seen = {}
     for i, (name, model) in enumerate(methods):  # two runs' best.safetensors must not merge into one row
         seen[name] = seen.get(name, 0) + 1
@@ -76,8 +78,6 @@ def load_methods(args):
         if name not in BASELINES:
             raise cli.UsageError(f"unknown baseline {name!r}; expected one of: all, {', '.join(BASELINES)}")
         methods.append((f"baseline: {name}", build_baseline(name).to(cli.resolve_device(args.device))))
-    if not methods:
-        raise cli.UsageError("nothing to evaluate; give --checkpoint PATH [PATH ...] and/or --baseline NAME")
     return methods
 
 

@@ -30,7 +30,7 @@ if not __package__ and str(ROOT) not in sys.path:  # run as a script (python dat
     sys.path.insert(0, str(ROOT))
 
 from pieanet.utils.exposure import gray, linear_to_srgb, srgb_to_linear  # noqa: E402
-from pieanet.utils.image_io import IMAGE_EXTENSIONS, atomic_write, load_image  # noqa: E402
+from pieanet.utils.image_io import IMAGE_EXTENSIONS, atomic_write, load_image, readable_formats  # noqa: E402
 
 GLOBAL_LEVELS = ["N4", "N3", "N2", "N1", "P0", "P1", "P2", "P3", "P4"]
 SPATIAL_LEVELS = ["GRAD", "SPOT", "SKY", "FIELD"]
@@ -506,7 +506,7 @@ def main(argv=None):
     try:
         scenes = check_sources(source_scenes(args.src) if args.src else default_scenes())
         if not scenes:
-            raise ValueError("no usable source photos")
+            raise ValueError(f"no usable source photos; expected files ending in {readable_formats()}")
         train, valid = split_scenes(scenes, args.val_scenes, args.val_fraction, args.seed)
     except ValueError as err:
         sys.exit(f"error: {err}")

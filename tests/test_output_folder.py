@@ -123,7 +123,7 @@ def other_checkpoint(tmp_path_factory, tiny_model_config):
     ([], ["--vmax", "0.3"], True),
     ([], ["--vmax", "image"], True),
     ([], ["--threshold", "0.2"], True),
-    ([], ["--size", "16"], True),
+    ([], ["--size", "64"], True),
     ([], ["--tile", "512"], True),
     ([], ["--raw-clipping"], True),
     (["--format", "jpg"], ["--format", "jpg", "--jpeg-quality", "50"], True),
