@@ -370,7 +370,7 @@ def run(argv):
               f"summary.csv in {args.output}" + (f"; {skipped} already done, skipped (--resume)" if skipped else "")
               + (f"; {failed} failed (see stderr)" if failed else ""))
     else:
-        print(f"all {skipped} images were already done with these settings (--resume): nothing to do; heatmaps and "
+        print(f"nothing to do: {skipped} already done, skipped (--resume), every image of the input; heatmaps and "
               f"summary.csv in {args.output}")
     # written by rank 0 after the merge: the report shows every process's rows
     if not args.no_report:

@@ -98,7 +98,7 @@ def test_a_fully_resumed_run_says_so(tiny_checkpoint, tmp_path, capsys):
     capsys.readouterr()
     assert exit_code(make_heatmap, argv) == 0
     out = capsys.readouterr().out.splitlines()
-    assert out[0] == (f"all 2 images were already done with these settings (--resume): nothing to do; heatmaps and "
+    assert out[0] == (f"nothing to do: 2 already done, skipped (--resume), every image of the input; heatmaps and "
                       f"summary.csv in {tmp_path / 'out'}")
     assert not any(line.startswith("file ") or "0 of 0" in line for line in out)
 
