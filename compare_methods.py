@@ -192,8 +192,9 @@ def write_tables(result, output, threshold):
     return lines
 
 
-def write_figure(result, path):
-    """One row pair per image (photo above its heatmap), one column per method, one colour bar."""
+def write_figure(result, path, vmax=1.0):
+    """One row pair per image (photo above its heatmap), one column per method, one colour bar; r = +vmax is full
+    blue, -vmax full red (beyond: clipped)."""
     panels, methods = result["panels"], [m["method"] for m in result["methods"]]
     if not panels:
         return
@@ -203,16 +204,17 @@ def write_figure(result, path):
     for i, (name, row) in enumerate(panels):
         for j, (photo, residual) in enumerate(row):
             axes[2 * i, j].imshow(photo)
-            axes[2 * i + 1, j].imshow(colorize(residual))
+            axes[2 * i + 1, j].imshow(colorize(residual, vmax))
             if i == 0:
                 axes[0, j].set_title(methods[j])
         axes[2 * i, 0].set_ylabel(name, fontsize=8)
     for ax in axes.flat:
         ax.set_xticks([])
         ax.set_yticks([])
-    # colorize shows r at (1 - r) / 2 of 'bwr', i.e. the reversed colormap over r in [-1, 1]
-    bar = fig.colorbar(ScalarMappable(Normalize(-1, 1), CMAP.reversed()), ax=axes, shrink=0.6, ticks=[-1, 0, 1])
-    bar.ax.set_yticklabels(["-1 over", "0 ideal", "+1 under"])
+    # colorize shows r at (1 - r / vmax) / 2 of 'bwr', i.e. the reversed colormap over r in [-vmax, vmax]
+    bar = fig.colorbar(ScalarMappable(Normalize(-vmax, vmax), CMAP.reversed()), ax=axes, shrink=0.6,
+                       ticks=[-vmax, 0, vmax])
+    bar.ax.set_yticklabels([f"-{vmax:g} over", "0 ideal", f"+{vmax:g} under"])
     with atomic_write(path) as tmp:
         fig.savefig(tmp, format="png", dpi=100)
 
@@ -227,6 +229,9 @@ def parse_args(argv):
                         help="folder for comparison.md/.csv/.png (default: outputs/compare)")
     parser.add_argument("--max-rows", type=cli.non_negative_int, default=4,
                         help="images shown in the figure (default: 4)")
+    parser.add_argument("--vmax", type=cli.colour_scale, default=1.0, metavar="V",
+                        help="the figure's colour scale: r = +V full blue, -V full red, beyond is clipped; one scale "
+                             "for every method (default: 1); e.g. 0.3 makes residuals of 0.1-0.2 readable")
     cli.add_common_options(parser)
     return parser, parser.parse_args(argv)
 
@@ -240,6 +245,7 @@ def run(argv):
     for folder in args.inputs + ([args.reference] if args.reference else []):
         if not folder.is_dir():
             raise cli.UsageError(f"{folder}: no such folder; expected a folder of images")
+    cli.check_inputs(args.inputs)  # a folder without images: one line naming the readable formats
     model = cli.open_model(args.checkpoint, args)
     output = cli.writable_folder(args.output)
     folders = dict(zip(names, args.inputs))
@@ -250,7 +256,7 @@ def run(argv):
         print(f"{PROG}: no image is readable in every folder; nothing to compare", file=sys.stderr)
         return cli.EXIT_FAILED
     print("\n".join(write_tables(result, output, args.threshold)))
-    write_figure(result, output / "comparison.png")
+    write_figure(result, output / "comparison.png", args.vmax)
     print(f"wrote {output / 'comparison.md'}, comparison.csv, comparison.png")
     return cli.EXIT_FAILED if result["failed"] else cli.EXIT_OK
 

@@ -3,7 +3,7 @@
     python evaluate.py --data-root data/synthetic --csv valid.csv --checkpoint checkpoints/pieanet_corpus.safetensors
     python evaluate.py --data-root data/synthetic --csv valid.csv --baseline mertens --json mertens.json
     python evaluate.py --data-root data/synthetic --csv valid.csv --compare checkpoints/pieanet_corpus.safetensors \\
-        ../shared/official/wavelet_epoch_2_val_loss0.03022034629540784.pth --baselines all --markdown results.md
+        released --baselines all --markdown results.md     # released: the file $P_IEA_RELEASED_WEIGHTS names
 
 Layout: <data-root>/<csv> with columns img_id (and optionally score, level), images at <images-dir>/<img_id>, labels at
 <labels-dir>/<img_id stem>.npy in grey levels (divided by --label-scale). Predictions are made at the image's
@@ -74,8 +74,10 @@ def method_name(path, model):
 
 def load_methods(args):
     """[(name, model)] of every --checkpoint and --baseline; raises UsageError."""
-    methods = [(method_name(path, model), model) for path, model in
-               ((path, cli.open_model(path, args)) for path in args.checkpoint or [])]
+    # no --checkpoint: the shipped checkpoint, as every other tool, unless only baselines are asked for
+    paths = args.checkpoint or ([] if args.baseline else [None])
+    methods = [(method_name(cli.model_file(path, args), model), model) for path, model in
+               ((path, cli.open_model(path, args)) for path in paths)]
     seen = {}
     for i, (name, model) in enumerate(methods):  # two runs' best.safetensors must not merge into one row
         seen[name] = seen.get(name, 0) + 1
@@ -88,8 +90,6 @@ def load_methods(args):
         if name not in BASELINES:
             raise cli.UsageError(f"unknown baseline {name!r}; expected one of: all, {', '.join(BASELINES)}")
         methods.append((f"baseline: {name}", build_baseline(name).to(cli.resolve_device(args.device))))
-    if not methods:
-        raise cli.UsageError("nothing to evaluate; give --checkpoint PATH [PATH ...] and/or --baseline NAME")
     return methods
 
 

@@ -1,7 +1,7 @@
 """Export a P-IEANet checkpoint to ONNX and check the file against torch in the same command.
 
-    python export.py --format onnx --output pieanet.onnx                      # the shipped checkpoint
-    python export.py --checkpoint experiments/run/best.safetensors --format onnx --output run.onnx --opset 18 \
+    python export.py --format onnx --output outputs/pieanet.onnx                      # the shipped checkpoint
+    python export.py --checkpoint experiments/run/best.safetensors --format onnx --output outputs/run.onnx --opset 18 \
         --check-sizes 256x256 301x199 1024x768
 
 The ONNX model has one input ``image`` (N x 3 x H x W float32 RGB in [0, 1]) and one output ``residual``
@@ -48,7 +48,7 @@ import torch.nn.functional as F
 from pieanet.models import DEFAULT_CHECKPOINT, CheckpointError, load_model
 from pieanet.models.pieanet import LightnessBranch, PIEANet
 from pieanet.utils import cli
-from pieanet.utils.cli import EXIT_FAILED, EXIT_OK, EXIT_USAGE, UsageError
+from pieanet.utils.cli import EXIT_FAILED, EXIT_OK, UsageError
 from pieanet.utils.image_io import atomic_write
 
 PROG = "export"
@@ -268,11 +268,6 @@ def check_onnx(model, path, sizes, ort, tolerance=TOLERANCE, out=None):
 
 
 # ------------------------------------------------------------------------------------------------ command line
-class Parser(argparse.ArgumentParser):
-    def error(self, message):  # one line, exit code 2
-        self.exit(EXIT_USAGE, f"{self.prog}: {message} (see --help)\n")
-
-
 def size_pair(text):
     match = re.fullmatch(r"\s*(\d+)\s*[xX]\s*(\d+)\s*", text)
     if not match or not 1 <= int(match[1]) <= 16384 or not 1 <= int(match[2]) <= 16384:
@@ -292,13 +287,14 @@ def opset_number(text):
 
 
 def build_parser():
-    p = Parser(prog=PROG, description="Export a P-IEANet checkpoint to ONNX (dynamic batch, height and width) and "
+    p = cli.Parser(prog=PROG, description="Export a P-IEANet checkpoint to ONNX (dynamic batch, height and width) and "
                                       "check it against torch with onnxruntime.")
     p.add_argument("--checkpoint", type=Path, metavar="PATH",
                    help=f"project checkpoint (.safetensors) or training state (last.pt) (default: "
                         f"checkpoints/{DEFAULT_CHECKPOINT.name})")
     p.add_argument("--format", choices=FORMATS, default="onnx", help="export format (default: onnx)")
-    p.add_argument("--output", type=Path, required=True, metavar="FILE", help="file to write, e.g. pieanet.onnx")
+    p.add_argument("--output", type=Path, required=True, metavar="FILE",
+                   help="file to write, e.g. outputs/pieanet.onnx")
     p.add_argument("--opset", type=opset_number, default=DEFAULT_OPSET, metavar="N",
                    help=f"ONNX opset (default: {DEFAULT_OPSET}, see the module doc)")
     p.add_argument("--check-sizes", type=size_pair, nargs="+", metavar="HxW",

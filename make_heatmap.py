@@ -2,7 +2,7 @@
 
     python make_heatmap.py                                # img_to_pred/ -> outputs/, shipped checkpoint
     python make_heatmap.py --input photos --recursive --output results --overlay --colorbar --save-npy
-    python make_heatmap.py --checkpoint ../shared/official/wavelet_epoch_2_val_loss0.03022034629540784.pth
+    P_IEA_RELEASED_WEIGHTS=wavelet_epoch_2_val_loss0.03022034629540784.pth python make_heatmap.py --checkpoint released
 
 Per photo: <stem>_exposure.png (blue = under-exposed, white = ideal, red = over-exposed) at the photo's resolution;
 optionally <stem>_residual.npy, <stem>_overlay.png, <stem>_colorbar.png. One summary.csv for the run. <stem> is the
@@ -37,7 +37,7 @@ from pathlib import Path
 import numpy as np
 
 from pieanet.utils import cli, distributed, report
-from pieanet.utils.heatmap import (VMAX_FLOOR, VMAX_PERCENTILE, check_vmax, colorize, image_vmax, overlay,
+from pieanet.utils.heatmap import (VMAX_FLOOR, VMAX_PERCENTILE, colorize, image_vmax, overlay,
                                    save_colorbar_heatmap)
 from pieanet.utils.exposure import residual_stats
 from pieanet.utils.image_io import (ImageLoadError, atomic_write, file_sha256, remove_orphan_temporaries,
@@ -54,12 +54,12 @@ RAW_CLIPPED_MARGIN = 1e-6  # --raw-clipping: clipped pixels get r <= -threshold 
 
 
 def parse_args(argv):
-    p = argparse.ArgumentParser(prog=PROG, description="Pixel-level exposure heatmaps (r > 0 under-exposed, "
-                                                       "r < 0 over-exposed).")
-    p.add_argument("--input", type=Path, default=WORK / "img_to_pred",
-                   help="image file or folder (default: img_to_pred/)")
+    p = cli.Parser(prog=PROG, description="Pixel-level exposure heatmaps (r > 0 under-exposed, r < 0 over-exposed).")
+    p.add_argument("--input", type=Path, default=WORK / "img_to_pred", action=cli.Once,
+                   help="image file or folder, once (default: img_to_pred/)")
     p.add_argument("--recursive", action="store_true", help="also read sub-folders; outputs keep their structure")
-    p.add_argument("--output", type=Path, default=WORK / "outputs", help="output folder (default: outputs/)")
+    p.add_argument("--output", type=Path, default=WORK / "outputs", action=cli.Once,
+                   help="output folder (default: outputs/)")
     p.add_argument("--batch-size", type=cli.positive_int, default=1,
                    help="photos of equal size run together (default: 1)")
     p.add_argument("--resume", action="store_true",
@@ -99,8 +99,8 @@ def colour_scale(text):
     if text.strip().lower() == "image":
         return "image"
     try:
-        return check_vmax(float(text))
-    except ValueError:
+        return cli.colour_scale(text)
+    except argparse.ArgumentTypeError:
         raise argparse.ArgumentTypeError(f"expected a number in (0, 1] or 'image', got {text!r}") from None
 
 
@@ -188,16 +188,19 @@ def remove(paths):
 
 
 def print_table(rows):
-    print(f"{'file':<32} {'size':>11} {'mean r':>8} {'mean|r|':>8} {'%over':>7} {'%under':>7} {'score':>6} "
-          f"{'stops':>6}  status")
-    for row in rows:
-        size = f"{row['width']}x{row['height']}" if row["width"] != "" else "-"
+    """The run's rows as a table on stdout; the file and size columns as wide as their longest entry."""
+    sizes = [f"{row['width']}x{row['height']}" if row["width"] != "" else "-" for row in rows]
+    name_width = max([32] + [len(row["file"]) for row in rows])
+    size_width = max([11] + [len(size) for size in sizes])
+    print(f"{'file':<{name_width}} {'size':>{size_width}} {'mean r':>8} {'mean|r|':>8} {'%over':>7} {'%under':>7} "
+          f"{'score':>6} {'stops':>6}  status")
+    for row, size in zip(rows, sizes):
         if row["status"] == "ok":
             numbers = (f"{row['mean_residual']:>8.4f} {row['mean_abs_residual']:>8.4f} {row['pct_over']:>7.2f} "
                        f"{row['pct_under']:>7.2f} {row['score']:>6.3f} {row['stops']:>+6.2f}")
         else:
             numbers = f"{'-':>8} {'-':>8} {'-':>7} {'-':>7} {'-':>6} {'-':>6}"
-        print(f"{row['file']:<32} {size:>11} {numbers}  {row['status']}")
+        print(f"{row['file']:<{name_width}} {size:>{size_width}} {numbers}  {row['status']}")
 
 
 def mark_raw_clipping(row, residual, clipped, threshold):
@@ -358,10 +361,14 @@ def run(argv):
         print(f"{PROG}: {error}", file=sys.stderr)
     if summary_errors:
         return cli.EXIT_FAILED
-    print_table(rows)
-    print(f"{len(rows) - sum(r['status'] != 'ok' for r in rows)} of {len(rows)} images done; heatmaps and summary.csv "
-          f"in {args.output}" + (f"; {skipped} already done, skipped (--resume)" if skipped else "")
-          + (f"; {failed} failed (see stderr)" if failed else ""))
+    if rows or not skipped:
+        print_table(rows)
+        print(f"{len(rows) - sum(r['status'] != 'ok' for r in rows)} of {len(rows)} images done; heatmaps and "
+              f"summary.csv in {args.output}" + (f"; {skipped} already done, skipped (--resume)" if skipped else "")
+              + (f"; {failed} failed (see stderr)" if failed else ""))
+    else:
+        print(f"nothing to do: {skipped} already done, skipped (--resume), every image of the input; heatmaps and "
+              f"summary.csv in {args.output}")
     # written by rank 0 after the merge: the report shows every process's rows
     if not args.no_report:
         try:

@@ -36,7 +36,7 @@ from pieanet.datasets.iea40k import DatasetError, IEA40KDataset, read_split
 from pieanet.models import (MODELS, CheckpointError, build_model, check_config, read_checkpoint, resolve_device,
                             save_model)
 from pieanet.utils.config import (ConfigError, boolean, check_values, choice, dump_config, integer, load_config,
-                                  load_yaml, number, text)
+                                  load_yaml, number, shipped_file, shipped_names, text)
 from pieanet.utils import cli, distributed, well_exposed
 from pieanet.utils.exposure import DEFAULT_THRESHOLD
 from pieanet.utils.heatmap import colorize
@@ -102,8 +102,13 @@ def rescale(image, label, scale_range, generator):
 
 
 def resolve_config(path, overrides=()):
-    """The config file with its bases and overrides, every key checked (model keys against the model's arguments)."""
-    config = load_config(path, overrides, reference=load_yaml(REFERENCE_CONFIG),
+    """The config file (a path, or a shipped config by name: utils.config.shipped_file) with its bases and overrides,
+    every key checked (model keys against the model's arguments)."""
+    found = shipped_file(path)
+    if found is None:
+        raise ConfigError(f"{path}: config file not found; expected a YAML file or the name of a shipped config "
+                          f"({shipped_names()})")
+    config = load_config(found, overrides, reference=load_yaml(REFERENCE_CONFIG),
                          open_sections=("model", "data.extra_valid"))
     model = config["model"]
     if model.get("name") not in MODELS:
@@ -211,7 +216,8 @@ def validate(model, loader, device, amp_dtype, panels):
 def parse_args(argv):
     parser = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0])
     parser.add_argument("--config", default=str(ROOT / "configs" / "pieanet.yaml"),
-                        help="YAML config (default: configs/pieanet.yaml)")
+                        help="YAML config: a path, or a shipped config by name, e.g. pieanet_synth (default: "
+                             "configs/pieanet.yaml)")
     parser.add_argument("--resume", action="store_true", help="continue from <output_dir>/<name>/last.pt")
     parser.add_argument("--overwrite", action="store_true",
                         help="start again in a folder that already holds a run, replacing its files")

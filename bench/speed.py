@@ -39,12 +39,14 @@ import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
-from pieanet.models import DEFAULT_CHECKPOINT, DEFAULT_ONNX, build_model, load_model  # noqa: E402
+from pieanet.models import (DEFAULT_CHECKPOINT, DEFAULT_ONNX, RELEASED_ENV, RELEASED_NAME, build_model,  # noqa: E402
+                            load_model)
 from pieanet.utils import cli  # noqa: E402
 from pieanet.utils.image_io import atomic_write  # noqa: E402
 from pieanet.utils.inference import predict_residual  # noqa: E402
 
-RELEASED_WEIGHTS = ROOT.parent / "shared" / "official" / "wavelet_epoch_2_val_loss0.03022034629540784.pth"
+# a development tool of the checkout: $P_IEA_RELEASED_WEIGHTS, else the project's reference data beside the checkout
+RELEASED_WEIGHTS = Path(os.environ.get(RELEASED_ENV) or ROOT.parent / "shared" / "official" / RELEASED_NAME)
 SMOKE_CONFIG = {"name": "pieanet", "width": 8, "lightness_blocks": 1, "attention_layers": 1, "heads": 2, "window": 4}
 
 FULL = {
@@ -198,7 +200,8 @@ def parse_args(argv=None):
                    help="project checkpoint (default: checkpoints/pieanet_corpus.safetensors)")
     p.add_argument("--onnx", default=DEFAULT_ONNX,
                    help="the project network exported by export.py (default: checkpoints/pieanet_corpus.onnx)")
-    p.add_argument("--released", default=RELEASED_WEIGHTS, help="released P-IEANet .pth (default: ../shared/official/)")
+    p.add_argument("--released", default=RELEASED_WEIGHTS,
+                   help="released P-IEANet .pth (default: $P_IEA_RELEASED_WEIGHTS, else ../shared/official/)")
     p.add_argument("--case", help=argparse.SUPPRESS)  # internal: one latency case in this process
     return p.parse_args(argv)
 

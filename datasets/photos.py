@@ -1,6 +1,6 @@
 """Training photos: openly licensed real photographs that ship inside Debian packages.
 
-    python -m datasets.photos --out data/photos [--cache ~/.cache/p-iea/debs] [--packages krank,scratch]
+    python -m pieanet.datasets.photos --out data/photos [--cache ~/.cache/p-iea/debs] [--packages krank,scratch]
 
 The sources are listed in datasets/photo_manifest.tsv (package, version, member, license): one well-exposed photo a
 row. Each package is downloaded once with `apt-get download` into the cache (nothing is installed) and read with
@@ -294,7 +294,7 @@ def read_photo_list(root):
     root = Path(root).resolve()
     listing = root / "photos.csv"
     if not listing.is_file():
-        raise FileNotFoundError(f"{listing} not found; make it with: python -m datasets.photos --out {root}")
+        raise FileNotFoundError(f"{listing} not found; make it with: python -m pieanet.datasets.photos --out {root}")
     return [{**row, "path": root / row["file"], "width": int(row["width"]), "height": int(row["height"])}
             for row in read_csv(listing)]
 

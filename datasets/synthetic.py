@@ -1,7 +1,7 @@
 """Synthetic IEA data: re-expose well-exposed photos in linear light and record the exact residual.
 
-    python -m datasets.synthetic --out data/synthetic              # default photos shipped in installed packages
-    python -m datasets.synthetic --src my_photos/ --out data/mine --format jpg
+    python -m pieanet.datasets.synthetic --out data/synthetic              # default photos shipped in installed packages
+    python -m pieanet.datasets.synthetic --src my_photos/ --out data/mine --format jpg
 
 Writes the IEA40K layout: train.csv / valid.csv (img_id, ref_id, score, level), images/, labels/ (float32 .npy
 residual in grey levels, ideal minus test), refs/ (the 8-bit ideal), README.md. Every source photo (or every
@@ -31,7 +31,7 @@ if not __package__ and str(ROOT) not in sys.path:  # run as a script (python dat
 
 from pieanet.datasets.fusion import exposure_fusion  # noqa: E402
 from pieanet.utils.exposure import gray, linear_to_srgb, srgb_to_linear  # noqa: E402
-from pieanet.utils.image_io import IMAGE_EXTENSIONS, atomic_write, load_image  # noqa: E402
+from pieanet.utils.image_io import IMAGE_EXTENSIONS, atomic_write, load_image, readable_formats  # noqa: E402
 
 GLOBAL_LEVELS = ["N4", "N3", "N2", "N1", "P0", "P1", "P2", "P3", "P4"]
 SPATIAL_LEVELS = ["GRAD", "SPOT", "SKY", "FIELD"]
@@ -542,7 +542,7 @@ def main(argv=None):
     try:
         scenes = check_sources(source_scenes(args.src) if args.src else default_scenes())
         if not scenes:
-            raise ValueError("no usable source photos")
+            raise ValueError(f"no usable source photos; expected files ending in {readable_formats()}")
         train, valid = split_scenes(scenes, args.val_scenes, args.val_fraction, args.seed)
     except ValueError as err:
         sys.exit(f"error: {err}")
@@ -571,7 +571,7 @@ def main(argv=None):
         write_csv(out / f"{split}.csv", split_rows)
     level_means = {lv: float(np.mean([float(r["score"]) for r in splits["train"] if r["level"] == lv]))
                    for lv in cfg["levels"] if any(r["level"] == lv for r in splits["train"])}
-    command = "python -m datasets.synthetic " + shlex.join(sys.argv[1:] if argv is None else argv)
+    command = "python -m pieanet.datasets.synthetic " + shlex.join(sys.argv[1:] if argv is None else argv)
     counts = {k: len(v) for k, v in splits.items()}
     write_readme(out, command, cfg, scenes, train, valid, counts, level_means)
     print(f"{out}: {counts['train']} train images ({', '.join(train)}), {counts['valid']} valid images "

@@ -13,6 +13,7 @@ weights before any real tensor is allocated; weights that are not floating point
 import inspect
 import json
 import math
+import os
 import pickle
 from pathlib import Path
 
@@ -32,7 +33,12 @@ CHECKPOINT_FORMAT = "p-iea/1"
 RELEASED_KEY = "ffa_group.pre.0.weight"  # present in the released state_dict
 DEFAULT_CHECKPOINT = Path(__file__).resolve().parents[1] / "checkpoints" / "pieanet_corpus.safetensors"
 DEFAULT_ONNX = DEFAULT_CHECKPOINT.with_suffix(".onnx")  # the same network exported by export.py (onnxruntime backend)
-RELEASED_WEIGHTS = "../shared/official/wavelet_epoch_2_val_loss0.03022034629540784.pth"
+# The paper's released weights are not shipped: `--checkpoint PATH`, or `--checkpoint released` with the environment
+# variable P_IEA_RELEASED_WEIGHTS naming the file (released_weights)
+RELEASED_NAME = "wavelet_epoch_2_val_loss0.03022034629540784.pth"
+RELEASED_SOURCE = "github.com/woshidandan/Pixel-level-No-reference-Image-Exposure-Assessment"
+RELEASED_ENV = "P_IEA_RELEASED_WEIGHTS"
+RELEASED_WORD = "released"  # the --checkpoint value that means the file P_IEA_RELEASED_WEIGHTS names
 
 
 # A checkpoint's model may not exceed this many parameters (P-IEANet: 94,812; the released network: 624,263); a small
@@ -46,6 +52,17 @@ INT_RANGE = (0, 4096)
 
 class CheckpointError(ValueError):
     """A checkpoint that is missing or is not one of the formats load_model reads."""
+
+
+def released_weights():
+    """The released P-IEANet weights: the file the environment variable P_IEA_RELEASED_WEIGHTS names. Raises
+    CheckpointError when it is not set."""
+    value = os.environ.get(RELEASED_ENV, "").strip()
+    if not value:
+        raise CheckpointError(f"{RELEASED_WORD}: set the environment variable {RELEASED_ENV} to the released "
+                              f"P-IEANet weights ({RELEASED_NAME}, from {RELEASED_SOURCE}), or give its path to "
+                              "--checkpoint")
+    return Path(value).expanduser()
 
 
 def check_config(config, where="model config"):
@@ -114,8 +131,8 @@ def read_checkpoint(path):
     if not path.is_file():
         raise CheckpointError(f"{path}: checkpoint not found; expected a project checkpoint (.safetensors) or the "
                               "released P-IEANet .pth; make the default one with `python train_wavelet.py --config "
-                              f"configs/pieanet_corpus.yaml` (see checkpoints/README.md) or use `--checkpoint "
-                              f"{RELEASED_WEIGHTS}`")
+                              "configs/pieanet_corpus.yaml` (see checkpoints/README.md) or use the released weights "
+                              f"({RELEASED_NAME}, from {RELEASED_SOURCE})")
     with open(path, "rb") as f:
         is_zip = f.read(4) == b"PK\x03\x04"  # torch.save's format
     try:

@@ -12,10 +12,10 @@ import pytest
 import torch
 from PIL import Image
 
-import compare_methods
-import evaluate
-import make_heatmap
-import score
+from pieanet import compare_methods
+from pieanet import evaluate
+from pieanet import make_heatmap
+from pieanet import score
 from pieanet.utils import cli
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -6,7 +6,7 @@ import pytest
 import torch.nn as nn
 from PIL import Image
 
-import compare_methods
+from pieanet import compare_methods
 from pieanet.utils.exposure import gray
 
 

@@ -5,7 +5,7 @@ import pytest
 import yaml
 
 from pieanet.models import build_model
-from train_wavelet import resolve_config
+from pieanet.train_wavelet import resolve_config
 from pieanet.utils.config import ConfigError, apply_overrides, check_keys, load_config, load_yaml
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import evaluate
+from pieanet import evaluate
 from conftest import flat_iea_dataset
 
 LEVELS = ["N1", "P0", "P1"]
@@ -123,7 +123,7 @@ def test_an_unreadable_label_is_named_with_the_training_reader(tiny_dataset, tmp
 
 def test_checkpoints_sharing_a_name_get_their_own_rows(tmp_path, tiny_checkpoint):
     import shutil
-    import evaluate
+    from pieanet import evaluate
     for run in ("a", "b"):
         (tmp_path / run).mkdir()
         shutil.copy(tiny_checkpoint, tmp_path / run / "best.safetensors")

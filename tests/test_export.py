@@ -14,7 +14,7 @@ for _module in ("onnx", "onnxruntime", "onnxscript"):
 import onnx  # noqa: E402
 import onnxruntime as ort  # noqa: E402
 
-import export  # noqa: E402
+from pieanet import export  # noqa: E402
 from pieanet.models import DEFAULT_CHECKPOINT, build_model, load_model, save_model  # noqa: E402
 
 TOLERANCE = 1e-4

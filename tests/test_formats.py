@@ -11,7 +11,7 @@ import pillow_heif
 import pytest
 from PIL import Image, features
 
-import make_heatmap
+from pieanet import make_heatmap
 from pieanet.utils.image_io import IMAGE_EXTENSIONS, ImageLoadError, list_images, load_image
 
 BLACK, WHITE = 64, 4095

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import make_heatmap
+from pieanet import make_heatmap
 from pieanet.utils.heatmap import VMAX_FLOOR, colorbar_figure, colorize, image_vmax, overlay
 
 BLUE, RED = (0, 0, 255), (255, 0, 0)

@@ -10,7 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
-import make_heatmap
+from pieanet import make_heatmap
 from pieanet.models import load_model
 from pieanet.utils import cli
 from pieanet.utils.exposure import residual_stats

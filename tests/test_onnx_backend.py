@@ -13,7 +13,7 @@ from PIL import Image
 
 pytest.importorskip("onnxruntime", reason="onnxruntime is not installed (pip install -r requirements-export.txt)")
 
-import make_heatmap  # noqa: E402
+from pieanet import make_heatmap  # noqa: E402
 from pieanet.models import DEFAULT_CHECKPOINT, DEFAULT_ONNX, CheckpointError, load_model  # noqa: E402
 from pieanet.models.onnx_model import execution_providers  # noqa: E402
 from pieanet.utils import cli  # noqa: E402

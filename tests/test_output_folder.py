@@ -11,7 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
-import make_heatmap
+from pieanet import make_heatmap
 from pieanet.models import build_model, save_model
 from pieanet.utils.summary import SUMMARY_FIELDS, output_stems
 
@@ -124,7 +124,7 @@ def other_checkpoint(tmp_path_factory, tiny_model_config):
     ([], ["--vmax", "0.3"], True),
     ([], ["--vmax", "image"], True),
     ([], ["--threshold", "0.2"], True),
-    ([], ["--size", "16"], True),
+    ([], ["--size", "64"], True),
     ([], ["--tile", "512"], True),
     ([], ["--raw-clipping"], True),
     (["--format", "jpg"], ["--format", "jpg", "--jpeg-quality", "50"], True),

@@ -14,6 +14,7 @@ import pytest
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.slow  # builds and installs the package once for the module (-m "not slow" leaves it out)
 # copied when git cannot list the checkout's files: everything but these
 NOT_COPIED = (".git", ".venv", "venv", "data", "experiments", "outputs", "runs", "build", "*.egg-info", "__pycache__",
               ".pytest_cache")
@@ -45,18 +46,15 @@ def copy_checkout(target):
     files = checkout_files()
     if files is None:
         by_name = shutil.ignore_patterns(*NOT_COPIED)
-        shutil.copytree(ROOT, target, symlinks=True, ignore=lambda folder, names: set(by_name(folder, names)) | {
+        shutil.copytree(ROOT, target, ignore=lambda folder, names: set(by_name(folder, names)) | {
             name for name in names if is_environment(Path(folder) / name)})
         return
     for name in files:
         source, copy = ROOT / name, target / name
-        if not source.is_symlink() and not source.exists():
+        if not source.is_file():
             continue  # deleted in the working tree, not yet in a commit
         copy.parent.mkdir(parents=True, exist_ok=True)
-        if source.is_symlink():  # pieanet/'s links to the flat folders stay links, as in the checkout
-            copy.symlink_to(os.readlink(source))
-        else:
-            shutil.copy2(source, copy)
+        shutil.copy2(source, copy)
 
 
 def see_running_site_packages(env_dir):
@@ -124,9 +122,27 @@ def test_default_folders_of_the_installed_command_are_the_current_folder(install
 
 
 @pytest.mark.parametrize("name", ["checkpoints/pieanet_corpus.safetensors", "checkpoints/pieanet_corpus.onnx",
-                                  "configs/base.yaml", "configs/rules/portrait.yaml"])
+                                  "configs/base.yaml", "configs/pieanet_synth.yaml", "configs/rules/portrait.yaml",
+                                  "configs/rules/README.md", "datasets/photo_manifest.tsv", "make_heatmap.py"])
 def test_package_data_is_installed(installed, name):
     assert (site_packages(installed) / "pieanet" / name).read_bytes() == (ROOT / name).read_bytes()
+
+
+def test_installed_copy_finds_its_configs_by_name_and_its_photo_manifest(installed, tmp_path):
+    python = installed / "bin" / "python"
+    configs = subprocess.run([python, "-c", "from pieanet.train_wavelet import resolve_config as r; "
+                                            "a, b = r('pieanet_synth'), r('configs/pieanet_synth.yaml'); "
+                                            "print(a == b, a['train']['epochs'])"],
+                             capture_output=True, text=True, cwd=tmp_path)
+    assert configs.returncode == 0, configs.stderr
+    assert configs.stdout.split() == ["True", "12"]
+    assert subprocess.run([installed / "bin" / "p-iea-train", "--config", "pieanet_synth", "--help"],
+                          capture_output=True, cwd=tmp_path).returncode == 0
+    manifest = subprocess.run([python, "-c", "from pieanet.datasets import photos; print(len(photos.load_manifest()) "
+                                             "> 0)"], capture_output=True, text=True, cwd=tmp_path)
+    assert manifest.returncode == 0 and manifest.stdout.strip() == "True", manifest.stderr
+    assert subprocess.run([python, "-m", "pieanet.datasets.photos", "--help"], capture_output=True,
+                          cwd=tmp_path).returncode == 0
 
 
 def read_summary(folder):

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import make_heatmap
+from pieanet import make_heatmap
 from pieanet.utils.report import ReportError, write_report
 
 ODD_NAME = 'x<&"y.png'

@@ -6,7 +6,7 @@ import pytest
 from PIL import Image
 from skimage import data as skimage_data
 
-import score
+from pieanet import score
 from pieanet.utils.regions import Regions
 from pieanet.utils.rules import MEASURES, RULES_DIR, RuleError, explain, load_rules
 

@@ -13,8 +13,8 @@ import pytest
 import torch
 from PIL import Image
 
-import evaluate
-import make_heatmap
+from pieanet import evaluate
+from pieanet import make_heatmap
 from conftest import flat_iea_dataset
 
 ROOT = Path(__file__).resolve().parents[1]

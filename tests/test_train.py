@@ -12,7 +12,7 @@ import yaml
 from PIL import Image
 from safetensors.torch import load_file
 
-import train_wavelet
+from pieanet import train_wavelet
 from pieanet.models import load_model
 from pieanet.utils.exposure import gray
 

@@ -21,10 +21,11 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from pieanet.models import (DEFAULT_CHECKPOINT, DEFAULT_ONNX, CheckpointError, load_model,  # noqa: F401 (re-exported)
-                            resolve_device)
+from pieanet.models import (DEFAULT_CHECKPOINT, DEFAULT_ONNX, RELEASED_WORD,  # noqa: F401 (re-exported)
+                            CheckpointError, load_model, released_weights, resolve_device)
 from pieanet.utils.exposure import DEFAULT_THRESHOLD
-from pieanet.utils.image_io import MAX_PIXELS, ImageLoadError, list_images, load_image
+from pieanet.utils.heatmap import check_vmax
+from pieanet.utils.image_io import MAX_PIXELS, ImageLoadError, list_images, load_image, readable_formats
 from pieanet.utils.inference import default_overlap, predict_batch, round_up
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED, EXIT_BROKEN_PIPE = 0, 1, 2, 130, 141
@@ -32,12 +33,32 @@ EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED, EXIT_BROKEN_PIPE = 0, 1, 2, 
 # run in tiles: 2048 px bounds the peak at that of a 4 MP photo, and its 192 px margins cost at most
 # (2048 / 1664)^2 = 1.5x the work of one pass
 DEFAULT_TILE = 2048
+# --size below this is refused for any model (a map of a few pixels says nothing about a photo); P-IEANet's own
+# minimum is higher (minimum_size)
+MIN_WORKING_SIZE = 16
 DEVICES = ("auto", "cpu", "cuda")
 BACKENDS = ("auto", "torch", "onnxruntime")
 
 
 class UsageError(Exception):
     """A bad option value, input or setup, found before any work: one sentence, exit code 2."""
+
+
+class Parser(argparse.ArgumentParser):
+    """An argument parser whose usage errors are one line (``<prog>: <what> (see --help)``), exit code 2."""
+
+    def error(self, message):
+        self.exit(EXIT_USAGE, f"{self.prog}: {message} (see --help)\n")
+
+
+class Once(argparse.Action):
+    """An option that may be given once: a second ``--input`` is refused rather than silently replacing the first."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        given = getattr(namespace, self.dest, self.default)
+        if given is not self.default:  # set already by an earlier occurrence (a converted value, never the default)
+            parser.error(f"{option_string} given twice ({given}, then {values}); it takes one value")
+        setattr(namespace, self.dest, values)
 
 
 # ------------------------------------------------------------------------------------------------ option types
@@ -79,6 +100,14 @@ def working_size(text):
     return value
 
 
+def colour_scale(text):
+    """--vmax: a residual in (0, 1] drawn at full colour (utils.heatmap.check_vmax)."""
+    try:
+        return check_vmax(float(text))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number in (0, 1], got {text!r}") from None
+
+
 def positive_float(text):
     value = _parse(text, float)
     if not (math.isfinite(value) and value > 0):
@@ -97,7 +126,8 @@ def add_common_options(parser, checkpoints="one", tile=DEFAULT_TILE, threshold_d
     if checkpoints == "one":
         parser.add_argument("--checkpoint", type=Path, metavar="PATH",
                             help="project checkpoint (.safetensors), training state (last.pt), the released "
-                                 "P-IEANet .pth or an ONNX file from export.py (default: "
+                                 "P-IEANet .pth ('released': the file $P_IEA_RELEASED_WEIGHTS names) or an ONNX file "
+                                 "from export.py (default: "
                                  f"checkpoints/{DEFAULT_CHECKPOINT.name}, or checkpoints/{DEFAULT_ONNX.name} with "
                                  "--backend onnxruntime)")
         parser.add_argument("--backend", choices=BACKENDS, default="auto",
@@ -107,7 +137,8 @@ def add_common_options(parser, checkpoints="one", tile=DEFAULT_TILE, threshold_d
     elif checkpoints == "many":
         parser.add_argument("--checkpoint", "--compare", type=Path, nargs="+", metavar="PATH",
                             help="project checkpoint(s) (.safetensors), training state(s) and/or the released "
-                                 "P-IEANet .pth (default: none)")
+                                 "P-IEANet .pth ('released': the file $P_IEA_RELEASED_WEIGHTS names) (default: "
+                                 f"checkpoints/{DEFAULT_CHECKPOINT.name} unless only --baseline is given)")
     parser.add_argument("--device", choices=DEVICES, default="auto",
                         help="where the model runs; auto = CUDA when available, else CPU (default: auto)")
     parser.add_argument("--size", type=working_size, metavar="N",
@@ -137,8 +168,14 @@ def setup(args):
 
 
 def model_file(path, args):
-    """The file open_model(path, args) loads: ``path``, or for None the shipped checkpoint (its ONNX export with
-    --backend onnxruntime)."""
+    """The file open_model(path, args) loads: ``path``; for ``released`` (when no such file exists) the released
+    weights that the environment variable P_IEA_RELEASED_WEIGHTS names; for None the shipped checkpoint (its ONNX
+    export with --backend onnxruntime). Raises UsageError."""
+    if path is not None and str(path) == RELEASED_WORD and not Path(path).exists():
+        try:
+            return released_weights()
+        except CheckpointError as e:
+            raise UsageError(str(e)) from None
     if path is not None:
         return path
     return DEFAULT_ONNX if getattr(args, "backend", "auto") == "onnxruntime" else DEFAULT_CHECKPOINT
@@ -161,6 +198,7 @@ def open_model(path, args):
     except CheckpointError as e:
         raise UsageError(str(e)) from None
     check_tile(model, args.tile)
+    check_size(model, getattr(args, "size", None))
     return model
 
 
@@ -191,6 +229,21 @@ def check_tile(model, tile):
                          "--tile 0 for one pass")
 
 
+def minimum_size(model):
+    """The smallest working size (--size) worth running ``model`` at: its tile multiple (P-IEANet: 8 x window, the
+    span of one attention window at its coarsest level; below it the photo is mostly padding), at least
+    MIN_WORKING_SIZE."""
+    return max(getattr(model, "tile_multiple", 1), MIN_WORKING_SIZE)
+
+
+def check_size(model, size):
+    """Refuse a --size (not native, 0) below what ``model`` can use; a model that resizes to its own fixed size
+    ignores --size."""
+    if size and not getattr(model, "native_size", None) and size < minimum_size(model):
+        raise UsageError(f"--size {size} is below this model's minimum working size of {minimum_size(model)} px; use "
+                         f"--size {minimum_size(model)} or more, or --size native")
+
+
 def writable_folder(path, what="output folder"):
     """Create ``path`` if needed and prove it can be written (a temporary file); raises UsageError."""
     path = Path(path)
@@ -203,24 +256,28 @@ def writable_folder(path, what="output folder"):
     return path
 
 
-def check_inputs(sources, recursive=False, exclude=(), errors=None):
+def check_inputs(sources, recursive=None, exclude=(), errors=None):
     """The image files under each source (file or folder); a missing source or one without images is a
-    UsageError. Returns [(source, [paths])]. Sub-folders that cannot be read are appended to ``errors`` as
-    (folder, reason), for the caller to report as failed inputs."""
+    UsageError (naming the readable formats, and suggesting --recursive when only sub-folders hold images and the
+    tool has the option: ``recursive`` False; None = it has not). Returns [(source, [paths])]. Sub-folders that
+    cannot be read are appended to ``errors`` as (folder, reason), for the caller to report as failed inputs."""
     found = []
     for source in map(Path, sources):
         if not source.exists():
             raise UsageError(f"{source}: no such file or folder; expected an image or a folder of images")
         unreadable = []
         try:
-            paths = list_images(source, recursive=recursive, exclude=exclude, errors=unreadable)
+            paths = list_images(source, recursive=bool(recursive), exclude=exclude, errors=unreadable)
         except OSError as e:
             raise UsageError(f"{source}: cannot be read ({e.strerror or one_line(e)})") from None
         if errors is not None:
             errors += unreadable
         if not paths and not unreadable:
-            raise UsageError(f"{source}: no images found; expected files ending in .jpg, .jpeg, .png, .bmp, .tif, "
-                             ".tiff or .webp")
+            below = len(list_images(source, recursive=True, exclude=exclude, errors=[])) if recursive is False else 0
+            if below:
+                raise UsageError(f"{source}: no images in the folder itself, {below} in its sub-folders; add "
+                                 "--recursive to read them")
+            raise UsageError(f"{source}: no images found; expected files ending in {readable_formats()}")
         found.append((source, paths))
     return found
 

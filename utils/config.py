@@ -27,8 +27,32 @@ Loader.add_implicit_resolver(
     list("-+0123456789."))
 
 
+# the shipped configs: configs/ of the checkout, or pieanet/configs/ of an installed copy
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+
+
 class ConfigError(ValueError):
     """A config file or override that cannot be used; the message names the file or key."""
+
+
+def shipped_file(name_or_path, folder=CONFIGS):
+    """The YAML file ``name_or_path`` means: the path itself when it exists, else the shipped file in ``folder``
+    (configs/ or configs/rules/) given by its name (``pieanet_synth``, ``pieanet_synth.yaml``) or by its path in the
+    project (``configs/pieanet_synth.yaml``, from any folder: an installed copy's commands find the shipped configs
+    by name); None when neither is a file. Any other path that does not exist is not replaced."""
+    path = Path(name_or_path)
+    if path.exists():
+        return path
+    in_project = folder.relative_to(folder.parents[1]).as_posix() if folder.name == "rules" else folder.name
+    if len(path.parts) > 1 and path.parent.as_posix() != in_project:
+        return None
+    candidate = folder / (path.name if path.suffix in (".yaml", ".yml") else f"{path.name}.yaml")
+    return candidate if candidate.is_file() else None
+
+
+def shipped_names(folder=CONFIGS):
+    """The names of the shipped YAML files in ``folder``, for messages."""
+    return ", ".join(sorted(path.stem for path in folder.glob("*.yaml")))
 
 
 def deep_merge(base, update):

@@ -43,9 +43,15 @@ from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError, features
 
 RAW_EXTENSIONS = frozenset({".dng", ".cr2", ".cr3", ".crw", ".nef", ".nrw", ".arw", ".srf", ".sr2", ".raf", ".orf",
                             ".rw2", ".rwl", ".pef", ".srw", ".3fr", ".iiq", ".erf", ".kdc", ".dcr", ".mrw", ".mos"})
-IMAGE_EXTENSIONS = (frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".heic", ".heif"})
-                    | ({".avif"} if features.check("avif") else set()) | RAW_EXTENSIONS)
+PHOTO_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".heic", ".heif") \
+    + ((".avif",) if features.check("avif") else ())  # in the order messages list them
+IMAGE_EXTENSIONS = frozenset(PHOTO_EXTENSIONS) | RAW_EXTENSIONS
 HEIF_EXTENSIONS = frozenset({".heic", ".heif"})
+
+
+def readable_formats():
+    """What list_images picks and load_image reads, for every message that names it (one list)."""
+    return f"{', '.join(PHOTO_EXTENSIONS)} or camera RAW ({', '.join(sorted(RAW_EXTENSIONS))})"
 
 
 def _raw_rendering(rawpy):

@@ -11,10 +11,11 @@ import numpy as np
 import yaml
 from yaml.constructor import SafeConstructor
 
+from pieanet.utils.config import CONFIGS, shipped_file, shipped_names
 from pieanet.utils.exposure import DEFAULT_THRESHOLD, correction_stops, gray
 from pieanet.utils.regions import REGION_NAMES
 
-RULES_DIR = Path(__file__).resolve().parents[1] / "configs" / "rules"
+RULES_DIR = CONFIGS / "rules"
 CLIP_LOW, CLIP_HIGH = 2 / 255, 253 / 255  # photo gray levels counted as crushed / blown
 
 
@@ -148,13 +149,12 @@ def format_value(measure, value):
 
 def resolve_rules(name_or_path):
     """A rule file path from a shipped rule name (``landscape``) or a path."""
-    path = Path(name_or_path)
-    if path.suffix in (".yaml", ".yml") or path.exists():
+    path = shipped_file(name_or_path, RULES_DIR)
+    if path is not None:
         return path
-    candidate = RULES_DIR / f"{name_or_path}.yaml"
-    if candidate.is_file():
-        return candidate
-    shipped = ", ".join(sorted(p.stem for p in RULES_DIR.glob("*.yaml")))
+    if Path(name_or_path).suffix in (".yaml", ".yml"):
+        return Path(name_or_path)  # reading it names the missing file
+    shipped = shipped_names(RULES_DIR)
     raise RuleError(f"{name_or_path}: no such rule file and not a shipped rule name; expected a .yaml path or one of "
                     f"{shipped}")
 

@@ -1,1 +1,0 @@
-../compare_methods.py

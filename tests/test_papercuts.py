@@ -1,0 +1,228 @@
+"""What a new user meets first (issue 16): repeated options, a useless --size, the readable formats, --recursive,
+a fully resumed run, long names in the table, the tools' default checkpoint, compare_methods --vmax, the README's
+Python API, where examples write, the shipped configs and the released weights."""
+import re
+import shutil
+import tomllib
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import pieanet
+from pieanet import compare_methods, evaluate, make_heatmap, score
+from pieanet.utils import cli
+from pieanet.utils.config import ConfigError
+from pieanet.utils.image_io import IMAGE_EXTENSIONS
+from conftest import flat_iea_dataset
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def exit_code(tool, argv):
+    try:
+        return tool.main([str(a) for a in argv])
+    except SystemExit as e:
+        return e.code
+
+
+def save_photo(path, height=24, width=32, seed=0):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.random.default_rng(seed).integers(0, 256, (height, width, 3), dtype=np.uint8)).save(path)
+    return path
+
+
+def error_line(capsys):
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1, lines
+    return lines[0]
+
+
+def test_repeated_input_is_refused_in_one_line(tiny_checkpoint, tmp_path, capsys):
+    a, b = save_photo(tmp_path / "a.png"), save_photo(tmp_path / "b.png", seed=1)
+    code = exit_code(make_heatmap, ["--input", a, "--input", b, "--output", tmp_path / "out",
+                                    "--checkpoint", tiny_checkpoint])
+    assert code == 2
+    line = error_line(capsys)
+    assert line.startswith("make_heatmap: --input given twice") and str(a) in line and str(b) in line
+    assert not (tmp_path / "out").exists()
+
+
+def test_size_below_what_the_model_can_use_is_refused(tiny_checkpoint, tmp_path, capsys):
+    # the tiny model's window is 4: tile multiple 8 x 4 = 32 px; the shipped model's window 8: 64 px
+    save_photo(tmp_path / "in" / "a.png", 48, 64)
+    argv = ["--input", tmp_path / "in", "--checkpoint", tiny_checkpoint]
+    assert exit_code(make_heatmap, argv + ["--output", tmp_path / "small", "--size", "1"]) == 2
+    assert error_line(capsys) == ("make_heatmap: --size 1 is below this model's minimum working size of 32 px; use "
+                                  "--size 32 or more, or --size native")
+    assert not (tmp_path / "small" / "summary.csv").exists()
+    assert exit_code(make_heatmap, argv + ["--output", tmp_path / "ok", "--size", "32", "--save-npy"]) == 0
+    assert np.load(tmp_path / "ok" / "a_residual.npy").shape == (48, 64)
+    assert cli.minimum_size(pieanet.load()) == 64
+
+
+def test_an_empty_folder_names_every_readable_format(tiny_checkpoint, tmp_path, capsys):
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "notes.txt").write_text("no photo here")
+    save_photo(tmp_path / "B" / "x.png")
+    for tool, argv in [(make_heatmap, ["--input", tmp_path / "empty", "--output", tmp_path / "out"]),
+                       (score, ["--rules", "landscape", tmp_path / "empty"]),
+                       (compare_methods, ["--inputs", tmp_path / "empty", tmp_path / "B", "--output", tmp_path / "c"])]:
+        assert exit_code(tool, argv + ["--checkpoint", tiny_checkpoint]) == 2
+        line = error_line(capsys)
+        assert "no images found" in line
+        listed = set(re.findall(r"\.[0-9a-z]+\b", line.split("expected files ending in ")[1]))
+        assert listed == set(IMAGE_EXTENSIONS), tool.__name__
+        assert {".heic", ".heif", ".dng", ".cr2", ".nef"} <= listed
+
+
+def test_recursive_is_suggested_when_only_sub_folders_hold_images(tiny_checkpoint, tmp_path, capsys):
+    save_photo(tmp_path / "in" / "trip" / "a.png")
+    save_photo(tmp_path / "in" / "trip" / "day2" / "b.jpg")
+    assert exit_code(make_heatmap, ["--input", tmp_path / "in", "--output", tmp_path / "out",
+                                    "--checkpoint", tiny_checkpoint]) == 2
+    assert error_line(capsys) == (f"make_heatmap: {tmp_path / 'in'}: no images in the folder itself, 2 in its "
+                                  "sub-folders; add --recursive to read them")
+    # score.py has no --recursive: it is not suggested there
+    assert exit_code(score, ["--rules", "landscape", tmp_path / "in", "--checkpoint", tiny_checkpoint]) == 2
+    assert "--recursive" not in error_line(capsys)
+
+
+def test_a_fully_resumed_run_says_so(tiny_checkpoint, tmp_path, capsys):
+    save_photo(tmp_path / "in" / "a.png")
+    save_photo(tmp_path / "in" / "b.png", seed=1)
+    argv = ["--input", tmp_path / "in", "--output", tmp_path / "out", "--checkpoint", tiny_checkpoint, "--resume"]
+    assert exit_code(make_heatmap, argv) == 0
+    capsys.readouterr()
+    assert exit_code(make_heatmap, argv) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == (f"nothing to do: 2 already done, skipped (--resume), every image of the input; heatmaps and "
+                      f"summary.csv in {tmp_path / 'out'}")
+    assert not any(line.startswith("file ") or "0 of 0" in line for line in out)
+
+
+def test_the_printed_table_fits_long_names(tiny_checkpoint, tmp_path, capsys):
+    long_name = "a_rather_long_holiday_photo_name_from_a_phone_2026-07-14.png"  # 60 characters
+    save_photo(tmp_path / "in" / long_name)
+    save_photo(tmp_path / "in" / "b.png", seed=1)
+    assert exit_code(make_heatmap, ["--input", tmp_path / "in", "--output", tmp_path / "out",
+                                    "--checkpoint", tiny_checkpoint, "--no-report"]) == 0
+    header, *rows = capsys.readouterr().out.splitlines()[:3]
+    assert header.startswith("file ") and len(rows) == 2
+    # every column ends where its header ends: the status column starts at the same place on every line
+    status_at = header.index("  status")
+    assert [row.index("  ok") for row in rows] == [status_at, status_at]
+    assert [row.index("32x24") + len("32x24") for row in rows] == [header.index("size") + len("size")] * 2
+
+
+def test_evaluate_defaults_to_the_shipped_checkpoint(tmp_path, capsys):
+    data = flat_iea_dataset(tmp_path / "data", (60, 200), ["N1", "P1"])
+    out = tmp_path / "m.json"
+    code = evaluate.main(["--data-root", str(data), "--csv", "valid.csv", "--json", str(out), "--threads", "1"])
+    assert code == 1  # the dataset's corrupt image and missing label
+    import json
+    methods = json.loads(out.read_text())["methods"]
+    assert list(methods) == ["pieanet_corpus"] and methods["pieanet_corpus"]["n_images"] == 2
+    # only baselines asked for: no checkpoint added
+    code = evaluate.main(["--data-root", str(data), "--csv", "valid.csv", "--json", str(out), "--baseline",
+                          "global_midgray"])
+    assert list(json.loads(out.read_text())["methods"]) == ["baseline: global_midgray"]
+
+
+def test_compare_methods_vmax_sets_the_figure_scale(tiny_checkpoint, tmp_path, capsys, monkeypatch):
+    for i in range(2):
+        save_photo(tmp_path / "A" / f"{i}.png", seed=i)
+        save_photo(tmp_path / "B" / f"{i}.png", seed=10 + i)
+    drawn = []
+
+    def recording_colorize(residual, vmax=1.0):
+        drawn.append(vmax)
+        return np.zeros((*residual.shape, 3), np.uint8)
+
+    monkeypatch.setattr(compare_methods, "colorize", recording_colorize)
+    argv = ["--inputs", tmp_path / "A", tmp_path / "B", "--output", tmp_path / "c", "--checkpoint", tiny_checkpoint]
+    assert exit_code(compare_methods, argv + ["--vmax", "0.25"]) == 0
+    assert drawn == [0.25] * 4  # 2 images x 2 methods, one scale
+    assert exit_code(compare_methods, argv + ["--vmax", "0"]) == 2
+    assert "--vmax" in capsys.readouterr().err
+
+
+def readme_api_snippet():
+    text = (ROOT / "README.md").read_text()
+    blocks = re.findall(r"```python\n(.*?)```", text, re.S)
+    snippet = next(block for block in blocks if "pieanet.load()" in block)
+    return snippet
+
+
+def test_readme_api_snippet_gives_the_tools_map_without_gradients(tmp_path, monkeypatch, capsys):
+    shutil.copyfile(ROOT / "img_to_pred" / "chelsea.jpg", tmp_path / "photo.jpg")
+    assert make_heatmap.main(["--input", str(tmp_path / "photo.jpg"), "--output", str(tmp_path / "out"),
+                              "--save-npy", "--no-report"]) == 0
+    monkeypatch.chdir(tmp_path)
+    names = {}
+    exec(readme_api_snippet(), names)
+    tool_map = np.load(tmp_path / "out" / "photo_residual.npy")
+    assert names["residual"].shape == tool_map.shape == (300, 451)
+    np.testing.assert_allclose(names["residual"], tool_map, atol=1e-6)
+    assert not names["maps"].requires_grad and tuple(names["maps"].shape) == (1, 1, 256, 256)
+
+
+def test_predict_takes_an_array_as_the_tools_read_the_file(tmp_path):
+    photo = np.random.default_rng(5).integers(0, 256, (40, 70, 3), dtype=np.uint8)
+    Image.fromarray(photo).save(tmp_path / "p.png")
+    model = pieanet.load()
+    from_file, from_array = pieanet.predict(tmp_path / "p.png", model), pieanet.predict(photo, model)
+    assert from_file.shape == (40, 70) and from_file.dtype == np.float32
+    np.testing.assert_array_equal(from_file, from_array)
+    with pytest.raises(ValueError, match="H x W x 3"):
+        pieanet.predict(photo[..., 0], model)
+
+
+def test_examples_write_under_outputs_never_into_tracked_paths():
+    text = (ROOT / "README.md").read_text() + (ROOT / "export.py").read_text()
+    written = re.findall(r"export\.py [^\n]*?--output (\S+)", text)
+    assert written and all(path.startswith("outputs/") for path in written), written
+    assert 'InferenceSession("outputs/' in text
+
+
+def test_configs_name_only_checkpoints_the_checkout_holds():
+    for config in sorted((ROOT / "configs").glob("*.yaml")):
+        for name in re.findall(r"checkpoints/([\w.-]+\.(?:safetensors|onnx|pt|pth))", config.read_text()):
+            assert (ROOT / "checkpoints" / name).is_file(), f"{config.name} names checkpoints/{name}"
+
+
+def test_package_pins_the_torch_of_requirements_txt():
+    pinned = [line.split("#")[0].strip() for line in (ROOT / "requirements.txt").read_text().splitlines()
+              if line.startswith("torch")]
+    dependencies = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    assert pinned == ["torch==2.13.0"] and [d for d in dependencies if d.startswith("torch")] == pinned
+
+
+def test_shipped_configs_are_found_by_name_from_another_folder(tmp_path, monkeypatch):
+    from pieanet.train_wavelet import resolve_config
+
+    monkeypatch.chdir(tmp_path)
+    by_name, by_path = resolve_config("pieanet_synth"), resolve_config("configs/pieanet_synth.yaml")
+    assert by_name == by_path and by_name["train"]["epochs"] == 12 and by_name["model"]["name"] == "pieanet"
+    with pytest.raises(ConfigError, match=r"elsewhere/pieanet_synth.yaml: config file not found; .*pieanet_synth"):
+        resolve_config("elsewhere/pieanet_synth.yaml")  # another folder's file is never replaced by a shipped one
+
+
+def test_released_weights_come_from_the_environment_never_a_development_path(tiny_checkpoint, tmp_path, capsys,
+                                                                           monkeypatch):
+    import pieanet.models as models
+
+    assert not [value for value in vars(models).values() if isinstance(value, (str, Path)) and "shared" in str(value)]
+    save_photo(tmp_path / "in" / "a.png")
+    argv = ["--input", tmp_path / "in", "--output", tmp_path / "out", "--checkpoint", "released", "--no-report"]
+    monkeypatch.delenv("P_IEA_RELEASED_WEIGHTS", raising=False)
+    assert exit_code(make_heatmap, argv) == 2
+    line = error_line(capsys)
+    assert "P_IEA_RELEASED_WEIGHTS" in line and "../shared" not in line
+    monkeypatch.setenv("P_IEA_RELEASED_WEIGHTS", str(tiny_checkpoint))
+    assert exit_code(make_heatmap, argv) == 0
+    with pytest.raises(models.CheckpointError) as missing:
+        models.load_model(tmp_path / "nothing.pth")
+    assert "../shared" not in str(missing.value)
