@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import evaluate
+from pieanet import evaluate
 from pieanet.utils import well_exposed
 
 # global_midgray takes a flat photo of grey g to mid-grey 0.5 exactly: r = 0.5 - g / 255 everywhere
