@@ -27,7 +27,7 @@ PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 HEAT_COMMAND = "pip install -r requirements.txt && python make_heatmap.py"
 TEST_COMMAND = "pip install -r requirements-dev.txt && python -m pytest"
 SHELL_LANGS = {"sh", "bash", "shell"}
-KNOWN_LANGS = SHELL_LANGS | {"python", "text"}
+KNOWN_LANGS = SHELL_LANGS | {"python", "text", "yaml"}
 PROGRAMS = ("python ", "pip ", "torchrun ", "p-iea-")
 # tracked folders of the checkout: a command argument or snippet string starting with one of these names a file of
 # the repository, which must exist (outputs go to outputs/, data/, experiments/, results/: not checked)
@@ -128,7 +128,8 @@ def plan(where, tokens):
             return [], [f"{where}: pytest marker {name!r} is not registered" for name in sorted(unknown)]
         if args[:1] == ["-m"]:
             module = args[1]
-            if not (ROOT / (module.replace(".", "/") + ".py")).is_file():
+            in_checkout = module.removeprefix("pieanet.") if module.startswith("pieanet.") else module
+            if not (ROOT / (in_checkout.replace(".", "/") + ".py")).is_file():
                 return [], [f"{where}: python -m {module}: no such module in the checkout"]
             return [{"where": where, "kind": "module", "target": module, "argv": args[2:]}], []
         return script_job(where, args[0], args[1:])
