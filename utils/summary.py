@@ -7,6 +7,7 @@ relative ``file`` name are told apart. Its outputs are ``<output folder>/<output
 the prefix output_stems chose when the photo was done, stored in its row; the report reads it from there.
 """
 import csv
+import hashlib
 import io
 import itertools
 import os
@@ -16,12 +17,17 @@ from collections import Counter
 from pathlib import Path
 
 from pieanet.utils import cli
+from pieanet.utils.folders import NOFOLLOW, open_append
 from pieanet.utils.image_io import atomic_write
 
 SUMMARY_NAME = "summary.csv"
 PART_NAME = re.compile(r"summary\.rank(\d+)\.csv")  # one process's rows while a torchrun run works
 SUMMARY_FIELDS = ["file", "width", "height", "mean_residual", "mean_abs_residual", "pct_over", "pct_under", "score",
-                  "vmax", "pct_raw_clipped", "status", "error", "source", "output", "settings"]
+                  "vmax", "pct_raw_clipped", "status", "error", "source", "output", "settings", "photo_sha256"]
+# the columns of summary.csv before photo_sha256 (the photo's content, which --resume compares): read, their rows
+# taken as made from unknown content (so --resume redoes them), and the file rewritten with every column before the
+# first row is appended
+EARLIER_FIELDS = SUMMARY_FIELDS[:-1]
 
 
 class UnreadableSummary(Exception):
@@ -48,13 +54,29 @@ def photo_keys(path, base, output_dir):
     return printable(Path(path).relative_to(base).as_posix()), printable(Path(source).as_posix())
 
 
-def output_stems(files, sources, taken=None):
+def content_digest(path):
+    """"sha256:" and the first 16 hex digits of the SHA-256 of the file's content (read in 1 MiB blocks)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return f"sha256:{digest.hexdigest()[:16]}"
+
+
+def output_stems(files, sources, taken=None, occupied=None):
     """The output prefix of each photo (``files``: summary file names; ``sources``: their source keys), relative to
     the output folder: the sub-folder and stem of its file (sub/a for sub/a.jpg). Where that prefix is also another
-    photo's of this run (a.jpg and a.png in one folder, in any letter case) or ``taken`` ({prefix: source} of the
-    rows already in the folder's summary) gives it to a photo with another source, the photo's extension is added
-    (sub/a_jpg), then a count (sub/a_jpg_2) until the prefix is free, so no photo's outputs replace another's."""
+    photo's of this run (a.jpg and a.png in one folder, in any letter case), or ``taken`` ({prefix: source} of the
+    rows already in the folder's summary) gives it to a photo with another source, or it is not in ``taken`` and
+    ``occupied(prefix)`` says files of that prefix are there already (a user's own, which the tool never replaces),
+    the photo's extension is added (sub/a_jpg), then a count (sub/a_jpg_2) until the prefix is free, so no photo's
+    outputs replace another's or a file the tool did not make."""
     taken = {prefix.lower(): source for prefix, source in (taken or {}).items()}
+    occupied = occupied or (lambda prefix: False)
+
+    def free(name, source):
+        return taken[name.lower()] == source if name.lower() in taken else not occupied(name)
+
     plain = [posixpath.splitext(file)[0] for file in files]
     shared = Counter(prefix.lower() for prefix in plain)
     given, stems = set(), []
@@ -62,8 +84,7 @@ def output_stems(files, sources, taken=None):
         extended = f"{prefix}_{posixpath.splitext(file)[1].lstrip('.').lower()}"
         candidates = itertools.chain([prefix] if shared[prefix.lower()] == 1 else [], [extended],
                                      (f"{extended}_{n}" for n in itertools.count(2)))
-        stem = next(name for name in candidates
-                    if name.lower() not in given and taken.get(name.lower(), source) == source)
+        stem = next(name for name in candidates if name.lower() not in given and free(name, source))
         given.add(stem.lower())
         stems.append(stem)
     return stems
@@ -79,7 +100,7 @@ def read_table(path, missing_ok=False):
     than the header (one cut short by a kill) is left out. A missing file is ([], []) with ``missing_ok``. Raises
     UnreadableSummary."""
     try:
-        with open(path, newline="", encoding="utf-8") as f:
+        with open(os.open(path, os.O_RDONLY | NOFOLLOW), newline="", encoding="utf-8") as f:
             reader = csv.reader(f)
             header = next(reader, [])
             return header, [dict(zip(header, values)) for values in reader if len(values) == len(header)]
@@ -97,7 +118,7 @@ class SummaryError(Exception):
 
 
 def check_header(path, header):
-    if header != SUMMARY_FIELDS:
+    if header not in (SUMMARY_FIELDS, EARLIER_FIELDS):
         raise cli.UsageError(f"{path}: an existing summary.csv with other columns ({', '.join(header)[:120]}); move "
                              "it away or choose another --output")
 
@@ -105,7 +126,7 @@ def check_header(path, header):
 def summary_values(row):
     """The cells of ``row`` as summary.csv holds them: floats to 6 decimals, text as valid UTF-8 (printable)."""
     return [f"{v:.6f}" if isinstance(v, float) else printable(v) if isinstance(v, str) else v
-            for v in (row[k] for k in SUMMARY_FIELDS)]
+            for v in (row.get(k, "") for k in SUMMARY_FIELDS)]
 
 
 def read_summary(path):
@@ -117,7 +138,7 @@ def read_summary(path):
         raise cli.UsageError(f"{e}; move it away or choose another --output") from None
     if header:
         check_header(path, header)
-    return rows
+    return [dict.fromkeys(SUMMARY_FIELDS, "") | row for row in rows]
 
 
 def write_summary(path, rows):
@@ -148,15 +169,20 @@ class SummaryLog:
     def __init__(self, path):
         self.path = Path(path)
         try:
-            if self.path.is_file() and self.path.stat().st_size > 0:
-                with open(self.path, newline="", encoding="utf-8") as f:
-                    check_header(self.path, next(csv.reader(f), []))
-                self.fd = os.open(self.path, os.O_WRONLY | os.O_APPEND)
+            if not self.path.is_symlink() and self.path.is_file() and self.path.stat().st_size > 0:
+                with open(os.open(self.path, os.O_RDONLY | NOFOLLOW), newline="", encoding="utf-8") as f:
+                    header = next(csv.reader(f), [])
+                check_header(self.path, header)
+                if header != SUMMARY_FIELDS:  # an earlier version's columns: rewritten with every column first
+                    write_summary(self.path, read_summary(self.path))
+                self.fd = open_append(self.path, create=False)
             else:
-                self.fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
+                self.fd = open_append(self.path)
+                os.ftruncate(self.fd, 0)
                 self._write(SUMMARY_FIELDS)
         except (OSError, UnicodeDecodeError, csv.Error) as e:
-            raise cli.UsageError(f"{self.path}: cannot use it as the summary ({cli.one_line(e)}); move it away or "
+            reason = "a symbolic link" if self.path.is_symlink() else cli.one_line(e)
+            raise cli.UsageError(f"{self.path}: cannot use it as the summary ({reason}); move it away or "
                                  "choose another --output") from None
 
     def _write(self, values):
