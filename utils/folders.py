@@ -5,9 +5,10 @@ Shared by make_heatmap.py (its output folder) and train_wavelet.py (its experime
 and folders", states the rules.
 
 - ``FolderLock``: an exclusive lock on ``<folder>/.pieanet.lock``: ``fcntl.flock`` where there is fcntl (Linux, macOS),
-  ``msvcrt.locking`` on Windows, else a lock file made with O_EXCL (removed on release). The kernel drops a flock or
-  msvcrt lock when its process dies, so a killed run never leaves a folder locked; the lock file itself stays (removing
-  it would let two runs lock two different files). A second run into the folder gets FolderBusy: one line.
+  ``msvcrt.locking`` on Windows, else a lock file made with O_EXCL. The kernel drops a flock or msvcrt lock when its
+  process dies, so a killed run never leaves a folder locked (its lock file stays, unlocked, and is reused). The file
+  is removed on release while still locked; a run that opened it just before locks it only if it is still the file at
+  that name. A second run into the folder gets FolderBusy: one line.
 - ``inside``: the path checked to lie in the folder after resolving every link, with no symbolic link on the way from
   the folder to it (a planted ``out/sub -> /elsewhere`` is refused, not followed).
 - ``open_append``: os.open with O_NOFOLLOW where the system has it, for logs and summaries appended to in place.
@@ -58,27 +59,35 @@ class FolderLock:
                 raise busy from None
             self.exclusive_file = True
             return self
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | NOFOLLOW, 0o666)
-        try:
-            if fcntl is not None:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            else:
-                msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)
-        except OSError as e:
-            os.close(fd)
-            if e.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES, errno.EDEADLK):
-                raise busy from None
-            raise
-        self.fd = fd
-        return self
+        for _ in range(20):
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | NOFOLLOW, 0o666)
+            try:
+                if fcntl is not None:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                else:
+                    msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)
+            except OSError as e:
+                os.close(fd)
+                if e.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES, errno.EDEADLK):
+                    raise busy from None
+                raise
+            if same_file(fd, self.path):
+                self.fd = fd
+                return self
+            os.close(fd)  # the holder removed the file on release after this one opened it: lock the new one
+        raise busy
 
     def release(self):
         if self.fd is None:
             return
         fd, self.fd = self.fd, None
         try:
-            if self.exclusive_file:
+            try:  # removed while still locked, so a run that opened it meanwhile sees it is gone (same_file)
                 self.path.unlink(missing_ok=True)
+            except OSError:  # Windows cannot remove an open file: it stays, unlocked
+                pass
+            if self.exclusive_file:
+                pass
             elif fcntl is not None:
                 fcntl.flock(fd, fcntl.LOCK_UN)
             else:
@@ -91,6 +100,15 @@ class FolderLock:
 
     def __exit__(self, *exc):
         self.release()
+
+
+def same_file(fd, path):
+    """Whether ``path`` is still the file open as ``fd`` (not removed or replaced since it was opened)."""
+    try:
+        here, there = os.fstat(fd), os.stat(path, follow_symlinks=False)
+    except OSError:
+        return False
+    return (here.st_dev, here.st_ino) == (there.st_dev, there.st_ino) or os.name == "nt"
 
 
 def inside(root, path):

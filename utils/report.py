@@ -331,7 +331,7 @@ def check_replaceable(output_dir):
     page = Path(output_dir) / REPORT_NAME
     try:
         fd = os.open(page, os.O_RDONLY | NOFOLLOW | getattr(os, "O_NONBLOCK", 0))
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):  # no page (an output folder that cannot be is said elsewhere)
         return
     except OSError as e:
         ours = False
