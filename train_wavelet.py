@@ -274,6 +274,10 @@ def experiment_folder(config, resume, overwrite):
     last_path = out / "last.pt"
     if resume and not last_path.is_file():
         raise SetupError(f"--resume: {last_path} not found; start without --resume")
+    linked = [name for name in RUN_FILES if (out / name).is_symlink()]
+    if linked:  # a planted link would send config.yaml, train.log or the weights elsewhere
+        raise SetupError(f"{out}: {', '.join(linked)} is a symbolic link; a run's files are never written through "
+                         "one: remove it or choose another name")
     held = [name for name in RUN_FILES if (out / name).exists()]
     if held and not resume and not overwrite:
         raise SetupError(f"{out} already holds a run ({', '.join(held)}); continue it with --resume, start it again "
