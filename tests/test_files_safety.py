@@ -313,3 +313,51 @@ def test_compare_methods_refuses_an_output_in_a_method_folder(tmp_path, capsys):
         err = capsys.readouterr().err
         assert code == 2 and "output folder is (or is inside) the input folder" in err
         assert snapshot(tmp_path) == before and not (tmp_path / "m2" / "report").exists()
+
+
+# ------------------------------------------------------------------------------------------------ the lock itself
+class FakeGroup:
+    """A torchrun rank as folders.locked sees it: its rank and what gather returns (every rank's value)."""
+
+    def __init__(self, rank, others):
+        self.rank, self.others = rank, others
+
+    @property
+    def is_main(self):
+        return self.rank == 0
+
+    def gather(self, value):
+        return [value] + self.others if self.is_main else self.others[:self.rank] + [value] + self.others[self.rank:]
+
+
+def test_ranks_of_one_run_share_the_lock_and_all_stop_when_another_run_holds_it(tmp_path):
+    from pieanet.utils import folders
+
+    with folders.locked(tmp_path, FakeGroup(0, [None])):
+        assert (tmp_path / ".pieanet.lock").exists()
+        with folders.locked(tmp_path, FakeGroup(1, [None])):  # rank 1 of the same run takes no lock of its own
+            pass
+        with pytest.raises(folders.FolderBusy, match="another run is using this folder"):
+            with folders.locked(tmp_path):  # another run
+                pass
+    busy = f"{tmp_path}: another run is using this folder"
+    with pytest.raises(folders.FolderBusy, match="another run"):  # rank 1 learns rank 0 could not lock
+        with folders.locked(tmp_path, FakeGroup(1, [busy])):
+            pass
+    assert not (tmp_path / ".pieanet.lock").exists()
+
+
+def test_without_fcntl_or_msvcrt_an_exclusive_lock_file_does_the_same(tmp_path, monkeypatch):
+    from pieanet.utils import folders
+
+    monkeypatch.setattr(folders, "fcntl", None)
+    monkeypatch.setattr(folders, "msvcrt", None)
+    with folders.FolderLock(tmp_path):
+        with pytest.raises(folders.FolderBusy):
+            folders.FolderLock(tmp_path).acquire()
+    assert not (tmp_path / ".pieanet.lock").exists()
+    with folders.FolderLock(tmp_path):  # free again
+        pass
+    (tmp_path / ".pieanet.lock").write_text("999999999")  # a killed run's, whose process is gone
+    with folders.FolderLock(tmp_path):
+        assert (tmp_path / ".pieanet.lock").read_text() == str(os.getpid())

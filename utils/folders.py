@@ -5,7 +5,8 @@ Shared by make_heatmap.py (its output folder) and train_wavelet.py (its experime
 and folders", states the rules.
 
 - ``FolderLock``: an exclusive lock on ``<folder>/.pieanet.lock``: ``fcntl.flock`` where there is fcntl (Linux, macOS),
-  ``msvcrt.locking`` on Windows, else a lock file made with O_EXCL. The kernel drops a flock or msvcrt lock when its
+  ``msvcrt.locking`` on Windows, else a lock file made with O_EXCL holding the run's process id (taken over when that
+  process no longer runs). The kernel drops a flock or msvcrt lock when its
   process dies, so a killed run never leaves a folder locked (its lock file stays, unlocked, and is reused). The file
   is removed on release while still locked; a run that opened it just before locks it only if it is still the file at
   that name. A second run into the folder gets FolderBusy: one line.
@@ -53,12 +54,18 @@ class FolderLock:
         busy = FolderBusy(f"{self.folder}: another run is using this folder (it holds {self.path.name}); wait for it "
                           "to finish or choose another folder")
         if fcntl is None and msvcrt is None:
-            try:
-                self.fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | NOFOLLOW, 0o666)
-            except FileExistsError:
-                raise busy from None
-            self.exclusive_file = True
-            return self
+            for _ in range(2):
+                try:
+                    self.fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | NOFOLLOW, 0o666)
+                except FileExistsError:
+                    if not self._stale():
+                        raise busy from None
+                    self.path.unlink(missing_ok=True)  # its process is gone: a killed run's
+                    continue
+                os.write(self.fd, str(os.getpid()).encode())
+                self.exclusive_file = True
+                return self
+            raise busy
         for _ in range(20):
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT | NOFOLLOW, 0o666)
             try:
@@ -76,6 +83,15 @@ class FolderLock:
                 return self
             os.close(fd)  # the holder removed the file on release after this one opened it: lock the new one
         raise busy
+
+    def _stale(self):
+        """Whether the O_EXCL lock file names a process that no longer runs (on this machine)."""
+        from pieanet.utils.image_io import process_alive
+        try:
+            pid = int(self.path.read_text().strip() or "0")
+        except (OSError, ValueError):
+            return False
+        return pid > 0 and not process_alive(pid)
 
     def release(self):
         if self.fd is None:
