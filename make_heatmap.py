@@ -7,7 +7,11 @@
 Per photo: <stem>_exposure.png (blue = under-exposed, white = ideal, red = over-exposed) at the photo's resolution;
 optionally <stem>_residual.npy, <stem>_overlay.png, <stem>_colorbar.png. One summary.csv for the run. <stem> is the
 photo's sub-folder and name without extension, made unique (utils/summary.py, output_stems) against the other photos
-of the run and the photos of earlier runs in summary.csv, and stored in the photo's row (column output).
+of the run and the photos of earlier runs in summary.csv, and stored in the photo's row (column output). A file in
+--output is the tool's only when summary.csv records its prefix as that photo's output (or this run wrote it): a
+user's file with an output's name is never removed or replaced (the photo gets another prefix), nothing is written or
+removed through a symbolic link, and a user's index.html stops the run before any work (docs/safety.md, "Files and
+folders"). One run at a time per output folder: a second one stops with one line (exit 2).
 --vmax sets the colour scale (1, the default, is the same for every photo; 'image' stretches each photo), --format jpg
 writes the heatmap and overlay as JPEG.
 A photo that cannot be read or processed is reported on stderr and in summary.csv; the others go on, and the exit
@@ -23,8 +27,9 @@ and exits 1 if a photo failed on any process. The outputs are those of one proce
 taken into summary.csv by the next run. With several nodes, --output must be a folder every node sees.
 
 --resume skips a photo when summary.csv (or a part a killed torchrun run left) has a row with status ok for it, made
-under the output name and with the result-affecting settings (column settings: the checkpoint's content, which also
-decides the backend, --size, --tile, --threshold, --vmax, --raw-clipping, --jpeg-quality) this run would use, and
+under the output name, for the photo's current content (column photo_sha256) and with the result-affecting settings
+(column settings: the checkpoint's content, which also decides the backend, --size, --tile, --threshold, --vmax,
+--raw-clipping, --jpeg-quality) this run would use, and
 every file the current options ask for exists (so adding --overlay redoes every photo without one); the others are
 done again, each photo keeps one row, and temporary files of killed processes are removed. Outputs are written
 atomically and a photo's row comes after its files, so a killed run resumed this way writes the same files and rows
@@ -65,7 +70,8 @@ def parse_args(argv):
                    help="photos of equal size run together (default: 1)")
     p.add_argument("--resume", action="store_true",
                    help="skip the photos already done in --output: a row with status ok in summary.csv (or in a "
-                        "summary.rank<k>.csv a killed torchrun run left) made under the output name and with the "
+                        "summary.rank<k>.csv a killed torchrun run left) made under the output name, for the photo's "
+                        "current content and with the "
                         "settings this run would use (the checkpoint's content, --size, --tile, --threshold, --vmax, "
                         "--raw-clipping, --jpeg-quality), and every file the current options ask for "
                         "present; the others are (re)done and their old rows dropped, so each photo keeps one row")
