@@ -34,7 +34,12 @@ from PIL import Image
 TINY = {"name": "pieanet", "width": 8, "lightness_blocks": 1, "attention_layers": 1, "heads": 2, "window": 4}
 KINDS = ("exposure.png", "exposure.jpg", "overlay.png", "overlay.jpg", "colorbar.png", "residual.npy")
 TRACEBACK = "Traceback (most recent call last)"
-UNSAFE = "weights_only=False"
+UNSAFE = ("weights_only=False", "weights_only` set to `False`", "weights_only set to False")  # torch's advice
+
+
+def unsafe(text):
+    """Whether ``text`` advises loading with weights_only=False (which runs a stranger's code)."""
+    return any(advice in text for advice in UNSAFE)
 
 
 class Audit:
@@ -434,7 +439,7 @@ class Audit:
                 torch.save(change(state), last)
             code, _, err = self.train(config, "--resume")
             problems = set()
-            if (folder / "pwned").exists() or UNSAFE in err:
+            if (folder / "pwned").exists() or unsafe(err):
                 problems |= {"bad", "security"}
             if TRACEBACK in err or code != 2 or len(err.strip().splitlines()) != 1:
                 problems.add("bad")
@@ -447,7 +452,7 @@ class Audit:
             write_malicious_pickle(folder / "evil.pt", folder / "pwned", "system")
             code, _, err = self.script(tool, *args, "--checkpoint", folder / "evil.pt", cwd=folder)
             problems = set()
-            if (folder / "pwned").exists() or UNSAFE in err:
+            if (folder / "pwned").exists() or unsafe(err):
                 problems |= {"bad", "security"}
             if TRACEBACK in err or code != 2:
                 problems.add("bad")
