@@ -48,9 +48,9 @@ from pieanet.utils.heatmap import (VMAX_FLOOR, VMAX_PERCENTILE, check_vmax, colo
                                    save_colorbar_heatmap)
 from pieanet.utils.exposure import residual_stats
 from pieanet.utils.image_io import ImageLoadError, atomic_write, remove_orphan_temporaries, save_image
-from pieanet.utils.summary import (SUMMARY_FIELDS, SUMMARY_NAME, SummaryError, SummaryLog, content_digest,
-                                   leftover_parts, merge_parts, output_stems, part_path, photo_keys, read_summary,
-                                   taken_stems, write_summary)
+from pieanet.utils.summary import (SUMMARY_FIELDS, SUMMARY_NAME, SummaryError, SummaryLog, content_digest, ledger,
+                                   leftover_parts, merge_parts, note_output, output_stems, part_path, photo_keys,
+                                   read_summary, taken_stems, tidy_ledger, write_summary)
 
 PROG = "make_heatmap"
 ROOT = Path(__file__).resolve().parent
@@ -277,6 +277,7 @@ def process(photos, model, args, settings, summary, progress, owned=frozenset())
                 continue
             mark_raw_clipping(row, residual, raw_clipped.get(prefix), args.threshold)
             try:
+                note_output(args.output, prefix, source)  # recorded before its files: a kill leaves them the tool's
                 written, vmax = write_outputs(args.output / prefix, image, residual, args, prefix in owned)
             except (OSError, ValueError, RuntimeError, MemoryError) as e:
                 finish(path, row, f"could not write outputs ({cli.one_line(e)})")
@@ -340,7 +341,7 @@ def make_heatmaps(paths, base, model, args, settings, group, folder_errors):
     files, sources = [file for file, _ in keys], [source for _, source in keys]
     position = {source: index for index, source in enumerate(sources)}
     earlier = earlier_rows(args.output, position)  # also checks summary.csv's columns before any work
-    taken = taken_stems(earlier[0] + earlier[2])
+    taken = ledger(args.output) | taken_stems(earlier[0] + earlier[2])
     stems = output_stems(files, sources, taken, occupied_prefixes(args.output))
     owned = {stem for stem, source in zip(stems, sources) if taken.get(stem) == source}
     start_rows, todo = plan_run(args, earlier, position, stems, settings, paths)
@@ -378,6 +379,7 @@ def make_heatmaps(paths, base, model, args, settings, group, folder_errors):
 
     if group.distributed:
         merge_parts(args.output, group.world_size, order)
+    tidy_ledger(args.output)
     return (sorted((row for shard_rows, _, _ in shards for row in shard_rows), key=order), len(paths) - len(todo),
             sum(failed for _, failed, _ in shards), [error for _, _, error in shards if error])
 

@@ -151,6 +151,41 @@ def write_summary(path, rows):
         Path(tmp).write_bytes(text.getvalue().encode("utf-8"))
 
 
+# every (output prefix, source) the tool began to write in this folder, one CSV line each, appended before a photo's
+# files are written: the record that makes outputs of a run killed before their summary row still the tool's own
+LEDGER_NAME = ".pieanet-outputs.csv"
+
+
+def note_output(output, prefix, source):
+    """Append (prefix, source) to the folder's ledger before the photo's files are written (O_NOFOLLOW, O_APPEND)."""
+    line = io.StringIO()
+    csv.writer(line).writerow([prefix, source])
+    fd = open_append(Path(output) / LEDGER_NAME)
+    try:
+        os.write(fd, line.getvalue().encode("utf-8"))
+    finally:
+        os.close(fd)
+
+
+def ledger(output):
+    """{prefix: source} of the folder's ledger (the later line where two name one prefix); {} without one."""
+    try:
+        with open(os.open(Path(output) / LEDGER_NAME, os.O_RDONLY | NOFOLLOW), newline="", encoding="utf-8") as f:
+            return {values[0]: values[1] for values in csv.reader(f) if len(values) == 2}
+    except (OSError, UnicodeDecodeError, csv.Error):
+        return {}
+
+
+def tidy_ledger(output):
+    """Rewrite the ledger with each (prefix, source) once, sorted (so the same outputs give the same file)."""
+    entries = ledger(output)
+    if entries:
+        text = io.StringIO()
+        csv.writer(text).writerows(sorted(entries.items()))
+        with atomic_write(Path(output) / LEDGER_NAME) as tmp:
+            Path(tmp).write_bytes(text.getvalue().encode("utf-8"))
+
+
 def part_path(output, rank):
     return output / f"summary.rank{rank}.csv"
 
