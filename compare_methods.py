@@ -246,6 +246,10 @@ def run(argv):
         if not folder.is_dir():
             raise cli.UsageError(f"{folder}: no such folder; expected a folder of images")
     cli.check_inputs(args.inputs)  # a folder without images: one line naming the readable formats
+    for folder in args.inputs + ([args.reference] if args.reference else []):
+        if args.output.resolve() == folder.resolve() or folder.resolve() in args.output.resolve().parents:
+            raise cli.UsageError(f"{args.output}: the output folder is (or is inside) the input folder {folder}; "
+                                 "choose another --output")
     model = cli.open_model(args.checkpoint, args)
     output = cli.writable_folder(args.output)
     folders = dict(zip(names, args.inputs))

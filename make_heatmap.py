@@ -7,7 +7,11 @@
 Per photo: <stem>_exposure.png (blue = under-exposed, white = ideal, red = over-exposed) at the photo's resolution;
 optionally <stem>_residual.npy, <stem>_overlay.png, <stem>_colorbar.png. One summary.csv for the run. <stem> is the
 photo's sub-folder and name without extension, made unique (utils/summary.py, output_stems) against the other photos
-of the run and the photos of earlier runs in summary.csv, and stored in the photo's row (column output).
+of the run and the photos of earlier runs in summary.csv, and stored in the photo's row (column output). A file in
+--output is the tool's only when summary.csv records its prefix as that photo's output (or this run wrote it): a
+user's file with an output's name is never removed or replaced (the photo gets another prefix), nothing is written or
+removed through a symbolic link, and a user's index.html stops the run before any work (docs/safety.md, "Files and
+folders"). One run at a time per output folder: a second one stops with one line (exit 2).
 --vmax sets the colour scale (1, the default, is the same for every photo; 'image' stretches each photo), --format jpg
 writes the heatmap and overlay as JPEG.
 A photo that cannot be read or processed is reported on stderr and in summary.csv; the others go on, and the exit
@@ -23,28 +27,30 @@ and exits 1 if a photo failed on any process. The outputs are those of one proce
 taken into summary.csv by the next run. With several nodes, --output must be a folder every node sees.
 
 --resume skips a photo when summary.csv (or a part a killed torchrun run left) has a row with status ok for it, made
-under the output name and with the result-affecting settings (column settings: the checkpoint's content, which also
-decides the backend, --size, --tile, --threshold, --vmax, --raw-clipping, --jpeg-quality) this run would use, and
+under the output name, for the photo's current content (column photo_sha256) and with the result-affecting settings
+(column settings: the checkpoint's content, which also decides the backend, --size, --tile, --threshold, --vmax,
+--raw-clipping, --jpeg-quality) this run would use, and
 every file the current options ask for exists (so adding --overlay redoes every photo without one); the others are
 done again, each photo keeps one row, and temporary files of killed processes are removed. Outputs are written
 atomically and a photo's row comes after its files, so a killed run resumed this way writes the same files and rows
 as one uninterrupted run (with --batch-size 1; larger batches may group the remaining photos differently).
 """
 import argparse
+import contextlib
+import os
 import sys
 from pathlib import Path
 
 import numpy as np
 
-from pieanet.utils import cli, distributed, report
+from pieanet.utils import cli, distributed, folders, report
 from pieanet.utils.heatmap import (VMAX_FLOOR, VMAX_PERCENTILE, colorize, image_vmax, overlay,
                                    save_colorbar_heatmap)
 from pieanet.utils.exposure import residual_stats
-from pieanet.utils.image_io import (ImageLoadError, atomic_write, file_sha256, remove_orphan_temporaries,
-                                    save_image)
-from pieanet.utils.summary import (SUMMARY_FIELDS, SUMMARY_NAME, SummaryError, SummaryLog, leftover_parts,
-                                   merge_parts, output_stems, part_path, photo_keys, read_summary, taken_stems,
-                                   write_summary)
+from pieanet.utils.image_io import ImageLoadError, atomic_write, remove_orphan_temporaries, save_image
+from pieanet.utils.summary import (SUMMARY_FIELDS, SUMMARY_NAME, SummaryError, SummaryLog, content_digest, ledger,
+                                   leftover_parts, merge_parts, note_output, output_stems, part_path, photo_keys,
+                                   read_summary, taken_stems, tidy_ledger, write_summary)
 
 PROG = "make_heatmap"
 ROOT = Path(__file__).resolve().parent
@@ -64,7 +70,8 @@ def parse_args(argv):
                    help="photos of equal size run together (default: 1)")
     p.add_argument("--resume", action="store_true",
                    help="skip the photos already done in --output: a row with status ok in summary.csv (or in a "
-                        "summary.rank<k>.csv a killed torchrun run left) made under the output name and with the "
+                        "summary.rank<k>.csv a killed torchrun run left) made under the output name, for the photo's "
+                        "current content and with the "
                         "settings this run would use (the checkpoint's content, --size, --tile, --threshold, --vmax, "
                         "--raw-clipping, --jpeg-quality), and every file the current options ask for "
                         "present; the others are (re)done and their old rows dropped, so each photo keeps one row")
@@ -118,7 +125,7 @@ def result_settings(args, checkpoint):
     has other settings."""
     quality = (args.jpeg_quality or DEFAULT_JPEG_QUALITY) if args.format == "jpg" else "-"
     size = "native" if args.size == 0 else (args.size or "model")  # --size native is 0, no size is None
-    settings = {"checkpoint": f"sha256:{file_sha256(checkpoint)[:16]}", "size": size,
+    settings = {"checkpoint": content_digest(checkpoint), "size": size,
                 "tile": args.tile, "threshold": args.threshold, "vmax": args.vmax,
                 "raw_clipping": "yes" if args.raw_clipping else "no", "jpeg_quality": quality}
     return " ".join(f"{key}={value}" for key, value in settings.items())
@@ -141,21 +148,44 @@ def colour_scale_of(residual, spec):
 OUTPUT_KINDS = ("exposure.png", "exposure.jpg", "overlay.png", "overlay.jpg", "colorbar.png", "residual.npy")
 
 
-def write_outputs(stem, image, residual, args):
-    """Write every requested file for one photo; if one fails, remove those already written and re-raise. Files of
-    the photo that this run does not ask for (an overlay of an earlier run with other settings) are removed, so the
-    folder holds only outputs of the photo's latest row. Returns the paths written and the colour scale (vmax) used."""
+def write_outputs(stem, image, residual, args, owned=False):
+    """Write every requested file for one photo; if one fails, remove those already written and re-raise. When the
+    prefix is ``owned`` (summary.csv records it as this photo's output), its files that this run does not ask for (an
+    overlay of an earlier run with other settings) are removed, so the folder holds only outputs of the photo's latest
+    row; files of a prefix the summary does not record are never removed (output_stems gave the photo a prefix no file
+    has). Every path is checked to lie in --output with no symbolic link on the way (folders.inside). Returns the paths
+    written and the colour scale (vmax) used."""
     vmax, scale_note = colour_scale_of(residual, args.vmax)
     written = []
     try:
         for name, write in output_writers(stem, image, residual, vmax, scale_note, args):
-            write(stem.with_name(name))
+            write(folders.inside(args.output, stem.with_name(name)))
             written.append(stem.with_name(name))
     except BaseException:
         remove(written)
         raise
-    remove(set(stem.with_name(f"{stem.name}_{kind}") for kind in OUTPUT_KINDS) - set(written))
+    if owned:
+        remove([folders.inside(args.output, path) for path in
+                set(stem.with_name(f"{stem.name}_{kind}") for kind in OUTPUT_KINDS) - set(written)])
     return written, vmax
+
+
+def occupied_prefixes(output):
+    """occupied(prefix) for output_stems: whether a file named like one of the prefix's outputs (any letter case) is
+    in the output folder already. (A prefix whose sub-folder is a link is not occupied: no other prefix would be
+    better, and write_outputs refuses to write through the link, so the photo fails with that reason.)"""
+    listings = {}
+
+    def occupied(prefix):
+        stem = output / prefix
+        if stem.parent not in listings:
+            try:
+                listings[stem.parent] = {name.lower() for name in os.listdir(stem.parent)}
+            except OSError:
+                listings[stem.parent] = set()
+        return any(f"{stem.name}_{kind}".lower() in listings[stem.parent] for kind in OUTPUT_KINDS)
+
+    return occupied
 
 
 def output_writers(stem, image, residual, vmax, scale_note, args):
@@ -212,9 +242,10 @@ def mark_raw_clipping(row, residual, clipped, threshold):
     np.minimum(residual, np.float32(-threshold - RAW_CLIPPED_MARGIN), out=residual, where=clipped)
 
 
-def process(photos, model, args, settings, summary, progress):
+def process(photos, model, args, settings, summary, progress, owned=frozenset()):
     """Every photo ((path, file, source, output prefix)), batch by batch: one row each, appended to ``summary``
-    (summary.csv, or this process's part under torchrun) as soon as the photo is finished."""
+    (summary.csv, or this process's part under torchrun) as soon as the photo is finished. ``owned``: the prefixes
+    summary.csv records as their photo's (write_outputs)."""
     rows = []
 
     def finish(path, row, reason=None):
@@ -231,6 +262,10 @@ def process(photos, model, args, settings, summary, progress):
         for path, file, source, prefix in photos[start:start + args.batch_size]:
             row = dict.fromkeys(SUMMARY_FIELDS, "") | {"file": file, "source": source, "settings": settings}
             try:
+                try:
+                    row["photo_sha256"] = content_digest(path)  # before reading: a later change is redone
+                except OSError as e:
+                    raise ImageLoadError(f"cannot be read ({e.strerror or cli.one_line(e)})") from None
                 image = cli.read_image(path, args.raw_clipping)
                 if args.raw_clipping:
                     image, raw_clipped[prefix] = image
@@ -246,7 +281,8 @@ def process(photos, model, args, settings, summary, progress):
                 continue
             mark_raw_clipping(row, residual, raw_clipped.get(prefix), args.threshold)
             try:
-                written, vmax = write_outputs(args.output / prefix, image, residual, args)
+                note_output(args.output, prefix, source)  # recorded before its files: a kill leaves them the tool's
+                written, vmax = write_outputs(args.output / prefix, image, residual, args, prefix in owned)
             except (OSError, ValueError, RuntimeError, MemoryError) as e:
                 finish(path, row, f"could not write outputs ({cli.one_line(e)})")
                 continue
@@ -268,11 +304,20 @@ def earlier_rows(output, position):
     return read_summary(output / SUMMARY_NAME), parts, carried
 
 
-def plan_run(args, earlier, position, stems, settings):
+def same_content(path, recorded):
+    """Whether the photo at ``path`` still has the content its row recorded (a row without one: unknown, so no)."""
+    try:
+        return bool(recorded) and content_digest(path) == recorded
+    except OSError:
+        return False
+
+
+def plan_run(args, earlier, position, stems, settings, paths):
     """(the rows summary.csv is to hold before any photo is done, None to leave it as it is; the indices of the
     photos to do). ``earlier``: earlier_rows; the rows of parts a killed torchrun run left are taken into
-    summary.csv. With --resume a photo is skipped when its last ok row names the output prefix it gets now
-    (``stems``) and this run's ``settings``, and every file the current options ask for exists; a skipped photo
+    summary.csv. With --resume a photo (at ``paths``) is skipped when its last ok row names the output prefix it gets
+    now (``stems``), this run's ``settings`` and the photo's current content (photo_sha256: a photo replaced by another,
+    of any size, is redone), and every file the current options ask for exists; a skipped photo
     keeps that row and a photo to redo loses its old rows, so no photo of the input ends up with two."""
     existing, parts, carried = earlier
     everything = list(range(len(stems)))
@@ -285,7 +330,8 @@ def plan_run(args, earlier, position, stems, settings):
     last_ok = {row["source"]: n for n, row in enumerate(rows) if row["status"] == "ok" and row["stops"] != ""}
     done = {position[source] for source, n in last_ok.items()
             if source in position and rows[n]["output"] == stems[position[source]] and rows[n]["settings"] == settings
-            and all(path.is_file() for path in requested_outputs(args.output / stems[position[source]], args))}
+            and all(path.is_file() for path in requested_outputs(args.output / stems[position[source]], args))
+            and same_content(paths[position[source]], rows[n]["photo_sha256"])}
     kept = [row for n, row in enumerate(rows)
             if row["source"] not in position or (position[row["source"]] in done and last_ok[row["source"]] == n)]
     return (kept if parts or len(kept) < len(existing) else None), [i for i in everything if i not in done]
@@ -300,8 +346,10 @@ def make_heatmaps(paths, base, model, args, settings, group, folder_errors):
     files, sources = [file for file, _ in keys], [source for _, source in keys]
     position = {source: index for index, source in enumerate(sources)}
     earlier = earlier_rows(args.output, position)  # also checks summary.csv's columns before any work
-    stems = output_stems(files, sources, taken_stems(earlier[0] + earlier[2]))
-    start_rows, todo = plan_run(args, earlier, position, stems, settings)
+    taken = ledger(args.output) | taken_stems(earlier[0] + earlier[2])
+    stems = output_stems(files, sources, taken, occupied_prefixes(args.output))
+    owned = {stem for stem, source in zip(stems, sources) if taken.get(stem) == source}
+    start_rows, todo = plan_run(args, earlier, position, stems, settings, paths)
     group.barrier()  # every process has read the summaries before rank 0 changes them
     if group.is_main:
         if start_rows is not None:
@@ -309,7 +357,8 @@ def make_heatmaps(paths, base, model, args, settings, group, folder_errors):
             remove(leftover_parts(args.output))
         if args.resume:  # a killed run's temporary files: outputs, and summary.csv's and index.html's
             for folder in sorted({args.output} | {(args.output / stem).parent for stem in stems}):
-                remove_orphan_temporaries(folder)
+                with contextlib.suppress(OSError):  # a sub-folder that is a link: nothing removed through it
+                    remove_orphan_temporaries(folders.inside(args.output, folder))
     group.barrier()
     batches = [todo[start:start + args.batch_size] for start in range(0, len(todo), args.batch_size)]
     mine = [index for batch in group.shard(batches) for index in batch]
@@ -320,7 +369,7 @@ def make_heatmaps(paths, base, model, args, settings, group, folder_errors):
             for folder, reason in folder_errors if group.is_main else []:
                 progress.fail(folder, reason)
             photos = [(paths[i], files[i], sources[i], stems[i]) for i in mine]
-            rows = process(photos, model, args, settings, summary, progress)
+            rows = process(photos, model, args, settings, summary, progress, owned)
     except SummaryError as e:
         error = str(e)
     finally:
@@ -335,6 +384,7 @@ def make_heatmaps(paths, base, model, args, settings, group, folder_errors):
 
     if group.distributed:
         merge_parts(args.output, group.world_size, order)
+    tidy_ledger(args.output)
     return (sorted((row for shard_rows, _, _ in shards for row in shard_rows), key=order), len(paths) - len(todo),
             sum(failed for _, failed, _ in shards), [error for _, _, error in shards if error])
 
@@ -342,20 +392,34 @@ def make_heatmaps(paths, base, model, args, settings, group, folder_errors):
 def run(argv):
     args = parse_args(argv)
     cli.setup(args)
-    if args.input.is_dir() and args.output.exists() and args.input.resolve() == args.output.resolve():
-        raise cli.UsageError(f"{args.output}: the output folder is the input folder; choose another --output")
+    base = args.input if args.input.is_dir() else args.input.parent
+    if args.output.exists() and base.resolve() == args.output.resolve():
+        raise cli.UsageError(f"{args.output}: the output folder is the input " + ("folder" if args.input.is_dir() else
+                             "photo's folder") + "; choose another --output")
+    if not args.no_report:
+        try:
+            report.check_replaceable(args.output)  # checked again before writing it, under the folder's lock
+        except report.ReportError as e:
+            raise cli.UsageError(str(e)) from None
     errors = []
     (_, paths), = cli.check_inputs([args.input], recursive=args.recursive, exclude=[args.output], errors=errors)
-    base = args.input if args.input.is_dir() else args.input.parent
-    with distributed.process_group(cli.resolve_device(args.device)) as group:
-        args.device = str(group.device)  # under torchrun with CUDA: this process's own GPU
-        args.checkpoint = cli.model_file(args.checkpoint, args)  # the file that runs: settings and report name it
-        model = cli.open_model(args.checkpoint, args)
-        settings = result_settings(args, args.checkpoint)
-        cli.writable_folder(args.output)
-        done = make_heatmaps(paths, base, model, args, settings, group, errors)
-    if not group.is_main:
-        return cli.EXIT_OK  # rank 0 reports for every process
+    with contextlib.ExitStack() as held:
+        with distributed.process_group(cli.resolve_device(args.device)) as group:
+            args.device = str(group.device)  # under torchrun with CUDA: this process's own GPU
+            args.checkpoint = cli.model_file(args.checkpoint, args)  # the file that runs: settings and report name it
+            model = cli.open_model(args.checkpoint, args)
+            settings = result_settings(args, args.checkpoint)
+            cli.writable_folder(args.output)
+            # one run per folder: rank 0 locks it for the whole run (report included); the ranks of this run share it
+            held.enter_context(folders.locked(args.output, group))
+            done = make_heatmaps(paths, base, model, args, settings, group, errors)
+        if not group.is_main:
+            return cli.EXIT_OK  # rank 0 reports for every process
+        return finish_run(args, base, done)
+
+
+def finish_run(args, base, done):
+    """Rank 0, still holding the folder's lock: print the table and write the report."""
     rows, skipped, failed, summary_errors = done
     for error in summary_errors:
         print(f"{PROG}: {error}", file=sys.stderr)

@@ -33,11 +33,11 @@ from tqdm import tqdm
 
 from pieanet import evaluate
 from pieanet.datasets.iea40k import DatasetError, IEA40KDataset, read_split
-from pieanet.models import (MODELS, CheckpointError, build_model, check_config, read_checkpoint, resolve_device,
-                            save_model)
+from pieanet.models import (MODELS, CheckpointError, build_model, check_config, load_torch_state, read_checkpoint,
+                            resolve_device, save_model)
 from pieanet.utils.config import (ConfigError, boolean, check_values, choice, dump_config, integer, load_config,
                                   load_yaml, number, shipped_file, shipped_names, text)
-from pieanet.utils import cli, distributed, well_exposed
+from pieanet.utils import cli, distributed, folders, well_exposed
 from pieanet.utils.exposure import DEFAULT_THRESHOLD
 from pieanet.utils.heatmap import colorize
 from pieanet.utils.image_io import atomic_write, remove_orphan_temporaries
@@ -49,7 +49,9 @@ LOSSES = {"l1": F.l1_loss, "l2": F.mse_loss, "smooth_l1": F.smooth_l1_loss}
 AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "none": None}
 LR_SCHEDULES = ("step", "cosine")
 PROG = "train_wavelet"
-RUN_FILES = ("config.yaml", "train.log", "last.pt", "best.safetensors")  # what makes a folder hold a run
+# what makes a folder hold a run; --overwrite removes them all (every weight file a run writes among them)
+RUN_FILES = ("config.yaml", "train.log", "last.pt", "best.safetensors", "last.safetensors")
+COUNTERS = ("epoch", "step_in_epoch", "global_step")  # last.pt's integer counters (and best_mae, a number)
 # every value of configs/base.yaml outside the model section (checked by models.check_config) and data.extra_valid
 SCHEMA = {
     "name": text(null=True), "output_dir": text(), "seed": integer(0), "init_from": text(null=True),
@@ -253,7 +255,7 @@ def main(argv=None):
         with distributed.process_group(device) as group:
             train(config, group.device, args.resume, group.rank, group.world_size, overwrite=args.overwrite)
         return 0
-    except SetupError as e:
+    except (SetupError, folders.FolderBusy) as e:
         print(f"{PROG}: {e}", file=sys.stderr)
         return 2
     except (TrainingError, DatasetError) as e:
@@ -283,6 +285,10 @@ def experiment_folder(config, resume, overwrite):
     last_path = out / "last.pt"
     if resume and not last_path.is_file():
         raise SetupError(f"--resume: {last_path} not found; start without --resume")
+    linked = [name for name in RUN_FILES if (out / name).is_symlink()]
+    if linked:  # a planted link would send config.yaml, train.log or the weights elsewhere
+        raise SetupError(f"{out}: {', '.join(linked)} is a symbolic link; a run's files are never written through "
+                         "one: remove it or choose another name")
     held = [name for name in RUN_FILES if (out / name).exists()]
     if held and not resume and not overwrite:
         raise SetupError(f"{out} already holds a run ({', '.join(held)}); continue it with --resume, start it again "
@@ -439,7 +445,7 @@ class Run:
     def log(self, message):
         if self.is_main:
             tqdm.write(message)
-            with open(self.out / "train.log", "a") as f:
+            with open(folders.open_append(self.out / "train.log"), "a") as f:  # never through a planted link
                 f.write(message + "\n")
 
     def build(self):
@@ -472,9 +478,28 @@ class Run:
 
     def restore(self):
         """Continue from last.pt; settings that differ from the saved run's are reported (the saved optimizer and
-        scheduler settings are kept)."""
+        scheduler settings are kept). Nothing is written here: returns the lines to log once the resume is accepted,
+        so a refused resume leaves the run folder as it was. Raises SetupError in one line (a file holding other
+        Python objects than tensors and containers, missing or mistyped counters included)."""
         try:
-            state = torch.load(self.last_path, map_location="cpu", weights_only=True)
+            state = load_torch_state(self.last_path, "a training state written by train_wavelet.py")
+        except CheckpointError as e:
+            raise SetupError(f"--resume: {e}") from None
+        except (RuntimeError, ValueError, TypeError, EOFError, OSError, AttributeError) as e:
+            raise SetupError(f"--resume: {self.last_path}: unreadable training state "
+                             f"({(str(e).strip().splitlines() or [type(e).__name__])[0][:160]})") from None
+        if not isinstance(state, dict):
+            raise SetupError(f"--resume: {self.last_path} holds a {type(state).__name__}; expected a training state "
+                             "written by train_wavelet.py")
+        for key in COUNTERS + ("best_mae",):
+            value = state.get(key)
+            ok = (isinstance(value, int) and value >= 0 if key in COUNTERS
+                  else isinstance(value, (int, float)) and not math.isnan(value))
+            if isinstance(value, bool) or not ok:
+                raise SetupError(f"--resume: {self.last_path}: counter {key} is "
+                                 + ("missing" if key not in state else f"{type(value).__name__} {str(value)[:40]}")
+                                 + ("; expected an integer >= 0" if key in COUNTERS else "; expected a number"))
+        try:
             self.model.load_state_dict(state["model"])
             self.optimizer.load_state_dict(state["optimizer"])
             self.scheduler.load_state_dict(state["scheduler"])
@@ -485,18 +510,20 @@ class Run:
                 self.ema.load_state_dict(state["ema"])
             self.scale_generator.set_state(state["scale_rng"])
             set_rng_state(state["rng"])
-        except (RuntimeError, KeyError, ValueError, TypeError, EOFError, OSError) as e:
+        except (RuntimeError, KeyError, ValueError, TypeError, EOFError, OSError, AttributeError, IndexError) as e:
             raise SetupError(f"--resume: {self.last_path} does not fit this config "
-                             f"({str(e).splitlines()[0][:160]})") from None
+                             f"({(str(e).strip().splitlines() or [type(e).__name__])[0][:160]})") from None
         self.epoch, self.step_in_epoch, self.global_step, self.best_mae = (
             state["epoch"], state["step_in_epoch"], state["global_step"], state["best_mae"])
-        self.log(f"resumed from {self.last_path}: epoch {self.epoch + 1}, step {self.step_in_epoch} of "
-                 f"{self.steps_per_epoch}, global step {self.global_step}")
-        changes = config_changes(state.get("config") or {}, self.config)
+        notes = [f"resumed from {self.last_path}: epoch {self.epoch + 1}, step {self.step_in_epoch} of "
+                 f"{self.steps_per_epoch}, global step {self.global_step}"]
+        saved = state.get("config")
+        changes = config_changes(saved if isinstance(saved, dict) else {}, self.config)
         if changes:
-            self.log(f"resume: the config differs from the saved run's ({len(changes)}): {'; '.join(changes)}; the "
+            notes.append(f"resume: the config differs from the saved run's ({len(changes)}): {'; '.join(changes)}; the "
                      "saved optimizer and scheduler settings are kept, and the run is no longer bit-exact with one "
                      "never stopped unless only train.max_steps changed")
+        return notes
 
     def training_state(self):
         return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
@@ -601,13 +628,24 @@ def train(config, device, resume, rank, world_size, overwrite=False):
     out = experiment_folder(config, resume, overwrite)
     run = Run(config, device, rank, world_size, out)
     run.build()
+    notes = run.restore() if resume else []  # accepted (or refused) before anything is written to the folder
     if run.is_main:
-        orphans = make_folder(out, config, overwrite)
-        if orphans:
-            run.log(f"removed {len(orphans)} temporary file(s) left by a killed run: {', '.join(orphans)}")
-    run.describe()
-    if resume:
-        run.restore()
+        out.mkdir(parents=True, exist_ok=True)
+    with folders.locked(out, distributed.Group(rank, world_size, device)):  # one run per folder; ranks share it
+        experiment_folder(config, resume, overwrite)  # again, under the lock: a run that finished meanwhile counts
+        if run.is_main:
+            orphans = make_folder(out, config, overwrite)
+            if orphans:
+                run.log(f"removed {len(orphans)} temporary file(s) left by a killed run: {', '.join(orphans)}")
+        run.describe()
+        for note in notes:
+            run.log(note)
+        run_epochs(run, world_size)
+
+
+def run_epochs(run, world_size):
+    """Epoch by epoch until train.epochs or train.max_steps, saving last.pt after each."""
+    out = run.out
     run.writer = SummaryWriter(out) if run.is_main else None
     max_steps = run.opts["max_steps"]
     try:

@@ -125,6 +125,25 @@ def save_model(path, model, metadata=None):
         save_file(state, str(tmp), metadata=header)
 
 
+PICKLE_REFUSED = ("refused: it holds Python objects other than tensors and plain containers, which could run code "
+                  "when loaded")
+
+
+def load_torch_state(path, expected):
+    """torch.load(``path``, weights_only=True) on the CPU: the one place a pickle-based file (a training state, the
+    released .pth) is read. A file holding other Python objects raises CheckpointError with the project's own message
+    (torch's suggests retrying with weights_only=False, which would run the file's code); ``expected`` ends it. Other
+    errors propagate."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        raise CheckpointError(f"{path}: {PICKLE_REFUSED}; expected {expected}") from None
+    except Exception as e:
+        if "weights_only" in str(e):  # any other type carrying torch's advice: never shown
+            raise CheckpointError(f"{path}: {PICKLE_REFUSED}; expected {expected}") from None
+        raise
+
+
 def read_checkpoint(path):
     """(config, state_dict) of any checkpoint load_model accepts."""
     path = Path(path)
@@ -143,14 +162,10 @@ def read_checkpoint(path):
                 raise CheckpointError(f"{path}: a safetensors file without a P-IEA model config in its metadata")
             config = json.loads(metadata["config"])
             return config, load_file(str(path))
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = load_torch_state(path, "a project checkpoint (.safetensors), a training state (last.pt) or the "
+                                       "released P-IEANet .pth")
     except CheckpointError:
         raise
-    except pickle.UnpicklingError:
-        # torch's own message suggests an unsafe retry; this one does not
-        raise CheckpointError(f"{path}: refused: it holds Python objects other than tensors and plain containers, "
-                              "which could run code when loaded; expected a project checkpoint (.safetensors), a "
-                              "training state (last.pt) or the released P-IEANet .pth") from None
     except (SafetensorError, RuntimeError, OSError, ValueError, KeyError, EOFError, TypeError) as e:
         raise CheckpointError(f"{path}: unreadable checkpoint ({str(e).splitlines()[0][:120]}); expected a project "
                               "checkpoint (.safetensors) or the released P-IEANet .pth") from None

@@ -75,7 +75,11 @@ class OnnxModel(nn.Module):
             raise RuntimeError(f"{self.path}: an ONNX model runs in onnxruntime and passes no gradient to its input; "
                                "for a loss or anything else that needs one, load the torch checkpoint "
                                "(.safetensors) instead")
-        residual, = self.session.run(["residual"], {"image": x.detach().float().cpu().numpy()})
+        try:
+            residual, = self.session.run(["residual"], {"image": x.detach().float().cpu().numpy()})
+        except Exception as e:  # onnxruntime's own types (Fail, InvalidArgument, RuntimeException: out of memory, a
+            # graph with fixed input dimensions): one photo's failure, as torch's RuntimeError is (utils/cli.predict)
+            raise RuntimeError(f"onnxruntime: {(str(e).strip().splitlines() or [type(e).__name__])[0][:200]}") from None
         return torch.from_numpy(residual).to(x.device)
 
     def extra_repr(self):

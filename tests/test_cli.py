@@ -213,11 +213,11 @@ def test_ctrl_c_keeps_the_finished_rows_and_no_partial_file(setup, capsys, monke
     real = make_heatmap.write_outputs
     calls = []
 
-    def interrupted_on_the_second_photo(stem, image, residual, args):
+    def interrupted_on_the_second_photo(stem, image, residual, args, *rest):
         calls.append(stem)
         if len(calls) == 2:
             raise KeyboardInterrupt
-        return real(stem, image, residual, args)
+        return real(stem, image, residual, args, *rest)
 
     monkeypatch.setattr(make_heatmap, "write_outputs", interrupted_on_the_second_photo)
     assert exit_code(make_heatmap, argv["make_heatmap"]) == 130

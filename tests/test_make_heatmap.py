@@ -156,8 +156,8 @@ def test_a_failed_write_leaves_no_files_for_that_image(tiny_checkpoint, tmp_path
                         "--colorbar"], capsys)
     assert code == 1
     assert err.strip() == f"make_heatmap: {tmp_path / 'b.png'}: could not write outputs (No space left on device)"
-    assert sorted(p.name for p in out.iterdir()) == ["a_colorbar.png", "a_exposure.png", "a_residual.npy",
-                                                     "index.html", "summary.csv"]
+    assert sorted(p.name for p in out.iterdir()) == [".pieanet-outputs.csv", "a_colorbar.png", "a_exposure.png",
+                                                     "a_residual.npy", "index.html", "summary.csv"]
     assert read_summary(out)["b.png"]["status"] == "failed"
 
 

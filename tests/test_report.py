@@ -162,7 +162,8 @@ def test_no_report_option_and_an_unusable_summary(tiny_checkpoint, tmp_path, cap
     random_photo(tmp_path / "in" / "a.png", 16, 16, seed=0)
     argv = ["--input", tmp_path / "in", "--output", tmp_path / "out", "--checkpoint", tiny_checkpoint, "--no-report"]
     assert make_heatmap.main([str(a) for a in argv]) == 0
-    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a_exposure.png", "summary.csv"]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [".pieanet-outputs.csv", "a_exposure.png",
+                                                                     "summary.csv"]
     (tmp_path / "other.csv").write_text("name,value\na.png,1\n")
     with pytest.raises(ReportError, match=r"other\.csv: expected a make_heatmap summary with 'file' and 'status'"):
         write_report(tmp_path / "out", tmp_path / "other.csv", tmp_path / "in")

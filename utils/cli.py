@@ -24,6 +24,7 @@ from tqdm import tqdm
 from pieanet.models import (DEFAULT_CHECKPOINT, DEFAULT_ONNX, RELEASED_WORD,  # noqa: F401 (re-exported)
                             CheckpointError, load_model, released_weights, resolve_device)
 from pieanet.utils.exposure import DEFAULT_THRESHOLD
+from pieanet.utils.folders import FolderBusy
 from pieanet.utils.heatmap import check_vmax
 from pieanet.utils.image_io import MAX_PIXELS, ImageLoadError, list_images, load_image, readable_formats
 from pieanet.utils.inference import default_overlap, predict_batch, round_up
@@ -382,7 +383,7 @@ def run(prog, body, argv=None):
     for these."""
     try:
         return body(argv)
-    except UsageError as e:
+    except (UsageError, FolderBusy) as e:
         print(f"{prog}: {e}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:

@@ -113,8 +113,9 @@ class ImageLoadError(ValueError):
 
 def list_images(path, recursive=False, exclude=(), errors=None):
     """The image files at ``path``: the file itself, or a folder's files with an image extension (any case),
-    sorted, hidden files skipped; ``recursive`` descends into sub-folders except those in ``exclude``. A folder that
-    cannot be read raises OSError, or, when ``errors`` is a list, is appended to it as (folder, reason)."""
+    sorted, hidden files skipped; ``recursive`` descends into sub-folders except those in ``exclude`` (never into a link
+    to a folder). A folder that cannot be read raises OSError, or, when ``errors`` is a list, is appended to it as
+    (folder, reason), as is, with ``recursive``, a link to a folder that was skipped."""
     path = Path(path)
     if path.is_file():
         return [path]
@@ -129,6 +130,11 @@ def list_images(path, recursive=False, exclude=(), errors=None):
         errors.append((Path(error.filename), f"folder cannot be read ({error.strerror}); its images were skipped"))
 
     for folder, subfolders, files in os.walk(path, onerror=unreadable):
+        if recursive and errors is not None:  # os.walk lists a link to a folder but never enters it: said, not silent
+            errors += [(Path(folder) / d, "a symbolic link to a folder; skipped, its images were not read (give its "
+                                          "target as --input to read them)")
+                       for d in sorted(subfolders) if not d.startswith(".") and (Path(folder) / d).is_symlink()
+                       and (Path(folder) / d).resolve() not in excluded]
         subfolders[:] = sorted(d for d in subfolders if not d.startswith(".")
                                and (Path(folder) / d).resolve() not in excluded) if recursive else []
         found += [Path(folder) / f for f in files

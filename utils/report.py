@@ -12,16 +12,22 @@ data-images-pending (0 once every image has loaded or failed; an image the filte
 import html
 import math
 import os
+import stat
 from pathlib import Path
 from urllib.parse import quote
 
 import numpy as np
 
 from pieanet.utils.heatmap import colorize
+from pieanet.utils.folders import NOFOLLOW
 from pieanet.utils.image_io import atomic_write
 from pieanet.utils.summary import UnreadableSummary, printable, read_table
 
 REPORT_NAME = "index.html"
+# in every page make_heatmap writes, so it can tell its own index.html from a user's (which it never replaces)
+GENERATOR = '<meta name="generator" content="P-IEA make_heatmap">'
+# pages of versions before GENERATOR: their <body> tag, found only in the pages they wrote
+EARLIER_SIGNATURE = '<body data-images-loaded="0" data-images-broken="0"><h1>Exposure heatmaps: '
 LABELS = {"file": "file", "size": "size (px)", "mean_residual": "mean r", "mean_abs_residual": "mean |r|",
           "pct_over": "% over", "pct_under": "% under", "score": "holistic score",
           "stops": "correction (stops)", "vmax": "vmax (colour scale)",
@@ -30,7 +36,7 @@ DECIMALS = {"mean_residual": 4, "mean_abs_residual": 4, "pct_over": 2, "pct_unde
             "vmax": 3}
 OUTPUT_EXTENSIONS = (".png", ".jpg", ".jpeg")  # what make_heatmap writes heatmaps and overlays as
 BROWSER_FORMATS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".avif"})  # photos shown inline
-HIDDEN_COLUMNS = frozenset({"source", "output", "settings"})  # make_heatmap's bookkeeping: in summary.csv, not shown
+HIDDEN_COLUMNS = frozenset({"source", "output", "settings", "photo_sha256"})  # make_heatmap's bookkeeping: in summary.csv, not shown
 
 STYLE = """
 body { font: 14px/1.4 system-ui, sans-serif; margin: 1.5em; color: #222; background: #fff; }
@@ -309,7 +315,7 @@ def render(header, rows, photos, stems, page_dir, title, threshold=None, checkpo
     cards = "".join(photo_card(index, row, photo, stem, page_dir)
                     for index, (row, photo, stem) in enumerate(zip(rows, photos, stems)))
     return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
-            f'<meta name="viewport" content="width=device-width, initial-scale=1">'
+            f'<meta name="viewport" content="width=device-width, initial-scale=1">{GENERATOR}'
             f"<title>{html.escape(title)}</title><style>{STYLE}</style><script>{SCRIPT}</script></head>\n"
             f'<body data-images-loaded="0" data-images-broken="0">'
             f"<h1>{html.escape(title)}</h1>"
@@ -323,6 +329,27 @@ def render(header, rows, photos, stems, page_dir, title, threshold=None, checkpo
             f'<div id="gallery">\n{cards}\n</div></body></html>\n')
 
 
+def check_replaceable(output_dir):
+    """Raise ReportError unless ``output_dir``/index.html is missing or a page make_heatmap wrote (GENERATOR, or an
+    earlier version's EARLIER_SIGNATURE): a user's own index.html, or a link in its place, is never replaced."""
+    page = Path(output_dir) / REPORT_NAME
+    try:
+        fd = os.open(page, os.O_RDONLY | NOFOLLOW | getattr(os, "O_NONBLOCK", 0))
+    except (FileNotFoundError, NotADirectoryError):  # no page (an output folder that cannot be is said elsewhere)
+        return
+    except OSError as e:
+        ours = False
+        reason = "is a symbolic link" if page.is_symlink() else f"cannot be read ({e.strerror or e})"
+    else:
+        with open(fd, "rb") as f:
+            head = f.read(1 << 18) if stat.S_ISREG(os.fstat(f.fileno()).st_mode) else b""
+        ours = GENERATOR.encode() in head or EARLIER_SIGNATURE.encode() in head
+        reason = "is not a page make_heatmap wrote"
+    if not ours:
+        raise ReportError(f"{page}: exists and {reason}; it is never replaced: move it away, choose another "
+                          "--output, or use --no-report")
+
+
 def write_report(output_dir, summary_csv, input_base, threshold=None, checkpoint=None):
     """Write ``output_dir``/index.html (atomically) from ``summary_csv``: each photo at its source (relative to
     ``output_dir``; in a summary without that column, its file relative to the folder ``input_base``), its outputs
@@ -333,6 +360,7 @@ def write_report(output_dir, summary_csv, input_base, threshold=None, checkpoint
     photos = [output_dir / row["source"] if row.get("source") else input_base / row["file"] for row in rows]
     stems = [output_dir / row["output"] if row.get("output") else None for row in rows]
     page = output_dir / REPORT_NAME
+    check_replaceable(output_dir)
     text = render(header, rows, photos, stems, output_dir, f"Exposure heatmaps: {printable(output_dir.resolve().name)}",
                   threshold, checkpoint)
     try:

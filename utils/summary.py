@@ -16,15 +16,18 @@ from collections import Counter
 from pathlib import Path
 
 from pieanet.utils import cli
-from pieanet.utils.image_io import atomic_write
+from pieanet.utils.folders import NOFOLLOW, open_append
+from pieanet.utils.image_io import atomic_write, file_sha256
 
 SUMMARY_NAME = "summary.csv"
 PART_NAME = re.compile(r"summary\.rank(\d+)\.csv")  # one process's rows while a torchrun run works
 SUMMARY_FIELDS = ["file", "width", "height", "mean_residual", "mean_abs_residual", "pct_over", "pct_under", "score",
-                  "stops", "vmax", "pct_raw_clipped", "status", "error", "source", "output", "settings"]
-# the columns of summary files written before the stops column: read with stops empty, upgraded before appending
-# (--resume redoes their photos, whose rows lack the stops)
-OLDER_FIELDS = [field for field in SUMMARY_FIELDS if field != "stops"]
+                  "stops", "vmax", "pct_raw_clipped", "status", "error", "source", "output", "settings",
+                  "photo_sha256"]
+# the columns of earlier summary.csv files: before the stops column, and before photo_sha256 (the photo's content,
+# which --resume compares). Read with the missing cells empty (so --resume redoes those photos: their rows lack the
+# stops, or their content is unknown), and rewritten with every column before the first row is appended.
+EARLIER_FIELDS = [[field for field in SUMMARY_FIELDS if field not in ("stops", "photo_sha256")], SUMMARY_FIELDS[:-1]]
 
 
 class UnreadableSummary(Exception):
@@ -51,13 +54,25 @@ def photo_keys(path, base, output_dir):
     return printable(Path(path).relative_to(base).as_posix()), printable(Path(source).as_posix())
 
 
-def output_stems(files, sources, taken=None):
+def content_digest(path):
+    """"sha256:" and the first 16 hex digits of the SHA-256 of the file's content (read in 1 MiB blocks)."""
+    return f"sha256:{file_sha256(path)[:16]}"
+
+
+def output_stems(files, sources, taken=None, occupied=None):
     """The output prefix of each photo (``files``: summary file names; ``sources``: their source keys), relative to
     the output folder: the sub-folder and stem of its file (sub/a for sub/a.jpg). Where that prefix is also another
-    photo's of this run (a.jpg and a.png in one folder, in any letter case) or ``taken`` ({prefix: source} of the
-    rows already in the folder's summary) gives it to a photo with another source, the photo's extension is added
-    (sub/a_jpg), then a count (sub/a_jpg_2) until the prefix is free, so no photo's outputs replace another's."""
+    photo's of this run (a.jpg and a.png in one folder, in any letter case), or ``taken`` ({prefix: source} of the
+    rows already in the folder's summary) gives it to a photo with another source, or it is not in ``taken`` and
+    ``occupied(prefix)`` says files of that prefix are there already (a user's own, which the tool never replaces),
+    the photo's extension is added (sub/a_jpg), then a count (sub/a_jpg_2) until the prefix is free, so no photo's
+    outputs replace another's or a file the tool did not make."""
     taken = {prefix.lower(): source for prefix, source in (taken or {}).items()}
+    occupied = occupied or (lambda prefix: False)
+
+    def free(name, source):
+        return taken[name.lower()] == source if name.lower() in taken else not occupied(name)
+
     plain = [posixpath.splitext(file)[0] for file in files]
     shared = Counter(prefix.lower() for prefix in plain)
     given, stems = set(), []
@@ -65,8 +80,7 @@ def output_stems(files, sources, taken=None):
         extended = f"{prefix}_{posixpath.splitext(file)[1].lstrip('.').lower()}"
         candidates = itertools.chain([prefix] if shared[prefix.lower()] == 1 else [], [extended],
                                      (f"{extended}_{n}" for n in itertools.count(2)))
-        stem = next(name for name in candidates
-                    if name.lower() not in given and taken.get(name.lower(), source) == source)
+        stem = next(name for name in candidates if name.lower() not in given and free(name, source))
         given.add(stem.lower())
         stems.append(stem)
     return stems
@@ -82,7 +96,7 @@ def read_table(path, missing_ok=False):
     than the header (one cut short by a kill) is left out. A missing file is ([], []) with ``missing_ok``. Raises
     UnreadableSummary."""
     try:
-        with open(path, newline="", encoding="utf-8") as f:
+        with open(os.open(path, os.O_RDONLY | NOFOLLOW), newline="", encoding="utf-8") as f:
             reader = csv.reader(f)
             header = next(reader, [])
             return header, [dict(zip(header, values)) for values in reader if len(values) == len(header)]
@@ -100,7 +114,7 @@ class SummaryError(Exception):
 
 
 def check_header(path, header):
-    if header not in (SUMMARY_FIELDS, OLDER_FIELDS):
+    if header != SUMMARY_FIELDS and header not in EARLIER_FIELDS:
         raise cli.UsageError(f"{path}: an existing summary.csv with other columns ({', '.join(header)[:120]}); move "
                              "it away or choose another --output")
 
@@ -108,7 +122,7 @@ def check_header(path, header):
 def summary_values(row):
     """The cells of ``row`` as summary.csv holds them: floats to 6 decimals, text as valid UTF-8 (printable)."""
     return [f"{v:.6f}" if isinstance(v, float) else printable(v) if isinstance(v, str) else v
-            for v in (row[k] for k in SUMMARY_FIELDS)]
+            for v in (row.get(k, "") for k in SUMMARY_FIELDS)]
 
 
 def read_summary(path):
@@ -120,7 +134,7 @@ def read_summary(path):
         raise cli.UsageError(f"{e}; move it away or choose another --output") from None
     if header:
         check_header(path, header)
-    return [dict.fromkeys(SUMMARY_FIELDS, "") | row for row in rows] if header == OLDER_FIELDS else rows
+    return [dict.fromkeys(SUMMARY_FIELDS, "") | row for row in rows]
 
 
 def write_summary(path, rows):
@@ -131,6 +145,41 @@ def write_summary(path, rows):
     writer.writerows(summary_values(row) for row in rows)
     with atomic_write(path) as tmp:
         Path(tmp).write_bytes(text.getvalue().encode("utf-8"))
+
+
+# every (output prefix, source) the tool began to write in this folder, one CSV line each, appended before a photo's
+# files are written: the record that makes outputs of a run killed before their summary row still the tool's own
+LEDGER_NAME = ".pieanet-outputs.csv"
+
+
+def note_output(output, prefix, source):
+    """Append (prefix, source) to the folder's ledger before the photo's files are written (O_NOFOLLOW, O_APPEND)."""
+    line = io.StringIO()
+    csv.writer(line).writerow([prefix, source])
+    fd = open_append(Path(output) / LEDGER_NAME)
+    try:
+        os.write(fd, line.getvalue().encode("utf-8"))
+    finally:
+        os.close(fd)
+
+
+def ledger(output):
+    """{prefix: source} of the folder's ledger (the later line where two name one prefix); {} without one."""
+    try:
+        with open(os.open(Path(output) / LEDGER_NAME, os.O_RDONLY | NOFOLLOW), newline="", encoding="utf-8") as f:
+            return {values[0]: values[1] for values in csv.reader(f) if len(values) == 2}
+    except (OSError, UnicodeDecodeError, csv.Error):
+        return {}
+
+
+def tidy_ledger(output):
+    """Rewrite the ledger with each (prefix, source) once, sorted (so the same outputs give the same file)."""
+    entries = ledger(output)
+    if entries:
+        text = io.StringIO()
+        csv.writer(text).writerows(sorted(entries.items()))
+        with atomic_write(Path(output) / LEDGER_NAME) as tmp:
+            Path(tmp).write_bytes(text.getvalue().encode("utf-8"))
 
 
 def part_path(output, rank):
@@ -147,23 +196,25 @@ class SummaryLog:
     """summary.csv, appended to one complete row at a time, so an interrupted run keeps what it finished and runs
     into the same folder keep each other's rows. A row that cannot be written whole (a full disk) is cut back off,
     so the file never ends in half a row. A summary.csv with other columns is a setup error; one of an earlier
-    version (OLDER_FIELDS) is first rewritten with today's columns, its rows' new cells empty."""
+    version (EARLIER_FIELDS) is first rewritten with today's columns, its rows' new cells empty."""
 
     def __init__(self, path):
         self.path = Path(path)
         try:
-            if self.path.is_file() and self.path.stat().st_size > 0:
-                with open(self.path, newline="", encoding="utf-8") as f:
+            if not self.path.is_symlink() and self.path.is_file() and self.path.stat().st_size > 0:
+                with open(os.open(self.path, os.O_RDONLY | NOFOLLOW), newline="", encoding="utf-8") as f:
                     header = next(csv.reader(f), [])
                 check_header(self.path, header)
-                if header != SUMMARY_FIELDS:
+                if header != SUMMARY_FIELDS:  # an earlier version's columns: rewritten with every column first
                     write_summary(self.path, read_summary(self.path))
-                self.fd = os.open(self.path, os.O_WRONLY | os.O_APPEND)
+                self.fd = open_append(self.path, create=False)
             else:
-                self.fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
+                self.fd = open_append(self.path)
+                os.ftruncate(self.fd, 0)
                 self._write(SUMMARY_FIELDS)
         except (OSError, UnicodeDecodeError, csv.Error) as e:
-            raise cli.UsageError(f"{self.path}: cannot use it as the summary ({cli.one_line(e)}); move it away or "
+            reason = "a symbolic link" if self.path.is_symlink() else cli.one_line(e)
+            raise cli.UsageError(f"{self.path}: cannot use it as the summary ({reason}); move it away or "
                                  "choose another --output") from None
 
     def _write(self, values):
