@@ -199,10 +199,13 @@ def test_outputs_of_earlier_settings_never_outlive_a_redone_photo(tiny_checkpoin
     assert (out / "a_overlay.png").read_bytes() == (tmp_path / "fresh" / "a_overlay.png").read_bytes()
 
 
+NEWER = ("stops", "photo_sha256")
+
+
 def older_summary(out):
-    """summary.csv as make_heatmap wrote it before the stops column: the same rows without it."""
+    """summary.csv as make_heatmap wrote it before the stops and photo_sha256 columns: the same rows without them."""
     rows = rows_of(out)
-    fields = [field for field in SUMMARY_FIELDS if field != "stops"]
+    fields = [field for field in SUMMARY_FIELDS if field not in NEWER]
     with open(out / "summary.csv", "w", newline="", encoding="utf-8") as f:
         writer = csv.DictWriter(f, fields, extrasaction="ignore")
         writer.writeheader()
@@ -221,7 +224,7 @@ def test_a_summary_from_before_the_stops_column_is_read_and_upgraded(tiny_checkp
     assert next(csv.reader(open(out / "summary.csv", newline=""))) == SUMMARY_FIELDS
     rows = rows_of(out)
     assert [row["file"] for row in rows] == ["a.png", "b.png"] and rows[0]["stops"] == "" != rows[1]["stops"]
-    assert {k: v for k, v in rows[0].items() if k != "stops"} == {k: v for k, v in row_a.items() if k != "stops"}
+    assert {k: v for k, v in rows[0].items() if k not in NEWER} == {k: v for k, v in row_a.items() if k not in NEWER}
     # --resume redoes the photo whose row lacks its stops and keeps the complete one
     code, printed, err = run(["--input", tmp_path / "in", *argv, "--resume"], capsys)
     assert code == 0 and "1 of 1 images done" in printed and "1 already done" in printed, err
