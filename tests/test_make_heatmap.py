@@ -227,6 +227,8 @@ def test_usage_errors_exit_2(tiny_checkpoint, tmp_path, capsys):
     assert info.value.code == 2
 
 
+@pytest.mark.slow
+@pytest.mark.subprocess
 def test_command_line_exit_code_and_clean_stderr(tiny_checkpoint, tmp_path):
     Image.new("RGB", (6, 5), (90, 90, 90)).save(tmp_path / "ok.png")
     (tmp_path / "bad.tif").write_bytes(b"II*\x00garbage")

@@ -20,6 +20,7 @@ from pieanet.utils import cli  # noqa: E402
 from pieanet.utils.inference import predict_residual  # noqa: E402
 
 TOLERANCE = 1e-4
+pytestmark = pytest.mark.export
 
 
 @pytest.fixture(scope="module")
