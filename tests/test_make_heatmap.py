@@ -241,6 +241,7 @@ def test_command_line_exit_code_and_clean_stderr(tiny_checkpoint, tmp_path):
     assert (tmp_path / "out" / "ok_exposure.png").is_file() and not list((tmp_path / "out").glob("bad*"))
 
 
+@pytest.mark.slow
 def test_released_weights_see_under_and_over_exposure(official_weights, shared_dir, tmp_path, capsys):
     photos = [shared_dir / "official" / name for name in ["test_low.jpg", "test1_high.jpg"]]
     if not all(p.is_file() for p in photos):
