@@ -174,7 +174,6 @@ def test_common_option_types():
             parse(text)
 
 
-@pytest.mark.slow
 def test_degenerate_shapes_cost_at_most_the_largest_photo(tiny_model_config):
     from pieanet.models import build_model
 

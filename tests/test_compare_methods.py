@@ -78,7 +78,6 @@ def test_unreadable_image_left_out_everywhere(methods):
     assert any("1.png" in m for m in messages)
 
 
-@pytest.mark.slow
 def test_command_writes_tables_and_figure(methods, tiny_checkpoint, capsys):
     root, folders = methods
     out = root / "out"

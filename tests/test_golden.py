@@ -103,7 +103,6 @@ def receptive_extent(model, side=576, block=(256, 320)):
     return max(block[0] - first, last - (block[1] - 1))
 
 
-@pytest.mark.slow
 def test_default_tile_margin_covers_the_shipped_models_receptive_radius(shipped):
     extent = receptive_extent(shipped)
     assert extent > shipped.tile_multiple  # the measurement sees more than one tile multiple (138 px when written)
@@ -111,7 +110,6 @@ def test_default_tile_margin_covers_the_shipped_models_receptive_radius(shipped)
     assert margin >= extent, f"the default tile margin {margin} px is below the receptive extent {extent} px"
 
 
-@pytest.mark.slow
 def test_shipped_model_tiled_equals_untiled_at_the_default_margin(shipped):
     image = load_image(ROOT / "img_to_pred" / "rocket_under.jpg")  # 427 x 640: 4 tiles of 576 along the width
     whole = predict_residual(shipped, image, size=0)

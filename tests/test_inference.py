@@ -17,7 +17,6 @@ def random_image(height, width, seed=0):
     return np.random.default_rng(seed).random((height, width, 3), dtype=np.float32)
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("shape", [(300, 420), (420, 72)])
 def test_tiled_matches_untiled(tiny_model, shape):
     image = random_image(*shape)
@@ -116,7 +115,6 @@ def test_guided_upsampling_beats_bilinear_on_a_real_photo(shared_dir):
     assert np.abs(guided - full).mean() < 0.6 * np.abs(bilinear - full).mean()
 
 
-@pytest.mark.slow
 def test_default_margin_makes_tiles_equal_the_whole_map(tiny_model):
     # no overlap given: the model's own margin must hide every seam (a margin of 0 gives differences near 1e-2)
     image = random_image(300, 420, seed=3)

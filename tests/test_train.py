@@ -71,7 +71,6 @@ def run(config_path, *overrides, resume=False, expect=0):
     return code
 
 
-@pytest.mark.slow
 def test_two_steps_make_a_checkpoint_load_model_reads(tmp_path, tiny_model_config, tiny_data):
     config = tiny_config(tmp_path, tiny_model_config, tiny_data, epochs=1, batch_size=4)
     run(config, "data.valid_limit=1")
@@ -92,7 +91,6 @@ def test_two_steps_make_a_checkpoint_load_model_reads(tmp_path, tiny_model_confi
     assert list(out.glob("events.out.tfevents.*"))
 
 
-@pytest.mark.slow
 def test_resume_reproduces_the_uninterrupted_run_exactly(tmp_path, tiny_model_config, tiny_data):
     # 8 images, batch 2: 4 steps per epoch, 2 epochs; StepLR every epoch so the schedule matters too
     settings = dict(epochs=2, lr_step_epochs=1, lr_gamma=0.5)
@@ -176,7 +174,6 @@ def test_bad_data_is_one_line_and_leaves_no_folder(tmp_path, tiny_model_config, 
     assert f"{tiny_data.name}/{tiny_data.name}" not in line and not (tmp_path / "runs").exists()
 
 
-@pytest.mark.slow
 def test_an_existing_run_is_never_overwritten_silently(tmp_path, tiny_model_config, tiny_data, capsys):
     config = tiny_config(tmp_path, tiny_model_config, tiny_data, epochs=1, batch_size=4)
     run(config, "data.valid_limit=1")
@@ -190,7 +187,6 @@ def test_an_existing_run_is_never_overwritten_silently(tmp_path, tiny_model_conf
     assert len(list(out.glob("events.out.tfevents.*"))) == 1
 
 
-@pytest.mark.slow
 def test_resume_reports_a_changed_config_and_removes_orphan_temporaries(tmp_path, tiny_model_config, tiny_data):
     config = tiny_config(tmp_path, tiny_model_config, tiny_data, epochs=2, batch_size=4)
     run(config, "train.max_steps=1")
@@ -203,7 +199,6 @@ def test_resume_reports_a_changed_config_and_removes_orphan_temporaries(tmp_path
     assert "train.batch_size: 4 -> 2" in log and "train.max_steps: 1 -> None" in log
 
 
-@pytest.mark.slow
 def test_bad_data_met_during_an_epoch_stops_with_one_line(tmp_path, tiny_model_config, tiny_data, capsys):
     bad = make_dataset(tmp_path / "bad", n_train=4)
     np.save(bad / "labels" / "train01_P1.npy", np.full((SIZE, SIZE), np.nan, np.float32))
@@ -215,7 +210,6 @@ def test_bad_data_met_during_an_epoch_stops_with_one_line(tmp_path, tiny_model_c
     assert len(line) == 1 and "label contains NaN or inf" in line[0] and "Traceback" not in err
 
 
-@pytest.mark.slow
 def test_a_non_finite_loss_stops_before_the_weights_are_touched(tmp_path, tiny_model_config, tiny_data, capsys,
                                                                 monkeypatch):
     monkeypatch.setitem(train_wavelet.LOSSES, "l1", lambda prediction, label: (prediction - label).abs().mean() / 0)
@@ -225,7 +219,6 @@ def test_a_non_finite_loss_stops_before_the_weights_are_touched(tmp_path, tiny_m
     assert not (tmp_path / "runs" / "tiny" / "best.safetensors").exists()
 
 
-@pytest.mark.slow
 def test_saved_best_checkpoint_is_readable_by_others(tmp_path, tiny_model_config, tiny_data):
     config = tiny_config(tmp_path, tiny_model_config, tiny_data, epochs=1, batch_size=4)
     run(config, "data.valid_limit=1")
@@ -234,7 +227,6 @@ def test_saved_best_checkpoint_is_readable_by_others(tmp_path, tiny_model_config
     assert (tmp_path / "runs" / "tiny" / "best.safetensors").stat().st_mode & 0o777 == 0o666 & ~mask
 
 
-@pytest.mark.slow
 def test_a_full_disk_while_saving_is_one_line(tmp_path, tiny_model_config, tiny_data, capsys, monkeypatch):
     def full(path, state):
         raise OSError(28, "No space left on device", str(path))
@@ -246,7 +238,6 @@ def test_a_full_disk_while_saving_is_one_line(tmp_path, tiny_model_config, tiny_
     assert "last.pt: No space left on device; continue from the last saved state" in err and "Traceback" not in err
 
 
-@pytest.mark.slow
 def test_ssim_weight_adds_the_ssim_term_to_the_loss(tmp_path, tiny_model_config, tiny_data, monkeypatch):
     calls = []
 
@@ -287,7 +278,6 @@ def test_step_schedule_hand_computed():
     assert {step: factor(step) for step in expected} == pytest.approx(expected, rel=1e-12)
 
 
-@pytest.mark.slow
 def test_steps_use_the_scheduled_lr_and_validation_and_saving_use_the_ema(tmp_path, tiny_model_config, tiny_data,
                                                                           monkeypatch):
     lrs, raw, judged = [], [], []
@@ -334,7 +324,6 @@ def test_steps_use_the_scheduled_lr_and_validation_and_saving_use_the_ema(tmp_pa
     assert_weights(load_file(out / "best.safetensors"), epoch_ends[1] if second_best else epoch_ends[0])
 
 
-@pytest.mark.slow
 def test_resume_as_one_of_two_processes_continues_its_sample_order(tmp_path, tiny_model_config, tiny_data,
                                                                      monkeypatch):
     """Rank 0 of 2 (as under torchrun) run in this process, without DDP's wrapper and barrier (the gradient averaging
