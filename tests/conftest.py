@@ -13,6 +13,24 @@ TINY_MODEL_CONFIG = {"name": "pieanet", "width": 8, "lightness_blocks": 1, "atte
 sys.path.insert(0, str(ROOT))
 torch.set_num_threads(2)
 
+# Markers (registered in pyproject.toml) that follow from a fixture: a test that uses one gets them without a
+# decorator. Tests that are slow or start processes by themselves carry @pytest.mark.slow / .subprocess.
+FIXTURE_MARKERS = {
+    "shared_dir": ("shared",), "official_weights": ("shared",),  # ../shared
+    "browser": ("chromium", "slow"),  # tests/test_report.py: a headless Chromium per test
+    "exported": ("slow",),  # tests/test_export.py: an ONNX export of the shipped model
+    "installed": ("slow",),  # tests/test_package.py: pip install into a new virtual environment
+    "verdict_spread": ("slow",),  # tests/test_scene.py: the shipped model on real photos up to 4000 px
+    "fake_deb": ("subprocess",),  # tests/test_photos.py: dpkg-deb builds a package
+}
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        for fixture in FIXTURE_MARKERS.keys() & set(item.fixturenames):
+            for marker in FIXTURE_MARKERS[fixture]:
+                item.add_marker(marker)
+
 
 @pytest.fixture(scope="session")
 def shared_dir():

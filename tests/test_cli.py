@@ -227,6 +227,8 @@ def test_ctrl_c_keeps_the_finished_rows_and_no_partial_file(setup, capsys, monke
     assert not [p for p in (tmp_path / "out").iterdir() if ".tmp" in p.name or p.name.startswith("p1")]
 
 
+@pytest.mark.slow
+@pytest.mark.subprocess
 @pytest.mark.parametrize("tool", ["make_heatmap", "score"])
 def test_a_closed_pipe_is_no_traceback(setup, tool):
     tmp_path, argv = setup

@@ -18,6 +18,7 @@ from pieanet import export  # noqa: E402
 from pieanet.models import DEFAULT_CHECKPOINT, build_model, load_model, save_model  # noqa: E402
 
 TOLERANCE = 1e-4
+pytestmark = pytest.mark.export
 SCENE = {"scene_size": 32, "scene_channels": 4}
 
 

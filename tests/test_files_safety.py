@@ -12,9 +12,9 @@ import pytest
 import torch
 from PIL import Image
 
-import compare_methods
-import make_heatmap
-import train_wavelet
+from pieanet import compare_methods
+from pieanet import make_heatmap
+from pieanet import train_wavelet
 from test_train import make_dataset, tiny_config
 
 KINDS = ("exposure.png", "overlay.png", "colorbar.png", "residual.npy")

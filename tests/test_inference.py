@@ -58,6 +58,20 @@ def test_guided_upsample_keeps_a_constant_map():
     np.testing.assert_allclose(up.numpy(), 0.25, atol=1e-5)
 
 
+def test_guided_upsample_default_window_hand_computed():
+    # A flat (zero) guide explains nothing: a = cov / (var + eps) = 0, so the output is b = the mean of the residual
+    # over the window, averaged again over the window (both windows 3 x 3 at the default radius 1, borders averaged
+    # over the pixels that exist). Guide and output at the same size: the bilinear step is the identity. For a unit
+    # impulse at the centre of 5 x 5 each pass is separable: along one axis the first mean gives 0, 1/3, 1/3, 1/3, 0
+    # and the second (1/3) / 2, (2/3) / 3, 1 / 3, ... = 1/6, 2/9, 1/3, 2/9, 1/6; the map is the outer product.
+    residual = torch.zeros(1, 1, 5, 5)
+    residual[..., 2, 2] = 1.0
+    flat = torch.zeros(1, 1, 5, 5)
+    axis = torch.tensor([1 / 6, 2 / 9, 1 / 3, 2 / 9, 1 / 6])
+    expected = axis[:, None] * axis[None, :]  # centre 1/9, corners 1/36
+    torch.testing.assert_close(guided_upsample(residual, flat, flat)[0, 0], expected, atol=1e-7, rtol=0)
+
+
 def test_batch_matches_single_images(tiny_model):
     images = [random_image(64, 96, seed=s) for s in range(3)] + [random_image(50, 40, seed=3)]
     batch = predict_batch(tiny_model, images, batch_size=2)

@@ -80,6 +80,7 @@ def test_autocast_bf16(tiny_checkpoint):
     assert torch.isfinite(enhancer.weight.grad).all() and enhancer.weight.grad.abs().sum() > 0
 
 
+@pytest.mark.slow
 def test_train_enhancer_example_runs(tiny_checkpoint, capsys):
     spec = importlib.util.spec_from_file_location("train_enhancer", ROOT / "examples" / "train_enhancer.py")
     example = importlib.util.module_from_spec(spec)

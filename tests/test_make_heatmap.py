@@ -228,6 +228,8 @@ def test_usage_errors_exit_2(tiny_checkpoint, tmp_path, capsys):
     assert info.value.code == 2
 
 
+@pytest.mark.slow
+@pytest.mark.subprocess
 def test_command_line_exit_code_and_clean_stderr(tiny_checkpoint, tmp_path):
     Image.new("RGB", (6, 5), (90, 90, 90)).save(tmp_path / "ok.png")
     (tmp_path / "bad.tif").write_bytes(b"II*\x00garbage")
@@ -240,6 +242,7 @@ def test_command_line_exit_code_and_clean_stderr(tiny_checkpoint, tmp_path):
     assert (tmp_path / "out" / "ok_exposure.png").is_file() and not list((tmp_path / "out").glob("bad*"))
 
 
+@pytest.mark.slow
 def test_released_weights_see_under_and_over_exposure(official_weights, shared_dir, tmp_path, capsys):
     photos = [shared_dir / "official" / name for name in ["test_low.jpg", "test1_high.jpg"]]
     if not all(p.is_file() for p in photos):

@@ -121,6 +121,7 @@ def released(official_weights):
     return load_model(official_weights)
 
 
+@pytest.mark.slow
 def test_released_weights_reproduce_reference(released, shared_dir):
     reference = np.load(shared_dir / "official" / "official_reference.npz")
     names = ["test1_high", "test_low"]

@@ -20,6 +20,7 @@ from pieanet.utils import cli  # noqa: E402
 from pieanet.utils.inference import predict_residual  # noqa: E402
 
 TOLERANCE = 1e-4
+pytestmark = pytest.mark.export
 
 
 @pytest.fixture(scope="module")
@@ -28,7 +29,9 @@ def models():
 
 
 @pytest.mark.parametrize("shape, options", [((256, 256), {"size": 0}), ((301, 199), {"size": 0}),
-                                            ((600, 451), {}), ((1100, 700), {"size": 0, "tile": 512})])
+                                            ((600, 451), {}),
+                                            pytest.param((1100, 700), {"size": 0, "tile": 512},
+                                                         marks=pytest.mark.slow)])
 def test_shipped_onnx_file_is_the_shipped_network(models, shape, options):
     torch_model, onnx_model = models
     assert onnx_model.config == torch_model.config and onnx_model.working_size == torch_model.working_size

@@ -7,12 +7,14 @@ from pathlib import Path
 
 import numpy as np
 import pillow_heif
+import pytest
 from PIL import Image
 
 from pieanet.utils.image_io import load_image
 
 ROOT = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+pytestmark = [pytest.mark.slow, pytest.mark.subprocess]  # a new Python importing torch per test
 
 
 def run_python(code, cwd):

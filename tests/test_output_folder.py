@@ -155,6 +155,7 @@ def test_resume_redoes_photos_made_with_other_settings(tiny_checkpoint, other_ch
     assert "1 already done" in printed and rows_of(out) == [row]  # a redone photo now counts as done
 
 
+@pytest.mark.subprocess
 def test_resume_removes_a_killed_runs_temporaries_in_the_output_folder_too(tiny_checkpoint, tmp_path, capsys):
     save_photo(tmp_path / "in" / "sub" / "a.png", seed=9)
     out = tmp_path / "out"

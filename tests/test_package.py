@@ -14,7 +14,7 @@ import pytest
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
-pytestmark = pytest.mark.slow  # builds and installs the package once for the module (-m "not slow" leaves it out)
+pytestmark = [pytest.mark.slow, pytest.mark.subprocess]
 # copied when git cannot list the checkout's files: everything but these
 NOT_COPIED = (".git", ".venv", "venv", "data", "experiments", "outputs", "runs", "build", "*.egg-info", "__pycache__",
               ".pytest_cache")

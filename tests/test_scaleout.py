@@ -61,6 +61,8 @@ def summary_rows(folder):
     return sorted(tuple(row.values()) for row in make_heatmap.read_summary(folder / "summary.csv"))
 
 
+@pytest.mark.slow
+@pytest.mark.subprocess
 def test_two_processes_write_what_one_process_writes(tiny_checkpoint, tmp_path, capsys, one_thread):
     # with --batch-size 2 the batches are (p0, p1) on rank 0, (p1b, p2) on rank 1, ...: the bad photo is rank 1's
     photos = save_photos(tmp_path / "photos", [f"p{i}.png" for i in range(7)])
@@ -85,6 +87,8 @@ def iea40k_dataset(root):
     return flat_iea_dataset(root, (40, 70, 110, 140, 180, 220), ["N1", "P0", "P1"])
 
 
+@pytest.mark.slow
+@pytest.mark.subprocess
 def test_evaluate_with_two_processes_reports_the_numbers_of_one(tiny_checkpoint, tmp_path, capsys, one_thread):
     data = iea40k_dataset(tmp_path / "data")
     options = ["--data-root", data, "--csv", "valid.csv", "--checkpoint", tiny_checkpoint, "--baseline", "zero",
@@ -123,6 +127,8 @@ def ok_rows(folder, pattern):
             if row["status"] == "ok"]
 
 
+@pytest.mark.slow
+@pytest.mark.subprocess
 def test_a_killed_run_resumed_equals_an_uninterrupted_run(tiny_checkpoint, tmp_path, capsys, one_thread):
     photos = save_photos(tmp_path / "photos", [f"q{i:02d}.png" for i in range(16)], 96, 128)
     options = ["--input", photos, "--checkpoint", tiny_checkpoint, "--overlay", "--colorbar", "--save-npy", *one_thread]

@@ -3,10 +3,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 import torch.nn as nn
 
 ROOT = Path(__file__).resolve().parents[1]
+pytestmark = [pytest.mark.slow, pytest.mark.subprocess]
 SMOKE_CONFIG = {"name": "pieanet", "width": 8, "lightness_blocks": 1, "attention_layers": 1, "heads": 2, "window": 4}
 
 

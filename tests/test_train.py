@@ -13,6 +13,7 @@ from PIL import Image
 from safetensors.torch import load_file
 
 from pieanet import train_wavelet
+from pieanet.datasets.iea40k import IEA40KDataset
 from pieanet.models import load_model
 from pieanet.utils.exposure import gray
 
@@ -123,6 +124,8 @@ def test_resume_without_a_saved_state_says_so(tmp_path, tiny_model_config, tiny_
     assert "last.pt not found" in line and not (tmp_path / "runs").exists()
 
 
+@pytest.mark.slow
+@pytest.mark.subprocess
 def test_torchrun_gloo_two_processes_match_one_process_with_the_double_batch(tmp_path, tiny_model_config, tiny_data):
     # DDP averages the gradients of the two processes' batches of 2 (DistributedSampler gives rank r the indices
     # r, r+2, ... of the shuffled epoch): the same update as one process on the 4 images at once.
@@ -300,3 +303,107 @@ def test_extra_validation_sets_report_what_evaluate_reports_every_epoch(tmp_path
         assert scalar(f"good/per_key/{key}/false_alarm_pct") == pytest.approx(fa["per_key"][key]["false_alarm_pct"])
     assert scalar("brackets/mae") == pytest.approx(ev["mae"]) and scalar("brackets/ssim") == pytest.approx(ev["ssim"])
     assert "brackets/clipped_needs_light" in events.Tags()["scalars"]
+
+
+# ------------------------------------------------------------------ behaviour pinned against hand-computed truths
+def test_cosine_schedule_hand_computed():
+    # 2 epochs of 4 steps, 3 warm-up steps, floor 0.1: linear warm-up 1/3, 2/3, 1 over steps 0..2, then
+    # 0.1 + 0.9 * (1 + cos(pi * (step - 3) / 5)) / 2 from 1 at step 3 down to the floor at step 8 and after
+    factor = train_wavelet.lr_factor({"epochs": 2, "warmup_steps": 3, "lr_schedule": "cosine", "lr_gamma": 0.1,
+                                      "lr_step_epochs": 1}, steps_per_epoch=4)
+    expected = {0: 1 / 3, 1: 2 / 3, 2: 1.0, 3: 1.0, 4: 0.91405765, 5: 0.68905765, 6: 0.41094235, 7: 0.18594235,
+                8: 0.1, 20: 0.1}
+    assert {step: factor(step) for step in expected} == pytest.approx(expected, rel=1e-7)
+
+
+def test_step_schedule_hand_computed():
+    # 2 warm-up steps, then x 0.5 at every epoch boundary (4 steps), counted from step 0
+    factor = train_wavelet.lr_factor({"epochs": 3, "warmup_steps": 2, "lr_schedule": "step", "lr_gamma": 0.5,
+                                      "lr_step_epochs": 1}, steps_per_epoch=4)
+    expected = {0: 0.5, 1: 1.0, 2: 1.0, 3: 1.0, 4: 0.5, 7: 0.5, 8: 0.25, 11: 0.25}
+    assert {step: factor(step) for step in expected} == pytest.approx(expected, rel=1e-12)
+
+
+def test_steps_use_the_scheduled_lr_and_validation_and_saving_use_the_ema(tmp_path, tiny_model_config, tiny_data,
+                                                                          monkeypatch):
+    lrs, raw, judged = [], [], []
+    step, validate = train_wavelet.Run.step, train_wavelet.validate
+
+    def recording_step(self, batch):
+        lrs.append(self.optimizer.param_groups[0]["lr"])  # the rate this step uses
+        result = step(self, batch)
+        raw.append({k: v.detach().double().clone() for k, v in self.model.state_dict().items()})
+        return result
+
+    def recording_validate(model, *args):
+        judged.append({k: v.detach().double().clone() for k, v in model.state_dict().items()})
+        return validate(model, *args)
+
+    monkeypatch.setattr(train_wavelet.Run, "step", recording_step)
+    monkeypatch.setattr(train_wavelet, "validate", recording_validate)
+    config = tiny_config(tmp_path, tiny_model_config, tiny_data, epochs=2, lr_schedule="cosine", warmup_steps=3,
+                         lr_gamma=0.1, ema_decay=0.5)
+    run(config, "data.valid_limit=1")
+    # 8 images, batch 2: 4 steps per epoch, the schedule of test_cosine_schedule_hand_computed times lr 1e-3
+    assert lrs == pytest.approx([1e-3 * f for f in (1 / 3, 2 / 3, 1, 1, 0.91405765, 0.68905765, 0.41094235,
+                                                    0.18594235)], rel=1e-6)
+    # the EMA by hand: the first step's weights, then ema = 0.5 * ema + 0.5 * weights after each step
+    averages = []
+    for weights in raw:
+        averages.append(weights if not averages else {k: 0.5 * averages[-1][k] + 0.5 * w for k, w in weights.items()})
+    epoch_ends = (averages[3], averages[7])
+    # this test can tell the two apart: the average is 100 x the tolerance below away from the raw weights
+    assert max(float((averages[7][k] - raw[7][k]).abs().max()) for k in raw[7]) > 1e-4
+
+    def assert_weights(got, expected):
+        assert set(got) == set(expected)
+        for key, value in expected.items():
+            torch.testing.assert_close(got[key].double(), value, atol=1e-6, rtol=0, msg=key)
+
+    assert len(judged) == 2  # one validation per epoch, each of that epoch's average
+    for got, expected in zip(judged, epoch_ends):
+        assert_weights(got, expected)
+    out = tmp_path / "runs" / "tiny"
+    assert_weights(load_file(out / "last.safetensors"), epoch_ends[1])
+    second_best = any(line.startswith("epoch 2:") and line.endswith("-> best.safetensors")
+                      for line in (out / "train.log").read_text().splitlines())
+    assert_weights(load_file(out / "best.safetensors"), epoch_ends[1] if second_best else epoch_ends[0])
+
+
+def test_resume_as_one_of_two_processes_continues_its_sample_order(tmp_path, tiny_model_config, tiny_data,
+                                                                     monkeypatch):
+    """Rank 0 of 2 (as under torchrun) run in this process, without DDP's wrapper and barrier (the gradient averaging
+    of real processes is tested above): which training images rank 0 loads, step by step. A resumed run must skip
+    exactly the samples this process has already used in the epoch (its steps x its batch), no more, no fewer."""
+    loaded = []
+    getitem, build_network = IEA40KDataset.__getitem__, train_wavelet.build_network
+
+    def recording_getitem(self, index):
+        if self.csv.name == "train.csv":
+            loaded.append(index)
+        return getitem(self, index)
+
+    monkeypatch.setattr(IEA40KDataset, "__getitem__", recording_getitem)
+    monkeypatch.setattr(train_wavelet, "build_network", lambda config, device, world_size:
+                        build_network(config, device, 1))
+    monkeypatch.setattr(train_wavelet.dist, "barrier", lambda: None)
+
+    def train(folder, *overrides, resume=False):
+        path = tiny_config(folder, tiny_model_config, tiny_data, epochs=2, batch_size=1)
+        config = train_wavelet.resolve_config(path, ["data.valid_limit=1", *overrides])
+        train_wavelet.train(config, torch.device("cpu"), resume, rank=0, world_size=2)
+
+    train(tmp_path / "whole")
+    whole = list(loaded)
+    # DistributedSampler's order by hand: each epoch's permutation of the 8 images (seed 0 + epoch), every second
+    # index from rank 0's place: 4 steps of batch 1 per epoch
+    expected = []
+    for epoch in range(2):
+        expected += torch.randperm(8, generator=torch.Generator().manual_seed(epoch)).tolist()[0::2]
+    assert whole == expected
+    loaded.clear()
+    train(tmp_path / "pieces", "train.max_steps=3")  # stopped inside epoch 1
+    assert loaded == whole[:3]
+    train(tmp_path / "pieces", "train.max_steps=6", resume=True)  # resumed inside epoch 1, stopped inside epoch 2
+    train(tmp_path / "pieces", resume=True)
+    assert loaded == whole
