@@ -15,6 +15,9 @@ methods: {"methods": {name: metrics}, "n_samples", "n_failed", "failed", "ssim_c
 Several processes: torchrun --nproc-per-node N evaluate.py ... measures every N-th sample per process (each on its own
 GPU with CUDA); rank 0 adds them up in CSV order, so it prints and writes exactly the numbers of one process.
 """
+if __name__ == "__main__":  # first, before the slow imports: Ctrl-C while they run is exit 130, one line
+    from pieanet.utils.startup import quiet_interrupts
+    quiet_interrupts("evaluate")
 import argparse
 import json
 import math
@@ -29,6 +32,7 @@ from pieanet.datasets.iea40k import DatasetError, read_label, read_split
 from pieanet.utils import cli, distributed
 from pieanet.models.baselines import BASELINES, build_baseline
 from pieanet.utils.image_io import atomic_write
+from pieanet.utils.safety import md_cell
 from pieanet.utils.metrics import METRICS, SSIM_CONVENTION, MetricAccumulator, measure
 
 PROG = "evaluate"
@@ -158,21 +162,21 @@ def table_header():
 
 
 def table_rows(results):
-    return "".join("| " + " | ".join([name, str(r["n_images"])] + [format_value(r[c]) for c in TABLE_COLUMNS]) + " |\n"
+    return "".join("| " + " | ".join([md_cell(name), str(r["n_images"])] + [format_value(r[c]) for c in TABLE_COLUMNS]) + " |\n"
                    for name, r in results.items())
 
 
 def append_markdown(path, results, caption):
     """Append rows to a markdown table, starting the table (caption + header) when the file does not have one."""
     path = Path(path)
-    existing = path.read_text() if path.is_file() else ""
+    existing = path.read_text(encoding="utf-8", errors="surrogateescape") if path.is_file() else ""
     header = table_header()
     text = existing
     if header not in existing:
         text += ("\n" if existing and not existing.endswith("\n\n") else "") + caption + "\n\n" + header
     text += table_rows(results)
     with atomic_write(path) as tmp:
-        Path(tmp).write_text(text)
+        Path(tmp).write_text(text, encoding="utf-8", errors="surrogateescape")
 
 
 def parse_args(argv=None):

@@ -30,6 +30,9 @@ done again, each photo keeps one row, and temporary files of killed processes ar
 atomically and a photo's row comes after its files, so a killed run resumed this way writes the same files and rows
 as one uninterrupted run (with --batch-size 1; larger batches may group the remaining photos differently).
 """
+if __name__ == "__main__":  # first, before the slow imports: Ctrl-C while they run is exit 130, one line
+    from pieanet.utils.startup import quiet_interrupts
+    quiet_interrupts("make_heatmap")
 import argparse
 import hashlib
 import sys
@@ -41,6 +44,7 @@ from pieanet.utils import cli, distributed, report
 from pieanet.utils.heatmap import (VMAX_FLOOR, VMAX_PERCENTILE, check_vmax, colorize, image_vmax, overlay,
                                    save_colorbar_heatmap)
 from pieanet.utils.exposure import residual_stats
+from pieanet.utils.safety import shown
 from pieanet.utils.image_io import ImageLoadError, atomic_write, remove_orphan_temporaries, save_image
 from pieanet.utils.summary import (SUMMARY_FIELDS, SUMMARY_NAME, SummaryError, SummaryLog, leftover_parts,
                                    merge_parts, output_stems, part_path, photo_keys, read_summary, taken_stems,
@@ -200,7 +204,7 @@ def print_table(rows):
                        f"{row['pct_under']:>7.2f} {row['score']:>6.3f}")
         else:
             numbers = f"{'-':>8} {'-':>8} {'-':>7} {'-':>7} {'-':>6}"
-        print(f"{row['file']:<32} {size:>11} {numbers}  {row['status']}")
+        print(f"{shown(row['file']):<32} {size:>11} {numbers}  {row['status']}")
 
 
 def mark_raw_clipping(row, residual, clipped, threshold):
@@ -357,12 +361,12 @@ def run(argv):
         return cli.EXIT_OK  # rank 0 reports for every process
     rows, skipped, failed, summary_errors = done
     for error in summary_errors:
-        print(f"{PROG}: {error}", file=sys.stderr)
+        print(f"{PROG}: {shown(error)}", file=sys.stderr)
     if summary_errors:
         return cli.EXIT_FAILED
     print_table(rows)
     print(f"{len(rows) - sum(r['status'] != 'ok' for r in rows)} of {len(rows)} images done; heatmaps and summary.csv "
-          f"in {args.output}" + (f"; {skipped} already done, skipped (--resume)" if skipped else "")
+          f"in {shown(args.output)}" + (f"; {skipped} already done, skipped (--resume)" if skipped else "")
           + (f"; {failed} failed (see stderr)" if failed else ""))
     # written by rank 0 after the merge: the report shows every process's rows
     if not args.no_report:
@@ -370,9 +374,9 @@ def run(argv):
             page = report.write_report(args.output, args.output / SUMMARY_NAME, base, args.threshold,
                                        args.checkpoint)
         except report.ReportError as e:
-            print(f"{PROG}: {e}", file=sys.stderr)
+            print(f"{PROG}: {shown(e)}", file=sys.stderr)
             return cli.EXIT_FAILED
-        print(f"report: {page}")
+        print(f"report: {shown(page)}")
     return cli.EXIT_FAILED if failed else cli.EXIT_OK
 
 

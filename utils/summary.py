@@ -17,6 +17,7 @@ from pathlib import Path
 
 from pieanet.utils import cli
 from pieanet.utils.image_io import atomic_write
+from pieanet.utils.safety import TextFileError, csv_cell, csv_value, printable, regular_or_absent  # noqa: F401
 
 SUMMARY_NAME = "summary.csv"
 PART_NAME = re.compile(r"summary\.rank(\d+)\.csv")  # one process's rows while a torchrun run works
@@ -26,15 +27,6 @@ SUMMARY_FIELDS = ["file", "width", "height", "mean_residual", "mean_abs_residual
 
 class UnreadableSummary(Exception):
     """A summary file that cannot be read as CSV text; the message names the file."""
-
-
-def printable(text):
-    """``text`` as valid UTF-8 text: bytes of a file name that are not UTF-8 (which Python holds as surrogate
-    escapes) become the four characters \\xNN, so summary.csv and index.html stay readable by every tool."""
-    try:
-        return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
-    except UnicodeEncodeError:  # a surrogate that stands for no byte (not from a file name)
-        return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def photo_keys(path, base, output_dir):
@@ -76,13 +68,18 @@ def taken_stems(rows):
 
 def read_table(path, missing_ok=False):
     """(column names, rows as {column: text}) of a summary file, in file order; a row with another number of cells
-    than the header (one cut short by a kill) is left out. A missing file is ([], []) with ``missing_ok``. Raises
-    UnreadableSummary."""
+    than the header (one cut short by a kill) is left out. A missing file is ([], []) with ``missing_ok``. Cells
+    are the text that was written (csv_value undoes csv_cell's formula guard). A FIFO or device is refused by its
+    type before it is opened. Raises UnreadableSummary."""
     try:
+        regular_or_absent(path, "summary")
         with open(path, newline="", encoding="utf-8") as f:
             reader = csv.reader(f)
             header = next(reader, [])
-            return header, [dict(zip(header, values)) for values in reader if len(values) == len(header)]
+            return header, [dict(zip(header, map(csv_value, values))) for values in reader
+                            if len(values) == len(header)]
+    except TextFileError as e:
+        raise UnreadableSummary(str(e)) from None
     except FileNotFoundError:
         if missing_ok:
             return [], []
@@ -103,8 +100,9 @@ def check_header(path, header):
 
 
 def summary_values(row):
-    """The cells of ``row`` as summary.csv holds them: floats to 6 decimals, text as valid UTF-8 (printable)."""
-    return [f"{v:.6f}" if isinstance(v, float) else printable(v) if isinstance(v, str) else v
+    """The cells of ``row`` as summary.csv holds them: floats to 6 decimals, text as valid UTF-8 (printable) that no
+    spreadsheet runs as a formula (csv_cell; read_table reads it back unchanged)."""
+    return [f"{v:.6f}" if isinstance(v, float) else csv_cell(printable(v)) if isinstance(v, str) else v
             for v in (row[k] for k in SUMMARY_FIELDS)]
 
 
@@ -148,6 +146,7 @@ class SummaryLog:
     def __init__(self, path):
         self.path = Path(path)
         try:
+            regular_or_absent(self.path, "summary")
             if self.path.is_file() and self.path.stat().st_size > 0:
                 with open(self.path, newline="", encoding="utf-8") as f:
                     check_header(self.path, next(csv.reader(f), []))
@@ -155,7 +154,7 @@ class SummaryLog:
             else:
                 self.fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
                 self._write(SUMMARY_FIELDS)
-        except (OSError, UnicodeDecodeError, csv.Error) as e:
+        except (OSError, UnicodeDecodeError, csv.Error, TextFileError) as e:
             raise cli.UsageError(f"{self.path}: cannot use it as the summary ({cli.one_line(e)}); move it away or "
                                  "choose another --output") from None
 
