@@ -35,8 +35,8 @@ from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
 from pieanet.datasets.iea40k import DatasetError, IEA40KDataset
-from pieanet.models import (MODELS, CheckpointError, build_model, check_config, read_checkpoint, resolve_device,
-                            save_model)
+from pieanet.models import (MODELS, CheckpointError, build_model, check_activations, check_config, read_checkpoint,
+                            resolve_device, save_model)
 from pieanet.utils.config import (ConfigError, boolean, check_values, choice, dump_config, integer, load_config,
                                   load_yaml, number, text)
 from pieanet.utils import distributed
@@ -116,10 +116,13 @@ def resolve_config(path, overrides=()):
         if key != "name" and key not in arguments:
             raise ConfigError(f"unknown config key 'model.{key}' for model {model['name']!r}; known keys: "
                               f"{', '.join(sorted(arguments)) or 'none'}")
-    try:
+    try:  # types and ranges, then the model itself on the meta device: what it is built from and what it costs
         check_config(model, where="model")
-    except ValueError as e:
-        raise ConfigError(str(e)) from None
+        with torch.device("meta"):
+            skeleton = build_model(model)
+        check_activations("model", model, skeleton)
+    except (ValueError, TypeError, AssertionError, RuntimeError, ZeroDivisionError) as e:  # CheckpointError too
+        raise ConfigError(str(e).splitlines()[0] if str(e).strip() else type(e).__name__) from None
     for key, choices in (("loss", LOSSES), ("amp", AMP_DTYPES), ("lr_schedule", LR_SCHEDULES)):
         if not isinstance(config["train"][key], str) or config["train"][key] not in choices:
             raise ConfigError(f"train.{key} must be one of {sorted(choices)}, got {brief(config['train'][key])}")

@@ -358,9 +358,9 @@ def _proc_numbers(path, keys):
     try:
         with open(path, encoding="ascii", errors="replace") as f:
             for line in f:
-                key, _, value = line.partition(" ")
-                if key in keys:
-                    found[key] = int(value.split()[0]) * 1024
+                parts = line.split()
+                if parts and parts[0] in keys:
+                    found[parts[0]] = int(parts[1]) * 1024
     except (OSError, ValueError, IndexError):
         pass
     return found
