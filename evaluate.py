@@ -162,7 +162,8 @@ def table_header():
 
 
 def table_rows(results):
-    return "".join("| " + " | ".join([md_cell(name), str(r["n_images"])] + [format_value(r[c]) for c in TABLE_COLUMNS]) + " |\n"
+    return "".join("| " + " | ".join([md_cell(name), str(r["n_images"])] + [format_value(r[c]) for c in TABLE_COLUMNS])
+                   + " |\n"
                    for name, r in results.items())
 
 

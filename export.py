@@ -330,7 +330,8 @@ def run(argv=None):
         parent.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise UsageError(f"--output {output}: cannot make its folder ({e.strerror})") from None
-    print(f"{PROG}: exporting {shown(checkpoint)} to ONNX (opset {args.opset}, dynamic batch, height and width)", flush=True)
+    print(f"{PROG}: exporting {shown(checkpoint)} to ONNX (opset {args.opset}, dynamic batch, height and width)",
+          flush=True)
     start = time.perf_counter()
     try:
         with atomic_write(output) as tmp:

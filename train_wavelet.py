@@ -128,8 +128,8 @@ def resolve_config(path, overrides=()):
             raise ConfigError(f"train.{key} must be one of {sorted(choices)}, got {brief(config['train'][key])}")
     check_values(config, SCHEMA)
     if config["train"]["ema_decay"] >= 1:
-        raise ConfigError(f"config key 'train.ema_decay' is {brief(config['train']['ema_decay'])}; expected 0 (off) or a "
-                          "decay below 1")
+        raise ConfigError(f"config key 'train.ema_decay' is {brief(config['train']['ema_decay'])}; expected 0 (off) "
+                          "or a decay below 1")
     extra_valid = config["data"]["extra_valid"] or {}
     if not isinstance(extra_valid, dict):
         raise ConfigError(f"data.extra_valid must be a mapping of name: {{root, csv}}, got {brief(extra_valid)}")
@@ -144,7 +144,8 @@ def resolve_config(path, overrides=()):
     if scale_range is not None and not (isinstance(scale_range, list) and len(scale_range) == 2
                                         and all(isinstance(v, (int, float)) for v in scale_range)
                                         and 0 < scale_range[0] <= scale_range[1]):
-        raise ConfigError(f"data.scale_range must be null or [low, high] with 0 < low <= high, got {brief(scale_range)}")
+        raise ConfigError("data.scale_range must be null or [low, high] with 0 < low <= high, got "
+                          f"{brief(scale_range)}")
     config["name"] = name
     return config
 

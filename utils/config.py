@@ -59,7 +59,7 @@ def load_yaml(path, _chain=()):
         raise ConfigError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
     except RecursionError:
         raise ConfigError(f"{path}: nested too deeply to read; expected a config of a few levels") from None
-    except (ValueError, TypeError, OverflowError) as e:  # a value YAML's constructors refuse (an integer of 5000 digits)
+    except (ValueError, TypeError, OverflowError) as e:  # a value the constructors refuse (an int of 5000 digits)
         raise ConfigError(f"{path}: a value cannot be read ({str(e).splitlines()[0][:120]})") from None
     if not isinstance(config, dict):
         raise ConfigError(f"{path}: expected a mapping of keys to values at the top level")
