@@ -257,7 +257,7 @@ def test_fifo_as_config_is_refused_without_blocking(tmp_path):
 
 
 @pytest.mark.parametrize("text, where", [
-    ("criteria: !!python/name:os.system\n", "criteria"),
+    ("criteria:\n- measure: over\n  table:\n  - {score: 1}\nname: !!python/name:os.system\n", "name"),
     ("criteria:\n- measure: over\n  table:\n  - {max: !!float abc, score: 1}\n  - {score: 2}\n", "max"),
     ("criteria:\n- measure: over\n  table:\n  - {score: 1}\nname: !!timestamp 2020-13-45\n", "name"),
     ("criteria:\n- measure: over\n  table:\n  - {score: 1}\nname: !!timestamp 2020-02-30\n", "name"),
@@ -313,8 +313,8 @@ def test_mathtext_in_names_is_drawn_as_text(tmp_path):
     assert Image.open(tmp_path / "c.png").size[0] > 0 and Image.open(tmp_path / "comparison.png").size[0] > 0
 
 
-def test_a_name_of_240_bytes_gets_a_temporary_name_within_the_limit(tmp_path):
-    target = tmp_path / ("é" * 110 + "_exposure.png")  # 233 bytes
+def test_a_name_of_243_bytes_gets_a_temporary_name_within_the_limit(tmp_path):
+    target = tmp_path / ("é" * 115 + "_exposure.png")  # 243 bytes: the old temporary name had 264
     with atomic_write(target) as tmp:
         assert len(os.fsencode(tmp.name)) < 255
         Image.new("RGB", (4, 4)).save(tmp)
