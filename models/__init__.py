@@ -234,7 +234,6 @@ def check_weights(path, config, state):
     if count > MAX_PARAMETERS:
         raise CheckpointError(f"{path}: its config {brief(config)} makes a model of {count:,} parameters, above the "
                               f"{MAX_PARAMETERS:,} limit")
-    check_activations(path, config, skeleton)
     expected = skeleton.state_dict()
     if not isinstance(state, dict) or set(state) != set(expected):
         names = set(state) if isinstance(state, dict) else set()
@@ -251,6 +250,7 @@ def check_weights(path, config, state):
                 raise CheckpointError(f"{path}: {key} is {got.dtype}; expected floating-point weights")
             if not bool(torch.isfinite(got).all()):
                 raise CheckpointError(f"{path}: {key} holds NaN or infinite values; expected finite weights")
+    check_activations(path, config, skeleton)  # last: the weights fit this config, now what running it costs
 
 
 def load_model(path, device="cpu", explicit_device=True):
