@@ -219,6 +219,8 @@ def base_config(tmp_path, extra=""):
 
 @pytest.mark.parametrize("make, overrides", [
     (lambda p: config_file(p, "base: 5\n"), ()),
+    (lambda p: config_file(p, "base: \"a\\0b\"\n"), ()),
+    (lambda p: p, ()),  # a folder
     (lambda p: config_file(p, "name: caf\xe9\n", encoding="latin-1"), ()),
     (lambda p: config_file(p, "a: " + "[" * 20000 + "]" * 20000 + "\n"), ()),
     (lambda p: config_file(p, "seed: " + "9" * 5000 + "\n"), ()),

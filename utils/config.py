@@ -46,10 +46,14 @@ def deep_merge(base, update):
 
 def load_yaml(path, _chain=()):
     """The config at ``path`` with its ``base:`` chain resolved (the ``base`` key itself is dropped)."""
-    path = Path(path).resolve()
+    try:
+        path = Path(path).resolve()
+        found = path.exists()
+    except (OSError, ValueError) as e:  # a NUL byte, a name too long
+        raise ConfigError(f"{brief(str(path))}: not a usable config path ({e})") from None
     if path in _chain:
         raise ConfigError(f"{path}: circular 'base:' chain ({' -> '.join(p.name for p in (*_chain, path))})")
-    if not path.exists():
+    if not found:
         raise ConfigError(f"{path}: config file not found" + (f" (named as base by {_chain[-1]})" if _chain else ""))
     try:
         config = yaml.load(read_text(path, "config file"), Loader) or {}

@@ -97,15 +97,17 @@ def read_text(path, what="file", limit=TEXT_LIMIT):
     blocking, so a FIFO is refused by its type instead of waiting for a writer."""
     try:
         fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
-    except OSError as e:
-        raise TextFileError(f"{shown(path)}: cannot read the {what} ({e.strerror or type(e).__name__})") from None
+    except (OSError, ValueError) as e:  # ValueError: a path with a NUL byte
+        reason = getattr(e, "strerror", None) or str(e) or type(e).__name__
+        raise TextFileError(f"{shown(path)}: cannot read the {what} ({reason})") from None
+    mode = os.fstat(fd).st_mode
+    if not stat.S_ISREG(mode):
+        os.close(fd)
+        kind = ("a folder" if stat.S_ISDIR(mode) else "a FIFO" if stat.S_ISFIFO(mode)
+                else "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "a socket" if stat.S_ISSOCK(mode)
+                else "not a regular file")
+        raise TextFileError(f"{shown(path)}: {kind}; expected the {what} as a regular file")
     with os.fdopen(fd, "rb") as f:
-        mode = os.fstat(fd).st_mode
-        if not stat.S_ISREG(mode):
-            kind = ("a folder" if stat.S_ISDIR(mode) else "a FIFO" if stat.S_ISFIFO(mode)
-                    else "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "a socket" if stat.S_ISSOCK(mode)
-                    else "not a regular file")
-            raise TextFileError(f"{shown(path)}: {kind}; expected the {what} as a regular file")
         data = f.read(limit + 1)
     if len(data) > limit:
         raise TextFileError(f"{shown(path)}: larger than {limit:,} bytes; expected a {what} of a few kB")
