@@ -13,6 +13,9 @@ Options and exit codes are those of every tool (utils/cli.py): an image that can
 is named on stderr and left out for every method (exit 1); no image in common is exit 1; a bad option, folder or
 checkpoint is exit 2 before any work. SSIM needs 11 x 11 pixels: smaller images get no SSIM (n/a).
 """
+if __name__ == "__main__":  # first, before the slow imports: Ctrl-C while they run is exit 130, one line
+    from pieanet.utils.startup import quiet_interrupts
+    quiet_interrupts("compare_methods")
 import argparse
 import csv
 import math
@@ -31,6 +34,7 @@ from pieanet.utils import cli
 from pieanet.utils.exposure import DEFAULT_THRESHOLD, residual_stats
 from pieanet.utils.heatmap import CMAP, colorize
 from pieanet.utils.image_io import atomic_write, list_images
+from pieanet.utils.safety import MATPLOTLIB_TEXT, csv_cell, md_cell, printable, shown
 
 PROG = "compare_methods"
 SSIM_WINDOW = 11  # pytorch-msssim's default Gaussian window
@@ -171,16 +175,16 @@ def format_cell(key, value):
 
 def write_tables(result, output, threshold):
     columns = COLUMNS + (REFERENCE_COLUMNS if "agreement" in result else [])
-    with atomic_write(output / "comparison.csv") as tmp, open(tmp, "w", newline="") as f:
+    with atomic_write(output / "comparison.csv") as tmp, open(tmp, "w", newline="", encoding="utf-8") as f:
         writer = csv.writer(f)
         writer.writerow(["method", "n_images"] + [key for key, _ in columns])
-        for m in result["methods"]:
-            writer.writerow([m["method"], m["n_images"]] + [m[key] for key, _ in columns])
+        for m in result["methods"]:  # a method name is text a spreadsheet must not run (csv_cell)
+            writer.writerow([csv_cell(printable(m["method"])), m["n_images"]] + [m[key] for key, _ in columns])
     lines = [f"| method | images | {' | '.join(title for _, title in columns)} |",
              "|---" * (len(columns) + 2) + "|"]
     for m in sorted(result["methods"], key=lambda m: m["rank"]):
         cells = [format_cell(key, m[key]) for key, _ in columns]
-        lines.append(f"| {m['method']} | {m['n_images']} | {' | '.join(cells)} |")
+        lines.append(f"| {md_cell(m['method'])} | {m['n_images']} | {' | '.join(cells)} |")
     lines += ["", f"{len(result['names'])} images compared; |r| > {threshold:g} counts as over-/under-exposed; "
                   "rank by mean |r| (lower is better); mean r > 0 leans under-exposed, < 0 over-exposed."]
     if "agreement" in result:
@@ -188,7 +192,7 @@ def write_tables(result, output, threshold):
         verdict = "agree" if a["same_order"] else "disagree"
         lines.append(f"Rankings by mean |r| and by PSNR {verdict} (Spearman rho = {a['spearman']:.3f}).")
     with atomic_write(output / "comparison.md") as tmp:
-        Path(tmp).write_text("\n".join(lines) + "\n")
+        Path(tmp).write_text("\n".join(lines) + "\n", encoding="utf-8")
     return lines
 
 
@@ -206,8 +210,8 @@ def write_figure(result, path, vmax=1.0):
             axes[2 * i, j].imshow(photo)
             axes[2 * i + 1, j].imshow(colorize(residual, vmax))
             if i == 0:
-                axes[0, j].set_title(methods[j])
-        axes[2 * i, 0].set_ylabel(name, fontsize=8)
+                axes[0, j].set_title(shown(methods[j]), **MATPLOTLIB_TEXT)
+        axes[2 * i, 0].set_ylabel(shown(name), fontsize=8, **MATPLOTLIB_TEXT)
     for ax in axes.flat:
         ax.set_xticks([])
         ax.set_yticks([])
@@ -261,7 +265,7 @@ def run(argv):
         return cli.EXIT_FAILED
     print("\n".join(write_tables(result, output, args.threshold)))
     write_figure(result, output / "comparison.png", args.vmax)
-    print(f"wrote {output / 'comparison.md'}, comparison.csv, comparison.png")
+    print(f"wrote {shown(output / 'comparison.md')}, comparison.csv, comparison.png")
     return cli.EXIT_FAILED if result["failed"] else cli.EXIT_OK
 
 

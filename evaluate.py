@@ -27,6 +27,9 @@ n_flagged, false_alarm_pct, median_pct_flagged, per_key}}, "n_samples", "n_faile
 Several processes: torchrun --nproc-per-node N evaluate.py ... measures every N-th sample per process (each on its own
 GPU with CUDA); rank 0 adds them up in CSV order, so it prints and writes exactly the numbers of one process.
 """
+if __name__ == "__main__":  # first, before the slow imports: Ctrl-C while they run is exit 130, one line
+    from pieanet.utils.startup import quiet_interrupts
+    quiet_interrupts("evaluate")
 import argparse
 import json
 import math
@@ -41,6 +44,7 @@ from pieanet.datasets.iea40k import DatasetError, read_label, read_split
 from pieanet.utils import cli, distributed, well_exposed
 from pieanet.models.baselines import BASELINES, build_baseline
 from pieanet.utils.image_io import atomic_write
+from pieanet.utils.safety import md_cell
 from pieanet.utils.metrics import METRICS, SSIM_CONVENTION, MetricAccumulator, measure, physics_counts
 
 PROG = "evaluate"
@@ -230,7 +234,8 @@ def table_header(columns=None):
 
 
 def table_rows(results):
-    return "".join("| " + " | ".join([name, str(r["n_images"])] + [format_value(r[c]) for c in TABLE_COLUMNS]) + " |\n"
+    return "".join("| " + " | ".join([md_cell(name), str(r["n_images"])] + [format_value(r[c]) for c in TABLE_COLUMNS])
+                   + " |\n"
                    for name, r in results.items())
 
 
@@ -253,13 +258,14 @@ def well_exposed_table(results):
 def append_markdown(path, header, rows, caption):
     """Append rows to a markdown table, starting the table (caption + header) when the file does not have one."""
     path = Path(path)
-    existing = path.read_text() if path.is_file() else ""
+    existing = path.read_text(encoding="utf-8", errors="surrogateescape") if path.is_file() else ""
+    header = table_header()
     text = existing
     if header not in existing:
         text += ("\n" if existing and not existing.endswith("\n\n") else "") + caption + "\n\n" + header
     text += rows
     with atomic_write(path) as tmp:
-        Path(tmp).write_text(text)
+        Path(tmp).write_text(text, encoding="utf-8", errors="surrogateescape")
 
 
 def write_json(path, payload):

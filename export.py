@@ -32,6 +32,9 @@ inside its wrapper, so an ONNX file of it would not be the dynamic-size model th
 Exit codes as in every tool (utils/cli.py): 0 written and checked, 1 the export or the check failed (no file written),
 2 usage or setup error (bad option, unusable checkpoint, missing onnx/onnxruntime/onnxscript), 130 interrupted.
 """
+if __name__ == "__main__":  # first, before the slow imports: Ctrl-C while they run is exit 130, one line
+    from pieanet.utils.startup import quiet_interrupts
+    quiet_interrupts("export")
 import argparse
 import json
 import logging
@@ -48,6 +51,7 @@ import torch.nn.functional as F
 from pieanet.models import DEFAULT_CHECKPOINT, CheckpointError, load_model
 from pieanet.models.pieanet import LightnessBranch, PIEANet
 from pieanet.utils import cli
+from pieanet.utils.safety import shown
 from pieanet.utils.cli import EXIT_FAILED, EXIT_OK, UsageError
 from pieanet.utils.image_io import atomic_write
 
@@ -322,7 +326,8 @@ def run(argv=None):
         parent.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise UsageError(f"--output {output}: cannot make its folder ({e.strerror})") from None
-    print(f"{PROG}: exporting {checkpoint} to ONNX (opset {args.opset}, dynamic batch, height and width)", flush=True)
+    print(f"{PROG}: exporting {shown(checkpoint)} to ONNX (opset {args.opset}, dynamic batch, height and width)",
+          flush=True)
     start = time.perf_counter()
     try:
         with atomic_write(output) as tmp:
@@ -338,13 +343,13 @@ def run(argv=None):
                 raise CheckFailed(f"the ONNX export failed: {type(e).__name__}: {text[0][:200] if text else ''}")
             check_onnx(model, tmp, args.check_sizes, ort, tolerance=TOLERANCE)
     except CheckFailed as e:
-        print(f"{PROG}: {e}; nothing written to {output}", file=sys.stderr)
+        print(f"{PROG}: {shown(e)}; nothing written to {shown(output)}", file=sys.stderr)
         return EXIT_FAILED
     except OSError as e:
-        print(f"{PROG}: {output}: cannot write ({e.strerror or e}); nothing written", file=sys.stderr)
+        print(f"{PROG}: {shown(output)}: cannot write ({shown(e.strerror or e)}); nothing written", file=sys.stderr)
         return EXIT_FAILED
     size = output.stat().st_size
-    print(f"{PROG}: wrote {output} ({size / 1e6:.2f} MB, {time.perf_counter() - start:.0f} s); input 'image' "
+    print(f"{PROG}: wrote {shown(output)} ({size / 1e6:.2f} MB, {time.perf_counter() - start:.0f} s); input 'image' "
           f"N x 3 x H x W float32 RGB in [0, 1], output 'residual' N x 1 x H x W (> 0 under-exposed)")
     return EXIT_OK
 

@@ -35,6 +35,9 @@ done again, each photo keeps one row, and temporary files of killed processes ar
 atomically and a photo's row comes after its files, so a killed run resumed this way writes the same files and rows
 as one uninterrupted run (with --batch-size 1; larger batches may group the remaining photos differently).
 """
+if __name__ == "__main__":  # first, before the slow imports: Ctrl-C while they run is exit 130, one line
+    from pieanet.utils.startup import quiet_interrupts
+    quiet_interrupts("make_heatmap")
 import argparse
 import contextlib
 import os
@@ -47,6 +50,7 @@ from pieanet.utils import cli, distributed, folders, report
 from pieanet.utils.heatmap import (VMAX_FLOOR, VMAX_PERCENTILE, colorize, image_vmax, overlay,
                                    save_colorbar_heatmap)
 from pieanet.utils.exposure import residual_stats
+from pieanet.utils.safety import shown
 from pieanet.utils.image_io import ImageLoadError, atomic_write, remove_orphan_temporaries, save_image
 from pieanet.utils.summary import (SUMMARY_FIELDS, SUMMARY_NAME, SummaryError, SummaryLog, content_digest, ledger,
                                    leftover_parts, merge_parts, note_output, output_stems, part_path, photo_keys,
@@ -220,7 +224,7 @@ def remove(paths):
 def print_table(rows):
     """The run's rows as a table on stdout; the file and size columns as wide as their longest entry."""
     sizes = [f"{row['width']}x{row['height']}" if row["width"] != "" else "-" for row in rows]
-    name_width = max([32] + [len(row["file"]) for row in rows])
+    name_width = max([32] + [len(shown(row["file"])) for row in rows])
     size_width = max([11] + [len(size) for size in sizes])
     print(f"{'file':<{name_width}} {'size':>{size_width}} {'mean r':>8} {'mean|r|':>8} {'%over':>7} {'%under':>7} "
           f"{'score':>6} {'stops':>6}  status")
@@ -230,7 +234,7 @@ def print_table(rows):
                        f"{row['pct_under']:>7.2f} {row['score']:>6.3f} {row['stops']:>+6.2f}")
         else:
             numbers = f"{'-':>8} {'-':>8} {'-':>7} {'-':>7} {'-':>6} {'-':>6}"
-        print(f"{row['file']:<{name_width}} {size:>{size_width}} {numbers}  {row['status']}")
+        print(f"{shown(row['file']):<{name_width}} {size:>{size_width}} {numbers}  {row['status']}")
 
 
 def mark_raw_clipping(row, residual, clipped, threshold):
@@ -422,26 +426,27 @@ def finish_run(args, base, done):
     """Rank 0, still holding the folder's lock: print the table and write the report."""
     rows, skipped, failed, summary_errors = done
     for error in summary_errors:
-        print(f"{PROG}: {error}", file=sys.stderr)
+        print(f"{PROG}: {shown(error)}", file=sys.stderr)
     if summary_errors:
         return cli.EXIT_FAILED
     if rows or not skipped:
         print_table(rows)
         print(f"{len(rows) - sum(r['status'] != 'ok' for r in rows)} of {len(rows)} images done; heatmaps and "
-              f"summary.csv in {args.output}" + (f"; {skipped} already done, skipped (--resume)" if skipped else "")
+              f"summary.csv in {shown(args.output)}"
+              + (f"; {skipped} already done, skipped (--resume)" if skipped else "")
               + (f"; {failed} failed (see stderr)" if failed else ""))
     else:
         print(f"nothing to do: {skipped} already done, skipped (--resume), every image of the input; heatmaps and "
-              f"summary.csv in {args.output}")
+              f"summary.csv in {shown(args.output)}")
     # written by rank 0 after the merge: the report shows every process's rows
     if not args.no_report:
         try:
             page = report.write_report(args.output, args.output / SUMMARY_NAME, base, args.threshold,
                                        args.checkpoint)
         except report.ReportError as e:
-            print(f"{PROG}: {e}", file=sys.stderr)
+            print(f"{PROG}: {shown(e)}", file=sys.stderr)
             return cli.EXIT_FAILED
-        print(f"report: {page}")
+        print(f"report: {shown(page)}")
     return cli.EXIT_FAILED if failed else cli.EXIT_OK
 
 

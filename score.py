@@ -9,11 +9,15 @@ point lights; utils/regions.py), into a score. Each criterion prints the value i
 Options and exit codes are those of every tool (utils/cli.py): a photo that cannot be read or scored is named on
 stderr and the others go on (exit 1); a bad option, input, rule file or checkpoint is exit 2 before any work.
 """
+if __name__ == "__main__":  # first, before the slow imports: Ctrl-C while they run is exit 130, one line
+    from pieanet.utils.startup import quiet_interrupts
+    quiet_interrupts("score")
 import argparse
 import json
 import sys
 
 from pieanet.utils import cli
+from pieanet.utils.safety import shown
 from pieanet.utils.regions import Regions
 from pieanet.utils.rules import RuleError, explain, load_rules
 
@@ -64,7 +68,7 @@ def run(argv):
                 progress.update()
             results.append(result)
             if not args.json:
-                print(f"{file}: {result['score']:.0f}/100 ({rules.name}, {result['combine']} of "
+                print(f"{shown(file)}: {result['score']:.0f}/100 ({rules.name}, {result['combine']} of "
                       f"{len(rules.criteria)} criteria, threshold {result['threshold']:g})", flush=True)
                 for line in explain(result):
                     print(f"  {line}")

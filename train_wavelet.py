@@ -13,6 +13,9 @@ is checked before any data is read or any folder is made; temporary files left b
 Exit codes: 0 done, 1 training failed (bad data found during an epoch, a non-finite loss), 2 usage or setup error
 (config, data, checkpoint, experiment folder), 130 interrupted (continue with --resume).
 """
+if __name__ == "__main__":  # first, before the slow imports: Ctrl-C while they run is exit 130, one line
+    from pieanet.utils.startup import quiet_interrupts
+    quiet_interrupts("train_wavelet")
 import argparse
 import inspect
 import math
@@ -33,7 +36,8 @@ from tqdm import tqdm
 
 from pieanet import evaluate
 from pieanet.datasets.iea40k import DatasetError, IEA40KDataset, read_split
-from pieanet.models import (MODELS, CheckpointError, build_model, check_config, load_torch_state, read_checkpoint,
+from pieanet.models import (MODELS, CheckpointError, build_model, check_activations, check_config, load_torch_state,
+                            read_checkpoint,
                             resolve_device, save_model)
 from pieanet.utils.config import (ConfigError, boolean, check_values, choice, dump_config, integer, load_config,
                                   load_yaml, number, shipped_file, shipped_names, text)
@@ -42,6 +46,8 @@ from pieanet.utils.exposure import DEFAULT_THRESHOLD
 from pieanet.utils.heatmap import colorize
 from pieanet.utils.image_io import atomic_write, remove_orphan_temporaries
 from pieanet.utils.metrics import SSIM_CONVENTION, SSIM_DATA_RANGE, MetricAccumulator
+from pieanet.utils.safety import brief, shown
+from pieanet.utils.startup import interrupts_raise
 
 ROOT = Path(__file__).resolve().parent
 REFERENCE_CONFIG = ROOT / "configs" / "base.yaml"
@@ -54,7 +60,7 @@ RUN_FILES = ("config.yaml", "train.log", "last.pt", "best.safetensors", "last.sa
 COUNTERS = ("epoch", "step_in_epoch", "global_step")  # last.pt's integer counters (and best_mae, a number)
 # every value of configs/base.yaml outside the model section (checked by models.check_config) and data.extra_valid
 SCHEMA = {
-    "name": text(null=True), "output_dir": text(), "seed": integer(0), "init_from": text(null=True),
+    "name": text(null=True), "output_dir": text(), "seed": integer(0, 2**32 - 1), "init_from": text(null=True),
     "data.root": text(), "data.train_csv": text(), "data.valid_csv": text(), "data.images_dir": text(),
     "data.labels_dir": text(), "data.label_scale": number(0, above=True), "data.size": integer(1, null=True),
     "data.crop": integer(1, null=True), "data.augment": boolean, "data.valid_limit": integer(1, null=True),
@@ -113,42 +119,46 @@ def resolve_config(path, overrides=()):
     config = load_config(found, overrides, reference=load_yaml(REFERENCE_CONFIG),
                          open_sections=("model", "data.extra_valid"))
     model = config["model"]
-    if model.get("name") not in MODELS:
-        raise ConfigError(f"model.name must be one of {sorted(MODELS)}, got {model.get('name')!r}")
+    if not isinstance(model.get("name"), str) or model["name"] not in MODELS:
+        raise ConfigError(f"model.name must be one of {sorted(MODELS)}, got {brief(model.get('name'))}")
     arguments = set(inspect.signature(MODELS[model["name"]]).parameters)
     for key in model:
         if key != "name" and key not in arguments:
             raise ConfigError(f"unknown config key 'model.{key}' for model {model['name']!r}; known keys: "
                               f"{', '.join(sorted(arguments)) or 'none'}")
-    try:
+    try:  # types and ranges, then the model itself on the meta device: what it is built from and what it costs
         check_config(model, where="model")
-    except ValueError as e:
-        raise ConfigError(str(e)) from None
+        with torch.device("meta"):
+            skeleton = build_model(model)
+        check_activations("model", model, skeleton)
+    except (ValueError, TypeError, AssertionError, RuntimeError, ZeroDivisionError) as e:  # CheckpointError too
+        raise ConfigError(str(e).splitlines()[0] if str(e).strip() else type(e).__name__) from None
     for key, choices in (("loss", LOSSES), ("amp", AMP_DTYPES), ("lr_schedule", LR_SCHEDULES)):
-        if config["train"][key] not in choices:
-            raise ConfigError(f"train.{key} must be one of {sorted(choices)}, got {config['train'][key]!r}")
+        if not isinstance(config["train"][key], str) or config["train"][key] not in choices:
+            raise ConfigError(f"train.{key} must be one of {sorted(choices)}, got {brief(config['train'][key])}")
     check_values(config, SCHEMA)
     if config["train"]["ema_decay"] >= 1:
-        raise ConfigError(f"config key 'train.ema_decay' is {config['train']['ema_decay']!r}; expected 0 (off) or a "
-                          "decay below 1")
+        raise ConfigError(f"config key 'train.ema_decay' is {brief(config['train']['ema_decay'])}; expected 0 (off) "
+                          "or a decay below 1")
     extra_valid = config["data"]["extra_valid"] or {}
     if not isinstance(extra_valid, dict):
         raise ConfigError(f"data.extra_valid must be a mapping of name: {{root, csv}} or {{root, well_exposed: true}}, "
-                          f"got {extra_valid!r}")
+                          f"got {brief(extra_valid)}")
     for name, spec in extra_valid.items():
         if not (isinstance(spec, dict) and isinstance(spec.get("root"), str) and spec["root"]
                 and ((set(spec) == {"root", "csv"} and isinstance(spec["csv"], str) and spec["csv"])
                      or (set(spec) == {"root", "well_exposed"} and spec["well_exposed"] is True))):
             raise ConfigError(f"data.extra_valid.{name} must be a mapping with keys root and csv (labelled data), or "
-                              f"root and well_exposed: true (a folder of well-exposed photos), got {spec!r}")
+                              f"root and well_exposed: true (a folder of well-exposed photos), got {brief(spec)}")
     name = config["name"] if config["name"] is not None else Path(path).stem
     if Path(name).is_absolute() or ".." in Path(name).parts:
-        raise ConfigError(f"name {name!r} must be a folder name under output_dir (no absolute path, no '..')")
+        raise ConfigError(f"name {brief(name)} must be a folder name under output_dir (no absolute path, no '..')")
     scale_range = config["data"]["scale_range"]
     if scale_range is not None and not (isinstance(scale_range, list) and len(scale_range) == 2
                                         and all(isinstance(v, (int, float)) for v in scale_range)
                                         and 0 < scale_range[0] <= scale_range[1]):
-        raise ConfigError(f"data.scale_range must be null or [low, high] with 0 < low <= high, got {scale_range!r}")
+        raise ConfigError("data.scale_range must be null or [low, high] with 0 < low <= high, got "
+                          f"{brief(scale_range)}")
     config["name"] = name
     return config
 
@@ -243,29 +253,38 @@ def check_device(name):
 
 
 def main(argv=None):
+    interrupts_raise()
     args = parse_args(argv)
     try:
         config = resolve_config(args.config, args.overrides)
         device = check_device(args.device)
     except ConfigError as e:
-        print(f"{PROG}: {e}", file=sys.stderr)
+        print(f"{PROG}: {shown(e)}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(f"\n{PROG}: interrupted; nothing was done", file=sys.stderr)
+        return 130
 
     try:
         with distributed.process_group(device) as group:
             train(config, group.device, args.resume, group.rank, group.world_size, overwrite=args.overwrite)
         return 0
     except (SetupError, folders.FolderBusy) as e:
-        print(f"{PROG}: {e}", file=sys.stderr)
+        print(f"{PROG}: {shown(e)}", file=sys.stderr)
         return 2
     except (TrainingError, DatasetError) as e:
-        print(f"{PROG}: {last_line(e)}", file=sys.stderr)
+        print(f"{PROG}: {shown(last_line(e))}", file=sys.stderr)
+        return 1
+    except (torch.OutOfMemoryError, MemoryError) as e:  # torch's is a RuntimeError on the GPU, MemoryError on the CPU
+        print(f"{PROG}: out of memory ({shown(last_line(e))[:160]}); lower train.batch_size or data.crop, then "
+              "continue from the last saved state with --resume", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print(f"\n{PROG}: interrupted; continue from the last saved state with --resume", file=sys.stderr)
         return 130
     except OSError as e:  # e.g. a full disk while saving: every file is written atomically, the last good one stays
-        print(f"{PROG}: {e.filename + ': ' if getattr(e, 'filename', None) else ''}{e.strerror or last_line(e)}; "
+        print(f"{PROG}: {shown(e.filename) + ': ' if getattr(e, 'filename', None) else ''}"
+              f"{shown(e.strerror or last_line(e))}; "
               "continue from the last saved state with --resume", file=sys.stderr)
         return 1
 

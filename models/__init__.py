@@ -15,6 +15,7 @@ import json
 import math
 import os
 import pickle
+import zipfile
 from pathlib import Path
 
 import torch
@@ -26,6 +27,7 @@ from pieanet.models.official import OfficialPIEANet
 from pieanet.models.onnx_model import OnnxModel
 from pieanet.models.pieanet import PIEANet
 from pieanet.utils.image_io import atomic_write
+from pieanet.utils.safety import brief
 
 # every model by config name: P-IEANet, the released network and the classical baselines (models/baselines.py)
 MODELS = {"pieanet": PIEANet, "official": OfficialPIEANet, **BASELINES}
@@ -48,6 +50,17 @@ MAX_PARAMETERS = 50_000_000
 INT_RANGES = {"width": (1, 1024), "heads": (1, 64), "window": (1, 64), "context": (1, 255), "bands": (1, 256),
               "lightness_blocks": (1, 64), "attention_layers": (1, 64), "working_size": (1, 16384)}
 INT_RANGE = (0, 4096)
+# A checkpoint's model may not cost more than this in activations, judged on the meta device (nothing allocated) as
+# the sum of every layer's output for one image: a part that grows with the pixels (P-IEANet: 482 bytes per pixel;
+# 12 kB with width 1024) and a fixed part (its scene branch at scene_size 64: 2 MB, at 4096: 1 GB; the released
+# network, which works at 256 x 256 whatever the photo: 442 MB). The real peak is a few times the fixed part (a
+# scene_size of 4096 took 4 GB for a 96 x 64 photo), so these keep a model within a few GB per tile.
+MAX_ACTIVATION_BYTES_PER_PIXEL = 4096
+MAX_ACTIVATION_BYTES_FIXED = 512 * 2**20
+# a torch.save zip holds its tensors stored (not deflated): what it declares unpacked may not exceed the largest
+# model's weights plus room for the rest of a training state, nor the file's own size more than this ratio
+MAX_CHECKPOINT_UNPACKED = MAX_PARAMETERS * 8 + (64 << 20)
+MAX_UNPACK_RATIO = 4
 
 
 class CheckpointError(ValueError):
@@ -71,14 +84,14 @@ def check_config(config, where="model config"):
     if not isinstance(config, dict):
         raise ValueError(f"{where} is a {type(config).__name__}, expected a mapping of model options")
     name = config.get("name", "pieanet")
-    if name not in MODELS:
-        raise ValueError(f"{where}: unknown model name {name!r}; expected one of {sorted(MODELS)}")
+    if not isinstance(name, str) or name not in MODELS:
+        raise ValueError(f"{where}: unknown model name {brief(name)}; expected one of {sorted(MODELS)}")
     parameters = inspect.signature(MODELS[name].__init__).parameters
     for key, value in config.items():
         if key == "name":
             continue
-        if key not in parameters or key == "self":
-            raise ValueError(f"{where}: unknown key {key!r} for model {name!r}; expected one of "
+        if not isinstance(key, str) or key not in parameters or key == "self":
+            raise ValueError(f"{where}: unknown key {brief(key)} for model {name!r}; expected one of "
                              f"{', '.join(k for k in parameters if k != 'self')}")
         default = parameters[key].default
         if default is None and value is None:
@@ -87,16 +100,16 @@ def check_config(config, where="model config"):
             default = 0
         if isinstance(default, bool):
             if not isinstance(value, bool):
-                raise ValueError(f"{where}: {key} = {value!r} must be true or false")
+                raise ValueError(f"{where}: {key} = {brief(value)} must be true or false")
         elif isinstance(default, int):
             if isinstance(value, bool) or not isinstance(value, int):
-                raise ValueError(f"{where}: {key} = {value!r} must be an integer")
+                raise ValueError(f"{where}: {key} = {brief(value)} must be an integer")
             low, high = INT_RANGES.get(key, INT_RANGE)
             if not low <= value <= high:
                 raise ValueError(f"{where}: {key} = {value} is out of range; expected {low} to {high}")
         elif isinstance(default, float):
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-                raise ValueError(f"{where}: {key} = {value!r} must be a finite number")
+                raise ValueError(f"{where}: {key} = {brief(value)} must be a finite number")
     return config
 
 
@@ -154,6 +167,8 @@ def read_checkpoint(path):
                               f"({RELEASED_NAME}, from {RELEASED_SOURCE})")
     with open(path, "rb") as f:
         is_zip = f.read(4) == b"PK\x03\x04"  # torch.save's format
+    if is_zip:
+        check_unpacked_size(path)
     try:
         if not is_zip:
             with safe_open(str(path), framework="pt") as f:
@@ -166,6 +181,9 @@ def read_checkpoint(path):
                                        "released P-IEANet .pth")
     except CheckpointError:
         raise
+    except MemoryError:
+        raise CheckpointError(f"{path}: too large to load (out of memory); expected a checkpoint of at most "
+                              f"{MAX_PARAMETERS:,} parameters") from None
     except (SafetensorError, RuntimeError, OSError, ValueError, KeyError, EOFError, TypeError) as e:
         raise CheckpointError(f"{path}: unreadable checkpoint ({str(e).splitlines()[0][:120]}); expected a project "
                               "checkpoint (.safetensors) or the released P-IEANet .pth") from None
@@ -181,6 +199,60 @@ def read_checkpoint(path):
                           "state (last.pt) or the released P-IEANet state_dict")
 
 
+def check_unpacked_size(path):
+    """Refuse, before anything is inflated, a torch.save zip that declares more unpacked bytes than any accepted
+    checkpoint holds or far more than its own size (a deflated entry: a zip bomb). Raises CheckpointError."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            entries = archive.infolist()
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError) as e:
+        raise CheckpointError(f"{path}: unreadable checkpoint (a damaged zip: {str(e)[:120]}); expected a project "
+                              "checkpoint (.safetensors) or the released P-IEANet .pth") from None
+    unpacked = sum(entry.file_size for entry in entries)
+    limit = min(MAX_CHECKPOINT_UNPACKED, MAX_UNPACK_RATIO * Path(path).stat().st_size + (1 << 20))
+    if unpacked > limit:
+        raise CheckpointError(f"{path}: refused before unpacking: it declares {unpacked:,} bytes unpacked from "
+                              f"{Path(path).stat().st_size:,} (at most {limit:,} for a checkpoint this size; "
+                              "torch.save stores tensors uncompressed); expected a checkpoint of at most "
+                              f"{MAX_PARAMETERS:,} parameters")
+
+
+def activation_cost(skeleton):
+    """(bytes per pixel, fixed bytes) of one image through ``skeleton`` (a model on the meta device): the sum of
+    every layer's output at two sizes, solved for the part that grows with the pixels and the part that does not."""
+    totals = []
+    for side in (256, 512):
+        total = [0]
+
+        def add(module, inputs, output):
+            if isinstance(output, torch.Tensor):
+                total[0] += output.numel() * output.element_size()
+        hooks = [m.register_forward_hook(add) for m in skeleton.modules() if not list(m.children())]
+        try:
+            with torch.no_grad():
+                skeleton(torch.empty(1, 3, side, side, device="meta"))
+        finally:
+            for hook in hooks:
+                hook.remove()
+        totals.append(total[0])
+    per_pixel = max(0.0, (totals[1] - totals[0]) / (512 * 512 - 256 * 256))
+    return per_pixel, max(0.0, totals[0] - per_pixel * 256 * 256)
+
+
+def check_activations(path, config, skeleton):
+    """Refuse a config whose activations exceed MAX_ACTIVATION_BYTES_PER_PIXEL or _FIXED; raises CheckpointError."""
+    try:
+        per_pixel, fixed = activation_cost(skeleton)
+    except (RuntimeError, ValueError, TypeError, NotImplementedError, AssertionError, IndexError) as e:
+        raise CheckpointError(f"{path}: unusable model config {brief(config)} (it fails on a test image: "
+                              f"{str(e).splitlines()[0][:120] if str(e).strip() else type(e).__name__})") from None
+    if per_pixel > MAX_ACTIVATION_BYTES_PER_PIXEL or fixed > MAX_ACTIVATION_BYTES_FIXED:
+        raise CheckpointError(f"{path}: its config {brief(config)} costs {per_pixel:,.0f} bytes of activations per "
+                              f"pixel plus {fixed / 2**20:,.0f} MB per image, above the limits of "
+                              f"{MAX_ACTIVATION_BYTES_PER_PIXEL:,} bytes and {MAX_ACTIVATION_BYTES_FIXED / 2**20:.0f} "
+                              "MB")
+
+
 def check_weights(path, config, state):
     """Build the model on the meta device (nothing allocated) and compare it with the stored weights: parameter
     count, names, shapes, floating-point types and finite values. Raises CheckpointError."""
@@ -192,7 +264,7 @@ def check_weights(path, config, state):
         raise CheckpointError(f"{path}: unusable model config ({str(e).splitlines()[0][:160]})") from None
     count = sum(p.numel() for p in skeleton.parameters())
     if count > MAX_PARAMETERS:
-        raise CheckpointError(f"{path}: its config {config} makes a model of {count:,} parameters, above the "
+        raise CheckpointError(f"{path}: its config {brief(config)} makes a model of {count:,} parameters, above the "
                               f"{MAX_PARAMETERS:,} limit")
     expected = skeleton.state_dict()
     if not isinstance(state, dict) or set(state) != set(expected):
@@ -210,6 +282,7 @@ def check_weights(path, config, state):
                 raise CheckpointError(f"{path}: {key} is {got.dtype}; expected floating-point weights")
             if not bool(torch.isfinite(got).all()):
                 raise CheckpointError(f"{path}: {key} holds NaN or infinite values; expected finite weights")
+    check_activations(path, config, skeleton)  # last: the weights fit this config, now what running it costs
 
 
 def load_model(path, device="cpu", explicit_device=True):

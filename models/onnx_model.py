@@ -60,9 +60,16 @@ class OnnxModel(nn.Module):
                              "written by export.py") from None
         except Exception as e:  # onnxruntime raises its own exception types for unreadable files
             raise ValueError(f"{path}: not a readable ONNX model ({str(e).splitlines()[0][:160]})") from None
-        from pieanet.models import build_model  # the skeleton gives the attributes the inference code reads
-        with torch.device("meta"):
-            skeleton = build_model(config)
+        from pieanet.models import CheckpointError, build_model, check_activations  # the skeleton gives the
+        try:                                                                       # attributes inference reads
+            with torch.device("meta"):
+                skeleton = build_model(config)
+            check_activations(path, config, skeleton)
+        except CheckpointError:
+            raise
+        except (TypeError, ValueError, AssertionError, RuntimeError, ZeroDivisionError) as e:
+            raise ValueError(f"{path}: unusable model config in its metadata ({str(e).splitlines()[0][:160]})") \
+                from None
         self.config, self.path = config, str(path)
         for name in ("working_size", "receptive_radius", "tile_multiple", "native_size"):
             setattr(self, name, getattr(skeleton, name, None))

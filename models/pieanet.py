@@ -182,6 +182,9 @@ class PIEANet(nn.Module):
     def __init__(self, width=32, lightness_blocks=3, attention_layers=2, heads=4, window=8, context=15, bands=8,
                  use_dwt=True, use_lightness=True, use_structure=True, scene_size=0, scene_channels=16, working_size=None):
         super().__init__()
+        if use_structure and attention_layers and width % heads:
+            raise ValueError(f"width {width} is not a multiple of heads {heads}; expected heads to divide the width "
+                             "(each attention head takes width / heads channels)")
         # the resolution (longer side) at which the tools run this model by default; larger photos are shrunk to it
         # and the map is brought back with guided upsampling (utils.inference). None: native resolution.
         self.working_size = working_size

@@ -20,6 +20,8 @@ def extra_requirements(extra):
 
 
 def _run(script, extra):
+    from pieanet.utils.startup import quiet_interrupts  # Ctrl-C during the slow imports: exit 130, one line
+    quiet_interrupts(script)
     try:
         module = importlib.import_module(f"pieanet.{script}")
     except ModuleNotFoundError as e:

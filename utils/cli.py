@@ -18,6 +18,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+import numpy as np
 import torch
 from tqdm import tqdm
 
@@ -28,6 +29,8 @@ from pieanet.utils.folders import FolderBusy
 from pieanet.utils.heatmap import check_vmax
 from pieanet.utils.image_io import MAX_PIXELS, ImageLoadError, list_images, load_image, readable_formats
 from pieanet.utils.inference import default_overlap, predict_batch, round_up
+from pieanet.utils.safety import shown
+from pieanet.utils.startup import interrupts_raise
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED, EXIT_BROKEN_PIPE = 0, 1, 2, 130, 141
 # A native-resolution pass needs memory in proportion to the pixel count (docs/design.md, "Memory"), so large photos
@@ -315,7 +318,21 @@ def check_work(model, shape, size=None):
 def predict(model, images, size=None, tile=None, batch_size=1):
     """Residual maps of ``images`` through the tiled, bounded-memory path; a batch that fails as a whole is
     retried one image at a time, so one image's failure (out of memory, a bad shape) does not take the others
-    with it. Returns a map (H x W float32) or the exception, per image."""
+    with it. A map holding NaN or infinite values (a broken model, an ONNX file that outputs NaN) is that image's
+    failure, never a row of nan numbers. Returns a map (H x W float32) or the exception, per image."""
+    return [finite(result) for result in _predict(model, images, size, tile, batch_size)]
+
+
+def finite(result):
+    """``result`` (a map or an exception), or a ValueError when the map is not finite everywhere."""
+    if isinstance(result, BaseException) or np.isfinite(result).all():
+        return result
+    bad = np.count_nonzero(~np.isfinite(result))
+    return ValueError(f"the model gave {bad:,} non-finite value(s) (NaN or infinite) of {result.size:,}; expected a "
+                      "finite residual map (is the checkpoint damaged?)")
+
+
+def _predict(model, images, size, tile, batch_size):
     tile = tile_for(model, tile)
     checked = []
     for image in images:
@@ -357,7 +374,7 @@ class Progress:
         self.report(f"{name}: {reason}")
 
     def report(self, message):
-        tqdm.write(f"{self.prog}: {message}", file=sys.stderr)
+        tqdm.write(f"{self.prog}: {shown(message)}", file=sys.stderr)  # a file name's escape codes stay visible
 
     def update(self, n=1):
         self.bar.update(n)
@@ -379,13 +396,19 @@ class Progress:
 # ------------------------------------------------------------------------------------------------ entry point
 def run(prog, body, argv=None):
     """Call ``body(argv)`` and turn the ways a command line ends into one line and an exit code: UsageError -> 2,
-    Ctrl-C -> 130, a closed output pipe -> 141, an output that cannot be written (OSError) -> 1; never a traceback
-    for these."""
+    Ctrl-C -> 130, a closed output pipe -> 141, an output that cannot be written (OSError) -> 1, memory exhausted
+    outside a photo's own work (MemoryError) -> 1; never a traceback for these. Messages are printed through
+    safety.shown: a file name's control characters never reach the terminal raw."""
+    interrupts_raise()
     try:
         return body(argv)
     except (UsageError, FolderBusy) as e:
-        print(f"{prog}: {e}", file=sys.stderr)
+        print(f"{prog}: {shown(e)}", file=sys.stderr)
         return EXIT_USAGE
+    except MemoryError as e:
+        print(f"{prog}: out of memory{' (' + shown(one_line(e)) + ')' if str(e).strip() else ''}; try a smaller "
+              "--tile or --size, or fewer photos per --batch-size", file=sys.stderr)
+        return EXIT_FAILED
     except KeyboardInterrupt:
         print(f"\n{prog}: interrupted; the results finished so far are kept", file=sys.stderr)
         return EXIT_INTERRUPTED
@@ -397,6 +420,6 @@ def run(prog, body, argv=None):
             pass
         return EXIT_BROKEN_PIPE
     except OSError as e:  # an output that could not be written at the end (full disk, ...): atomic, so no partial file
-        print(f"{prog}: {e.filename + ': ' if getattr(e, 'filename', None) else ''}{e.strerror or one_line(e)}",
-              file=sys.stderr)
+        print(f"{prog}: {shown(e.filename) + ': ' if getattr(e, 'filename', None) else ''}"
+              f"{shown(e.strerror or one_line(e))}", file=sys.stderr)
         return EXIT_FAILED

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import yaml
 
+from pieanet.utils.safety import TextFileError, brief, read_text
+
 
 class Loader(yaml.SafeLoader):
     """yaml.SafeLoader that also reads exponent floats without a dot (``1e-4``), which YAML 1.1 leaves as strings."""
@@ -68,20 +70,32 @@ def deep_merge(base, update):
 
 def load_yaml(path, _chain=()):
     """The config at ``path`` with its ``base:`` chain resolved (the ``base`` key itself is dropped)."""
-    path = Path(path).resolve()
+    try:
+        path = Path(path).resolve()
+        found = path.exists()
+    except (OSError, ValueError) as e:  # a NUL byte, a name too long
+        raise ConfigError(f"{brief(str(path))}: not a usable config path ({e})") from None
     if path in _chain:
         raise ConfigError(f"{path}: circular 'base:' chain ({' -> '.join(p.name for p in (*_chain, path))})")
-    if not path.is_file():
+    if not found:
         raise ConfigError(f"{path}: config file not found" + (f" (named as base by {_chain[-1]})" if _chain else ""))
     try:
-        config = yaml.load(path.read_text(), Loader) or {}
+        config = yaml.load(read_text(path, "config file"), Loader) or {}
+    except TextFileError as e:
+        raise ConfigError(str(e)) from None
     except yaml.YAMLError as e:
         raise ConfigError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
+    except RecursionError:
+        raise ConfigError(f"{path}: nested too deeply to read; expected a config of a few levels") from None
+    except (ValueError, TypeError, OverflowError) as e:  # a value the constructors refuse (an int of 5000 digits)
+        raise ConfigError(f"{path}: a value cannot be read ({str(e).splitlines()[0][:120]})") from None
     if not isinstance(config, dict):
         raise ConfigError(f"{path}: expected a mapping of keys to values at the top level")
     base = config.pop("base", None)
     if base is None:
         return config
+    if not isinstance(base, str) or not base.strip():
+        raise ConfigError(f"{path}: 'base' is {brief(base)}; expected the path of a parent config file (text)")
     return deep_merge(load_yaml(path.parent / base, (*_chain, path)), config)
 
 
@@ -89,11 +103,11 @@ def parse_override(text):
     """``"train.lr=1e-4"`` -> (["train", "lr"], 0.0001)."""
     key, sep, value = text.partition("=")
     if not sep or not key or any(not part for part in key.split(".")):
-        raise ConfigError(f"override {text!r}: expected dotted.key=value, e.g. train.lr=1e-4")
+        raise ConfigError(f"override {brief(text)}: expected dotted.key=value, e.g. train.lr=1e-4")
     try:
         return key.split("."), yaml.load(value, Loader)
-    except yaml.YAMLError:
-        raise ConfigError(f"override {text!r}: the value is not valid YAML") from None
+    except (yaml.YAMLError, RecursionError, ValueError, TypeError, OverflowError):
+        raise ConfigError(f"override {brief(text)}: the value is not valid YAML") from None
 
 
 def apply_overrides(config, overrides):
@@ -104,16 +118,17 @@ def apply_overrides(config, overrides):
         node = config
         for i, key in enumerate(keys[:-1]):
             if key not in node:
-                raise ConfigError(f"override {text!r}: unknown config key {'.'.join(keys[:i + 1])!r}")
+                raise ConfigError(f"override {brief(text)}: unknown config key {'.'.join(keys[:i + 1])!r}")
             if not isinstance(node[key], dict):
-                raise ConfigError(f"override {text!r}: {'.'.join(keys[:i + 1])} is not a section of the config")
+                raise ConfigError(f"override {brief(text)}: {'.'.join(keys[:i + 1])} is not a section of the config")
             node = node[key]
         node[keys[-1]] = value
     return config
 
 
 def check_keys(config, reference, open_sections=(), prefix=""):
-    """Raise ConfigError naming the first key of ``config`` that ``reference`` lacks. Sections listed in
+    """Raise ConfigError naming the first key of ``config`` that ``reference`` lacks, or a value where ``reference``
+    has a section. Sections listed in
     ``open_sections`` (dotted names) are not checked here; their owner validates them."""
     for key, value in config.items():
         dotted = f"{prefix}{key}"
@@ -121,11 +136,11 @@ def check_keys(config, reference, open_sections=(), prefix=""):
             known = ", ".join(sorted(reference))
             raise ConfigError(f"unknown config key {dotted!r}; known keys{' in ' + prefix[:-1] if prefix else ''}: "
                               f"{known}")
+        if isinstance(reference[key], dict) and not isinstance(value, dict):  # an open section too (model=[1])
+            raise ConfigError(f"config key {dotted!r} must be a section (a mapping), got {brief(value)}")
         if dotted in open_sections:
             continue
         if isinstance(reference[key], dict):
-            if not isinstance(value, dict):
-                raise ConfigError(f"config key {dotted!r} must be a section (a mapping), got {value!r}")
             check_keys(value, reference[key], open_sections, f"{dotted}.")
 
 
@@ -206,4 +221,4 @@ def check_values(config, schema):
         value = get_dotted(config, dotted)
         problem = check(value)
         if problem:
-            raise ConfigError(f"config key {dotted!r} is {value!r}; {problem}")
+            raise ConfigError(f"config key {dotted!r} is {brief(value)}; {problem}")

@@ -18,6 +18,7 @@ import numpy as np
 from matplotlib import colormaps
 
 from pieanet.utils.image_io import atomic_write
+from pieanet.utils.safety import MATPLOTLIB_TEXT, shown
 
 CMAP = colormaps["bwr"]
 CMAP_TABLE = CMAP(np.arange(CMAP.N), bytes=True)[:, :3]  # bwr's 256 entries, uint8 RGB
@@ -90,7 +91,7 @@ def colorbar_figure(residual, title=None, vmax=1.0, scale_note=None, max_side_px
     ax.imshow(heatmap, interpolation="nearest")
     ax.set_axis_off()
     if title:
-        ax.set_title(title, fontsize=9)
+        ax.set_title(shown(title), fontsize=9, **MATPLOTLIB_TEXT)  # a file name: no mathtext, no control codes
     # bwr_r on [-vmax, vmax] is bwr at (1 - r / vmax) / 2, the same colours as colorize; arrows when values clip
     bar = fig.colorbar(ScalarMappable(norm=Normalize(-vmax, vmax), cmap=CMAP.reversed()), ax=ax, shrink=0.9,
                        extend="both" if vmax < 1.0 else "neither")

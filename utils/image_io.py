@@ -100,9 +100,22 @@ Image.MAX_IMAGE_PIXELS = MAX_PIXELS
 # HEIF (HEVC) measured the same way: 3,900 px/byte at 16 MP, quality 0; AVIF (AV1) reaches 64,000 at 64 MP and grows
 # with the size (about 1 kB whatever the size), so its decoder, which refuses truncated data, is its real guard. RAW:
 # the JPEG figure, as lossy DNG holds JPEG data (lossless raw codecs compress far less).
-MAX_PIXELS_PER_BYTE = {"JPEG": 2_000, "MPO": 2_000, "PNG": 20_000, "HEIF": 50_000, "AVIF": 1_000_000, "RAW": 2_000}
+# PNG: a 1-bit PNG near deflate's limit (a 24 kB file of 14000 x 14000) is no photo; 4,000 is 1.5 x the constant case.
+MAX_PIXELS_PER_BYTE = {"JPEG": 2_000, "MPO": 2_000, "PNG": 4_000, "HEIF": 50_000, "AVIF": 1_000_000, "RAW": 2_000}
 DEFAULT_PIXELS_PER_BYTE = 100_000
 JUDGED_ABOVE_PIXELS = 16_000_000
+
+# A JPEG decodes every scan over the whole image: a progressive file has about 10 (Pillow, libjpeg, mozjpeg write
+# 10 or fewer; an EXIF thumbnail adds one), a crafted one thousands (0.66 MB with 20,000 scans took 41 s). Counted
+# on the file's bytes before decoding (SOS markers; a 0xFF byte inside entropy-coded data is always followed by 0x00
+# or a restart marker, so only true scan starts, and those of embedded thumbnails, are counted).
+MAX_JPEG_SCANS = 100
+
+# The real peak of make_heatmap's default path (decode, float image, model at its working size, guided upsampling
+# to full size, colour map, PNG): 40 bytes per pixel above about 0.3 GB for the process (measured with
+# /usr/bin/time on 6 and 24 MP photos, docs/safety.md). A photo whose pixels times this exceed the memory the
+# process can still get (memory_budget) is refused before it is decoded.
+PEAK_BYTES_PER_PIXEL = 40
 
 ALPHA_MODES = frozenset({"RGBA", "LA", "PA", "RGBa", "La"})
 
@@ -189,6 +202,8 @@ def _load_with_pillow(path):
             _register_heif_opener(path)
             with Image.open(path) as img:
                 check_declared_size(path, img.format, *img.size)
+                if img.format in ("JPEG", "MPO"):
+                    check_jpeg_scans(path)
                 # a file that ends early is an error here, whatever the caller set Pillow's global switch to; the
                 # lock keeps another thread from restoring the caller's value while this one decodes
                 with _TRUNCATION_SWITCH:
@@ -205,6 +220,8 @@ def _load_with_pillow(path):
                              "limit; expected a smaller image") from None
     except PermissionError:
         raise ImageLoadError(f"{path}: permission denied; expected a readable image file") from None
+    except MemoryError:
+        raise ImageLoadError(f"{path}: out of memory while decoding; expected a smaller image") from None
     except UnidentifiedImageError:
         raise ImageLoadError(f"{path}: not a readable image; expected JPEG, PNG, BMP, TIFF, WebP, HEIC/HEIF"
                              f"{', AVIF' if '.avif' in IMAGE_EXTENSIONS else ''} or a camera RAW file") from None
@@ -310,11 +327,68 @@ def raw_clipping_mask(raw, shape):
 
 
 def check_declared_size(path, image_format, width, height):
-    """Refuse, before decoding, a photo above MAX_PIXELS or one declaring more pixels than its bytes can hold."""
+    """Refuse, before decoding, a photo above MAX_PIXELS, one declaring more pixels than its bytes can hold, or one
+    whose processing would need more memory than the process can get (memory_budget)."""
     if width * height > MAX_PIXELS:
         raise ImageLoadError(f"{path}: {width}x{height} is {width * height / 1e6:.0f} MP, above the "
                              f"{MAX_PIXELS / 1e6:.0f} MP limit; expected a smaller image")
     check_bytes_present(path, image_format, width, height)
+    need, budget = width * height * PEAK_BYTES_PER_PIXEL, memory_budget()
+    if need > budget:
+        raise ImageLoadError(f"{path}: {width}x{height} needs about {need / 2**30:.1f} GB to process "
+                             f"({PEAK_BYTES_PER_PIXEL} bytes per pixel), more than the {max(budget, 0) / 2**30:.1f} GB "
+                             "this process can still use; expected a smaller image (or more free memory)")
+
+
+def memory_budget():
+    """Bytes this process can still allocate: the least of the free room under its address-space and data limits
+    (setrlimit), its cgroup's memory.max and the system's MemAvailable; those it cannot read do not count."""
+    room = []
+    status = _proc_numbers("/proc/self/status", ("VmSize:", "VmData:"))
+    try:
+        import resource
+        for limit, used in ((resource.RLIMIT_AS, "VmSize:"), (resource.RLIMIT_DATA, "VmData:")):
+            soft = resource.getrlimit(limit)[0]
+            if soft != resource.RLIM_INFINITY and used in status:
+                room.append(soft - status[used])
+    except (ImportError, OSError, ValueError):
+        pass
+    try:
+        maximum = Path("/sys/fs/cgroup/memory.max").read_text().strip()
+        if maximum.isdigit():
+            room.append(int(maximum) - int(Path("/sys/fs/cgroup/memory.current").read_text()))
+    except (OSError, ValueError):
+        pass
+    available = _proc_numbers("/proc/meminfo", ("MemAvailable:",))
+    if "MemAvailable:" in available:
+        room.append(available["MemAvailable:"])
+    return min(room) if room else float("inf")
+
+
+def _proc_numbers(path, keys):
+    """{key: bytes} of the kB lines ``keys`` of a /proc file ({} where there is none)."""
+    found = {}
+    try:
+        with open(path, encoding="ascii", errors="replace") as f:
+            for line in f:
+                parts = line.split()
+                if parts and parts[0] in keys:
+                    found[parts[0]] = int(parts[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return found
+
+
+def check_jpeg_scans(path):
+    """Refuse a JPEG with more than MAX_JPEG_SCANS scans (start-of-scan markers), counted before decoding."""
+    scans, tail = 0, b""
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            scans += (tail + block).count(b"\xff\xda")
+            tail = block[-1:]
+            if scans > MAX_JPEG_SCANS:
+                raise ImageLoadError(f"{path}: a JPEG of more than {MAX_JPEG_SCANS} scans (each decodes the whole "
+                                     f"image again); expected a photo of at most {MAX_JPEG_SCANS}")
 
 
 def check_bytes_present(path, image_format, width, height):
@@ -339,6 +413,9 @@ def _file_mode():
     return 0o666 & ~mask
 
 
+TEMPORARY_STEM = 32  # characters of the target's stem in its temporary name (at most 128 bytes of UTF-8)
+
+
 def file_sha256(path):
     """The SHA-256 of a file's bytes (hex), read in 1 MB blocks."""
     digest = hashlib.sha256()
@@ -355,7 +432,8 @@ def atomic_write(path):
     when it raises."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.{os.getpid()}-{secrets.token_hex(4)}.tmp{path.suffix}")
+    # the stem is cut short: a target name near the 255-byte limit still gets a temporary name within it
+    tmp = path.with_name(f".{path.stem[:TEMPORARY_STEM]}.{os.getpid()}-{secrets.token_hex(4)}.tmp{path.suffix[:16]}")
     try:
         yield tmp
         if tmp.exists():

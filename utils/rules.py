@@ -14,6 +14,7 @@ from yaml.constructor import SafeConstructor
 from pieanet.utils.config import CONFIGS, shipped_file, shipped_names
 from pieanet.utils.exposure import DEFAULT_THRESHOLD, correction_stops, gray
 from pieanet.utils.regions import REGION_NAMES
+from pieanet.utils.safety import TextFileError, brief, read_text
 
 RULES_DIR = CONFIGS / "rules"
 CLIP_LOW, CLIP_HIGH = 2 / 255, 253 / 255  # photo gray levels counted as crushed / blown
@@ -162,16 +163,18 @@ def resolve_rules(name_or_path):
 def load_rules(name_or_path):
     """Read and check a rule file; a mistake raises RuleError naming the file, the line and the key."""
     path = resolve_rules(name_or_path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as e:
-        raise RuleError(f"{path}: cannot read the rule file ({e.__class__.__name__}: {e})") from None
+    try:  # a regular file of at most 1 MiB: a FIFO or /dev/zero is refused before anything is read
+        text = read_text(path, "rule file")
+    except TextFileError as e:
+        raise RuleError(str(e)) from None
     try:
         root = yaml.compose(text, Loader=yaml.SafeLoader)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f"{path}:{mark.line + 1}" if mark else str(path)
         raise RuleError(f"{where}: not valid YAML ({getattr(e, 'problem', None) or e})") from None
+    except RecursionError:
+        raise RuleError(f"{path}: nested too deeply to read; expected a rule file of a few levels") from None
     if root is None:
         raise RuleError(f"{path}:1: the file is empty; expected a mapping with a 'criteria' list")
     top = _Node(root, str(path), "").mapping(TOP_KEYS, required={"criteria"})
@@ -229,6 +232,8 @@ class _Node:
             self.fail(f"expected a mapping with keys {', '.join(sorted(allowed))}")
         children = {}
         for key_node, value_node in self.node.value:
+            if not isinstance(key_node, yaml.ScalarNode):
+                _Node(key_node, self.file, self.path).fail("expected a key (text), got a list or mapping")
             key = key_node.value
             child = _Node(value_node, self.file, f"{self.path}.{key}" if self.path else key)
             if key not in allowed:
@@ -250,12 +255,16 @@ class _Node:
     def scalar(self):
         if not isinstance(self.node, yaml.ScalarNode):
             self.fail("expected a single value")
-        return SafeConstructor().construct_object(self.node)
+        try:  # a tag the safe loader refuses (!!python/name:) or cannot convert (!!float abc, a bad !!timestamp)
+            return SafeConstructor().construct_object(self.node)
+        except (yaml.YAMLError, ValueError, TypeError, OverflowError, KeyError) as e:
+            problem = getattr(e, "problem", None) or (str(e).splitlines() or [type(e).__name__])[0]
+            self.fail(f"cannot read the value {brief(self.node.value)} ({self.node.tag}: {brief(problem)})")
 
     def number(self, low=None, high=None):
         value = self.scalar()
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not np.isfinite(value):
-            self.fail(f"expected a number, got {self.node.value!r}")
+            self.fail(f"expected a number, got {brief(self.node.value)}")
         if (low is not None and value < low) or (high is not None and value > high):
             self.fail(f"{value:g} is outside [{low if low is not None else '-inf'}, "
                       f"{high if high is not None else 'inf'}]")
@@ -264,11 +273,11 @@ class _Node:
     def string(self):
         value = self.scalar()
         if not isinstance(value, str):
-            self.fail(f"expected text, got {self.node.value!r}")
+            self.fail(f"expected text, got {brief(self.node.value)}")
         return value
 
     def choice(self, options):
         value = self.scalar()
-        if value not in options:
-            self.fail(f"unknown value {value!r}; expected one of {', '.join(options)}")
+        if not isinstance(value, str) or value not in options:
+            self.fail(f"unknown value {brief(value)}; expected one of {', '.join(options)}")
         return value

@@ -18,6 +18,7 @@ from pathlib import Path
 from pieanet.utils import cli
 from pieanet.utils.folders import NOFOLLOW, open_append
 from pieanet.utils.image_io import atomic_write, file_sha256
+from pieanet.utils.safety import TextFileError, csv_cell, csv_value, printable, regular_or_absent  # noqa: F401
 
 SUMMARY_NAME = "summary.csv"
 PART_NAME = re.compile(r"summary\.rank(\d+)\.csv")  # one process's rows while a torchrun run works
@@ -32,15 +33,6 @@ EARLIER_FIELDS = [[field for field in SUMMARY_FIELDS if field not in ("stops", "
 
 class UnreadableSummary(Exception):
     """A summary file that cannot be read as CSV text; the message names the file."""
-
-
-def printable(text):
-    """``text`` as valid UTF-8 text: bytes of a file name that are not UTF-8 (which Python holds as surrogate
-    escapes) become the four characters \\xNN, so summary.csv and index.html stay readable by every tool."""
-    try:
-        return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
-    except UnicodeEncodeError:  # a surrogate that stands for no byte (not from a file name)
-        return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def photo_keys(path, base, output_dir):
@@ -93,13 +85,18 @@ def taken_stems(rows):
 
 def read_table(path, missing_ok=False):
     """(column names, rows as {column: text}) of a summary file, in file order; a row with another number of cells
-    than the header (one cut short by a kill) is left out. A missing file is ([], []) with ``missing_ok``. Raises
-    UnreadableSummary."""
+    than the header (one cut short by a kill) is left out. A missing file is ([], []) with ``missing_ok``. Cells
+    are the text that was written (csv_value undoes csv_cell's formula guard). A FIFO or device is refused by its
+    type before it is opened. Raises UnreadableSummary."""
     try:
+        regular_or_absent(path, "summary")
         with open(os.open(path, os.O_RDONLY | NOFOLLOW), newline="", encoding="utf-8") as f:
             reader = csv.reader(f)
             header = next(reader, [])
-            return header, [dict(zip(header, values)) for values in reader if len(values) == len(header)]
+            return header, [dict(zip(header, map(csv_value, values))) for values in reader
+                            if len(values) == len(header)]
+    except TextFileError as e:
+        raise UnreadableSummary(str(e)) from None
     except FileNotFoundError:
         if missing_ok:
             return [], []
@@ -120,8 +117,9 @@ def check_header(path, header):
 
 
 def summary_values(row):
-    """The cells of ``row`` as summary.csv holds them: floats to 6 decimals, text as valid UTF-8 (printable)."""
-    return [f"{v:.6f}" if isinstance(v, float) else printable(v) if isinstance(v, str) else v
+    """The cells of ``row`` as summary.csv holds them: floats to 6 decimals, text as valid UTF-8 (printable) that no
+    spreadsheet runs as a formula (csv_cell; read_table reads it back unchanged)."""
+    return [f"{v:.6f}" if isinstance(v, float) else csv_cell(printable(v)) if isinstance(v, str) else v
             for v in (row.get(k, "") for k in SUMMARY_FIELDS)]
 
 
@@ -201,6 +199,7 @@ class SummaryLog:
     def __init__(self, path):
         self.path = Path(path)
         try:
+            regular_or_absent(self.path, "summary")
             if not self.path.is_symlink() and self.path.is_file() and self.path.stat().st_size > 0:
                 with open(os.open(self.path, os.O_RDONLY | NOFOLLOW), newline="", encoding="utf-8") as f:
                     header = next(csv.reader(f), [])
@@ -212,7 +211,7 @@ class SummaryLog:
                 self.fd = open_append(self.path)
                 os.ftruncate(self.fd, 0)
                 self._write(SUMMARY_FIELDS)
-        except (OSError, UnicodeDecodeError, csv.Error) as e:
+        except (OSError, UnicodeDecodeError, csv.Error, TextFileError) as e:
             reason = "a symbolic link" if self.path.is_symlink() else cli.one_line(e)
             raise cli.UsageError(f"{self.path}: cannot use it as the summary ({reason}); move it away or "
                                  "choose another --output") from None

@@ -1,0 +1,37 @@
+"""Ctrl-C while a tool is still importing (torch, matplotlib: the first seconds) ends it with exit code 130 and one
+line, never a KeyboardInterrupt traceback.
+
+Each script calls ``quiet_interrupts(prog)`` first, before its slow imports, when run as a program (the console
+commands do it in pieanet/commands.py); ``cli.run`` and train_wavelet's ``main`` call ``interrupts_raise()`` when the
+work starts, from where Ctrl-C is a KeyboardInterrupt that they turn into their own message and exit code 130. This
+module imports nothing slow.
+"""
+import os
+import signal
+
+EXIT_INTERRUPTED = 130
+
+
+def quiet_interrupts(prog):
+    """Until interrupts_raise: SIGINT prints '<prog>: interrupted while starting' and exits 130 at once."""
+    def handler(signum, frame):
+        try:
+            os.write(2, f"\n{prog}: interrupted while starting; nothing was done\n".encode())
+        finally:
+            os._exit(EXIT_INTERRUPTED)
+    try:
+        signal.signal(signal.SIGINT, handler)
+    except ValueError:  # not the main thread: leave Python's handling
+        pass
+
+
+def interrupts_raise():
+    """SIGINT raises KeyboardInterrupt again (Python's default), where a handler of quiet_interrupts was set."""
+    try:
+        if getattr(signal.getsignal(signal.SIGINT), "__qualname__", "").startswith("quiet_interrupts"):
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+    except ValueError:
+        pass
+
+
+__all__ = ["quiet_interrupts", "interrupts_raise"]
