@@ -46,12 +46,13 @@ RELEASED_WORD = "released"  # the --checkpoint value that means the file P_IEA_R
 # A checkpoint's model may not exceed this many parameters (P-IEANet: 94,812; the released network: 624,263); a small
 # file declaring a huge config is refused before anything is allocated
 MAX_PARAMETERS = 50_000_000
-# ranges of integer config values; a key not listed (counts that may be 0, e.g. scene_size) takes INT_RANGE
+# ranges of integer config values; a key not listed takes INT_RANGE
 INT_RANGES = {"width": (1, 1024), "heads": (1, 64), "window": (1, 64), "context": (1, 255), "bands": (1, 256),
-              "lightness_blocks": (1, 64), "attention_layers": (1, 64), "working_size": (1, 16384)}
+              "lightness_blocks": (1, 64), "attention_layers": (1, 64), "working_size": (1, 16384),
+              "scene_size": (0, 1024)}  # 1024: a 64 MB scene, so that measuring a model's cost for real stays cheap
 INT_RANGE = (0, 4096)
-# A checkpoint's model may not cost more than this in activations, judged on the meta device (nothing allocated) as
-# the sum of every layer's output for one image: a part that grows with the pixels (P-IEANet: 482 bytes per pixel;
+# A checkpoint's model may not cost more than this in activations, judged (activation_cost) as the sum of every
+# layer's output for one image: a part that grows with the pixels (P-IEANet: 482 bytes per pixel;
 # 12 kB with width 1024) and a fixed part (its scene branch at scene_size 64: 2 MB, at 4096: 1 GB; the released
 # network, which works at 256 x 256 whatever the photo: 442 MB). The real peak is a few times the fixed part (a
 # scene_size of 4096 took 4 GB for a 96 x 64 photo), so these keep a model within a few GB per tile.
@@ -217,32 +218,40 @@ def check_unpacked_size(path):
                               f"{MAX_PARAMETERS:,} parameters")
 
 
-def activation_cost(skeleton):
-    """(bytes per pixel, fixed bytes) of one image through ``skeleton`` (a model on the meta device): the sum of
-    every layer's output at two sizes, solved for the part that grows with the pixels and the part that does not."""
+def activation_cost(config, skeleton):
+    """(bytes per pixel, fixed bytes) of one image through the model of ``config``: the sum of every layer's output
+    at two sizes, solved for the part that grows with the pixels and the part that does not. A model that works at its
+    own fixed size (``native_size``: the released network, 79 GFLOP an image) is measured on the meta device
+    (``skeleton``: nothing allocated, nothing computed); any other runs for real on two tiny images, which after
+    check_config's ranges costs milliseconds, where the meta device's first elementwise op on strided views imports
+    torch's compiler stack (about a second of every tool's start-up)."""
+    sides = (256, 512) if getattr(skeleton, "native_size", None) else (64, 128)
+    model = skeleton if sides[0] == 256 else build_model(config).eval()
+    device = "meta" if model is skeleton else "cpu"
     totals = []
-    for side in (256, 512):
+    for side in sides:
         total = [0]
 
         def add(module, inputs, output):
             if isinstance(output, torch.Tensor):
                 total[0] += output.numel() * output.element_size()
-        hooks = [m.register_forward_hook(add) for m in skeleton.modules() if not list(m.children())]
+        hooks = [m.register_forward_hook(add) for m in model.modules() if not list(m.children())]
         try:
             with torch.no_grad():
-                skeleton(torch.empty(1, 3, side, side, device="meta"))
+                model(torch.zeros(1, 3, side, side, device=device))
         finally:
             for hook in hooks:
                 hook.remove()
         totals.append(total[0])
-    per_pixel = max(0.0, (totals[1] - totals[0]) / (512 * 512 - 256 * 256))
-    return per_pixel, max(0.0, totals[0] - per_pixel * 256 * 256)
+    small, large = sides[0] ** 2, sides[1] ** 2
+    per_pixel = max(0.0, (totals[1] - totals[0]) / (large - small))
+    return per_pixel, max(0.0, totals[0] - per_pixel * small)
 
 
 def check_activations(path, config, skeleton):
     """Refuse a config whose activations exceed MAX_ACTIVATION_BYTES_PER_PIXEL or _FIXED; raises CheckpointError."""
     try:
-        per_pixel, fixed = activation_cost(skeleton)
+        per_pixel, fixed = activation_cost(config, skeleton)
     except (RuntimeError, ValueError, TypeError, NotImplementedError, AssertionError, IndexError) as e:
         raise CheckpointError(f"{path}: unusable model config {brief(config)} (it fails on a test image: "
                               f"{str(e).splitlines()[0][:120] if str(e).strip() else type(e).__name__})") from None

@@ -198,9 +198,26 @@ def test_deflated_checkpoint_zip_is_refused_before_inflating(tmp_path):
         read_checkpoint(plain)
 
 
+def test_activation_cost_measured_for_real_equals_the_meta_devices_count(monkeypatch):
+    """activation_cost runs small models for real on two tiny images; the sum of layer outputs it solves for must be
+    what the meta device counts at 256 and 512 px (482.5 bytes per pixel and 244 kB fixed for the shipped model)."""
+    from pieanet.models import activation_cost, read_checkpoint
+    config, _ = read_checkpoint(ROOT / "checkpoints" / "pieanet_corpus.safetensors")
+    with torch.device("meta"):
+        skeleton = build_model(config)
+    real = activation_cost(config, skeleton)
+    monkeypatch.setattr(type(skeleton), "native_size", 256, raising=False)  # measured on the meta device instead
+    assert real == activation_cost(config, skeleton) == (482.5, 249856.0)
+    monkeypatch.setattr("pieanet.models.MAX_ACTIVATION_BYTES_PER_PIXEL", 400)
+    with pytest.raises(CheckpointError, match="482 bytes of activations per pixel"):
+        load_model(ROOT / "checkpoints" / "pieanet_corpus.safetensors")
+
+
 def test_checkpoint_whose_activations_are_too_costly_is_refused(tmp_path, tiny_model_config):
-    save_model(tmp_path / "scene.safetensors", build_model({"name": "pieanet", "scene_size": 4096}))
-    with pytest.raises(CheckpointError, match="activations"):
+    scene = build_model({"name": "pieanet", "scene_size": 64})
+    scene.config["scene_size"] = 4096  # a stored config that build_model itself would refuse
+    save_model(tmp_path / "scene.safetensors", scene)
+    with pytest.raises(CheckpointError, match="scene_size = 4096 is out of range"):
         load_model(tmp_path / "scene.safetensors")
     save_model(tmp_path / "ok.safetensors", build_model(tiny_model_config | {"scene_size": 64}))
     assert load_model(tmp_path / "ok.safetensors").config["scene_size"] == 64
