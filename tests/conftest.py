@@ -1,8 +1,10 @@
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
@@ -83,3 +85,18 @@ def flat_iea_dataset(root, greys, levels):
     rows += ["bad_P2.png,bad.png,5.0", "nolabel_N2.png,nolabel.png,5.0"]
     (root / "valid.csv").write_text("\n".join(rows) + "\n")
     return root
+
+
+def exit_code(tool, argv):
+    """A tool's exit code, whether it returned it or argparse raised SystemExit."""
+    try:
+        return tool.main([str(a) for a in argv])
+    except SystemExit as e:
+        return e.code
+
+
+def save_photo(path, seed=0, height=24, width=32):
+    """A random RGB photo (PNG or whatever the suffix says) at ``path``, folders made."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.random.default_rng(seed).integers(0, 256, (height, width, 3), dtype=np.uint8)).save(path)
+    return path

@@ -17,23 +17,10 @@ from pieanet import evaluate
 from pieanet import make_heatmap
 from pieanet import score
 from pieanet.utils import cli
+from conftest import exit_code, save_photo
 
 ROOT = Path(__file__).resolve().parents[1]
 TOOLS = {"make_heatmap": make_heatmap, "score": score, "compare_methods": compare_methods, "evaluate": evaluate}
-
-
-def exit_code(tool, argv):
-    """A tool's exit code, whether it returned it or argparse raised SystemExit."""
-    try:
-        return tool.main([str(a) for a in argv])
-    except SystemExit as e:
-        return e.code
-
-
-def save_photo(path, height=24, width=32, seed=0):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(np.random.default_rng(seed).integers(0, 256, (height, width, 3), dtype=np.uint8)).save(path)
-    return path
 
 
 def save_nan_tiff(path):

@@ -7,7 +7,6 @@ import fcntl
 import os
 import shutil
 
-import numpy as np
 import pytest
 import torch
 from PIL import Image
@@ -16,6 +15,7 @@ from pieanet import compare_methods
 from pieanet import make_heatmap
 from pieanet import train_wavelet
 from test_train import make_dataset, tiny_config
+from conftest import save_photo
 
 KINDS = ("exposure.png", "overlay.png", "colorbar.png", "residual.npy")
 
@@ -24,12 +24,6 @@ def heatmap(argv, capsys):
     code = make_heatmap.main([str(a) for a in argv] + ["--threads", "1"])
     out, err = capsys.readouterr()
     return code, out, err
-
-
-def save_photo(path, seed, height=24, width=32):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(np.random.default_rng(seed).integers(0, 256, (height, width, 3), dtype=np.uint8)).save(path)
-    return path
 
 
 def snapshot(folder):

@@ -6,26 +6,19 @@ import shutil
 import subprocess
 import sys
 
-import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 from pieanet import make_heatmap
 from pieanet.models import build_model, save_model
 from pieanet.utils.summary import SUMMARY_FIELDS, output_stems
+from conftest import save_photo
 
 
 def run(argv, capsys):
     code = make_heatmap.main([str(a) for a in argv] + ["--threads", "1"])
     out, err = capsys.readouterr()
     return code, out, err
-
-
-def save_photo(path, seed, height=24, width=32):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(np.random.default_rng(seed).integers(0, 256, (height, width, 3), dtype=np.uint8)).save(path)
-    return path
 
 
 def rows_of(folder):

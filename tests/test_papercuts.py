@@ -8,7 +8,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 import pieanet
@@ -16,22 +15,9 @@ from pieanet import compare_methods, evaluate, make_heatmap, score
 from pieanet.utils import cli
 from pieanet.utils.config import ConfigError
 from pieanet.utils.image_io import IMAGE_EXTENSIONS
-from conftest import flat_iea_dataset
+from conftest import exit_code, flat_iea_dataset, save_photo
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def exit_code(tool, argv):
-    try:
-        return tool.main([str(a) for a in argv])
-    except SystemExit as e:
-        return e.code
-
-
-def save_photo(path, height=24, width=32, seed=0):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(np.random.default_rng(seed).integers(0, 256, (height, width, 3), dtype=np.uint8)).save(path)
-    return path
 
 
 def error_line(capsys):
@@ -52,7 +38,7 @@ def test_repeated_input_is_refused_in_one_line(tiny_checkpoint, tmp_path, capsys
 
 def test_size_below_what_the_model_can_use_is_refused(tiny_checkpoint, tmp_path, capsys):
     # the tiny model's window is 4: tile multiple 8 x 4 = 32 px; the shipped model's window 8: 64 px
-    save_photo(tmp_path / "in" / "a.png", 48, 64)
+    save_photo(tmp_path / "in" / "a.png", height=48, width=64)
     argv = ["--input", tmp_path / "in", "--checkpoint", tiny_checkpoint]
     assert exit_code(make_heatmap, argv + ["--output", tmp_path / "small", "--size", "1"]) == 2
     assert error_line(capsys) == ("make_heatmap: --size 1 is below this model's minimum working size of 32 px; use "
