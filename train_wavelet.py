@@ -518,6 +518,10 @@ class Run:
                 raise SetupError(f"--resume: {self.last_path}: counter {key} is "
                                  + ("missing" if key not in state else f"{type(value).__name__} {str(value)[:40]}")
                                  + ("; expected an integer >= 0" if key in COUNTERS else "; expected a number"))
+        if not isinstance(state.get("config"), dict):  # the run's config travels with its weights (load_model)
+            raise SetupError(f"--resume: {self.last_path}: its config is "
+                             + ("missing" if "config" not in state else f"a {type(state['config']).__name__}")
+                             + "; expected a training state written by train_wavelet.py")
         try:
             self.model.load_state_dict(state["model"])
             self.optimizer.load_state_dict(state["optimizer"])

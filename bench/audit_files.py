@@ -460,7 +460,7 @@ class Audit:
 
     # ---------------------------------------------------------------------------------------------- 9 training folders
     def class_9(self):
-        for override in ("model.width=16", "model.heads=4", "model.lightness_blocks=2")[:1 if self.minimal else
+        for override in ("model.width=16", "model.heads=3", "model.lightness_blocks=2")[:1 if self.minimal else
                                                                                          2 if self.quick else 3]:
             folder = self.fresh("refused-resume")
             config, out = self.stopped_run(folder)

@@ -240,6 +240,7 @@ def test_a_tampered_last_pt_is_refused_in_the_projects_words(stopped_run, tmp_pa
     (lambda state: state.pop("global_step"), "counter global_step is missing"),
     (lambda state: state.update(epoch="1"), "counter epoch is str 1; expected an integer >= 0"),
     (lambda state: state.update(best_mae=None), "counter best_mae is NoneType None; expected a number"),
+    (lambda state: state.update(config=[1]), "its config is a list; expected a training state"),
 ])
 def test_missing_or_mistyped_counters_in_last_pt_are_one_line(stopped_run, tmp_path, tiny_model_config, train_data,
                                                               capsys, change, says):
