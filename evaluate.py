@@ -249,7 +249,7 @@ def well_exposed_table(results):
     keys = sorted({key for r in results.values() for key in r["per_key"]})
     header = table_header(["flagged ↓"] + [f"flagged ({key}) ↓" for key in keys] + ["median flagged pixels ↓"])
     rows = "".join("| " + " | ".join(
-        [name, str(r["n_images"]), format_pct(r["false_alarm_pct"])]
+        [md_cell(name), str(r["n_images"]), format_pct(r["false_alarm_pct"])]
         + [format_pct(r["per_key"][key]["false_alarm_pct"]) if key in r["per_key"] else "n/a" for key in keys]
         + [format_pct(r["median_pct_flagged"])]) + " |\n" for name, r in results.items())
     return header, rows

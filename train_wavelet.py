@@ -651,11 +651,13 @@ def train(config, device, resume, rank, world_size, overwrite=False):
     out = experiment_folder(config, resume, overwrite)
     run = Run(config, device, rank, world_size, out)
     run.build()
-    notes = run.restore() if resume else []  # accepted (or refused) before anything is written to the folder
     if run.is_main:
         out.mkdir(parents=True, exist_ok=True)
     with folders.locked(out, distributed.Group(rank, world_size, device)):  # one run per folder; ranks share it
         experiment_folder(config, resume, overwrite)  # again, under the lock: a run that finished meanwhile counts
+        # last.pt read under the lock (another run may have written it meanwhile), accepted or refused before
+        # anything is written to the folder
+        notes = run.restore() if resume else []
         if run.is_main:
             orphans = make_folder(out, config, overwrite)
             if orphans:

@@ -27,7 +27,7 @@ from pieanet.models.official import OfficialPIEANet
 from pieanet.models.onnx_model import OnnxModel
 from pieanet.models.pieanet import PIEANet
 from pieanet.utils.image_io import atomic_write
-from pieanet.utils.safety import brief
+from pieanet.utils.safety import brief, first_line
 
 # every model by config name: P-IEANet, the released network and the classical baselines (models/baselines.py)
 MODELS = {"pieanet": PIEANet, "official": OfficialPIEANet, **BASELINES}
@@ -186,7 +186,7 @@ def read_checkpoint(path):
         raise CheckpointError(f"{path}: too large to load (out of memory); expected a checkpoint of at most "
                               f"{MAX_PARAMETERS:,} parameters") from None
     except (SafetensorError, RuntimeError, OSError, ValueError, KeyError, EOFError, TypeError) as e:
-        raise CheckpointError(f"{path}: unreadable checkpoint ({str(e).splitlines()[0][:120]}); expected a project "
+        raise CheckpointError(f"{path}: unreadable checkpoint ({first_line(e, 120)}); expected a project "
                               "checkpoint (.safetensors) or the released P-IEANet .pth") from None
     if isinstance(state, dict) and "model" in state and "config" in state:
         config = state["config"]
@@ -254,7 +254,7 @@ def check_activations(path, config, skeleton):
         per_pixel, fixed = activation_cost(config, skeleton)
     except (RuntimeError, ValueError, TypeError, NotImplementedError, AssertionError, IndexError) as e:
         raise CheckpointError(f"{path}: unusable model config {brief(config)} (it fails on a test image: "
-                              f"{str(e).splitlines()[0][:120] if str(e).strip() else type(e).__name__})") from None
+                              f"{first_line(e, 120)})") from None
     if per_pixel > MAX_ACTIVATION_BYTES_PER_PIXEL or fixed > MAX_ACTIVATION_BYTES_FIXED:
         raise CheckpointError(f"{path}: its config {brief(config)} costs {per_pixel:,.0f} bytes of activations per "
                               f"pixel plus {fixed / 2**20:,.0f} MB per image, above the limits of "
@@ -270,7 +270,7 @@ def check_weights(path, config, state):
         with torch.device("meta"):
             skeleton = build_model(config)
     except (TypeError, ValueError, AssertionError, RuntimeError, ZeroDivisionError) as e:
-        raise CheckpointError(f"{path}: unusable model config ({str(e).splitlines()[0][:160]})") from None
+        raise CheckpointError(f"{path}: unusable model config ({first_line(e)})") from None
     count = sum(p.numel() for p in skeleton.parameters())
     if count > MAX_PARAMETERS:
         raise CheckpointError(f"{path}: its config {brief(config)} makes a model of {count:,} parameters, above the "
@@ -315,6 +315,6 @@ def load_model(path, device="cpu", explicit_device=True):
         model.load_state_dict(state, strict=True)
     except (RuntimeError, TypeError, ValueError) as e:
         raise CheckpointError(f"{path}: weights do not fit the model config {config} "
-                              f"({str(e).splitlines()[0][:160]})") from None
+                              f"({first_line(e)})") from None
     return model.to(resolve_device(device)).eval()
 

@@ -18,6 +18,8 @@ import math
 import torch
 import torch.nn as nn
 
+from pieanet.utils.safety import first_line
+
 CONFIG_KEY = "p_iea.config"  # written by export.py
 # an installed copy has no requirements file: the package by name first
 INSTALL = ("pip install onnxruntime (onnxruntime-gpu for CUDA; in the P-IEA checkout: pip install -r "
@@ -59,7 +61,7 @@ class OnnxModel(nn.Module):
             raise ValueError(f"{path}: an ONNX file without the P-IEA model config in its metadata; expected a file "
                              "written by export.py") from None
         except Exception as e:  # onnxruntime raises its own exception types for unreadable files
-            raise ValueError(f"{path}: not a readable ONNX model ({str(e).splitlines()[0][:160]})") from None
+            raise ValueError(f"{path}: not a readable ONNX model ({first_line(e)})") from None
         from pieanet.models import CheckpointError, build_model, check_activations  # the skeleton gives the
         try:                                                                       # attributes inference reads
             with torch.device("meta"):
@@ -68,7 +70,7 @@ class OnnxModel(nn.Module):
         except CheckpointError:
             raise
         except (TypeError, ValueError, AssertionError, RuntimeError, ZeroDivisionError) as e:
-            raise ValueError(f"{path}: unusable model config in its metadata ({str(e).splitlines()[0][:160]})") \
+            raise ValueError(f"{path}: unusable model config in its metadata ({first_line(e)})") \
                 from None
         self.config, self.path = config, str(path)
         for name in ("working_size", "receptive_radius", "tile_multiple", "native_size"):

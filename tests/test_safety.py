@@ -364,3 +364,10 @@ def test_ctrl_c_during_imports_exits_130_without_a_traceback(script):
     err = "".join(seen) + process.stderr.read()
     process.wait(timeout=60)
     assert process.returncode == 130 and "Traceback" not in err and "interrupted" in err, err[-2000:]
+
+
+def test_first_line_of_an_error_without_a_message_is_its_type():
+    from pieanet.utils.safety import first_line
+    assert first_line(ValueError()) == "ValueError"
+    assert first_line(RuntimeError("  \n")) == "RuntimeError"
+    assert first_line(OSError("disk full\nmore detail"), limit=4) == "disk"

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import yaml
 
-from pieanet.utils.safety import TextFileError, brief, read_text
+from pieanet.utils.safety import TextFileError, brief, first_line, read_text
 
 
 class Loader(yaml.SafeLoader):
@@ -84,11 +84,11 @@ def load_yaml(path, _chain=()):
     except TextFileError as e:
         raise ConfigError(str(e)) from None
     except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
+        raise ConfigError(f"{path}: not valid YAML ({first_line(e)})") from None
     except RecursionError:
         raise ConfigError(f"{path}: nested too deeply to read; expected a config of a few levels") from None
     except (ValueError, TypeError, OverflowError) as e:  # a value the constructors refuse (an int of 5000 digits)
-        raise ConfigError(f"{path}: a value cannot be read ({str(e).splitlines()[0][:120]})") from None
+        raise ConfigError(f"{path}: a value cannot be read ({first_line(e, 120)})") from None
     if not isinstance(config, dict):
         raise ConfigError(f"{path}: expected a mapping of keys to values at the top level")
     base = config.pop("base", None)

@@ -92,6 +92,13 @@ class TextFileError(ValueError):
     """A text file that cannot be read: not a regular file, too large, not UTF-8, unreadable. Names the file."""
 
 
+def first_line(error, limit=160):
+    """The first line of an exception's message, at most ``limit`` characters; its type's name when the message is
+    empty (an empty ValueError() or an onnxruntime error without text must not end in IndexError)."""
+    text = str(error).strip()
+    return (text.splitlines()[0] if text else type(error).__name__)[:limit]
+
+
 def read_text(path, what="file", limit=TEXT_LIMIT):
     """The UTF-8 text of the regular file ``path`` (at most ``limit`` bytes); raises TextFileError. Opened without
     blocking, so a FIFO is refused by its type instead of waiting for a writer."""
