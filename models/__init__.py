@@ -79,6 +79,14 @@ def released_weights():
     return Path(value).expanduser()
 
 
+def checkpoint_file(path):
+    """The file a checkpoint name stands for: ``path`` itself; for the word ``released`` (when no such file exists)
+    the released weights (released_weights). Raises CheckpointError."""
+    if str(path) == RELEASED_WORD and not Path(path).exists():
+        return released_weights()
+    return path
+
+
 def check_config(config, where="model config"):
     """Refuse a config whose name, keys, types or ranges cannot make a model (ValueError naming the key); this
     runs before anything is built."""

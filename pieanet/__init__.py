@@ -18,11 +18,11 @@ if not (_HERE / "models").is_dir() and (_CHECKOUT / "models" / "__init__.py").is
 
 
 def load(path=None, device="cpu"):
-    """A P-IEANet (project checkpoint, training state or the released .pth) in eval mode on ``device``; None = the
-    default checkpoint. The model maps B x 3 x H x W RGB in [0, 1] to B x 1 x H x W residuals; call it under
+    """A P-IEANet (project checkpoint, training state, the released .pth or ``"released"``: the file
+    $P_IEA_RELEASED_WEIGHTS names) in eval mode on ``device``; None = the default checkpoint. The model maps B x 3 x H x W RGB in [0, 1] to B x 1 x H x W residuals; call it under
     ``torch.no_grad()`` (or use ``predict``), or autograd keeps every activation (about twice the memory)."""
-    from pieanet.models import DEFAULT_CHECKPOINT, load_model
-    return load_model(path or DEFAULT_CHECKPOINT, device=device)
+    from pieanet.models import DEFAULT_CHECKPOINT, checkpoint_file, load_model
+    return load_model(checkpoint_file(path or DEFAULT_CHECKPOINT), device=device)
 
 
 def predict(photo, model=None, size=None, tile=None):

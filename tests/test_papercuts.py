@@ -212,3 +212,13 @@ def test_released_weights_come_from_the_environment_never_a_development_path(tin
     with pytest.raises(models.CheckpointError) as missing:
         models.load_model(tmp_path / "nothing.pth")
     assert "../shared" not in str(missing.value)
+
+
+def test_load_understands_released_as_the_tools_do(tiny_checkpoint, monkeypatch, tmp_path):
+    from pieanet.models import CheckpointError
+    monkeypatch.delenv("P_IEA_RELEASED_WEIGHTS", raising=False)
+    monkeypatch.chdir(tmp_path)  # no file called "released" here
+    with pytest.raises(CheckpointError, match="P_IEA_RELEASED_WEIGHTS"):
+        pieanet.load("released")
+    monkeypatch.setenv("P_IEA_RELEASED_WEIGHTS", str(tiny_checkpoint))
+    assert pieanet.load("released").config == pieanet.load(tiny_checkpoint).config

@@ -23,7 +23,7 @@ import torch
 from tqdm import tqdm
 
 from pieanet.models import (DEFAULT_CHECKPOINT, DEFAULT_ONNX, RELEASED_WORD,  # noqa: F401 (re-exported)
-                            CheckpointError, load_model, released_weights, resolve_device)
+                            CheckpointError, checkpoint_file, load_model, resolve_device)
 from pieanet.utils.exposure import DEFAULT_THRESHOLD
 from pieanet.utils.folders import FolderBusy
 from pieanet.utils.heatmap import check_vmax
@@ -175,13 +175,11 @@ def model_file(path, args):
     """The file open_model(path, args) loads: ``path``; for ``released`` (when no such file exists) the released
     weights that the environment variable P_IEA_RELEASED_WEIGHTS names; for None the shipped checkpoint (its ONNX
     export with --backend onnxruntime). Raises UsageError."""
-    if path is not None and str(path) == RELEASED_WORD and not Path(path).exists():
+    if path is not None:
         try:
-            return released_weights()
+            return checkpoint_file(path)
         except CheckpointError as e:
             raise UsageError(str(e)) from None
-    if path is not None:
-        return path
     return DEFAULT_ONNX if getattr(args, "backend", "auto") == "onnxruntime" else DEFAULT_CHECKPOINT
 
 
