@@ -46,7 +46,7 @@ from pieanet.utils.exposure import DEFAULT_THRESHOLD
 from pieanet.utils.heatmap import colorize
 from pieanet.utils.image_io import atomic_write, remove_orphan_temporaries
 from pieanet.utils.metrics import SSIM_CONVENTION, SSIM_DATA_RANGE, MetricAccumulator
-from pieanet.utils.safety import brief, shown
+from pieanet.utils.safety import brief, first_line, shown
 from pieanet.utils.startup import interrupts_raise
 
 ROOT = Path(__file__).resolve().parent
@@ -506,7 +506,7 @@ class Run:
             raise SetupError(f"--resume: {e}") from None
         except (RuntimeError, ValueError, TypeError, EOFError, OSError, AttributeError) as e:
             raise SetupError(f"--resume: {self.last_path}: unreadable training state "
-                             f"({(str(e).strip().splitlines() or [type(e).__name__])[0][:160]})") from None
+                             f"({first_line(e)})") from None
         if not isinstance(state, dict):
             raise SetupError(f"--resume: {self.last_path} holds a {type(state).__name__}; expected a training state "
                              "written by train_wavelet.py")
@@ -535,7 +535,7 @@ class Run:
             set_rng_state(state["rng"])
         except (RuntimeError, KeyError, ValueError, TypeError, EOFError, OSError, AttributeError, IndexError) as e:
             raise SetupError(f"--resume: {self.last_path} does not fit this config "
-                             f"({(str(e).strip().splitlines() or [type(e).__name__])[0][:160]})") from None
+                             f"({first_line(e)})") from None
         self.epoch, self.step_in_epoch, self.global_step, self.best_mae = (
             state["epoch"], state["step_in_epoch"], state["global_step"], state["best_mae"])
         notes = [f"resumed from {self.last_path}: epoch {self.epoch + 1}, step {self.step_in_epoch} of "

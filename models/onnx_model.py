@@ -88,7 +88,7 @@ class OnnxModel(nn.Module):
             residual, = self.session.run(["residual"], {"image": x.detach().float().cpu().numpy()})
         except Exception as e:  # onnxruntime's own types (Fail, InvalidArgument, RuntimeException: out of memory, a
             # graph with fixed input dimensions): one photo's failure, as torch's RuntimeError is (utils/cli.predict)
-            raise RuntimeError(f"onnxruntime: {(str(e).strip().splitlines() or [type(e).__name__])[0][:200]}") from None
+            raise RuntimeError(f"onnxruntime: {first_line(e, 200)}") from None
         return torch.from_numpy(residual).to(x.device)
 
     def extra_repr(self):

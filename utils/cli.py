@@ -29,7 +29,7 @@ from pieanet.utils.folders import FolderBusy
 from pieanet.utils.heatmap import check_vmax
 from pieanet.utils.image_io import MAX_PIXELS, ImageLoadError, list_images, load_image, readable_formats
 from pieanet.utils.inference import default_overlap, predict_batch, round_up
-from pieanet.utils.safety import shown
+from pieanet.utils.safety import first_line, shown
 from pieanet.utils.startup import interrupts_raise
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED, EXIT_BROKEN_PIPE = 0, 1, 2, 130, 141
@@ -286,8 +286,7 @@ def check_inputs(sources, recursive=None, exclude=(), errors=None):
 
 # ------------------------------------------------------------------------------------------------ per-image work
 def one_line(error):
-    text = str(error).strip().splitlines()
-    return text[0][:200] if text else type(error).__name__
+    return first_line(error, 200)
 
 
 def read_image(path, raw_clipping=False):

@@ -41,6 +41,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError, features
 
+from pieanet.utils.safety import first_line
+
 RAW_EXTENSIONS = frozenset({".dng", ".cr2", ".cr3", ".crw", ".nef", ".nrw", ".arw", ".srf", ".sr2", ".raf", ".orf",
                             ".rw2", ".rwl", ".pef", ".srw", ".3fr", ".iiq", ".erf", ".kdc", ".dcr", ".mrw", ".mos"})
 PHOTO_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".heic", ".heif") \
@@ -226,17 +228,13 @@ def _load_with_pillow(path):
         raise ImageLoadError(f"{path}: not a readable image; expected JPEG, PNG, BMP, TIFF, WebP, HEIC/HEIF"
                              f"{', AVIF' if '.avif' in IMAGE_EXTENSIONS else ''} or a camera RAW file") from None
     except Exception as e:  # Pillow's decoders raise many types (OSError, SyntaxError, struct.error...) on bad data
-        raise ImageLoadError(f"{path}: corrupt or truncated image ({_first_line(e)})") from None
+        raise ImageLoadError(f"{path}: corrupt or truncated image ({first_line(e)})") from None
 
 
 def _named(path, error):
     """``error`` (an ImageLoadError) with its message led by the file's name."""
     return error if str(error).startswith(f"{path}: ") else ImageLoadError(f"{path}: {error}")
 
-
-def _first_line(error):
-    text = error.args[0].decode("utf-8", "replace") if error.args and isinstance(error.args[0], bytes) else str(error)
-    return text.splitlines()[0][:160] if text.strip() else type(error).__name__
 
 
 def _load_raw(path, raw_clipping):
@@ -259,9 +257,9 @@ def _load_raw(path, raw_clipping):
     except (rawpy.LibRawIOError, rawpy.LibRawDataError) as e:
         said = libraw_said[0].removeprefix(f"{path}: ") if libraw_said else ""
         said = f"; LibRaw: {said}" if said else ""
-        raise ImageLoadError(f"{path}: corrupt or truncated RAW file ({_first_line(e)}{said})") from None
+        raise ImageLoadError(f"{path}: corrupt or truncated RAW file ({first_line(e)}{said})") from None
     except (rawpy.LibRawError, OSError, RuntimeError, MemoryError, NotImplementedError) as e:
-        raise ImageLoadError(f"{path}: RAW decoding failed ({_first_line(e)}); expected a camera RAW file") from None
+        raise ImageLoadError(f"{path}: RAW decoding failed ({first_line(e)}); expected a camera RAW file") from None
     return rgb.astype(np.float32) / np.float32(255.0), clipped
 
 

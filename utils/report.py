@@ -21,7 +21,8 @@ import numpy as np
 from pieanet.utils.heatmap import colorize
 from pieanet.utils.folders import NOFOLLOW
 from pieanet.utils.image_io import atomic_write
-from pieanet.utils.summary import UnreadableSummary, printable, read_table
+from pieanet.utils.safety import printable
+from pieanet.utils.summary import UnreadableSummary, read_table
 
 REPORT_NAME = "index.html"
 # in every page make_heatmap writes, so it can tell its own index.html from a user's (which it never replaces)

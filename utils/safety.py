@@ -95,7 +95,8 @@ class TextFileError(ValueError):
 def first_line(error, limit=160):
     """The first line of an exception's message, at most ``limit`` characters; its type's name when the message is
     empty (an empty ValueError() or an onnxruntime error without text must not end in IndexError)."""
-    text = str(error).strip()
+    raw = error.args[0] if getattr(error, "args", None) else None
+    text = (raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(error)).strip()  # rawpy's are bytes
     return (text.splitlines()[0] if text else type(error).__name__)[:limit]
 
 

@@ -18,7 +18,7 @@ from pathlib import Path
 from pieanet.utils import cli
 from pieanet.utils.folders import NOFOLLOW, open_append
 from pieanet.utils.image_io import atomic_write, file_sha256
-from pieanet.utils.safety import TextFileError, csv_cell, csv_value, printable, regular_or_absent  # noqa: F401
+from pieanet.utils.safety import TextFileError, csv_cell, csv_value, first_line, printable, regular_or_absent
 
 SUMMARY_NAME = "summary.csv"
 PART_NAME = re.compile(r"summary\.rank(\d+)\.csv")  # one process's rows while a torchrun run works
@@ -102,7 +102,7 @@ def read_table(path, missing_ok=False):
             return [], []
         raise UnreadableSummary(f"{path}: cannot read it as a summary (no such file)") from None
     except (OSError, UnicodeDecodeError, csv.Error) as e:
-        reason = getattr(e, "strerror", None) or (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+        reason = getattr(e, "strerror", None) or first_line(e, 200)
         raise UnreadableSummary(f"{path}: cannot read it as a summary ({reason})") from None
 
 

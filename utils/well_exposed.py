@@ -19,7 +19,7 @@ import numpy as np
 
 from pieanet.utils.exposure import DEFAULT_THRESHOLD, residual_stats
 from pieanet.utils.image_io import atomic_write, list_images
-from pieanet.utils.summary import printable
+from pieanet.utils.safety import printable
 
 DEFAULT_SHARE_LIMIT = 10.0  # percent of a photo's pixels that may have |r| > threshold
 DEFAULT_MEAN_LIMIT = 0.05   # largest |mean r| of a photo judged well exposed
