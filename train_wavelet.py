@@ -654,7 +654,8 @@ def train(config, device, resume, rank, world_size, overwrite=False):
     if run.is_main:
         out.mkdir(parents=True, exist_ok=True)
     with folders.locked(out, distributed.Group(rank, world_size, device)):  # one run per folder; ranks share it
-        experiment_folder(config, resume, overwrite)  # again, under the lock: a run that finished meanwhile counts
+        if run.is_main:  # again, under the lock: a run that finished meanwhile counts (the other ranks would see the
+            experiment_folder(config, resume, overwrite)  # files rank 0 starts writing below and refuse their own run)
         # last.pt read under the lock (another run may have written it meanwhile), accepted or refused before
         # anything is written to the folder
         notes = run.restore() if resume else []
