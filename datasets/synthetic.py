@@ -153,6 +153,25 @@ def scene_radiance(ideal_u8, camera):
     return radiance * (1.0 + (2.0 ** camera["blown_stops"] - 1.0) * blown)
 
 
+def add_lamps(radiance, camera, rng, count=None):
+    """Light sources in the scene: 1-5 small discs 4 to 9 stops brighter than the sensor's white, each with a soft glow
+    on its surroundings. Real dark frames of interiors and night scenes keep their lamps and windows bright while the
+    rest falls to black; without such sources in the corpus a bright spot in a dark frame reads as a low-key photo."""
+    h, w = radiance.shape[:2]
+    saturation = camera["knee"] + (1.0 - camera["knee"]) * camera["slope"]
+    y, x = np.mgrid[0:h, 0:w].astype(np.float64)
+    light = np.zeros((h, w, 3))
+    for _ in range(int(rng.integers(1, 6)) if count is None else count):
+        cy, cx = rng.uniform(0, h), rng.uniform(0, w)
+        radius = float(np.exp(rng.uniform(np.log(1.5), np.log(max(2.0, 0.06 * min(h, w))))))
+        distance = np.hypot(y - cy, x - cx)
+        core = np.clip(radius + 0.5 - distance, 0.0, 1.0)  # a disc with a one-pixel soft edge
+        glow = rng.uniform(0.002, 0.02) * np.exp(-0.5 * (distance / (radius * rng.uniform(3.0, 10.0))) ** 2)
+        colour = np.array([1.0, rng.uniform(0.75, 1.0), rng.uniform(0.45, 1.0)])  # white to warm
+        light += (core + glow)[..., None] * colour * saturation * 2.0 ** rng.uniform(4.0, 9.0)
+    return radiance + light
+
+
 def render(radiance, ev, camera, rng, noisy=True):
     """One frame: exposure gain (ev: scalar or H x W field), white-balance drift, shot + read noise (both left out
     with ``noisy=False``), per-channel sensor saturation, neutral pull of clipped highlights, the tone curve, 8-bit."""
@@ -291,11 +310,15 @@ def make_crop(task):
         ideal = np.repeat(np.round(gray(ideal.astype(np.float64))).astype(np.uint8)[..., None], 3, axis=2)
     camera = random_camera(rng) if cfg["camera"] == "random" else SRGB_CAMERA
     radiance = scene_radiance(ideal, camera)  # every frame of the bracket, and the re-exposed ideal, render this
+    # drawn only when asked for, so that corpora made without lamps keep their random stream (and their bytes)
+    lamps = bool(cfg.get("lamp_fraction")) and rng.random() < cfg["lamp_fraction"]
+    if lamps:
+        radiance = add_lamps(radiance, camera, rng)
     ev0 = 0.0
     if cfg["ideal_grey"]:  # the crop re-exposed by the rule real brackets pick their ideal with
         ev0 = ideal_ev(ideal, camera, rng.uniform(*cfg["ideal_grey"]))
-        if ev0:
-            ideal = render(radiance, ev0, camera, rng, noisy=False)
+    if ev0 or lamps:
+        ideal = render(radiance, ev0, camera, rng, noisy=False)
     if cfg.get("fusion_strength"):
         ideal = local_ideal(ideal, radiance, camera, ev0, cfg["fusion_evs"], cfg["fusion_strength"])
     levels = cfg["levels"]
@@ -501,6 +524,9 @@ def parse_args(argv=None):
                         "(default: 0, the ideal as the rule above leaves it)")
     p.add_argument("--fusion-evs", type=float, nargs="+", default=[-2.0, -1.0, 0.0, 1.0, 2.0], metavar="EV",
                    help="the bracket fused for --fusion-strength, in stops from the ideal (default: -2 -1 0 1 2)")
+    p.add_argument("--lamp-fraction", type=float, default=0.0,
+                   help="share of crops given light sources 4-9 stops above white (clipped in the ideal, still bright "
+                        "in frames 5-7 stops under; default: 0)")
     p.add_argument("--grey-fraction", type=float, default=0.05,
                    help="share of crops turned black-and-white (default: 0.05)")
     p.add_argument("--levels", nargs="+", default=DEFAULT_LEVELS,
@@ -529,8 +555,8 @@ def parse_args(argv=None):
         p.error(f"--always-levels {sorted(set(args.always_levels) - set(args.levels))} are not among --levels")
     if args.levels_per_crop is not None and not 1 <= args.levels_per_crop <= len(set(args.levels)):
         p.error(f"--levels-per-crop must be between 1 and the number of levels ({len(set(args.levels))})")
-    if not 0.0 <= args.grey_fraction <= 1.0:
-        p.error("--grey-fraction must be in [0, 1]")
+    if not 0.0 <= args.grey_fraction <= 1.0 or not 0.0 <= args.lamp_fraction <= 1.0:
+        p.error("--grey-fraction and --lamp-fraction must be in [0, 1]")
     if not 0.0 <= args.fusion_strength <= 1.0 or not all(-8.0 <= ev <= 8.0 for ev in args.fusion_evs):
         p.error("--fusion-strength must be in [0, 1] and --fusion-evs within -8..8")
     return args
@@ -553,7 +579,7 @@ def main(argv=None):
            "quality": args.quality, "out": str(out), "levels_per_crop": args.levels_per_crop, "camera": args.camera,
            "grey_fraction": args.grey_fraction, "ideal_grey": args.ideal_grey if max(args.ideal_grey) > 0 else None,
            "max_side": args.max_side, "fusion_strength": args.fusion_strength, "fusion_evs": args.fusion_evs,
-           "always_levels": args.always_levels}
+           "always_levels": args.always_levels, "lamp_fraction": args.lamp_fraction}
 
     def crops(name):
         if args.crops_per_photo is None:

@@ -528,3 +528,31 @@ def test_always_levels_are_in_every_crop(corpus, tmp_path):
     assert len({lv for v in per_ref.values() for lv in v}) > 2  # the other level is still drawn
     with pytest.raises(SystemExit):
         synthetic.parse_args(["--out", str(tmp_path), "--levels", "N1", "P1", "--always-levels", "P0"])
+
+
+def test_lamps_stay_bright_in_a_dark_frame_and_clip_in_the_ideal():
+    ideal = photo(9, 48, 48)
+    camera = quiet(synthetic.SRGB_CAMERA)
+    radiance = synthetic.scene_radiance(ideal, camera)
+    lit = synthetic.add_lamps(radiance, camera, np.random.default_rng(3), count=2)
+    lamp = lit.max(axis=2) > 16 * radiance.max()  # the lamps' cores: at least 4 stops above the photo's white
+    assert 0 < lamp.mean() < 0.2
+    at_ideal = synthetic.render(lit, 0.0, camera, None, noisy=False)
+    dark = synthetic.render(lit, -6.0, camera, None, noisy=False)
+    assert (at_ideal[lamp] == 255).all()  # blown in the ideal
+    assert dark[lamp].max(axis=1).min() > 120  # lamps 4+ stops above white keep their light 6 stops under
+    assert np.median(dark[~lamp]) < 40  # while the rest of the frame falls to near black
+    untouched = ~lamp & (lit.max(axis=2) == radiance.max(axis=2))  # beyond every glow, the photo is unchanged
+    assert np.array_equal(at_ideal[untouched], ideal[untouched])
+
+
+def test_lamp_fraction_labels_exact_and_no_lamps_keeps_old_bytes(sources, png_set, tmp_path):
+    lit = generate(sources, tmp_path / "lit", "--val-scenes", "delta", "--lamp-fraction", "1")
+    check_labels(lit, "png")
+    refs = sorted((lit / "refs").iterdir())
+    assert any((np.asarray(Image.open(p)) == 255).all(axis=2).any() for p in refs)  # lamps blown in the ideals
+    # --lamp-fraction 0 draws nothing more from the random stream: the same bytes as before the option existed
+    plain = generate(sources, tmp_path / "plain", "--val-scenes", "delta", "--lamp-fraction", "0")
+    for sub in ("images", "labels", "refs"):
+        for path in sorted((png_set / sub).iterdir()):
+            assert (plain / sub / path.name).read_bytes() == path.read_bytes()
