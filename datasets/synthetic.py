@@ -166,9 +166,10 @@ def add_lamps(radiance, camera, rng, count=None):
         radius = float(np.exp(rng.uniform(np.log(1.5), np.log(max(2.0, 0.06 * min(h, w))))))
         distance = np.hypot(y - cy, x - cx)
         core = np.clip(radius + 0.5 - distance, 0.0, 1.0)  # a disc with a one-pixel soft edge
-        glow = rng.uniform(0.002, 0.02) * np.exp(-0.5 * (distance / (radius * rng.uniform(3.0, 10.0))) ** 2)
+        # the light it casts: at most about half the sensor's white next to it, whatever the lamp's own brightness
+        glow = rng.uniform(0.05, 0.5) * np.exp(-0.5 * (distance / (radius * rng.uniform(3.0, 10.0))) ** 2)
         colour = np.array([1.0, rng.uniform(0.75, 1.0), rng.uniform(0.45, 1.0)])  # white to warm
-        light += (core + glow)[..., None] * colour * saturation * 2.0 ** rng.uniform(4.0, 9.0)
+        light += (core * 2.0 ** rng.uniform(4.0, 9.0) + glow)[..., None] * colour * saturation
     return radiance + light
 
 

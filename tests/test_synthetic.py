@@ -540,6 +540,7 @@ def test_lamps_stay_bright_in_a_dark_frame_and_clip_in_the_ideal():
     at_ideal = synthetic.render(lit, 0.0, camera, None, noisy=False)
     dark = synthetic.render(lit, -6.0, camera, None, noisy=False)
     assert (at_ideal[lamp] == 255).all()  # blown in the ideal
+    assert (at_ideal[~lamp] == 255).all(axis=1).mean() < 0.05  # their glow lights the photo, it does not blow it
     assert dark[lamp].max(axis=1).min() > 120  # lamps 4+ stops above white keep their light 6 stops under
     assert np.median(dark[~lamp]) < 40  # while the rest of the frame falls to near black
     untouched = ~lamp & (lit.max(axis=2) == radiance.max(axis=2))  # beyond every glow, the photo is unchanged
