@@ -1,4 +1,5 @@
 """YAML configs: inheritance, dotted overrides, unknown keys; every shipped config resolves and builds its model."""
+import json
 from pathlib import Path
 
 import pytest
@@ -88,3 +89,14 @@ def test_paper_recipe_and_ablation_switches():
         assert ablation["model"] == {**paper["model"], f"use_{part}": False}
     assert resolve_config(CONFIGS / "loss_l2.yaml")["train"]["loss"] == "l2"
     assert resolve_config(CONFIGS / "loss_smooth_l1.yaml")["train"]["loss"] == "smooth_l1"
+
+
+def test_every_shipped_config_resolves_to_its_recorded_values():
+    """tests/data/resolved_configs.json holds what each shipped config resolved to before the config schema existed
+    (train_wavelet.resolve_config at commit f43843a); compared as canonical JSON, so an int that became a float
+    (0 -> 0.0) or a key that appeared or vanished fails too."""
+    recorded = json.loads((Path(__file__).parent / "data" / "resolved_configs.json").read_text())
+    assert sorted(recorded) == sorted(path.stem for path in CONFIGS.glob("*.yaml"))
+    for stem, values in recorded.items():
+        resolved = resolve_config(CONFIGS / f"{stem}.yaml")
+        assert json.dumps(resolved, sort_keys=True) == json.dumps(values, sort_keys=True), stem
