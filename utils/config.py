@@ -353,7 +353,7 @@ def schema_yaml(schema, header="", width=120, column=23):
     def scalar(value):
         return yaml.safe_dump(value, default_flow_style=True, width=1 << 16).removesuffix("\n...\n").strip()
 
-    def emit(text, doc, indent):
+    def emit(text, doc):
         if not doc:
             lines.append(text)
             return
@@ -372,17 +372,18 @@ def schema_yaml(schema, header="", width=120, column=23):
             doc = field.metadata.get("doc", "")
             if is_section(field):
                 lines.append("")
-                emit(f"{indent}{name}:", doc, indent)
+                emit(f"{indent}{name}:", doc)
                 walk(field.type, indent + "  ")
-            elif field.metadata.get("loader"):
-                emit(f"{indent}# {name}: ...", doc, indent)
+            elif field.metadata.get("loader"):  # not a value: shown as a comment
+                emit(f"{indent}# {name}:", doc)
             else:
                 value = field.default_factory() if field.default is dataclasses.MISSING else field.default
                 if isinstance(value, dict) and value:
-                    emit(f"{indent}{name}:", doc, indent)
+                    lines.append("")
+                    emit(f"{indent}{name}:", doc)
                     for k, v in value.items():
                         lines.append(f"{indent}  {k}: {scalar(v)}")
                 else:
-                    emit(f"{indent}{name}: {scalar(value)}", doc, indent)
+                    emit(f"{indent}{name}: {scalar(value)}", doc)
     walk(schema, "")
     return "\n".join(lines) + "\n"

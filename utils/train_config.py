@@ -10,6 +10,7 @@ The ``model`` section is not declared here: its keys are the model constructor's
 models.check_config, the check that also guards the config stored in every checkpoint (one home for each model
 key's type and range); train_wavelet.resolve_config calls it on the resolved section.
 """
+import argparse
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -139,12 +140,11 @@ def base_yaml():
 
 
 def main(argv=None):
-    argv = sys.argv[1:] if argv is None else argv
-    if argv not in ([], ["--write"]):
-        print("usage: python -m pieanet.utils.train_config [--write]   (print configs/base.yaml, or rewrite it)",
-              file=sys.stderr)
-        return 2
-    if not argv:
+    parser = argparse.ArgumentParser(prog="python -m pieanet.utils.train_config",
+                                     description="Print configs/base.yaml as the schema writes it, or rewrite it.")
+    parser.add_argument("--write", action="store_true", help=f"replace {BASE_FILE} (atomically)")
+    args = parser.parse_args(argv)
+    if not args.write:
         sys.stdout.write(base_yaml())
         return 0
     from pieanet.utils.image_io import atomic_write
