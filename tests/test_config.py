@@ -38,7 +38,8 @@ def test_circular_and_missing_bases_are_named(tmp_path):
 
 
 def test_overrides_parse_values_as_yaml(tmp_path):
-    path = write(tmp_path / "c.yaml", "train: {lr: 2.0e-3, max_steps: 5}\ndata: {extra_valid: {a: {root: r, csv: c}}}\n")
+    path = write(tmp_path / "c.yaml", "train: {lr: 2.0e-3, max_steps: 5}\n"
+                                      "data: {extra_valid: {a: {root: r, csv: c}}}\n")
     result = load(path, ["train.lr=1e-4", "model.use_dwt=false", "train.amp=none", "train.max_steps=12",
                          "data.scale_range=[0.5, 2]", "data.extra_valid={}", "data={crop: null}"])
     assert (result["train"]["lr"], result["train"]["amp"], result["train"]["max_steps"]) == (1e-4, "none", 12)

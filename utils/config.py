@@ -130,13 +130,13 @@ def dump_config(config):
 
 # ------------------------------------------------------------------ schemas
 def key(default=dataclasses.MISSING, doc="", *, low=None, high=None, low_open=False, high_open=False, choices=None,
-        rule=None, expect=None, loader=False):
+        rule=None, loader=False):
     """A schema field: its ``default`` (none: the key is required, in a Form), a ``doc`` line, the range of a number
     ([low, high]; ``low_open``/``high_open`` leave an end out; a list's items each), the ``choices`` of a string,
-    ``rule(value)``: a further check returning what was expected or None, described by ``expect``; ``loader``: a
-    key the file loader consumes (``base``), never part of the resolved config."""
+    ``rule(value)``: a further check of a value of the right type, returning what was expected or None; ``loader``:
+    a key the file loader consumes (``base``), never part of the resolved config."""
     meta = dict(doc=doc, low=low, high=high, low_open=low_open, high_open=high_open, choices=choices, rule=rule,
-                expect=expect, loader=loader)
+                loader=loader)
     if isinstance(default, (dict, list)):
         return dataclasses.field(default_factory=lambda: copy.deepcopy(default), metadata=meta)
     return dataclasses.field(default=default, metadata=meta)
@@ -190,8 +190,6 @@ def _bounds(meta):
 def expected(annotation, meta=None):
     """What a value of this type (and ``meta``'s range or choices) is, in words: 'an integer >= 1 or null'."""
     meta = meta or {}
-    if meta.get("expect"):
-        return meta["expect"]
     annotation, null = _optional(annotation)
     origin, args = typing.get_origin(annotation), typing.get_args(annotation)
     if annotation is bool:
@@ -247,7 +245,8 @@ def _fits(value, annotation, meta):
     if origin is typing.Literal:
         return any(value is arg or (type(value) is type(arg) and value == arg) for arg in args)
     if origin is tuple:
-        return isinstance(value, list) and len(value) == len(args) and all(_fits(v, a, meta) for v, a in zip(value, args))
+        return isinstance(value, list) and len(value) == len(args) \
+            and all(_fits(v, a, meta) for v, a in zip(value, args))
     if origin is dict:
         return isinstance(value, dict) and all(isinstance(k, str) and k.strip() and _fits(v, args[1], {})
                                                for k, v in value.items())
