@@ -328,9 +328,9 @@ def apply_override(config, text, schema):
         node[keys[-1]] = deep_merge(node[keys[-1]], value)
     else:
         node[keys[-1]] = value
-    part = {}  # the override as a one-key config, checked against the values it leaves
+    part = value  # the override as a one-key config, checked against the values it leaves
     for name in reversed(keys):
-        part = {name: part} if part else {name: value}
+        part = {name: part}
     check_part(part, schema, where, resolved=config)
     return config
 

@@ -2,13 +2,14 @@
 
 This is the one definition: ``load`` fills the defaults from it and checks each file and override against it
 (utils.config), and configs/base.yaml, the annotated list of every key the shipped configs inherit, is written from
-it (tests/test_config.py checks that the committed file is up to date):
+it (tests/test_config_schema.py checks that the committed file is up to date):
 
     python -m pieanet.utils.train_config --write      # rewrite configs/base.yaml after changing a key here
 
-The ``model`` section is not declared here: its keys are the model constructor's arguments, checked by
-models.check_config, the check that also guards the config stored in every checkpoint (one home for each model
-key's type and range); train_wavelet.resolve_config calls it on the resolved section.
+The keys inside ``model`` are not declared here (only the section and its default name): they are the model
+constructor's arguments, checked by models.check_config, the check that also guards the config stored in every
+checkpoint, so each model key's type and range has one home; train_wavelet.resolve_config calls it on the resolved
+section.
 """
 import argparse
 import sys
