@@ -17,7 +17,6 @@ if __name__ == "__main__":  # first, before the slow imports: Ctrl-C while they 
     from pieanet.utils.startup import quiet_interrupts
     quiet_interrupts("train_wavelet")
 import argparse
-import inspect
 import math
 import random
 import sys
@@ -36,45 +35,26 @@ from tqdm import tqdm
 
 from pieanet import evaluate
 from pieanet.datasets.iea40k import DatasetError, IEA40KDataset, read_split
-from pieanet.models import (MODELS, CheckpointError, build_model, check_activations, check_config, load_torch_state,
+from pieanet.models import (CheckpointError, build_model, check_activations, check_config, load_torch_state,
                             read_checkpoint,
                             resolve_device, save_model)
-from pieanet.utils.config import (ConfigError, boolean, check_values, choice, dump_config, integer, load_config,
-                                  load_yaml, number, shipped_file, shipped_names, text)
-from pieanet.utils import cli, distributed, folders, well_exposed
+from pieanet.utils.config import ConfigError, dump_config, shipped_file, shipped_names
+from pieanet.utils import cli, distributed, folders, train_config, well_exposed
 from pieanet.utils.exposure import DEFAULT_THRESHOLD
 from pieanet.utils.heatmap import colorize
 from pieanet.utils.image_io import atomic_write, remove_orphan_temporaries
 from pieanet.utils.metrics import SSIM_CONVENTION, SSIM_DATA_RANGE, MetricAccumulator
-from pieanet.utils.safety import brief, first_line, shown
+from pieanet.utils.safety import first_line, shown
 from pieanet.utils.startup import interrupts_raise
 
 ROOT = Path(__file__).resolve().parent
-REFERENCE_CONFIG = ROOT / "configs" / "base.yaml"
+# the schema (utils.train_config) names the choices; these map them to what they mean
 LOSSES = {"l1": F.l1_loss, "l2": F.mse_loss, "smooth_l1": F.smooth_l1_loss}
 AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "none": None}
-LR_SCHEDULES = ("step", "cosine")
 PROG = "train_wavelet"
 # what makes a folder hold a run; --overwrite removes them all (every weight file a run writes among them)
 RUN_FILES = ("config.yaml", "train.log", "last.pt", "best.safetensors", "last.safetensors")
 COUNTERS = ("epoch", "step_in_epoch", "global_step")  # last.pt's integer counters (and best_mae, a number)
-# every value of configs/base.yaml outside the model section (checked by models.check_config) and data.extra_valid
-SCHEMA = {
-    "name": text(null=True), "output_dir": text(), "seed": integer(0, 2**32 - 1), "init_from": text(null=True),
-    "data.root": text(), "data.train_csv": text(), "data.valid_csv": text(), "data.images_dir": text(),
-    "data.labels_dir": text(), "data.label_scale": number(0, above=True), "data.size": integer(1, null=True),
-    "data.crop": integer(1, null=True), "data.augment": boolean, "data.valid_limit": integer(1, null=True),
-    "data.workers": integer(0, 256),
-    "train.epochs": integer(1), "train.batch_size": integer(1), "train.valid_batch_size": integer(1),
-    "train.lr": number(0, above=True), "train.weight_decay": number(0), "train.lr_schedule": choice(LR_SCHEDULES),
-    "train.lr_step_epochs": integer(1), "train.lr_gamma": number(0, 1), "train.warmup_steps": integer(0),
-    "train.ema_decay": number(0, 1), "train.loss": choice(tuple(LOSSES)), "train.ssim_weight": number(0),
-    "train.amp": choice(tuple(AMP_DTYPES)),
-    "train.channels_last": boolean, "train.max_steps": integer(1, null=True), "train.save_every_steps": integer(0),
-    "train.log_every_steps": integer(1), "train.panels": integer(0),
-}
-
-
 class SetupError(Exception):
     """A run that cannot start (data, checkpoint, experiment folder): one sentence, exit code 2."""
 
@@ -111,55 +91,21 @@ def rescale(image, label, scale_range, generator):
 
 def resolve_config(path, overrides=()):
     """The config file (a path, or a shipped config by name: utils.config.shipped_file) with its bases and overrides,
-    every key checked (model keys against the model's arguments)."""
+    every key checked: against the schema (utils.train_config), the model section by models.check_config and by
+    building the model on the meta device (what it is built from and what it costs)."""
     found = shipped_file(path)
     if found is None:
         raise ConfigError(f"{path}: config file not found; expected a YAML file or the name of a shipped config "
                           f"({shipped_names()})")
-    config = load_config(found, overrides, reference=load_yaml(REFERENCE_CONFIG),
-                         open_sections=("model", "data.extra_valid"))
+    config = train_config.load(found, overrides)
     model = config["model"]
-    if not isinstance(model.get("name"), str) or model["name"] not in MODELS:
-        raise ConfigError(f"model.name must be one of {sorted(MODELS)}, got {brief(model.get('name'))}")
-    arguments = set(inspect.signature(MODELS[model["name"]]).parameters)
-    for key in model:
-        if key != "name" and key not in arguments:
-            raise ConfigError(f"unknown config key 'model.{key}' for model {model['name']!r}; known keys: "
-                              f"{', '.join(sorted(arguments)) or 'none'}")
-    try:  # types and ranges, then the model itself on the meta device: what it is built from and what it costs
+    try:
         check_config(model, where="model")
         with torch.device("meta"):
             skeleton = build_model(model)
         check_activations("model", model, skeleton)
     except (ValueError, TypeError, AssertionError, RuntimeError, ZeroDivisionError) as e:  # CheckpointError too
         raise ConfigError(str(e).splitlines()[0] if str(e).strip() else type(e).__name__) from None
-    for key, choices in (("loss", LOSSES), ("amp", AMP_DTYPES), ("lr_schedule", LR_SCHEDULES)):
-        if not isinstance(config["train"][key], str) or config["train"][key] not in choices:
-            raise ConfigError(f"train.{key} must be one of {sorted(choices)}, got {brief(config['train'][key])}")
-    check_values(config, SCHEMA)
-    if config["train"]["ema_decay"] >= 1:
-        raise ConfigError(f"config key 'train.ema_decay' is {brief(config['train']['ema_decay'])}; expected 0 (off) "
-                          "or a decay below 1")
-    extra_valid = config["data"]["extra_valid"] or {}
-    if not isinstance(extra_valid, dict):
-        raise ConfigError(f"data.extra_valid must be a mapping of name: {{root, csv}} or {{root, well_exposed: true}}, "
-                          f"got {brief(extra_valid)}")
-    for name, spec in extra_valid.items():
-        if not (isinstance(spec, dict) and isinstance(spec.get("root"), str) and spec["root"]
-                and ((set(spec) == {"root", "csv"} and isinstance(spec["csv"], str) and spec["csv"])
-                     or (set(spec) == {"root", "well_exposed"} and spec["well_exposed"] is True))):
-            raise ConfigError(f"data.extra_valid.{name} must be a mapping with keys root and csv (labelled data), or "
-                              f"root and well_exposed: true (a folder of well-exposed photos), got {brief(spec)}")
-    name = config["name"] if config["name"] is not None else Path(path).stem
-    if Path(name).is_absolute() or ".." in Path(name).parts:
-        raise ConfigError(f"name {brief(name)} must be a folder name under output_dir (no absolute path, no '..')")
-    scale_range = config["data"]["scale_range"]
-    if scale_range is not None and not (isinstance(scale_range, list) and len(scale_range) == 2
-                                        and all(isinstance(v, (int, float)) for v in scale_range)
-                                        and 0 < scale_range[0] <= scale_range[1]):
-        raise ConfigError("data.scale_range must be null or [low, high] with 0 < low <= high, got "
-                          f"{brief(scale_range)}")
-    config["name"] = name
     return config
 
 

@@ -1,4 +1,6 @@
-"""YAML configs: inheritance, dotted overrides, unknown keys; every shipped config resolves and builds its model."""
+"""YAML configs: inheritance, dotted overrides, unknown keys; every shipped config resolves and builds its model.
+The schema itself (types, ranges, defaults, base.yaml): tests/test_config_schema.py."""
+import json
 from pathlib import Path
 
 import pytest
@@ -6,7 +8,8 @@ import yaml
 
 from pieanet.models import build_model
 from pieanet.train_wavelet import resolve_config
-from pieanet.utils.config import ConfigError, apply_overrides, check_keys, load_config, load_yaml
+from pieanet.utils.config import ConfigError, load_yaml
+from pieanet.utils.train_config import load
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
@@ -34,44 +37,62 @@ def test_circular_and_missing_bases_are_named(tmp_path):
         load_yaml(tmp_path / "c.yaml")
 
 
-def test_overrides_parse_values_as_yaml():
-    config = {"train": {"lr": 3e-5, "amp": "bf16", "max_steps": None}, "model": {"use_dwt": True}}
-    result = apply_overrides(config, ["train.lr=1e-4", "model.use_dwt=false", "train.amp=none", "train.max_steps=12",
-                                      "train.extra=[1, 2]"])
-    assert result == {"train": {"lr": 1e-4, "amp": "none", "max_steps": 12, "extra": [1, 2]},
-                      "model": {"use_dwt": False}}
-    assert config["train"]["lr"] == 3e-5  # the input is left alone
-    for bad in ["train.lr", "=3", "train..lr=1", "nothing.here=1", "train.lr.deeper=1"]:
-        with pytest.raises(ConfigError):
-            apply_overrides(config, [bad])
+def test_overrides_parse_values_as_yaml(tmp_path):
+    path = write(tmp_path / "c.yaml", "train: {lr: 2.0e-3, max_steps: 5}\n"
+                                      "data: {extra_valid: {a: {root: r, csv: c}}}\n")
+    result = load(path, ["train.lr=1e-4", "model.use_dwt=false", "train.amp=none", "train.max_steps=12",
+                         "data.scale_range=[0.5, 2]", "data.extra_valid={}", "data={crop: null}"])
+    assert (result["train"]["lr"], result["train"]["amp"], result["train"]["max_steps"]) == (1e-4, "none", 12)
+    assert result["model"] == {"name": "pieanet", "use_dwt": False}
+    assert result["data"]["scale_range"] == [0.5, 2]
+    assert result["data"]["extra_valid"] == {}  # a mapping-valued key is replaced, not merged
+    assert result["data"]["crop"] is None and result["data"]["workers"] == 2  # a section sets the keys it names
+    for bad in ["train.lr", "=3", "train..lr=1", "nothing.here=1", "train.lr.deeper=1", "train.extra=[1, 2]",
+                "base=other.yaml", "data.extra_valid.nope.root=x"]:
+        with pytest.raises(ConfigError, match="^override "):
+            load(path, [bad])
 
 
-def test_unknown_keys_are_rejected_by_name(tmp_path):
-    reference = {"a": 1, "train": {"lr": 1.0, "epochs": 2}, "model": {"name": "x"}}
-    check_keys({"a": 2, "train": {"lr": 3.0}, "model": {"anything": 1}}, reference, open_sections=("model",))
-    with pytest.raises(ConfigError, match="unknown config key 'train.lrr'.*epochs, lr"):
-        check_keys({"train": {"lrr": 3.0}}, reference)
+def test_unknown_keys_are_rejected_by_name_with_the_file_that_sets_them(tmp_path):
+    base = write(tmp_path / "parent.yaml", "train: {lrr: 3.0}\n")
+    child = write(tmp_path / "child.yaml", "base: parent.yaml\ntrain: {lr: 1.0}\n")
+    with pytest.raises(ConfigError) as caught:
+        load(child)
+    assert str(caught.value) == f"{base}: unknown config key 'train.lrr'; did you mean 'train.lr'?"
+    with pytest.raises(ConfigError, match=r"c.yaml: unknown config key 'zzz'; known keys: data, init_from, model, "
+                                          r"name, output_dir, seed, train$"):
+        load(write(tmp_path / "c.yaml", "zzz: 1\n"))
     with pytest.raises(ConfigError, match="'train' must be a section"):
-        check_keys({"train": 3}, reference)
-    path = write(tmp_path / "c.yaml", "train: {lr: 2}\n")
-    with pytest.raises(ConfigError, match="unknown config key 'train.warmup'"):
-        load_config(path, ["train.warmup=5"], reference=reference)
+        load(write(tmp_path / "d.yaml", "train: 3\n"))
+    with pytest.raises(ConfigError, match="override 'train.warmup=5': unknown config key 'train.warmup'; did you "
+                                          "mean 'train.warmup_steps'"):
+        load(write(tmp_path / "e.yaml", ""), ["train.warmup=5"])
 
 
 def test_train_wavelet_checks_model_keys_against_the_model(tmp_path):
-    with pytest.raises(ConfigError, match="unknown config key 'model.widht'"):
+    with pytest.raises(ConfigError, match="model: unknown key 'widht' for model 'pieanet'"):
         resolve_config(CONFIGS / "pieanet.yaml", ["model.widht=16"])
-    with pytest.raises(ConfigError, match="unknown config key 'model.width' for model 'official'"):
+    with pytest.raises(ConfigError, match="model: unknown key 'width' for model 'official'"):
         resolve_config(CONFIGS / "official.yaml", ["model.width=16"])
-    with pytest.raises(ConfigError, match="train.loss must be one of"):
+    with pytest.raises(ConfigError, match="'train.loss' is 'l3'; expected one of l1, l2, smooth_l1"):
         resolve_config(CONFIGS / "pieanet.yaml", ["train.loss=l3"])
     with pytest.raises(ConfigError, match="unknown config key 'data.csv'"):
         resolve_config(CONFIGS / "pieanet.yaml", ["data.csv=x.csv"])
 
 
+# what each shipped config resolved to before the config schema existed (train_wavelet.resolve_config at commit
+# f43843a), compared as canonical JSON: an int that became a float (0 -> 0.0) or a key that appeared or vanished fails
+RECORDED = json.loads((Path(__file__).parent / "data" / "resolved_configs.json").read_text())
+
+
+def test_every_shipped_config_has_recorded_values():
+    assert sorted(RECORDED) == sorted(path.stem for path in CONFIGS.glob("*.yaml"))
+
+
 @pytest.mark.parametrize("path", sorted(CONFIGS.glob("*.yaml")), ids=lambda p: p.name)
-def test_every_shipped_config_resolves_and_builds(path):
+def test_every_shipped_config_resolves_unchanged_and_builds(path):
     config = resolve_config(path)
+    assert json.dumps(config, sort_keys=True) == json.dumps(RECORDED[path.stem], sort_keys=True)
     assert config["name"] == path.stem
     model = build_model(config["model"])
     assert model.config["name"] == config["model"]["name"]
@@ -88,3 +109,4 @@ def test_paper_recipe_and_ablation_switches():
         assert ablation["model"] == {**paper["model"], f"use_{part}": False}
     assert resolve_config(CONFIGS / "loss_l2.yaml")["train"]["loss"] == "l2"
     assert resolve_config(CONFIGS / "loss_smooth_l1.yaml")["train"]["loss"] == "smooth_l1"
+
