@@ -53,7 +53,7 @@ from pieanet.models.pieanet import LightnessBranch, PIEANet
 from pieanet.utils import cli
 from pieanet.utils.safety import first_line, shown
 from pieanet.utils.cli import EXIT_FAILED, EXIT_OK, UsageError
-from pieanet.utils.errors import PieaError
+from pieanet.utils.errors import PieaError, add_debug_option
 from pieanet.utils.image_io import atomic_write
 
 PROG = "export"
@@ -306,6 +306,7 @@ def build_parser():
     p.add_argument("--check-sizes", type=size_pair, nargs="+", metavar="HxW",
                    default=list(DEFAULT_CHECK_SIZES),
                    help="sizes at which onnxruntime is compared with torch (default: 256x256 301x199)")
+    add_debug_option(p)
     return p
 
 
