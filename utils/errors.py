@@ -1,5 +1,5 @@
 """One error path for every tool: the project's base error, the exit codes, and the one function that turns an
-exception into an exit code and one line (docs/errors.md).
+exception into an exit code and one line (docs/design.md, "Exit codes").
 
 Every error the project raises on purpose derives from ``PieaError`` and carries its exit code as the class
 attribute ``exit_code``: 2 for a refusal before any work (a bad option, input, config, checkpoint or folder), 1 for
