@@ -160,8 +160,7 @@ def load_torch_state(path, expected):
     errors propagate."""
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
-    # from None: torch's message advises weights_only=False (running the file's code); never shown, --debug included
-    except pickle.UnpicklingError:
+    except pickle.UnpicklingError:  # no cause chained: torch's advice is never shown, not even under --debug
         raise CheckpointError(f"{path}: {PICKLE_REFUSED}; expected {expected}") from None
     except Exception as e:
         if "weights_only" in str(e):  # any other type carrying torch's advice

@@ -176,7 +176,7 @@ def load_rules(name_or_path):
         where = f"{path}:{mark.line + 1}" if mark else str(path)
         raise RuleError(f"{where}: not valid YAML ({getattr(e, 'problem', None) or e})") from e
     except RecursionError:
-        # from None: the cause is a RecursionError's thousand frames, which say nothing more
+        # no cause chained: a RecursionError's thousand frames say nothing more
         raise RuleError(f"{path}: nested too deeply to read; expected a rule file of a few levels") from None
     if root is None:
         raise RuleError(f"{path}:1: the file is empty; expected a mapping with a 'criteria' list")
