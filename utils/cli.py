@@ -23,12 +23,12 @@ from tqdm import tqdm
 
 from pieanet.models import (DEFAULT_CHECKPOINT, DEFAULT_ONNX, RELEASED_WORD,  # noqa: F401 (re-exported)
                             CheckpointError, checkpoint_file, load_model, resolve_device)
+from pieanet.utils.errors import (EXIT_BROKEN_PIPE, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK,  # noqa: F401 (re-exported)
+                                  EXIT_USAGE, UsageError, add_debug_option, exit_status, set_debug)
 from pieanet.utils.exposure import DEFAULT_THRESHOLD
 from pieanet.utils.heatmap import check_vmax
 from pieanet.utils.image_io import MAX_PIXELS, ImageLoadError, list_images, load_image, readable_formats
 from pieanet.utils.inference import default_overlap, predict_batch, round_up
-from pieanet.utils.errors import (EXIT_BROKEN_PIPE, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK,  # noqa: F401 (re-exported)
-                                  EXIT_USAGE, UsageError, add_debug_option, exit_status, set_debug)
 from pieanet.utils.safety import first_line, shown
 from pieanet.utils.startup import interrupts_raise
 
