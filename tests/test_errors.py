@@ -228,3 +228,15 @@ def test_every_tool_has_the_debug_option(capsys):
         with pytest.raises(SystemExit):
             tool.main(["--help"])
         assert "--debug" in capsys.readouterr().out, tool.__name__
+
+
+def test_a_bug_keeps_its_traceback(capsys):
+    """An exception that is no project error, OS error, memory or Ctrl-C is a bug: cli.run lets it through (Python
+    prints its traceback, exit 1) and prints no line of its own."""
+    from pieanet.utils import cli
+
+    def body(argv):
+        raise ZeroDivisionError("a bug")
+    with pytest.raises(ZeroDivisionError, match="a bug"):
+        cli.run("tool", body, [])
+    assert capsys.readouterr().err == ""
