@@ -123,14 +123,14 @@ def compare_one(model, folders, reference, name, threshold, size, tile):
         try:
             photos[method] = cli.read_image(path)
         except ValueError as e:
-            raise ValueError(f"{path}: {e}") from None
+            raise ValueError(f"{path}: {e}") from e
     truth = None
     if reference is not None:
         path = Path(reference) / name
         try:
             truth = cli.read_image(path)
         except ValueError as e:
-            raise ValueError(f"{path}: {e}") from None
+            raise ValueError(f"{path}: {e}") from e
         if any(p.shape != truth.shape for p in photos.values()):
             raise ValueError(f"{name}: size differs from the reference {truth.shape[1]}x{truth.shape[0]}")
     row = {}

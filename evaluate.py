@@ -40,7 +40,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from pieanet.datasets.iea40k import DatasetError, read_label, read_split
+from pieanet.datasets.iea40k import read_label, read_split
 from pieanet.utils import cli, distributed, well_exposed
 from pieanet.models.baselines import BASELINES, build_baseline
 from pieanet.utils.image_io import atomic_write
@@ -160,7 +160,7 @@ def predict_sample(methods, root, row, args):
     try:
         image = cli.read_image(image_path)
     except ValueError as e:
-        raise ValueError(f"{image_path}: {e}") from None
+        raise ValueError(f"{image_path}: {e}") from e
     label = read_label(root / args.labels_dir / (Path(row.img_id).stem + ".npy"), args.label_scale)
     maps = {}
     for name, model in methods:
@@ -314,8 +314,8 @@ def parse_args(argv=None):
 def percent(text):
     try:
         value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from e
     if not 0.0 <= value <= 100.0:  # also refuses nan and inf
         raise argparse.ArgumentTypeError(f"expected a percentage in [0, 100], got {text}")
     return value
@@ -327,10 +327,7 @@ def run(argv=None):
     if args.well_exposed is not None:
         return run_well_exposed(args)
     csv_path = Path(args.csv) if Path(args.csv).is_file() else args.data_root / args.csv
-    try:
-        rows = read_split(csv_path, required=("img_id",))[:args.limit]
-    except DatasetError as e:
-        raise cli.UsageError(str(e)) from None
+    rows = read_split(csv_path, required=("img_id",))[:args.limit]  # a DatasetError: exit code 2
     with distributed.process_group(cli.resolve_device(args.device)) as group:
         args.device = str(group.device)  # under torchrun with CUDA: this process's own GPU
         methods = load_methods(args)
@@ -366,10 +363,7 @@ def describe_criterion(args):
 
 def run_well_exposed(args):
     """--well-exposed DIR: false alarms on photos that are their own ideal."""
-    try:
-        photos, missing = well_exposed.list_photos(args.well_exposed)
-    except well_exposed.FolderError as e:
-        raise cli.UsageError(str(e)) from None
+    photos, missing = well_exposed.list_photos(args.well_exposed)  # a FolderError: exit code 2
     photos = photos[:args.limit]
     with distributed.process_group(cli.resolve_device(args.device)) as group:
         args.device = str(group.device)

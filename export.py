@@ -48,11 +48,12 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from pieanet.models import DEFAULT_CHECKPOINT, CheckpointError, load_model
+from pieanet.models import DEFAULT_CHECKPOINT, load_model
 from pieanet.models.pieanet import LightnessBranch, PIEANet
 from pieanet.utils import cli
-from pieanet.utils.safety import shown
+from pieanet.utils.safety import first_line, shown
 from pieanet.utils.cli import EXIT_FAILED, EXIT_OK, UsageError
+from pieanet.utils.errors import PieaError, add_debug_option
 from pieanet.utils.image_io import atomic_write
 
 PROG = "export"
@@ -68,8 +69,9 @@ INSTALL = ("pip install onnx onnxruntime onnxscript (in the P-IEA checkout: pip 
            "or pip install '.[export]' for the package)")
 
 
-class CheckFailed(Exception):
+class CheckFailed(PieaError):
     """The exported file does not reproduce torch; exit code 1."""
+    exit_code = EXIT_FAILED
 
 
 # ------------------------------------------------------------------------------------------------ scene branch
@@ -282,8 +284,8 @@ def size_pair(text):
 def opset_number(text):
     try:
         value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from e
     if value < MIN_OPSET:
         raise argparse.ArgumentTypeError(f"opset {value} is below {MIN_OPSET}, the opset torch's exporter translates "
                                          "at (a lower one would need a down-conversion)")
@@ -304,6 +306,7 @@ def build_parser():
     p.add_argument("--check-sizes", type=size_pair, nargs="+", metavar="HxW",
                    default=list(DEFAULT_CHECK_SIZES),
                    help="sizes at which onnxruntime is compared with torch (default: 256x256 301x199)")
+    add_debug_option(p)
     return p
 
 
@@ -317,15 +320,12 @@ def run(argv=None):
         raise UsageError(f"--output {output}: {parent} is not a folder")
     onnx, ort = import_onnx_tools()
     checkpoint = DEFAULT_CHECKPOINT if args.checkpoint is None else args.checkpoint
-    try:
-        model = load_model(checkpoint, device="cpu")
-    except CheckpointError as e:
-        raise UsageError(str(e)) from None
+    model = load_model(checkpoint, device="cpu")  # a CheckpointError: exit code 2
     exportable(model)  # refuses what cannot be exported, before any work
     try:
         parent.mkdir(parents=True, exist_ok=True)
     except OSError as e:
-        raise UsageError(f"--output {output}: cannot make its folder ({e.strerror})") from None
+        raise UsageError(f"--output {output}: cannot make its folder ({e.strerror})") from e
     print(f"{PROG}: exporting {shown(checkpoint)} to ONNX (opset {args.opset}, dynamic batch, height and width)",
           flush=True)
     start = time.perf_counter()
@@ -337,17 +337,15 @@ def run(argv=None):
             except (KeyboardInterrupt, CheckFailed):
                 raise
             except Exception as e:  # the exporter's errors are many and long: one line, from the root cause
-                while e.__cause__ is not None:
-                    e = e.__cause__
-                text = str(e).strip().splitlines()
-                raise CheckFailed(f"the ONNX export failed: {type(e).__name__}: {text[0][:200] if text else ''}")
+                root = e
+                while root.__cause__ is not None:
+                    root = root.__cause__
+                raise CheckFailed(f"the ONNX export failed: {type(root).__name__}: {first_line(root, 200, '')}") from e
             check_onnx(model, tmp, args.check_sizes, ort, tolerance=TOLERANCE)
-    except CheckFailed as e:
-        print(f"{PROG}: {shown(e)}; nothing written to {shown(output)}", file=sys.stderr)
-        return EXIT_FAILED
-    except OSError as e:
-        print(f"{PROG}: {shown(output)}: cannot write ({shown(e.strerror or e)}); nothing written", file=sys.stderr)
-        return EXIT_FAILED
+    except CheckFailed as e:  # exit code 1 (utils.errors), the file named
+        raise CheckFailed(f"{e}; nothing written to {output}") from e
+    except OSError as e:  # shown by utils.errors as '<output>: cannot write (<reason>); nothing written', exit code 1
+        raise OSError(e.errno, f"cannot write ({e.strerror or e}); nothing written", str(output)) from e
     size = output.stat().st_size
     print(f"{PROG}: wrote {shown(output)} ({size / 1e6:.2f} MB, {time.perf_counter() - start:.0f} s); input 'image' "
           f"N x 3 x H x W float32 RGB in [0, 1], output 'residual' N x 1 x H x W (> 0 under-exposed)")

@@ -111,8 +111,8 @@ def colour_scale(text):
         return "image"
     try:
         return cli.colour_scale(text)
-    except argparse.ArgumentTypeError:
-        raise argparse.ArgumentTypeError(f"expected a number in (0, 1] or 'image', got {text!r}") from None
+    except argparse.ArgumentTypeError as e:
+        raise argparse.ArgumentTypeError(f"expected a number in (0, 1] or 'image', got {text!r}") from e
 
 
 def jpeg_quality(text):
@@ -269,7 +269,7 @@ def process(photos, model, args, settings, summary, progress, owned=frozenset())
                 try:
                     row["photo_sha256"] = content_digest(path)  # before reading: a later change is redone
                 except OSError as e:
-                    raise ImageLoadError(f"cannot be read ({e.strerror or cli.one_line(e)})") from None
+                    raise ImageLoadError(f"cannot be read ({e.strerror or cli.one_line(e)})") from e
                 image = cli.read_image(path, args.raw_clipping)
                 if args.raw_clipping:
                     image, raw_clipped[prefix] = image
@@ -401,10 +401,7 @@ def run(argv):
         raise cli.UsageError(f"{args.output}: the output folder is the input " + ("folder" if args.input.is_dir() else
                              "photo's folder") + "; choose another --output")
     if not args.no_report:
-        try:
-            report.check_replaceable(args.output)  # checked again before writing it, under the folder's lock
-        except report.ReportError as e:
-            raise cli.UsageError(str(e)) from None
+        report.check_replaceable(args.output)  # a ReportError: exit 2; checked again before writing, under the lock
     errors = []
     (_, paths), = cli.check_inputs([args.input], recursive=args.recursive, exclude=[args.output], errors=errors)
     with contextlib.ExitStack() as held:

@@ -19,7 +19,7 @@ import sys
 from pieanet.utils import cli
 from pieanet.utils.safety import shown
 from pieanet.utils.regions import Regions
-from pieanet.utils.rules import RuleError, explain, load_rules
+from pieanet.utils.rules import explain, load_rules
 
 PROG = "score"
 
@@ -45,10 +45,7 @@ def parse_args(argv):
 def run(argv):
     args = parse_args(argv)
     cli.setup(args)
-    try:
-        rules = load_rules(args.rules)
-    except RuleError as e:
-        raise cli.UsageError(str(e)) from None
+    rules = load_rules(args.rules)  # a RuleError ends the run with exit code 2 (utils.errors)
     errors = []
     files = [path for _, paths in cli.check_inputs(args.inputs, errors=errors) for path in paths]
     model = cli.open_model(args.checkpoint, args)

@@ -39,12 +39,13 @@ from pieanet.models import (CheckpointError, build_model, check_activations, che
                             read_checkpoint,
                             resolve_device, save_model)
 from pieanet.utils.config import ConfigError, dump_config, shipped_file, shipped_names
-from pieanet.utils import cli, distributed, folders, train_config, well_exposed
+from pieanet.utils import cli, distributed, errors, folders, train_config, well_exposed
+from pieanet.utils.errors import EXIT_FAILED, EXIT_USAGE, PieaError
 from pieanet.utils.exposure import DEFAULT_THRESHOLD
 from pieanet.utils.heatmap import colorize
 from pieanet.utils.image_io import atomic_write, remove_orphan_temporaries
 from pieanet.utils.metrics import SSIM_CONVENTION, SSIM_DATA_RANGE, MetricAccumulator
-from pieanet.utils.safety import first_line, shown
+from pieanet.utils.safety import first_line, own_text
 from pieanet.utils.startup import interrupts_raise
 
 ROOT = Path(__file__).resolve().parent
@@ -55,12 +56,14 @@ PROG = "train_wavelet"
 # what makes a folder hold a run; --overwrite removes them all (every weight file a run writes among them)
 RUN_FILES = ("config.yaml", "train.log", "last.pt", "best.safetensors", "last.safetensors")
 COUNTERS = ("epoch", "step_in_epoch", "global_step")  # last.pt's integer counters (and best_mae, a number)
-class SetupError(Exception):
+class SetupError(PieaError):
     """A run that cannot start (data, checkpoint, experiment folder): one sentence, exit code 2."""
+    exit_code = EXIT_USAGE
 
 
-class TrainingError(Exception):
+class TrainingError(PieaError):
     """A run that had to stop (bad data met during an epoch, a non-finite loss): one sentence, exit code 1."""
+    exit_code = EXIT_FAILED
 
 
 def lr_factor(opts, steps_per_epoch):
@@ -105,7 +108,7 @@ def resolve_config(path, overrides=()):
             skeleton = build_model(model)
         check_activations("model", model, skeleton)
     except (ValueError, TypeError, AssertionError, RuntimeError, ZeroDivisionError) as e:  # CheckpointError too
-        raise ConfigError(str(e).splitlines()[0] if str(e).strip() else type(e).__name__) from None
+        raise ConfigError(first_line(e, None)) from e
     return config
 
 
@@ -182,6 +185,7 @@ def parse_args(argv):
     parser.add_argument("--device", default="auto",
                         help="auto (CUDA when available), cpu, cuda, cuda:1, ... (default: auto)")
     parser.add_argument("overrides", nargs="*", metavar="dotted.key=value")
+    errors.add_debug_option(parser)
     args = parser.parse_args(argv)
     if args.resume and args.overwrite:
         parser.error("--resume and --overwrite exclude each other")
@@ -191,55 +195,37 @@ def parse_args(argv):
 def check_device(name):
     try:
         device = resolve_device(name)
-    except RuntimeError:
-        raise ConfigError(f"--device {name!r}: expected auto, cpu, cuda or cuda:N") from None
+    except RuntimeError as e:
+        raise ConfigError(f"--device {name!r}: expected auto, cpu, cuda or cuda:N") from e
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError(f"--device {name}: no CUDA device is available; use --device cpu or auto")
     return device
 
 
-def main(argv=None):
-    interrupts_raise()
-    args = parse_args(argv)
-    try:
-        config = resolve_config(args.config, args.overrides)
-        device = check_device(args.device)
-    except ConfigError as e:
-        print(f"{PROG}: {shown(e)}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print(f"\n{PROG}: interrupted; nothing was done", file=sys.stderr)
-        return 130
+# what the user can do next, per kind of ending (utils.errors.outcome)
+RESUME = "continue from the last saved state with --resume"
+ADVICE = {"memory": f"lower train.batch_size or data.crop, then {RESUME}", "interrupted": RESUME, "os": RESUME}
 
+
+def main(argv=None):
+    """Exit codes and the one line per ending: utils.errors (0 done, 1 training failed, 2 usage or setup error, 130
+    interrupted); the full traceback under --debug or $P_IEA_DEBUG."""
+    interrupts_raise()
+    errors.set_debug(False)  # until this command's --debug
     try:
+        try:
+            args = parse_args(argv)
+            config = resolve_config(args.config, args.overrides)
+            device = check_device(args.device)
+        except KeyboardInterrupt as e:
+            return errors.exit_status(PROG, e, {"interrupted": "nothing was done"})
         with distributed.process_group(device) as group:
             train(config, group.device, args.resume, group.rank, group.world_size, overwrite=args.overwrite)
-        return 0
-    except (SetupError, folders.FolderBusy) as e:
-        print(f"{PROG}: {shown(e)}", file=sys.stderr)
-        return 2
-    except (TrainingError, DatasetError) as e:
-        print(f"{PROG}: {shown(last_line(e))}", file=sys.stderr)
-        return 1
-    except (torch.OutOfMemoryError, MemoryError) as e:  # torch's is a RuntimeError on the GPU, MemoryError on the CPU
-        print(f"{PROG}: out of memory ({shown(last_line(e))[:160]}); lower train.batch_size or data.crop, then "
-              "continue from the last saved state with --resume", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print(f"\n{PROG}: interrupted; continue from the last saved state with --resume", file=sys.stderr)
-        return 130
-    except OSError as e:  # e.g. a full disk while saving: every file is written atomically, the last good one stays
-        print(f"{PROG}: {shown(e.filename) + ': ' if getattr(e, 'filename', None) else ''}"
-              f"{shown(e.strerror or last_line(e))}; "
-              "continue from the last saved state with --resume", file=sys.stderr)
-        return 1
-
-
-def last_line(error):
-    """An error's own message: a DataLoader worker's error arrives with the worker's traceback in front of it."""
-    lines = [line for line in str(error).strip().splitlines() if line.strip()]
-    line = lines[-1] if lines else type(error).__name__
-    return line.removeprefix("datasets.iea40k.DatasetError: ")
+        return errors.EXIT_OK
+    except (Exception, KeyboardInterrupt) as e:  # what errors.outcome does not know is re-raised (a bug)
+        return errors.exit_status(PROG, e, ADVICE)
+    finally:
+        errors.set_debug(False)
 
 
 # ------------------------------------------------------------------ the steps of a run
@@ -282,10 +268,10 @@ def build_network(config, device, world_size):
             _, weights = read_checkpoint(config["init_from"])
             model.load_state_dict(weights)
         except CheckpointError as e:
-            raise SetupError(f"init_from: {e}") from None
+            raise SetupError(f"init_from: {e}") from e
         except RuntimeError as e:
             raise SetupError(f"init_from {config['init_from']}: weights do not fit model {config['model']} "
-                             f"({str(e).splitlines()[0][:160]})") from None
+                             f"({first_line(e)})") from e
     cuda = device.type == "cuda"
     channels_last = cuda and config["train"]["channels_last"]
     model.to(device, memory_format=torch.channels_last if channels_last else torch.preserve_format)
@@ -300,28 +286,26 @@ def build_data(config, rank, world_size, is_main, cuda):
     dataset_args = dict(images_dir=data["images_dir"], labels_dir=data["labels_dir"], label_scale=data["label_scale"],
                         size=data["size"], seed=config["seed"])
     root = Path(data["root"])
-    try:
-        train_set = IEA40KDataset(root, data["train_csv"], crop=data["crop"], augment=data["augment"],
-                                  **dataset_args)
-        sampler = ResumableSampler(train_set, rank, world_size, config["seed"])
-        steps_per_epoch = len(sampler) // opts["batch_size"]
-        if steps_per_epoch == 0:
-            raise SetupError(f"{train_set.csv}: {len(train_set)} training images, fewer than one batch of "
-                             f"{opts['batch_size']} per process ({world_size} processes)")
-        # the loader's own generator, so that making an iterator never draws from the global RNG
-        loader = DataLoader(train_set, opts["batch_size"], sampler=sampler, drop_last=True,
-                            num_workers=data["workers"], pin_memory=cuda, generator=torch.Generator())
-        valid_loader, extras = None, {}
-        if is_main:
-            valid_set = IEA40KDataset(root, data["valid_csv"], **dataset_args)
-            if data["valid_limit"]:
-                valid_set = Subset(valid_set, range(0, len(valid_set),
-                                                    math.ceil(len(valid_set) / data["valid_limit"])))
-            valid_loader = DataLoader(valid_set, opts["valid_batch_size"], num_workers=data["workers"],
-                                      pin_memory=cuda)
-            extras = extra_sets(data)
-    except DatasetError as e:
-        raise SetupError(str(e)) from None
+    # a DatasetError here (exit code 2) stops the run before it starts
+    train_set = IEA40KDataset(root, data["train_csv"], crop=data["crop"], augment=data["augment"],
+                              **dataset_args)
+    sampler = ResumableSampler(train_set, rank, world_size, config["seed"])
+    steps_per_epoch = len(sampler) // opts["batch_size"]
+    if steps_per_epoch == 0:
+        raise SetupError(f"{train_set.csv}: {len(train_set)} training images, fewer than one batch of "
+                         f"{opts['batch_size']} per process ({world_size} processes)")
+    # the loader's own generator, so that making an iterator never draws from the global RNG
+    loader = DataLoader(train_set, opts["batch_size"], sampler=sampler, drop_last=True,
+                        num_workers=data["workers"], pin_memory=cuda, generator=torch.Generator())
+    valid_loader, extras = None, {}
+    if is_main:
+        valid_set = IEA40KDataset(root, data["valid_csv"], **dataset_args)
+        if data["valid_limit"]:
+            valid_set = Subset(valid_set, range(0, len(valid_set),
+                                                math.ceil(len(valid_set) / data["valid_limit"])))
+        valid_loader = DataLoader(valid_set, opts["valid_batch_size"], num_workers=data["workers"],
+                                  pin_memory=cuda)
+        extras = extra_sets(data)
     return train_set, sampler, loader, steps_per_epoch, valid_loader, extras
 
 
@@ -337,7 +321,7 @@ def extra_sets(data):
             try:
                 photos, missing = well_exposed.list_photos(root)
             except well_exposed.FolderError as e:
-                raise DatasetError(f"data.extra_valid.{name}: {e}") from None
+                raise DatasetError(f"data.extra_valid.{name}: {e}") from e
             if missing:
                 raise DatasetError(f"{root / well_exposed.MANIFEST}: lists {missing[0]}, which is not in "
                                    f"{well_exposed.photo_folder(root)} (data.extra_valid.{name})")
@@ -449,10 +433,10 @@ class Run:
         try:
             state = load_torch_state(self.last_path, "a training state written by train_wavelet.py")
         except CheckpointError as e:
-            raise SetupError(f"--resume: {e}") from None
+            raise SetupError(f"--resume: {e}") from e
         except (RuntimeError, ValueError, TypeError, EOFError, OSError, AttributeError) as e:
             raise SetupError(f"--resume: {self.last_path}: unreadable training state "
-                             f"({first_line(e)})") from None
+                             f"({first_line(e)})") from e
         if not isinstance(state, dict):
             raise SetupError(f"--resume: {self.last_path} holds a {type(state).__name__}; expected a training state "
                              "written by train_wavelet.py")
@@ -481,7 +465,7 @@ class Run:
             set_rng_state(state["rng"])
         except (RuntimeError, KeyError, ValueError, TypeError, EOFError, OSError, AttributeError, IndexError) as e:
             raise SetupError(f"--resume: {self.last_path} does not fit this config "
-                             f"({first_line(e)})") from None
+                             f"({first_line(e)})") from e
         self.epoch, self.step_in_epoch, self.global_step, self.best_mae = (
             state["epoch"], state["step_in_epoch"], state["global_step"], state["best_mae"])
         notes = [f"resumed from {self.last_path}: epoch {self.epoch + 1}, step {self.step_in_epoch} of "
@@ -636,6 +620,8 @@ def run_epochs(run, world_size):
             run.epoch, run.step_in_epoch = run.epoch + 1, 0
             if run.is_main:
                 save_state(run.last_path, run.training_state())
+    except DatasetError as e:  # bad data met during an epoch: a run that had to stop (exit 1), not a refused start
+        raise TrainingError(own_text(e)) from e
     finally:
         if run.writer is not None:
             run.writer.close()

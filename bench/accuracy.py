@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from pieanet import evaluate  # noqa: E402
-from pieanet.datasets.iea40k import DatasetError, read_split  # noqa: E402
+from pieanet.datasets.iea40k import read_split  # noqa: E402
 from pieanet.models.baselines import BASELINES  # noqa: E402
 from pieanet.utils import cli, well_exposed  # noqa: E402
 
@@ -83,11 +83,8 @@ def set_args(args, root):
 def measure_labelled(methods, name, root, args):
     """({csv name: {method: metrics}}, failed img_ids): every photo of the set's lists predicted once."""
     lists = {}
-    try:
-        for csv_name in LABELLED[name]:
-            lists[csv_name] = read_split(root / csv_name, required=("img_id",))
-    except DatasetError as e:
-        raise cli.UsageError(str(e)) from None
+    for csv_name in LABELLED[name]:  # a DatasetError: exit code 2
+        lists[csv_name] = read_split(root / csv_name, required=("img_id",))
     rows, seen = [], set()
     for csv_rows in lists.values():
         for row in csv_rows:
@@ -105,10 +102,7 @@ def measure_labelled(methods, name, root, args):
 
 
 def measure_well_exposed(methods, root, args):
-    try:
-        photos, missing = well_exposed.list_photos(root)
-    except well_exposed.FolderError as e:
-        raise cli.UsageError(str(e)) from None
+    photos, missing = well_exposed.list_photos(root)  # a FolderError: exit code 2
     with cli.Progress(f"{PROG} well_exposed", len(photos)) as progress:
         judged = evaluate.judge_photos(methods, photos, set_args(args, root), progress)
     results, _, failed = evaluate.summarise_photos(methods, photos, judged)

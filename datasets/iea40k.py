@@ -20,14 +20,17 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
+from pieanet.utils.errors import EXIT_USAGE, PieaError
 from pieanet.utils.image_io import ImageLoadError, load_image
+from pieanet.utils.safety import first_line
 
 REQUIRED_COLUMNS = ("img_id", "ref_id", "score")
 LABEL_RANGE_EPS = 1e-3  # float32 rounding of a residual stored as exactly +-label_scale
 
 
-class DatasetError(ValueError):
+class DatasetError(PieaError, ValueError):
     """Bad dataset content; the message names the CSV line and the file."""
+    exit_code = EXIT_USAGE
 
 
 @dataclass(frozen=True)
@@ -50,7 +53,7 @@ def read_split(csv_path, required=REQUIRED_COLUMNS):
         with open(csv_path, newline="", encoding="utf-8-sig") as f:
             return _read_rows(csv_path, csv.DictReader(f, skipinitialspace=True), required)
     except (UnicodeDecodeError, csv.Error) as e:
-        raise DatasetError(f"{csv_path}: not a UTF-8 CSV ({str(e)[:120]}); expected a split list") from None
+        raise DatasetError(f"{csv_path}: not a UTF-8 CSV ({str(e)[:120]}); expected a split list") from e
 
 
 def _read_rows(csv_path, reader, required):
@@ -154,7 +157,7 @@ class IEA40KDataset(Dataset):
         try:
             residual = read_label(path, self.label_scale)
         except DatasetError as e:
-            raise DatasetError(f"{self._where(row)}: {e}") from None
+            raise DatasetError(f"{self._where(row)}: {e}") from e
         if residual.shape != shape:
             message = (f"{self._where(row)}: {path}: label is {residual.shape[0]}x{residual.shape[1]} but the "
                        f"image is {shape[0]}x{shape[1]}")
@@ -168,7 +171,7 @@ class IEA40KDataset(Dataset):
         try:
             return load_image(path)
         except ImageLoadError as e:
-            raise DatasetError(f"{self._where(row)}: {e}") from None
+            raise DatasetError(f"{self._where(row)}: {e}") from e
 
     def __getitem__(self, index):
         row = self.rows[index]
@@ -231,8 +234,8 @@ def read_label(path, label_scale=255.0):
     try:
         label = np.load(path, allow_pickle=False)
     except Exception as e:  # numpy raises ValueError, OSError, EOFError... on a bad file
-        raise DatasetError(f"{path}: unreadable label ({str(e).splitlines()[0][:120]}); expected a .npy array") \
-            from None
+        raise DatasetError(f"{path}: unreadable label ({first_line(e, 120)}); expected a .npy array") \
+            from e
     if label.ndim == 3 and 1 in (label.shape[0], label.shape[-1]):
         label = label.reshape(label.shape[1:] if label.shape[0] == 1 else label.shape[:2])
     if label.ndim != 2 or min(label.shape) < 1 or not np.issubdtype(label.dtype, np.number) \

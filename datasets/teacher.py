@@ -42,16 +42,19 @@ if not __package__ and str(ROOT) not in sys.path:  # run as a script (python dat
 from pieanet.datasets.iea40k import DatasetError, read_split  # noqa: E402
 from pieanet.models import CheckpointError, build_model, check_weights, read_checkpoint  # noqa: E402
 from pieanet.utils import cli  # noqa: E402
+from pieanet.utils.errors import EXIT_USAGE, PieaError  # noqa: E402
 from pieanet.utils.image_io import (ImageLoadError, atomic_write, file_sha256, list_images, load_image,  # noqa: E402
                                     remove_orphan_temporaries)
+from pieanet.utils.safety import first_line  # noqa: E402
 
 PROG = "teacher"
 IDENTITY = "teacher.json"
 GREY_LEVELS = 255.0  # the teacher's r in [-1, 1] times this: the labels' grey levels
 
 
-class TeacherError(ValueError):
+class TeacherError(PieaError, ValueError):
     """A teacher file or a cache that cannot be used; the one-line message names the file."""
+    exit_code = EXIT_USAGE
 
 
 def load_teacher(path):
@@ -65,7 +68,7 @@ def load_teacher(path):
         model = build_model(config)
         model.load_state_dict(state, strict=True)
     except CheckpointError as e:
-        raise TeacherError(str(e)) from None
+        raise TeacherError(str(e)) from e
     return model.eval()
 
 
@@ -94,8 +97,8 @@ class TeacherCache:
                 recorded = json.loads(identity.read_text(encoding="utf-8"))
                 sha, name = recorded["teacher_sha256"], recorded.get("teacher_file", "?")
             except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError) as e:
-                raise TeacherError(f"{identity}: unreadable cache identity ({cli.one_line(e)}); expected the "
-                                   "teacher.json this tool writes") from None
+                raise TeacherError(f"{identity}: unreadable cache identity ({first_line(e, 200)}); expected the "
+                                   "teacher.json this tool writes") from e
             if sha != self.teacher_sha256:
                 raise TeacherError(f"{self.teacher}: not the teacher of the cache {self.folder} (its maps are of "
                                    f"{name}, sha256:{sha[:16]}; this file is sha256:{self.teacher_sha256[:16]}); "
@@ -152,7 +155,7 @@ def image_list(data_root, csv=None, images_dir="images", recursive=False):
     try:
         rows = read_split(csv_path, required=("img_id",))
     except DatasetError as e:
-        raise TeacherError(str(e)) from None
+        raise TeacherError(str(e)) from e
     return [data_root / images_dir / row.img_id for row in rows]
 
 
@@ -168,7 +171,7 @@ def fill(cache, paths, workers=1, progress=None):
         except ImageLoadError as e:
             return path, None, str(e).removeprefix(f"{path}: ")
         except (OSError, RuntimeError, ValueError, MemoryError) as e:
-            return path, None, cli.one_line(e)
+            return path, None, first_line(e, 200)
 
     with ThreadPoolExecutor(max_workers=workers) as pool:
         for path, kind, reason in pool.map(one, paths):
@@ -202,11 +205,8 @@ def parse_args(argv):
 def run(argv):
     args = parse_args(argv)
     torch.set_num_threads(1)  # one thread per photo: the same map whatever --workers (module docstring)
-    try:
-        paths = image_list(args.data_root, args.csv, args.images_dir, args.recursive)
-        cache = TeacherCache(args.cache, args.teacher)
-    except TeacherError as e:
-        raise cli.UsageError(str(e)) from None
+    paths = image_list(args.data_root, args.csv, args.images_dir, args.recursive)  # TeacherError: exit code 2
+    cache = TeacherCache(args.cache, args.teacher)
     remove_orphan_temporaries(cache.folder)  # maps a killed run was writing
     with cli.Progress(PROG, len(paths)) as progress:
         computed, cached, failed = fill(cache, paths, args.workers, progress)

@@ -26,6 +26,7 @@ from pieanet.models.baselines import BASELINES
 from pieanet.models.official import OfficialPIEANet
 from pieanet.models.onnx_model import OnnxModel
 from pieanet.models.pieanet import PIEANet
+from pieanet.utils.errors import EXIT_USAGE, PieaError
 from pieanet.utils.image_io import atomic_write
 from pieanet.utils.safety import brief, first_line
 
@@ -64,8 +65,9 @@ MAX_CHECKPOINT_UNPACKED = MAX_PARAMETERS * 8 + (64 << 20)
 MAX_UNPACK_RATIO = 4
 
 
-class CheckpointError(ValueError):
+class CheckpointError(PieaError, ValueError):
     """A checkpoint that is missing or is not one of the formats load_model reads."""
+    exit_code = EXIT_USAGE
 
 
 def released_weights():
@@ -158,10 +160,10 @@ def load_torch_state(path, expected):
     errors propagate."""
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError:
+    except pickle.UnpicklingError:  # no cause chained: torch's advice is never shown, not even under --debug
         raise CheckpointError(f"{path}: {PICKLE_REFUSED}; expected {expected}") from None
     except Exception as e:
-        if "weights_only" in str(e):  # any other type carrying torch's advice: never shown
+        if "weights_only" in str(e):  # any other type carrying torch's advice
             raise CheckpointError(f"{path}: {PICKLE_REFUSED}; expected {expected}") from None
         raise
 
@@ -190,12 +192,12 @@ def read_checkpoint(path):
                                        "released P-IEANet .pth")
     except CheckpointError:
         raise
-    except MemoryError:
+    except MemoryError as e:
         raise CheckpointError(f"{path}: too large to load (out of memory); expected a checkpoint of at most "
-                              f"{MAX_PARAMETERS:,} parameters") from None
+                              f"{MAX_PARAMETERS:,} parameters") from e
     except (SafetensorError, RuntimeError, OSError, ValueError, KeyError, EOFError, TypeError) as e:
         raise CheckpointError(f"{path}: unreadable checkpoint ({first_line(e, 120)}); expected a project "
-                              "checkpoint (.safetensors) or the released P-IEANet .pth") from None
+                              "checkpoint (.safetensors) or the released P-IEANet .pth") from e
     if isinstance(state, dict) and "model" in state and "config" in state:
         config = state["config"]
         if not isinstance(config, dict) or not isinstance(state["model"], dict):
@@ -216,7 +218,7 @@ def check_unpacked_size(path):
             entries = archive.infolist()
     except (zipfile.BadZipFile, OSError, ValueError, EOFError) as e:
         raise CheckpointError(f"{path}: unreadable checkpoint (a damaged zip: {str(e)[:120]}); expected a project "
-                              "checkpoint (.safetensors) or the released P-IEANet .pth") from None
+                              "checkpoint (.safetensors) or the released P-IEANet .pth") from e
     unpacked = sum(entry.file_size for entry in entries)
     limit = min(MAX_CHECKPOINT_UNPACKED, MAX_UNPACK_RATIO * Path(path).stat().st_size + (1 << 20))
     if unpacked > limit:
@@ -262,7 +264,7 @@ def check_activations(path, config, skeleton):
         per_pixel, fixed = activation_cost(config, skeleton)
     except (RuntimeError, ValueError, TypeError, NotImplementedError, AssertionError, IndexError) as e:
         raise CheckpointError(f"{path}: unusable model config {brief(config)} (it fails on a test image: "
-                              f"{first_line(e, 120)})") from None
+                              f"{first_line(e, 120)})") from e
     if per_pixel > MAX_ACTIVATION_BYTES_PER_PIXEL or fixed > MAX_ACTIVATION_BYTES_FIXED:
         raise CheckpointError(f"{path}: its config {brief(config)} costs {per_pixel:,.0f} bytes of activations per "
                               f"pixel plus {fixed / 2**20:,.0f} MB per image, above the limits of "
@@ -278,7 +280,7 @@ def check_weights(path, config, state):
         with torch.device("meta"):
             skeleton = build_model(config)
     except (TypeError, ValueError, AssertionError, RuntimeError, ZeroDivisionError) as e:
-        raise CheckpointError(f"{path}: unusable model config ({first_line(e)})") from None
+        raise CheckpointError(f"{path}: unusable model config ({first_line(e)})") from e
     count = sum(p.numel() for p in skeleton.parameters())
     if count > MAX_PARAMETERS:
         raise CheckpointError(f"{path}: its config {brief(config)} makes a model of {count:,} parameters, above the "
@@ -315,7 +317,7 @@ def load_model(path, device="cpu", explicit_device=True):
             return OnnxModel(path, device=resolve_device(device),
                              explicit_device=explicit_device and device not in (None, "auto")).eval()
         except ValueError as e:
-            raise CheckpointError(str(e)) from None
+            raise CheckpointError(str(e)) from e
     config, state = read_checkpoint(path)
     check_weights(path, config, state)
     try:
@@ -323,6 +325,6 @@ def load_model(path, device="cpu", explicit_device=True):
         model.load_state_dict(state, strict=True)
     except (RuntimeError, TypeError, ValueError) as e:
         raise CheckpointError(f"{path}: weights do not fit the model config {config} "
-                              f"({first_line(e)})") from None
+                              f"({first_line(e)})") from e
     return model.to(resolve_device(device)).eval()
 

@@ -47,8 +47,8 @@ class OnnxModel(nn.Module):
         super().__init__()
         try:
             import onnxruntime
-        except ImportError:
-            raise ValueError(f"{path}: an ONNX model needs onnxruntime: {INSTALL}") from None
+        except ImportError as e:
+            raise ValueError(f"{path}: an ONNX model needs onnxruntime: {INSTALL}") from e
         options = onnxruntime.SessionOptions()
         options.intra_op_num_threads = torch.get_num_threads()  # --threads, as for torch
         options.log_severity_level = 3  # warnings about unused initializers and the like are not the user's business
@@ -57,11 +57,11 @@ class OnnxModel(nn.Module):
         try:
             self.session = onnxruntime.InferenceSession(str(path), options, providers=providers)
             config = json.loads(self.session.get_modelmeta().custom_metadata_map[CONFIG_KEY])
-        except KeyError:
+        except KeyError as e:
             raise ValueError(f"{path}: an ONNX file without the P-IEA model config in its metadata; expected a file "
-                             "written by export.py") from None
+                             "written by export.py") from e
         except Exception as e:  # onnxruntime raises its own exception types for unreadable files
-            raise ValueError(f"{path}: not a readable ONNX model ({first_line(e)})") from None
+            raise ValueError(f"{path}: not a readable ONNX model ({first_line(e)})") from e
         from pieanet.models import CheckpointError, build_model, check_activations  # the skeleton gives the
         try:                                                                       # attributes inference reads
             with torch.device("meta"):
@@ -71,7 +71,7 @@ class OnnxModel(nn.Module):
             raise
         except (TypeError, ValueError, AssertionError, RuntimeError, ZeroDivisionError) as e:
             raise ValueError(f"{path}: unusable model config in its metadata ({first_line(e)})") \
-                from None
+                from e
         self.config, self.path = config, str(path)
         for name in ("working_size", "receptive_radius", "tile_multiple", "native_size"):
             setattr(self, name, getattr(skeleton, name, None))
@@ -88,7 +88,7 @@ class OnnxModel(nn.Module):
             residual, = self.session.run(["residual"], {"image": x.detach().float().cpu().numpy()})
         except Exception as e:  # onnxruntime's own types (Fail, InvalidArgument, RuntimeException: out of memory, a
             # graph with fixed input dimensions): one photo's failure, as torch's RuntimeError is (utils/cli.predict)
-            raise RuntimeError(f"onnxruntime: {first_line(e, 200)}") from None
+            raise RuntimeError(f"onnxruntime: {first_line(e, 200)}") from e
         return torch.from_numpy(residual).to(x.device)
 
     def extra_repr(self):

@@ -20,6 +20,7 @@ def extra_requirements(extra):
 
 
 def _run(script, extra):
+    from pieanet.utils.errors import EXIT_USAGE
     from pieanet.utils.startup import quiet_interrupts  # Ctrl-C during the slow imports: exit 130, one line
     quiet_interrupts(script)
     try:
@@ -30,7 +31,7 @@ def _run(script, extra):
         packages = " ".join(f"'{requirement}'" for requirement in extra_requirements(extra))
         print(f"p-iea: {script} needs {e.name}, which comes with the '{extra}' extra: pip install '.[{extra}]' in the "
               f"P-IEA checkout" + (f", or pip install {packages}" if packages else ""), file=sys.stderr)
-        return 2
+        return EXIT_USAGE
     return module.main()
 
 

@@ -13,7 +13,6 @@ per-image failures. Exit codes mean the same in every tool:
 """
 import argparse
 import math
-import os
 import sys
 import tempfile
 from pathlib import Path
@@ -24,15 +23,15 @@ from tqdm import tqdm
 
 from pieanet.models import (DEFAULT_CHECKPOINT, DEFAULT_ONNX, RELEASED_WORD,  # noqa: F401 (re-exported)
                             CheckpointError, checkpoint_file, load_model, resolve_device)
+from pieanet.utils.errors import (EXIT_BROKEN_PIPE, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK,  # noqa: F401 (re-exported)
+                                  EXIT_USAGE, UsageError, add_debug_option, exit_status, set_debug)
 from pieanet.utils.exposure import DEFAULT_THRESHOLD
-from pieanet.utils.folders import FolderBusy
 from pieanet.utils.heatmap import check_vmax
 from pieanet.utils.image_io import MAX_PIXELS, ImageLoadError, list_images, load_image, readable_formats
 from pieanet.utils.inference import default_overlap, predict_batch, round_up
 from pieanet.utils.safety import first_line, shown
 from pieanet.utils.startup import interrupts_raise
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED, EXIT_BROKEN_PIPE = 0, 1, 2, 130, 141
 # A native-resolution pass needs memory in proportion to the pixel count (docs/design.md, "Memory"), so large photos
 # run in tiles: 2048 px bounds the peak at that of a 4 MP photo, and its 192 px margins cost at most
 # (2048 / 1664)^2 = 1.5x the work of one pass
@@ -42,10 +41,6 @@ DEFAULT_TILE = 2048
 MIN_WORKING_SIZE = 16
 DEVICES = ("auto", "cpu", "cuda")
 BACKENDS = ("auto", "torch", "onnxruntime")
-
-
-class UsageError(Exception):
-    """A bad option value, input or setup, found before any work: one sentence, exit code 2."""
 
 
 class Parser(argparse.ArgumentParser):
@@ -157,6 +152,7 @@ def add_common_options(parser, checkpoints="one", tile=DEFAULT_TILE, threshold_d
     default_text = f"{threshold_default:g}" if threshold_default is not None else threshold_help
     parser.add_argument("--threshold", type=threshold, default=threshold_default, metavar="T",
                         help=f"|r| above which a pixel counts as over- or under-exposed (default: {default_text})")
+    add_debug_option(parser)
 
 
 # ------------------------------------------------------------------------------------------------ setup checks
@@ -391,32 +387,21 @@ class Progress:
 
 
 # ------------------------------------------------------------------------------------------------ entry point
+ADVICE = {"memory": "try a smaller --tile or --size, or fewer photos per --batch-size",
+          "interrupted": "the results finished so far are kept"}
+
+
 def run(prog, body, argv=None):
-    """Call ``body(argv)`` and turn the ways a command line ends into one line and an exit code: UsageError -> 2,
-    Ctrl-C -> 130, a closed output pipe -> 141, an output that cannot be written (OSError) -> 1, memory exhausted
-    outside a photo's own work (MemoryError) -> 1; never a traceback for these. Messages are printed through
-    safety.shown: a file name's control characters never reach the terminal raw."""
+    """Call ``body(argv)`` and turn the ways a command line ends into one line and an exit code (utils.errors: a
+    project error -> its exit_code, e.g. UsageError -> 2; Ctrl-C -> 130, a closed output pipe -> 141, an output that
+    cannot be written (OSError) -> 1, memory exhausted outside a photo's own work -> 1); a traceback only under
+    --debug or $P_IEA_DEBUG. Messages are printed through safety.shown: a file name's control characters never reach
+    the terminal raw."""
     interrupts_raise()
+    set_debug(False)  # until this command's --debug
     try:
         return body(argv)
-    except (UsageError, FolderBusy) as e:
-        print(f"{prog}: {shown(e)}", file=sys.stderr)
-        return EXIT_USAGE
-    except MemoryError as e:
-        print(f"{prog}: out of memory{' (' + shown(one_line(e)) + ')' if str(e).strip() else ''}; try a smaller "
-              "--tile or --size, or fewer photos per --batch-size", file=sys.stderr)
-        return EXIT_FAILED
-    except KeyboardInterrupt:
-        print(f"\n{prog}: interrupted; the results finished so far are kept", file=sys.stderr)
-        return EXIT_INTERRUPTED
-    except BrokenPipeError:
-        # the reader (e.g. `head`) has gone: silence stdout so the interpreter's final flush does not fail again
-        try:
-            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        except (OSError, ValueError):
-            pass
-        return EXIT_BROKEN_PIPE
-    except OSError as e:  # an output that could not be written at the end (full disk, ...): atomic, so no partial file
-        print(f"{prog}: {shown(e.filename) + ': ' if getattr(e, 'filename', None) else ''}"
-              f"{shown(e.strerror or one_line(e))}", file=sys.stderr)
-        return EXIT_FAILED
+    except (Exception, KeyboardInterrupt) as e:  # what errors.outcome does not know is re-raised (a bug)
+        return exit_status(prog, e, ADVICE)
+    finally:
+        set_debug(False)

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import yaml
 
+from pieanet.utils.errors import EXIT_USAGE, PieaError
 from pieanet.utils.safety import TextFileError, brief, first_line, read_text
 
 
@@ -44,8 +45,9 @@ Loader.add_implicit_resolver(
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
 
-class ConfigError(ValueError):
+class ConfigError(PieaError, ValueError):
     """A config file or override that cannot be used; the message names the file or key."""
+    exit_code = EXIT_USAGE
 
 
 def shipped_file(name_or_path, folder=CONFIGS):

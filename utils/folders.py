@@ -19,6 +19,8 @@ import os
 from contextlib import contextmanager
 from pathlib import Path
 
+from pieanet.utils.errors import EXIT_FAILED, EXIT_USAGE, PieaError
+
 try:
     import fcntl
 except ImportError:  # Windows
@@ -32,12 +34,14 @@ LOCK_NAME = ".pieanet.lock"
 NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)  # 0 where the system has no such flag (Windows has no symlinks to plant)
 
 
-class FolderBusy(Exception):
+class FolderBusy(PieaError):
     """Another run holds the folder's lock: one line, a usage error."""
+    exit_code = EXIT_USAGE
 
 
-class OutsideFolder(OSError):
+class OutsideFolder(PieaError, OSError):
     """A path that would lead out of the folder it is meant to be in (through a symbolic link or '..')."""
+    exit_code = EXIT_FAILED
 
 
 class FolderLock:
@@ -57,9 +61,9 @@ class FolderLock:
             for _ in range(2):
                 try:
                     self.fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | NOFOLLOW, 0o666)
-                except FileExistsError:
+                except FileExistsError as e:
                     if not self._stale():
-                        raise busy from None
+                        raise busy from e
                     self.path.unlink(missing_ok=True)  # its process is gone: a killed run's
                     continue
                 os.write(self.fd, str(os.getpid()).encode())
@@ -76,7 +80,7 @@ class FolderLock:
             except OSError as e:
                 os.close(fd)
                 if e.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES, errno.EDEADLK):
-                    raise busy from None
+                    raise busy from e
                 raise
             if same_file(fd, self.path):
                 self.fd = fd
@@ -135,8 +139,8 @@ def inside(root, path):
     real_root = root.resolve()
     try:
         relative = Path(os.path.abspath(path)).relative_to(os.path.abspath(root))
-    except ValueError:
-        raise OutsideFolder(errno.EXDEV, "outside the output folder", str(path)) from None
+    except ValueError as e:
+        raise OutsideFolder(errno.EXDEV, "outside the output folder", str(path)) from e
     current = real_root
     for part in relative.parts:
         if part in ("..", ""):

@@ -41,6 +41,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError, features
 
+from pieanet.utils.errors import EXIT_USAGE, PieaError
 from pieanet.utils.safety import first_line
 
 RAW_EXTENSIONS = frozenset({".dng", ".cr2", ".cr3", ".crw", ".nef", ".nrw", ".arw", ".srf", ".sr2", ".raf", ".orf",
@@ -122,8 +123,9 @@ PEAK_BYTES_PER_PIXEL = 40
 ALPHA_MODES = frozenset({"RGBA", "LA", "PA", "RGBa", "La"})
 
 
-class ImageLoadError(ValueError):
+class ImageLoadError(PieaError, ValueError):
     """A file that could not be read as a photo; the message names the file and what was expected."""
+    exit_code = EXIT_USAGE
 
 
 def list_images(path, recursive=False, exclude=(), errors=None):
@@ -216,24 +218,28 @@ def _load_with_pillow(path):
                         ImageFile.LOAD_TRUNCATED_IMAGES = load_truncated
                 return _to_rgb_float(ImageOps.exif_transpose(img))
     except ImageLoadError as e:
-        raise _named(path, e) from None
-    except Image.DecompressionBombError:
+        raise _named(path, e)
+    except Image.DecompressionBombError as e:
         raise ImageLoadError(f"{path}: more than {2 * MAX_PIXELS / 1e6:.0f} MP, above the {MAX_PIXELS / 1e6:.0f} MP "
-                             "limit; expected a smaller image") from None
-    except PermissionError:
-        raise ImageLoadError(f"{path}: permission denied; expected a readable image file") from None
-    except MemoryError:
-        raise ImageLoadError(f"{path}: out of memory while decoding; expected a smaller image") from None
-    except UnidentifiedImageError:
+                             "limit; expected a smaller image") from e
+    except PermissionError as e:
+        raise ImageLoadError(f"{path}: permission denied; expected a readable image file") from e
+    except MemoryError as e:
+        raise ImageLoadError(f"{path}: out of memory while decoding; expected a smaller image") from e
+    except UnidentifiedImageError as e:
         raise ImageLoadError(f"{path}: not a readable image; expected JPEG, PNG, BMP, TIFF, WebP, HEIC/HEIF"
-                             f"{', AVIF' if '.avif' in IMAGE_EXTENSIONS else ''} or a camera RAW file") from None
+                             f"{', AVIF' if '.avif' in IMAGE_EXTENSIONS else ''} or a camera RAW file") from e
     except Exception as e:  # Pillow's decoders raise many types (OSError, SyntaxError, struct.error...) on bad data
-        raise ImageLoadError(f"{path}: corrupt or truncated image ({first_line(e)})") from None
+        raise ImageLoadError(f"{path}: corrupt or truncated image ({first_line(e)})") from e
 
 
 def _named(path, error):
-    """``error`` (an ImageLoadError) with its message led by the file's name."""
-    return error if str(error).startswith(f"{path}: ") else ImageLoadError(f"{path}: {error}")
+    """``error`` (an ImageLoadError) with its message led by the file's name: itself, or a new one caused by it."""
+    if str(error).startswith(f"{path}: "):
+        return error
+    named = ImageLoadError(f"{path}: {error}")
+    named.__cause__ = error
+    return named
 
 
 
@@ -241,8 +247,8 @@ def _load_raw(path, raw_clipping):
     """The RAW file developed with _raw_rendering, and its raw_clipping_mask when asked for."""
     try:
         import rawpy  # here, not with this module: loading a model or training needs no rawpy
-    except ImportError:
-        raise _missing(path, "rawpy", "camera RAW files") from None
+    except ImportError as e:
+        raise _missing(path, "rawpy", "camera RAW files") from e
     libraw_said = []
     try:
         with _stderr_captured(libraw_said), rawpy.imread(str(path)) as raw:
@@ -250,16 +256,16 @@ def _load_raw(path, raw_clipping):
             rgb = raw.postprocess(**_raw_rendering(rawpy))
             clipped = raw_clipping_mask(raw, rgb.shape[:2]) if raw_clipping else None
     except ImageLoadError as e:
-        raise _named(path, e) from None
-    except rawpy.LibRawFileUnsupportedError:
+        raise _named(path, e)
+    except rawpy.LibRawFileUnsupportedError as e:
         raise ImageLoadError(f"{path}: not a camera RAW file LibRaw can read; expected a RAW photo, as the "
-                             f"extension {path.suffix} says") from None
+                             f"extension {path.suffix} says") from e
     except (rawpy.LibRawIOError, rawpy.LibRawDataError) as e:
         said = libraw_said[0].removeprefix(f"{path}: ") if libraw_said else ""
         said = f"; LibRaw: {said}" if said else ""
-        raise ImageLoadError(f"{path}: corrupt or truncated RAW file ({first_line(e)}{said})") from None
+        raise ImageLoadError(f"{path}: corrupt or truncated RAW file ({first_line(e)}{said})") from e
     except (rawpy.LibRawError, OSError, RuntimeError, MemoryError, NotImplementedError) as e:
-        raise ImageLoadError(f"{path}: RAW decoding failed ({first_line(e)}); expected a camera RAW file") from None
+        raise ImageLoadError(f"{path}: RAW decoding failed ({first_line(e)}); expected a camera RAW file") from e
     return rgb.astype(np.float32) / np.float32(255.0), clipped
 
 

@@ -18,6 +18,7 @@ from urllib.parse import quote
 
 import numpy as np
 
+from pieanet.utils.errors import EXIT_USAGE, PieaError
 from pieanet.utils.heatmap import colorize
 from pieanet.utils.folders import NOFOLLOW
 from pieanet.utils.image_io import atomic_write
@@ -164,8 +165,9 @@ SCRIPT = """
 """
 
 
-class ReportError(Exception):
+class ReportError(PieaError):
     """index.html could not be built or written; the message names the file."""
+    exit_code = EXIT_USAGE
 
 
 def read_summary(path):
@@ -174,7 +176,7 @@ def read_summary(path):
     try:
         header, rows = read_table(path)
     except UnreadableSummary as e:
-        raise ReportError(str(e)) from None
+        raise ReportError(str(e)) from e
     if not {"file", "status"} <= set(header):
         raise ReportError(f"{path}: expected a make_heatmap summary with 'file' and 'status' columns, "
                           f"found {', '.join(header) or 'none'}")
@@ -368,5 +370,5 @@ def write_report(output_dir, summary_csv, input_base, threshold=None, checkpoint
         with atomic_write(page) as tmp:
             tmp.write_text(text, encoding="utf-8")
     except OSError as e:
-        raise ReportError(f"{page}: could not write the report ({e.strerror or e})") from None
+        raise ReportError(f"{page}: could not write the report ({e.strerror or e})") from e
     return page

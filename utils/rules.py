@@ -12,9 +12,10 @@ import yaml
 from yaml.constructor import SafeConstructor
 
 from pieanet.utils.config import CONFIGS, shipped_file, shipped_names
+from pieanet.utils.errors import EXIT_USAGE, PieaError
 from pieanet.utils.exposure import DEFAULT_THRESHOLD, correction_stops, gray
 from pieanet.utils.regions import REGION_NAMES
-from pieanet.utils.safety import TextFileError, brief, read_text
+from pieanet.utils.safety import TextFileError, brief, first_line, read_text
 
 RULES_DIR = CONFIGS / "rules"
 CLIP_LOW, CLIP_HIGH = 2 / 255, 253 / 255  # photo gray levels counted as crushed / blown
@@ -56,8 +57,9 @@ TOP_KEYS = {"name", "description", "threshold", "combine", "criteria"}
 CRITERION_KEYS = {"name", "region", "measure", "table", "weight", "if_empty"}
 
 
-class RuleError(ValueError):
+class RuleError(PieaError, ValueError):
     """A rule file that does not follow the rule language."""
+    exit_code = EXIT_USAGE
 
 
 @dataclass
@@ -166,14 +168,15 @@ def load_rules(name_or_path):
     try:  # a regular file of at most 1 MiB: a FIFO or /dev/zero is refused before anything is read
         text = read_text(path, "rule file")
     except TextFileError as e:
-        raise RuleError(str(e)) from None
+        raise RuleError(str(e)) from e
     try:
         root = yaml.compose(text, Loader=yaml.SafeLoader)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f"{path}:{mark.line + 1}" if mark else str(path)
-        raise RuleError(f"{where}: not valid YAML ({getattr(e, 'problem', None) or e})") from None
+        raise RuleError(f"{where}: not valid YAML ({getattr(e, 'problem', None) or e})") from e
     except RecursionError:
+        # no cause chained: a RecursionError's thousand frames say nothing more
         raise RuleError(f"{path}: nested too deeply to read; expected a rule file of a few levels") from None
     if root is None:
         raise RuleError(f"{path}:1: the file is empty; expected a mapping with a 'criteria' list")
@@ -258,7 +261,7 @@ class _Node:
         try:  # a tag the safe loader refuses (!!python/name:) or cannot convert (!!float abc, a bad !!timestamp)
             return SafeConstructor().construct_object(self.node)
         except (yaml.YAMLError, ValueError, TypeError, OverflowError, KeyError) as e:
-            problem = getattr(e, "problem", None) or (str(e).splitlines() or [type(e).__name__])[0]
+            problem = getattr(e, "problem", None) or first_line(e, None)
             self.fail(f"cannot read the value {brief(self.node.value)} ({self.node.tag}: {brief(problem)})")
 
     def number(self, low=None, high=None):

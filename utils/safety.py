@@ -25,6 +25,8 @@ import re
 import reprlib
 import stat
 
+from pieanet.utils.errors import EXIT_USAGE, PieaError
+
 FORMULA_START = frozenset("=+-@\t\r")
 NUMBER = re.compile(r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?")
 CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
@@ -88,16 +90,31 @@ def brief(value):
     return text if len(text) <= 200 else text[:197] + "..."
 
 
-class TextFileError(ValueError):
+class TextFileError(PieaError, ValueError):
     """A text file that cannot be read: not a regular file, too large, not UTF-8, unreadable. Names the file."""
+    exit_code = EXIT_USAGE
 
 
-def first_line(error, limit=160):
-    """The first line of an exception's message, at most ``limit`` characters; its type's name when the message is
-    empty (an empty ValueError() or an onnxruntime error without text must not end in IndexError)."""
+def own_text(error, empty=None):
+    """The whole text of an exception's message, stripped: rawpy's bytes decoded; for an error re-raised from a
+    DataLoader worker (torch puts the worker's traceback in front of the message), the message it had in the worker.
+    When there is none: ``empty``, or the type's name (an empty ValueError() must not end in IndexError)."""
     raw = error.args[0] if getattr(error, "args", None) else None
-    text = (raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(error)).strip()  # rawpy's are bytes
-    return (text.splitlines()[0] if text else type(error).__name__)[:limit]
+    text = (raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(error)).strip()
+    if text.startswith("Caught ") and "\nOriginal Traceback" in text:  # torch._utils.ExceptionWrapper.reraise
+        kind = type(error)
+        name = (kind.__qualname__ if kind.__module__ in ("__main__", "builtins")
+                else f"{kind.__module__}.{kind.__qualname__}")  # as the traceback module writes it
+        _, found, after = text.rpartition(f"\n{name}: ")
+        text = after.strip() if found else text.splitlines()[-1].strip()
+    return text or (type(error).__name__ if empty is None else empty)
+
+
+def first_line(error, limit=160, empty=None):
+    """The first line of an exception's own message (own_text), at most ``limit`` characters (None: the whole
+    line); when the message is empty, ``empty`` or its type's name. The one helper for an error quoted inside another
+    message."""
+    return (own_text(error, empty).splitlines() or [""])[0][:limit]
 
 
 def read_text(path, what="file", limit=TEXT_LIMIT):
@@ -107,7 +124,7 @@ def read_text(path, what="file", limit=TEXT_LIMIT):
         fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
     except (OSError, ValueError) as e:  # ValueError: a path with a NUL byte
         reason = getattr(e, "strerror", None) or str(e) or type(e).__name__
-        raise TextFileError(f"{shown(path)}: cannot read the {what} ({reason})") from None
+        raise TextFileError(f"{shown(path)}: cannot read the {what} ({reason})") from e
     mode = os.fstat(fd).st_mode
     if not stat.S_ISREG(mode):
         os.close(fd)
@@ -123,7 +140,7 @@ def read_text(path, what="file", limit=TEXT_LIMIT):
         return data.decode("utf-8")
     except UnicodeDecodeError as e:
         raise TextFileError(f"{shown(path)}: not UTF-8 text (byte {e.start}); expected the {what} saved as "
-                            "UTF-8") from None
+                            "UTF-8") from e
 
 
 def regular_or_absent(path, what="file"):
@@ -134,6 +151,6 @@ def regular_or_absent(path, what="file"):
     except FileNotFoundError:
         return
     except OSError as e:
-        raise TextFileError(f"{shown(path)}: cannot use it as the {what} ({e.strerror or type(e).__name__})") from None
+        raise TextFileError(f"{shown(path)}: cannot use it as the {what} ({e.strerror or type(e).__name__})") from e
     if not stat.S_ISREG(mode):
         raise TextFileError(f"{shown(path)}: not a regular file (a FIFO, device or folder); expected the {what}")

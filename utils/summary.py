@@ -15,7 +15,7 @@ import re
 from collections import Counter
 from pathlib import Path
 
-from pieanet.utils import cli
+from pieanet.utils.errors import EXIT_FAILED, EXIT_USAGE, PieaError, UsageError
 from pieanet.utils.folders import NOFOLLOW, open_append
 from pieanet.utils.image_io import atomic_write, file_sha256
 from pieanet.utils.safety import TextFileError, csv_cell, csv_value, first_line, printable, regular_or_absent
@@ -31,8 +31,9 @@ SUMMARY_FIELDS = ["file", "width", "height", "mean_residual", "mean_abs_residual
 EARLIER_FIELDS = [[field for field in SUMMARY_FIELDS if field not in ("stops", "photo_sha256")], SUMMARY_FIELDS[:-1]]
 
 
-class UnreadableSummary(Exception):
+class UnreadableSummary(PieaError):
     """A summary file that cannot be read as CSV text; the message names the file."""
+    exit_code = EXIT_USAGE
 
 
 def photo_keys(path, base, output_dir):
@@ -96,23 +97,24 @@ def read_table(path, missing_ok=False):
             return header, [dict(zip(header, map(csv_value, values))) for values in reader
                             if len(values) == len(header)]
     except TextFileError as e:
-        raise UnreadableSummary(str(e)) from None
-    except FileNotFoundError:
+        raise UnreadableSummary(str(e)) from e
+    except FileNotFoundError as e:
         if missing_ok:
             return [], []
-        raise UnreadableSummary(f"{path}: cannot read it as a summary (no such file)") from None
+        raise UnreadableSummary(f"{path}: cannot read it as a summary (no such file)") from e
     except (OSError, UnicodeDecodeError, csv.Error) as e:
         reason = getattr(e, "strerror", None) or first_line(e, 200)
-        raise UnreadableSummary(f"{path}: cannot read it as a summary ({reason})") from None
+        raise UnreadableSummary(f"{path}: cannot read it as a summary ({reason})") from e
 
 
-class SummaryError(Exception):
+class SummaryError(PieaError):
     """summary.csv could not be written: the run stops (exit 1)."""
+    exit_code = EXIT_FAILED
 
 
 def check_header(path, header):
     if header != SUMMARY_FIELDS and header not in EARLIER_FIELDS:
-        raise cli.UsageError(f"{path}: an existing summary.csv with other columns ({', '.join(header)[:120]}); move "
+        raise UsageError(f"{path}: an existing summary.csv with other columns ({', '.join(header)[:120]}); move "
                              "it away or choose another --output")
 
 
@@ -129,7 +131,7 @@ def read_summary(path):
     try:
         header, rows = read_table(path, missing_ok=True)
     except UnreadableSummary as e:
-        raise cli.UsageError(f"{e}; move it away or choose another --output") from None
+        raise UsageError(f"{e}; move it away or choose another --output") from e
     if header:
         check_header(path, header)
     return [dict.fromkeys(SUMMARY_FIELDS, "") | row for row in rows]
@@ -212,9 +214,9 @@ class SummaryLog:
                 os.ftruncate(self.fd, 0)
                 self._write(SUMMARY_FIELDS)
         except (OSError, UnicodeDecodeError, csv.Error, TextFileError) as e:
-            reason = "a symbolic link" if self.path.is_symlink() else cli.one_line(e)
-            raise cli.UsageError(f"{self.path}: cannot use it as the summary ({reason}); move it away or "
-                                 "choose another --output") from None
+            reason = "a symbolic link" if self.path.is_symlink() else first_line(e, 200)
+            raise UsageError(f"{self.path}: cannot use it as the summary ({reason}); move it away or "
+                             "choose another --output") from e
 
     def _write(self, values):
         line = io.StringIO()
@@ -233,8 +235,8 @@ class SummaryLog:
         try:
             self._write(summary_values(row))
         except OSError as e:
-            raise SummaryError(f"{self.path}: could not append a row ({e.strerror or cli.one_line(e)}); stopped, "
-                               "the rows before it are kept") from None
+            raise SummaryError(f"{self.path}: could not append a row ({e.strerror or first_line(e, 200)}); stopped, "
+                               "the rows before it are kept") from e
 
     def close(self):
         os.close(self.fd)

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from pieanet.utils.errors import EXIT_USAGE, PieaError
 from pieanet.utils.exposure import DEFAULT_THRESHOLD, residual_stats
 from pieanet.utils.image_io import atomic_write, list_images
 from pieanet.utils.safety import printable
@@ -28,8 +29,9 @@ CSV_NAME = "well_exposed.csv"
 CSV_FIELDS = ["method", "file", "key", "mean_residual", "pct_flagged", "pct_over", "pct_under", "flagged"]
 
 
-class FolderError(ValueError):
+class FolderError(PieaError, ValueError):
     """A folder of well-exposed photos (or its manifest) that cannot be used; the message names the file."""
+    exit_code = EXIT_USAGE
 
 
 def verdict(residual, threshold=DEFAULT_THRESHOLD, share_limit=DEFAULT_SHARE_LIMIT, mean_limit=DEFAULT_MEAN_LIMIT):
@@ -62,9 +64,9 @@ def read_manifest(path):
             rows = [((record.get("file") or "").strip(), (record.get("key") or "").strip()) for record in reader]
     except (UnicodeDecodeError, csv.Error) as e:
         raise FolderError(f"{path}: not a UTF-8 CSV ({str(e)[:120]}); expected a manifest with columns file, key") \
-            from None
+            from e
     except OSError as e:
-        raise FolderError(f"{path}: cannot be read ({e.strerror})") from None
+        raise FolderError(f"{path}: cannot be read ({e.strerror})") from e
     has_key = "key" in columns
     return {name: (key if has_key else None) for name, key in rows if name}, [name for name, _ in rows if name]
 
@@ -79,7 +81,7 @@ def list_photos(root):
     try:
         paths = list_images(folder)
     except OSError as e:
-        raise FolderError(f"{folder}: cannot be read ({e.strerror})") from None
+        raise FolderError(f"{folder}: cannot be read ({e.strerror})") from e
     keys, listed = read_manifest(root / MANIFEST) if (root / MANIFEST).is_file() else ({}, [])
     photos = [(path, path.relative_to(folder).as_posix(), keys.get(path.relative_to(folder).as_posix()))
               for path in paths]
