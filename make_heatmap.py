@@ -52,7 +52,7 @@ from pieanet.utils.heatmap import (VMAX_FLOOR, VMAX_PERCENTILE, colorize, image_
                                    save_colorbar_heatmap)
 from pieanet.utils.exposure import residual_stats
 from pieanet.utils.safety import shown
-from pieanet.utils.image_io import ImageLoadError, atomic_write, remove_orphan_temporaries, save_image
+from pieanet.utils.image_io import ImageLoadError, atomic_write, photo_bytes, remove_orphan_temporaries, save_image
 from pieanet.utils.outputs import occupied_prefixes, output_path, output_stems
 from pieanet.utils.summary import (SUMMARY_FIELDS, SUMMARY_NAME, SummaryError, SummaryLog, content_digest, ledger,
                                    leftover_parts, merge_parts, note_output, part_path, photo_keys, read_summary,
@@ -245,11 +245,12 @@ def process(photos, model, args, settings, summary, progress, owned=frozenset())
         for path, file, source, prefix in photos[start:start + args.batch_size]:
             row = dict.fromkeys(SUMMARY_FIELDS, "") | {"file": file, "source": source, "settings": settings}
             try:
-                try:
-                    row["photo_sha256"] = content_digest(path)  # before reading: a later change is redone
+                try:  # read once: the hash is that of the bytes decoded (a later change is redone)
+                    data = photo_bytes(path)
+                    row["photo_sha256"] = content_digest(path, data)
                 except OSError as e:
                     raise ImageLoadError(f"cannot be read ({e.strerror or cli.one_line(e)})") from None
-                image = cli.read_image(path, args.raw_clipping)
+                image = cli.read_image(path, args.raw_clipping, data)
                 if args.raw_clipping:
                     image, raw_clipped[prefix] = image
             except ImageLoadError as e:
