@@ -34,6 +34,10 @@ def _stops(r, pixels):
     return float(np.nan_to_num(correction_stops(pixels, r)))
 
 
+# the correction in stops the map implies for a region (_stops), when it asks for more light, for less, either way:
+# measure name -> function of that correction (RuleBase.score computes it once per region for all three)
+FROM_STOPS = {"stops_under": lambda stops: max(0.0, stops), "stops_over": lambda stops: max(0.0, -stops),
+              "stops_off": abs}
 # measure name -> (function of (r, photo pixels (N x 3), threshold) over the region's pixels, is it a fraction of
 # pixels); only the measures in NEEDS_PHOTO read the photo
 MEASURES = {
@@ -45,10 +49,7 @@ MEASURES = {
     "mean_over": (lambda r, p, t: float(np.clip(-r, 0, None).mean()), False),
     "mean_under": (lambda r, p, t: float(np.clip(r, 0, None).mean()), False),
     "std": (lambda r, p, t: float(r.std()), False),
-    # the correction in stops the map implies for the region, when it asks for more light, for less, either way
-    "stops_under": (lambda r, p, t: max(0.0, _stops(r, p)), False),
-    "stops_over": (lambda r, p, t: max(0.0, -_stops(r, p)), False),
-    "stops_off": (lambda r, p, t: abs(_stops(r, p)), False),
+    **{name: (lambda r, p, t, of=of: of(_stops(r, p)), False) for name, of in FROM_STOPS.items()},
 }
 NEEDS_PHOTO = frozenset({"clipped", "stops_under", "stops_over", "stops_off"})
 COMBINE = ("min", "weighted_mean")
@@ -98,7 +99,7 @@ class RuleBase:
         criteria (per criterion: region, measure, value, region_fraction, row, row_max, score, or skipped with a
         reason)."""
         t = self.threshold if threshold is None else threshold
-        results = []
+        results, stops = [], {}  # stops: {region: its correction}, shared by the region's stops_* criteria
         for c in self.criteria:
             region = c.region
             mask = regions.mask(region)
@@ -113,7 +114,12 @@ class RuleBase:
             function, _ = MEASURES[c.measure]
             whole = mask.all()  # the whole map as it is: no copy (a 12 MP photo's pixels take 0.1 s a selection)
             pixels = None if c.measure not in NEEDS_PHOTO else photo if whole else photo[mask]
-            value = function(residual if whole else residual[mask], pixels, t)
+            if c.measure in FROM_STOPS:
+                if region not in stops:
+                    stops[region] = _stops(residual if whole else residual[mask], pixels)
+                value = FROM_STOPS[c.measure](stops[region])
+            else:
+                value = function(residual if whole else residual[mask], pixels, t)
             index, row = c.match(value)
             results.append({**result, "value": value, "row": index + 1, "row_max": row.max, "score": row.score,
                             "weight": c.weight})
