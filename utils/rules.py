@@ -12,12 +12,11 @@ import yaml
 from yaml.constructor import SafeConstructor
 
 from pieanet.utils.config import CONFIGS, shipped_file, shipped_names
-from pieanet.utils.exposure import DEFAULT_THRESHOLD, correction_stops, gray
+from pieanet.utils.exposure import DEFAULT_THRESHOLD, GREY_BLOWN_FROM, GREY_CRUSHED_UP_TO, correction_stops, gray
 from pieanet.utils.regions import REGION_NAMES
 from pieanet.utils.safety import TextFileError, brief, read_text
 
 RULES_DIR = CONFIGS / "rules"
-CLIP_LOW, CLIP_HIGH = 2 / 255, 253 / 255  # photo gray levels counted as crushed / blown
 
 
 def _fraction(mask):
@@ -26,7 +25,7 @@ def _fraction(mask):
 
 def _clipped(pixels):
     luma = gray(pixels)
-    return _fraction((luma <= CLIP_LOW) | (luma >= CLIP_HIGH))
+    return _fraction((luma <= GREY_CRUSHED_UP_TO) | (luma >= GREY_BLOWN_FROM))
 
 
 def _stops(r, pixels):
