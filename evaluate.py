@@ -31,6 +31,7 @@ if __name__ == "__main__":  # first, before the slow imports: Ctrl-C while they 
     from pieanet.utils.startup import quiet_interrupts
     quiet_interrupts("evaluate")
 import argparse
+import contextlib
 import json
 import math
 import re
@@ -97,28 +98,34 @@ def load_methods(args):
     return methods
 
 
+def progress_or_own(progress, total):
+    """A context for ``progress``: the caller's cli.Progress as it is (its owner closes it), or, when None, a new one
+    of ``total`` steps that the block closes."""
+    return contextlib.nullcontext(progress) if progress is not None else cli.Progress(PROG, total)
+
+
 def measure_rows(methods, rows, args, progress=None, group=distributed.Group()):
     """[{method: metrics.measure result} or None (the sample failed)] for every row, in row order; each failure is
     named in one line through ``progress`` (a cli.Progress). With several processes (``group``), each measures its
     shard of the rows and every process gets all of them. The photo goes with each measurement (physics)."""
     root = Path(args.data_root)
-    progress = progress or cli.Progress(PROG, len(group.shard(rows)))
     measured = []  # (row index, {method: metrics.measure result}, or None for a sample that failed)
-    for index in group.shard(range(len(rows))):
-        row = rows[index]
-        try:
-            image, maps, label = predict_sample(methods, root, row, args)
-        except ValueError as e:  # ImageLoadError and DatasetError are ValueErrors; the message names the file
-            progress.report(f"skipped {row.img_id}: {cli.one_line(e)}")
-            measured.append((index, None))
-        else:
-            score = sample_score(row)
-            found = {}
-            for name, residual in maps.items():
-                found[name] = measure(resize_map(residual, label.shape), label, args.threshold, score)
-                found[name]["physics"] = physics_counts(image, residual)  # on the photo's own pixels
-            measured.append((index, found))
-        progress.update()
+    with progress_or_own(progress, len(group.shard(rows))) as progress:
+        for index in group.shard(range(len(rows))):
+            row = rows[index]
+            try:
+                image, maps, label = predict_sample(methods, root, row, args)
+            except ValueError as e:  # ImageLoadError and DatasetError are ValueErrors; the message names the file
+                progress.report(f"skipped {row.img_id}: {cli.one_line(e)}")
+                measured.append((index, None))
+            else:
+                score = sample_score(row)
+                found = {}
+                for name, residual in maps.items():
+                    found[name] = measure(resize_map(residual, label.shape), label, args.threshold, score)
+                    found[name]["physics"] = physics_counts(image, residual)  # on the photo's own pixels
+                measured.append((index, found))
+            progress.update()
     return [found for _, found in sorted(item for shard in group.gather(measured) for item in shard)]
 
 
@@ -176,24 +183,24 @@ def judge_photos(methods, photos, args, progress=None, group=distributed.Group()
     """[{method: well_exposed.verdict} or None (the photo failed)] for every (path, name, key) of ``photos``, in
     order, on the tools' default path (cli.predict with --size / --tile); each failure is named through ``progress``.
     With several processes, each judges its shard and every process gets all of them."""
-    progress = progress or cli.Progress(PROG, len(group.shard(photos)))
     judged = []
-    for index in group.shard(range(len(photos))):
-        path, name, _ = photos[index]
-        found = None
-        try:
-            image = cli.read_image(path)
-            found = {}
-            for method, model in methods:
-                residual, = cli.predict(model, [image], size=args.size, tile=args.tile)
-                if isinstance(residual, BaseException):
-                    raise ValueError(f"{method}: inference failed ({cli.one_line(residual)})")
-                found[method] = well_exposed.verdict(residual, args.threshold, args.share_limit, args.mean_limit)
-        except ValueError as e:
-            progress.report(f"skipped {path}: {cli.one_line(e)}")
+    with progress_or_own(progress, len(group.shard(photos))) as progress:
+        for index in group.shard(range(len(photos))):
+            path, name, _ = photos[index]
             found = None
-        judged.append((index, found))
-        progress.update()
+            try:
+                image = cli.read_image(path)
+                found = {}
+                for method, model in methods:
+                    residual, = cli.predict(model, [image], size=args.size, tile=args.tile)
+                    if isinstance(residual, BaseException):
+                        raise ValueError(f"{method}: inference failed ({cli.one_line(residual)})")
+                    found[method] = well_exposed.verdict(residual, args.threshold, args.share_limit, args.mean_limit)
+            except ValueError as e:
+                progress.report(f"skipped {path}: {cli.one_line(e)}")
+                found = None
+            judged.append((index, found))
+            progress.update()
     return [found for _, found in sorted(item for shard in group.gather(judged) for item in shard)]
 
 

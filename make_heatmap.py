@@ -6,8 +6,9 @@
 
 Per photo: <stem>_exposure.png (blue = under-exposed, white = ideal, red = over-exposed) at the photo's resolution;
 optionally <stem>_residual.npy, <stem>_overlay.png, <stem>_colorbar.png. One summary.csv for the run. <stem> is the
-photo's sub-folder and name without extension, made unique (utils/summary.py, output_stems) against the other photos
-of the run and the photos of earlier runs in summary.csv, and stored in the photo's row (column output). A file in
+photo's sub-folder and name without extension, made unique (utils/outputs.py, output_stems) against the other photos
+of the run and the photos of earlier runs in summary.csv, and stored in the photo's row (column output; the kinds of
+file written in column output_kinds). A file in
 --output is the tool's only when summary.csv records its prefix as that photo's output (or this run wrote it): a
 user's file with an output's name is never removed or replaced (the photo gets another prefix), nothing is written or
 removed through a symbolic link, and a user's index.html stops the run before any work (docs/safety.md, "Files and
@@ -40,21 +41,21 @@ if __name__ == "__main__":  # first, before the slow imports: Ctrl-C while they 
     quiet_interrupts("make_heatmap")
 import argparse
 import contextlib
-import os
 import sys
 from pathlib import Path
 
 import numpy as np
 
-from pieanet.utils import cli, distributed, folders, report
+from pieanet.utils import cli, distributed, folders, outputs, report
 from pieanet.utils.heatmap import (VMAX_FLOOR, VMAX_PERCENTILE, colorize, image_vmax, overlay,
                                    save_colorbar_heatmap)
 from pieanet.utils.exposure import residual_stats
 from pieanet.utils.safety import shown
-from pieanet.utils.image_io import ImageLoadError, atomic_write, remove_orphan_temporaries, save_image
+from pieanet.utils.image_io import ImageLoadError, atomic_write, photo_bytes, remove_orphan_temporaries, save_image
+from pieanet.utils.outputs import occupied_prefixes, output_path, output_stems
 from pieanet.utils.summary import (SUMMARY_FIELDS, SUMMARY_NAME, SummaryError, SummaryLog, content_digest, ledger,
-                                   leftover_parts, merge_parts, note_output, output_stems, part_path, photo_keys,
-                                   read_summary, taken_stems, tidy_ledger, write_summary)
+                                   leftover_parts, merge_parts, note_output, part_path, photo_keys, read_summary,
+                                   taken_stems, tidy_ledger, write_summary)
 
 PROG = "make_heatmap"
 ROOT = Path(__file__).resolve().parent
@@ -148,72 +149,49 @@ def colour_scale_of(residual, spec):
     return vmax, ("per image, floor" if vmax == VMAX_FLOOR else f"per image, p{VMAX_PERCENTILE:g} of |r|")
 
 
-# every file name make_heatmap can write for a photo, after "<stem>_"
-OUTPUT_KINDS = ("exposure.png", "exposure.jpg", "overlay.png", "overlay.jpg", "colorbar.png", "residual.npy")
-
-
 def write_outputs(stem, image, residual, args, owned=False):
     """Write every requested file for one photo; if one fails, remove those already written and re-raise. When the
     prefix is ``owned`` (summary.csv records it as this photo's output), its files that this run does not ask for (an
     overlay of an earlier run with other settings) are removed, so the folder holds only outputs of the photo's latest
     row; files of a prefix the summary does not record are never removed (output_stems gave the photo a prefix no file
     has). Every path is checked to lie in --output with no symbolic link on the way (folders.inside). Returns the paths
-    written and the colour scale (vmax) used."""
+    written, their kinds (utils/outputs.py) and the colour scale (vmax) used."""
     vmax, scale_note = colour_scale_of(residual, args.vmax)
-    written = []
+    writers = output_writers(stem, image, residual, vmax, scale_note, args)
+    kinds, written = requested_kinds(args), []
     try:
-        for name, write in output_writers(stem, image, residual, vmax, scale_note, args):
-            write(folders.inside(args.output, stem.with_name(name)))
-            written.append(stem.with_name(name))
+        for kind in kinds:
+            writers[outputs.role(kind)](folders.inside(args.output, output_path(stem, kind)))
+            written.append(output_path(stem, kind))
     except BaseException:
         remove(written)
         raise
     if owned:
         remove([folders.inside(args.output, path) for path in
-                set(stem.with_name(f"{stem.name}_{kind}") for kind in OUTPUT_KINDS) - set(written)])
-    return written, vmax
-
-
-def occupied_prefixes(output):
-    """occupied(prefix) for output_stems: whether a file named like one of the prefix's outputs (any letter case) is
-    in the output folder already. (A prefix whose sub-folder is a link is not occupied: no other prefix would be
-    better, and write_outputs refuses to write through the link, so the photo fails with that reason.)"""
-    listings = {}
-
-    def occupied(prefix):
-        stem = output / prefix
-        if stem.parent not in listings:
-            try:
-                listings[stem.parent] = {name.lower() for name in os.listdir(stem.parent)}
-            except OSError:
-                listings[stem.parent] = set()
-        return any(f"{stem.name}_{kind}".lower() in listings[stem.parent] for kind in OUTPUT_KINDS)
-
-    return occupied
+                set(output_path(stem, kind) for kind in outputs.KINDS) - set(written)])
+    return written, kinds, vmax
 
 
 def output_writers(stem, image, residual, vmax, scale_note, args):
-    """[(file name, writer of that file)] for every file the options ask for; the names depend only on ``stem`` and
-    the options (requested_outputs asks without a photo)."""
+    """{role (utils/outputs.py): writer of that file, given its path}; which files are written is requested_kinds'."""
     options = {}
     if args.format == "jpg":  # chroma at full resolution (4:4:4): the colour is the content of a heatmap
         options = {"quality": args.jpeg_quality or DEFAULT_JPEG_QUALITY, "subsampling": 0}
-    writers = [(f"{stem.name}_exposure.{args.format}", lambda p: save_image(p, colorize(residual, vmax), **options))]
-    if args.save_npy:
-        writers.append((f"{stem.name}_residual.npy", lambda p: save_npy(p, residual)))
-    if args.overlay:
-        writers.append((f"{stem.name}_overlay.{args.format}",
-                        lambda p: save_image(p, overlay(image, residual, vmax), **options)))
-    if args.colorbar:
-        writers.append((f"{stem.name}_colorbar.png",
-                        lambda p: save_colorbar_heatmap(p, residual, title=stem.name, vmax=vmax,
-                                                        scale_note=scale_note)))
-    return writers
+    return {outputs.HEATMAP: lambda p: save_image(p, colorize(residual, vmax), **options),
+            outputs.RESIDUAL: lambda p: save_npy(p, residual),
+            outputs.OVERLAY: lambda p: save_image(p, overlay(image, residual, vmax), **options),
+            outputs.COLORBAR: lambda p: save_colorbar_heatmap(p, residual, title=stem.name, vmax=vmax,
+                                                              scale_note=scale_note)}
+
+
+def requested_kinds(args):
+    """The kinds of file the options ask for, per photo, in the order they are written."""
+    return outputs.requested_kinds(args.format, overlay=args.overlay, colorbar=args.colorbar, residual=args.save_npy)
 
 
 def requested_outputs(stem, args):
     """The files write_outputs writes for ``stem`` under the current options."""
-    return [stem.with_name(name) for name, _ in output_writers(stem, None, None, None, None, args)]
+    return [output_path(stem, kind) for kind in requested_kinds(args)]
 
 
 def remove(paths):
@@ -266,11 +244,12 @@ def process(photos, model, args, settings, summary, progress, owned=frozenset())
         for path, file, source, prefix in photos[start:start + args.batch_size]:
             row = dict.fromkeys(SUMMARY_FIELDS, "") | {"file": file, "source": source, "settings": settings}
             try:
-                try:
-                    row["photo_sha256"] = content_digest(path)  # before reading: a later change is redone
+                try:  # read once: the hash is that of the bytes decoded (a later change is redone)
+                    data = photo_bytes(path)
+                    row["photo_sha256"] = content_digest(path, data)
                 except OSError as e:
                     raise ImageLoadError(f"cannot be read ({e.strerror or cli.one_line(e)})") from e
-                image = cli.read_image(path, args.raw_clipping)
+                image = cli.read_image(path, args.raw_clipping, data)
                 if args.raw_clipping:
                     image, raw_clipped[prefix] = image
             except ImageLoadError as e:
@@ -286,12 +265,13 @@ def process(photos, model, args, settings, summary, progress, owned=frozenset())
             mark_raw_clipping(row, residual, raw_clipped.get(prefix), args.threshold)
             try:
                 note_output(args.output, prefix, source)  # recorded before its files: a kill leaves them the tool's
-                written, vmax = write_outputs(args.output / prefix, image, residual, args, prefix in owned)
+                written, kinds, vmax = write_outputs(args.output / prefix, image, residual, args, prefix in owned)
             except (OSError, ValueError, RuntimeError, MemoryError) as e:
                 finish(path, row, f"could not write outputs ({cli.one_line(e)})")
                 continue
             try:
-                row.update(residual_stats(residual, args.threshold, image), vmax=vmax, status="ok", output=prefix)
+                row.update(residual_stats(residual, args.threshold, image), vmax=vmax, status="ok", output=prefix,
+                           output_kinds=outputs.kinds_text(kinds))
                 finish(path, row)
             except BaseException:  # e.g. Ctrl-C: no photo has outputs without its summary row
                 remove(written)

@@ -9,7 +9,6 @@ when the dataset is built, unreadable files, shape mismatches and bad label valu
 Augmentation (resize, crop, flips) moves photo, label and ref together; noise touches the photo only. It is a
 function of (seed, epoch, index), so a resumed run sees the same batches.
 """
-import csv
 import math
 import warnings
 from dataclasses import dataclass
@@ -22,7 +21,7 @@ from torch.utils.data import Dataset
 
 from pieanet.utils.errors import EXIT_USAGE, PieaError
 from pieanet.utils.image_io import ImageLoadError, load_image
-from pieanet.utils.safety import first_line
+from pieanet.utils.safety import csv_records, first_line
 
 REQUIRED_COLUMNS = ("img_id", "ref_id", "score")
 LABEL_RANGE_EPS = 1e-3  # float32 rounding of a residual stored as exactly +-label_scale
@@ -49,23 +48,15 @@ def read_split(csv_path, required=REQUIRED_COLUMNS):
     csv_path = Path(csv_path)
     if not csv_path.is_file():
         raise DatasetError(f"{csv_path}: split list not found; expected a CSV with columns {', '.join(required)}")
-    try:
-        with open(csv_path, newline="", encoding="utf-8-sig") as f:
-            return _read_rows(csv_path, csv.DictReader(f, skipinitialspace=True), required)
-    except (UnicodeDecodeError, csv.Error) as e:
-        raise DatasetError(f"{csv_path}: not a UTF-8 CSV ({str(e)[:120]}); expected a split list") from e
+    with csv_records(csv_path, "a split list", DatasetError) as reader:
+        return _read_rows(csv_path, reader, required)
 
 
 def _read_rows(csv_path, reader, required):
-    columns = [(c or "").strip() for c in reader.fieldnames or []]
-    repeated = sorted({c for c in columns if columns.count(c) > 1})
-    if repeated:
-        raise DatasetError(f"{csv_path}: column(s) {', '.join(repeated)} appear more than once; expected one of each")
-    missing = [c for c in required if c not in columns]
+    missing = [c for c in required if c not in reader.fieldnames]
     if missing:
         raise DatasetError(f"{csv_path}: missing column(s) {', '.join(missing)}; expected "
-                           f"{', '.join(required)} (found: {', '.join(columns) or 'no header'})")
-    reader.fieldnames = columns
+                           f"{', '.join(required)} (found: {', '.join(reader.fieldnames) or 'no header'})")
     rows = []
     for record in reader:
         line = reader.line_num

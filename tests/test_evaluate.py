@@ -1,3 +1,4 @@
+import argparse
 import json
 
 import numpy as np
@@ -130,3 +131,26 @@ def test_checkpoints_sharing_a_name_get_their_own_rows(tmp_path, tiny_checkpoint
     args = evaluate.parse_args(["--data-root", str(tmp_path), "--csv", "x.csv", "--checkpoint",
                                 str(tmp_path / "a" / "best.safetensors"), str(tmp_path / "b" / "best.safetensors")])
     assert [name for name, _ in evaluate.load_methods(args)] == ["best", "best #2"]
+
+
+@pytest.mark.parametrize("function", [evaluate.measure_rows, evaluate.judge_photos])
+def test_a_progress_bar_made_here_is_closed_and_one_passed_in_is_not(function, monkeypatch):
+    made = []
+
+    class Recorded(evaluate.cli.Progress):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.closed = False
+            made.append(self)
+
+        def close(self):
+            self.closed = True
+            super().close()
+
+    monkeypatch.setattr(evaluate.cli, "Progress", Recorded)
+    args = argparse.Namespace(data_root=".")
+    assert function([], [], args) == []
+    assert len(made) == 1 and made[0].closed  # none passed in: made, and closed when done
+    mine = Recorded("test", 0)
+    assert function([], [], args, mine) == [] and len(made) == 2 and not mine.closed  # its owner closes it
+    mine.close()

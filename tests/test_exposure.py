@@ -100,3 +100,17 @@ def test_stops_of_a_large_photo_read_on_a_grid_match_every_pixel(monkeypatch):
     sampled = correction_stops(photo, residual)
     monkeypatch.setattr(exposure, "STOPS_MAX_PIXELS", photo.shape[0] * photo.shape[1])
     assert correction_stops(photo, residual) == pytest.approx(sampled, abs=0.01)
+
+
+def test_physics_and_the_stops_leave_out_the_same_8_bit_levels():
+    """One definition of clipped / crushed (utils/exposure.py): on every 8-bit grey level, correction_stops leaves a
+    pixel out (nan for a photo of that level alone) exactly when metrics.physics_counts calls it clipped or crushed,
+    and those are the levels >= 250 and <= 5."""
+    from pieanet.utils.metrics import physics_counts
+    left_out = []
+    for level in range(256):
+        photo = np.full((2, 2, 3), level, np.uint8).astype(np.float32) / np.float32(255)  # as load_image gives it
+        clipped, _, crushed, _ = physics_counts(photo, np.zeros((2, 2), np.float32))
+        assert np.isnan(correction_stops(photo, np.zeros((2, 2)))) == bool(clipped or crushed), level
+        left_out += [level] if clipped or crushed else []
+    assert left_out == [*range(0, 6), *range(250, 256)]

@@ -208,6 +208,25 @@ def test_broken_raw_files_are_one_clear_error(tmp_path, capfd):
     assert capfd.readouterr().err == ""  # what LibRaw prints itself is in the message, not on stderr
 
 
+def test_a_raw_file_read_once_gives_what_the_file_gives(tmp_path, capfd):
+    """make_heatmap decodes the bytes it hashed (load_image's data): the same image, mask and messages."""
+    raw = grey_scene(0.3)
+    raw[10:18, 20:32] = WHITE
+    write_dng(tmp_path / "good.dng", raw)
+    (tmp_path / "cut.dng").write_bytes((tmp_path / "good.dng").read_bytes()[:-1500])
+    write_dng(tmp_path / "hollow.dng", grey_scene(0.3), declared=(6000, 4000))
+    image, clipped = load_image(tmp_path / "good.dng", raw_clipping=True)
+    again, clipped_again = load_image(tmp_path / "good.dng", True, (tmp_path / "good.dng").read_bytes())
+    assert np.array_equal(image, again) and np.array_equal(clipped, clipped_again) and clipped.any()
+    for name in ("cut.dng", "hollow.dng"):
+        with pytest.raises(ImageLoadError) as from_file:
+            load_image(tmp_path / name)
+        with pytest.raises(ImageLoadError) as from_bytes:
+            load_image(tmp_path / name, data=(tmp_path / name).read_bytes())
+        assert str(from_bytes.value) == str(from_file.value)
+    assert capfd.readouterr().err == ""
+
+
 def test_raw_size_checks_come_before_decoding(tmp_path):
     write_dng(tmp_path / "huge.dng", grey_scene(0.3), declared=(20000, 20000))
     write_dng(tmp_path / "hollow.dng", grey_scene(0.3), declared=(6000, 4000))  # 24 MP in 3 kB

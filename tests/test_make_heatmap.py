@@ -1,4 +1,5 @@
 import csv
+import hashlib
 import struct
 import subprocess
 import sys
@@ -159,6 +160,28 @@ def test_a_failed_write_leaves_no_files_for_that_image(tiny_checkpoint, tmp_path
     assert sorted(p.name for p in out.iterdir()) == [".pieanet-outputs.csv", "a_colorbar.png", "a_exposure.png",
                                                      "a_residual.npy", "index.html", "summary.csv"]
     assert read_summary(out)["b.png"]["status"] == "failed"
+
+
+def test_each_photo_is_read_once_and_its_hash_is_of_the_bytes_decoded(tiny_checkpoint, tmp_path, capsys,
+                                                                      monkeypatch):
+    photo = tmp_path / "in" / "a.jpg"
+    photo.parent.mkdir()
+    Image.fromarray(np.random.default_rng(5).integers(0, 256, (24, 32, 3), dtype=np.uint8)).save(photo, quality=90)
+    opened, real_open = [], open
+
+    def counting_open(file, *args, **kwargs):
+        if isinstance(file, (str, Path)) and Path(file).name == photo.name:
+            opened.append(file)
+        return real_open(file, *args, **kwargs)
+
+    monkeypatch.setattr("builtins.open", counting_open)
+    code, _, err = run(["--input", photo.parent, "--output", tmp_path / "out", "--checkpoint", tiny_checkpoint,
+                        "--no-report", "--threads", "1"], capsys)
+    monkeypatch.undo()
+    assert code == 0, err
+    assert len(opened) == 1  # not once for the hash, once for the scan count and once to decode
+    digest = hashlib.sha256(photo.read_bytes()).hexdigest()[:16]
+    assert read_summary(tmp_path / "out")["a.jpg"]["photo_sha256"] == f"sha256:{digest}"
 
 
 def test_recursive_keeps_folders_and_skips_the_output_folder(tiny_checkpoint, tmp_path, capsys):

@@ -11,7 +11,8 @@ import torch
 
 from pieanet import make_heatmap
 from pieanet.models import build_model, save_model
-from pieanet.utils.summary import SUMMARY_FIELDS, output_stems
+from pieanet.utils.outputs import output_stems
+from pieanet.utils.summary import SUMMARY_FIELDS
 from conftest import save_photo
 
 
@@ -193,11 +194,12 @@ def test_outputs_of_earlier_settings_never_outlive_a_redone_photo(tiny_checkpoin
     assert (out / "a_overlay.png").read_bytes() == (tmp_path / "fresh" / "a_overlay.png").read_bytes()
 
 
-NEWER = ("stops", "photo_sha256")
+NEWER = ("stops", "photo_sha256", "output_kinds")
 
 
 def older_summary(out):
-    """summary.csv as make_heatmap wrote it before the stops and photo_sha256 columns: the same rows without them."""
+    """summary.csv as make_heatmap wrote it before the stops, photo_sha256 and output_kinds columns: the same rows
+    without them."""
     rows = rows_of(out)
     fields = [field for field in SUMMARY_FIELDS if field not in NEWER]
     with open(out / "summary.csv", "w", newline="", encoding="utf-8") as f:

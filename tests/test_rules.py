@@ -239,3 +239,18 @@ def test_score_cli(tiny_checkpoint, tmp_path, capsys):
 
     assert score.main(["--rules", "landscape", str(tmp_path), "--checkpoint", str(tmp_path / "missing.pth")]) == 2
     assert "missing.pth" in capsys.readouterr().err
+
+
+def test_the_stops_of_a_region_are_computed_once_for_all_its_stops_measures(tmp_path, monkeypatch):
+    from pieanet.utils import rules as rules_module
+    (tmp_path / "three.yaml").write_text(
+        "name: three\ndescription: every stops measure of one region\ncriteria:\n" + "".join(
+            f"  - {{name: {m}, region: all, measure: {m}, table: [{{max: 1, score: 100}}, {{score: 0}}]}}\n"
+            for m in ("stops_under", "stops_over", "stops_off")))
+    calls, real = [], rules_module.correction_stops
+    monkeypatch.setattr(rules_module, "correction_stops", lambda *a: calls.append(1) or real(*a))
+    photo = np.full(SHAPE + (3,), 64 / 255, np.float32)  # raised to 128 by the map: +2.0739 stops (test above)
+    residual = np.full(SHAPE, 64 / 255, np.float32)
+    result = load_rules(str(tmp_path / "three.yaml")).score(residual, FixedRegions(), photo)
+    assert [c["value"] for c in result["criteria"]] == pytest.approx([2.0739, 0.0, 2.0739], abs=1e-3)
+    assert len(calls) == 1

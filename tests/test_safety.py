@@ -145,6 +145,19 @@ def test_jpeg_with_too_many_scans_is_refused_before_decoding(tmp_path):
         load_image(many_scans_jpeg(tmp_path / "bomb.jpg", image_io.MAX_JPEG_SCANS + 50))
 
 
+def test_bytes_read_once_are_judged_and_decoded_as_the_file_would_be(tmp_path):
+    """load_image's data: the checks and the decoding use the bytes given, never the file (which may have changed)."""
+    ok = many_scans_jpeg(tmp_path / "ok.jpg", 2)
+    bomb = many_scans_jpeg(tmp_path / "bomb.jpg", image_io.MAX_JPEG_SCANS + 50)
+    elsewhere = tmp_path / "gone.jpg"  # no such file: only its name and extension are used
+    assert np.array_equal(load_image(elsewhere, data=ok.read_bytes()), load_image(ok))
+    with pytest.raises(ImageLoadError, match=r"gone\.jpg: a JPEG of more than 100 scans"):
+        load_image(elsewhere, data=bomb.read_bytes())
+    with pytest.raises(ImageLoadError, match=r"gone\.jpg: empty file \(0 bytes\)"):
+        load_image(elsewhere, data=b"")
+    assert image_io.photo_bytes(ok) == ok.read_bytes()
+
+
 def test_photo_beyond_the_memory_budget_is_refused_before_decoding(tmp_path, monkeypatch):
     Image.new("RGB", (1000, 500)).save(tmp_path / "p.png")
     # 500,000 pixels at PEAK_BYTES_PER_PIXEL need 20 MB; with 10 MB left the photo is refused, with 40 MB read

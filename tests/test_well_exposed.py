@@ -152,3 +152,17 @@ def test_verdict_counts_pixels_exactly_at_the_limit():
     assert not well_exposed.verdict(r)["flagged"]
     r[1, 0] = 0.2  # 11 %
     assert well_exposed.verdict(r, mean_limit=1)["flagged"]
+
+
+@pytest.mark.parametrize("content, message", [
+    (b"\xef\xbb\xbf file , key\n a.png , night\n", None),  # a byte-order mark and spaces: read as the split lists are
+    (b"file,key,file\na.png,night,b.png\n", r"column\(s\) file appear more than once; expected one of each"),
+    (b"file,key\n\xff\xfe.png,night\n", r"not a UTF-8 CSV \(.+\); expected a manifest with columns file, key"),
+])
+def test_a_manifest_header_is_read_as_a_split_lists_is(tmp_path, content, message):
+    (tmp_path / "manifest.csv").write_bytes(content)
+    if message is None:
+        assert well_exposed.read_manifest(tmp_path / "manifest.csv") == ({"a.png": "night"}, ["a.png"])
+        return
+    with pytest.raises(well_exposed.FolderError, match=r"manifest\.csv: " + message):
+        well_exposed.read_manifest(tmp_path / "manifest.csv")

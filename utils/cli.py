@@ -285,10 +285,11 @@ def one_line(error):
     return first_line(error, 200)
 
 
-def read_image(path, raw_clipping=False):
-    """load_image, with the message's leading file name removed (the caller names the file)."""
+def read_image(path, raw_clipping=False, data=None):
+    """load_image (``data``: the file's bytes, already read), with the message's leading file name removed (the
+    caller names the file)."""
     try:
-        return load_image(path, raw_clipping)
+        return load_image(path, raw_clipping, data)
     except ImageLoadError as e:
         raise ImageLoadError(str(e).removeprefix(f"{path}: ")) from None
 

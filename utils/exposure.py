@@ -10,9 +10,22 @@ import torch
 
 GRAY_WEIGHTS = (0.299, 0.587, 0.114)
 DEFAULT_THRESHOLD = 0.1
-# correction_stops: which pixels count, on the 0..255 scale (8-bit values: clipped >= 250, crushed <= 5)
-STOPS_CLIPPED_FROM = 249.5  # a pixel with any channel at or above this is clipped: left out
-STOPS_CRUSHED_UP_TO = 5.5  # a pixel with every channel at or below this is crushed to black: left out
+# Clipped and crushed pixels: the one home of the three tests the code applies. They differ on purpose, by the
+# input each reads; every number they give is as before.
+# 1. Per channel, on 8-bit levels (0..255): a channel at or above CLIPPED_LEVEL is clipped (it says nothing of the
+#    light it lost), a pixel with every channel at or below CRUSHED_LEVEL is crushed to black. metrics.physics_counts
+#    rounds the photo to levels, then compares with these.
+CLIPPED_LEVEL = 250
+CRUSHED_LEVEL = 5
+# 2. The same test on values not rounded (0..255 scale, any bit depth): correction_stops compares with the half-way
+#    points, which picks the same pixels as rounding first (8-bit photos give whole levels), except a value exactly
+#    at 5.5, crushed here and not in physics_counts (np.rint rounds 5.5 to 6). A clipped or crushed pixel is left out.
+STOPS_CLIPPED_FROM = CLIPPED_LEVEL - 0.5  # 249.5: any channel at or above is clipped
+STOPS_CRUSHED_UP_TO = CRUSHED_LEVEL + 0.5  # 5.5: every channel at or below is crushed
+# 3. A rule base's "clipped" measure (utils/rules.py) judges a pixel's grey (gray(), on the 0..1 scale), not its
+#    channels, with tighter bounds of its own: grey at or below GREY_CRUSHED_UP_TO is crushed, at or above
+#    GREY_BLOWN_FROM blown (the rule files' tables are calibrated on these).
+GREY_CRUSHED_UP_TO, GREY_BLOWN_FROM = 2 / 255, 253 / 255
 STOPS_FLOOR = 0.5  # grey levels: the grey and the corrected grey are clamped to at least half a code value
 STOPS_MAX_PIXELS = 1 << 21  # larger photos are read on a regular grid (correction_stops)
 

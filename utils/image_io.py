@@ -28,6 +28,7 @@ Every writer goes through ``atomic_write``: a temporary file beside the target, 
 writing succeeded, so a failed run never leaves a partial file.
 """
 import hashlib
+import io
 import os
 import re
 import secrets
@@ -114,6 +115,10 @@ JUDGED_ABOVE_PIXELS = 16_000_000
 # or a restart marker, so only true scan starts, and those of embedded thumbnails, are counted).
 MAX_JPEG_SCANS = 100
 
+# photo_bytes: a photo file up to this size is read into memory once, for its hash and its decoding (a 200 MP TIFF of
+# 8-bit RGB, uncompressed, is 0.6 GB)
+READ_ONCE_BYTES = 1 << 30
+
 # The real peak of make_heatmap's default path (decode, float image, model at its working size, guided upsampling
 # to full size, colour map, PNG): 40 bytes per pixel above about 0.3 GB for the process (measured with
 # /usr/bin/time on 6 and 24 MP photos, docs/safety.md). A photo whose pixels times this exceed the memory the
@@ -178,36 +183,50 @@ def _to_rgb_float(img):
     return rgb
 
 
-def load_image(path, raw_clipping=False):
+def load_image(path, raw_clipping=False, data=None):
     """Float32 H x W x 3 RGB in [0, 1] of the photo at ``path`` (EXIF-rotated, any mode converted; a camera RAW file
     developed as the module docstring says). With ``raw_clipping``: (image, mask), the mask being a RAW file's
-    ``raw_clipping_mask`` (H x W bool) and None for every other format."""
+    ``raw_clipping_mask`` (H x W bool) and None for every other format. ``data``: the file's bytes when the caller
+    has read them already (photo_bytes); they are decoded and the file is not read again (``path`` then names it
+    in messages and gives its extension)."""
     path = Path(path)
-    if not path.is_file():
+    if data is None and not path.is_file():
         raise ImageLoadError(f"{path}: file not found; expected an image file")
-    if path.stat().st_size == 0:
+    size = path.stat().st_size if data is None else len(data)
+    if size == 0:
         raise ImageLoadError(f"{path}: empty file (0 bytes); expected an image")
     if path.suffix.lower() in RAW_EXTENSIONS:
-        image, clipped = _load_raw(path, raw_clipping)
+        image, clipped = _load_raw(path, raw_clipping, data)
     else:
-        image, clipped = _load_with_pillow(path), None
+        image, clipped = _load_with_pillow(path, data), None
     return (image, clipped) if raw_clipping else image
+
+
+def photo_bytes(path):
+    """The bytes of the file at ``path`` when it holds at most READ_ONCE_BYTES, else None. A caller that hashes a
+    photo and decodes it gives these bytes to both (load_image's ``data``), so the file is read once and the hash is
+    that of the bytes decoded; a larger file (no photo needs that many) is read from disk by each step instead of
+    held in memory. Raises OSError."""
+    with open(path, "rb") as f:
+        if os.fstat(f.fileno()).st_size > READ_ONCE_BYTES:
+            return None
+        return f.read()
 
 
 _TRUNCATION_SWITCH = threading.Lock()
 
 
-def _load_with_pillow(path):
+def _load_with_pillow(path, data=None):
     try:
         with warnings.catch_warnings():
             # Pillow warns on stderr about bomb sizes (refused below) and bad metadata (ignored); keep stderr to
             # one line per failed file
             warnings.simplefilter("ignore")
             _register_heif_opener(path)
-            with Image.open(path) as img:
-                check_declared_size(path, img.format, *img.size)
+            with Image.open(path if data is None else io.BytesIO(data)) as img:
+                check_declared_size(path, img.format, *img.size, size=None if data is None else len(data))
                 if img.format in ("JPEG", "MPO"):
-                    check_jpeg_scans(path)
+                    check_jpeg_scans(path, data)
                 # a file that ends early is an error here, whatever the caller set Pillow's global switch to; the
                 # lock keeps another thread from restoring the caller's value while this one decodes
                 with _TRUNCATION_SWITCH:
@@ -243,16 +262,18 @@ def _named(path, error):
 
 
 
-def _load_raw(path, raw_clipping):
-    """The RAW file developed with _raw_rendering, and its raw_clipping_mask when asked for."""
+def _load_raw(path, raw_clipping, data=None):
+    """The RAW file (or its bytes, ``data``) developed with _raw_rendering, and its raw_clipping_mask when asked
+    for."""
     try:
         import rawpy  # here, not with this module: loading a model or training needs no rawpy
     except ImportError as e:
         raise _missing(path, "rawpy", "camera RAW files") from e
     libraw_said = []
     try:
-        with _stderr_captured(libraw_said), rawpy.imread(str(path)) as raw:
-            check_declared_size(path, "RAW", raw.sizes.raw_width, raw.sizes.raw_height)
+        with _stderr_captured(libraw_said), rawpy.imread(str(path) if data is None else io.BytesIO(data)) as raw:
+            check_declared_size(path, "RAW", raw.sizes.raw_width, raw.sizes.raw_height,
+                                size=None if data is None else len(data))
             rgb = raw.postprocess(**_raw_rendering(rawpy))
             clipped = raw_clipping_mask(raw, rgb.shape[:2]) if raw_clipping else None
     except ImageLoadError as e:
@@ -261,7 +282,8 @@ def _load_raw(path, raw_clipping):
         raise ImageLoadError(f"{path}: not a camera RAW file LibRaw can read; expected a RAW photo, as the "
                              f"extension {path.suffix} says") from e
     except (rawpy.LibRawIOError, rawpy.LibRawDataError) as e:
-        said = libraw_said[0].removeprefix(f"{path}: ") if libraw_said else ""
+        # LibRaw leads its line with the file's name, or "unknown file" for bytes in memory
+        said = libraw_said[0].removeprefix(f"{path}: " if data is None else "unknown file: ") if libraw_said else ""
         said = f"; LibRaw: {said}" if said else ""
         raise ImageLoadError(f"{path}: corrupt or truncated RAW file ({first_line(e)}{said})") from e
     except (rawpy.LibRawError, OSError, RuntimeError, MemoryError, NotImplementedError) as e:
@@ -330,13 +352,14 @@ def raw_clipping_mask(raw, shape):
     return np.ascontiguousarray(mask)
 
 
-def check_declared_size(path, image_format, width, height):
-    """Refuse, before decoding, a photo above MAX_PIXELS, one declaring more pixels than its bytes can hold, or one
-    whose processing would need more memory than the process can get (memory_budget)."""
+def check_declared_size(path, image_format, width, height, size=None):
+    """Refuse, before decoding, a photo above MAX_PIXELS, one declaring more pixels than its bytes (``size`` of
+    them; None: the file's size) can hold, or one whose processing would need more memory than the process can get
+    (memory_budget)."""
     if width * height > MAX_PIXELS:
         raise ImageLoadError(f"{path}: {width}x{height} is {width * height / 1e6:.0f} MP, above the "
                              f"{MAX_PIXELS / 1e6:.0f} MP limit; expected a smaller image")
-    check_bytes_present(path, image_format, width, height)
+    check_bytes_present(path, image_format, width, height, size)
     need, budget = width * height * PEAK_BYTES_PER_PIXEL, memory_budget()
     if need > budget:
         raise ImageLoadError(f"{path}: {width}x{height} needs about {need / 2**30:.1f} GB to process "
@@ -383,10 +406,11 @@ def _proc_numbers(path, keys):
     return found
 
 
-def check_jpeg_scans(path):
-    """Refuse a JPEG with more than MAX_JPEG_SCANS scans (start-of-scan markers), counted before decoding."""
+def check_jpeg_scans(path, data=None):
+    """Refuse a JPEG with more than MAX_JPEG_SCANS scans (start-of-scan markers), counted before decoding in its
+    bytes: ``data`` when given, else the file's."""
     scans, tail = 0, b""
-    with open(path, "rb") as f:
+    with open(path, "rb") if data is None else io.BytesIO(data) as f:
         for block in iter(lambda: f.read(1 << 20), b""):
             scans += (tail + block).count(b"\xff\xda")
             tail = block[-1:]
@@ -395,10 +419,10 @@ def check_jpeg_scans(path):
                                      f"image again); expected a photo of at most {MAX_JPEG_SCANS}")
 
 
-def check_bytes_present(path, image_format, width, height):
+def check_bytes_present(path, image_format, width, height, size=None):
     """Refuse a file that declares more pixels than its bytes can hold (truncated, or a decompression bomb),
-    judged on the file size before anything is decoded."""
-    size = path.stat().st_size
+    judged on its size (``size``; None: the file's) before anything is decoded."""
+    size = path.stat().st_size if size is None else size
     limit = MAX_PIXELS_PER_BYTE.get(image_format, DEFAULT_PIXELS_PER_BYTE)
     if width * height > JUDGED_ABOVE_PIXELS and width * height > size * limit:
         raise ImageLoadError(f"{path}: declares {width}x{height} ({width * height / 1e6:.0f} MP) but holds only "

@@ -26,11 +26,11 @@ import torch
 from pytorch_msssim import ssim as msssim_ssim
 from scipy import stats
 
-from pieanet.utils.exposure import DEFAULT_THRESHOLD, holistic_score
+from pieanet.utils.exposure import CLIPPED_LEVEL, CRUSHED_LEVEL, DEFAULT_THRESHOLD, holistic_score
 
 PSNR_CAP = 100.0
-CLIPPED_LEVEL = 250  # any channel at or above this (of 255): clipped, cannot need more light
-CRUSHED_LEVEL = 5    # every channel at or below this (of 255): crushed, cannot need less light
+# physics: a clipped pixel (a channel >= CLIPPED_LEVEL) cannot need more light, a crushed one (every channel <=
+# CRUSHED_LEVEL) cannot need less (levels of 255; the definition's home is utils/exposure.py)
 PHYSICS_MARGIN = 0.05  # |r| beyond which a clipped / crushed pixel counts as judged the wrong way
 SSIM_DATA_RANGE = 1.0
 SSIM_CONVENTION = "pytorch-msssim SSIM on residual maps in [-1, 1] with data_range=1 (as the paper's code)"
@@ -47,8 +47,8 @@ METRICS = {
     "f1_under": ("higher", "F1 (Dice) of the under-exposed pixels"),
     "srcc": ("higher", "Spearman correlation of 10 (1 - mean|r|) with the score column"),
     "plcc": ("higher", "Pearson correlation of 10 (1 - mean|r|) with the score column"),
-    "clipped_needs_light": ("lower", "percent of clipped pixels (a channel >= 250) with r > +0.05"),
-    "crushed_needs_dark": ("lower", "percent of crushed pixels (every channel <= 5) with r < -0.05"),
+    "clipped_needs_light": ("lower", f"percent of clipped pixels (a channel >= {CLIPPED_LEVEL}) with r > +0.05"),
+    "crushed_needs_dark": ("lower", f"percent of crushed pixels (every channel <= {CRUSHED_LEVEL}) with r < -0.05"),
 }
 
 

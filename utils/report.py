@@ -2,9 +2,9 @@
 fetches nothing but the images it shows, by paths relative to itself).
 
 It is built from summary.csv as it is on disk, so it shows every run into the folder; a photo (its source column) with
-several rows shows its last, its heatmap and overlay found by the output prefix stored in that row. Per photo: its
-numbers in a table (click a header to sort, click again to reverse) and the photo beside its heatmap and overlay,
-loaded lazily and linked to the full files. The view lives in the URL fragment and is applied on
+several rows shows its last, its heatmap and overlay the files that row records (utils/outputs.py, recorded_files;
+nothing is looked for by name). Per photo: its numbers in a table (click a header to sort, click again to reverse)
+and the photo beside its heatmap and overlay, loaded lazily and linked to the full files. The view lives in the URL fragment and is applied on
 load, so a link reproduces it: ``index.html#sort=pct_over:desc&status=failed`` (sort = a column key and asc|desc,
 status = all, ok or failed). ``<body>`` counts the images as they settle: data-images-loaded, data-images-broken and
 data-images-pending (0 once every image has loaded or failed; an image the filter hides may never be fetched).
@@ -22,6 +22,7 @@ from pieanet.utils.errors import EXIT_USAGE, PieaError
 from pieanet.utils.heatmap import colorize
 from pieanet.utils.folders import NOFOLLOW
 from pieanet.utils.image_io import atomic_write
+from pieanet.utils.outputs import HEATMAP, OVERLAY, recorded_files
 from pieanet.utils.safety import printable
 from pieanet.utils.summary import UnreadableSummary, read_table
 
@@ -36,9 +37,9 @@ LABELS = {"file": "file", "size": "size (px)", "mean_residual": "mean r", "mean_
           "pct_raw_clipped": "% raw clipped", "status": "status", "error": "error"}
 DECIMALS = {"mean_residual": 4, "mean_abs_residual": 4, "pct_over": 2, "pct_under": 2, "score": 3, "stops": 2,
             "vmax": 3}
-OUTPUT_EXTENSIONS = (".png", ".jpg", ".jpeg")  # what make_heatmap writes heatmaps and overlays as
 BROWSER_FORMATS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".avif"})  # photos shown inline
-HIDDEN_COLUMNS = frozenset({"source", "output", "settings", "photo_sha256"})  # make_heatmap's bookkeeping: in summary.csv, not shown
+# make_heatmap's bookkeeping: in summary.csv, not shown
+HIDDEN_COLUMNS = frozenset({"source", "output", "settings", "photo_sha256", "output_kinds"})
 
 STYLE = """
 body { font: 14px/1.4 system-ui, sans-serif; margin: 1.5em; color: #222; background: #fff; }
@@ -232,11 +233,10 @@ def link(target, page_dir):
     return quote(Path(relative).as_posix())
 
 
-def newest_output(stem, kind):
-    """<stem>_<kind>.<ext> as written, the newest where a later run changed the format; None if there is none."""
-    found = [path for path in (stem.with_name(f"{stem.name}_{kind}{ext}") for ext in OUTPUT_EXTENSIONS)
-             if path.is_file()]
-    return max(found, key=lambda path: path.stat().st_mtime_ns, default=None)
+def found_outputs(output_dir, row):
+    """{role: path} of the output files ``row`` records (utils/outputs.py) that are in ``output_dir``."""
+    paths = {role: output_dir / name for role, name in recorded_files(row).items()}
+    return {role: path for role, path in paths.items() if path.is_file()}
 
 
 def figure(caption, target, page_dir, row, note=None):
@@ -255,9 +255,9 @@ def figure(caption, target, page_dir, row, note=None):
             f"<figcaption>{caption}</figcaption></figure>")
 
 
-def photo_card(index, row, photo, stem, page_dir):
-    """The photo, its heatmap and its overlay side by side (a failed photo: its error and a link to it); ``stem``:
-    the output prefix as a path, None for a row without one."""
+def photo_card(index, row, photo, files, page_dir):
+    """The photo, its heatmap and its overlay side by side (a failed photo: its error and a link to it); ``files``:
+    {role: path} of the outputs the row records that exist (found_outputs)."""
     ok = row["status"] == "ok"
     parts = [f'<section class="photo{"" if ok else " failed"}" data-index="{index}">',
              f"<h2>{html.escape(row['file'])}</h2>"]
@@ -270,10 +270,9 @@ def photo_card(index, row, photo, stem, page_dir):
         note = None
     figures = [figure("photo", photo if photo.is_file() else None, page_dir, row, note)]
     if ok:
-        heatmap, overlay = (newest_output(stem, "exposure"), newest_output(stem, "overlay")) if stem else (None, None)
-        figures.append(figure("heatmap", heatmap, page_dir, row))
-        if overlay is not None:
-            figures.append(figure("overlay", overlay, page_dir, row))
+        figures.append(figure("heatmap", files.get(HEATMAP), page_dir, row))
+        if OVERLAY in files:
+            figures.append(figure("overlay", files[OVERLAY], page_dir, row))
     parts += ['<div class="images">', *figures, "</div></section>"]
     return "".join(parts)
 
@@ -300,7 +299,7 @@ def legend(threshold, checkpoint):
                if settings else "") + "</p></div>")
 
 
-def render(header, rows, photos, stems, page_dir, title, threshold=None, checkpoint=None):
+def render(header, rows, photos, files, page_dir, title, threshold=None, checkpoint=None):
     keys = table_columns(header)
     types = {key: column_type(key, rows) for key in keys}
     failed = sum(row["status"] != "ok" for row in rows)
@@ -315,8 +314,8 @@ def render(header, rows, photos, stems, page_dir, title, threshold=None, checkpo
         status = html.escape(row["status"])
         marked = "" if status == "ok" else ' class="failed"'
         body.append(f'<tr data-index="{index}" data-status="{status}"{marked}>{"".join(cells)}</tr>')
-    cards = "".join(photo_card(index, row, photo, stem, page_dir)
-                    for index, (row, photo, stem) in enumerate(zip(rows, photos, stems)))
+    cards = "".join(photo_card(index, row, photo, found, page_dir)
+                    for index, (row, photo, found) in enumerate(zip(rows, photos, files)))
     return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
             f'<meta name="viewport" content="width=device-width, initial-scale=1">{GENERATOR}'
             f"<title>{html.escape(title)}</title><style>{STYLE}</style><script>{SCRIPT}</script></head>\n"
@@ -356,15 +355,15 @@ def check_replaceable(output_dir):
 def write_report(output_dir, summary_csv, input_base, threshold=None, checkpoint=None):
     """Write ``output_dir``/index.html (atomically) from ``summary_csv``: each photo at its source (relative to
     ``output_dir``; in a summary without that column, its file relative to the folder ``input_base``), its outputs
-    at its output prefix; ``threshold`` and ``checkpoint`` are the run's, stated in the legend. Returns its path;
+    those the row records; ``threshold`` and ``checkpoint`` are the run's, stated in the legend. Returns its path;
     raises ReportError."""
     output_dir, input_base = Path(output_dir), Path(input_base)
     header, rows = read_summary(summary_csv)
     photos = [output_dir / row["source"] if row.get("source") else input_base / row["file"] for row in rows]
-    stems = [output_dir / row["output"] if row.get("output") else None for row in rows]
+    files = [found_outputs(output_dir, row) for row in rows]
     page = output_dir / REPORT_NAME
     check_replaceable(output_dir)
-    text = render(header, rows, photos, stems, output_dir, f"Exposure heatmaps: {printable(output_dir.resolve().name)}",
+    text = render(header, rows, photos, files, output_dir, f"Exposure heatmaps: {printable(output_dir.resolve().name)}",
                   threshold, checkpoint)
     try:
         with atomic_write(page) as tmp:

@@ -19,11 +19,15 @@ Bounded reading
     ``read_text``: a small text file (config, rule file) read only if it is a regular file (a FIFO, device or
     folder is refused by type before anything is read) and at most ``limit`` bytes, as UTF-8; raises ``TextFileError``
     with one line naming the file.
+    ``csv_records``: a user's CSV table (an IEA40K split list, a well-exposed manifest) as a csv.DictReader, its
+    header read one way for every such file.
 """
+import csv
 import os
 import re
 import reprlib
 import stat
+from contextlib import contextmanager
 
 from pieanet.utils.errors import EXIT_USAGE, PieaError
 
@@ -141,6 +145,29 @@ def read_text(path, what="file", limit=TEXT_LIMIT):
     except UnicodeDecodeError as e:
         raise TextFileError(f"{shown(path)}: not UTF-8 text (byte {e.start}); expected the {what} saved as "
                             "UTF-8") from e
+
+
+@contextmanager
+def csv_records(path, expected, error=ValueError):
+    """A csv.DictReader over the CSV file at ``path``: UTF-8 with or without a byte-order mark (as spreadsheets save
+    it), spaces after a comma and around a column name ignored, each column named once. A file that cannot be
+    read, text that is not UTF-8 CSV (also further down, as the caller reads the rows) and a repeated column raise
+    ``error`` with one line naming the file, ``expected`` saying what it should be."""
+    try:
+        f = open(path, newline="", encoding="utf-8-sig")
+    except OSError as e:
+        raise error(f"{path}: cannot be read ({e.strerror})") from e
+    with f:
+        try:
+            reader = csv.DictReader(f, skipinitialspace=True)
+            columns = [(c or "").strip() for c in reader.fieldnames or []]
+            repeated = sorted({c for c in columns if columns.count(c) > 1})
+            if repeated:
+                raise error(f"{path}: column(s) {', '.join(repeated)} appear more than once; expected one of each")
+            reader.fieldnames = columns
+            yield reader
+        except (UnicodeDecodeError, csv.Error) as e:
+            raise error(f"{path}: not a UTF-8 CSV ({str(e)[:120]}); expected {expected}") from e
 
 
 def regular_or_absent(path, what="file"):

@@ -1,18 +1,17 @@
 """make_heatmap's summary.csv: its columns, how it is read and written (appended to row by row, per process under
-torchrun, merged), and how each photo's output files are named.
+torchrun, merged).
 
 Shared by make_heatmap.py, which writes the file, and utils/report.py, which builds index.html from it. A photo is
 known by its ``source`` (its path relative to the output folder), so photos of different --input folders that share a
-relative ``file`` name are told apart. Its outputs are ``<output folder>/<output>_exposure.png`` etc., with ``output``
-the prefix output_stems chose when the photo was done, stored in its row; the report reads it from there.
+relative ``file`` name are told apart. Its outputs are named by utils/outputs.py: the prefix output_stems chose when
+the photo was done is stored in its row's ``output`` column, the kinds of file written in ``output_kinds``; the report
+reads them from there.
 """
 import csv
+import hashlib
 import io
-import itertools
 import os
-import posixpath
 import re
-from collections import Counter
 from pathlib import Path
 
 from pieanet.utils.errors import EXIT_FAILED, EXIT_USAGE, PieaError, UsageError
@@ -24,11 +23,14 @@ SUMMARY_NAME = "summary.csv"
 PART_NAME = re.compile(r"summary\.rank(\d+)\.csv")  # one process's rows while a torchrun run works
 SUMMARY_FIELDS = ["file", "width", "height", "mean_residual", "mean_abs_residual", "pct_over", "pct_under", "score",
                   "stops", "vmax", "pct_raw_clipped", "status", "error", "source", "output", "settings",
-                  "photo_sha256"]
-# the columns of earlier summary.csv files: before the stops column, and before photo_sha256 (the photo's content,
-# which --resume compares). Read with the missing cells empty (so --resume redoes those photos: their rows lack the
-# stops, or their content is unknown), and rewritten with every column before the first row is appended.
-EARLIER_FIELDS = [[field for field in SUMMARY_FIELDS if field not in ("stops", "photo_sha256")], SUMMARY_FIELDS[:-1]]
+                  "photo_sha256", "output_kinds"]
+# the columns of earlier summary.csv files: before the stops column, before photo_sha256 (the photo's content, which
+# --resume compares), and before output_kinds (the files written, utils/outputs.py). Read with the missing cells
+# empty (so --resume redoes those photos: their rows lack the stops, or their content is unknown; the report finds an
+# old row's files by its settings, outputs.recorded_files), and rewritten with every column before the first row is
+# appended.
+EARLIER_FIELDS = [[field for field in SUMMARY_FIELDS if field not in ("stops", "photo_sha256", "output_kinds")],
+                  SUMMARY_FIELDS[:-2], SUMMARY_FIELDS[:-1]]
 
 
 class UnreadableSummary(PieaError):
@@ -47,36 +49,10 @@ def photo_keys(path, base, output_dir):
     return printable(Path(path).relative_to(base).as_posix()), printable(Path(source).as_posix())
 
 
-def content_digest(path):
-    """"sha256:" and the first 16 hex digits of the SHA-256 of the file's content (read in 1 MiB blocks)."""
-    return f"sha256:{file_sha256(path)[:16]}"
-
-
-def output_stems(files, sources, taken=None, occupied=None):
-    """The output prefix of each photo (``files``: summary file names; ``sources``: their source keys), relative to
-    the output folder: the sub-folder and stem of its file (sub/a for sub/a.jpg). Where that prefix is also another
-    photo's of this run (a.jpg and a.png in one folder, in any letter case), or ``taken`` ({prefix: source} of the
-    rows already in the folder's summary) gives it to a photo with another source, or it is not in ``taken`` and
-    ``occupied(prefix)`` says files of that prefix are there already (a user's own, which the tool never replaces),
-    the photo's extension is added (sub/a_jpg), then a count (sub/a_jpg_2) until the prefix is free, so no photo's
-    outputs replace another's or a file the tool did not make."""
-    taken = {prefix.lower(): source for prefix, source in (taken or {}).items()}
-    occupied = occupied or (lambda prefix: False)
-
-    def free(name, source):
-        return taken[name.lower()] == source if name.lower() in taken else not occupied(name)
-
-    plain = [posixpath.splitext(file)[0] for file in files]
-    shared = Counter(prefix.lower() for prefix in plain)
-    given, stems = set(), []
-    for file, source, prefix in zip(files, sources, plain):
-        extended = f"{prefix}_{posixpath.splitext(file)[1].lstrip('.').lower()}"
-        candidates = itertools.chain([prefix] if shared[prefix.lower()] == 1 else [], [extended],
-                                     (f"{extended}_{n}" for n in itertools.count(2)))
-        stem = next(name for name in candidates if name.lower() not in given and free(name, source))
-        given.add(stem.lower())
-        stems.append(stem)
-    return stems
+def content_digest(path, data=None):
+    """"sha256:" and the first 16 hex digits of the SHA-256 of the file's content: ``data`` (its bytes, already
+    read) when given, else the file at ``path`` read in 1 MiB blocks."""
+    return f"sha256:{(file_sha256(path) if data is None else hashlib.sha256(data).hexdigest())[:16]}"
 
 
 def taken_stems(rows):

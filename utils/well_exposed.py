@@ -20,7 +20,7 @@ import numpy as np
 from pieanet.utils.errors import EXIT_USAGE, PieaError
 from pieanet.utils.exposure import DEFAULT_THRESHOLD, residual_stats
 from pieanet.utils.image_io import atomic_write, list_images
-from pieanet.utils.safety import printable
+from pieanet.utils.safety import csv_records, printable
 
 DEFAULT_SHARE_LIMIT = 10.0  # percent of a photo's pixels that may have |r| > threshold
 DEFAULT_MEAN_LIMIT = 0.05   # largest |mean r| of a photo judged well exposed
@@ -53,20 +53,12 @@ def photo_folder(root):
 
 def read_manifest(path):
     """{file name: key} of a manifest (None when it has no key column), and the names in its order."""
-    try:
-        with open(path, newline="", encoding="utf-8-sig") as f:
-            reader = csv.DictReader(f, skipinitialspace=True)
-            columns = [(c or "").strip() for c in reader.fieldnames or []]
-            if "file" not in columns:
-                raise FolderError(f"{path}: no 'file' column; expected a CSV with columns file and (optionally) key "
-                                  f"(found: {', '.join(columns) or 'no header'})")
-            reader.fieldnames = columns
-            rows = [((record.get("file") or "").strip(), (record.get("key") or "").strip()) for record in reader]
-    except (UnicodeDecodeError, csv.Error) as e:
-        raise FolderError(f"{path}: not a UTF-8 CSV ({str(e)[:120]}); expected a manifest with columns file, key") \
-            from e
-    except OSError as e:
-        raise FolderError(f"{path}: cannot be read ({e.strerror})") from e
+    with csv_records(path, "a manifest with columns file, key", FolderError) as reader:
+        columns = reader.fieldnames
+        if "file" not in columns:
+            raise FolderError(f"{path}: no 'file' column; expected a CSV with columns file and (optionally) key "
+                              f"(found: {', '.join(columns) or 'no header'})")
+        rows = [((record.get("file") or "").strip(), (record.get("key") or "").strip()) for record in reader]
     has_key = "key" in columns
     return {name: (key if has_key else None) for name, key in rows if name}, [name for name, _ in rows if name]
 
