@@ -306,7 +306,8 @@ def make_crop(task):
     """Write one ideal crop and its exposure variants (one camera for the bracket); return the CSV rows."""
     scene, paths, crop_index, cfg = task
     rng = np.random.default_rng(task_seed(cfg["seed"], scene, crop_index))
-    ideal = random_crop(cached_source(paths[crop_index % len(paths)], cfg["max_side"]), cfg["size"], rng)
+    source = cached_source(paths[crop_index % len(paths)], cfg["max_side"])
+    ideal = random_crop(source, cfg["size"], rng)
     if rng.random() < cfg["grey_fraction"]:  # a black-and-white photo has the same exposure as its colour original
         ideal = np.repeat(np.round(gray(ideal.astype(np.float64))).astype(np.uint8)[..., None], 3, axis=2)
     camera = random_camera(rng) if cfg["camera"] == "random" else SRGB_CAMERA
@@ -317,7 +318,9 @@ def make_crop(task):
         radiance = add_lamps(radiance, camera, rng)
     ev0 = 0.0
     if cfg["ideal_grey"]:  # the crop re-exposed by the rule real brackets pick their ideal with
-        ev0 = ideal_ev(ideal, camera, rng.uniform(*cfg["ideal_grey"]))
+        # judged on the crop, or on the whole photo as real brackets are (a crop of its shadows then stays dark)
+        judged = source if cfg.get("rule_on") == "photo" else ideal
+        ev0 = ideal_ev(judged, camera, rng.uniform(*cfg["ideal_grey"]))
     if ev0 or lamps:
         ideal = render(radiance, ev0, camera, rng, noisy=False)
     if cfg.get("fusion_strength"):
@@ -520,6 +523,10 @@ def parse_args(argv=None):
                    help="re-expose each crop to become its bracket's ideal by the rule of real brackets: the least "
                         "clipped exposure whose mean grey is nearest a target drawn from LOW..HIGH (default: 100 145; "
                         "0 0 keeps the crop as it is)")
+    p.add_argument("--rule-on", choices=["crop", "photo"], default="crop",
+                   help="what --ideal-grey's rule judges: each crop on its own, or the whole photo it comes from (as "
+                        "real brackets pick a whole frame: a crop of a well-exposed photo's shadows stays dark in its "
+                        "ideal; default: crop)")
     p.add_argument("--fusion-strength", type=float, default=0.0,
                    help="local ideal: move each ideal this far (0..1) towards the exposure fusion of its own bracket "
                         "(default: 0, the ideal as the rule above leaves it)")
@@ -580,7 +587,8 @@ def main(argv=None):
            "quality": args.quality, "out": str(out), "levels_per_crop": args.levels_per_crop, "camera": args.camera,
            "grey_fraction": args.grey_fraction, "ideal_grey": args.ideal_grey if max(args.ideal_grey) > 0 else None,
            "max_side": args.max_side, "fusion_strength": args.fusion_strength, "fusion_evs": args.fusion_evs,
-           "always_levels": args.always_levels, "lamp_fraction": args.lamp_fraction}
+           "always_levels": args.always_levels, "lamp_fraction": args.lamp_fraction,
+           "rule_on": args.rule_on}
 
     def crops(name):
         if args.crops_per_photo is None:

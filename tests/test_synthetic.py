@@ -557,3 +557,23 @@ def test_lamp_fraction_labels_exact_and_no_lamps_keeps_old_bytes(sources, png_se
     for sub in ("images", "labels", "refs"):
         for path in sorted((png_set / sub).iterdir()):
             assert (plain / sub / path.name).read_bytes() == path.read_bytes()
+
+
+def test_rule_on_photo_keeps_a_crop_of_its_shadows_dark(tmp_path):
+    half = np.full((64, 64, 3), 40, np.uint8)
+    source = np.concatenate([half, half + 160], axis=1)  # a dark and a bright half: the whole photo is mid grey
+    source = np.clip(source.astype(int) + np.random.default_rng(0).integers(-6, 7, source.shape), 0, 255)
+    (tmp_path / "src").mkdir()
+    Image.fromarray(source.astype(np.uint8)).save(tmp_path / "src" / "halves.png")
+    means = {}
+    for rule in ("crop", "photo"):
+        out = tmp_path / rule
+        synthetic.main(["--src", str(tmp_path / "src"), "--out", str(out), "--size", "24", "--crops-per-image", "24",
+                        "--levels", "N1", "P0", "--workers", "1", "--camera", "srgb", "--val-fraction", "0",
+                        "--ideal-grey", "120", "120", "--grey-fraction", "0", "--rule-on", rule])
+        check_labels(out, "png")
+        means[rule] = [gray_of_file(p).mean() for p in sorted((out / "refs").iterdir())]
+    # judged on the whole photo (mid grey, so left as it is) a crop of the dark half stays dark in its ideal ...
+    assert min(means["photo"]) < 60 and max(means["photo"]) > 180
+    # ... judged on its own every crop is pulled towards the target grey
+    assert min(means["crop"]) > 80 and max(means["crop"]) < 160
