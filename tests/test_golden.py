@@ -22,7 +22,7 @@ import torch.nn.functional as F
 
 from pieanet.models import DEFAULT_CHECKPOINT, load_model
 from pieanet.utils.image_io import atomic_write, load_image
-from pieanet.utils.inference import default_overlap, predict_residual
+from pieanet.models.inference import default_overlap, predict_residual
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "tests" / "data"

@@ -9,7 +9,7 @@ from PIL import Image
 
 from pieanet.models import DEFAULT_CHECKPOINT, build_model, load_model
 from pieanet.utils.exposure import gray, residual_stats
-from pieanet.utils.inference import predict_residual, run_tiled
+from pieanet.models.inference import predict_residual, run_tiled
 from pieanet.utils.image_io import load_image
 
 SCENE_MODEL = {"name": "pieanet", "width": 8, "lightness_blocks": 1, "attention_layers": 1, "heads": 2, "window": 4,
