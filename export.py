@@ -82,10 +82,10 @@ class Traceable(nn.Module):
 
 def exportable(model):
     """The module to trace (Traceable), for a P-IEANet; UsageError for any other model."""
-    if contract.native_size(model):
-        raise UsageError(f"the released network ({type(model).__name__}) works only at {model.native_size} x "
-                         f"{model.native_size} and resizes photos inside its wrapper; export a P-IEANet checkpoint "
-                         "(any size) instead")
+    size = contract.native_size(model)
+    if size:
+        raise UsageError(f"the released network ({type(model).__name__}) works only at {size} x {size} and resizes "
+                         "photos inside its wrapper; export a P-IEANet checkpoint (any size) instead")
     if not isinstance(model, PIEANet):
         raise UsageError(f"{type(model).__name__} is not a P-IEANet; only P-IEANet checkpoints can be exported")
     return Traceable(model).eval()

@@ -86,7 +86,8 @@ def tile_for(model, tile):
 
 
 def default_overlap(model):
-    """The margin of context around each tile: the receptive radius in whole pixels (0 for a global model, which is never tiled)."""
+    """The margin of context around each tile: the receptive radius in whole pixels (0 for a global model, which is
+    never tiled)."""
     radius = receptive_radius(model)
     return int(radius) if math.isfinite(radius) else 0
 
