@@ -175,7 +175,8 @@ def predict_sample(methods, root, row, args):
 # ------------------------------------------------------------------------------------------------ well-exposed photos
 def judge_photos(methods, photos, args, progress=None, group=distributed.Group()):
     """[{method: well_exposed.verdict} or None (the photo failed)] for every (path, name, key) of ``photos``, in
-    order, on the tools' default path (runtime.predict with --size / --tile); each failure is named through ``progress``.
+    order, on the tools' default path (runtime.predict with --size / --tile); each failure is named through
+    ``progress``.
     With several processes, each judges its shard and every process gets all of them."""
     progress = progress or cli.Progress(PROG, len(group.shard(photos)))
     judged = []

@@ -411,7 +411,8 @@ def run(argv):
     with contextlib.ExitStack() as held:
         with distributed.process_group(runtime.resolve_device(args.device)) as group:
             args.device = str(group.device)  # under torchrun with CUDA: this process's own GPU
-            args.checkpoint = runtime.model_file(args.checkpoint, args)  # the file that runs: settings and report name it
+            # the file that runs: the settings and the report name it
+            args.checkpoint = runtime.model_file(args.checkpoint, args)
             model = runtime.open_model(args.checkpoint, args)
             settings = result_settings(args, args.checkpoint)
             cli.writable_folder(args.output)

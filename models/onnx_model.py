@@ -89,7 +89,8 @@ class OnnxModel(nn.Module):
         try:
             residual, = self.session.run(["residual"], {"image": x.detach().float().cpu().numpy()})
         except Exception as e:  # onnxruntime's own types (Fail, InvalidArgument, RuntimeException: out of memory, a
-            # graph with fixed input dimensions): one photo's failure, as torch's RuntimeError is (pieanet.runtime.predict)
+            # graph with fixed input dimensions): one photo's failure, as torch's RuntimeError is
+            # (pieanet.runtime.predict)
             raise RuntimeError(f"onnxruntime: {first_line(e, 200)}") from None
         return torch.from_numpy(residual).to(x.device)
 
