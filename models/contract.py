@@ -23,9 +23,11 @@ import math
 
 import torch
 
+# what a model that does not declare a property gets; receptive_radius None: OVERLAP_IN_MULTIPLES tile multiples,
+# config None: {} (receptive_radius(), config())
 DEFAULTS = {"working_size": None, "tile_multiple": 1, "receptive_radius": None, "native_size": None,
             "uses_scene": False, "config": None}
-OVERLAP_IN_MULTIPLES = 3  # the undeclared receptive radius, in tile multiples
+OVERLAP_IN_MULTIPLES = 3
 # --size below this is refused for any model (a map of a few pixels says nothing about a photo); P-IEANet's own
 # minimum is higher (minimum_size)
 MIN_WORKING_SIZE = 16
