@@ -30,6 +30,7 @@ from matplotlib.figure import Figure
 from pytorch_msssim import ssim
 from scipy.stats import rankdata, spearmanr
 
+from pieanet import runtime
 from pieanet.utils import cli
 from pieanet.utils.exposure import DEFAULT_THRESHOLD, residual_stats
 from pieanet.utils.heatmap import CMAP, colorize
@@ -74,7 +75,7 @@ def thumbnail(array, side=FIGURE_SIDE):
 def compare(model, folders, reference=None, threshold=DEFAULT_THRESHOLD, max_rows=4, size=None,
             tile=cli.DEFAULT_TILE, report=lambda message: print(f"{PROG}: {message}", file=sys.stderr),
             progress=None):
-    """Score each method's outputs with ``model`` (anything ``utils.inference.predict_batch`` runs), tile by tile.
+    """Score each method's outputs with ``model`` (anything ``models.inference.predict_batch`` runs), tile by tile.
 
     folders: {method name: folder}. Returns a dict: ``methods`` (a row of averaged numbers per method, ranked),
     ``names`` (the images compared), ``missing`` and ``failed`` (what was left out and why), ``panels`` (photo and
@@ -121,21 +122,21 @@ def compare_one(model, folders, reference, name, threshold, size, tile):
     for method, folder in folders.items():
         path = Path(folder) / name
         try:
-            photos[method] = cli.read_image(path)
+            photos[method] = runtime.read_image(path)
         except ValueError as e:
             raise ValueError(f"{path}: {e}") from e
     truth = None
     if reference is not None:
         path = Path(reference) / name
         try:
-            truth = cli.read_image(path)
+            truth = runtime.read_image(path)
         except ValueError as e:
             raise ValueError(f"{path}: {e}") from e
         if any(p.shape != truth.shape for p in photos.values()):
             raise ValueError(f"{name}: size differs from the reference {truth.shape[1]}x{truth.shape[0]}")
     row = {}
     for method, photo in photos.items():
-        residual, = cli.predict(model, [photo], size=size, tile=tile)
+        residual, = runtime.predict(model, [photo], size=size, tile=tile)
         if isinstance(residual, BaseException):
             raise ValueError(f"{Path(folders[method]) / name}: inference failed ({cli.one_line(residual)})")
         stats = residual_stats(residual, threshold)
@@ -245,7 +246,7 @@ def run(argv):
     names = args.names or [p.name for p in args.inputs]
     if len(names) != len(args.inputs) or len(set(names)) != len(names):
         parser.error("--names needs one distinct name per --inputs folder (folder names must differ otherwise)")
-    cli.setup(args)
+    runtime.setup(args)
     for folder in args.inputs + ([args.reference] if args.reference else []):
         if not folder.is_dir():
             raise cli.UsageError(f"{folder}: no such folder; expected a folder of images")
@@ -254,7 +255,7 @@ def run(argv):
         if args.output.resolve() == folder.resolve() or folder.resolve() in args.output.resolve().parents:
             raise cli.UsageError(f"{args.output}: the output folder is (or is inside) the input folder {folder}; "
                                  "choose another --output")
-    model = cli.open_model(args.checkpoint, args)
+    model = runtime.open_model(args.checkpoint, args)
     output = cli.writable_folder(args.output)
     folders = dict(zip(names, args.inputs))
     with cli.Progress(PROG, len(common_names(folders)[0])) as progress:

@@ -7,7 +7,7 @@
 
 Layout: <data-root>/<csv> with columns img_id (and optionally score, level), images at <images-dir>/<img_id>, labels at
 <labels-dir>/<img_id stem>.npy in grey levels (divided by --label-scale). Predictions are made at the image's
-resolution (or with --size / --tile, see utils/inference.py) and resized to the label's resolution before scoring.
+resolution (or with --size / --tile, see models/inference.py) and resized to the label's resolution before scoring.
 Metric conventions: utils/metrics.py. Labels are read by datasets.iea40k.read_label, the reader training uses.
 A sample whose image or label cannot be read or predicted is named on stderr and skipped (exit 1); a bad option, CSV or
 checkpoint is exit 2 before any work (exit codes: utils/cli.py). The JSON has the same layout for any number of
@@ -41,6 +41,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from pieanet import runtime
 from pieanet.datasets.iea40k import read_label, read_split
 from pieanet.utils import cli, distributed, well_exposed
 from pieanet.models.baselines import BASELINES, build_baseline
@@ -81,8 +82,8 @@ def load_methods(args):
     """[(name, model)] of every --checkpoint and --baseline; raises UsageError."""
     # no --checkpoint: the shipped checkpoint, as every other tool, unless only baselines are asked for
     paths = args.checkpoint or ([] if args.baseline else [None])
-    methods = [(method_name(cli.model_file(path, args), model), model) for path, model in
-               ((path, cli.open_model(path, args)) for path in paths)]
+    methods = [(method_name(runtime.model_file(path, args), model), model) for path, model in
+               ((path, runtime.open_model(path, args)) for path in paths)]
     seen = {}
     for i, (name, model) in enumerate(methods):  # two runs' best.safetensors must not merge into one row
         seen[name] = seen.get(name, 0) + 1
@@ -94,7 +95,7 @@ def load_methods(args):
     for name in names:
         if name not in BASELINES:
             raise cli.UsageError(f"unknown baseline {name!r}; expected one of: all, {', '.join(BASELINES)}")
-        methods.append((f"baseline: {name}", build_baseline(name).to(cli.resolve_device(args.device))))
+        methods.append((f"baseline: {name}", build_baseline(name).to(runtime.resolve_device(args.device))))
     return methods
 
 
@@ -165,13 +166,13 @@ def predict_sample(methods, root, row, args):
     """(photo, {method: map at the photo's resolution}, label) of one CSV row; raises ValueError naming the file."""
     image_path = root / args.images_dir / row.img_id
     try:
-        image = cli.read_image(image_path)
+        image = runtime.read_image(image_path)
     except ValueError as e:
         raise ValueError(f"{image_path}: {e}") from e
     label = read_label(root / args.labels_dir / (Path(row.img_id).stem + ".npy"), args.label_scale)
     maps = {}
     for name, model in methods:
-        residual, = cli.predict(model, [image], size=args.size, tile=args.tile)
+        residual, = runtime.predict(model, [image], size=args.size, tile=args.tile)
         if isinstance(residual, BaseException):
             raise ValueError(f"{image_path}: {name}: inference failed ({cli.one_line(residual)})")
         maps[name] = residual
@@ -181,7 +182,8 @@ def predict_sample(methods, root, row, args):
 # ------------------------------------------------------------------------------------------------ well-exposed photos
 def judge_photos(methods, photos, args, progress=None, group=distributed.Group()):
     """[{method: well_exposed.verdict} or None (the photo failed)] for every (path, name, key) of ``photos``, in
-    order, on the tools' default path (cli.predict with --size / --tile); each failure is named through ``progress``.
+    order, on the tools' default path (runtime.predict with --size / --tile); each failure is named through
+    ``progress``.
     With several processes, each judges its shard and every process gets all of them."""
     judged = []
     with progress_or_own(progress, len(group.shard(photos))) as progress:
@@ -189,10 +191,10 @@ def judge_photos(methods, photos, args, progress=None, group=distributed.Group()
             path, name, _ = photos[index]
             found = None
             try:
-                image = cli.read_image(path)
+                image = runtime.read_image(path)
                 found = {}
                 for method, model in methods:
-                    residual, = cli.predict(model, [image], size=args.size, tile=args.tile)
+                    residual, = runtime.predict(model, [image], size=args.size, tile=args.tile)
                     if isinstance(residual, BaseException):
                         raise ValueError(f"{method}: inference failed ({cli.one_line(residual)})")
                     found[method] = well_exposed.verdict(residual, args.threshold, args.share_limit, args.mean_limit)
@@ -330,12 +332,12 @@ def percent(text):
 
 def run(argv=None):
     args = parse_args(argv)
-    cli.setup(args)
+    runtime.setup(args)
     if args.well_exposed is not None:
         return run_well_exposed(args)
     csv_path = Path(args.csv) if Path(args.csv).is_file() else args.data_root / args.csv
     rows = read_split(csv_path, required=("img_id",))[:args.limit]  # a DatasetError: exit code 2
-    with distributed.process_group(cli.resolve_device(args.device)) as group:
+    with distributed.process_group(runtime.resolve_device(args.device)) as group:
         args.device = str(group.device)  # under torchrun with CUDA: this process's own GPU
         methods = load_methods(args)
         for path in (args.json, args.markdown):
@@ -372,7 +374,7 @@ def run_well_exposed(args):
     """--well-exposed DIR: false alarms on photos that are their own ideal."""
     photos, missing = well_exposed.list_photos(args.well_exposed)  # a FolderError: exit code 2
     photos = photos[:args.limit]
-    with distributed.process_group(cli.resolve_device(args.device)) as group:
+    with distributed.process_group(runtime.resolve_device(args.device)) as group:
         args.device = str(group.device)
         methods = load_methods(args)
         cli.writable_folder(args.output)

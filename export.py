@@ -17,14 +17,9 @@ photos at every ``--check-sizes`` size (default 256x256 and 301x199, the second 
 ``--output`` only if the largest |onnx - torch| is within 1e-4 at every size. So a failed export or check leaves no
 file (an earlier file at ``--output`` is left as it was).
 
-P-IEANet's scene branch (config ``scene_size`` > 0) shrinks the whole photo to a size computed from its shape
-(``F.interpolate(..., antialias=True)``) and samples it with ``F.grid_sample``; ``torch.export`` cannot trace that
-size arithmetic with dynamic H and W. ``SceneExport`` computes the same numbers with fixed-size tensors: the resize as
-two weight matrices holding torch's antialiased-bilinear weights (which, with a magnification, are plain bilinear
-weights: torch's ``antialias=scale < 1`` choice needs no branch), the thumbnail zero-padded to ``scene_size`` with the
-encoder's convolutions masked to the valid part, and the sampling as two bilinear matrices (torch's CPU antialiased
-resize gives a one-pixel-wide output the first row's value in every row; that is reproduced too). The in-command
-check compares against the unmodified model, so any difference shows.
+What is traced is the model's own ``PIEANet.traceable_forward`` (models/pieanet.py): the forward pass with the scene
+branch (config ``scene_size`` > 0), whose size arithmetic ``torch.export`` cannot trace with dynamic H and W, computed
+from fixed-size tensors. The in-command check compares against the model's ``forward``, so any difference shows.
 
 The released network (``name: official``) is refused: it only works at 256 x 256 and resizes every photo to that
 inside its wrapper, so an ONNX file of it would not be the dynamic-size model this tool promises.
@@ -46,10 +41,10 @@ from pathlib import Path
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from pieanet.models import DEFAULT_CHECKPOINT, load_model
-from pieanet.models.pieanet import LightnessBranch, PIEANet
+from pieanet.models import contract
+from pieanet.models.pieanet import PIEANet
 from pieanet.utils import cli
 from pieanet.utils.safety import first_line, shown
 from pieanet.utils.cli import EXIT_FAILED, EXIT_OK, UsageError
@@ -74,128 +69,28 @@ class CheckFailed(PieaError):
     exit_code = EXIT_FAILED
 
 
-# ------------------------------------------------------------------------------------------------ scene branch
-def resize_weights(length, target, index, rows):
-    """rows x length matrix whose row i < target holds the weights torch's antialiased bilinear resize
-    (``F.interpolate(mode="bilinear", align_corners=False, antialias=True)``) gives output pixel i of a resize from
-    ``length`` to ``target`` pixels; rows >= target are zero. length, target: 0-d float64 tensors; index:
-    arange(length) as float32 (its size carries the dynamic length).
-
-    With a magnification (target >= length) the filter's support is one input pixel and these are exactly the
-    weights of the plain bilinear resize (edges clamped), which is what torch uses there (antialias=False)."""
-    ratio = length.float() / target.float()
-    support = torch.clamp(ratio, min=1.0)
-    i = torch.arange(rows, dtype=torch.float32, device=index.device)
-    center = ratio * (i + 0.5)
-    weights = torch.clamp(1.0 - ((index[None, :] - center[:, None] + 0.5) / support).abs(), min=0.0)
-    valid = (i < target.float()).to(weights.dtype)[:, None]
-    weights = weights * valid  # rows past the thumbnail: no weight (their centres may lie outside the image)
-    return weights / torch.clamp(weights.sum(dim=1, keepdim=True), min=1e-30)
-
-
-def sample_weights(positions, valid, columns):
-    """len(positions) x columns matrix of the 1-D bilinear weights ``F.grid_sample(..., mode="bilinear",
-    padding_mode="border", align_corners=False)`` uses at normalised ``positions`` on an axis of ``valid`` cells
-    (a 0-d tensor) stored in the first cells of ``columns``."""
-    valid = valid.to(positions.dtype)
-    pixel = ((positions + 1) * valid - 1) / 2
-    pixel = torch.minimum(torch.clamp(pixel, min=0.0), valid - 1)
-    low = torch.floor(pixel)
-    frac = pixel - low
-    cells = torch.arange(columns, dtype=positions.dtype, device=positions.device)[None, :]
-    return ((cells == low[:, None]).to(positions.dtype) * (1 - frac)[:, None]
-            + (cells == low[:, None] + 1).to(positions.dtype) * frac[:, None])
-
-
-def conv_length(conv, length, axis):
-    """Output length of ``conv`` along ``axis`` (0 rows, 1 columns) for an input of ``length`` (0-d tensor)."""
-    k, s, p, d = conv.kernel_size[axis], conv.stride[axis], conv.padding[axis], conv.dilation[axis]
-    return torch.floor((length + 2 * p - d * (k - 1) - 1) / s) + 1
-
-
-def axis_mask(length, valid, dtype):
-    return (torch.arange(length, dtype=torch.float64, device=valid.device) < valid).to(dtype)
-
-
-class SceneExport(nn.Module):
-    """PIEANet.forward for export, with the scene branch computed from fixed-size tensors (see the module doc); the
-    other branches are the model's own modules, called exactly as PIEANet.forward calls them."""
+# ------------------------------------------------------------------------------------------------ the traced module
+class Traceable(nn.Module):
+    """The model as torch.export traces it: its own ``traceable_forward`` (models/pieanet.py), the forward pass with
+    the scene branch computed from fixed-size tensors."""
 
     def __init__(self, model):
         super().__init__()
         self.model = model
-        self.size = model.scene_branch.size
-
-    def scene_thumbnail(self, x):
-        """The scene branch's thumbnail, zero-padded to size x size, and its valid height and width (0-d float64)."""
-        height = torch.scalar_tensor(x.shape[-2], dtype=torch.float64, device=x.device)
-        width = torch.scalar_tensor(x.shape[-1], dtype=torch.float64, device=x.device)
-        # SceneBranch: scale = size / max(h, w); (max(1, round(h * scale)), max(1, round(w * scale))), in float64
-        # like Python's float arithmetic; torch.round and Python's round both round half to even
-        scale = self.size / torch.maximum(height, width)
-        thumb_h = torch.clamp(torch.round(height * scale), min=1.0)
-        thumb_w = torch.clamp(torch.round(width * scale), min=1.0)
-        rows = resize_weights(height, thumb_h, torch.arange(x.shape[-2], dtype=torch.float32, device=x.device),
-                               self.size)
-        cols = resize_weights(width, thumb_w, torch.arange(x.shape[-1], dtype=torch.float32, device=x.device),
-                               self.size)
-        # torch's CPU antialiased resize (torch 2.13) gives every row of a one-pixel-wide output the value of its
-        # first row; the scene branch meets that with photos more than about 2 * scene_size times taller than wide.
-        # Reproduced here, so the exported model gives torch's numbers for every shape.
-        first_row_only = (scale < 1) & (thumb_w == 1)
-        valid_rows = (torch.arange(self.size, dtype=torch.float64, device=x.device) < thumb_h).to(rows.dtype)
-        rows = torch.where(first_row_only, rows[:1] * valid_rows[:, None], rows)
-        # torch resizes along the width first, then the height
-        thumb = torch.matmul(rows, torch.matmul(x, cols.transpose(0, 1)))
-        return thumb, thumb_h, thumb_w
-
-    def scene_features(self, x):
-        branch = self.model.scene_branch
-        thumb, valid_h, valid_w = self.scene_thumbnail(x)
-        luminance = torch.log(thumb.mul(thumb.new_tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)).sum(1, True)
-                              + 1e-3)
-        y = torch.cat([thumb, luminance], dim=1)
-        for layer in branch.encoder:
-            if isinstance(layer, nn.Conv2d):
-                # zeros outside the valid part stand in for the conv's zero padding at the thumbnail's true border
-                y = (y * axis_mask(y.shape[-2], valid_h, y.dtype)[:, None]
-                     * axis_mask(y.shape[-1], valid_w, y.dtype)[None, :])
-                valid_h, valid_w = conv_length(layer, valid_h, 0), conv_length(layer, valid_w, 1)
-            y = layer(y)
-        mask = axis_mask(y.shape[-2], valid_h, y.dtype)[:, None] * axis_mask(y.shape[-1], valid_w, y.dtype)[None, :]
-        mean = (y * mask).sum(dim=(2, 3), keepdim=True) / (valid_h * valid_w).to(y.dtype)
-        scene = branch.out(torch.cat([y, mean.expand_as(y)], dim=1))
-        return scene * mask, valid_h, valid_w
 
     def forward(self, x):
-        model = self.model
-        height, width = x.shape[-2:]
-        m = model.tile_multiple
-        scene, valid_h, valid_w = self.scene_features(x)
-        # sample_scene(scene, (0, 0, height, width), (padded_h // 4, padded_w // 4), 4) as two bilinear matrices
-        padded = (height + -height % m, width + -width % m)
-        rows = (torch.arange(padded[0] // 4, dtype=scene.dtype, device=x.device) + 0.5) * 4 / height * 2 - 1
-        cols = (torch.arange(padded[1] // 4, dtype=scene.dtype, device=x.device) + 0.5) * 4 / width * 2 - 1
-        lightness_input = torch.matmul(torch.matmul(sample_weights(rows, valid_h, scene.shape[-2]), scene),
-                                       sample_weights(cols, valid_w, scene.shape[-1]).transpose(0, 1))
-        x = F.pad(x, (0, -width % m, 0, -height % m), mode="replicate")
-        low, high = model.split(x)
-        lightness = model.lightness_branch(low, lightness_input)
-        bands = model.merge(lightness, model.structure_branch(high))
-        return torch.tanh(model.head(bands))[..., :height, :width]
+        return self.model.traceable_forward(x)
 
 
 def exportable(model):
-    """The module to trace: the model itself, or SceneExport for a P-IEANet with a scene branch."""
-    if getattr(model, "native_size", None):
-        raise UsageError(f"the released network ({type(model).__name__}) works only at {model.native_size} x "
-                         f"{model.native_size} and resizes photos inside its wrapper; export a P-IEANet checkpoint "
-                         "(any size) instead")
+    """The module to trace (Traceable), for a P-IEANet; UsageError for any other model."""
+    size = contract.native_size(model)
+    if size:
+        raise UsageError(f"the released network ({type(model).__name__}) works only at {size} x {size} and resizes "
+                         "photos inside its wrapper; export a P-IEANet checkpoint (any size) instead")
     if not isinstance(model, PIEANet):
         raise UsageError(f"{type(model).__name__} is not a P-IEANet; only P-IEANet checkpoints can be exported")
-    if model.scene_branch is not None and isinstance(model.lightness_branch, LightnessBranch):
-        return SceneExport(model).eval()
-    return model
+    return Traceable(model).eval()
 
 
 # ------------------------------------------------------------------------------------------------ export and check
@@ -236,7 +131,7 @@ def export_onnx(model, path, opset=DEFAULT_OPSET):
     graph.outputs[0].shape = ir.Shape(["batch", 1, "height", "width"])
     for node in graph.all_nodes():
         node.metadata_props.clear()  # the exporter's per-node stack traces: half the file's size
-    config = getattr(model, "config", {})
+    config = contract.config(model)
     program.model.metadata_props.update({
         "p_iea.config": json.dumps(config),
         "p_iea.working_size": str(config.get("working_size") or ""),

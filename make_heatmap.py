@@ -46,6 +46,7 @@ from pathlib import Path
 
 import numpy as np
 
+from pieanet import runtime
 from pieanet.utils import cli, distributed, folders, outputs, report
 from pieanet.utils.heatmap import (VMAX_FLOOR, VMAX_PERCENTILE, colorize, image_vmax, overlay,
                                    save_colorbar_heatmap)
@@ -249,7 +250,7 @@ def process(photos, model, args, settings, summary, progress, owned=frozenset())
                     row["photo_sha256"] = content_digest(path, data)
                 except OSError as e:
                     raise ImageLoadError(f"cannot be read ({e.strerror or cli.one_line(e)})") from e
-                image = cli.read_image(path, args.raw_clipping, data)
+                image = runtime.read_image(path, args.raw_clipping, data)
                 if args.raw_clipping:
                     image, raw_clipped[prefix] = image
             except ImageLoadError as e:
@@ -257,7 +258,7 @@ def process(photos, model, args, settings, summary, progress, owned=frozenset())
                 continue
             row.update(height=image.shape[0], width=image.shape[1])
             batch.append((path, row, prefix, image))
-        residuals = cli.predict(model, [image for *_, image in batch], args.size, args.tile, args.batch_size)
+        residuals = runtime.predict(model, [image for *_, image in batch], args.size, args.tile, args.batch_size)
         for (path, row, prefix, image), residual in zip(batch, residuals):
             if isinstance(residual, BaseException):
                 finish(path, row, f"inference failed ({cli.one_line(residual)})")
@@ -375,7 +376,7 @@ def make_heatmaps(paths, base, model, args, settings, group, folder_errors):
 
 def run(argv):
     args = parse_args(argv)
-    cli.setup(args)
+    runtime.setup(args)
     base = args.input if args.input.is_dir() else args.input.parent
     if args.output.exists() and base.resolve() == args.output.resolve():
         raise cli.UsageError(f"{args.output}: the output folder is the input " + ("folder" if args.input.is_dir() else
@@ -385,10 +386,11 @@ def run(argv):
     errors = []
     (_, paths), = cli.check_inputs([args.input], recursive=args.recursive, exclude=[args.output], errors=errors)
     with contextlib.ExitStack() as held:
-        with distributed.process_group(cli.resolve_device(args.device)) as group:
+        with distributed.process_group(runtime.resolve_device(args.device)) as group:
             args.device = str(group.device)  # under torchrun with CUDA: this process's own GPU
-            args.checkpoint = cli.model_file(args.checkpoint, args)  # the file that runs: settings and report name it
-            model = cli.open_model(args.checkpoint, args)
+            # the file that runs: the settings and the report name it
+            args.checkpoint = runtime.model_file(args.checkpoint, args)
+            model = runtime.open_model(args.checkpoint, args)
             settings = result_settings(args, args.checkpoint)
             cli.writable_folder(args.output)
             # one run per folder: rank 0 locks it for the whole run (report included); the ranks of this run share it

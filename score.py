@@ -16,6 +16,7 @@ import argparse
 import json
 import sys
 
+from pieanet import runtime
 from pieanet.utils import cli
 from pieanet.utils.safety import shown
 from pieanet.utils.regions import Regions
@@ -26,7 +27,7 @@ PROG = "score"
 
 def score_photo(model, rules, photo, threshold=None, size=None, tile=cli.DEFAULT_TILE):
     """The rule base's result (see ``RuleBase.score``) for one photo (H x W x 3 float in [0, 1])."""
-    residual = cli.predict(model, [photo], size=size, tile=tile)[0]
+    residual = runtime.predict(model, [photo], size=size, tile=tile)[0]
     if isinstance(residual, BaseException):
         raise residual
     return rules.score(residual, Regions(photo, residual.shape), photo, threshold)
@@ -44,11 +45,11 @@ def parse_args(argv):
 
 def run(argv):
     args = parse_args(argv)
-    cli.setup(args)
+    runtime.setup(args)
     rules = load_rules(args.rules)  # a RuleError ends the run with exit code 2 (utils.errors)
     errors = []
     files = [path for _, paths in cli.check_inputs(args.inputs, errors=errors) for path in paths]
-    model = cli.open_model(args.checkpoint, args)
+    model = runtime.open_model(args.checkpoint, args)
 
     results = []
     with cli.Progress(PROG, len(files)) as progress:
@@ -56,7 +57,7 @@ def run(argv):
             progress.fail(folder, reason)
         for file in files:
             try:
-                photo = cli.read_image(file)
+                photo = runtime.read_image(file)
                 result = {"file": str(file), **score_photo(model, rules, photo, args.threshold, args.size, args.tile)}
             except (ValueError, RuntimeError, MemoryError) as e:  # ImageLoadError is a ValueError
                 progress.fail(file, cli.one_line(e))

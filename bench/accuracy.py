@@ -26,7 +26,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from pieanet import evaluate  # noqa: E402
+from pieanet import evaluate, runtime  # noqa: E402
 from pieanet.datasets.iea40k import read_split  # noqa: E402
 from pieanet.models.baselines import BASELINES  # noqa: E402
 from pieanet.utils import cli, well_exposed  # noqa: E402
@@ -141,9 +141,9 @@ def table(results):
 
 def run(argv=None):
     args = parse_args(argv)
-    cli.setup(args)
+    runtime.setup(args)
     check_data(args)
-    args.device = str(cli.resolve_device(args.device))
+    args.device = str(runtime.resolve_device(args.device))
     methods = evaluate.load_methods(args)
     for path in (args.json, args.markdown):
         if path is not None:

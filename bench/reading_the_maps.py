@@ -27,8 +27,8 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from pieanet import runtime  # noqa: E402
 from pieanet.models import load_model  # noqa: E402
-from pieanet.utils import cli  # noqa: E402
 from pieanet.utils.heatmap import CMAP, colorize, image_vmax, overlay  # noqa: E402
 from pieanet.utils.image_io import atomic_write, load_image  # noqa: E402
 
@@ -106,8 +106,8 @@ def main(argv=None):
                   f"{red:+.3f} (fit correlation {correlation:.3f}); the released output spans {low:+.3f}..{high:+.3f}")
     else:
         print(f"{args.shared / 'official'}: not found; the upstream colour scale is not measured")
-    model = load_model(cli.DEFAULT_CHECKPOINT)
-    residual = cli.predict(model, [load_image(args.photo)])[0]
+    model = load_model(runtime.DEFAULT_CHECKPOINT)
+    residual = runtime.predict(model, [load_image(args.photo)])[0]
     draw(args.photo, residual, args.figure)
     print(f"{args.figure}: {args.figure.stat().st_size / 1000:.0f} kB; {args.photo.name}: mean |r| "
           f"{np.abs(residual).mean():.3f}, p99 of |r| {image_vmax(residual):.3f}, r from {residual.min():+.3f} "

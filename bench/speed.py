@@ -7,7 +7,7 @@
 * latency and peak memory at 1920 x 1080 and 4000 x 3000, each case in a fresh process whose peak resident set size
   (getrusage ru_maxrss: torch's native allocations included) is read by a small intermediate process (see MEASURE).
   The project model runs on the tools' default path (its working size), at native resolution untiled and in tiles,
-  and at working size 1024 (see utils/inference.py), both backends where they differ; the released network resizes
+  and at working size 1024 (see models/inference.py), both backends where they differ; the released network resizes
   to 256 x 256 itself. A case is timed once, after a small warm-up call;
 * end to end: make_heatmap.py with default options on one 4000 x 3000 JPEG (a sample photo enlarged), the whole
   process (start-up, decoding, inference, writing), per backend, against the cost of the same pixels as 256 x 256
@@ -43,7 +43,7 @@ from pieanet.models import (DEFAULT_CHECKPOINT, DEFAULT_ONNX, RELEASED_ENV, RELE
                             load_model)
 from pieanet.utils import cli  # noqa: E402
 from pieanet.utils.image_io import atomic_write  # noqa: E402
-from pieanet.utils.inference import predict_residual  # noqa: E402
+from pieanet.models.inference import predict_residual  # noqa: E402
 
 # a development tool of the checkout: $P_IEA_RELEASED_WEIGHTS, else the project's reference data beside the checkout
 RELEASED_WEIGHTS = Path(os.environ.get(RELEASED_ENV) or ROOT.parent / "shared" / "official" / RELEASED_NAME)

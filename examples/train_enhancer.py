@@ -1,7 +1,7 @@
 """Does a frozen P-IEANet help train an exposure corrector? A tiny Zero-DCE-style curve enhancer trained three ways:
 
     baseline   the usual no-reference Zero-DCE losses: exposure control, spatial consistency, illumination smoothness
-    with       those losses + 50 x ExposureLoss (utils/losses.py)
+    with       those losses + 50 x ExposureLoss (models/losses.py)
     alone      ExposureLoss only
 
     python examples/train_enhancer.py [--judge checkpoints/pieanet_corpus.safetensors] [--steps 300]
@@ -28,7 +28,7 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from pieanet.datasets.synthetic import default_scenes, expose, load_source, random_crop  # noqa: E402
 from pieanet.models import CheckpointError, load_model  # noqa: E402
-from pieanet.utils.losses import ExposureLoss  # noqa: E402
+from pieanet.models.losses import ExposureLoss  # noqa: E402
 
 DEFAULT_JUDGE = Path(__file__).resolve().parents[1] / "checkpoints" / "pieanet_corpus.safetensors"
 HELD_OUT = ("coffee", "hopper")

@@ -22,20 +22,20 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, safe_open, save_file
 
+from pieanet.models import contract
 from pieanet.models.baselines import BASELINES
 from pieanet.models.official import OfficialPIEANet
 from pieanet.models.onnx_model import OnnxModel
 from pieanet.models.pieanet import PIEANet
 from pieanet.utils.errors import EXIT_USAGE, PieaError
 from pieanet.utils.image_io import atomic_write
+from pieanet.utils.shipped import DEFAULT_CHECKPOINT, DEFAULT_ONNX  # noqa: F401 (part of this package's API)
 from pieanet.utils.safety import brief, first_line
 
 # every model by config name: P-IEANet, the released network and the classical baselines (models/baselines.py)
 MODELS = {"pieanet": PIEANet, "official": OfficialPIEANet, **BASELINES}
 CHECKPOINT_FORMAT = "p-iea/1"
 RELEASED_KEY = "ffa_group.pre.0.weight"  # present in the released state_dict
-DEFAULT_CHECKPOINT = Path(__file__).resolve().parents[1] / "checkpoints" / "pieanet_corpus.safetensors"
-DEFAULT_ONNX = DEFAULT_CHECKPOINT.with_suffix(".onnx")  # the same network exported by export.py (onnxruntime backend)
 # The paper's released weights are not shipped: `--checkpoint PATH`, or `--checkpoint released` with the environment
 # variable P_IEA_RELEASED_WEIGHTS naming the file (released_weights)
 RELEASED_NAME = "wavelet_epoch_2_val_loss0.03022034629540784.pth"
@@ -141,7 +141,7 @@ def resolve_device(device="auto"):
 
 def save_model(path, model, metadata=None):
     """Write a project checkpoint (weights + config) atomically: a temporary file in the same folder, then a rename."""
-    model = getattr(model, "module", model)  # DistributedDataParallel
+    model = contract.unwrap(model)
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     header = {"format": CHECKPOINT_FORMAT, "config": json.dumps(model.config)}
     header.update({k: str(v) for k, v in (metadata or {}).items()})
@@ -235,7 +235,7 @@ def activation_cost(config, skeleton):
     (``skeleton``: nothing allocated, nothing computed); any other runs for real on two tiny images, which after
     check_config's ranges costs milliseconds, where the meta device's first elementwise op on strided views imports
     torch's compiler stack (about a second of every tool's start-up)."""
-    sides = (256, 512) if getattr(skeleton, "native_size", None) else (64, 128)
+    sides = (256, 512) if contract.native_size(skeleton) else (64, 128)
     model = skeleton if sides[0] == 256 else build_model(config).eval()
     device = "meta" if model is skeleton else "cpu"
     totals = []

@@ -25,8 +25,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from pieanet.utils.exposure import linear_to_srgb, srgb_to_linear
-from pieanet.utils.exposure import gray
+from pieanet.utils.exposure import gray, linear_to_srgb, srgb_to_linear
+from pieanet.utils.filters import box_mean
 
 
 class Baseline(nn.Module):
@@ -65,10 +65,7 @@ class LocalMidgray(Baseline):
 
     def forward(self, x):
         radius = max(1, round(max(x.shape[-2:]) * self.window_fraction / 2))
-        k = 2 * radius + 1
-        g = F.avg_pool2d(gray(x), (k, 1), stride=1, padding=(radius, 0), count_include_pad=False)
-        g = F.avg_pool2d(g, (1, k), stride=1, padding=(0, radius), count_include_pad=False)
-        return 0.5 - g
+        return 0.5 - box_mean(gray(x), 2 * radius + 1)
 
 
 class Mertens(Baseline):

@@ -1,11 +1,11 @@
 """A P-IEANet exported by export.py, run in onnxruntime behind the torch model's interface.
 
 ``load_model("model.onnx")`` returns an ``OnnxModel``: called on a B x 3 x H x W tensor it returns the B x 1 x H x W
-residual, and it carries the attributes the inference code reads (``working_size``, ``receptive_radius``,
-``tile_multiple``, ``config``), taken from the model config that export.py stores in the file's metadata. So working
-resolution, guided upsampling and tiling (utils/inference.py) are the same code for both backends; only the network
-runs in onnxruntime. A model with a scene branch is never tiled here: tiles of the torch model share one view of the
-whole photo, which the exported graph cannot take as an input.
+residual, and it declares what models/contract.py reads (``working_size``, ``receptive_radius``, ``tile_multiple``,
+``native_size``, ``uses_scene``, ``config``), taken from the model config that export.py stores in the file's metadata.
+So working resolution, guided upsampling and tiling (models/inference.py) are the same code for both backends; only
+the network runs in onnxruntime. A model with a scene branch declares a whole-image receptive field, so it is never
+tiled: tiles of the torch model share one view of the whole photo, which the exported graph cannot take as an input.
 
 Providers: the CPU, or onnxruntime's CUDA provider for a CUDA device (on that device's index, so each torchrun process
 uses its own GPU). The CPU-only onnxruntime package has no CUDA provider (onnxruntime-gpu has): then a CUDA device the
@@ -18,6 +18,7 @@ import math
 import torch
 import torch.nn as nn
 
+from pieanet.models import contract
 from pieanet.utils.safety import first_line
 
 CONFIG_KEY = "p_iea.config"  # written by export.py
@@ -73,11 +74,12 @@ class OnnxModel(nn.Module):
             raise ValueError(f"{path}: unusable model config in its metadata ({first_line(e)})") \
                 from e
         self.config, self.path = config, str(path)
-        for name in ("working_size", "receptive_radius", "tile_multiple", "native_size"):
-            setattr(self, name, getattr(skeleton, name, None))
-        if getattr(skeleton, "uses_scene", False):
-            # the graph judges the scene from its own input, so a tile would see only itself: never tiled
-            self.receptive_radius = math.inf
+        # the torch model's declarations (models/contract.py), but for the scene: the graph judges the scene from its
+        # own input and takes none from outside, so its output at a pixel depends on the whole input
+        self.working_size, self.tile_multiple = contract.working_size(skeleton), contract.tile_multiple(skeleton)
+        self.native_size = contract.native_size(skeleton)
+        self.receptive_radius = math.inf if contract.uses_scene(skeleton) else contract.receptive_radius(skeleton)
+        self.uses_scene = False
 
     def forward(self, x):
         if x.requires_grad and torch.is_grad_enabled():
@@ -87,7 +89,8 @@ class OnnxModel(nn.Module):
         try:
             residual, = self.session.run(["residual"], {"image": x.detach().float().cpu().numpy()})
         except Exception as e:  # onnxruntime's own types (Fail, InvalidArgument, RuntimeException: out of memory, a
-            # graph with fixed input dimensions): one photo's failure, as torch's RuntimeError is (utils/cli.predict)
+            # graph with fixed input dimensions): one photo's failure, as torch's RuntimeError is
+            # (pieanet.runtime.predict)
             raise RuntimeError(f"onnxruntime: {first_line(e, 200)}") from e
         return torch.from_numpy(residual).to(x.device)
 

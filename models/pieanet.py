@@ -17,7 +17,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from pieanet.models.contract import scaled_shape
 from pieanet.models.haar import haar_dwt, haar_idwt
+from pieanet.utils.filters import box_mean
 
 # 8 neighbour offsets (dy, dx): the directions of the structure branch's gradients.
 DIRECTIONS = [(-1, 0), (1, 0), (0, -1), (0, 1), (-1, -1), (1, -1), (-1, 1), (1, 1)]
@@ -25,12 +27,6 @@ DIRECTIONS = [(-1, 0), (1, 0), (0, -1), (0, 1), (-1, -1), (1, -1), (-1, 1), (1, 
 
 def conv3x3(in_channels, out_channels):
     return nn.Conv2d(in_channels, out_channels, 3, padding=1)
-
-
-def box_mean(x, size):
-    """Mean over a size x size neighbourhood (separable, borders averaged over the pixels that exist)."""
-    x = F.avg_pool2d(x, (size, 1), stride=1, padding=(size // 2, 0), count_include_pad=False)
-    return F.avg_pool2d(x, (1, size), stride=1, padding=(0, size // 2), count_include_pad=False)
 
 
 class LightnessBlock(nn.Module):
@@ -71,6 +67,49 @@ class LightnessBranch(nn.Module):
         return self.skip(low) + F.interpolate(y, size=low.shape[-2:], mode="bilinear", align_corners=False)
 
 
+# ------------------------------------------------------------------------------------------------ traceable scene
+def resize_weights(length, target, index, rows):
+    """rows x length matrix whose row i < target holds the weights torch's antialiased bilinear resize
+    (``F.interpolate(mode="bilinear", align_corners=False, antialias=True)``) gives output pixel i of a resize from
+    ``length`` to ``target`` pixels; rows >= target are zero. length, target: 0-d float64 tensors; index:
+    arange(length) as float32 (its size carries the dynamic length).
+
+    With a magnification (target >= length) the filter's support is one input pixel and these are exactly the
+    weights of the plain bilinear resize (edges clamped), which is what torch uses there (antialias=False)."""
+    ratio = length.float() / target.float()
+    support = torch.clamp(ratio, min=1.0)
+    i = torch.arange(rows, dtype=torch.float32, device=index.device)
+    center = ratio * (i + 0.5)
+    weights = torch.clamp(1.0 - ((index[None, :] - center[:, None] + 0.5) / support).abs(), min=0.0)
+    valid = (i < target.float()).to(weights.dtype)[:, None]
+    weights = weights * valid  # rows past the thumbnail: no weight (their centres may lie outside the image)
+    return weights / torch.clamp(weights.sum(dim=1, keepdim=True), min=1e-30)
+
+
+def sample_weights(positions, valid, columns):
+    """len(positions) x columns matrix of the 1-D bilinear weights ``F.grid_sample(..., mode="bilinear",
+    padding_mode="border", align_corners=False)`` uses at normalised ``positions`` on an axis of ``valid`` cells
+    (a 0-d tensor) stored in the first cells of ``columns``."""
+    valid = valid.to(positions.dtype)
+    pixel = ((positions + 1) * valid - 1) / 2
+    pixel = torch.minimum(torch.clamp(pixel, min=0.0), valid - 1)
+    low = torch.floor(pixel)
+    frac = pixel - low
+    cells = torch.arange(columns, dtype=positions.dtype, device=positions.device)[None, :]
+    return ((cells == low[:, None]).to(positions.dtype) * (1 - frac)[:, None]
+            + (cells == low[:, None] + 1).to(positions.dtype) * frac[:, None])
+
+
+def conv_length(conv, length, axis):
+    """Output length of ``conv`` along ``axis`` (0 rows, 1 columns) for an input of ``length`` (0-d tensor)."""
+    k, s, p, d = conv.kernel_size[axis], conv.stride[axis], conv.padding[axis], conv.dilation[axis]
+    return torch.floor((length + 2 * p - d * (k - 1) - 1) / s) + 1
+
+
+def axis_mask(length, valid, dtype):
+    return (torch.arange(length, dtype=torch.float64, device=valid.device) < valid).to(dtype)
+
+
 class SceneBranch(nn.Module):
     """The whole photo at a fixed low resolution (longer side ``size``) -> a coarse grid of scene features (1/8 of the
     thumbnail) whose receptive field covers the whole thumbnail, plus the grid's mean (the photo's overall key).
@@ -89,20 +128,69 @@ class SceneBranch(nn.Module):
 
     def forward(self, x):
         height, width = x.shape[-2:]
-        scale = self.size / max(height, width)
-        size = (max(1, round(height * scale)), max(1, round(width * scale)))
-        thumb = F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=scale < 1)
-        luminance = torch.log(thumb.mul(thumb.new_tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)).sum(1, True) + 1e-3)
-        y = self.encoder(torch.cat([thumb, luminance], dim=1))
+        size = scaled_shape(height, width, self.size)
+        thumb = F.interpolate(x, size=size, mode="bilinear", align_corners=False,
+                              antialias=self.size < max(height, width))
+        y = self.encoder(torch.cat([thumb, log_luminance(thumb)], dim=1))
         return self.out(torch.cat([y, y.mean(dim=(2, 3), keepdim=True).expand_as(y)], dim=1))
 
+    # -------------------------------------------------------------------------------------- traceable path (export)
+    def traceable_thumbnail(self, x):
+        """The thumbnail of ``forward``, zero-padded to size x size, and its valid height and width (0-d float64):
+        the same numbers from fixed-size tensors (see PIEANet.traceable_forward)."""
+        height = torch.scalar_tensor(x.shape[-2], dtype=torch.float64, device=x.device)
+        width = torch.scalar_tensor(x.shape[-1], dtype=torch.float64, device=x.device)
+        thumb_h, thumb_w = scaled_shape(height, width, self.size)
+        rows = resize_weights(height, thumb_h, torch.arange(x.shape[-2], dtype=torch.float32, device=x.device),
+                              self.size)
+        cols = resize_weights(width, thumb_w, torch.arange(x.shape[-1], dtype=torch.float32, device=x.device),
+                              self.size)
+        # torch's CPU antialiased resize (torch 2.13) gives every row of a one-pixel-wide output the value of its
+        # first row; the scene branch meets that with photos more than about 2 * size times taller than wide.
+        # Reproduced here, so the traced model gives torch's numbers for every shape.
+        first_row_only = (self.size < torch.maximum(height, width)) & (thumb_w == 1)
+        valid_rows = (torch.arange(self.size, dtype=torch.float64, device=x.device) < thumb_h).to(rows.dtype)
+        rows = torch.where(first_row_only, rows[:1] * valid_rows[:, None], rows)
+        # torch resizes along the width first, then the height
+        thumb = torch.matmul(rows, torch.matmul(x, cols.transpose(0, 1)))
+        return thumb, thumb_h, thumb_w
 
-def sample_scene(scene, region, shape, stride):
-    """Scene features at the centres of a feature map of ``shape`` with ``stride`` px per cell, whose first cell starts
-    at (top, left) of a photo of size (height, width): ``region = (top, left, height, width)``."""
+    def traceable(self, x):
+        """``forward`` from fixed-size tensors: (scene features zero-padded to a fixed grid, valid rows, valid
+        columns), the last two 0-d float64 tensors."""
+        thumb, valid_h, valid_w = self.traceable_thumbnail(x)
+        y = torch.cat([thumb, log_luminance(thumb)], dim=1)
+        for layer in self.encoder:
+            if isinstance(layer, nn.Conv2d):
+                # zeros outside the valid part stand in for the conv's zero padding at the thumbnail's true border
+                y = (y * axis_mask(y.shape[-2], valid_h, y.dtype)[:, None]
+                     * axis_mask(y.shape[-1], valid_w, y.dtype)[None, :])
+                valid_h, valid_w = conv_length(layer, valid_h, 0), conv_length(layer, valid_w, 1)
+            y = layer(y)
+        mask = axis_mask(y.shape[-2], valid_h, y.dtype)[:, None] * axis_mask(y.shape[-1], valid_w, y.dtype)[None, :]
+        mean = (y * mask).sum(dim=(2, 3), keepdim=True) / (valid_h * valid_w).to(y.dtype)
+        scene = self.out(torch.cat([y, mean.expand_as(y)], dim=1))
+        return scene * mask, valid_h, valid_w
+
+
+def log_luminance(rgb):
+    """log(grey + 1e-3) of B x 3 x H x W RGB: the scene branch's fourth input channel."""
+    return torch.log(rgb.mul(rgb.new_tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)).sum(1, True) + 1e-3)
+
+
+def scene_positions(scene, region, shape, stride):
+    """Normalised positions ([-1, 1] across the photo) of the centres of a feature map of ``shape`` with ``stride``
+    px per cell, whose first cell starts at (top, left) of a photo of size (height, width):
+    ``region = (top, left, height, width)``. (rows, columns)."""
     top, left, height, width = region
     rows = (top + (torch.arange(shape[0], device=scene.device, dtype=scene.dtype) + 0.5) * stride) / height * 2 - 1
     cols = (left + (torch.arange(shape[1], device=scene.device, dtype=scene.dtype) + 0.5) * stride) / width * 2 - 1
+    return rows, cols
+
+
+def sample_scene(scene, region, shape, stride):
+    """Scene features at the centres of a feature map of ``shape`` with ``stride`` px per cell (scene_positions)."""
+    rows, cols = scene_positions(scene, region, shape, stride)
     grid = torch.stack(torch.meshgrid(cols, rows, indexing="xy"), dim=-1)
     grid = grid.unsqueeze(0).expand(scene.shape[0], -1, -1, -1)
     return F.grid_sample(scene, grid, mode="bilinear", padding_mode="border", align_corners=False)
@@ -186,7 +274,7 @@ class PIEANet(nn.Module):
             raise ValueError(f"width {width} is not a multiple of heads {heads}; expected heads to divide the width "
                              "(each attention head takes width / heads channels)")
         # the resolution (longer side) at which the tools run this model by default; larger photos are shrunk to it
-        # and the map is brought back with guided upsampling (utils.inference). None: native resolution.
+        # and the map is brought back with guided upsampling (models.inference). None: native resolution.
         self.working_size = working_size
         self.config = dict(name="pieanet", width=width, lightness_blocks=lightness_blocks,
                            attention_layers=attention_layers, heads=heads, window=window, context=context, bands=bands,
@@ -228,16 +316,44 @@ class PIEANet(nn.Module):
     def forward(self, x, scene=None, region=None):
         """x: the whole photo, or a tile of it together with ``scene = self.scene(whole photo)`` and
         ``region = (top, left, height, width)``: the tile's origin in the photo and the photo's size."""
+        if self.scene_branch is None:
+            return self.residual(x)
+        height, width = x.shape[-2:]
+        if scene is None:
+            scene, region = self.scene_branch(x), (0, 0, height, width)
+        return self.residual(x, sample_scene(scene, region, self.feature_grid(height, width), 4))
+
+    def feature_grid(self, height, width):
+        """(rows, columns) of the lightness branch's grid for a height x width input: 1/4 of it padded to the tile
+        multiple (plain integer arithmetic, which torch.export traces with dynamic sizes)."""
+        m = self.tile_multiple
+        return (height + -height % m) // 4, (width + -width % m) // 4
+
+    def residual(self, x, features=None):
+        """The residual of x (padded to the tile multiple inside) given the scene ``features`` already sampled at
+        the lightness branch's grid (1/4 of the padded photo); None without a scene branch."""
         height, width = x.shape[-2:]
         m = self.tile_multiple
-        x_padded = F.pad(x, (0, -width % m, 0, -height % m), mode="replicate")
-        low, high = self.split(x_padded)
-        if self.scene_branch is not None:
-            if scene is None:
-                scene, region = self.scene_branch(x), (0, 0, height, width)
-            features = sample_scene(scene, region, (x_padded.shape[-2] // 4, x_padded.shape[-1] // 4), 4)
-            lightness = self.lightness_branch(low, features)
-        else:
-            lightness = self.lightness_branch(low)
+        low, high = self.split(F.pad(x, (0, -width % m, 0, -height % m), mode="replicate"))
+        lightness = self.lightness_branch(low) if features is None else self.lightness_branch(low, features)
         bands = self.merge(lightness, self.structure_branch(high))
         return torch.tanh(self.head(bands))[..., :height, :width]
+
+    def traceable_forward(self, x):
+        """``forward(x)`` (a whole photo) in a form torch.export can trace with dynamic batch, height and width.
+
+        The scene branch shrinks the photo to a size computed from its shape (``F.interpolate(...,
+        antialias=True)``) and samples its features with ``F.grid_sample``; torch.export cannot trace that size
+        arithmetic with dynamic H and W. Here the same numbers come from fixed-size tensors: the resize as two weight
+        matrices holding torch's antialiased-bilinear weights (which, with a magnification, are plain bilinear
+        weights: the ``antialias`` choice needs no branch), the thumbnail zero-padded to ``scene_size`` with the
+        encoder's convolutions masked to the valid part, and the sampling as two bilinear matrices. Without a scene
+        branch this is ``forward``."""
+        if self.scene_branch is None:
+            return self.residual(x)
+        height, width = x.shape[-2:]
+        scene, valid_h, valid_w = self.scene_branch.traceable(x)
+        rows, cols = scene_positions(scene, (0, 0, height, width), self.feature_grid(height, width), 4)
+        features = torch.matmul(torch.matmul(sample_weights(rows, valid_h, scene.shape[-2]), scene),
+                                sample_weights(cols, valid_w, scene.shape[-1]).transpose(0, 1))
+        return self.residual(x, features)

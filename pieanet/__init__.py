@@ -30,11 +30,11 @@ def predict(photo, model=None, size=None, tile=None):
     r > 0 under-exposed. ``photo``: a file (read as make_heatmap reads it: EXIF rotation, HEIC, RAW) or an
     H x W x 3 RGB array (uint8, or float in [0, 1]); ``model``: from ``load`` (None: the shipped checkpoint).
     No gradients; at the model's working size with guided upsampling (``size``: another longer side, 0 = native)
-    and in tiles of ``tile`` px when given (utils.inference.predict_residual)."""
+    and in tiles of ``tile`` px when given (models.inference.predict_residual)."""
     import numpy as np
 
     from pieanet.utils.image_io import load_image
-    from pieanet.utils.inference import predict_residual
+    from pieanet.models.inference import predict_residual
 
     if isinstance(photo, (str, Path)):
         image = load_image(photo)

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from pieanet.models.baselines import BASELINES, build_baseline
-from pieanet.utils.inference import predict_residual
+from pieanet.models.inference import predict_residual
 
 
 def constant_image(value, height=40, width=56):
@@ -92,11 +92,11 @@ def test_baselines_are_models_registered_beside_pieanet():
 @pytest.mark.parametrize("name", sorted(BASELINES))
 def test_tiling_never_changes_a_baseline_map(name):
     # 0.0995 was the largest change when global baselines were silently tiled
-    from pieanet.utils import cli
+    from pieanet import runtime
 
     image = np.random.default_rng(1).random((150, 230, 3), dtype=np.float32)
     image[:, :100] *= 0.3  # a dark left part: the global gain differs from any tile's
     model = build_baseline(name)
     whole = predict_residual(model, image)
     np.testing.assert_allclose(predict_residual(model, image, tile=64), whole, atol=1e-6, err_msg=name)
-    np.testing.assert_allclose(cli.predict(model, [image], tile=64)[0], whole, atol=1e-6, err_msg=name)
+    np.testing.assert_allclose(runtime.predict(model, [image], tile=64)[0], whole, atol=1e-6, err_msg=name)

@@ -16,6 +16,7 @@ from pieanet import compare_methods
 from pieanet import evaluate
 from pieanet import make_heatmap
 from pieanet import score
+from pieanet import runtime
 from pieanet.utils import cli
 from conftest import exit_code, save_photo
 
@@ -89,7 +90,7 @@ def test_cuda_without_cuda_is_a_usage_error(setup, capsys, tool):
 def test_an_unwritable_output_is_refused_before_any_work(setup, capsys, monkeypatch, tool):
     tmp_path, argv = setup
     (tmp_path / "a_file").write_text("x")  # a file where a folder must be (running as root, chmod would not stop us)
-    monkeypatch.setattr(cli, "predict", lambda *a, **k: pytest.fail("computed before checking the output"))
+    monkeypatch.setattr(runtime, "predict", lambda *a, **k: pytest.fail("computed before checking the output"))
     blocked = tmp_path / "a_file" / "sub"
     replace = {"make_heatmap": "--output", "compare_methods": "--output", "evaluate": "--json"}[tool]
     args = argv[tool]
@@ -165,10 +166,10 @@ def test_degenerate_shapes_cost_at_most_the_largest_photo(tiny_model_config):
     from pieanet.models import build_model
 
     model = build_model(tiny_model_config)  # tile multiple 32: a 1 x N strip is padded to 32 x N
-    cli.check_work(model, (1, 5_000_000))  # 160 MP of work: accepted
+    runtime.check_work(model, (1, 5_000_000))  # 160 MP of work: accepted
     with pytest.raises(ValueError, match="above the 200 MP limit"):
-        cli.check_work(model, (1, 10_000_000))
-    residual, = cli.predict(model, [np.random.default_rng(0).random((1, 700, 3), dtype=np.float32)], tile=256)
+        runtime.check_work(model, (1, 10_000_000))
+    residual, = runtime.predict(model, [np.random.default_rng(0).random((1, 700, 3), dtype=np.float32)], tile=256)
     assert residual.shape == (1, 700) and np.isfinite(residual).all()
 
 

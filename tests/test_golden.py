@@ -20,9 +20,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from pieanet.models import DEFAULT_CHECKPOINT, load_model
+from pieanet.models import DEFAULT_CHECKPOINT, contract, load_model
 from pieanet.utils.image_io import atomic_write, load_image
-from pieanet.utils.inference import default_overlap, predict_residual
+from pieanet.models.inference import default_overlap, predict_residual
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "tests" / "data"
@@ -90,9 +90,10 @@ def test_golden_maps_have_the_samples_signs():
 def receptive_extent(model, side=576, block=(256, 320)):
     """How far (pixels) beyond an aligned square of outputs the inputs that change them reach, the scene held fixed
     (tiles get the whole photo's scene): the largest nonzero gradient offset of the block's sum, over four sides."""
-    assert block[0] % model.tile_multiple == 0 and (block[1] - block[0]) == model.tile_multiple
+    multiple = contract.tile_multiple(model)
+    assert block[0] % multiple == 0 and (block[1] - block[0]) == multiple
     x = torch.rand(1, 3, side, side, generator=torch.Generator().manual_seed(0))
-    scene = model.scene(x).detach() if getattr(model, "uses_scene", False) else None
+    scene = model.scene(x).detach() if contract.uses_scene(model) else None
     context = {"scene": scene, "region": (0, 0, side, side)} if scene is not None else {}
     x.requires_grad_(True)
     model(x, **context)[..., block[0]:block[1], block[0]:block[1]].sum().backward()
@@ -105,7 +106,8 @@ def receptive_extent(model, side=576, block=(256, 320)):
 
 def test_default_tile_margin_covers_the_shipped_models_receptive_radius(shipped):
     extent = receptive_extent(shipped)
-    assert extent > shipped.tile_multiple  # the measurement sees more than one tile multiple (138 px when written)
+    # the measurement sees more than one tile multiple (138 px when written)
+    assert extent > contract.tile_multiple(shipped)
     margin = default_overlap(shipped)
     assert margin >= extent, f"the default tile margin {margin} px is below the receptive extent {extent} px"
 

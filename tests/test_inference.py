@@ -4,7 +4,7 @@ import torch
 import torch.nn as nn
 
 from pieanet.models import build_model
-from pieanet.utils.inference import guided_upsample, predict_batch, predict_residual
+from pieanet.models.inference import guided_upsample, predict_batch, predict_residual
 
 
 @pytest.fixture(scope="module")

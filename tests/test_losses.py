@@ -7,7 +7,7 @@ import torch.nn as nn
 
 from pieanet.models import load_model
 from pieanet.utils.exposure import gray
-from pieanet.utils.losses import ExposureLoss
+from pieanet.models.losses import ExposureLoss
 
 ROOT = Path(__file__).resolve().parents[1]
 

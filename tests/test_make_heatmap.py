@@ -12,8 +12,8 @@ import torch
 from PIL import Image
 
 from pieanet import make_heatmap
+from pieanet import runtime
 from pieanet.models import load_model
-from pieanet.utils import cli
 from pieanet.utils.exposure import residual_stats
 from pieanet.utils.heatmap import colorize
 from pieanet.utils.image_io import load_image
@@ -213,7 +213,7 @@ def test_working_resolution_and_tiles_keep_the_full_size(tiny_checkpoint, tmp_pa
 
 
 def test_missing_default_checkpoint_says_how_to_get_one(tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr(cli, "DEFAULT_CHECKPOINT", tmp_path / "pieanet_corpus.safetensors")
+    monkeypatch.setattr(runtime, "DEFAULT_CHECKPOINT", tmp_path / "pieanet_corpus.safetensors")
     code, out, err = run(["--input", SAMPLES, "--output", tmp_path / "out"], capsys)
     assert code == 2
     line, = err.strip().splitlines()

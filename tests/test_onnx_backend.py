@@ -1,5 +1,5 @@
 """The onnxruntime backend: the shipped ONNX file is the shipped checkpoint's network (within 1e-4 on every path of
-utils/inference.py), make_heatmap gives the same numbers with either backend, wrong combinations are one-line
+models/inference.py), make_heatmap gives the same numbers with either backend, wrong combinations are one-line
 usage errors, the default device falls back to onnxruntime's CPU provider where it has no CUDA one, and the report
 names the file that ran."""
 import argparse
@@ -14,10 +14,10 @@ from PIL import Image
 pytest.importorskip("onnxruntime", reason="onnxruntime is not installed (pip install -r requirements-export.txt)")
 
 from pieanet import make_heatmap  # noqa: E402
-from pieanet.models import DEFAULT_CHECKPOINT, DEFAULT_ONNX, CheckpointError, load_model  # noqa: E402
+from pieanet import runtime  # noqa: E402
+from pieanet.models import DEFAULT_CHECKPOINT, DEFAULT_ONNX, CheckpointError, contract, load_model  # noqa: E402
 from pieanet.models.onnx_model import execution_providers  # noqa: E402
-from pieanet.utils import cli  # noqa: E402
-from pieanet.utils.inference import predict_residual  # noqa: E402
+from pieanet.models.inference import predict_residual  # noqa: E402
 
 TOLERANCE = 1e-4
 pytestmark = pytest.mark.export
@@ -34,7 +34,8 @@ def models():
                                                          marks=pytest.mark.slow)])
 def test_shipped_onnx_file_is_the_shipped_network(models, shape, options):
     torch_model, onnx_model = models
-    assert onnx_model.config == torch_model.config and onnx_model.working_size == torch_model.working_size
+    assert onnx_model.config == torch_model.config
+    assert contract.working_size(onnx_model) == contract.working_size(torch_model)
     image = np.random.default_rng(sum(shape)).random((*shape, 3), dtype=np.float32)
     expected = predict_residual(torch_model, image, **options)
     got = predict_residual(onnx_model, image, **options)
@@ -136,9 +137,9 @@ def test_each_torchrun_process_keeps_its_own_gpu(cuda_machine, monkeypatch):
     onnxruntime, sessions = cuda_machine
     monkeypatch.setattr(onnxruntime, "get_available_providers", lambda: list(WITH_CUDA))
     args = argparse.Namespace(device="auto", backend="onnxruntime", tile=0, threads=None)
-    cli.setup(args)
+    runtime.setup(args)
     args.device = "cuda:1"  # what make_heatmap and evaluate set under torchrun on rank 1
-    cli.open_model(None, args)
+    runtime.open_model(None, args)
     assert sessions == [[("CUDAExecutionProvider", {"device_id": 1}), "CPUExecutionProvider"]]
 
 

@@ -12,7 +12,7 @@ from PIL import Image
 
 import pieanet
 from pieanet import compare_methods, evaluate, make_heatmap, score
-from pieanet.utils import cli
+from pieanet.models import contract
 from pieanet.utils.config import ConfigError
 from pieanet.utils.image_io import IMAGE_EXTENSIONS
 from conftest import exit_code, flat_iea_dataset, save_photo
@@ -46,7 +46,7 @@ def test_size_below_what_the_model_can_use_is_refused(tiny_checkpoint, tmp_path,
     assert not (tmp_path / "small" / "summary.csv").exists()
     assert exit_code(make_heatmap, argv + ["--output", tmp_path / "ok", "--size", "32", "--save-npy"]) == 0
     assert np.load(tmp_path / "ok" / "a_residual.npy").shape == (48, 64)
-    assert cli.minimum_size(pieanet.load()) == 64
+    assert contract.minimum_size(pieanet.load()) == 64
 
 
 def test_an_empty_folder_names_every_readable_format(tiny_checkpoint, tmp_path, capsys):

@@ -19,6 +19,7 @@ from PIL import Image
 import compare_methods
 import evaluate
 import train_wavelet
+from pieanet import runtime
 from pieanet.models import CheckpointError, build_model, check_config, load_model, read_checkpoint, save_model
 from pieanet.utils import cli, image_io
 from pieanet.utils.config import ConfigError
@@ -333,7 +334,7 @@ def test_heads_that_do_not_divide_the_width_are_refused_when_built(tiny_model_co
 def test_a_model_that_outputs_nan_fails_the_photo(tiny_checkpoint):
     model = load_model(tiny_checkpoint)
     model.register_forward_hook(lambda module, inputs, output: output * float("nan"))
-    result, = cli.predict(model, [np.full((32, 48, 3), 0.5, np.float32)])
+    result, = runtime.predict(model, [np.full((32, 48, 3), 0.5, np.float32)])
     assert isinstance(result, ValueError) and "non-finite" in str(result)
 
 

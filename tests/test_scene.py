@@ -7,9 +7,9 @@ import pytest
 import torch
 from PIL import Image
 
-from pieanet.models import DEFAULT_CHECKPOINT, build_model, load_model
+from pieanet.models import DEFAULT_CHECKPOINT, build_model, contract, load_model
 from pieanet.utils.exposure import gray, residual_stats
-from pieanet.utils.inference import predict_residual, run_tiled
+from pieanet.models.inference import predict_residual, run_tiled
 from pieanet.utils.image_io import load_image
 
 SCENE_MODEL = {"name": "pieanet", "width": 8, "lightness_blocks": 1, "attention_layers": 1, "heads": 2, "window": 4,
@@ -71,7 +71,7 @@ def test_working_size_is_the_default_path(scene_model):
 @pytest.fixture(scope="module")
 def shipped():
     model = load_model(DEFAULT_CHECKPOINT)
-    if not getattr(model, "working_size", None) or getattr(model, "scene_branch", None) is None:
+    if not contract.working_size(model) or not contract.uses_scene(model):
         pytest.skip(f"{DEFAULT_CHECKPOINT} has no scene branch / working size")
     return model
 

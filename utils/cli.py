@@ -1,8 +1,9 @@
 """The command line shared by make_heatmap.py, score.py, compare_methods.py and evaluate.py.
 
 One place parses and checks the common options (``--checkpoint``, ``--device``, ``--size``, ``--tile``, ``--threads``,
-``--threshold``), opens the model, runs every image through the same tiled, bounded-memory inference path and isolates
-per-image failures. Exit codes mean the same in every tool:
+``--threshold``) and the inputs and outputs, shows progress and one-line failures, and turns the ways a tool ends into
+exit codes. Opening the model and running images through it is the runtime's job (pieanet/runtime.py), which sits
+above this module: nothing here imports the models or torch. Exit codes mean the same in every tool:
 
     0    every input done
     1    some inputs failed; each is named on stderr in one line, ``<tool>: <file>: <reason>``
@@ -17,28 +18,21 @@ import sys
 import tempfile
 from pathlib import Path
 
-import numpy as np
-import torch
 from tqdm import tqdm
 
-from pieanet.models import (DEFAULT_CHECKPOINT, DEFAULT_ONNX, RELEASED_WORD,  # noqa: F401 (re-exported)
-                            CheckpointError, checkpoint_file, load_model, resolve_device)
 from pieanet.utils.errors import (EXIT_BROKEN_PIPE, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK,  # noqa: F401 (re-exported)
                                   EXIT_USAGE, UsageError, add_debug_option, exit_status, set_debug)
 from pieanet.utils.exposure import DEFAULT_THRESHOLD
 from pieanet.utils.heatmap import check_vmax
-from pieanet.utils.image_io import MAX_PIXELS, ImageLoadError, list_images, load_image, readable_formats
-from pieanet.utils.inference import default_overlap, predict_batch, round_up
+from pieanet.utils.image_io import list_images, readable_formats
 from pieanet.utils.safety import first_line, shown
+from pieanet.utils.shipped import DEFAULT_CHECKPOINT, DEFAULT_ONNX
 from pieanet.utils.startup import interrupts_raise
 
 # A native-resolution pass needs memory in proportion to the pixel count (docs/design.md, "Memory"), so large photos
 # run in tiles: 2048 px bounds the peak at that of a 4 MP photo, and its 192 px margins cost at most
 # (2048 / 1664)^2 = 1.5x the work of one pass
 DEFAULT_TILE = 2048
-# --size below this is refused for any model (a map of a few pixels says nothing about a photo); P-IEANet's own
-# minimum is higher (minimum_size)
-MIN_WORKING_SIZE = 16
 DEVICES = ("auto", "cpu", "cuda")
 BACKENDS = ("auto", "torch", "onnxruntime")
 
@@ -155,93 +149,7 @@ def add_common_options(parser, checkpoints="one", tile=DEFAULT_TILE, threshold_d
     add_debug_option(parser)
 
 
-# ------------------------------------------------------------------------------------------------ setup checks
-def setup(args):
-    """Check the device and apply --threads; raises UsageError. Keeps the --device value as ``args.device_asked``:
-    the tools replace args.device with the resolved device (under torchrun, the process's own GPU), and open_model
-    needs to know whether CUDA was asked for or chosen automatically."""
-    args.device_asked = args.device
-    if args.device == "cuda" and not torch.cuda.is_available():
-        raise UsageError("--device cuda was asked for but no CUDA device is available; use --device cpu or auto")
-    if getattr(args, "threads", None):
-        torch.set_num_threads(args.threads)
-
-
-def model_file(path, args):
-    """The file open_model(path, args) loads: ``path``; for ``released`` (when no such file exists) the released
-    weights that the environment variable P_IEA_RELEASED_WEIGHTS names; for None the shipped checkpoint (its ONNX
-    export with --backend onnxruntime). Raises UsageError."""
-    if path is not None:
-        try:
-            return checkpoint_file(path)
-        except CheckpointError as e:
-            raise UsageError(str(e)) from None
-    return DEFAULT_ONNX if getattr(args, "backend", "auto") == "onnxruntime" else DEFAULT_CHECKPOINT
-
-
-def open_model(path, args):
-    """The model at ``path`` (None: the shipped checkpoint, see model_file) on args.device, checked against
-    args.tile; raises UsageError."""
-    backend = getattr(args, "backend", "auto")
-    path = model_file(path, args)
-    is_onnx = Path(path).suffix.lower() == ".onnx"
-    if backend == "torch" and is_onnx:
-        raise UsageError(f"{path}: an ONNX file runs with --backend onnxruntime (or auto)")
-    if backend == "onnxruntime" and not is_onnx:
-        raise UsageError(f"{path}: --backend onnxruntime runs an ONNX file; make one with `python export.py "
-                         f"--checkpoint {path} --format onnx --output {Path(path).with_suffix('.onnx').name}`")
-    try:
-        model = load_model(path, device=args.device,
-                           explicit_device=getattr(args, "device_asked", args.device) != "auto")
-    except CheckpointError as e:
-        raise UsageError(str(e)) from None
-    check_tile(model, args.tile)
-    check_size(model, getattr(args, "size", None))
-    return model
-
-
-def is_global(model):
-    """True when a model's output at a pixel may depend on the whole image (tiling would change its map)."""
-    radius = getattr(model, "receptive_radius", None)
-    return radius is not None and not math.isfinite(radius)
-
-
-def tile_for(model, tile):
-    """The tile size to use for ``model``: None for one pass (no tile asked, a model that resizes to its own
-    native size, or one whose receptive field is the whole image)."""
-    if not tile or getattr(model, "native_size", None) or is_global(model):
-        return None
-    return tile
-
-
-def minimum_tile(model):
-    """The smallest tile that leaves room for one tile multiple inside the model's context margins."""
-    multiple = getattr(model, "tile_multiple", 1)
-    return 2 * round_up(default_overlap(model), multiple) + multiple
-
-
-def check_tile(model, tile):
-    if tile_for(model, tile) is not None and tile < minimum_tile(model):
-        raise UsageError(f"--tile {tile} is below this model's minimum of {minimum_tile(model)} px (its context "
-                         f"margin on each side plus one tile step); use --tile {minimum_tile(model)} or more, or "
-                         "--tile 0 for one pass")
-
-
-def minimum_size(model):
-    """The smallest working size (--size) worth running ``model`` at: its tile multiple (P-IEANet: 8 x window, the
-    span of one attention window at its coarsest level; below it the photo is mostly padding), at least
-    MIN_WORKING_SIZE."""
-    return max(getattr(model, "tile_multiple", 1), MIN_WORKING_SIZE)
-
-
-def check_size(model, size):
-    """Refuse a --size (not native, 0) below what ``model`` can use; a model that resizes to its own fixed size
-    ignores --size."""
-    if size and not getattr(model, "native_size", None) and size < minimum_size(model):
-        raise UsageError(f"--size {size} is below this model's minimum working size of {minimum_size(model)} px; use "
-                         f"--size {minimum_size(model)} or more, or --size native")
-
-
+# ------------------------------------------------------------------------------------------------ inputs and outputs
 def writable_folder(path, what="output folder"):
     """Create ``path`` if needed and prove it can be written (a temporary file); raises UsageError."""
     path = Path(path)
@@ -250,7 +158,7 @@ def writable_folder(path, what="output folder"):
         with tempfile.NamedTemporaryFile(dir=path, prefix=".write-check-", suffix=".tmp"):
             pass
     except OSError as e:
-        raise UsageError(f"{path}: cannot write to the {what} ({e.strerror or one_line(e)}); choose another") from None
+        raise UsageError(f"{path}: cannot write to the {what} ({e.strerror or one_line(e)}); choose another") from e
     return path
 
 
@@ -267,7 +175,7 @@ def check_inputs(sources, recursive=None, exclude=(), errors=None):
         try:
             paths = list_images(source, recursive=bool(recursive), exclude=exclude, errors=unreadable)
         except OSError as e:
-            raise UsageError(f"{source}: cannot be read ({e.strerror or one_line(e)})") from None
+            raise UsageError(f"{source}: cannot be read ({e.strerror or one_line(e)})") from e
         if errors is not None:
             errors += unreadable
         if not paths and not unreadable:
@@ -280,78 +188,9 @@ def check_inputs(sources, recursive=None, exclude=(), errors=None):
     return found
 
 
-# ------------------------------------------------------------------------------------------------ per-image work
+# ------------------------------------------------------------------------------------------------ messages and progress
 def one_line(error):
     return first_line(error, 200)
-
-
-def read_image(path, raw_clipping=False, data=None):
-    """load_image (``data``: the file's bytes, already read), with the message's leading file name removed (the
-    caller names the file)."""
-    try:
-        return load_image(path, raw_clipping, data)
-    except ImageLoadError as e:
-        raise ImageLoadError(str(e).removeprefix(f"{path}: ")) from None
-
-
-def check_work(model, shape, size=None):
-    """Refuse an image whose padded working area would exceed MAX_PIXELS (a 1 x N strip is padded to the model's
-    tile multiple on both sides), so degenerate shapes cost at most what the largest accepted photo does."""
-    height, width = shape[:2]
-    size = (getattr(model, "working_size", None) if size is None else size) or None  # as predict_tensor does
-    if size is not None and max(height, width) > size:
-        scale = size / max(height, width)
-        height, width = max(1, round(height * scale)), max(1, round(width * scale))
-    multiple = 1 if getattr(model, "native_size", None) else getattr(model, "tile_multiple", 1)
-    work = round_up(height, multiple) * round_up(width, multiple)
-    if work > MAX_PIXELS:
-        raise ValueError(f"{shape[1]}x{shape[0]} is padded to {work / 1e6:.0f} MP of work for this model (tile "
-                         f"multiple {multiple}), above the {MAX_PIXELS / 1e6:.0f} MP limit")
-
-
-def predict(model, images, size=None, tile=None, batch_size=1):
-    """Residual maps of ``images`` through the tiled, bounded-memory path; a batch that fails as a whole is
-    retried one image at a time, so one image's failure (out of memory, a bad shape) does not take the others
-    with it. A map holding NaN or infinite values (a broken model, an ONNX file that outputs NaN) is that image's
-    failure, never a row of nan numbers. Returns a map (H x W float32) or the exception, per image."""
-    return [finite(result) for result in _predict(model, images, size, tile, batch_size)]
-
-
-def finite(result):
-    """``result`` (a map or an exception), or a ValueError when the map is not finite everywhere."""
-    if isinstance(result, BaseException) or np.isfinite(result).all():
-        return result
-    bad = np.count_nonzero(~np.isfinite(result))
-    return ValueError(f"the model gave {bad:,} non-finite value(s) (NaN or infinite) of {result.size:,}; expected a "
-                      "finite residual map (is the checkpoint damaged?)")
-
-
-def _predict(model, images, size, tile, batch_size):
-    tile = tile_for(model, tile)
-    checked = []
-    for image in images:
-        try:
-            check_work(model, image.shape, size)
-            checked.append(None)
-        except ValueError as e:
-            checked.append(e)
-    good = [image for image, error in zip(images, checked) if error is None]
-    try:
-        maps = iter(predict_batch(model, good, size=size, tile=tile, batch_size=batch_size) if good else [])
-        return [error if error is not None else next(maps) for error in checked]
-    except (RuntimeError, ValueError, MemoryError) as e:
-        if len(images) == 1:
-            return [e]
-    results = []
-    for image, error in zip(images, checked):
-        if error is not None:
-            results.append(error)
-            continue
-        try:
-            results.append(predict_batch(model, [image], size=size, tile=tile)[0])
-        except (RuntimeError, ValueError, MemoryError) as e:
-            results.append(e)
-    return results
 
 
 class Progress:

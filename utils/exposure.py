@@ -4,9 +4,9 @@ residual r = (gray(ideal) - gray(test)) / 255 with gray = 0.299 R + 0.587 G + 0.
 r in [-1, 1]; r > 0 is under-exposed (needs light), r < 0 over-exposed.
 """
 import math
+import sys
 
 import numpy as np
-import torch
 
 GRAY_WEIGHTS = (0.299, 0.587, 0.114)
 DEFAULT_THRESHOLD = 0.1
@@ -31,8 +31,11 @@ STOPS_MAX_PIXELS = 1 << 21  # larger photos are read on a regular grid (correcti
 
 
 def gray(rgb):
-    """Luma of an RGB array/tensor: numpy H x W x 3 (channels last) or torch B x 3 x H x W."""
-    if isinstance(rgb, torch.Tensor):
+    """Luma of an RGB array/tensor: numpy H x W x 3 (channels last) or torch B x 3 x H x W. (torch is not imported
+    here: a tensor exists only once something else has imported it, so this module stays light for the command
+    line's options.)"""
+    torch = sys.modules.get("torch")
+    if torch is not None and isinstance(rgb, torch.Tensor):
         w = torch.tensor(GRAY_WEIGHTS, dtype=rgb.dtype, device=rgb.device).view(1, 3, 1, 1)
         return (rgb * w).sum(dim=1, keepdim=True)
     rgb = np.asarray(rgb)

@@ -1,6 +1,8 @@
 """Residual maps for photos of any size.
 
-Two ways to go beyond what fits in memory at once, with different trade-offs:
+The model's properties (working size, tile multiple, receptive radius, native size, scene) and the decisions that follow
+from them (tile or not, the tile margin, the working shape) come from models/contract.py. Two ways to go beyond what
+fits in memory at once, with different trade-offs:
 
 * ``tile=N`` -- native resolution, overlapping tiles. Each tile is run with a margin of ``overlap`` pixels of context
   on every side and only its centre is kept. Tile origins sit on multiples of ``model.tile_multiple`` and the margin
@@ -16,13 +18,14 @@ Two ways to go beyond what fits in memory at once, with different trade-offs:
 Both can be combined (tiles at the working resolution). Models with a ``native_size`` (the released network) resize
 to it themselves; they are called on the whole image and ``size`` / ``tile`` do not apply.
 """
-import math
-
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from pieanet.models import contract
+from pieanet.models.contract import default_overlap, round_up  # noqa: F401 (default_overlap: for the callers)
 from pieanet.utils.exposure import gray
+from pieanet.utils.filters import box_mean
 
 # Guided filter window radius (pixels at the working resolution) and regularisation (guide in [0, 1]): the smallest
 # window keeps the map closest to the full-resolution one at photo edges (a larger radius or eps smooths across them);
@@ -30,26 +33,12 @@ from pieanet.utils.exposure import gray
 # were chosen: docs/design.md, "Guided upsampling".
 GUIDED_RADIUS = 1
 GUIDED_EPS = 1e-4
-OVERLAP_IN_MULTIPLES = 3  # default tile margin: 3 * tile_multiple covers the measured receptive radius of P-IEANet
 
 
 def model_device(model):
     for tensor in list(model.parameters()) + list(model.buffers()):
         return tensor.device
     return torch.device("cpu")
-
-
-def default_overlap(model):
-    """Margin of context around each tile: the model's receptive radius if it declares one, else 3 tile multiples
-    (P-IEANet: 192 px for window 8 against a measured receptive radius of about 145 px)."""
-    radius = getattr(model, "receptive_radius", None)
-    if radius is None:
-        return OVERLAP_IN_MULTIPLES * getattr(model, "tile_multiple", 1)
-    return int(radius) if math.isfinite(radius) else 0  # a global model is never tiled (predict_tensor)
-
-
-def round_up(value, multiple):
-    return int(math.ceil(value / multiple) * multiple)
 
 
 def tile_spans(length, tile, core, margin):
@@ -66,7 +55,7 @@ def tile_spans(length, tile, core, margin):
 
 def run_tiled(model, x, tile, overlap):
     """Model output for x (B x 3 x H x W) computed tile by tile; each tile keeps only its centre."""
-    multiple = getattr(model, "tile_multiple", 1)
+    multiple = contract.tile_multiple(model)
     margin = round_up(overlap, multiple)
     core = (tile - 2 * margin) // multiple * multiple
     if core < multiple:
@@ -76,7 +65,7 @@ def run_tiled(model, x, tile, overlap):
     if height <= tile and width <= tile:
         return model(x)
     # a model that judges the whole scene (P-IEANet's scene branch) sees it once; each tile samples that
-    context = {"scene": model.scene(x)} if getattr(model, "uses_scene", False) else {}
+    context = contract.scene_context(model, x)
     out = torch.empty(x.shape[0], 1, height, width, dtype=x.dtype, device=x.device)
     for y0, y1, ky0, ky1 in tile_spans(height, tile, core, margin):
         for x0, x1, kx0, kx1 in tile_spans(width, tile, core, margin):
@@ -93,27 +82,21 @@ def shrink(x, size):
     return F.interpolate(x, size=size, mode="bicubic", align_corners=False, antialias=True).clamp_(0.0, 1.0)
 
 
-def box_filter(x, radius):
-    """Mean over a (2 radius + 1)^2 window, borders averaged over the pixels that exist."""
-    k = 2 * radius + 1
-    x = F.avg_pool2d(x, (k, 1), stride=1, padding=(radius, 0), count_include_pad=False)
-    return F.avg_pool2d(x, (1, k), stride=1, padding=(0, radius), count_include_pad=False)
-
-
 def guided_upsample(residual, guide_low, guide_full, radius=GUIDED_RADIUS, eps=GUIDED_EPS):
     """Fast guided filter (He & Sun 2015): fit residual ~ a * guide + b locally at low resolution, upsample a and b
     bilinearly and apply them to the full-resolution guide. All tensors B x 1 x h x w / B x 1 x H x W."""
     radius = min(radius, (min(guide_low.shape[-2:]) - 1) // 2)
     if radius < 1:
         return F.interpolate(residual, size=guide_full.shape[-2:], mode="bilinear", align_corners=False)
-    mean_i, mean_p = box_filter(guide_low, radius), box_filter(residual, radius)
-    cov_ip = box_filter(guide_low * residual, radius) - mean_i * mean_p
-    var_i = box_filter(guide_low * guide_low, radius) - mean_i * mean_i
+    window = 2 * radius + 1
+    mean_i, mean_p = box_mean(guide_low, window), box_mean(residual, window)
+    cov_ip = box_mean(guide_low * residual, window) - mean_i * mean_p
+    var_i = box_mean(guide_low * guide_low, window) - mean_i * mean_i
     a = cov_ip / (var_i + eps)
     b = mean_p - a * mean_i
     size = guide_full.shape[-2:]
-    a = F.interpolate(box_filter(a, radius), size=size, mode="bilinear", align_corners=False)
-    b = F.interpolate(box_filter(b, radius), size=size, mode="bilinear", align_corners=False)
+    a = F.interpolate(box_mean(a, window), size=size, mode="bilinear", align_corners=False)
+    b = F.interpolate(box_mean(b, window), size=size, mode="bilinear", align_corners=False)
     return a.mul_(guide_full).add_(b)
 
 
@@ -131,20 +114,15 @@ def predict_tensor(model, x, size=None, tile=None, overlap=None):
     """Residual (B x 1 x H x W, float32, [-1, 1]) of x (B x 3 x H x W in [0, 1]) under inference_mode.
     size: working resolution (longer side); None = the model's own ``working_size`` (native if it has none);
     0 = native resolution."""
-    if size is None:
-        size = getattr(model, "working_size", None)
-    size = size or None
     if overlap is None:
         overlap = default_overlap(model)
-    if not math.isfinite(getattr(model, "receptive_radius", None) or 0):
-        tile = None  # its map depends on the whole image: tiles would change it
+    tile = contract.tile_for(model, tile)
     height, width = x.shape[-2:]
+    low_size = contract.working_shape(model, (height, width), size)
     with torch.inference_mode():
-        if getattr(model, "native_size", None):
+        if contract.native_size(model):
             residual = model(x)
-        elif size is not None and max(height, width) > size:
-            scale = size / max(height, width)
-            low_size = (max(1, round(height * scale)), max(1, round(width * scale)))
+        elif low_size != (height, width):
             x_low = shrink(x, low_size)
             residual = run_tiled(model, x_low, tile, overlap) if tile else model(x_low)
             residual = guided_upsample(residual.float(), gray(x_low), gray(x))

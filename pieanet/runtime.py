@@ -1,0 +1,146 @@
+"""The tools' runtime: open the model the command line names and run photos through it, one photo's failure never
+taking the others with it.
+
+Layers, each importing only from those below it (tests/test_layers.py; docs/design.md, "Layers"):
+    tools          make_heatmap.py, score.py, evaluate.py, compare_methods.py, export.py, train_wavelet.py
+    runtime        this module: the command line's options -> a model (UsageError), per-photo prediction
+    models         the networks, their contract (models/contract.py), loading, inference (tiles, working size)
+    utils          the command line (utils/cli.py), files, images, exposure conventions, summary and report
+"""
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from pieanet.models import DEFAULT_CHECKPOINT, DEFAULT_ONNX, CheckpointError, checkpoint_file, contract, load_model
+from pieanet.models import resolve_device  # noqa: F401 (the tools resolve --device through the runtime)
+from pieanet.models.inference import predict_batch
+from pieanet.utils.errors import UsageError
+from pieanet.utils.image_io import MAX_PIXELS, ImageLoadError, load_image
+
+
+# ------------------------------------------------------------------------------------------------ setup
+def setup(args):
+    """Check the device and apply --threads; raises UsageError. Keeps the --device value as ``args.device_asked``:
+    the tools replace args.device with the resolved device (under torchrun, the process's own GPU), and open_model
+    needs to know whether CUDA was asked for or chosen automatically."""
+    args.device_asked = args.device
+    if args.device == "cuda" and not torch.cuda.is_available():
+        raise UsageError("--device cuda was asked for but no CUDA device is available; use --device cpu or auto")
+    if getattr(args, "threads", None):
+        torch.set_num_threads(args.threads)
+
+
+def model_file(path, args):
+    """The file open_model(path, args) loads: ``path``; for ``released`` (when no such file exists) the released
+    weights that the environment variable P_IEA_RELEASED_WEIGHTS names; for None the shipped checkpoint (its ONNX
+    export with --backend onnxruntime). Raises UsageError."""
+    if path is not None:
+        try:
+            return checkpoint_file(path)
+        except CheckpointError as e:
+            raise UsageError(str(e)) from e
+    return DEFAULT_ONNX if getattr(args, "backend", "auto") == "onnxruntime" else DEFAULT_CHECKPOINT
+
+
+def open_model(path, args):
+    """The model at ``path`` (None: the shipped checkpoint, see model_file) on args.device, checked against
+    args.tile; raises UsageError."""
+    backend = getattr(args, "backend", "auto")
+    path = model_file(path, args)
+    is_onnx = Path(path).suffix.lower() == ".onnx"
+    if backend == "torch" and is_onnx:
+        raise UsageError(f"{path}: an ONNX file runs with --backend onnxruntime (or auto)")
+    if backend == "onnxruntime" and not is_onnx:
+        raise UsageError(f"{path}: --backend onnxruntime runs an ONNX file; make one with `python export.py "
+                         f"--checkpoint {path} --format onnx --output {Path(path).with_suffix('.onnx').name}`")
+    try:
+        model = load_model(path, device=args.device,
+                           explicit_device=getattr(args, "device_asked", args.device) != "auto")
+    except CheckpointError as e:
+        raise UsageError(str(e)) from e
+    check_tile(model, args.tile)
+    check_size(model, getattr(args, "size", None))
+    return model
+
+
+def check_tile(model, tile):
+    """Refuse a --tile (when the model is tiled at all: contract.tile_for) below the model's minimum_tile."""
+    minimum = contract.minimum_tile(model)
+    if contract.tile_for(model, tile) is not None and tile < minimum:
+        raise UsageError(f"--tile {tile} is below this model's minimum of {minimum} px (its context margin on each "
+                         f"side plus one tile step); use --tile {minimum} or more, or --tile 0 for one pass")
+
+
+def check_size(model, size):
+    """Refuse a --size (not native, 0) below what ``model`` can use; a model that resizes to its own fixed size
+    ignores --size."""
+    minimum = contract.minimum_size(model)
+    if size and not contract.native_size(model) and size < minimum:
+        raise UsageError(f"--size {size} is below this model's minimum working size of {minimum} px; use "
+                         f"--size {minimum} or more, or --size native")
+
+
+# ------------------------------------------------------------------------------------------------ per-image work
+def read_image(path, raw_clipping=False, data=None):
+    """load_image (``data``: the file's bytes, already read), with the message's leading file name removed (the
+    caller names the file)."""
+    try:
+        return load_image(path, raw_clipping, data)
+    except ImageLoadError as e:
+        raise ImageLoadError(str(e).removeprefix(f"{path}: ")) from e
+
+
+def check_work(model, shape, size=None):
+    """Refuse an image whose padded working area would exceed MAX_PIXELS (a 1 x N strip is padded to the model's
+    tile multiple on both sides), so degenerate shapes cost at most what the largest accepted photo does."""
+    padded = contract.padded_shape(model, contract.working_shape(model, shape, size))
+    work = padded[0] * padded[1]
+    if work > MAX_PIXELS:
+        raise ValueError(f"{shape[1]}x{shape[0]} is padded to {work / 1e6:.0f} MP of work for this model (tile "
+                         f"multiple {contract.padding_multiple(model)}), above the {MAX_PIXELS / 1e6:.0f} MP limit")
+
+
+def predict(model, images, size=None, tile=None, batch_size=1):
+    """Residual maps of ``images`` through the tiled, bounded-memory path; a batch that fails as a whole is
+    retried one image at a time, so one image's failure (out of memory, a bad shape) does not take the others
+    with it. A map holding NaN or infinite values (a broken model, an ONNX file that outputs NaN) is that image's
+    failure, never a row of nan numbers. Returns a map (H x W float32) or the exception, per image."""
+    return [finite(result) for result in _predict(model, images, size, tile, batch_size)]
+
+
+def finite(result):
+    """``result`` (a map or an exception), or a ValueError when the map is not finite everywhere."""
+    if isinstance(result, BaseException) or np.isfinite(result).all():
+        return result
+    bad = np.count_nonzero(~np.isfinite(result))
+    return ValueError(f"the model gave {bad:,} non-finite value(s) (NaN or infinite) of {result.size:,}; expected a "
+                      "finite residual map (is the checkpoint damaged?)")
+
+
+def _predict(model, images, size, tile, batch_size):
+    tile = contract.tile_for(model, tile)
+    checked = []
+    for image in images:
+        try:
+            check_work(model, image.shape, size)
+            checked.append(None)
+        except ValueError as e:
+            checked.append(e)
+    good = [image for image, error in zip(images, checked) if error is None]
+    try:
+        maps = iter(predict_batch(model, good, size=size, tile=tile, batch_size=batch_size) if good else [])
+        return [error if error is not None else next(maps) for error in checked]
+    except (RuntimeError, ValueError, MemoryError) as e:
+        if len(images) == 1:
+            return [e]
+    results = []
+    for image, error in zip(images, checked):
+        if error is not None:
+            results.append(error)
+            continue
+        try:
+            results.append(predict_batch(model, [image], size=size, tile=tile)[0])
+        except (RuntimeError, ValueError, MemoryError) as e:
+            results.append(e)
+    return results

@@ -1,0 +1,145 @@
+"""Layers import downwards only (docs/design.md, "Layers"): utils <- models <- pieanet.runtime <- the tools.
+
+Every project .py file is parsed with ``ast`` (nothing is imported) and its ``pieanet.*`` imports are resolved to
+modules: utils/ never imports the models, models/ takes from utils/ only the low-level modules, and no module imports
+another that imports it back at module level.
+"""
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGES = ("models", "utils", "datasets", "configs")  # folders of the checkout that are pieanet.<folder>
+# what models/ may take from utils/: modules that import nothing from the project but each other
+LOW_LEVEL_UTILS = {"pieanet.utils.safety", "pieanet.utils.image_io", "pieanet.utils.exposure",
+                   "pieanet.utils.filters", "pieanet.utils.shipped", "pieanet.utils.errors"}
+
+
+def module_name(path):
+    """The pieanet.* name of a project file, or None for one outside the package (tests, bench, examples)."""
+    parts = path.relative_to(ROOT).with_suffix("").parts
+    if parts[0] == "pieanet" or parts[0] in PACKAGES:
+        parts = parts if parts[0] == "pieanet" else ("pieanet",) + parts
+        return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+    if len(parts) == 1 and parts[0] != "setup":  # a flat script: pieanet.make_heatmap
+        return f"pieanet.{parts[0]}"
+    return None
+
+
+def project_files():
+    return sorted(path for path in ROOT.rglob("*.py") if not any(part.startswith(".") for part in
+                                                                 path.relative_to(ROOT).parts))
+
+
+MODULES = {module_name(path): path for path in project_files() if module_name(path)}
+
+
+def resolve(name, imported=()):
+    """The project modules an import of ``name`` (with the names ``imported`` from it) loads: the submodules it names
+    where they are modules, else the module itself."""
+    found = [f"{name}.{item}" for item in imported if f"{name}.{item}" in MODULES]
+    if len(found) < len(imported) or not imported:
+        found.append(name)
+    return [module for module in found if module in MODULES]
+
+
+def imports(path, module_level_only=False):
+    """The pieanet modules ``path`` imports: [(module, line)]; with ``module_level_only`` not those inside functions
+    and classes (which run only when called)."""
+    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    nodes = []
+
+    def walk(node):
+        for child in ast.iter_child_nodes(node):
+            if module_level_only and isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef,
+                                                        ast.Lambda)):
+                continue
+            if isinstance(child, (ast.Import, ast.ImportFrom)):
+                nodes.append(child)
+            walk(child)
+    walk(tree)
+    found = []
+    for node in nodes:
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                if alias.name.split(".")[0] == "pieanet":
+                    found += [(module, node.lineno) for module in resolve(alias.name)]
+        elif node.module and node.level == 0 and node.module.split(".")[0] == "pieanet":
+            found += [(module, node.lineno) for module in resolve(node.module, [a.name for a in node.names])]
+    return found
+
+
+def test_the_parser_sees_the_projects_modules_and_their_imports():
+    # the truths the checks below rest on: the modules are found and imports resolve to submodules
+    for name in ("pieanet", "pieanet.runtime", "pieanet.make_heatmap", "pieanet.models", "pieanet.models.contract",
+                 "pieanet.utils.cli", "pieanet.datasets.iea40k"):
+        assert name in MODULES, name
+    assert "pieanet.models.contract" in {m for m, _ in imports(MODULES["pieanet.models"])}
+    assert {"pieanet.utils.errors", "pieanet.models.inference"} <= {m for m, _ in imports(MODULES["pieanet.runtime"])}
+    assert resolve("pieanet.utils", ["cli", "distributed"]) == ["pieanet.utils.cli", "pieanet.utils.distributed"]
+    assert resolve("pieanet.models", ["load_model", "contract"]) == ["pieanet.models.contract", "pieanet.models"]
+
+
+def test_utils_never_imports_the_models():
+    found = [f"{MODULES[name].relative_to(ROOT)}:{line} imports {module}"
+             for name in MODULES if name.startswith("pieanet.utils")
+             for module, line in imports(MODULES[name]) if module.startswith("pieanet.models")]
+    assert not found, "utils/ sits below models/; move the code up (models/, pieanet/runtime.py):\n" + "\n".join(found)
+
+
+def test_models_import_only_low_level_utils():
+    found = [f"{MODULES[name].relative_to(ROOT)}:{line} imports {module}"
+             for name in MODULES if name.startswith("pieanet.models")
+             for module, line in imports(MODULES[name])
+             if module.startswith("pieanet.utils") and module not in LOW_LEVEL_UTILS]
+    assert not found, f"models/ may import from utils/ only {sorted(LOW_LEVEL_UTILS)}:\n" + "\n".join(found)
+
+
+def test_low_level_utils_import_only_each_other():
+    found = [f"{MODULES[name].relative_to(ROOT)}:{line} imports {module}" for name in sorted(LOW_LEVEL_UTILS)
+             for module, line in imports(MODULES[name]) if module not in LOW_LEVEL_UTILS]
+    assert not found, "\n".join(found)
+
+
+def import_cycles(graph):
+    """Every cycle of ``graph`` ({module: {imported}}) found by a depth-first search, each as a list of modules."""
+    cycles, state = [], {}
+
+    def visit(node, stack):
+        state[node] = "open"
+        stack.append(node)
+        for other in sorted(graph.get(node, ())):
+            if state.get(other) == "open":
+                cycles.append(stack[stack.index(other):] + [other])
+            elif other not in state:
+                visit(other, stack)
+        stack.pop()
+        state[node] = "done"
+    for node in sorted(graph):
+        if node not in state:
+            visit(node, [])
+    return cycles
+
+
+def test_the_cycle_search_finds_a_cycle():
+    assert import_cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c", "a"]]
+    assert import_cycles({"a": {"b"}, "b": set(), "c": {"a", "b"}}) == []
+
+
+def test_no_module_level_import_cycle():
+    graph = {name: {module for module, _ in imports(path, module_level_only=True) if module != name}
+             for name, path in MODULES.items()}
+    cycles = import_cycles(graph)
+    assert not cycles, "module-level import cycles:\n" + "\n".join(" -> ".join(cycle) for cycle in cycles)
+
+
+@pytest.mark.subprocess
+def test_the_command_line_summary_and_report_load_neither_torch_nor_the_models():
+    code = ("import sys; import pieanet.utils.cli, pieanet.utils.summary, pieanet.utils.report; "
+            "print(sorted(m for m in ('torch', 'pieanet.models') if m in sys.modules))")
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
