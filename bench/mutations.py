@@ -6,6 +6,7 @@ Each mutation is applied alone to a fresh copy of the committed tree (a temporar
 the tests named for it are run there; a mutation they do not turn red is a hole in the suite. Exit code 1 when any is
 missed or no longer applies (the code it mutates changed: update the list). Takes about a minute on 2 cores.
 """
+import argparse
 import subprocess
 import sys
 import tempfile
@@ -58,7 +59,8 @@ def run(mutation, workdir):
         subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(workdir)], check=True)
 
 
-def main():
+def main(argv=None):
+    argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter).parse_args(argv)
     missed = 0
     with tempfile.TemporaryDirectory() as tmp:
         for mutation in MUTATIONS:
