@@ -88,7 +88,7 @@ def load_yaml(path, check=None, _chain=()):
         path = Path(path).resolve()
         found = path.exists()
     except (OSError, ValueError) as e:  # a NUL byte, a name too long
-        raise ConfigError(f"{brief(str(path))}: not a usable config path ({e})") from None
+        raise ConfigError(f"{brief(str(path))}: not a usable config path ({e})") from e
     if path in _chain:
         raise ConfigError(f"{path}: circular 'base:' chain ({' -> '.join(p.name for p in (*_chain, path))})")
     if not found:
@@ -96,13 +96,13 @@ def load_yaml(path, check=None, _chain=()):
     try:
         config = yaml.load(read_text(path, "config file"), Loader) or {}
     except TextFileError as e:
-        raise ConfigError(str(e)) from None
+        raise ConfigError(str(e)) from e
     except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: not valid YAML ({first_line(e)})") from None
-    except RecursionError:
+        raise ConfigError(f"{path}: not valid YAML ({first_line(e)})") from e
+    except RecursionError:  # its thousands of frames would bury the message under --debug: no cause kept
         raise ConfigError(f"{path}: nested too deeply to read; expected a config of a few levels") from None
     except (ValueError, TypeError, OverflowError) as e:  # a value the constructors refuse (an int of 5000 digits)
-        raise ConfigError(f"{path}: a value cannot be read ({first_line(e, 120)})") from None
+        raise ConfigError(f"{path}: a value cannot be read ({first_line(e, 120)})") from e
     if not isinstance(config, dict):
         raise ConfigError(f"{path}: expected a mapping of keys to values at the top level")
     base = config.pop("base", None)
@@ -122,7 +122,9 @@ def parse_override(text):
         raise ConfigError(f"override {brief(text)}: expected dotted.key=value, e.g. train.lr=1e-4")
     try:
         return key.split("."), yaml.load(value, Loader)
-    except (yaml.YAMLError, RecursionError, ValueError, TypeError, OverflowError):
+    except (yaml.YAMLError, ValueError, TypeError, OverflowError) as e:
+        raise ConfigError(f"override {brief(text)}: the value is not valid YAML") from e
+    except RecursionError:  # as in load_yaml: no cause kept
         raise ConfigError(f"override {brief(text)}: the value is not valid YAML") from None
 
 
