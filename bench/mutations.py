@@ -1,4 +1,4 @@
-"""Do the tests catch a broken schedule, EMA, resume order, guided filter, over/under count or tile margin?
+"""Do the tests catch a broken schedule, EMA, resume order, guided filter, over/under count, scene grid or tile margin?
 
     python bench/mutations.py            # one line per mutation: CAUGHT or MISSED, the tests run, their outcome
 
@@ -36,6 +36,10 @@ MUTATIONS = [
     ("pct_over and pct_under swapped", "utils/exposure.py", '"pct_over": float(np.count_nonzero(r < -limit)',
      '"pct_over": float(np.count_nonzero(r > limit)',
      ["tests/test_exposure.py::test_residual_stats_tells_over_from_under"]),
+    ("scene-feature grid shifted by half a cell", "models/pieanet.py",
+     "rows = (top + (torch.arange(shape[0], device=scene.device, dtype=scene.dtype) + 0.5) * stride)",
+     "rows = (top + (torch.arange(shape[0], device=scene.device, dtype=scene.dtype) + 1.0) * stride)",
+     ["tests/test_golden.py"]),
     ("default tile margin a third of the receptive radius", "models/contract.py",
      "return int(radius) if math.isfinite(radius) else 0", "return int(radius) // 3 if math.isfinite(radius) else 0",
      ["tests/test_golden.py"]),

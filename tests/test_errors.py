@@ -214,14 +214,6 @@ def test_debug_flag_from_the_shell(tmp_path):
     assert debug.stderr.endswith(plain.stderr)
 
 
-@pytest.mark.subprocess
-def test_summary_and_report_load_without_the_command_line_or_torch():
-    code = ("import pieanet.utils.summary, pieanet.utils.report, sys; "
-            "assert 'torch' not in sys.modules, 'torch loaded'; assert 'pieanet.utils.cli' not in sys.modules")
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
-    assert result.returncode == 0, result.stderr
-
-
 def test_every_tool_has_the_debug_option(capsys):
     from pieanet import compare_methods, evaluate, export, make_heatmap, score, train_wavelet
     for tool in (make_heatmap, evaluate, compare_methods, score, export, train_wavelet):
