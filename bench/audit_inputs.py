@@ -118,11 +118,13 @@ def photo(path, size=(96, 64), seed=0):
 
 
 def one_bit_png(path, side):
+    """A 1-bit PNG of side x side black pixels, compressed as deflate allows (about 1,000:1)."""
     def chunk(kind, data):
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
     raw = zlib.compress(b"\0" * ((side + 7) // 8 + 1) * side, 9)
     path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", side, side, 1, 0, 0, 0, 0))
                      + chunk(b"IDAT", raw) + chunk(b"IEND", b""))
+    return path
 
 
 def tiny_tiff(path, side):

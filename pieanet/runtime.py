@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pieanet.models import DEFAULT_CHECKPOINT, DEFAULT_ONNX, CheckpointError, checkpoint_file, contract, load_model
+from pieanet.models import DEFAULT_CHECKPOINT, DEFAULT_ONNX, checkpoint_file, contract, load_model
 from pieanet.models import resolve_device  # noqa: F401 (the tools resolve --device through the runtime)
 from pieanet.models.inference import predict_batch
 from pieanet.utils.errors import UsageError
@@ -34,18 +34,15 @@ def setup(args):
 def model_file(path, args):
     """The file open_model(path, args) loads: ``path``; for ``released`` (when no such file exists) the released
     weights that the environment variable P_IEA_RELEASED_WEIGHTS names; for None the shipped checkpoint (its ONNX
-    export with --backend onnxruntime). Raises UsageError."""
+    export with --backend onnxruntime). Raises models.CheckpointError (exit code 2, as a UsageError)."""
     if path is not None:
-        try:
-            return checkpoint_file(path)
-        except CheckpointError as e:
-            raise UsageError(str(e)) from e
+        return checkpoint_file(path)
     return DEFAULT_ONNX if getattr(args, "backend", "auto") == "onnxruntime" else DEFAULT_CHECKPOINT
 
 
 def open_model(path, args):
     """The model at ``path`` (None: the shipped checkpoint, see model_file) on args.device, checked against
-    args.tile; raises UsageError."""
+    args.tile; raises UsageError or CheckpointError."""
     backend = getattr(args, "backend", "auto")
     path = model_file(path, args)
     is_onnx = Path(path).suffix.lower() == ".onnx"
@@ -54,11 +51,7 @@ def open_model(path, args):
     if backend == "onnxruntime" and not is_onnx:
         raise UsageError(f"{path}: --backend onnxruntime runs an ONNX file; make one with `python export.py "
                          f"--checkpoint {path} --format onnx --output {Path(path).with_suffix('.onnx').name}`")
-    try:
-        model = load_model(path, device=args.device,
-                           explicit_device=getattr(args, "device_asked", args.device) != "auto")
-    except CheckpointError as e:
-        raise UsageError(str(e)) from e
+    model = load_model(path, device=args.device, explicit_device=getattr(args, "device_asked", args.device) != "auto")
     check_tile(model, args.tile)
     check_size(model, getattr(args, "size", None))
     return model

@@ -1,6 +1,7 @@
 """Issue 18, inputs and outputs: what the tools hand to spreadsheets, markdown, terminals and matplotlib
 (utils/safety.py), the cost of an input bounded before work, and one line for every malformed config or rule file."""
 import csv
+import importlib.util
 import io
 import os
 import signal
@@ -177,16 +178,11 @@ def test_memory_budget_sees_an_address_space_limit():
 
 
 def one_bit_png(path, side):
-    """A 1-bit PNG of side x side black pixels, compressed as deflate allows (about 1,000:1)."""
-    import struct
-    import zlib
-
-    def chunk(kind, data):
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-    raw = zlib.compress(b"\0" * ((side + 7) // 8 + 1) * side, 9)
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", side, side, 1, 0, 0, 0, 0))
-                     + chunk(b"IDAT", raw) + chunk(b"IEND", b""))
-    return path
+    """The hostile-input audit's builder (bench/audit_inputs.py): a 1-bit PNG of side x side black pixels."""
+    spec = importlib.util.spec_from_file_location("audit_inputs", ROOT / "bench" / "audit_inputs.py")
+    audit = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(audit)
+    return audit.one_bit_png(path, side)
 
 
 def test_tiny_png_declaring_14000_squared_is_refused_before_decoding(tmp_path):
