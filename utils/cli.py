@@ -20,8 +20,8 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from pieanet.utils.errors import (EXIT_BROKEN_PIPE, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK,  # noqa: F401 (re-exported)
-                                  EXIT_USAGE, UsageError, add_debug_option, exit_status, set_debug)
+from pieanet.utils.errors import (EXIT_FAILED, EXIT_OK, EXIT_USAGE, UsageError,  # noqa: F401 (re-exported)
+                                  add_debug_option, exit_status, set_debug)
 from pieanet.utils.exposure import DEFAULT_THRESHOLD
 from pieanet.utils.heatmap import check_vmax
 from pieanet.utils.image_io import list_images, readable_formats
