@@ -33,6 +33,7 @@ from pieanet.datasets.fusion import exposure_fusion  # noqa: E402
 from pieanet.utils.exposure import gray, linear_to_srgb, srgb_to_linear  # noqa: E402
 from pieanet.utils.image_io import IMAGE_EXTENSIONS, atomic_write, load_image, readable_formats  # noqa: E402
 
+KEEP = "KEEP"  # the level of --keep-fraction's frames: the crop as published, its own ideal
 GLOBAL_LEVELS = ["N4", "N3", "N2", "N1", "P0", "P1", "P2", "P3", "P4"]
 SPATIAL_LEVELS = ["GRAD", "SPOT", "SKY", "FIELD"]
 DEFAULT_LEVELS = GLOBAL_LEVELS + SPATIAL_LEVELS
@@ -310,6 +311,7 @@ def make_crop(task):
     ideal = random_crop(source, cfg["size"], rng)
     if rng.random() < cfg["grey_fraction"]:  # a black-and-white photo has the same exposure as its colour original
         ideal = np.repeat(np.round(gray(ideal.astype(np.float64))).astype(np.uint8)[..., None], 3, axis=2)
+    published = ideal
     camera = random_camera(rng) if cfg["camera"] == "random" else SRGB_CAMERA
     radiance = scene_radiance(ideal, camera)  # every frame of the bracket, and the re-exposed ideal, render this
     # drawn only when asked for, so that corpora made without lamps keep their random stream (and their bytes)
@@ -335,23 +337,32 @@ def make_crop(task):
     stem = f"{scene}_{crop_index:03d}"
     ref_id = f"{stem}.png"
     write_atomic(out / "refs" / ref_id, encode(ideal, "png", None))
-    ideal_gray = gray(ideal.astype(np.float64))
-    rows = []
-    for level in levels:
-        test = render(radiance, exposure_field(level, radiance.shape[:2], rng, camera, ev0), camera, rng)
-        fmt, quality = cfg["format"], cfg["quality"]
-        if fmt == "camera":  # in-camera JPEG at a random quality, or a lossless frame
-            fmt, quality = ("jpg", int(rng.integers(75, 98))) if rng.random() < 0.7 else ("png", None)
-        data = encode(test, fmt, quality)
-        img_id = f"{stem}_{level}.{fmt}"
-        with Image.open(io.BytesIO(data)) as saved:  # the label must describe the bytes on disk, after compression
-            saved_rgb = np.asarray(saved.convert("RGB"), dtype=np.float64)
-        label = (ideal_gray - gray(saved_rgb)).astype(np.float32)
-        save_npy_atomic(out / "labels" / f"{stem}_{level}.npy", label)
-        write_atomic(out / "images" / img_id, data)
-        score = 10.0 * (1.0 - float(np.abs(label.astype(np.float64) / 255.0).mean()))
-        rows.append({"img_id": img_id, "ref_id": ref_id, "score": f"{score:.6f}", "level": level})
+    rows = [save_frame(render(radiance, exposure_field(level, radiance.shape[:2], rng, camera, ev0), camera, rng),
+                       ideal, ref_id, f"{stem}_{level}", level, cfg, rng) for level in levels]
+    # drawn last and only when asked for, so that corpora made without it keep their random stream (and their bytes)
+    if cfg.get("keep_fraction") and rng.random() < cfg["keep_fraction"]:
+        # the crop as published is its own ideal, whatever its key: a well-exposed photo needs no correction
+        keep_ref = f"{stem}_{KEEP}.png"
+        write_atomic(out / "refs" / keep_ref, encode(published, "png", None))
+        rows.append(save_frame(published, published, keep_ref, f"{stem}_{KEEP}", KEEP, cfg, rng))
     return rows
+
+
+def save_frame(test, ideal, ref_id, stem, level, cfg, rng):
+    """Write one test frame (8-bit RGB) and its exact label against ``ideal``; return its CSV row."""
+    out = Path(cfg["out"])
+    fmt, quality = cfg["format"], cfg["quality"]
+    if fmt == "camera":  # in-camera JPEG at a random quality, or a lossless frame
+        fmt, quality = ("jpg", int(rng.integers(75, 98))) if rng.random() < 0.7 else ("png", None)
+    data = encode(test, fmt, quality)
+    img_id = f"{stem}.{fmt}"
+    with Image.open(io.BytesIO(data)) as saved:  # the label must describe the bytes on disk, after compression
+        saved_rgb = np.asarray(saved.convert("RGB"), dtype=np.float64)
+    label = (gray(ideal.astype(np.float64)) - gray(saved_rgb)).astype(np.float32)
+    save_npy_atomic(out / "labels" / f"{stem}.npy", label)
+    write_atomic(out / "images" / img_id, data)
+    score = 10.0 * (1.0 - float(np.abs(label.astype(np.float64) / 255.0).mean()))
+    return {"img_id": img_id, "ref_id": ref_id, "score": f"{score:.6f}", "level": level}
 
 
 def package_dir(name):
@@ -535,6 +546,10 @@ def parse_args(argv=None):
     p.add_argument("--lamp-fraction", type=float, default=0.0,
                    help="share of crops given light sources 4-9 stops above white (clipped in the ideal, still bright "
                         "in frames 5-7 stops under; default: 0)")
+    p.add_argument("--keep-fraction", type=float, default=0.0,
+                   help=f"share of crops that also get a {KEEP} frame: the crop as published, its own ideal (label 0 "
+                        "but for JPEG), whatever its key, so that well-exposed bright and dark photos are among the "
+                        "samples (default: 0)")
     p.add_argument("--grey-fraction", type=float, default=0.05,
                    help="share of crops turned black-and-white (default: 0.05)")
     p.add_argument("--levels", nargs="+", default=DEFAULT_LEVELS,
@@ -563,8 +578,8 @@ def parse_args(argv=None):
         p.error(f"--always-levels {sorted(set(args.always_levels) - set(args.levels))} are not among --levels")
     if args.levels_per_crop is not None and not 1 <= args.levels_per_crop <= len(set(args.levels)):
         p.error(f"--levels-per-crop must be between 1 and the number of levels ({len(set(args.levels))})")
-    if not 0.0 <= args.grey_fraction <= 1.0 or not 0.0 <= args.lamp_fraction <= 1.0:
-        p.error("--grey-fraction and --lamp-fraction must be in [0, 1]")
+    if not all(0.0 <= f <= 1.0 for f in (args.grey_fraction, args.lamp_fraction, args.keep_fraction)):
+        p.error("--grey-fraction, --lamp-fraction and --keep-fraction must be in [0, 1]")
     if not 0.0 <= args.fusion_strength <= 1.0 or not all(-8.0 <= ev <= 8.0 for ev in args.fusion_evs):
         p.error("--fusion-strength must be in [0, 1] and --fusion-evs within -8..8")
     return args
@@ -588,7 +603,7 @@ def main(argv=None):
            "grey_fraction": args.grey_fraction, "ideal_grey": args.ideal_grey if max(args.ideal_grey) > 0 else None,
            "max_side": args.max_side, "fusion_strength": args.fusion_strength, "fusion_evs": args.fusion_evs,
            "always_levels": args.always_levels, "lamp_fraction": args.lamp_fraction,
-           "rule_on": args.rule_on}
+           "rule_on": args.rule_on, "keep_fraction": args.keep_fraction}
 
     def crops(name):
         if args.crops_per_photo is None:
@@ -605,7 +620,7 @@ def main(argv=None):
     for split, split_rows in splits.items():
         write_csv(out / f"{split}.csv", split_rows)
     level_means = {lv: float(np.mean([float(r["score"]) for r in splits["train"] if r["level"] == lv]))
-                   for lv in cfg["levels"] if any(r["level"] == lv for r in splits["train"])}
+                   for lv in cfg["levels"] + [KEEP] if any(r["level"] == lv for r in splits["train"])}
     command = "python -m pieanet.datasets.synthetic " + shlex.join(sys.argv[1:] if argv is None else argv)
     counts = {k: len(v) for k, v in splits.items()}
     write_readme(out, command, cfg, scenes, train, valid, counts, level_means)

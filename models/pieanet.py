@@ -17,7 +17,6 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from pieanet.models.contract import scaled_shape
 from pieanet.models.haar import haar_dwt, haar_idwt
 from pieanet.utils.filters import box_mean
 
@@ -68,52 +67,39 @@ class LightnessBranch(nn.Module):
 
 
 # ------------------------------------------------------------------------------------------------ traceable scene
-def resize_weights(length, target, index, rows):
-    """rows x length matrix whose row i < target holds the weights torch's antialiased bilinear resize
+def resize_weights(length, index, target):
+    """target x length matrix whose row i holds the weights torch's antialiased bilinear resize
     (``F.interpolate(mode="bilinear", align_corners=False, antialias=True)``) gives output pixel i of a resize from
-    ``length`` to ``target`` pixels; rows >= target are zero. length, target: 0-d float64 tensors; index:
-    arange(length) as float32 (its size carries the dynamic length).
-
-    With a magnification (target >= length) the filter's support is one input pixel and these are exactly the
-    weights of the plain bilinear resize (edges clamped), which is what torch uses there (antialias=False)."""
-    ratio = length.float() / target.float()
+    ``length`` pixels (a 0-d float64 tensor; ``index`` = arange(length) as float32, whose size carries the dynamic
+    length) to ``target``. With a magnification (target >= length) the filter's support is one input pixel and these
+    are exactly the weights of the plain bilinear resize (edges clamped), which is what torch uses there."""
+    ratio = length.float() / target
     support = torch.clamp(ratio, min=1.0)
-    i = torch.arange(rows, dtype=torch.float32, device=index.device)
-    center = ratio * (i + 0.5)
+    center = ratio * (torch.arange(target, dtype=torch.float32, device=index.device) + 0.5)
     weights = torch.clamp(1.0 - ((index[None, :] - center[:, None] + 0.5) / support).abs(), min=0.0)
-    valid = (i < target.float()).to(weights.dtype)[:, None]
-    weights = weights * valid  # rows past the thumbnail: no weight (their centres may lie outside the image)
     return weights / torch.clamp(weights.sum(dim=1, keepdim=True), min=1e-30)
 
 
-def sample_weights(positions, valid, columns):
-    """len(positions) x columns matrix of the 1-D bilinear weights ``F.grid_sample(..., mode="bilinear",
-    padding_mode="border", align_corners=False)`` uses at normalised ``positions`` on an axis of ``valid`` cells
-    (a 0-d tensor) stored in the first cells of ``columns``."""
-    valid = valid.to(positions.dtype)
-    pixel = ((positions + 1) * valid - 1) / 2
-    pixel = torch.minimum(torch.clamp(pixel, min=0.0), valid - 1)
+def sample_weights(positions, cells):
+    """len(positions) x cells matrix of the 1-D bilinear weights ``F.grid_sample(..., mode="bilinear",
+    padding_mode="border", align_corners=False)`` uses at normalised ``positions`` on an axis of ``cells`` cells."""
+    pixel = torch.clamp(((positions + 1) * cells - 1) / 2, min=0.0, max=float(cells - 1))
     low = torch.floor(pixel)
     frac = pixel - low
-    cells = torch.arange(columns, dtype=positions.dtype, device=positions.device)[None, :]
-    return ((cells == low[:, None]).to(positions.dtype) * (1 - frac)[:, None]
-            + (cells == low[:, None] + 1).to(positions.dtype) * frac[:, None])
-
-
-def conv_length(conv, length, axis):
-    """Output length of ``conv`` along ``axis`` (0 rows, 1 columns) for an input of ``length`` (0-d tensor)."""
-    k, s, p, d = conv.kernel_size[axis], conv.stride[axis], conv.padding[axis], conv.dilation[axis]
-    return torch.floor((length + 2 * p - d * (k - 1) - 1) / s) + 1
-
-
-def axis_mask(length, valid, dtype):
-    return (torch.arange(length, dtype=torch.float64, device=valid.device) < valid).to(dtype)
+    grid = torch.arange(cells, dtype=positions.dtype, device=positions.device)[None, :]
+    return ((grid == low[:, None]).to(positions.dtype) * (1 - frac)[:, None]
+            + (grid == low[:, None] + 1).to(positions.dtype) * frac[:, None])
 
 
 class SceneBranch(nn.Module):
-    """The whole photo at a fixed low resolution (longer side ``size``) -> a coarse grid of scene features (1/8 of the
-    thumbnail) whose receptive field covers the whole thumbnail, plus the grid's mean (the photo's overall key).
-    Computed once per photo, it is sampled at absolute positions, so a tile gets exactly what the whole image gets."""
+    """The whole photo as a ``size`` x ``size`` thumbnail -> a coarse grid of scene features (1/8 of the thumbnail)
+    whose receptive field covers the whole thumbnail, plus the grid's mean (the photo's overall key). Computed once
+    per photo, it is sampled at absolute positions (normalised to the photo), so a tile gets exactly what the whole
+    image gets.
+
+    The thumbnail is square whatever the photo's aspect ratio: the branch is trained on square crops, and a thumbnail
+    of another shape (43 x 64 for a 3:2 photo) changes the border share of its small feature grid, so the same photo
+    was judged differently at 256 x 256 and at 170 x 256 (a dark bracket frame of human_ref: +0.37 against +0.17)."""
 
     def __init__(self, size, width, channels):
         super().__init__()
@@ -127,50 +113,22 @@ class SceneBranch(nn.Module):
         self.out = nn.Conv2d(2 * width, channels, 1)
 
     def forward(self, x):
-        height, width = x.shape[-2:]
-        size = scaled_shape(height, width, self.size)
-        thumb = F.interpolate(x, size=size, mode="bilinear", align_corners=False,
-                              antialias=self.size < max(height, width))
+        # antialiased along an axis that shrinks; along one that grows torch's antialiased resize is plain bilinear
+        return self.features(F.interpolate(x, size=(self.size, self.size), mode="bilinear", align_corners=False,
+                                           antialias=True))
+
+    def features(self, thumb):
         y = self.encoder(torch.cat([thumb, log_luminance(thumb)], dim=1))
         return self.out(torch.cat([y, y.mean(dim=(2, 3), keepdim=True).expand_as(y)], dim=1))
 
-    # -------------------------------------------------------------------------------------- traceable path (export)
-    def traceable_thumbnail(self, x):
-        """The thumbnail of ``forward``, zero-padded to size x size, and its valid height and width (0-d float64):
-        the same numbers from fixed-size tensors (see PIEANet.traceable_forward)."""
-        height = torch.scalar_tensor(x.shape[-2], dtype=torch.float64, device=x.device)
-        width = torch.scalar_tensor(x.shape[-1], dtype=torch.float64, device=x.device)
-        thumb_h, thumb_w = scaled_shape(height, width, self.size)
-        rows = resize_weights(height, thumb_h, torch.arange(x.shape[-2], dtype=torch.float32, device=x.device),
-                              self.size)
-        cols = resize_weights(width, thumb_w, torch.arange(x.shape[-1], dtype=torch.float32, device=x.device),
-                              self.size)
-        # torch's CPU antialiased resize (torch 2.13) gives every row of a one-pixel-wide output the value of its
-        # first row; the scene branch meets that with photos more than about 2 * size times taller than wide.
-        # Reproduced here, so the traced model gives torch's numbers for every shape.
-        first_row_only = (self.size < torch.maximum(height, width)) & (thumb_w == 1)
-        valid_rows = (torch.arange(self.size, dtype=torch.float64, device=x.device) < thumb_h).to(rows.dtype)
-        rows = torch.where(first_row_only, rows[:1] * valid_rows[:, None], rows)
-        # torch resizes along the width first, then the height
-        thumb = torch.matmul(rows, torch.matmul(x, cols.transpose(0, 1)))
-        return thumb, thumb_h, thumb_w
-
     def traceable(self, x):
-        """``forward`` from fixed-size tensors: (scene features zero-padded to a fixed grid, valid rows, valid
-        columns), the last two 0-d float64 tensors."""
-        thumb, valid_h, valid_w = self.traceable_thumbnail(x)
-        y = torch.cat([thumb, log_luminance(thumb)], dim=1)
-        for layer in self.encoder:
-            if isinstance(layer, nn.Conv2d):
-                # zeros outside the valid part stand in for the conv's zero padding at the thumbnail's true border
-                y = (y * axis_mask(y.shape[-2], valid_h, y.dtype)[:, None]
-                     * axis_mask(y.shape[-1], valid_w, y.dtype)[None, :])
-                valid_h, valid_w = conv_length(layer, valid_h, 0), conv_length(layer, valid_w, 1)
-            y = layer(y)
-        mask = axis_mask(y.shape[-2], valid_h, y.dtype)[:, None] * axis_mask(y.shape[-1], valid_w, y.dtype)[None, :]
-        mean = (y * mask).sum(dim=(2, 3), keepdim=True) / (valid_h * valid_w).to(y.dtype)
-        scene = self.out(torch.cat([y, mean.expand_as(y)], dim=1))
-        return scene * mask, valid_h, valid_w
+        """``forward`` with the resize as two matrices of torch's antialiased-bilinear weights, which torch.export
+        traces with dynamic height and width (F.interpolate's size arithmetic it cannot)."""
+        rows, cols = (resize_weights(torch.scalar_tensor(length, dtype=torch.float64, device=x.device),
+                                     torch.arange(length, dtype=torch.float32, device=x.device), self.size)
+                      for length in x.shape[-2:])
+        # torch resizes along the width first, then the height
+        return self.features(torch.matmul(rows, torch.matmul(x, cols.transpose(0, 1))))
 
 
 def log_luminance(rgb):
@@ -342,18 +300,16 @@ class PIEANet(nn.Module):
     def traceable_forward(self, x):
         """``forward(x)`` (a whole photo) in a form torch.export can trace with dynamic batch, height and width.
 
-        The scene branch shrinks the photo to a size computed from its shape (``F.interpolate(...,
-        antialias=True)``) and samples its features with ``F.grid_sample``; torch.export cannot trace that size
-        arithmetic with dynamic H and W. Here the same numbers come from fixed-size tensors: the resize as two weight
-        matrices holding torch's antialiased-bilinear weights (which, with a magnification, are plain bilinear
-        weights: the ``antialias`` choice needs no branch), the thumbnail zero-padded to ``scene_size`` with the
-        encoder's convolutions masked to the valid part, and the sampling as two bilinear matrices. Without a scene
+        The scene branch resizes the photo with ``F.interpolate`` and samples its features with ``F.grid_sample``;
+        torch.export cannot trace their size arithmetic with dynamic H and W. Here the same numbers come from weight
+        matrices: the resize as two matrices of torch's antialiased-bilinear weights, the sampling as two bilinear
+        matrices on the scene grid, whose size is fixed. Without a scene
         branch this is ``forward``."""
         if self.scene_branch is None:
             return self.residual(x)
         height, width = x.shape[-2:]
-        scene, valid_h, valid_w = self.scene_branch.traceable(x)
+        scene = self.scene_branch.traceable(x)
         rows, cols = scene_positions(scene, (0, 0, height, width), self.feature_grid(height, width), 4)
-        features = torch.matmul(torch.matmul(sample_weights(rows, valid_h, scene.shape[-2]), scene),
-                                sample_weights(cols, valid_w, scene.shape[-1]).transpose(0, 1))
+        features = torch.matmul(torch.matmul(sample_weights(rows, scene.shape[-2]), scene),
+                                sample_weights(cols, scene.shape[-1]).transpose(0, 1))
         return self.residual(x, features)

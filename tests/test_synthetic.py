@@ -577,3 +577,26 @@ def test_rule_on_photo_keeps_a_crop_of_its_shadows_dark(tmp_path):
     assert min(means["photo"]) < 60 and max(means["photo"]) > 180
     # ... judged on its own every crop is pulled towards the target grey
     assert min(means["crop"]) > 80 and max(means["crop"]) < 160
+
+
+def test_keep_frames_are_the_crop_as_published_labelled_by_its_own_bytes(sources, png_set, tmp_path):
+    kept = generate(sources, tmp_path / "kept", "--val-scenes", "delta", "--keep-fraction", "1", "--ideal-grey",
+                    "200", "200", "--format", "jpg")
+    check_labels(kept, "jpg")
+    rows = read_csv(kept / "train.csv") + read_csv(kept / "valid.csv")
+    keep = [r for r in rows if r["level"] == synthetic.KEEP]
+    assert len(keep) == len({r["ref_id"] for r in rows if r["level"] != synthetic.KEEP})  # one per crop
+    for row in keep:
+        ref = kept / "refs" / row["ref_id"]
+        assert row["ref_id"] == row["img_id"].replace(".jpg", ".png") and ref.is_file()
+        label = np.load(kept / "labels" / row["img_id"].replace(".jpg", ".npy"))
+        # its own ideal: the only residual is the JPEG's, against the crop as published (not re-exposed to grey 200)
+        assert np.abs(label).mean() < 3 and gray_of_file(ref).mean() < 170
+        bracket_ref = kept / "refs" / (row["ref_id"].rsplit("_", 1)[0] + ".png")
+        assert gray_of_file(bracket_ref).mean() > gray_of_file(ref).mean() + 20  # the bracket's ideal was re-exposed
+    # --keep-fraction 0 draws nothing more from the random stream: the same bytes as before the option existed
+    plain = generate(sources, tmp_path / "plain", "--val-scenes", "delta", "--keep-fraction", "0")
+    for sub in ("images", "labels", "refs"):
+        assert sorted(p.name for p in (plain / sub).iterdir()) == sorted(p.name for p in (png_set / sub).iterdir())
+        for path in sorted((png_set / sub).iterdir()):
+            assert (plain / sub / path.name).read_bytes() == path.read_bytes()
