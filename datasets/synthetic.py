@@ -328,6 +328,10 @@ def make_crop(task):
     if cfg.get("fusion_strength"):
         ideal = local_ideal(ideal, radiance, camera, ev0, cfg["fusion_evs"], cfg["fusion_strength"])
     levels = cfg["levels"]
+    if lamps and cfg.get("lamp_frames") == "under":
+        # a light source is blown in the ideal, so an over-exposed frame would teach that a blown region needs no
+        # less light, while the blown windows of a real over-exposed frame were not blown in its ideal
+        levels = [lv for lv in levels if level_ev(lv) is not None and level_ev(lv) <= 0]
     if cfg["levels_per_crop"]:
         always = [lv for lv in levels if lv in cfg.get("always_levels", ())]
         drawn = [lv for lv in levels if lv not in always]
@@ -546,6 +550,9 @@ def parse_args(argv=None):
     p.add_argument("--lamp-fraction", type=float, default=0.0,
                    help="share of crops given light sources 4-9 stops above white (clipped in the ideal, still bright "
                         "in frames 5-7 stops under; default: 0)")
+    p.add_argument("--lamp-frames", choices=["all", "under"], default="all",
+                   help="the frames of a crop with lamps: drawn from every level, or only from the global levels at "
+                        "or under 0 EV (default: all)")
     p.add_argument("--keep-fraction", type=float, default=0.0,
                    help=f"share of crops that also get a {KEEP} frame: the crop as published, its own ideal (label 0 "
                         "but for JPEG), whatever its key, so that well-exposed bright and dark photos are among the "
@@ -603,7 +610,8 @@ def main(argv=None):
            "grey_fraction": args.grey_fraction, "ideal_grey": args.ideal_grey if max(args.ideal_grey) > 0 else None,
            "max_side": args.max_side, "fusion_strength": args.fusion_strength, "fusion_evs": args.fusion_evs,
            "always_levels": args.always_levels, "lamp_fraction": args.lamp_fraction,
-           "rule_on": args.rule_on, "keep_fraction": args.keep_fraction}
+           "rule_on": args.rule_on, "keep_fraction": args.keep_fraction,
+           "lamp_frames": args.lamp_frames}
 
     def crops(name):
         if args.crops_per_photo is None:

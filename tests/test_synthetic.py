@@ -600,3 +600,11 @@ def test_keep_frames_are_the_crop_as_published_labelled_by_its_own_bytes(sources
         assert sorted(p.name for p in (plain / sub).iterdir()) == sorted(p.name for p in (png_set / sub).iterdir())
         for path in sorted((png_set / sub).iterdir()):
             assert (plain / sub / path.name).read_bytes() == path.read_bytes()
+
+
+def test_lamp_frames_under_gives_crops_with_lamps_no_over_exposed_frame(sources, tmp_path):
+    lit = generate(sources, tmp_path / "lit", "--val-scenes", "delta", "--lamp-fraction", "1", "--lamp-frames",
+                   "under")
+    check_labels(lit, "png")
+    levels = {r["level"] for r in read_csv(lit / "train.csv") + read_csv(lit / "valid.csv")}
+    assert levels == {"N2", "P0"}  # of LEVELS, the global ones at or under 0 EV
