@@ -128,9 +128,9 @@ def test_a_black_and_white_copy_gets_the_same_verdict(shipped, shared_dir):
 
 
 def test_the_verdict_does_not_depend_on_the_aspect_ratio(shipped, shared_dir):
-    """The same photo squeezed to 256 x 256 and kept at its own aspect (3:2, 4:3) gets the same mean residual: with a
-    thumbnail of the photo's own shape the shipped model gave a 4-6 stops under frame of human_ref +0.17 at 3:2
-    and +0.37 at 1:1 (truth +0.43)."""
+    """The same photo squeezed to a square and kept at its own aspect (3:2, 4:3) gets the same mean residual: with a
+    thumbnail of the photo's own shape a fine-tuned candidate (configs/pieanet_corpus_v7.yaml) gave human_ref's
+    office frame, 6 stops under, +0.17 at 3:2 and +0.37 squeezed to a square (truth +0.43)."""
     photos = sorted((shared_dir / "human_ref" / "images").glob("*_00_*.png"))
     if not photos:
         pytest.skip(f"no human_ref frames under {shared_dir}")
