@@ -331,7 +331,7 @@ def make_crop(task):
     if lamps and cfg.get("lamp_frames") == "under":
         # a light source is blown in the ideal, so an over-exposed frame would teach that a blown region needs no
         # less light, while the blown windows of a real over-exposed frame were not blown in its ideal
-        levels = [lv for lv in levels if level_ev(lv) is not None and level_ev(lv) <= 0]
+        levels = [lv for lv in levels if lv not in SPATIAL_LEVELS and level_ev(lv) <= 0]
     if cfg["levels_per_crop"]:
         always = [lv for lv in levels if lv in cfg.get("always_levels", ())]
         drawn = [lv for lv in levels if lv not in always]
@@ -341,19 +341,21 @@ def make_crop(task):
     stem = f"{scene}_{crop_index:03d}"
     ref_id = f"{stem}.png"
     write_atomic(out / "refs" / ref_id, encode(ideal, "png", None))
+    ideal_gray = gray(ideal.astype(np.float64))
     rows = [save_frame(render(radiance, exposure_field(level, radiance.shape[:2], rng, camera, ev0), camera, rng),
-                       ideal, ref_id, f"{stem}_{level}", level, cfg, rng) for level in levels]
+                       ideal_gray, ref_id, f"{stem}_{level}", level, cfg, rng) for level in levels]
     # drawn last and only when asked for, so that corpora made without it keep their random stream (and their bytes)
     if cfg.get("keep_fraction") and rng.random() < cfg["keep_fraction"]:
         # the crop as published is its own ideal, whatever its key: a well-exposed photo needs no correction
         keep_ref = f"{stem}_{KEEP}.png"
         write_atomic(out / "refs" / keep_ref, encode(published, "png", None))
-        rows.append(save_frame(published, published, keep_ref, f"{stem}_{KEEP}", KEEP, cfg, rng))
+        rows.append(save_frame(published, gray(published.astype(np.float64)), keep_ref, f"{stem}_{KEEP}", KEEP, cfg,
+                               rng))
     return rows
 
 
-def save_frame(test, ideal, ref_id, stem, level, cfg, rng):
-    """Write one test frame (8-bit RGB) and its exact label against ``ideal``; return its CSV row."""
+def save_frame(test, ideal_gray, ref_id, stem, level, cfg, rng):
+    """Write one test frame (8-bit RGB) and its exact label against the ideal's grey (float64); return its CSV row."""
     out = Path(cfg["out"])
     fmt, quality = cfg["format"], cfg["quality"]
     if fmt == "camera":  # in-camera JPEG at a random quality, or a lossless frame
@@ -362,7 +364,7 @@ def save_frame(test, ideal, ref_id, stem, level, cfg, rng):
     img_id = f"{stem}.{fmt}"
     with Image.open(io.BytesIO(data)) as saved:  # the label must describe the bytes on disk, after compression
         saved_rgb = np.asarray(saved.convert("RGB"), dtype=np.float64)
-    label = (gray(ideal.astype(np.float64)) - gray(saved_rgb)).astype(np.float32)
+    label = (ideal_gray - gray(saved_rgb)).astype(np.float32)
     save_npy_atomic(out / "labels" / f"{stem}.npy", label)
     write_atomic(out / "images" / img_id, data)
     score = 10.0 * (1.0 - float(np.abs(label.astype(np.float64) / 255.0).mean()))

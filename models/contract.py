@@ -21,8 +21,6 @@ the shape the network works at (``working_shape``, ``scaled_shape``).
 """
 import math
 
-import torch
-
 # what a model that does not declare a property gets; receptive_radius None: OVERLAP_IN_MULTIPLES tile multiples,
 # config None: {} (receptive_radius(), config())
 DEFAULTS = {"working_size": None, "tile_multiple": 1, "receptive_radius": None, "native_size": None,
@@ -108,12 +106,8 @@ def minimum_size(model):
 
 
 def scaled_shape(height, width, longer):
-    """(h, w) of a height x width image resized so that its longer side is ``longer`` (each side at least 1).
-    Python numbers, or 0-d float64 tensors (the traceable path of models.pieanet, for export): the same arithmetic,
-    rounding half to even in both."""
-    if isinstance(height, torch.Tensor):
-        scale = longer / torch.maximum(height, width)
-        return torch.clamp(torch.round(height * scale), min=1.0), torch.clamp(torch.round(width * scale), min=1.0)
+    """(h, w) of a height x width image resized so that its longer side is ``longer`` (each side at least 1, rounding
+    half to even)."""
     scale = longer / max(height, width)
     return max(1, round(height * scale)), max(1, round(width * scale))
 

@@ -547,16 +547,21 @@ def test_lamps_stay_bright_in_a_dark_frame_and_clip_in_the_ideal():
     assert np.array_equal(at_ideal[untouched], ideal[untouched])
 
 
+def assert_same_files(made, reference):
+    """``made`` holds exactly the images, labels and refs of ``reference``, byte for byte."""
+    for sub in ("images", "labels", "refs"):
+        assert sorted(p.name for p in (made / sub).iterdir()) == sorted(p.name for p in (reference / sub).iterdir())
+        for path in sorted((reference / sub).iterdir()):
+            assert (made / sub / path.name).read_bytes() == path.read_bytes()
+
+
 def test_lamp_fraction_labels_exact_and_no_lamps_keeps_old_bytes(sources, png_set, tmp_path):
     lit = generate(sources, tmp_path / "lit", "--val-scenes", "delta", "--lamp-fraction", "1")
     check_labels(lit, "png")
     refs = sorted((lit / "refs").iterdir())
     assert any((np.asarray(Image.open(p)) == 255).all(axis=2).any() for p in refs)  # lamps blown in the ideals
     # --lamp-fraction 0 draws nothing more from the random stream: the same bytes as before the option existed
-    plain = generate(sources, tmp_path / "plain", "--val-scenes", "delta", "--lamp-fraction", "0")
-    for sub in ("images", "labels", "refs"):
-        for path in sorted((png_set / sub).iterdir()):
-            assert (plain / sub / path.name).read_bytes() == path.read_bytes()
+    assert_same_files(generate(sources, tmp_path / "plain", "--val-scenes", "delta", "--lamp-fraction", "0"), png_set)
 
 
 def test_rule_on_photo_keeps_a_crop_of_its_shadows_dark(tmp_path):
@@ -595,11 +600,7 @@ def test_keep_frames_are_the_crop_as_published_labelled_by_its_own_bytes(sources
         bracket_ref = kept / "refs" / (row["ref_id"].rsplit("_", 1)[0] + ".png")
         assert gray_of_file(bracket_ref).mean() > gray_of_file(ref).mean() + 20  # the bracket's ideal was re-exposed
     # --keep-fraction 0 draws nothing more from the random stream: the same bytes as before the option existed
-    plain = generate(sources, tmp_path / "plain", "--val-scenes", "delta", "--keep-fraction", "0")
-    for sub in ("images", "labels", "refs"):
-        assert sorted(p.name for p in (plain / sub).iterdir()) == sorted(p.name for p in (png_set / sub).iterdir())
-        for path in sorted((png_set / sub).iterdir()):
-            assert (plain / sub / path.name).read_bytes() == path.read_bytes()
+    assert_same_files(generate(sources, tmp_path / "plain", "--val-scenes", "delta", "--keep-fraction", "0"), png_set)
 
 
 def test_lamp_frames_under_gives_crops_with_lamps_no_over_exposed_frame(sources, tmp_path):
