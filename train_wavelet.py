@@ -81,15 +81,24 @@ def lr_factor(opts, steps_per_epoch):
     return factor
 
 
-def rescale(image, label, scale_range, generator):
-    """Image and label resized together by one random factor (bilinear, antialiased when shrinking)."""
+def rescale(image, maps, scale_range, generator):
+    """Image and residual maps (label, teacher map) resized together by one random factor (bilinear, antialiased
+    when shrinking). Returns (image, maps)."""
     if scale_range is None:
-        return image, label
+        return image, maps
     low, high = scale_range
     factor = low + (high - low) * torch.rand((), generator=generator).item()
     size = [max(8, round(side * factor)) for side in image.shape[-2:]]
     resize = dict(size=size, mode="bilinear", align_corners=False, antialias=factor < 1)
-    return F.interpolate(image, **resize).clamp_(0, 1), F.interpolate(label, **resize).clamp_(-1, 1)
+    return (F.interpolate(image, **resize).clamp_(0, 1),
+            [F.interpolate(residual, **resize).clamp_(-1, 1) for residual in maps])
+
+
+def teacher_l1(prediction, teacher, has_teacher):
+    """Mean absolute difference to the teacher map over the photos that have one (0 when none in the batch)."""
+    weight = has_teacher.to(prediction.dtype).view(-1, 1, 1, 1)
+    count = weight.sum() * prediction[0].numel()
+    return ((prediction - teacher).abs() * weight).sum() / count.clamp(min=1)
 
 
 def resolve_config(path, overrides=()):
@@ -109,6 +118,9 @@ def resolve_config(path, overrides=()):
         check_activations("model", model, skeleton)
     except (ValueError, TypeError, AssertionError, RuntimeError, ZeroDivisionError) as e:  # CheckpointError too
         raise ConfigError(first_line(e, None)) from e
+    if config["train"]["teacher_weight"] > 0 and config["data"]["teacher_dir"] is None:
+        raise ConfigError(f"{found}: train.teacher_weight is {config['train']['teacher_weight']:g} but "
+                          "data.teacher_dir is null; expected a teacher-map cache (python -m pieanet.datasets.teacher)")
     return config
 
 
@@ -287,8 +299,9 @@ def build_data(config, rank, world_size, is_main, cuda):
                         size=data["size"], seed=config["seed"])
     root = Path(data["root"])
     # a DatasetError here (exit code 2) stops the run before it starts
+    teacher_dir = data["teacher_dir"] if opts["teacher_weight"] > 0 else None  # hashing the photos costs seconds
     train_set = IEA40KDataset(root, data["train_csv"], crop=data["crop"], augment=data["augment"],
-                              **dataset_args)
+                              teacher_dir=teacher_dir, **dataset_args)
     sampler = ResumableSampler(train_set, rank, world_size, config["seed"])
     steps_per_epoch = len(sampler) // opts["batch_size"]
     if steps_per_epoch == 0:
@@ -416,8 +429,11 @@ class Run:
         self.scale_generator = torch.Generator().manual_seed(config["seed"])
 
     def describe(self):
-        config, ssim_weight = self.config, self.opts["ssim_weight"]
+        config, ssim_weight, teacher_weight = self.config, self.opts["ssim_weight"], self.opts["teacher_weight"]
         loss = self.opts["loss"] + (f" + {ssim_weight} x (1 - SSIM)" if ssim_weight else "")
+        if teacher_weight:
+            loss += (f" + {teacher_weight} x L1 to the teacher maps of {self.data['teacher_dir']} (found for "
+                     f"{self.train_set.teacher_count} of the {len(self.train_set)} training images)")
         self.log(f"{config['name']}: {config['model']} ({sum(p.numel() for p in self.model.parameters()):,} "
                  f"parameters), {len(self.train_set)} training images, "
                  f"{len(self.valid_loader.dataset) if self.is_main else '-'} validation images, "
@@ -490,7 +506,11 @@ class Run:
         """One optimizer step; returns the loss (a non-finite loss stops the run before the weights are touched)."""
         image = batch["image"].to(self.device, non_blocking=True)
         label = batch["residual"].to(self.device, non_blocking=True)
-        image, label = rescale(image, label, self.data["scale_range"], self.scale_generator)  # on the device
+        maps = [label]
+        if self.opts["teacher_weight"] > 0:
+            maps.append(batch["teacher"].to(self.device, non_blocking=True))
+        image, maps = rescale(image, maps, self.data["scale_range"], self.scale_generator)  # on the device
+        label = maps[0]
         if self.channels_last:
             image = image.contiguous(memory_format=torch.channels_last)
         with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
@@ -499,6 +519,9 @@ class Run:
         if self.opts["ssim_weight"] > 0:
             loss = loss + self.opts["ssim_weight"] * (1 - pytorch_msssim.ssim(
                 prediction.float(), label, data_range=SSIM_DATA_RANGE, size_average=True))
+        if self.opts["teacher_weight"] > 0:
+            loss = loss + self.opts["teacher_weight"] * teacher_l1(prediction.float(), maps[1],
+                                                                  batch["has_teacher"].to(self.device))
         loss_value = loss.item()
         if not math.isfinite(loss_value):
             raise TrainingError(f"the training loss is {loss_value} at global step {self.global_step + 1} (epoch "

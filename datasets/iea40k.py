@@ -3,10 +3,11 @@
     <images_dir>/<img_id>                         the test photo
     <labels_dir>/<img_id without extension>.npy   residual ideal - test in grey levels (-255..255), / label_scale
     <refs_dir>/<ref_id>                           the ideal photo (optional)
+    <teacher_dir>/<sha256 of the test photo>.npy  a teacher's residual map of it (optional; datasets/teacher.py)
 
 Problems are reported as one ``DatasetError`` naming the CSV line and the file: missing columns and missing files
 when the dataset is built, unreadable files, shape mismatches and bad label values when an item is read.
-Augmentation (resize, crop, flips) moves photo, label and ref together; noise touches the photo only. It is a
+Augmentation (resize, crop, flips) moves photo, label, teacher map and ref together; noise touches the photo only. It is a
 function of (seed, epoch, index), so a resumed run sees the same batches.
 """
 import math
@@ -20,7 +21,7 @@ import torch.nn.functional as F
 from torch.utils.data import Dataset
 
 from pieanet.utils.errors import EXIT_USAGE, PieaError
-from pieanet.utils.image_io import ImageLoadError, load_image
+from pieanet.utils.image_io import ImageLoadError, file_sha256, load_image
 from pieanet.utils.safety import csv_records, first_line
 
 REQUIRED_COLUMNS = ("img_id", "ref_id", "score")
@@ -76,16 +77,23 @@ def _read_rows(csv_path, reader, required):
 
 
 class IEA40KDataset(Dataset):
-    """Items: dict(image 3xHxW float32 [0,1], residual 1xHxW float32 [-1,1], score float, name str[, ref 3xHxW]).
+    """Items: dict(image 3xHxW float32 [0,1], residual 1xHxW float32 [-1,1], score float, name str[, ref 3xHxW]
+    [, teacher 1xHxW float32 [-1,1], has_teacher bool]).
 
     ``size`` resizes so the longer side is ``size`` (keeping the aspect ratio); ``crop`` takes a square crop (random
     when ``augment``, centred otherwise); ``augment`` also flips horizontally and vertically and adds Gaussian noise
     of std ``noise_std`` to the photo only. Paths: ``csv`` as given if it exists, else under ``root``; the folders
     under ``root`` unless absolute.
+
+    ``teacher_dir``: a cache of teacher maps (datasets/teacher.py: ``<sha256 of the image file>.npy`` in grey levels,
+    the labels' units and sign). A photo whose map is there gets it as ``teacher`` (scaled like its label) and
+    ``has_teacher`` True; the others get a zero map and False, so one batch can mix both. The photos are hashed once,
+    here; ``teacher_count`` is how many have a map.
     """
 
     def __init__(self, root, csv, images_dir="images", labels_dir="labels", refs_dir=None, label_scale=255.0,
-                 size=None, crop=None, augment=False, allow_label_resize=False, seed=0, noise_std=0.0):
+                 size=None, crop=None, augment=False, allow_label_resize=False, seed=0, noise_std=0.0,
+                 teacher_dir=None):
         root = Path(root)
         self.csv = Path(csv) if Path(csv).is_file() else root / csv
         for name, value, low in (("label_scale", label_scale, None), ("noise_std", noise_std, 0.0)):
@@ -105,6 +113,18 @@ class IEA40KDataset(Dataset):
         self.epoch = 0
         self.rows = read_split(self.csv)
         self._check_files()
+        self.teacher_maps = None if teacher_dir is None else self._find_teacher_maps(root / teacher_dir)
+        self.teacher_count = 0 if teacher_dir is None else sum(p is not None for p in self.teacher_maps)
+
+    def _find_teacher_maps(self, folder):
+        if not folder.is_dir():
+            raise DatasetError(f"{self.csv}: teacher_dir {folder} not found; expected a folder of teacher maps")
+        have = set(p.name for p in folder.iterdir())
+        maps = []
+        for row in self.rows:
+            name = f"{file_sha256(self.images_dir / row.img_id)}.npy"
+            maps.append(folder / name if name in have else None)
+        return maps
 
     def _paths(self, row):
         paths = {"image": self.images_dir / row.img_id,
@@ -144,13 +164,13 @@ class IEA40KDataset(Dataset):
     def __len__(self):
         return len(self.rows)
 
-    def _load_label(self, row, path, shape):
+    def _load_label(self, row, path, shape, what="label"):
         try:
             residual = read_label(path, self.label_scale)
         except DatasetError as e:
             raise DatasetError(f"{self._where(row)}: {e}") from e
         if residual.shape != shape:
-            message = (f"{self._where(row)}: {path}: label is {residual.shape[0]}x{residual.shape[1]} but the "
+            message = (f"{self._where(row)}: {path}: {what} is {residual.shape[0]}x{residual.shape[1]} but the "
                        f"image is {shape[0]}x{shape[1]}")
             if not self.allow_label_resize:
                 raise DatasetError(message + "; expected the same size (or set allow_label_resize)")
@@ -170,6 +190,10 @@ class IEA40KDataset(Dataset):
         image = self._load_photo(row, paths["image"])
         shape = image.shape[:2]
         planes = [image, self._load_label(row, paths["label"], shape)]
+        teacher = None if self.teacher_maps is None else self.teacher_maps[index]
+        if self.teacher_maps is not None:
+            planes.append(np.zeros(shape + (1,), np.float32) if teacher is None else
+                          self._load_label(row, teacher, shape, "teacher map"))
         if "ref" in paths:
             ref = self._load_photo(row, paths["ref"])
             if ref.shape[:2] != shape:
@@ -180,14 +204,16 @@ class IEA40KDataset(Dataset):
         stack = self._geometry(row, np.concatenate(planes, axis=2),
                                np.random.default_rng((self.seed, self.epoch, index)))
         stack = torch.from_numpy(np.ascontiguousarray(stack.transpose(2, 0, 1)))
-        image, residual = stack[:3], stack[3:4]
+        image, residual, rest = stack[:3], stack[3:4], stack[4:]
         if self.augment and self.noise_std > 0:
             rng = np.random.default_rng((self.seed, self.epoch, index, 1))
             noise = rng.normal(0.0, self.noise_std, size=image.shape).astype(np.float32)
             image = (image + torch.from_numpy(noise)).clamp_(0.0, 1.0)
         item = {"image": image, "residual": residual, "score": row.score, "name": row.img_id}
+        if self.teacher_maps is not None:
+            item["teacher"], item["has_teacher"], rest = rest[:1], teacher is not None, rest[1:]
         if "ref" in paths:
-            item["ref"] = stack[4:7]
+            item["ref"] = rest[:3]
         return item
 
     def _geometry(self, row, stack, rng):

@@ -226,6 +226,45 @@ def test_geometric_augmentation_moves_label_and_ref_with_photo(data_root):
     assert len({c[2:] for c in corners}) > 4  # crops at many places
 
 
+def test_teacher_maps_follow_the_photo_and_are_found_by_content(data_root):
+    """A teacher map is keyed by the photo's bytes (datasets/teacher.py) and moves with photo, label and ref; a photo
+    without a map gets zeros and has_teacher False."""
+    from pieanet.utils.image_io import file_sha256
+    rgb = position_image()
+    rgb[..., 2] = 7  # s1 differs from s0 and s2 (which share bytes, hence a map) only in blue: R - G is unchanged
+    Image.fromarray(rgb).save(data_root / "images" / "s1_N1.png")
+    Image.fromarray(rgb[..., ::-1].copy()).save(data_root / "refs" / "s1.png")
+    cache = data_root / "cache"
+    cache.mkdir()
+    label = np.load(data_root / "labels" / "s0_N1.npy")
+    np.save(cache / f"{file_sha256(data_root / 'images' / 's0_N1.png')}.npy", -label / 2)  # teacher = -label / 2
+    ds = IEA40KDataset(data_root, "train.csv", refs_dir="refs", crop=12, augment=True, seed=5, teacher_dir="cache")
+    assert ds.teacher_count == 2 and [p is not None for p in ds.teacher_maps] == [True, False, True]
+    for epoch in range(3):
+        ds.set_epoch(epoch)
+        for i in range(len(ds)):
+            item = ds[i]
+            check_follows(item)
+            assert item["teacher"].shape == (1, 12, 12) and item["has_teacher"] == (i != 1)
+            expected = -item["residual"] / 2 if i != 1 else torch.zeros(1, 12, 12)
+            assert torch.allclose(item["teacher"], expected, atol=1e-6)
+    batch = next(iter(DataLoader(ds, batch_size=3)))
+    assert batch["has_teacher"].tolist() == [True, False, True]
+    assert "teacher" not in IEA40KDataset(data_root, "train.csv")[0]  # without teacher_dir, as before
+
+
+def test_teacher_map_problems_name_the_file(data_root):
+    with pytest.raises(DatasetError, match=r"train\.csv: teacher_dir .*nowhere not found"):
+        IEA40KDataset(data_root, "train.csv", teacher_dir="nowhere")
+    (data_root / "cache").mkdir()
+    from pieanet.utils.image_io import file_sha256
+    bad = data_root / "cache" / f"{file_sha256(data_root / 'images' / 's0_N1.png')}.npy"
+    np.save(bad, np.zeros((H, W + 1), np.float32))
+    with pytest.raises(DatasetError, match=rf"line 2 \(s0_N1\.png\): .*{bad.name}: teacher map is 20x29 but the "
+                                           r"image is 20x28"):
+        IEA40KDataset(data_root, "train.csv", teacher_dir="cache")[0]
+
+
 def test_resize_longer_side_keeps_label_consistent(data_root):
     ds = IEA40KDataset(data_root, "train.csv", refs_dir="refs", size=14)
     item = ds[0]

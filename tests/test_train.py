@@ -158,6 +158,8 @@ def test_torchrun_gloo_two_processes_match_one_process_with_the_double_batch(tmp
     ("data.extra_valid={x: {root: a, well_exposed: false}}", "'data.extra_valid.x' is"),
     ("data.extra_valid={x: {root: a, csv: b.csv, well_exposed: true}}", "{root, well_exposed: true}"),
     ("data.extra_valid={x: {csv: b.csv}}", "'data.extra_valid.x' is {'csv': 'b.csv'}; expected {root, csv}"),
+    ("train.teacher_weight=-1", "'train.teacher_weight' is -1"),
+    ("train.teacher_weight=0.5", "train.teacher_weight is 0.5 but data.teacher_dir is null"),
 ])
 def test_bad_config_values_are_refused_before_anything_is_made(tmp_path, tiny_model_config, tiny_data, capsys,
                                                                 override, message):
@@ -260,6 +262,45 @@ def test_ssim_weight_adds_the_ssim_term_to_the_loss(tmp_path, tiny_model_config,
         assert len(calls) == (2 if weight else 0)  # 8 images, batch 4: one call per step
         assert all(c == ((4, 1, 32, 32), (4, 1, 32, 32), 1.0, True) for c in calls)
         assert ("(1 - SSIM)" in log) == bool(weight)
+
+
+def test_teacher_l1_hand_computed():
+    prediction = torch.tensor([[[[0.5, -0.5]]], [[[0.2, 0.2]]], [[[1.0, 1.0]]]])
+    teacher = torch.tensor([[[[0.0, 0.0]]], [[[0.9, 0.9]]], [[[0.0, 0.25]]]])
+    # photos 1 and 3 have a map: (0.5 + 0.5 + 1.0 + 0.75) / 4 pixels; photo 2 (no map) counts for nothing
+    loss = train_wavelet.teacher_l1(prediction, teacher, torch.tensor([True, False, True]))
+    assert loss.item() == pytest.approx(2.75 / 4)
+    assert train_wavelet.teacher_l1(prediction, teacher, torch.tensor([False] * 3)).item() == 0
+
+
+def test_teacher_weight_adds_the_teacher_term_over_the_photos_with_a_map(tmp_path, tiny_model_config, tiny_data,
+                                                                       monkeypatch):
+    from pieanet.utils.image_io import file_sha256
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    with open(tiny_data / "train.csv", newline="") as f:
+        with_maps = [row["img_id"] for row in csv.DictReader(f)][::3]  # 3 of the 8 photos
+    for name in with_maps:
+        np.save(cache / f"{file_sha256(tiny_data / 'images' / name)}.npy", np.zeros((SIZE, SIZE), np.float32))
+    calls = []
+
+    def fake_teacher_l1(prediction, teacher, has_teacher):
+        calls.append((prediction.shape, teacher.shape, int(has_teacher.sum())))
+        return torch.tensor(0.2)
+
+    monkeypatch.setattr(train_wavelet, "teacher_l1", fake_teacher_l1)
+    monkeypatch.setitem(train_wavelet.LOSSES, "l1", lambda prediction, label: (prediction * 0).sum() + 0.1)
+    for weight, expected in ((0.5, 0.1 + 0.5 * 0.2), (0.0, 0.1)):
+        calls.clear()
+        folder = tmp_path / f"w{weight}"
+        run(tiny_config(folder, tiny_model_config, tiny_data, epochs=1, batch_size=4, teacher_weight=weight),
+            f"data.teacher_dir={cache}", "data.valid_limit=1")
+        log = (folder / "runs" / "tiny" / "train.log").read_text()
+        assert f"train loss {expected:.4f}" in log
+        assert len(calls) == (2 if weight else 0)  # 8 images, batch 4: one call per step
+        assert all(c[:2] == ((4, 1, 32, 32), (4, 1, 32, 32)) for c in calls)
+        assert sum(c[2] for c in calls) == (3 if weight else 0)  # each photo with a map once in the epoch
+        assert ("found for 3 of the 8 training images" in log) == bool(weight)
 
 
 def test_extra_validation_sets_report_what_evaluate_reports_every_epoch(tmp_path, tiny_model_config, tiny_data):

@@ -80,6 +80,9 @@ class Data:
             "measured as evaluate.py does (the model's working size, guided upsampling): {name: {root: <IEA40K-layout "
             "folder>, csv: <split list>}} (MAE, SSIM, SRCC, physics) or {name: {root: <folder of well-exposed "
             "photos>, well_exposed: true}} (photos flagged, per key)")
+    teacher_dir: str | None = key(None, "a teacher-map cache (python -m pieanet.datasets.teacher): the maps of the "
+                                        "training photos found there are a second target (train.teacher_weight); "
+                                        "the photos without one learn from their label only")
     workers: int = key(2, "DataLoader worker processes", low=0, high=256)
 
 
@@ -100,6 +103,8 @@ class Train:
     loss: str = key("l1", "l1 | l2 | smooth_l1 (the paper's Table 6)", choices=LOSSES)
     ssim_weight: float = key(0.0, "> 0: add ssim_weight * (1 - SSIM(prediction, label)), SSIM as utils.metrics "
                                   "measures it", low=0)
+    teacher_weight: float = key(0.0, "> 0: add teacher_weight * L1(prediction, teacher map) over the photos of "
+                                     "the batch that have a map in data.teacher_dir (distillation)", low=0)
     amp: str = key("bf16", "bf16 | fp16 | none; CUDA only (CPU always trains in fp32)", choices=AMP)
     channels_last: bool = key(True, "CUDA only")
     max_steps: int | None = key(None, "stop (after saving last.pt) once this many optimizer steps are done; resume "
