@@ -11,7 +11,8 @@
   to 256 x 256 itself. A case is timed once, after a small warm-up call;
 * end to end: make_heatmap.py with default options on one 4000 x 3000 JPEG (a sample photo enlarged), the whole
   process (start-up, decoding, inference, writing), per backend, against the cost of the same pixels as 256 x 256
-  batches of the same network;
+  batches of the same network, and against the floor of any tool that writes a heatmap of the photo: a fresh Python
+  process that decodes the same JPEG and writes it as one PNG (Pillow's defaults, as make_heatmap.py writes);
 * cost: GFLOP per 256 x 256 image (torch.utils.flop_counter on meta tensors: shapes only, nothing computed) and
   parameter counts.
 Models: the project checkpoint (default checkpoints/pieanet_corpus.safetensors) or, when it is missing, the default
@@ -175,19 +176,28 @@ def measure_case(kind, height, width, mode, options, spec, threads):
     return {**row, **json.loads(result["stdout"].strip().splitlines()[-1]), "peak_rss_mb": result["peak_rss_mb"]}
 
 
+# The floor of the end-to-end figure: decode the JPEG and write one PNG of its size, nothing else.
+DECODE_WRITE = ("import sys; from PIL import Image; "
+                "Image.open(sys.argv[1]).convert('RGB').save(sys.argv[2])")
+
+
 def end_to_end(height, width, threads, checkpoint, backend):
     """make_heatmap.py with default options on one height x width JPEG, as a user runs it: seconds of the whole
-    process from start-up to exit, and its peak RSS."""
+    process from start-up to exit, its peak RSS, and the seconds of DECODE_WRITE on the same JPEG just before."""
     with tempfile.TemporaryDirectory() as folder:
         photo = Path(folder) / "photo.jpg"
         with Image.open(SAMPLE_PHOTO) as sample:
             sample.convert("RGB").resize((width, height), Image.LANCZOS).save(photo, quality=92)
+        floor = run_measured([sys.executable, "-c", DECODE_WRITE, photo, Path(folder) / "decoded.png"])
         command = [sys.executable, ROOT / "make_heatmap.py", "--input", photo, "--output", Path(folder) / "out",
                    "--threads", threads, "--backend", backend] + (["--checkpoint", checkpoint] if checkpoint else [])
         result = run_measured(command)
     if result["code"] != 0:
         return {"error": failure(result)}
-    return {"seconds": result["seconds"], "peak_rss_mb": result["peak_rss_mb"]}
+    if floor["code"] != 0:
+        return {"error": f"decoding and writing the photo failed: {failure(floor)}"}
+    return {"seconds": result["seconds"], "peak_rss_mb": result["peak_rss_mb"], "decode_write_seconds":
+            floor["seconds"], "vs_decode_write": result["seconds"] / floor["seconds"]}
 
 
 def parse_args(argv=None):
@@ -268,15 +278,17 @@ def main(argv=None):
         else:
             print(f"{row['model']:<13} {row['size']:<10} {mode:<28} {row['seconds']:>8.2f} "
                   f"{row['peak_rss_mb']:>12.0f}")
-    print("\nmake_heatmap.py, default options, one JPEG, whole process "
-          "(batch cost: the same pixels as 256 x 256 batches)")
-    print(f"{'backend':<12} {'size':<10} {'seconds':>8} {'batch cost s':>13} {'ratio':>6} {'peak RSS MB':>12}")
+    print("\nmake_heatmap.py, default options, one JPEG, whole process (batch cost: the same pixels as 256 x 256 "
+          "batches; decode+PNG: a process that decodes the JPEG and writes it as one PNG)")
+    print(f"{'backend':<12} {'size':<10} {'seconds':>8} {'batch cost s':>13} {'ratio':>6} {'decode+PNG s':>13} "
+          f"{'ratio':>6} {'peak RSS MB':>12}")
     for row in report["end_to_end"]:
         if "error" in row:
             print(f"{row['backend']:<12} {row['size']:<10} failed: {row['error']}")
             continue
         batch = f"{row['batch_seconds']:>13.2f} {row['ratio']:>6.2f}" if "ratio" in row else f"{'-':>13} {'-':>6}"
-        print(f"{row['backend']:<12} {row['size']:<10} {row['seconds']:>8.2f} {batch} {row['peak_rss_mb']:>12.0f}")
+        print(f"{row['backend']:<12} {row['size']:<10} {row['seconds']:>8.2f} {batch} "
+              f"{row['decode_write_seconds']:>13.2f} {row['vs_decode_write']:>6.2f} {row['peak_rss_mb']:>12.0f}")
     print(f"({args.threads} threads; timings on a shared machine are noisy)")
     if args.json:
         with atomic_write(args.json) as tmp:

@@ -147,12 +147,31 @@ def test_nothing_fetched_is_exit_code_2(fake_deb, tmp_path, monkeypatch, capsys)
     assert err.count(PACKAGE) == 1 and "no network" in err
 
 
-def test_photo_names_are_unique_in_the_shipped_manifest():
-    rows = photos.load_manifest()
+RESERVED = ("mate-backgrounds", "budgie-backgrounds", "wordpress-theme-")  # for measurement only, never trained on
+
+
+@pytest.mark.parametrize("manifest", [photos.MANIFEST, photos.KEYS_MANIFEST], ids=lambda path: path.name)
+def test_photo_names_are_unique_in_the_shipped_manifests(manifest):
+    rows = photos.load_manifest(manifest)
     files = {(row["package"], photos.photo_name(row["member"])) for row in rows}
     assert len(files) == len(rows)
     assert {row["package"] for row in rows} >= {"endless-sky-high-dpi", "gcompris-qt-data", "krank"}
     assert all(row["version"] and row["license"] and not row["package"].startswith("pypi:") for row in rows)
+    assert not [row for row in rows if row["package"].startswith(RESERVED)]
+
+
+def test_the_key_photos_are_not_in_the_main_manifest():
+    main = {(row["package"], row["member"]) for row in photos.load_manifest()}
+    assert not main & {(row["package"], row["member"]) for row in photos.load_manifest(photos.KEYS_MANIFEST)}
+
+
+def test_another_manifest_is_read_by_the_command_line(fake_deb, tmp_path):
+    assert photos.main(["--out", str(tmp_path / "out"), "--cache", str(fake_deb["cache"]), "--manifest",
+                        str(fake_deb["manifest"])]) == 1  # the fake manifest also names a missing member
+    assert len(photos.read_photo_list(tmp_path / "out")) == len(fake_deb["members"])
+    with pytest.raises(SystemExit) as exit_info:
+        photos.main(["--out", str(tmp_path / "x"), "--manifest", str(tmp_path / "none.tsv")])
+    assert exit_info.value.code == 2 and not (tmp_path / "x").exists()
 
 
 def test_unknown_package_is_a_usage_error(tmp_path):

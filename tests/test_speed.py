@@ -66,4 +66,7 @@ def test_smoke_run_reports_every_measurement(tmp_path):
     assert "error" not in end_to_end, end_to_end
     assert end_to_end["backend"] == "torch" and end_to_end["size"] == "160x96"
     assert end_to_end["seconds"] > 0 and end_to_end["peak_rss_mb"] > 50 and "ratio" not in end_to_end
+    # the floor: decoding the same JPEG and writing one PNG cannot take longer than doing that and running the model
+    assert 0 < end_to_end["decode_write_seconds"] < end_to_end["seconds"]
+    assert end_to_end["vs_decode_write"] == pytest.approx(end_to_end["seconds"] / end_to_end["decode_write_seconds"])
     assert "project / released" in done.stdout
