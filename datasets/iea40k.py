@@ -85,7 +85,8 @@ class IEA40KDataset(Dataset):
     of std ``noise_std`` to the photo only. Paths: ``csv`` as given if it exists, else under ``root``; the folders
     under ``root`` unless absolute.
 
-    ``teacher_dir``: a cache of teacher maps (datasets/teacher.py: ``<sha256 of the image file>.npy`` in grey levels,
+    ``teacher_dir``: a cache of teacher maps, a path as given (not under ``root``: one cache serves many datasets;
+    datasets/teacher.py: ``<sha256 of the image file>.npy`` in grey levels,
     the labels' units and sign). A photo whose map is there gets it as ``teacher`` (scaled like its label) and
     ``has_teacher`` True; the others get a zero map and False, so one batch can mix both. The photos are hashed once,
     here; ``teacher_count`` is how many have a map.
@@ -113,7 +114,7 @@ class IEA40KDataset(Dataset):
         self.epoch = 0
         self.rows = read_split(self.csv)
         self._check_files()
-        self.teacher_maps = None if teacher_dir is None else self._find_teacher_maps(root / teacher_dir)
+        self.teacher_maps = None if teacher_dir is None else self._find_teacher_maps(Path(teacher_dir))
         self.teacher_count = 0 if teacher_dir is None else sum(p is not None for p in self.teacher_maps)
 
     def _find_teacher_maps(self, folder):

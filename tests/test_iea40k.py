@@ -238,7 +238,7 @@ def test_teacher_maps_follow_the_photo_and_are_found_by_content(data_root):
     cache.mkdir()
     label = np.load(data_root / "labels" / "s0_N1.npy")
     np.save(cache / f"{file_sha256(data_root / 'images' / 's0_N1.png')}.npy", -label / 2)  # teacher = -label / 2
-    ds = IEA40KDataset(data_root, "train.csv", refs_dir="refs", crop=12, augment=True, seed=5, teacher_dir="cache")
+    ds = IEA40KDataset(data_root, "train.csv", refs_dir="refs", crop=12, augment=True, seed=5, teacher_dir=cache)
     assert ds.teacher_count == 2 and [p is not None for p in ds.teacher_maps] == [True, False, True]
     for epoch in range(3):
         ds.set_epoch(epoch)
@@ -255,14 +255,14 @@ def test_teacher_maps_follow_the_photo_and_are_found_by_content(data_root):
 
 def test_teacher_map_problems_name_the_file(data_root):
     with pytest.raises(DatasetError, match=r"train\.csv: teacher_dir .*nowhere not found"):
-        IEA40KDataset(data_root, "train.csv", teacher_dir="nowhere")
+        IEA40KDataset(data_root, "train.csv", teacher_dir=data_root / "nowhere")
     (data_root / "cache").mkdir()
     from pieanet.utils.image_io import file_sha256
     bad = data_root / "cache" / f"{file_sha256(data_root / 'images' / 's0_N1.png')}.npy"
     np.save(bad, np.zeros((H, W + 1), np.float32))
     with pytest.raises(DatasetError, match=rf"line 2 \(s0_N1\.png\): .*{bad.name}: teacher map is 20x29 but the "
                                            r"image is 20x28"):
-        IEA40KDataset(data_root, "train.csv", teacher_dir="cache")[0]
+        IEA40KDataset(data_root, "train.csv", teacher_dir=data_root / "cache")[0]
 
 
 def test_resize_longer_side_keeps_label_consistent(data_root):

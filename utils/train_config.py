@@ -80,7 +80,8 @@ class Data:
             "measured as evaluate.py does (the model's working size, guided upsampling): {name: {root: <IEA40K-layout "
             "folder>, csv: <split list>}} (MAE, SSIM, SRCC, physics) or {name: {root: <folder of well-exposed "
             "photos>, well_exposed: true}} (photos flagged, per key)")
-    teacher_dir: str | None = key(None, "a teacher-map cache (python -m pieanet.datasets.teacher): the maps of the "
+    teacher_dir: str | None = key(None, "a teacher-map cache (python -m pieanet.datasets.teacher; a path, not under "
+                                        "root): the maps of the "
                                         "training photos found there are a second target (train.teacher_weight); "
                                         "the photos without one learn from their label only")
     workers: int = key(2, "DataLoader worker processes", low=0, high=256)

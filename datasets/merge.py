@@ -1,0 +1,103 @@
+"""Several IEA40K-layout datasets as one, without copying: symbolic links and concatenated split lists.
+
+    python -m pieanet.datasets.merge --out data/corpus13 data/corpus10 keys_=data/corpus_keys2
+
+Each source is a folder in the IEA40K layout (train.csv / valid.csv, images/, labels/, refs/), optionally preceded by
+``PREFIX=``: its files appear in the merged folder under that prefix, so two simulator runs whose names collide can be
+merged. Writes ``<out>/images|labels|refs/`` of relative symbolic links to the sources' files (a moved checkout keeps
+working when the sources move with it) and ``<out>/<split>`` for each split list (``--splits``, default train.csv
+valid.csv): the sources' rows in the order given, img_id and ref_id prefixed; a split a source lacks (or holds no rows
+of) is skipped for that source. Refused before anything is made: an output folder that exists, a source that is not a folder, two files
+that would get one name, a row whose image, label or ref is missing. Exit codes: 0 done, 2 refused.
+"""
+import argparse
+import csv
+import os
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+if not __package__ and str(ROOT) not in sys.path:  # run as a script (python datasets/merge.py)
+    sys.path.insert(0, str(ROOT))
+
+from pieanet.datasets.iea40k import DatasetError, read_split  # noqa: E402
+from pieanet.utils import cli  # noqa: E402
+from pieanet.utils.image_io import atomic_write  # noqa: E402
+from pieanet.utils.safety import shown  # noqa: E402
+
+PROG = "merge"
+FOLDERS = ("images", "labels", "refs")
+COLUMNS = ("img_id", "ref_id", "score", "level")
+
+
+def parse_source(text):
+    """'PREFIX=DIR' or 'DIR' -> (prefix, Path)."""
+    prefix, sep, folder = text.partition("=")
+    return (prefix, Path(folder)) if sep else ("", Path(text))
+
+
+def plan(sources, splits):
+    """({split: [row dicts]}, {(folder, merged name): source file}) of the merge; raises DatasetError naming the
+    problem."""
+    rows, links = {split: [] for split in splits}, {}
+    for prefix, root in sources:
+        if not root.is_dir():
+            raise DatasetError(f"{root}: not a folder; expected an IEA40K-layout dataset")
+        for split in splits:
+            if not (root / split).is_file() or len((root / split).read_bytes().splitlines()) < 2:
+                continue  # a split this source lacks, or a header without rows
+            for row in read_split(root / split, required=("img_id", "ref_id")):
+                files = {"images": row.img_id, "labels": str(Path(row.img_id).with_suffix(".npy")),
+                         "refs": row.ref_id}
+                for folder, name in files.items():
+                    source = root / folder / name
+                    if not source.is_file():
+                        raise DatasetError(f"{root / split} line {row.line}: {source} not found")
+                    known = links.setdefault((folder, prefix + name), source)
+                    if known.resolve() != source.resolve():
+                        raise DatasetError(f"{source} and {known} would both be {folder}/{prefix}{name}; give one "
+                                           "source a prefix (PREFIX=DIR)")
+                rows[split].append({"img_id": prefix + row.img_id, "ref_id": prefix + row.ref_id,
+                                    "score": repr(row.score), "level": row.level})
+    return rows, links
+
+
+def merge(out, sources, splits=("train.csv", "valid.csv")):
+    """Write the merged dataset; returns {split: row count}."""
+    out = Path(out)
+    if out.exists():
+        raise DatasetError(f"{out}: already exists; expected a new folder (nothing there is replaced)")
+    rows, links = plan(sources, splits)
+    for folder in FOLDERS:
+        (out / folder).mkdir(parents=True)
+    for (folder, name), source in links.items():
+        target = out / folder / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.symlink_to(os.path.relpath(source.resolve(), target.parent.resolve()))
+    for split, split_rows in rows.items():
+        if not split_rows:
+            continue
+        with atomic_write(out / split) as tmp, open(tmp, "w", newline="", encoding="utf-8") as f:
+            writer = csv.DictWriter(f, fieldnames=COLUMNS)
+            writer.writeheader()
+            writer.writerows(split_rows)
+    return {split: len(split_rows) for split, split_rows in rows.items()}
+
+
+def run(argv):
+    parser = argparse.ArgumentParser(prog="python -m pieanet.datasets.merge", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", required=True, type=Path, help="the merged folder (must not exist)")
+    parser.add_argument("--splits", nargs="+", default=["train.csv", "valid.csv"], help="split lists to merge")
+    parser.add_argument("sources", nargs="+", type=parse_source, help="[PREFIX=]DIR, in order")
+    args = parser.parse_args(argv)
+    counts = merge(args.out, args.sources, args.splits)
+    print(shown(f"{args.out}: " + ", ".join(f"{split} {n} rows" for split, n in counts.items())))
+    return 0
+
+
+def main(argv=None):
+    return cli.run(PROG, run, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,50 @@
+"""datasets/merge.py: IEA40K-layout datasets merged by links and concatenated split lists, read back as one."""
+import numpy as np
+import pytest
+from PIL import Image
+
+from pieanet.datasets import merge
+from pieanet.datasets.iea40k import DatasetError, IEA40KDataset
+
+
+def make_set(root, grey, names=("a_N1", "b_P1"), valid=True):
+    """A tiny IEA40K-layout set whose photos are flat ``grey`` and labels ``128 - grey``."""
+    for folder in ("images", "labels", "refs"):
+        (root / folder).mkdir(parents=True)
+    lines = ["img_id,ref_id,score,level"]
+    for name in names:
+        Image.fromarray(np.full((8, 8, 3), grey, np.uint8)).save(root / "images" / f"{name}.png")
+        np.save(root / "labels" / f"{name}.npy", np.full((8, 8), 128.0 - grey, np.float32))
+        Image.fromarray(np.full((8, 8, 3), 128, np.uint8)).save(root / "refs" / f"{name[0]}.png")
+        lines.append(f"{name}.png,{name[0]}.png,7.123456789,{name[-2:]}")
+    (root / "train.csv").write_text("\n".join(lines) + "\n")
+    (root / "valid.csv").write_text("\n".join(lines[:2] if valid else lines[:1]) + "\n")
+    return root
+
+
+def test_two_sets_with_colliding_names_merge_under_a_prefix(tmp_path):
+    one, two = make_set(tmp_path / "one", 40), make_set(tmp_path / "two", 200, valid=False)
+    assert merge.main(["--out", str(tmp_path / "both"), str(one), f"k_={two}"]) == 0
+    both = IEA40KDataset(tmp_path / "both", "train.csv", refs_dir="refs")
+    assert [row.img_id for row in both.rows] == ["a_N1.png", "b_P1.png", "k_a_N1.png", "k_b_P1.png"]
+    assert [row.score for row in both.rows] == [7.123456789] * 4  # scores kept to the last digit
+    for i, grey in enumerate((40, 40, 200, 200)):
+        item = both[i]
+        assert item["image"].mul(255).round().eq(grey).all()
+        assert item["residual"].mul(255).sub(128 - grey).abs().max() < 1e-4
+    assert [row.img_id for row in IEA40KDataset(tmp_path / "both", "valid.csv").rows] == ["a_N1.png"]  # two has none
+    link = tmp_path / "both" / "images" / "k_a_N1.png"
+    assert link.is_symlink() and not link.readlink().is_absolute()
+
+
+def test_collisions_missing_files_and_an_existing_folder_are_refused_before_anything_is_made(tmp_path, capsys):
+    one, two = make_set(tmp_path / "one", 40), make_set(tmp_path / "two", 200)
+    with pytest.raises(DatasetError, match=r"would both be images/a_N1\.png; give one source a prefix"):
+        merge.merge(tmp_path / "out", [("", one), ("", two)])
+    (two / "labels" / "b_P1.npy").unlink()
+    with pytest.raises(DatasetError, match=r"train\.csv line 3: .*b_P1\.npy not found"):
+        merge.merge(tmp_path / "out", [("", one), ("x_", two)])
+    assert not (tmp_path / "out").exists()
+    (tmp_path / "taken").mkdir()
+    assert merge.main(["--out", str(tmp_path / "taken"), str(one)]) == 2
+    assert "already exists" in capsys.readouterr().err and not any((tmp_path / "taken").iterdir())
