@@ -7,8 +7,8 @@
 
 Problems are reported as one ``DatasetError`` naming the CSV line and the file: missing columns and missing files
 when the dataset is built, unreadable files, shape mismatches and bad label values when an item is read.
-Augmentation (resize, crop, flips) moves photo, label, teacher map and ref together; noise touches the photo only. It is a
-function of (seed, epoch, index), so a resumed run sees the same batches.
+Augmentation (resize, crop, flips) moves photo, label, teacher map and ref together; noise touches the photo only. It
+is a function of (seed, epoch, index), so a resumed run sees the same batches.
 """
 import math
 import warnings
@@ -85,11 +85,10 @@ class IEA40KDataset(Dataset):
     of std ``noise_std`` to the photo only. Paths: ``csv`` as given if it exists, else under ``root``; the folders
     under ``root`` unless absolute.
 
-    ``teacher_dir``: a cache of teacher maps, a path as given (not under ``root``: one cache serves many datasets;
-    datasets/teacher.py: ``<sha256 of the image file>.npy`` in grey levels,
-    the labels' units and sign). A photo whose map is there gets it as ``teacher`` (scaled like its label) and
-    ``has_teacher`` True; the others get a zero map and False, so one batch can mix both. The photos are hashed once,
-    here; ``teacher_count`` is how many have a map.
+    ``teacher_dir``: a cache of teacher maps (datasets/teacher.py: ``<sha256 of the image file>.npy`` in grey levels,
+    the labels' units and sign), a path as given, not under ``root``: one cache serves many datasets. A photo whose map
+    is there gets it as ``teacher`` (scaled like its label) and ``has_teacher`` True; the others get a zero map and
+    False, so one batch can mix both. The photos are hashed once, here; ``teacher_count`` is how many have a map.
     """
 
     def __init__(self, root, csv, images_dir="images", labels_dir="labels", refs_dir=None, label_scale=255.0,
