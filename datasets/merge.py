@@ -7,8 +7,8 @@ Each source is a folder in the IEA40K layout (train.csv / valid.csv, images/, la
 merged. Writes ``<out>/images|labels|refs/`` of relative symbolic links to the sources' files (a moved checkout keeps
 working when the sources move with it) and ``<out>/<split>`` for each split list (``--splits``, default train.csv
 valid.csv): the sources' rows in the order given, img_id and ref_id prefixed; a split a source lacks (or holds no rows
-of) is skipped for that source. Refused before anything is made: an output folder that exists, a source that is not a folder, two files
-that would get one name, a row whose image, label or ref is missing. Exit codes: 0 done, 2 refused.
+of) is skipped for that source. Refused before anything is made: an output folder that exists, a source that is not a
+folder, two files that would get one name, a row whose image, label or ref is missing. Exit codes: 0 done, 2 refused.
 """
 import argparse
 import csv
