@@ -45,7 +45,7 @@ from pieanet.utils.exposure import DEFAULT_THRESHOLD
 from pieanet.utils.heatmap import colorize
 from pieanet.utils.image_io import atomic_write, remove_orphan_temporaries
 from pieanet.utils.metrics import SSIM_CONVENTION, SSIM_DATA_RANGE, MetricAccumulator
-from pieanet.utils.safety import first_line, own_text
+from pieanet.utils.safety import first_line, own_text, shown
 from pieanet.utils.startup import interrupts_raise
 
 ROOT = Path(__file__).resolve().parent
@@ -302,6 +302,10 @@ def build_data(config, rank, world_size, is_main, cuda):
     teacher_dir = data["teacher_dir"] if opts["teacher_weight"] > 0 else None  # hashing the photos costs seconds
     train_set = IEA40KDataset(root, data["train_csv"], crop=data["crop"], augment=data["augment"],
                               teacher_dir=teacher_dir, **dataset_args)
+    if teacher_dir is not None and train_set.teacher_count == 0:
+        raise SetupError(f"{teacher_dir}: no teacher map of any of the {len(train_set)} photos of {train_set.csv}; "
+                         "expected the cache python -m pieanet.datasets.teacher made for them (train.teacher_weight "
+                         "needs maps)")
     sampler = ResumableSampler(train_set, rank, world_size, config["seed"])
     steps_per_epoch = len(sampler) // opts["batch_size"]
     if steps_per_epoch == 0:
@@ -432,7 +436,7 @@ class Run:
         config, ssim_weight, teacher_weight = self.config, self.opts["ssim_weight"], self.opts["teacher_weight"]
         loss = self.opts["loss"] + (f" + {ssim_weight} x (1 - SSIM)" if ssim_weight else "")
         if teacher_weight:
-            loss += (f" + {teacher_weight} x L1 to the teacher maps of {self.data['teacher_dir']} (found for "
+            loss += (f" + {teacher_weight} x L1 to the teacher maps of {shown(self.data['teacher_dir'])} (found for "
                      f"{self.train_set.teacher_count} of the {len(self.train_set)} training images)")
         self.log(f"{config['name']}: {config['model']} ({sum(p.numel() for p in self.model.parameters()):,} "
                  f"parameters), {len(self.train_set)} training images, "

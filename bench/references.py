@@ -31,6 +31,7 @@ from pieanet.datasets.iea40k import read_label, read_split  # noqa: E402
 from pieanet.utils import well_exposed  # noqa: E402
 from pieanet.utils.exposure import gray  # noqa: E402
 from pieanet.utils.image_io import atomic_write, load_image  # noqa: E402
+from pieanet.utils.safety import shown  # noqa: E402
 
 SHARED = ROOT.parent / "shared"
 LABELLED = {"real_brackets": "real.csv", "human_ref": "human_ref.csv"}
@@ -82,6 +83,9 @@ def main(argv=None):
                             help=f"the {name} development set (default: ../shared/{name})")
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args(argv)
+    for name in (*LABELLED, "well_exposed"):
+        if not getattr(args, name).is_dir():
+            parser.error(shown(f"{getattr(args, name)}: not found; expected the {name} development set"))
     listed, _ = well_exposed.list_photos(args.well_exposed)
     photos = [(name, mean_grey(path), key) for path, name, key in listed]
     report = {"well_exposed_photos": len(photos)}
@@ -100,8 +104,8 @@ def main(argv=None):
               f"label; rank correlation of mean grey and mean label {r['spearman_mean_grey_vs_mean_label']:+.3f}; a "
               f"decreasing fit explains {100 * r['variance_explained_by_mean_grey']:.1f} % of the mean label's "
               f"variance and crosses zero at mean grey {crossing}")
-        print("  that fit flags of well_exposed's photos: " + ", ".join(
-            f"{key} {pct:.1f} %" for key, pct in r["well_exposed_flagged_pct"].items()))
+        print(shown("  that fit flags of well_exposed's photos: " + ", ".join(
+            f"{key} {pct:.1f} %" for key, pct in r["well_exposed_flagged_pct"].items())))
     if args.json:
         with atomic_write(args.json) as tmp:
             Path(tmp).write_text(json.dumps(report, indent=1) + "\n")

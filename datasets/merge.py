@@ -31,9 +31,16 @@ COLUMNS = ("img_id", "ref_id", "score", "level")
 
 
 def parse_source(text):
-    """'PREFIX=DIR' or 'DIR' -> (prefix, Path)."""
+    """'PREFIX=DIR' or 'DIR' -> (prefix, Path); an existing folder whose name holds '=' is a DIR."""
     prefix, sep, folder = text.partition("=")
-    return (prefix, Path(folder)) if sep else ("", Path(text))
+    return ("", Path(text)) if not sep or Path(text).is_dir() else (prefix, Path(folder))
+
+
+def check_name(where, name):
+    """A file name from a split list must stay inside its folder (no absolute path, no '..')."""
+    if Path(name).is_absolute() or ".." in Path(name).parts:
+        raise DatasetError(f"{where}: {name!r} is not a name inside the dataset's folders; expected a relative "
+                           "path without '..'")
 
 
 def plan(sources, splits):
@@ -44,9 +51,12 @@ def plan(sources, splits):
         if not root.is_dir():
             raise DatasetError(f"{root}: not a folder; expected an IEA40K-layout dataset")
         for split in splits:
-            if not (root / split).is_file() or len((root / split).read_bytes().splitlines()) < 2:
+            if not (root / split).is_file() or sum(1 for line in (root / split).read_bytes().splitlines()
+                                                   if line.strip()) < 2:
                 continue  # a split this source lacks, or a header without rows
-            for row in read_split(root / split, required=("img_id", "ref_id")):
+            for row in read_split(root / split, required=("img_id", "ref_id", "score")):
+                for name in (row.img_id, row.ref_id):
+                    check_name(f"{root / split} line {row.line}", name)
                 files = {"images": row.img_id, "labels": str(Path(row.img_id).with_suffix(".npy")),
                          "refs": row.ref_id}
                 for folder, name in files.items():

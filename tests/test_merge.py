@@ -45,6 +45,13 @@ def test_collisions_missing_files_and_an_existing_folder_are_refused_before_anyt
     with pytest.raises(DatasetError, match=r"train\.csv line 3: .*b_P1\.npy not found"):
         merge.merge(tmp_path / "out", [("", one), ("x_", two)])
     assert not (tmp_path / "out").exists()
+    (one / "train.csv").write_text("img_id,ref_id,score\n../escape.png,a.png,5\n")
+    with pytest.raises(DatasetError, match=r"line 2: '\.\./escape\.png' is not a name inside"):
+        merge.merge(tmp_path / "out", [("", one)])
+    (one / "train.csv").write_text("img_id,ref_id\na_N1.png,a.png\n")
+    with pytest.raises(DatasetError, match="missing column"):
+        merge.merge(tmp_path / "out", [("", one)])
+    assert not (tmp_path / "out").exists()
     (tmp_path / "taken").mkdir()
     assert merge.main(["--out", str(tmp_path / "taken"), str(one)]) == 2
     assert "already exists" in capsys.readouterr().err and not any((tmp_path / "taken").iterdir())

@@ -169,9 +169,11 @@ def test_another_manifest_is_read_by_the_command_line(fake_deb, tmp_path):
     assert photos.main(["--out", str(tmp_path / "out"), "--cache", str(fake_deb["cache"]), "--manifest",
                         str(fake_deb["manifest"])]) == 1  # the fake manifest also names a missing member
     assert len(photos.read_photo_list(tmp_path / "out")) == len(fake_deb["members"])
-    with pytest.raises(SystemExit) as exit_info:
-        photos.main(["--out", str(tmp_path / "x"), "--manifest", str(tmp_path / "none.tsv")])
-    assert exit_info.value.code == 2 and not (tmp_path / "x").exists()
+    (tmp_path / "bad.tsv").write_text("package\tmember\nfake\t/a.jpg\n")  # no version column
+    for manifest in ("none.tsv", "bad.tsv"):
+        with pytest.raises(SystemExit) as exit_info:
+            photos.main(["--out", str(tmp_path / "x"), "--manifest", str(tmp_path / manifest)])
+        assert exit_info.value.code == 2 and not (tmp_path / "x").exists()
 
 
 def test_unknown_package_is_a_usage_error(tmp_path):

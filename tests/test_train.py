@@ -273,6 +273,26 @@ def test_teacher_l1_hand_computed():
     assert train_wavelet.teacher_l1(prediction, teacher, torch.tensor([False] * 3)).item() == 0
 
 
+def test_rescale_resizes_the_photo_and_every_map_alike():
+    image = torch.rand(2, 3, 32, 40)
+    label = torch.rand(2, 1, 32, 40) * 2 - 1
+    teacher = -label / 2
+    same = train_wavelet.rescale(image, [label, teacher], None, torch.Generator())
+    assert same[0] is image and same[1][0] is label and same[1][1] is teacher
+    resized, (label2, teacher2) = train_wavelet.rescale(image, [label, teacher], (0.5, 0.5), torch.Generator())
+    assert resized.shape == (2, 3, 16, 20) and label2.shape == teacher2.shape == (2, 1, 16, 20)
+    assert torch.allclose(teacher2, -label2 / 2, atol=1e-6)  # one resize for all: linear maps keep their relation
+
+
+def test_a_teacher_cache_without_maps_of_the_training_photos_is_refused(tmp_path, tiny_model_config, tiny_data,
+                                                                          capsys):
+    (tmp_path / "empty").mkdir()
+    run(tiny_config(tmp_path, tiny_model_config, tiny_data, epochs=1, teacher_weight=0.5),
+        f"data.teacher_dir={tmp_path / 'empty'}", expect=2)
+    line, = capsys.readouterr().err.strip().splitlines()
+    assert "no teacher map of any of the 8 photos" in line and not (tmp_path / "runs").exists()
+
+
 def test_teacher_weight_adds_the_teacher_term_over_the_photos_with_a_map(tmp_path, tiny_model_config, tiny_data,
                                                                        monkeypatch):
     from pieanet.utils.image_io import file_sha256
