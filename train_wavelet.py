@@ -510,11 +510,8 @@ class Run:
         """One optimizer step; returns the loss (a non-finite loss stops the run before the weights are touched)."""
         image = batch["image"].to(self.device, non_blocking=True)
         label = batch["residual"].to(self.device, non_blocking=True)
-        maps = [label]
-        if self.opts["teacher_weight"] > 0:
-            maps.append(batch["teacher"].to(self.device, non_blocking=True))
-        image, maps = rescale(image, maps, self.data["scale_range"], self.scale_generator)  # on the device
-        label = maps[0]
+        maps = [label] + ([batch["teacher"].to(self.device, non_blocking=True)] if self.opts["teacher_weight"] else [])
+        image, (label, *teacher) = rescale(image, maps, self.data["scale_range"], self.scale_generator)  # on the device
         if self.channels_last:
             image = image.contiguous(memory_format=torch.channels_last)
         with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
@@ -523,8 +520,8 @@ class Run:
         if self.opts["ssim_weight"] > 0:
             loss = loss + self.opts["ssim_weight"] * (1 - pytorch_msssim.ssim(
                 prediction.float(), label, data_range=SSIM_DATA_RANGE, size_average=True))
-        if self.opts["teacher_weight"] > 0:
-            loss = loss + self.opts["teacher_weight"] * teacher_l1(prediction.float(), maps[1],
+        if teacher:
+            loss = loss + self.opts["teacher_weight"] * teacher_l1(prediction.float(), teacher[0],
                                                                   batch["has_teacher"].to(self.device))
         loss_value = loss.item()
         if not math.isfinite(loss_value):

@@ -27,7 +27,7 @@ import numpy as np  # noqa: E402
 from scipy.optimize import isotonic_regression  # noqa: E402
 from scipy.stats import spearmanr  # noqa: E402
 
-from pieanet.datasets.iea40k import read_label, read_split  # noqa: E402
+from pieanet.datasets.iea40k import label_name, read_label, read_split  # noqa: E402
 from pieanet.utils import well_exposed  # noqa: E402
 from pieanet.utils.exposure import gray  # noqa: E402
 from pieanet.utils.image_io import atomic_write, load_image  # noqa: E402
@@ -63,7 +63,7 @@ def labelled_set(root, csv_name):
     """[(mean grey, label mean, label verdict)] of the set's rows."""
     rows = []
     for row in read_split(root / csv_name, required=("img_id",)):
-        label = read_label(root / "labels" / Path(row.img_id).with_suffix(".npy"))
+        label = read_label(root / "labels" / label_name(row.img_id))
         rows.append((mean_grey(root / "images" / row.img_id), float(label.mean()), well_exposed.verdict(label)))
     return rows
 

@@ -114,21 +114,22 @@ class IEA40KDataset(Dataset):
         self.rows = read_split(self.csv)
         self._check_files()
         self.teacher_maps = None if teacher_dir is None else self._find_teacher_maps(Path(teacher_dir))
-        self.teacher_count = 0 if teacher_dir is None else sum(p is not None for p in self.teacher_maps)
+
+    @property
+    def teacher_count(self):
+        """How many photos have a teacher map (0 without teacher_dir)."""
+        return sum(path is not None for path in self.teacher_maps or ())
 
     def _find_teacher_maps(self, folder):
         if not folder.is_dir():
             raise DatasetError(f"{self.csv}: teacher_dir {folder} not found; expected a folder of teacher maps")
         have = set(p.name for p in folder.iterdir())
-        maps = []
-        for row in self.rows:
-            name = f"{file_sha256(self.images_dir / row.img_id)}.npy"
-            maps.append(folder / name if name in have else None)
-        return maps
+        names = [teacher_map_name(self.images_dir / row.img_id) for row in self.rows]
+        return [folder / name if name in have else None for name in names]
 
     def _paths(self, row):
         paths = {"image": self.images_dir / row.img_id,
-                 "label": self.labels_dir / Path(row.img_id).with_suffix(".npy")}
+                 "label": self.labels_dir / label_name(row.img_id)}
         if self.refs_dir is not None:
             paths["ref"] = self.refs_dir / row.ref_id
         return paths
@@ -238,6 +239,17 @@ class IEA40KDataset(Dataset):
             if rng.random() < 0.5:
                 stack = stack[::-1]
         return stack
+
+
+def label_name(img_id):
+    """The file name of the label of the test image ``img_id`` in the labels folder (the layout above)."""
+    return str(Path(img_id).with_suffix(".npy"))
+
+
+def teacher_map_name(image_path):
+    """The file name of a teacher map of the image file at ``image_path`` (datasets/teacher.py writes them): named by
+    the image's content, so a renamed or copied photo finds its map and an edited one does not."""
+    return f"{file_sha256(image_path)}.npy"
 
 
 def read_label(path, label_scale=255.0):

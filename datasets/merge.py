@@ -20,7 +20,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if not __package__ and str(ROOT) not in sys.path:  # run as a script (python datasets/merge.py)
     sys.path.insert(0, str(ROOT))
 
-from pieanet.datasets.iea40k import DatasetError, read_split  # noqa: E402
+from pieanet.datasets.iea40k import DatasetError, label_name, read_split  # noqa: E402
 from pieanet.utils import cli  # noqa: E402
 from pieanet.utils.image_io import atomic_write  # noqa: E402
 from pieanet.utils.safety import shown  # noqa: E402
@@ -57,8 +57,7 @@ def plan(sources, splits):
             for row in read_split(root / split, required=("img_id", "ref_id", "score")):
                 for name in (row.img_id, row.ref_id):
                     check_name(f"{root / split} line {row.line}", name)
-                files = {"images": row.img_id, "labels": str(Path(row.img_id).with_suffix(".npy")),
-                         "refs": row.ref_id}
+                files = {"images": row.img_id, "labels": label_name(row.img_id), "refs": row.ref_id}
                 for folder, name in files.items():
                     source = root / folder / name
                     if not source.is_file():

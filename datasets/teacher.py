@@ -39,7 +39,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if not __package__ and str(ROOT) not in sys.path:  # run as a script (python datasets/teacher.py)
     sys.path.insert(0, str(ROOT))
 
-from pieanet.datasets.iea40k import DatasetError, read_split  # noqa: E402
+from pieanet.datasets.iea40k import DatasetError, read_split, teacher_map_name  # noqa: E402
 from pieanet.models import CheckpointError, build_model, check_weights, read_checkpoint  # noqa: E402
 from pieanet.utils import cli  # noqa: E402
 from pieanet.utils.errors import EXIT_USAGE, PieaError  # noqa: E402
@@ -115,7 +115,7 @@ class TeacherCache:
 
     def path_of(self, image_path):
         """Where the map of the image file at ``image_path`` is (or goes): named by its content."""
-        return self.folder / f"{file_sha256(image_path)}.npy"
+        return self.folder / teacher_map_name(image_path)
 
     def compute(self, image):
         """The teacher's map of ``image`` (H x W x 3 float in [0, 1]) in grey levels, float32 H x W: the photo alone,
