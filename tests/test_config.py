@@ -1,12 +1,13 @@
 """YAML configs: inheritance, dotted overrides, unknown keys; every shipped config resolves and builds its model.
 The schema itself (types, ranges, defaults, base.yaml): tests/test_config_schema.py."""
 import json
+import re
 from pathlib import Path
 
 import pytest
 import yaml
 
-from pieanet.models import build_model
+from pieanet.models import build_model, read_checkpoint
 from pieanet.train_wavelet import resolve_config
 from pieanet.utils.config import ConfigError, load_yaml
 from pieanet.utils.train_config import load
@@ -85,8 +86,47 @@ def test_train_wavelet_checks_model_keys_against_the_model(tmp_path):
 RECORDED = json.loads((Path(__file__).parent / "data" / "resolved_configs.json").read_text())
 
 
-def test_every_shipped_config_has_recorded_values():
-    assert sorted(RECORDED) == sorted(path.stem for path in CONFIGS.glob("*.yaml"))
+# the candidates that were run and not shipped: their configs live in docs/experiments.md, not in configs/
+HISTORY = CONFIGS.parent / "docs" / "experiments.md"
+
+
+def history_configs():
+    """{name: YAML text} of the config blocks of docs/experiments.md (a `### name` heading over a yaml block)."""
+    return dict(re.findall(r"^### (\w+)\n\n```yaml\n(.*?)^```", HISTORY.read_text(), flags=re.M | re.S))
+
+
+def test_every_config_run_is_either_shipped_or_in_the_history():
+    shipped, history = {path.stem for path in CONFIGS.glob("*.yaml")}, set(history_configs())
+    assert len(history) == 13 and not shipped & history
+    assert sorted(RECORDED) == sorted(shipped | history)
+
+
+def test_history_configs_resolve_to_what_was_run(tmp_path):
+    """Each candidate's block, saved beside the shipped configs as docs/experiments.md says, resolves to what the run
+    used (its `base:` renamed with the shipped configs it names)."""
+    folder = tmp_path / "configs"
+    folder.mkdir()
+    for path in CONFIGS.glob("*.yaml"):
+        (folder / path.name).write_bytes(path.read_bytes())
+    for name, text in history_configs().items():
+        write(folder / f"{name}.yaml", text)
+    for name in history_configs():
+        config = resolve_config(folder / f"{name}.yaml")
+        assert json.dumps(config, sort_keys=True) == json.dumps(RECORDED[name], sort_keys=True), name
+
+
+def test_the_shipped_checkpoint_is_named_after_its_config():
+    """configs/pieanet_corpus.yaml makes checkpoints/pieanet_corpus.safetensors: stage 2 from stage 1's file, which
+    pieanet_corpus_v2.yaml makes from stage 0's (pieanet_corpus_v1.yaml)."""
+    chain = {name: resolve_config(CONFIGS / f"{name}.yaml") for name in
+             ("pieanet_corpus", "pieanet_corpus_v2", "pieanet_corpus_v1")}
+    assert chain["pieanet_corpus"]["init_from"] == "checkpoints/pieanet_corpus_v2.safetensors"
+    assert chain["pieanet_corpus_v2"]["init_from"] == "checkpoints/pieanet_corpus_v1.safetensors"
+    assert chain["pieanet_corpus_v1"]["init_from"] is None
+    assert "cp experiments/pieanet_corpus/last.safetensors checkpoints/pieanet_corpus.safetensors" in \
+        (CONFIGS / "pieanet_corpus.yaml").read_text()
+    shipped, _ = read_checkpoint(CONFIGS.parent / "checkpoints" / "pieanet_corpus.safetensors")
+    assert {key: shipped[key] for key in chain["pieanet_corpus"]["model"]} == chain["pieanet_corpus"]["model"]
 
 
 @pytest.mark.parametrize("path", sorted(CONFIGS.glob("*.yaml")), ids=lambda p: p.name)
