@@ -1,20 +1,54 @@
 """P-IEA as a Python package: ``import pieanet; model = pieanet.load()``.
 
-One package, two places its members live. Installed (``pip install .``), the flat folders and scripts of the checkout
-are built into this folder (``pieanet/models/``, ``pieanet/make_heatmap.py``; the mapping is pyproject.toml's
-``package-dir`` and setup.py). In a checkout they stay where users know them, beside this folder (``models/``,
-``make_heatmap.py``), and the lines below add the checkout's root to this package's search path, so
-``pieanet.models`` is ``models/`` and ``pieanet.make_heatmap`` is ``make_heatmap.py``: no links (a checkout made
-without symlinks, e.g. by Git for Windows, or a zip runs as it is) and no top-level name but ``pieanet``.
+One package, two places its members live (the list: pieanet/members.py). Installed (``pip install .``), the flat
+folders and scripts of the checkout are built into this folder (``pieanet/models/``, ``pieanet/make_heatmap.py``;
+setup.py). In a checkout they stay where users know them, beside this folder (``models/``, ``make_heatmap.py``), and
+the finder below imports exactly those members from there, so ``pieanet.models`` is ``models/`` and
+``pieanet.make_heatmap`` is ``make_heatmap.py``: no links (a checkout made without symlinks, e.g. by Git for Windows,
+or a zip runs as it is), no top-level name but ``pieanet``, and nothing else of the checkout (``pieanet.bench``,
+``pieanet.tests``, ``pieanet.setup``) importable, as when installed.
 """
+import importlib.abc
+import importlib.machinery
+import importlib.util
+import sys
 from pathlib import Path
+
+from pieanet.members import FOLDERS, TOOLS
 
 _HERE = Path(__file__).resolve().parent
 _CHECKOUT = _HERE.parent
+
+
+class CheckoutMembers(importlib.abc.MetaPathFinder):
+    """Finds ``pieanet.<member>`` beside pieanet/ in a checkout, for the members of pieanet/members.py only; their
+    own submodules (``pieanet.models.inference``) are then found in the member's folder as usual."""
+
+    def __init__(self, checkout):
+        self.checkout = Path(checkout)
+
+    def find_spec(self, fullname, path=None, target=None):
+        package, _, name = fullname.partition(".")
+        if package != __name__ or not name or "." in name:
+            return None
+        if name in TOOLS:
+            return importlib.util.spec_from_file_location(fullname, self.checkout / f"{name}.py")
+        if name not in FOLDERS:
+            return None
+        folder = self.checkout / name
+        if (folder / "__init__.py").is_file():
+            return importlib.util.spec_from_file_location(fullname, folder / "__init__.py",
+                                                          submodule_search_locations=[str(folder)])
+        spec = importlib.machinery.ModuleSpec(fullname, None, is_package=True)  # a data folder: a namespace
+        spec.submodule_search_locations = [str(folder)]
+        return spec
+
+
 # a checkout: the members are not in this folder but beside it (an installed copy holds pieanet/models/ itself)
 if not (_HERE / "models").is_dir() and (_CHECKOUT / "models" / "__init__.py").is_file() \
-        and (_CHECKOUT / "make_heatmap.py").is_file():
-    __path__.append(str(_CHECKOUT))  # noqa: F821 (a package's search path, set by the import system)
+        and (_CHECKOUT / "make_heatmap.py").is_file() \
+        and not any(isinstance(finder, CheckoutMembers) for finder in sys.meta_path):
+    sys.meta_path.append(CheckoutMembers(_CHECKOUT))
 
 
 def load(path=None, device="cpu"):
