@@ -7,13 +7,13 @@ import pytest
 import torch
 from PIL import Image
 
+from conftest import TINY_MODEL_CONFIG
 from pieanet.models import DEFAULT_CHECKPOINT, build_model, contract, load_model
 from pieanet.utils.exposure import gray, residual_stats
 from pieanet.models.inference import predict_residual, run_tiled
 from pieanet.utils.image_io import load_image
 
-SCENE_MODEL = {"name": "pieanet", "width": 8, "lightness_blocks": 1, "attention_layers": 1, "heads": 2, "window": 4,
-               "scene_size": 32, "scene_channels": 4}
+SCENE_MODEL = {**TINY_MODEL_CONFIG, "scene_size": 32, "scene_channels": 4}
 
 
 @pytest.fixture(scope="module")

@@ -7,9 +7,10 @@ import pytest
 import torch
 import torch.nn as nn
 
+from conftest import TINY_MODEL_CONFIG
+
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = [pytest.mark.slow, pytest.mark.subprocess]
-SMOKE_CONFIG = {"name": "pieanet", "width": 8, "lightness_blocks": 1, "attention_layers": 1, "heads": 2, "window": 4}
 
 
 def conv_and_linear_gflop(config, size=256):
@@ -54,7 +55,7 @@ def test_smoke_run_reports_every_measurement(tmp_path):
     assert project["parameters"] > 0 and 0 < project["gflop_per_256"] < released["gflop_per_256"]
     assert project["images_per_s_256"] > 0 and released["images_per_s_256"] is None  # not run in smoke mode
     # against the independent count: convolutions and linears are 85 % (smoke config) and 99.6 % (released) of all
-    low_project, low_released = conv_and_linear_gflop(SMOKE_CONFIG), conv_and_linear_gflop({"name": "official"})
+    low_project, low_released = conv_and_linear_gflop(TINY_MODEL_CONFIG), conv_and_linear_gflop({"name": "official"})
     assert low_project <= project["gflop_per_256"] <= 1.25 * low_project
     assert low_released <= released["gflop_per_256"] <= 1.02 * low_released
     assert low_released / (1.25 * low_project) <= report["ratios"]["gflop_256"] <= 1.02 * low_released / low_project
