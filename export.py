@@ -24,8 +24,8 @@ from fixed-size tensors. The in-command check compares against the model's ``for
 The released network (``name: official``) is refused: it only works at 256 x 256 and resizes every photo to that
 inside its wrapper, so an ONNX file of it would not be the dynamic-size model this tool promises.
 
-Exit codes as in every tool (utils/cli.py): 0 written and checked, 1 the export or the check failed (no file written),
-2 usage or setup error (bad option, unusable checkpoint, missing onnx/onnxruntime/onnxscript), 130 interrupted.
+Exit codes as in every tool (utils/errors.py); here 1 is an export or a check that failed (no file written) and 2
+includes missing onnx/onnxruntime/onnxscript.
 """
 if __name__ == "__main__":  # first, before the slow imports: Ctrl-C while they run is exit 130, one line
     from pieanet.utils.startup import quiet_interrupts

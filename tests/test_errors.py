@@ -232,3 +232,31 @@ def test_a_bug_keeps_its_traceback(capsys):
     with pytest.raises(ZeroDivisionError, match="a bug"):
         cli.run("tool", body, [])
     assert capsys.readouterr().err == ""
+
+
+def exit_code_table(lines):
+    """{code: meaning} of a table whose rows start with an exit code (continuation lines joined), Markdown's or the
+    docstring's, without Markdown's backticks and escapes."""
+    table, code = {}, None
+    for line in lines:
+        cells = [cell.strip() for cell in line.strip().strip("|").split("|", 1)] if line.lstrip().startswith("|") \
+            else line.strip().split(None, 1)
+        if cells and cells[0].isdigit():
+            code, table[int(cells[0])] = int(cells[0]), cells[1] if len(cells) > 1 else ""
+        elif code is not None and line.startswith("         "):
+            table[code] += " " + line.strip()
+        else:
+            code = None
+    return {key: value.replace("`", "").replace("\\|", "|") for key, value in table.items()}
+
+
+def test_the_exit_code_table_has_one_home_and_the_docs_show_it():
+    """utils/errors.py holds the table and the constants; docs/design.md shows the same rows; the other modules
+    refer to it instead of repeating it."""
+    home = exit_code_table(errors.__doc__.splitlines())
+    codes = {errors.EXIT_OK, errors.EXIT_FAILED, errors.EXIT_USAGE, errors.EXIT_INTERRUPTED, errors.EXIT_BROKEN_PIPE}
+    assert set(home) == codes == {0, 1, 2, 130, 141}
+    design = (ROOT / "docs" / "design.md").read_text().split("## Exit codes", 1)[1].splitlines()
+    assert exit_code_table(line for line in design if line.startswith("|")) == home
+    from pieanet.utils import cli, startup
+    assert startup.EXIT_INTERRUPTED is errors.EXIT_INTERRUPTED and "141" not in cli.__doc__

@@ -3,14 +3,8 @@
 One place parses and checks the common options (``--checkpoint``, ``--device``, ``--size``, ``--tile``, ``--threads``,
 ``--threshold``) and the inputs and outputs, shows progress and one-line failures, and turns the ways a tool ends into
 exit codes. Opening the model and running images through it is the runtime's job (pieanet/runtime.py), which sits
-above this module: nothing here imports the models or torch. Exit codes mean the same in every tool:
-
-    0    every input done
-    1    some inputs failed; each is named on stderr in one line, ``<tool>: <file>: <reason>``
-    2    usage or setup error (bad option value, missing input, unusable checkpoint, output folder that cannot be
-         written, --device cuda without CUDA), reported in one line before any work
-    130  interrupted (Ctrl-C); what was finished is kept (make_heatmap's summary.csv is written row by row)
-    141  the reader of standard output went away (``| head``); no traceback
+above this module: nothing here imports the models or torch. Exit codes mean the same in every tool: the table is in
+utils/errors.py.
 """
 import argparse
 import math

@@ -12,14 +12,16 @@ mapping itself). With ``--debug`` (every tool has it) or ``P_IEA_DEBUG=1`` in th
 chained cause included, is printed before that line: what a bug report needs. An exception that is none of the
 kinds below is a bug: it propagates as Python's own traceback (exit 1), as it always did.
 
-Exit codes:
+Exit codes, the same in every tool (this table is their one home; docs/design.md shows it to users, checked by
+tests/test_errors.py):
 
-    0    done
-    1    failed: inputs that failed (each named on stderr), a run that had to stop, an output that could not be
-         written, memory exhausted
-    2    usage or setup error, reported in one line before any work
-    130  interrupted (Ctrl-C)
-    141  the reader of standard output went away (``| head``); nothing printed
+    0    done: every input
+    1    failed: some inputs failed, each named on stderr in one line (<tool>: <file>: <reason>); a run that had
+         to stop; an output that could not be written; memory exhausted
+    2    usage or setup error (bad option value, missing input, unusable config or checkpoint, output folder that
+         cannot be written, --device cuda without CUDA), reported in one line before any work
+    130  interrupted (Ctrl-C); what was finished is kept (make_heatmap's summary.csv is written row by row)
+    141  the reader of standard output went away (| head); nothing printed, no traceback
 
 This module imports nothing slow (no torch) and, at load time, nothing of the project: utils.safety's
 TextFileError derives from PieaError, so safety's helpers are imported where they are used.

@@ -9,7 +9,7 @@ module imports nothing slow.
 import os
 import signal
 
-EXIT_INTERRUPTED = 130
+from pieanet.utils.errors import EXIT_INTERRUPTED  # imports nothing slow and nothing of the project
 
 
 def quiet_interrupts(prog):
