@@ -63,7 +63,8 @@ def rgb_ssim(image, reference):
     """SSIM of two H x W x 3 images in [0, 1]; nan when a side is shorter than the SSIM window."""
     if min(image.shape[:2]) < SSIM_WINDOW:
         return math.nan
-    to_tensor = lambda a: torch.from_numpy(np.ascontiguousarray(a)).permute(2, 0, 1)[None].float()
+    def to_tensor(array):
+        return torch.from_numpy(np.ascontiguousarray(array)).permute(2, 0, 1)[None].float()
     return float(ssim(to_tensor(image), to_tensor(reference), data_range=1.0))
 
 
@@ -226,7 +227,8 @@ def write_figure(result, path, vmax=1.0):
 
 def parse_args(argv):
     parser = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0])
-    parser.add_argument("--inputs", nargs="+", type=Path, required=True, help="one folder of results per method (required)")
+    parser.add_argument("--inputs", nargs="+", type=Path, required=True,
+                        help="one folder of results per method (required)")
     parser.add_argument("--names", nargs="+", help="method names (default: the folder names)")
     parser.add_argument("--reference", type=Path, help="folder of ground-truth images with the same file names "
                                                        "(default: none, no PSNR/SSIM)")

@@ -37,9 +37,9 @@ LEVELS = ("N3", "N2", "N1", "P1", "P2", "GRAD", "SPOT")
 
 class CurveEnhancer(nn.Module):
     """Zero-DCE's light-enhancement curve LE(x) = x + a * x * (1 - x), applied ``iterations`` times with a in [-1, 1]
-    (a < 0 darkens, so over-exposure is corrected too), one a for the three channels (exposure, not colour). The curve parameters are estimated from a
-    1/``scale`` copy and averaged over a ``grid`` x ``grid`` layout of cells, then upsampled smoothly: a few smooth
-    corrections per image instead of Zero-DCE's per-pixel maps."""
+    (a < 0 darkens, so over-exposure is corrected too), one a for the three channels (exposure, not colour). The
+    curve parameters are estimated from a 1/``scale`` copy and averaged over a ``grid`` x ``grid`` layout of cells,
+    then upsampled smoothly: a few smooth corrections per image instead of Zero-DCE's per-pixel maps."""
 
     def __init__(self, width=12, iterations=8, scale=4, grid=2):
         super().__init__()
@@ -94,7 +94,8 @@ def make_pairs(scenes, count, size, seed):
         ideal = random_crop(photos[i % len(photos)], size, rng)
         inputs.append(expose(ideal, LEVELS[rng.integers(len(LEVELS))], rng))
         ideals.append(ideal)
-    as_tensor = lambda images: torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float() / 255.0
+    def as_tensor(images):
+        return torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float() / 255.0
     return as_tensor(inputs), as_tensor(ideals)
 
 
@@ -129,7 +130,8 @@ def main(argv=None):
     parser.add_argument("--train-crops", type=int, default=384)
     parser.add_argument("--test-crops", type=int, default=64)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--threads", type=int, default=1, help="torch threads (its batches are tiny; 1 avoids contention on a busy CPU)")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch threads (its batches are tiny; 1 avoids contention on a busy CPU)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
 
@@ -154,7 +156,8 @@ def main(argv=None):
     print(f"training on {len(train_inputs)} crops of {len(training)} scenes, testing on {len(test_inputs)} held-out "
           f"images (128 x 128) of {len(held_out)} other scenes ({', '.join(n for n in HELD_OUT if n in scenes)})")
 
-    mae = lambda images: float((images - test_ideals).abs().mean())
+    def mae(images):
+        return float((images - test_ideals).abs().mean())
     print(f"{'inputs, not enhanced':>24}: held-out MAE to ideal {mae(test_inputs):.4f}")
     for variant in ("baseline", "with", "alone"):
         start = time.time()

@@ -13,8 +13,13 @@ import importlib.machinery
 import importlib.util
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pieanet.members import FOLDERS, TOOLS
+
+if TYPE_CHECKING:  # the hints only: importing torch and numpy here would slow every `import pieanet`
+    import numpy as np
+    import torch
 
 _HERE = Path(__file__).resolve().parent
 _CHECKOUT = _HERE.parent
@@ -51,15 +56,17 @@ if not (_HERE / "models").is_dir() and (_CHECKOUT / "models" / "__init__.py").is
     sys.meta_path.append(CheckoutMembers(_CHECKOUT))
 
 
-def load(path=None, device="cpu"):
+def load(path: "str | Path | None" = None, device: "str | torch.device" = "cpu") -> "torch.nn.Module":
     """A P-IEANet (project checkpoint, training state, the released .pth or ``"released"``: the file
-    $P_IEA_RELEASED_WEIGHTS names) in eval mode on ``device``; None = the default checkpoint. The model maps B x 3 x H x W RGB in [0, 1] to B x 1 x H x W residuals; call it under
-    ``torch.no_grad()`` (or use ``predict``), or autograd keeps every activation (about twice the memory)."""
+    $P_IEA_RELEASED_WEIGHTS names) in eval mode on ``device``; None = the default checkpoint. The model maps
+    B x 3 x H x W RGB in [0, 1] to B x 1 x H x W residuals; call it under ``torch.no_grad()`` (or use ``predict``),
+    or autograd keeps every activation (about twice the memory)."""
     from pieanet.models import DEFAULT_CHECKPOINT, checkpoint_file, load_model
     return load_model(checkpoint_file(path or DEFAULT_CHECKPOINT), device=device)
 
 
-def predict(photo, model=None, size=None, tile=None):
+def predict(photo: "str | Path | np.ndarray", model: "torch.nn.Module | None" = None, size: int | None = None,
+            tile: int | None = None) -> "np.ndarray":
     """The residual map of one photo as the tools compute it: H x W float32 in [-1, 1] at the photo's resolution,
     r > 0 under-exposed. ``photo``: a file (read as make_heatmap reads it: EXIF rotation, HEIC, RAW) or an
     H x W x 3 RGB array (uint8, or float in [0, 1]); ``model``: from ``load`` (None: the shipped checkpoint).

@@ -173,8 +173,10 @@ GOOD_TABLE = "    table:\n      - {max: 0.1, score: 100}\n      - {score: 0}\n"
 
 
 @pytest.mark.parametrize("text, expected", [
-    ("criteria:\n  - region: all\n    measure: brightness\n" + GOOD_TABLE, r":3: criteria\[0\]\.measure: unknown value"),
-    ("criteria:\n  - measure: over\n    region: sky\n" + GOOD_TABLE, r":3: criteria\[0\]\.region: unknown value 'sky'"),
+    ("criteria:\n  - region: all\n    measure: brightness\n" + GOOD_TABLE,
+     r":3: criteria\[0\]\.measure: unknown value"),
+    ("criteria:\n  - measure: over\n    region: sky\n" + GOOD_TABLE,
+     r":3: criteria\[0\]\.region: unknown value 'sky'"),
     ("criteria:\n  - measure: over\n" + GOOD_TABLE + "    colour: red\n", r":6: criteria\[0\]\.colour: unknown key"),
     ("criteria:\n  - measure: over\n    table:\n      - {max: 0.2, score: 100}\n      - {max: 0.1, score: 50}\n"
      "      - {score: 0}\n", r":5: criteria\[0\]\.table\[1\]\.max: rows must be in increasing order"),
