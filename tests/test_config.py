@@ -1,6 +1,7 @@
 """YAML configs: inheritance, dotted overrides, unknown keys; every shipped config resolves and builds its model.
 The schema itself (types, ranges, defaults, base.yaml): tests/test_config_schema.py."""
 import json
+import math
 import re
 from pathlib import Path
 
@@ -150,3 +151,18 @@ def test_paper_recipe_and_ablation_switches():
     assert resolve_config(CONFIGS / "loss_l2.yaml")["train"]["loss"] == "l2"
     assert resolve_config(CONFIGS / "loss_smooth_l1.yaml")["train"]["loss"] == "smooth_l1"
 
+
+
+def test_checkpoints_readme_states_what_the_shipped_file_records():
+    """checkpoints/README.md's figures about the file itself come from the file: its metadata and parameter count."""
+    from safetensors import safe_open
+
+    readme = (CONFIGS.parent / "checkpoints" / "README.md").read_text()
+    with safe_open(str(CONFIGS.parent / "checkpoints" / "pieanet_corpus.safetensors"), "pt") as f:
+        metadata = f.metadata()
+        parameters = sum(math.prod(f.get_slice(name).get_shape()) for name in f.keys())
+    assert sorted(metadata) == ["config", "epoch", "format", "valid_mae"]
+    flat = " ".join(readme.split())
+    assert f"`format` {metadata['format']}" in flat
+    assert f"`epoch` {metadata['epoch']} and `valid_mae` {metadata['valid_mae']}" in flat
+    assert f"{parameters:,} parameters" in flat
