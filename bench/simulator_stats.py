@@ -37,6 +37,7 @@ if str(ROOT) not in sys.path:
 
 from pieanet.datasets import synthetic  # noqa: E402
 from pieanet.utils.exposure import gray  # noqa: E402
+from pieanet.utils.image_io import open_photo  # noqa: E402
 
 DEFAULT_DATA = ROOT.parent / "shared" / "real_brackets"
 DEFAULT_FIGURE = ROOT / "docs" / "simulator_vs_real.png"
@@ -83,7 +84,7 @@ def distance(sim, real, sim_stats, real_stats):
 
 
 def load(path, scale):
-    with Image.open(path) as image:
+    with open_photo(path) as image:
         image = image.convert("RGB")
         if scale > 1:
             image = image.reduce(scale)

@@ -51,6 +51,14 @@ PHOTO_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", "
     + ((".avif",) if features.check("avif") else ())  # in the order messages list them
 IMAGE_EXTENSIONS = frozenset(PHOTO_EXTENSIONS) | RAW_EXTENSIONS
 HEIF_EXTENSIONS = frozenset({".heic", ".heif"})
+# The Pillow decoders a photo may reach, and the only ones: every Image.open of the project names them (open_photo),
+# so a file whose content is another format (PostScript named .jpg, which Pillow's EPS plugin would hand to
+# Ghostscript, an external program) is refused in one line instead of being decoded. MPO (a camera's JPEG) comes
+# through the JPEG decoder.
+PHOTO_FORMATS = ("JPEG", "MPO", "PNG", "BMP", "TIFF", "WEBP", "HEIF") + (("AVIF",) if features.check("avif") else ())
+# a float photo may exceed [0, 1] by this much (rounding in the program that wrote it) and is then clipped; further
+# out it is refused, never clipped silently
+FLOAT_RANGE_SLACK = 1e-4
 
 
 def readable_formats():
@@ -164,16 +172,43 @@ def list_images(path, recursive=False, exclude=(), errors=None):
     return sorted(found)
 
 
+def open_photo(source):
+    """Pillow's Image.open of ``source`` (a path or a binary file) with only the PHOTO_FORMATS decoders: the one way
+    the project opens an image file. Raises UnidentifiedImageError for any other content."""
+    Image.init()  # Pillow's plugins registered, so the list below names only those it has (HEIF once registered)
+    return Image.open(source, formats=[name for name in PHOTO_FORMATS if name in Image.OPEN])
+
+
+def check_sample_depth(img):
+    """Refuse integer samples wider than 16 bits (a 32-bit TIFF): Pillow gives them as mode I, and no scale of
+    them is known (dividing by 65535 would clip most of them to white)."""
+    bits = img.tag_v2.get(258) if img.format == "TIFF" and hasattr(img, "tag_v2") else None
+    bits = bits[0] if isinstance(bits, tuple) and bits else bits
+    if img.mode == "I" and (img.format != "PNG") and bits != 16:
+        raise ImageLoadError(f"{bits or 32}-bit integer samples ({img.format}); expected 8 or 16 bits per sample "
+                             "(32-bit integer data has no known white level, so it is not guessed)")
+
+
+def float_photo(values):
+    """``values`` (a float array) as a photo in [0, 1]: refused in one line when a value is NaN or infinite or lies
+    outside [0, 1] by more than FLOAT_RANGE_SLACK (a float TIFF in 0..255 would otherwise read as white)."""
+    if not np.isfinite(values).all():
+        raise ImageLoadError(f"{np.count_nonzero(~np.isfinite(values))} pixel(s) are NaN or infinite; expected "
+                             "finite values")
+    low, high = float(values.min()), float(values.max())
+    if low < -FLOAT_RANGE_SLACK or high > 1.0 + FLOAT_RANGE_SLACK:
+        raise ImageLoadError(f"float values from {low:g} to {high:g}; expected float pixels in [0, 1] (they are "
+                             "not rescaled or clipped)")
+    return np.clip(values, 0.0, 1.0)
+
+
 def _to_rgb_float(img):
     if img.mode.startswith("I;16") or img.mode == "I":
         grey = np.asarray(img).astype(np.float32) / 65535.0
         return np.repeat(np.clip(grey, 0.0, 1.0)[..., None], 3, axis=2)
     if img.mode == "F":
-        grey = np.asarray(img, dtype=np.float32)
-        if not np.isfinite(grey).all():
-            raise ImageLoadError(f"{np.count_nonzero(~np.isfinite(grey))} pixel(s) are NaN or infinite; expected "
-                                 "finite values")
-        return np.repeat(np.clip(grey, 0.0, 1.0)[..., None], 3, axis=2)
+        grey = float_photo(np.asarray(img, dtype=np.float32))
+        return np.repeat(grey[..., None], 3, axis=2)
     if img.mode in ALPHA_MODES or "transparency" in img.info:
         rgba = np.asarray(img.convert("RGBA")).astype(np.float32) / 255.0
         alpha = rgba[..., 3:]
@@ -223,8 +258,9 @@ def _load_with_pillow(path, data=None):
             # one line per failed file
             warnings.simplefilter("ignore")
             _register_heif_opener(path)
-            with Image.open(path if data is None else io.BytesIO(data)) as img:
+            with open_photo(path if data is None else io.BytesIO(data)) as img:
                 check_declared_size(path, img.format, *img.size, size=None if data is None else len(data))
+                check_sample_depth(img)
                 if img.format in ("JPEG", "MPO"):
                     check_jpeg_scans(path, data)
                 # a file that ends early is an error here, whatever the caller set Pillow's global switch to; the

@@ -1,0 +1,80 @@
+"""Issue 27, files and arrays from anyone: only the promised image formats are decoded (no external program is ever
+started), float and 32-bit TIFFs are never clipped silently, crafted .npy / .npz / pickles and teacher.json fields
+get one line without numpy's or torch's unsafe advice, and the Python API refuses arrays it cannot judge."""
+import ast
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import EpsImagePlugin, Image
+
+from pieanet.utils.image_io import ImageLoadError, load_image
+
+ROOT = Path(__file__).resolve().parents[1]
+POSTSCRIPT = b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 32 24\n0 setgray\n0 0 32 24 rectfill\nshowpage\n%%EOF\n"
+
+
+# ------------------------------------------------------------------------------------------------ decoders
+@pytest.mark.parametrize("name", ["dark.png", "holiday.jpg", "scan.tif"])
+def test_postscript_under_a_photo_name_is_refused_without_consulting_the_eps_decoder(name, tmp_path, monkeypatch):
+    consulted, started = [], []
+    factory, accept = Image.OPEN["EPS"]
+    monkeypatch.setitem(Image.OPEN, "EPS", (lambda *a: consulted.append(a) or factory(*a), accept))
+    monkeypatch.setattr(EpsImagePlugin, "Ghostscript", lambda *a, **k: started.append(a))
+    monkeypatch.setattr(EpsImagePlugin, "gs_binary", "gs")  # as where Ghostscript is installed
+    path = tmp_path / name
+    path.write_bytes(POSTSCRIPT)
+    with pytest.raises(ImageLoadError, match=f"{name}: not a readable image; expected JPEG"):
+        load_image(path)
+    assert consulted == [] and started == []
+
+
+def test_every_image_open_in_the_project_names_its_formats():
+    """Image.open without ``formats`` lets Pillow pick any decoder by content (EPS starts Ghostscript)."""
+    unnamed = []
+    for path in sorted(ROOT.rglob("*.py")):
+        if "tests" in path.relative_to(ROOT).parts or ".git" in path.parts:
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "open" \
+                    and getattr(node.func.value, "id", None) == "Image" \
+                    and not any(k.arg == "formats" for k in node.keywords) and len(node.args) < 3:
+                unnamed.append(f"{path.relative_to(ROOT)}:{node.lineno}")
+        if "Image.open(sys.argv[1])" in path.read_text(encoding="utf-8"):  # code in a string run by a child
+            unnamed.append(f"{path.relative_to(ROOT)} (a command string)")
+    assert unnamed == []
+
+
+# ------------------------------------------------------------------------------------------------ TIFF
+def test_a_float_tiff_in_0_255_is_refused_not_read_as_white(tmp_path):
+    tifffile = pytest.importorskip("tifffile")
+    path = tmp_path / "float255.tif"
+    tifffile.imwrite(path, np.linspace(0, 255, 24 * 32, dtype=np.float32).reshape(24, 32))
+    with pytest.raises(ImageLoadError, match=r"float255\.tif: float values from 0 to 255; expected float pixels in "
+                                             r"\[0, 1\]"):
+        load_image(path)
+
+
+def test_a_float_tiff_in_0_1_is_read_as_it_is(tmp_path):
+    tifffile = pytest.importorskip("tifffile")
+    grey = np.linspace(0, 1, 24 * 32, dtype=np.float32).reshape(24, 32)
+    tifffile.imwrite(tmp_path / "float1.tif", grey)
+    assert np.array_equal(load_image(tmp_path / "float1.tif"), np.repeat(grey[..., None], 3, axis=2))
+
+
+@pytest.mark.parametrize("dtype", [np.uint32, np.int32])
+def test_a_32_bit_integer_tiff_is_refused_not_divided_by_65535(dtype, tmp_path):
+    tifffile = pytest.importorskip("tifffile")
+    tifffile.imwrite(tmp_path / "deep.tif", np.arange(24 * 32, dtype=dtype).reshape(24, 32) * 1000)
+    with pytest.raises(ImageLoadError, match=r"deep\.tif: 32-bit integer samples \(TIFF\); expected 8 or 16 bits"):
+        load_image(tmp_path / "deep.tif")
+
+
+def test_16_bit_greyscale_still_scaled_by_65535(tmp_path):
+    tifffile = pytest.importorskip("tifffile")
+    grey = (np.arange(24 * 32, dtype=np.uint16) * 80).reshape(24, 32)
+    tifffile.imwrite(tmp_path / "g16.tif", grey)
+    Image.fromarray(grey).save(tmp_path / "g16.png")
+    for name in ("g16.tif", "g16.png"):
+        assert np.allclose(load_image(tmp_path / name)[..., 0], grey / 65535.0, atol=1e-6)
