@@ -36,6 +36,7 @@ if str(ROOT) not in sys.path:
 
 from pieanet.datasets import synthetic  # noqa: E402
 from pieanet.utils.exposure import gray  # noqa: E402
+from pieanet.utils.arrays import read_npy  # noqa: E402
 from pieanet.utils.image_io import open_photo  # noqa: E402
 
 DEFAULT_DATA = ROOT.parent / "shared" / "real_brackets"
@@ -99,7 +100,7 @@ def check_label(data, row):
     """The real label must be gray(ideal) - gray(test) of the files read here (full resolution)."""
     ideal, test = (load(data / sub / row[key], 1).astype(np.float64) for sub, key in (("refs", "ref_id"),
                                                                                           ("images", "img_id")))
-    label = np.load(data / "labels" / (Path(row["img_id"]).stem + ".npy"))
+    label = read_npy(data / "labels" / (Path(row["img_id"]).stem + ".npy"))
     error = float(np.abs(label - (gray(ideal) - gray(test))).max())
     if error > 0.01:
         print(f"warning: {row['img_id']}: label differs from gray(ideal) - gray(test) by {error:.3f}",

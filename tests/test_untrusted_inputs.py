@@ -78,3 +78,97 @@ def test_16_bit_greyscale_still_scaled_by_65535(tmp_path):
     Image.fromarray(grey).save(tmp_path / "g16.png")
     for name in ("g16.tif", "g16.png"):
         assert np.allclose(load_image(tmp_path / name)[..., 0], grey / 65535.0, atol=1e-6)
+
+
+# ------------------------------------------------------------------------------------------------ crafted arrays
+UNSAFE = ("allow_pickle", "pickle.load", "weights_only")
+
+
+def crafted(path, kind):
+    if kind == "npz":
+        with open(path, "wb") as f:
+            np.savez(f, label=np.zeros((24, 32), np.float32))
+    elif kind == "object array":
+        np.save(path, np.array([{"a": 1}, None], dtype=object), allow_pickle=True)
+    elif kind == "pickle":
+        import pickle
+        path.write_bytes(pickle.dumps({"label": [1, 2, 3]}))
+    elif kind == "text":
+        path.write_text("0 1 2\n")
+    return path
+
+
+@pytest.mark.parametrize("kind, said", [("npz", "an .npz archive"), ("object array", "holds Python objects"),
+                                        ("pickle", "a Python pickle"), ("text", "not a .npy array file")])
+def test_a_crafted_label_is_one_line_without_numpys_unsafe_advice(kind, said, tmp_path):
+    from pieanet.datasets.iea40k import DatasetError, read_label
+    path = crafted(tmp_path / "s0_N1.npy", kind)
+    with pytest.raises(DatasetError) as raised:
+        read_label(path)
+    message = str(raised.value)
+    assert said in message and "s0_N1.npy" in message and "\n" not in message
+    assert not any(advice in message for advice in UNSAFE), message
+
+
+@pytest.mark.parametrize("kind", ["npz", "object array", "pickle"])
+def test_a_crafted_cached_teacher_map_fails_its_photo_in_one_line(kind, tmp_path):
+    import torch
+    from pieanet.datasets import teacher
+    from conftest import save_photo
+    photo = save_photo(tmp_path / "in" / "a.png")
+    weights = tmp_path / "teacher.pth"
+    torch.save({}, weights)
+    cache = teacher.TeacherCache(tmp_path / "cache", weights, model=torch.nn.Identity())
+    crafted(cache.path_of(photo), kind)
+    computed, cached, failed = teacher.fill(cache, [photo])
+    (path, reason), = failed
+    assert path == photo and "\n" not in reason and not any(advice in reason for advice in UNSAFE), reason
+
+
+@pytest.mark.parametrize("recorded", [{"teacher_sha256": 5}, {"teacher_sha256": None}, [], "text",
+                                      {"teacher_sha256": "ab", "teacher_file": 7}])
+def test_bad_teacher_json_fields_are_one_line(recorded, tmp_path):
+    import torch
+    from pieanet.datasets import teacher
+    weights = tmp_path / "teacher.pth"
+    torch.save({}, weights)
+    (tmp_path / "cache").mkdir()
+    (tmp_path / "cache" / "teacher.json").write_text(json.dumps(recorded))
+    with pytest.raises(teacher.TeacherError, match=r"teacher\.json: unreadable cache identity"):
+        teacher.TeacherCache(tmp_path / "cache", weights, model=torch.nn.Identity())
+
+
+# ------------------------------------------------------------------------------------------------ the Python API
+@pytest.fixture(scope="module")
+def api_model(tiny_checkpoint):
+    import pieanet
+    return pieanet.load(tiny_checkpoint)
+
+
+def photo_u8():
+    return np.random.default_rng(3).integers(0, 256, (24, 32, 3), dtype=np.uint8)
+
+
+@pytest.mark.parametrize("array, said", [
+    (lambda p: np.where(np.arange(3) == 0, np.nan, p / 255.0), "NaN or infinite"),
+    (lambda p: np.full(p.shape, np.inf), "NaN or infinite"),
+    (lambda p: p / 255.0 - 0.5, "float values from -0.5"),
+    (lambda p: p.astype(np.float32), "float values from 0 to 255"),
+    (lambda p: p.astype(np.int64), "a int64 array; expected uint8"),
+    (lambda p: p.astype(np.uint32), "a uint32 array"),
+    (lambda p: p.astype(np.complex64) / 255, "a complex64 array"),
+    (lambda p: p > 128, "a bool array"),
+])
+def test_the_api_refuses_arrays_it_cannot_judge(array, said, api_model):
+    import pieanet
+    with pytest.raises(ValueError, match=said):
+        pieanet.predict(array(photo_u8()), api_model)
+
+
+def test_the_api_reads_uint16_as_65535ths_and_floats_in_0_1_as_they_are(api_model):
+    import pieanet
+    photo = photo_u8()
+    expected = pieanet.predict(photo, api_model)
+    assert np.allclose(pieanet.predict(photo.astype(np.uint16) * 257, api_model), expected, atol=1e-5)
+    assert np.allclose(pieanet.predict(photo / 255.0, api_model), expected, atol=1e-5)
+    assert np.allclose(pieanet.predict(np.clip(photo / 255.0 + 1e-6, 0, None), api_model), expected, atol=1e-4)

@@ -202,6 +202,25 @@ def float_photo(values):
     return np.clip(values, 0.0, 1.0)
 
 
+def photo_array(array):
+    """An H x W x 3 RGB array given to the Python API as float32 in [0, 1], or ValueError in one line for what the
+    model cannot judge: uint8 is divided by 255 and uint16 by 65535; float must be finite and in [0, 1] (clipped
+    within FLOAT_RANGE_SLACK of it); bool, complex, other integer types and objects are refused, never guessed."""
+    array = np.asarray(array)
+    if array.ndim != 3 or array.shape[2] != 3:
+        raise ValueError(f"expected an H x W x 3 RGB array, got shape {array.shape}")
+    if array.dtype == np.uint8:
+        return array.astype(np.float32) / np.float32(255)
+    if array.dtype == np.uint16:
+        return array.astype(np.float32) / np.float32(65535)
+    if not np.issubdtype(array.dtype, np.floating):
+        raise ValueError(f"a {array.dtype} array; expected uint8 (0-255), uint16 (0-65535) or float in [0, 1]")
+    try:
+        return float_photo(array.astype(np.float32))
+    except ImageLoadError as e:
+        raise ValueError(f"{e} (a {array.dtype} array)") from None
+
+
 def _to_rgb_float(img):
     if img.mode.startswith("I;16") or img.mode == "I":
         grey = np.asarray(img).astype(np.float32) / 65535.0
