@@ -172,3 +172,26 @@ def test_the_api_reads_uint16_as_65535ths_and_floats_in_0_1_as_they_are(api_mode
     assert np.allclose(pieanet.predict(photo.astype(np.uint16) * 257, api_model), expected, atol=1e-5)
     assert np.allclose(pieanet.predict(photo / 255.0, api_model), expected, atol=1e-5)
     assert np.allclose(pieanet.predict(np.clip(photo / 255.0 + 1e-6, 0, None), api_model), expected, atol=1e-4)
+
+
+# ------------------------------------------------------------------------------------------------ deep folders
+def test_recursive_listing_of_a_folder_1200_levels_deep(tmp_path):
+    from pieanet.utils.image_io import list_images
+    from conftest import save_photo
+    deep = tmp_path / "in"
+    deep.mkdir()
+    for _ in range(1200):  # one level at a time: pathlib's mkdir(parents=True) recurses too
+        deep = deep / "d"
+        deep.mkdir()
+    save_photo(deep / "bottom.png")
+    save_photo(tmp_path / "in" / "top.png")
+    errors = []
+    try:
+        assert list_images(tmp_path / "in", recursive=True, errors=errors) == [deep / "bottom.png",
+                                                                              tmp_path / "in" / "top.png"]
+        assert errors == []
+    finally:  # removed one level at a time: shutil.rmtree (pytest's clean-up) recurses
+        (deep / "bottom.png").unlink()
+        while deep != tmp_path / "in":
+            deep.rmdir()
+            deep = deep.parent

@@ -159,14 +159,14 @@ def list_images(path, recursive=False, exclude=(), errors=None):
             raise error
         errors.append((Path(error.filename), f"folder cannot be read ({error.strerror}); its images were skipped"))
 
-    for folder, subfolders, files in os.walk(path, onerror=unreadable):
+    for folder, subfolders, files in walk_folders(path, unreadable):
         if recursive and errors is not None:  # os.walk lists a link to a folder but never enters it: said, not silent
             errors += [(Path(folder) / d, "a symbolic link to a folder; skipped, its images were not read (give its "
                                           "target as --input to read them)")
                        for d in sorted(subfolders) if not d.startswith(".") and (Path(folder) / d).is_symlink()
-                       and (Path(folder) / d).resolve() not in excluded]
-        subfolders[:] = sorted(d for d in subfolders if not d.startswith(".")
-                               and (Path(folder) / d).resolve() not in excluded) if recursive else []
+                       and not (excluded and (Path(folder) / d).resolve() in excluded)]
+        subfolders[:] = sorted(d for d in subfolders if not d.startswith(".")  # resolved only when asked: deep
+                               and not (excluded and (Path(folder) / d).resolve() in excluded)) if recursive else []
         found += [Path(folder) / f for f in files
                   if not f.startswith(".") and Path(f).suffix.lower() in IMAGE_EXTENSIONS]
     return sorted(found)
@@ -219,6 +219,31 @@ def photo_array(array):
         return float_photo(array.astype(np.float32))
     except ImageLoadError as e:
         raise ValueError(f"{e} (a {array.dtype} array)") from None
+
+
+def walk_folders(top, onerror):
+    """os.walk(top, onerror=onerror) (top-down, links to folders listed but not entered, ``subfolders`` pruned in
+    place) without recursion: os.walk before Python 3.12 recurses once per level, so a folder about 1,000 levels deep
+    was a RecursionError and no photo ran."""
+    stack = [os.fspath(top)]
+    while stack:
+        folder = stack.pop()
+        try:
+            with os.scandir(folder) as listing:
+                entries = list(listing)
+        except OSError as e:
+            onerror(e)
+            continue
+        subfolders, files = [], []
+        for entry in entries:
+            try:
+                is_folder = entry.is_dir()
+            except OSError:
+                is_folder = False
+            (subfolders if is_folder else files).append(entry.name)
+        yield folder, subfolders, files
+        stack += [os.path.join(folder, name) for name in reversed(subfolders)
+                  if not os.path.islink(os.path.join(folder, name))]
 
 
 def _to_rgb_float(img):
