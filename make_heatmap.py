@@ -393,6 +393,7 @@ def run(argv):
     if args.output.exists() and base.resolve() == args.output.resolve():
         raise cli.UsageError(f"{args.output}: the output folder is the input " + ("folder" if args.input.is_dir() else
                              "photo's folder") + "; choose another --output")
+    cli.check_path_room(args.output)  # before anything reads or writes in it
     if not args.no_report:
         report.check_replaceable(args.output)  # a ReportError: exit 2; checked again before writing, under the lock
     errors = []

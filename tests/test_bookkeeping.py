@@ -133,3 +133,31 @@ def test_a_summary_replaced_during_the_run_keeps_every_row(change, tmp_path, tin
     assert [row["file"] for row in rows] == [f"p{i}.png" for i in range(6)]
     assert "replaced or truncated by another program during the run; rewritten whole" in err
     assert all(f"p{i}.png" in (out / "index.html").read_text() for i in range(6))
+
+
+def test_an_output_path_with_no_room_for_a_file_name_is_refused_before_any_work(folders, tiny_checkpoint, capsys,
+                                                                                monkeypatch):
+    photos, out = folders
+    monkeypatch.chdir(out.parent)
+    (out.parent / "x").mkdir()
+    long_output = "x/../" * 818 + "out"  # 4,093 characters: the folder exists, none of its files can
+    code, _, err = heatmap(["--input", photos, "--output", long_output, "--checkpoint", tiny_checkpoint], capsys)
+    assert code == 2 and "4,096-byte limit" in err and len(err.strip().splitlines()) == 1, err[-300:]
+    assert list(out.iterdir()) == []
+
+
+def test_a_ledger_that_cannot_be_tidied_is_named_and_the_run_still_reports(folders, tiny_checkpoint, capsys,
+                                                                           monkeypatch):
+    from pieanet.utils import ledger
+    photos, out = folders
+    real = ledger.atomic_write
+
+    def full_disk(path):
+        if path.name == LEDGER_NAME:
+            raise OSError(28, "No space left on device")
+        return real(path)
+
+    monkeypatch.setattr(ledger, "atomic_write", full_disk)
+    code, printed, err = heatmap(["--input", photos, "--output", out, "--checkpoint", tiny_checkpoint], capsys)
+    assert code == 0 and f"{LEDGER_NAME}: could not be tidied (No space left on device)" in err
+    assert "1 of 1 images done" in printed and (out / "index.html").is_file()
