@@ -9,8 +9,8 @@ optionally <stem>_residual.npy, <stem>_overlay.png, <stem>_colorbar.png. One sum
 photo's sub-folder and name without extension, made unique (utils/outputs.py, output_stems) against the other photos
 of the run and the photos of earlier runs in summary.csv, and stored in the photo's row (column output; the kinds of
 file written in column output_kinds). A file in
---output is the tool's only when summary.csv records its prefix as that photo's output (or this run wrote it): a
-user's file with an output's name is never removed or replaced (the photo gets another prefix), nothing is written or
+--output is the tool's only when its size and content are those the folder's ledger recorded as the tool wrote it
+(utils/ledger.py; a planted line proves nothing): a user's file with an output's name is never removed or replaced (the photo gets another prefix), nothing is written or
 removed through a symbolic link, and a user's index.html stops the run before any work (docs/safety.md, "Files and
 folders"). One run at a time per output folder: a second one stops with one line (exit 2).
 --vmax sets the colour scale (1, the default, is the same for every photo; 'image' stretches each photo), --format jpg
