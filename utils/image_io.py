@@ -207,8 +207,8 @@ def photo_array(array):
     model cannot judge: uint8 is divided by 255 and uint16 by 65535; float must be finite and in [0, 1] (clipped
     within FLOAT_RANGE_SLACK of it); bool, complex, other integer types and objects are refused, never guessed."""
     array = np.asarray(array)
-    if array.ndim != 3 or array.shape[2] != 3:
-        raise ValueError(f"expected an H x W x 3 RGB array, got shape {array.shape}")
+    if array.ndim != 3 or array.shape[2] != 3 or array.size == 0:
+        raise ValueError(f"expected an H x W x 3 RGB array (at least one pixel), got shape {array.shape}")
     if array.dtype == np.uint8:
         return array.astype(np.float32) / np.float32(255)
     if array.dtype == np.uint16:
