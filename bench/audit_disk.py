@@ -258,7 +258,8 @@ class Audit:
             if len(rows) < 12 or listed < 12:
                 problems.add("lost")
             self.record("signals", f"summary.csv {change} during a run", problems,
-                        f"exit {process.returncode}; {len(rows)} of 12 rows, {listed} in index.html")
+                        f"exit {process.returncode}; {len(rows)} of 12 rows, {listed} in index.html; "
+                        f"{err.strip()[-160:]}")
         # kills and resume: byte-identical to an uninterrupted run
         reference = self.fresh("reference")
         for i in range(8):
@@ -279,7 +280,7 @@ class Audit:
             rows = read_rows(folder / "out" / "summary.csv")
             problems = set() if code == 0 and got == expected and len(rows) == 8 else {"bad"}
             self.record("signals", f"{signal.Signals(sig).name} after {delay} s, then --resume", problems,
-                        f"exit {code}; identical {got == expected}; {len(rows)} rows")
+                        f"exit {code}; identical {got == expected}; {len(rows)} rows; {err.strip()[-160:]}")
         folder = self.fresh("two")
         for i in range(6):
             save_photo(folder / "in" / f"p{i}.png", i, 96, 128)

@@ -14,7 +14,6 @@ Lines naming a path outside the folder (absolute, or with '..') are refused (ign
 file of the user running the tool (folders.check_bookkeeping), or the run is refused before any work (exit 2).
 """
 import csv
-import hashlib
 import io
 import os
 from contextlib import contextmanager
@@ -115,7 +114,7 @@ class OutputLedger:
                                   "outputs has not its size and content); it is not replaced")
         with atomic_write(path) as target:
             yield target
-            size, digest = os.path.getsize(target), hashlib.sha256(Path(target).read_bytes()).hexdigest()
+            size, digest = os.path.getsize(target), file_sha256(target)
             self.written[self.name(path)] = (size, f"sha256:{digest}")
             _append(self.output, [self.name(path), size, f"sha256:{digest}"])
 
