@@ -9,8 +9,8 @@ optionally <stem>_residual.npy, <stem>_overlay.png, <stem>_colorbar.png. One sum
 photo's sub-folder and name without extension, made unique (utils/outputs.py, output_stems) against the other photos
 of the run and the photos of earlier runs in summary.csv, and stored in the photo's row (column output; the kinds of
 file written in column output_kinds). A file in
---output is the tool's only when summary.csv records its prefix as that photo's output (or this run wrote it): a
-user's file with an output's name is never removed or replaced (the photo gets another prefix), nothing is written or
+--output is the tool's only when its size and content are those the folder's ledger recorded as the tool wrote it
+(utils/ledger.py; a planted line proves nothing): a user's file with an output's name is never removed or replaced (the photo gets another prefix), nothing is written or
 removed through a symbolic link, and a user's index.html stops the run before any work (docs/safety.md, "Files and
 folders"). One run at a time per output folder: a second one stops with one line (exit 2).
 --vmax sets the colour scale (1, the default, is the same for every photo; 'image' stretches each photo), --format jpg
@@ -53,10 +53,11 @@ from pieanet.utils.heatmap import (VMAX_FLOOR, VMAX_PERCENTILE, colorize, image_
 from pieanet.utils.exposure import residual_stats
 from pieanet.utils.safety import shown
 from pieanet.utils.image_io import ImageLoadError, atomic_write, photo_bytes, remove_orphan_temporaries, save_image
+from pieanet.utils.ledger import OutputLedger, ledger, note_output, tidy_ledger
 from pieanet.utils.outputs import occupied_prefixes, output_path, output_stems
-from pieanet.utils.summary import (SUMMARY_FIELDS, SUMMARY_NAME, SummaryError, SummaryLog, content_digest, ledger,
-                                   leftover_parts, merge_parts, note_output, part_path, photo_keys, read_summary,
-                                   taken_stems, tidy_ledger, write_summary)
+from pieanet.utils.summary import (SUMMARY_FIELDS, SUMMARY_NAME, SummaryError, SummaryLog, check_bookkeeping_files,
+                                   content_digest, leftover_parts, merge_parts, part_path, photo_keys, read_summary,
+                                   taken_stems, write_summary)
 
 PROG = "make_heatmap"
 ROOT = Path(__file__).resolve().parent
@@ -150,26 +151,29 @@ def colour_scale_of(residual, spec):
     return vmax, ("per image, floor" if vmax == VMAX_FLOOR else f"per image, p{VMAX_PERCENTILE:g} of |r|")
 
 
-def write_outputs(stem, image, residual, args, owned=False):
+def write_outputs(stem, image, residual, args, owned=False, proof=None):
     """Write every requested file for one photo; if one fails, remove those already written and re-raise. When the
     prefix is ``owned`` (summary.csv records it as this photo's output), its files that this run does not ask for (an
     overlay of an earlier run with other settings) are removed, so the folder holds only outputs of the photo's latest
-    row; files of a prefix the summary does not record are never removed (output_stems gave the photo a prefix no file
-    has). Every path is checked to lie in --output with no symbolic link on the way (folders.inside). Returns the paths
-    written, their kinds (utils/outputs.py) and the colour scale (vmax) used."""
+    row. A file is replaced or removed only when ``proof`` (utils/ledger.py, OutputLedger; None: the folder's) shows
+    the tool wrote it (its recorded size and content hash); a user's file is never touched, whatever a line in the
+    ledger or summary says. Every path is checked to lie in --output with no symbolic link on the way
+    (folders.inside). Returns the paths written, their kinds (utils/outputs.py) and the colour scale (vmax) used."""
+    proof = OutputLedger(args.output) if proof is None else proof
     vmax, scale_note = colour_scale_of(residual, args.vmax)
     writers = output_writers(stem, image, residual, vmax, scale_note, args)
     kinds, written = requested_kinds(args), []
     try:
         for kind in kinds:
-            writers[outputs.role(kind)](folders.inside(args.output, output_path(stem, kind)))
+            with proof.writing(folders.inside(args.output, output_path(stem, kind))) as tmp:
+                writers[outputs.role(kind)](tmp)
             written.append(output_path(stem, kind))
     except BaseException:
         remove(written)
         raise
     if owned:
-        remove([folders.inside(args.output, path) for path in
-                set(output_path(stem, kind) for kind in outputs.KINDS) - set(written)])
+        remove([path for path in set(output_path(stem, kind) for kind in outputs.KINDS) - set(written)
+                if proof.owns(folders.inside(args.output, path))])
     return written, kinds, vmax
 
 
@@ -225,11 +229,12 @@ def mark_raw_clipping(row, residual, clipped, threshold):
     np.minimum(residual, np.float32(-threshold - RAW_CLIPPED_MARGIN), out=residual, where=clipped)
 
 
-def process(photos, model, args, settings, summary, progress, owned=frozenset()):
+def process(photos, model, args, settings, summary, progress, owned=frozenset(), proof=None):
     """Every photo ((path, file, source, output prefix)), batch by batch: one row each, appended to ``summary``
     (summary.csv, or this process's part under torchrun) as soon as the photo is finished. ``owned``: the prefixes
-    summary.csv records as their photo's (write_outputs)."""
+    summary.csv records as their photo's; ``proof``: the files the tool can prove it wrote (write_outputs)."""
     rows = []
+    proof = OutputLedger(args.output) if proof is None else proof
 
     def finish(path, row, reason=None):
         if reason is not None:
@@ -266,7 +271,8 @@ def process(photos, model, args, settings, summary, progress, owned=frozenset())
             mark_raw_clipping(row, residual, raw_clipped.get(prefix), args.threshold)
             try:
                 note_output(args.output, prefix, source)  # recorded before its files: a kill leaves them the tool's
-                written, kinds, vmax = write_outputs(args.output / prefix, image, residual, args, prefix in owned)
+                written, kinds, vmax = write_outputs(args.output / prefix, image, residual, args, prefix in owned,
+                                                     proof)
             except (OSError, ValueError, RuntimeError, MemoryError) as e:
                 finish(path, row, f"could not write outputs ({cli.one_line(e)})")
                 continue
@@ -330,9 +336,11 @@ def make_heatmaps(paths, base, model, args, settings, group, folder_errors):
     keys = [photo_keys(path, base, args.output) for path in paths]
     files, sources = [file for file, _ in keys], [source for _, source in keys]
     position = {source: index for index, source in enumerate(sources)}
+    check_bookkeeping_files(args.output)  # summary, parts, ledger, lock: regular files or the run is refused
     earlier = earlier_rows(args.output, position)  # also checks summary.csv's columns before any work
     taken = ledger(args.output) | taken_stems(earlier[0] + earlier[2])
-    stems = output_stems(files, sources, taken, occupied_prefixes(args.output))
+    proof = OutputLedger(args.output)
+    stems = output_stems(files, sources, taken, occupied_prefixes(args.output, proof.recorded_size))
     owned = {stem for stem, source in zip(stems, sources) if taken.get(stem) == source}
     start_rows, todo = plan_run(args, earlier, position, stems, settings, paths)
     group.barrier()  # every process has read the summaries before rank 0 changes them
@@ -354,11 +362,13 @@ def make_heatmaps(paths, base, model, args, settings, group, folder_errors):
             for folder, reason in folder_errors if group.is_main else []:
                 progress.fail(folder, reason)
             photos = [(paths[i], files[i], sources[i], stems[i]) for i in mine]
-            rows = process(photos, model, args, settings, summary, progress, owned)
+            rows = process(photos, model, args, settings, summary, progress, owned, proof)
     except SummaryError as e:
         error = str(e)
     finally:
         summary.close()
+        for note in summary.notes:
+            print(f"{PROG}: {shown(note)}", file=sys.stderr)
     shards = group.gather((rows, len(progress.failed), error))
     if not group.is_main:
         return None
@@ -369,7 +379,9 @@ def make_heatmaps(paths, base, model, args, settings, group, folder_errors):
 
     if group.distributed:
         merge_parts(args.output, group.world_size, order)
-    tidy_ledger(args.output)
+    untidy = tidy_ledger(args.output)
+    if untidy:
+        print(f"{PROG}: {untidy}", file=sys.stderr)
     return (sorted((row for shard_rows, _, _ in shards for row in shard_rows), key=order), len(paths) - len(todo),
             sum(failed for _, failed, _ in shards), [error for _, _, error in shards if error])
 
@@ -381,6 +393,7 @@ def run(argv):
     if args.output.exists() and base.resolve() == args.output.resolve():
         raise cli.UsageError(f"{args.output}: the output folder is the input " + ("folder" if args.input.is_dir() else
                              "photo's folder") + "; choose another --output")
+    cli.check_path_room(args.output)  # before anything reads or writes in it
     if not args.no_report:
         report.check_replaceable(args.output)  # a ReportError: exit 2; checked again before writing, under the lock
     errors = []

@@ -217,6 +217,22 @@ def check_device(name):
 # what the user can do next, per kind of ending (utils.errors.outcome)
 RESUME = "continue from the last saved state with --resume"
 ADVICE = {"memory": f"lower train.batch_size or data.crop, then {RESUME}", "interrupted": RESUME, "os": RESUME}
+# a run stopped before its first last.pt has nothing to resume from: the way out is a fresh start in its folder
+RESTART = "no training state was saved yet (no last.pt); start it again with --overwrite"
+NO_STATE_ADVICE = {"memory": f"lower train.batch_size or data.crop, then {RESTART}", "interrupted": RESTART,
+                   "os": RESTART}
+
+
+def advice_for(config):
+    """ADVICE where the run folder of ``config`` (None: not known yet) holds a last.pt to resume from, else
+    NO_STATE_ADVICE: each ending's next step leads somewhere."""
+    if config is None:
+        return ADVICE
+    try:
+        saved = (Path(config["output_dir"]) / config["name"] / "last.pt").is_file()
+    except (KeyError, TypeError, OSError):
+        return ADVICE
+    return ADVICE if saved else NO_STATE_ADVICE
 
 
 def main(argv=None):
@@ -224,6 +240,7 @@ def main(argv=None):
     interrupted); the full traceback under --debug or $P_IEA_DEBUG."""
     interrupts_raise()
     errors.set_debug(False)  # until this command's --debug
+    config = None
     try:
         try:
             args = parse_args(argv)
@@ -235,7 +252,7 @@ def main(argv=None):
             train(config, group.device, args.resume, group.rank, group.world_size, overwrite=args.overwrite)
         return errors.EXIT_OK
     except (Exception, KeyboardInterrupt) as e:  # what errors.outcome does not know is re-raised (a bug)
-        return errors.exit_status(PROG, e, ADVICE)
+        return errors.exit_status(PROG, e, advice_for(config))
     finally:
         errors.set_debug(False)
 
@@ -246,16 +263,19 @@ def experiment_folder(config, resume, overwrite):
     refused unless resuming or overwriting."""
     out = Path(config["output_dir"]) / config["name"]
     last_path = out / "last.pt"
+    held = [name for name in RUN_FILES if (out / name).exists()]
     if resume and not last_path.is_file():
-        raise SetupError(f"--resume: {last_path} not found; start without --resume")
+        raise SetupError(f"--resume: {last_path} not found; " + (
+            f"the run in {out} stopped before saving its first state, start it again with --overwrite" if held
+            else "start without --resume"))
     linked = [name for name in RUN_FILES if (out / name).is_symlink()]
     if linked:  # a planted link would send config.yaml, train.log or the weights elsewhere
         raise SetupError(f"{out}: {', '.join(linked)} is a symbolic link; a run's files are never written through "
                          "one: remove it or choose another name")
-    held = [name for name in RUN_FILES if (out / name).exists()]
     if held and not resume and not overwrite:
-        raise SetupError(f"{out} already holds a run ({', '.join(held)}); continue it with --resume, start it again "
-                         "with --overwrite, or choose another name")
+        raise SetupError(f"{out} already holds a run ({', '.join(held)}); " + (
+            "continue it with --resume, start it again with --overwrite" if "last.pt" in held else
+            "it saved no training state (no last.pt), so start it again with --overwrite") + ", or choose another name")
     return out
 
 

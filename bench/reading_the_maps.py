@@ -30,7 +30,7 @@ if str(ROOT) not in sys.path:
 from pieanet import runtime  # noqa: E402
 from pieanet.models import load_model  # noqa: E402
 from pieanet.utils.heatmap import CMAP, colorize, image_vmax, overlay  # noqa: E402
-from pieanet.utils.image_io import atomic_write, load_image  # noqa: E402
+from pieanet.utils.image_io import atomic_write, load_image, open_photo  # noqa: E402
 
 
 def upstream_scale(shared):
@@ -40,7 +40,7 @@ def upstream_scale(shared):
     reference = np.load(shared / "official" / "official_reference.npz")
     scales = {}
     for name in ["test_low", "test1_high"]:
-        with Image.open(shared / "official" / f"{name}_exposure.png") as img:
+        with open_photo(shared / "official" / f"{name}_exposure.png") as img:
             published = np.asarray(img.convert("RGB"), dtype=np.float64) / 255.0
             size = img.size
         t = np.where(published[..., 2] >= published[..., 0], published[..., 0] / 2, 1 - published[..., 2] / 2)
@@ -66,7 +66,8 @@ def heatmap_panel(ax, picture, title, norm):
 
 
 def draw(photo_path, residual, figure_path):
-    photo = np.asarray(Image.open(photo_path).convert("RGB"))
+    with open_photo(photo_path) as opened:
+        photo = np.asarray(opened.convert("RGB"))
     per_image = image_vmax(residual)
     low, high = float(residual.min()), float(residual.max())
     fig = Figure(figsize=(7.2, 4.3), dpi=100, layout="constrained")

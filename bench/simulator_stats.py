@@ -29,7 +29,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
@@ -37,6 +36,8 @@ if str(ROOT) not in sys.path:
 
 from pieanet.datasets import synthetic  # noqa: E402
 from pieanet.utils.exposure import gray  # noqa: E402
+from pieanet.utils.arrays import read_npy  # noqa: E402
+from pieanet.utils.image_io import open_photo  # noqa: E402
 
 DEFAULT_DATA = ROOT.parent / "shared" / "real_brackets"
 DEFAULT_FIGURE = ROOT / "docs" / "simulator_vs_real.png"
@@ -83,7 +84,7 @@ def distance(sim, real, sim_stats, real_stats):
 
 
 def load(path, scale):
-    with Image.open(path) as image:
+    with open_photo(path) as image:
         image = image.convert("RGB")
         if scale > 1:
             image = image.reduce(scale)
@@ -99,7 +100,7 @@ def check_label(data, row):
     """The real label must be gray(ideal) - gray(test) of the files read here (full resolution)."""
     ideal, test = (load(data / sub / row[key], 1).astype(np.float64) for sub, key in (("refs", "ref_id"),
                                                                                           ("images", "img_id")))
-    label = np.load(data / "labels" / (Path(row["img_id"]).stem + ".npy"))
+    label = read_npy(data / "labels" / (Path(row["img_id"]).stem + ".npy"))
     error = float(np.abs(label - (gray(ideal) - gray(test))).max())
     if error > 0.01:
         print(f"warning: {row['img_id']}: label differs from gray(ideal) - gray(test) by {error:.3f}",

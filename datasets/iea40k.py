@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
+from pieanet.utils.arrays import ArrayFileError, read_npy
 from pieanet.utils.errors import EXIT_USAGE, PieaError
 from pieanet.utils.image_io import ImageLoadError, file_sha256, load_image
 from pieanet.utils.safety import csv_records, first_line
@@ -261,10 +262,9 @@ def read_label(path, label_scale=255.0):
     if not path.is_file():
         raise DatasetError(f"{path}: label not found; expected a .npy residual map")
     try:
-        label = np.load(path, allow_pickle=False)
-    except Exception as e:  # numpy raises ValueError, OSError, EOFError... on a bad file
-        raise DatasetError(f"{path}: unreadable label ({first_line(e, 120)}); expected a .npy array") \
-            from e
+        label = read_npy(path)
+    except ArrayFileError as e:  # one line naming what the file is, never numpy's unsafe advice
+        raise DatasetError(f"{path}: unreadable label ({e.reason}); expected a .npy array") from e
     if label.ndim == 3 and 1 in (label.shape[0], label.shape[-1]):
         label = label.reshape(label.shape[1:] if label.shape[0] == 1 else label.shape[:2])
     if label.ndim != 2 or min(label.shape) < 1 or not np.issubdtype(label.dtype, np.number) \

@@ -8,11 +8,17 @@ merged. Writes ``<out>/images|labels|refs/`` of relative symbolic links to the s
 working when the sources move with it) and ``<out>/<split>`` for each split list (``--splits``, default train.csv
 valid.csv): the sources' rows in the order given, img_id and ref_id prefixed; a split a source lacks (or holds no rows
 of) is skipped for that source. Refused before anything is made: an output folder that exists, a source that is not a
-folder, two files that would get one name, a row whose image, label or ref is missing. Exit codes: 0 done, 2 refused.
+folder, two files that would get one name, a row whose image, label or ref is missing, a merged name (prefix
+included) that would lead out of --out (absolute, '..') or is longer than a file name may be. The merged folder is
+built under a temporary name beside --out and renamed to it only when complete: a failure leaves nothing behind.
+Exit codes: 0 done, 2 refused.
 """
 import argparse
+import contextlib
 import csv
 import os
+import secrets
+import shutil
 import sys
 from pathlib import Path
 
@@ -36,11 +42,18 @@ def parse_source(text):
     return ("", Path(text)) if not sep or Path(text).is_dir() else (prefix, Path(folder))
 
 
+NAME_MAX = 255  # bytes of one file name on the common file systems (ext4, XFS, APFS, NTFS in UTF-16 units)
+
+
 def check_name(where, name):
-    """A file name from a split list must stay inside its folder (no absolute path, no '..')."""
-    if Path(name).is_absolute() or ".." in Path(name).parts:
+    """A file name from a split list, or a merged name (prefix included), must stay inside its folder (no absolute
+    path, no '..') and have no part longer than a file name may be."""
+    if not name or Path(name).is_absolute() or Path(name).anchor or ".." in Path(name).parts:
         raise DatasetError(f"{where}: {name!r} is not a name inside the dataset's folders; expected a relative "
                            "path without '..'")
+    if any(len(os.fsencode(part)) > NAME_MAX for part in Path(name).parts):
+        raise DatasetError(f"{where}: {shown(name)[:80]}... has a part longer than {NAME_MAX} bytes; expected a "
+                           "shorter name (or prefix)")
 
 
 def plan(sources, splits):
@@ -59,6 +72,7 @@ def plan(sources, splits):
                     check_name(f"{root / split} line {row.line}", name)
                 files = {"images": row.img_id, "labels": label_name(row.img_id), "refs": row.ref_id}
                 for folder, name in files.items():
+                    check_name(f"{root}: with the prefix {prefix!r}", prefix + name)
                     source = root / folder / name
                     if not source.is_file():
                         raise DatasetError(f"{root / split} line {row.line}: {source} not found")
@@ -72,11 +86,32 @@ def plan(sources, splits):
 
 
 def merge(out, sources, splits=("train.csv", "valid.csv")):
-    """Write the merged dataset; returns {split: row count}."""
+    """Write the merged dataset (built beside ``out`` under a temporary name, renamed when complete; removed, with
+    any parent folder made for it, on any failure); returns {split: row count}."""
     out = Path(out)
-    if out.exists():
+    if out.exists() or out.is_symlink():
         raise DatasetError(f"{out}: already exists; expected a new folder (nothing there is replaced)")
     rows, links = plan(sources, splits)
+    made = [parent for parent in reversed(Path(os.path.abspath(out)).parents) if not parent.exists()]
+    staging = out.parent / f".{out.name[:32]}.{os.getpid()}-{secrets.token_hex(4)}.merging"
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        build(staging, rows, links)
+        os.rename(staging, out)
+    except BaseException as e:
+        shutil.rmtree(staging, ignore_errors=True)
+        for parent in reversed(made):
+            with contextlib.suppress(OSError):
+                parent.rmdir()
+        if isinstance(e, OSError):
+            raise DatasetError(f"{out}: could not be made ({e.strerror or type(e).__name__}: "
+                               f"{shown(e.filename or '')[:120]}); nothing was left behind") from e
+        raise
+    return {split: len(split_rows) for split, split_rows in rows.items()}
+
+
+def build(out, rows, links):
+    """The merged folder's links and split lists, written into the new folder ``out``."""
     for folder in FOLDERS:
         (out / folder).mkdir(parents=True)
     for (folder, name), source in links.items():
@@ -90,7 +125,6 @@ def merge(out, sources, splits=("train.csv", "valid.csv")):
             writer = csv.DictWriter(f, fieldnames=COLUMNS)
             writer.writeheader()
             writer.writerows(split_rows)
-    return {split: len(split_rows) for split, split_rows in rows.items()}
 
 
 def run(argv):

@@ -31,7 +31,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if not __package__ and str(ROOT) not in sys.path:  # run as a script (python datasets/x.py)
     sys.path.insert(0, str(ROOT))
 
-from pieanet.utils.image_io import atomic_write  # noqa: E402
+from pieanet.utils.image_io import atomic_write, open_photo  # noqa: E402
 from pieanet.utils.safety import shown  # noqa: E402
 
 MANIFEST = Path(__file__).with_name("photo_manifest.tsv")
@@ -220,7 +220,7 @@ def write_photo(out, src, data):
         data = largest_jpeg(data)
     elif inner:
         data = rcc_entry(data, inner)
-    with Image.open(io.BytesIO(data)) as image:
+    with open_photo(io.BytesIO(data)) as image:
         width, height = image.size
     file = f"{src['package']}/{photo_name(src['member'])}"
     with atomic_write(out / file) as tmp:

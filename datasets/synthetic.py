@@ -31,7 +31,8 @@ if not __package__ and str(ROOT) not in sys.path:  # run as a script (python dat
 
 from pieanet.datasets.fusion import exposure_fusion  # noqa: E402
 from pieanet.utils.exposure import gray, linear_to_srgb, srgb_to_linear  # noqa: E402
-from pieanet.utils.image_io import IMAGE_EXTENSIONS, atomic_write, load_image, readable_formats  # noqa: E402
+from pieanet.utils.image_io import (IMAGE_EXTENSIONS, atomic_write, load_image, open_photo,  # noqa: E402
+                                     readable_formats)
 
 KEEP = "KEEP"  # the level of --keep-fraction's frames: the crop as published, its own ideal
 GLOBAL_LEVELS = ["N4", "N3", "N2", "N1", "P0", "P1", "P2", "P3", "P4"]
@@ -362,7 +363,7 @@ def save_frame(test, ideal_gray, ref_id, stem, level, cfg, rng):
         fmt, quality = ("jpg", int(rng.integers(75, 98))) if rng.random() < 0.7 else ("png", None)
     data = encode(test, fmt, quality)
     img_id = f"{stem}.{fmt}"
-    with Image.open(io.BytesIO(data)) as saved:  # the label must describe the bytes on disk, after compression
+    with open_photo(io.BytesIO(data)) as saved:  # the label must describe the bytes on disk, after compression
         saved_rgb = np.asarray(saved.convert("RGB"), dtype=np.float64)
     label = (ideal_gray - gray(saved_rgb)).astype(np.float32)
     save_npy_atomic(out / "labels" / f"{stem}.npy", label)

@@ -45,7 +45,8 @@ from pieanet.utils import cli  # noqa: E402
 from pieanet.utils.errors import EXIT_USAGE, PieaError  # noqa: E402
 from pieanet.utils.image_io import (ImageLoadError, atomic_write, file_sha256, list_images, load_image,  # noqa: E402
                                     remove_orphan_temporaries)
-from pieanet.utils.safety import first_line  # noqa: E402
+from pieanet.utils.arrays import read_npy  # noqa: E402
+from pieanet.utils.safety import brief, first_line  # noqa: E402
 
 PROG = "teacher"
 IDENTITY = "teacher.json"
@@ -96,7 +97,9 @@ class TeacherCache:
             try:
                 recorded = json.loads(identity.read_text(encoding="utf-8"))
                 sha, name = recorded["teacher_sha256"], recorded.get("teacher_file", "?")
-            except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError) as e:
+                if not isinstance(sha, str) or not isinstance(name, str):
+                    raise TypeError(f"teacher_sha256 {brief(sha)} and teacher_file {brief(name)}: expected text")
+            except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError, AttributeError) as e:
                 raise TeacherError(f"{identity}: unreadable cache identity ({first_line(e, 200)}); expected the "
                                    "teacher.json this tool writes") from e
             if sha != self.teacher_sha256:
@@ -132,7 +135,7 @@ class TeacherCache:
         computed and written (atomically) when missing. Raises ImageLoadError for an unreadable image."""
         target = self.path_of(image_path)
         if target.is_file():
-            return np.load(target), True
+            return read_npy(target), True  # ArrayFileError (a ValueError): one line for that photo
         grey = self.compute(load_image(image_path))
         with atomic_write(target) as tmp:
             np.save(tmp, grey)

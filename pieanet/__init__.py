@@ -69,19 +69,14 @@ def predict(photo: "str | Path | np.ndarray", model: "torch.nn.Module | None" = 
             tile: int | None = None) -> "np.ndarray":
     """The residual map of one photo as the tools compute it: H x W float32 in [-1, 1] at the photo's resolution,
     r > 0 under-exposed. ``photo``: a file (read as make_heatmap reads it: EXIF rotation, HEIC, RAW) or an
-    H x W x 3 RGB array (uint8, or float in [0, 1]); ``model``: from ``load`` (None: the shipped checkpoint).
+    H x W x 3 RGB array: uint8 (0-255), uint16 (divided by 65535) or finite float in [0, 1]; anything else (NaN or
+    infinite pixels, floats outside [0, 1], bool, complex, other integer types) is a ValueError, never a map
+    computed from input outside that contract; ``model``: from ``load`` (None: the shipped checkpoint).
     No gradients; at the model's working size with guided upsampling (``size``: another longer side, 0 = native)
     and in tiles of ``tile`` px when given (models.inference.predict_residual)."""
-    import numpy as np
 
-    from pieanet.utils.image_io import load_image
+    from pieanet.utils.image_io import load_image, photo_array
     from pieanet.models.inference import predict_residual
 
-    if isinstance(photo, (str, Path)):
-        image = load_image(photo)
-    else:
-        image = np.asarray(photo)
-        if image.ndim != 3 or image.shape[2] != 3:
-            raise ValueError(f"expected an H x W x 3 RGB array, got shape {image.shape}")
-        image = image.astype(np.float32) / 255 if image.dtype == np.uint8 else image.astype(np.float32)
+    image = load_image(photo) if isinstance(photo, (str, Path)) else photo_array(photo)
     return predict_residual(load() if model is None else model, image, size=size, tile=tile)

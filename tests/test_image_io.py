@@ -271,16 +271,14 @@ def test_list_images_reports_unreadable_sub_folders(tmp_path, monkeypatch):
 
     (tmp_path / "sub").mkdir()
     Image.new("RGB", (2, 2)).save(tmp_path / "a.png")
-    real_walk = os.walk
+    real_scandir = os.scandir
 
-    def walk(top, onerror=None, **kw):  # root reads every folder, so the failure is simulated
-        for folder, subfolders, files in real_walk(top, **kw):
-            if Path(folder).name == "sub":
-                onerror(PermissionError(13, "Permission denied", folder))
-                continue
-            yield folder, subfolders, files
+    def scandir(folder):  # root reads every folder, so the failure is simulated (list_images lists with scandir)
+        if Path(folder).name == "sub":
+            raise PermissionError(13, "Permission denied", folder)
+        return real_scandir(folder)
 
-    monkeypatch.setattr(os, "walk", walk)
+    monkeypatch.setattr(os, "scandir", scandir)
     errors = []
     assert list_images(tmp_path, recursive=True, errors=errors) == [tmp_path / "a.png"]
     assert errors == [(tmp_path / "sub", "folder cannot be read (Permission denied); its images were skipped")]

@@ -1,4 +1,6 @@
 """datasets/merge.py: IEA40K-layout datasets merged by links and concatenated split lists, read back as one."""
+from pathlib import Path
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -55,3 +57,35 @@ def test_collisions_missing_files_and_an_existing_folder_are_refused_before_anyt
     (tmp_path / "taken").mkdir()
     assert merge.main(["--out", str(tmp_path / "taken"), str(one)]) == 2
     assert "already exists" in capsys.readouterr().err and not any((tmp_path / "taken").iterdir())
+
+
+@pytest.mark.parametrize("prefix", ["../../escaped_", "/tmp/absolute_", "x" * 250])
+def test_a_prefix_that_leads_out_of_out_or_is_too_long_is_refused_and_nothing_is_made(prefix, tmp_path, capsys):
+    """Issue 27: the prefix is part of every merged name, so it is checked like the names of the split lists."""
+    one = make_set(tmp_path / "one", 40)
+    out = tmp_path / "deep" / "both"
+    before = sorted(tmp_path.rglob("*"))
+    assert merge.main(["--out", str(out), f"{prefix}={one}"]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
+    assert sorted(tmp_path.rglob("*")) == before and not list(Path("/tmp").glob("absolute_*"))
+
+
+def test_a_failure_while_building_leaves_nothing_behind(tmp_path, capsys, monkeypatch):
+    one = make_set(tmp_path / "one", 40)
+    out = tmp_path / "deep" / "both"
+    calls = []
+    real = Path.symlink_to
+
+    def full_disk_on_the_third(self, target, *rest):
+        calls.append(target)
+        if len(calls) == 3:
+            raise OSError(28, "No space left on device", str(self))
+        return real(self, target, *rest)
+
+    monkeypatch.setattr(Path, "symlink_to", full_disk_on_the_third)
+    assert merge.main(["--out", str(out), str(one)]) == 2
+    assert "nothing was left behind" in capsys.readouterr().err
+    assert not (tmp_path / "deep").exists()
+    monkeypatch.undo()
+    assert merge.main(["--out", str(out), str(one)]) == 0  # a re-run is not refused

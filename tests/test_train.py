@@ -471,3 +471,27 @@ def test_resume_as_one_of_two_processes_continues_its_sample_order(tmp_path, tin
     train(tmp_path / "pieces", "train.max_steps=6", resume=True)  # resumed inside epoch 1, stopped inside epoch 2
     train(tmp_path / "pieces", resume=True)
     assert loaded == whole
+
+
+def test_a_run_stopped_before_its_first_last_pt_is_sent_to_overwrite_every_time(tmp_path, tiny_model_config,
+                                                                                tiny_data, capsys, monkeypatch):
+    """Issue 27: Ctrl-C, --resume and a plain start each lead to --overwrite, never in a circle."""
+    config = tiny_config(tmp_path, tiny_model_config, tiny_data, epochs=1)
+
+    def interrupted_in_the_first_epoch(run, world_size):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(train_wavelet, "run_epochs", interrupted_in_the_first_epoch)
+    run(config, expect=130)
+    out = tmp_path / "runs" / "tiny"
+    assert (out / "config.yaml").is_file() and not (out / "last.pt").exists()
+    lines = [capsys.readouterr().err.strip().splitlines()[-1]]
+    monkeypatch.undo()
+    run(config, resume=True, expect=2)
+    lines.append(capsys.readouterr().err.strip().splitlines()[-1])
+    run(config, expect=2)
+    lines.append(capsys.readouterr().err.strip().splitlines()[-1])
+    for line in lines:
+        assert "--overwrite" in line and "with --resume" not in line and "without --resume" not in line, line
+    run(config, "--overwrite")
+    assert (out / "last.pt").is_file()

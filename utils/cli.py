@@ -8,6 +8,7 @@ utils/errors.py.
 """
 import argparse
 import math
+import os
 import sys
 import tempfile
 from pathlib import Path
@@ -144,9 +145,24 @@ def add_common_options(parser, checkpoints="one", tile=DEFAULT_TILE, threshold_d
 
 
 # ------------------------------------------------------------------------------------------------ inputs and outputs
+PATH_MAX = 4096  # bytes of a whole path the system takes (Linux; macOS takes 1024, where the system says so itself)
+NAME_MAX = 255  # bytes of one file name
+
+
+def check_path_room(path, what="output folder"):
+    """Refuse a folder whose path, with one file name (up to NAME_MAX bytes) under it, would be longer than the system
+    takes: its files would fail one by one after the work (the report last), not before it."""
+    length = len(os.fsencode(str(path)))
+    if length + 1 + NAME_MAX > PATH_MAX:
+        from pieanet.utils.safety import shown
+        raise UsageError(f"{shown(str(path)[:60])}...: the {what}'s path is {length:,} bytes; with a file name in it "
+                         f"that is more than the system's {PATH_MAX:,}-byte limit; give a shorter path")
+
+
 def writable_folder(path, what="output folder"):
     """Create ``path`` if needed and prove it can be written (a temporary file); raises UsageError."""
     path = Path(path)
+    check_path_room(path, what)
     try:
         path.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=path, prefix=".write-check-", suffix=".tmp"):

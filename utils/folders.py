@@ -13,9 +13,13 @@ and folders", states the rules.
 - ``inside``: the path checked to lie in the folder after resolving every link, with no symbolic link on the way from
   the folder to it (a planted ``out/sub -> /elsewhere`` is refused, not followed).
 - ``open_append``: os.open with O_NOFOLLOW where the system has it, for logs and summaries appended to in place.
+- ``open_regular`` / ``check_bookkeeping``: every bookkeeping file (lock, summary, ledger, log) is opened as a
+  regular file only, without following a link and without blocking (a FIFO would hang the run); anything else there
+  refuses the whole run in one line (WrongFileType, exit 2).
 """
 import errno
 import os
+import stat
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -32,6 +36,58 @@ except ImportError:  # everything but Windows
 
 LOCK_NAME = ".pieanet.lock"
 NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)  # 0 where the system has no such flag (Windows has no symlinks to plant)
+NONBLOCK = getattr(os, "O_NONBLOCK", 0)  # opening a FIFO never waits for its other end
+
+
+class WrongFileType(PieaError):
+    """A bookkeeping file that is not a regular file (a link, FIFO, folder, device) or, for the ledger, not the
+    user's own: the run is refused before any work, in one line."""
+    exit_code = EXIT_USAGE
+
+
+def kind_of(mode):
+    """What a file of st_mode ``mode`` is, in words."""
+    return ("a symbolic link" if stat.S_ISLNK(mode) else "a folder" if stat.S_ISDIR(mode)
+            else "a FIFO" if stat.S_ISFIFO(mode) else "a socket" if stat.S_ISSOCK(mode)
+            else "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "a regular file")
+
+
+def check_bookkeeping(path, what, own=False):
+    """Raise WrongFileType unless ``path`` is missing or a regular file (links not followed); with ``own``, also
+    unless it belongs to the user running the tool (a file another user planted proves nothing)."""
+    from pieanet.utils.safety import shown
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return
+    except OSError as e:
+        raise WrongFileType(f"{shown(path)}: cannot use it as the tool's {what} ({e.strerror}); move it away or "
+                            "choose another folder") from e
+    if not stat.S_ISREG(st.st_mode):
+        raise WrongFileType(f"{shown(path)}: {kind_of(st.st_mode)}; expected the tool's {what} as a regular file "
+                            "(move it away or choose another folder)")
+    if own and hasattr(os, "geteuid") and st.st_uid != os.geteuid():
+        raise WrongFileType(f"{shown(path)}: belongs to another user (uid {st.st_uid}); the tool's {what} must be "
+                            "yours (move it away or choose another folder)")
+
+
+def open_regular(path, flags, what, mode=0o666):
+    """os.open of ``path`` as a regular file only: never through a link, never waiting on a FIFO; raises
+    WrongFileType for any other type and OSError as os.open does (FileNotFoundError without O_CREAT)."""
+    from pieanet.utils.safety import shown
+    try:
+        fd = os.open(path, flags | NOFOLLOW | NONBLOCK, mode)
+    except OSError as e:
+        if e.errno in (errno.ELOOP, errno.EISDIR, errno.ENXIO, errno.ENODEV, errno.EMLINK):
+            check_bookkeeping(path, what)  # names the type
+            raise WrongFileType(f"{shown(path)}: not a regular file ({e.strerror}); expected the tool's {what}") from e
+        raise
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode):
+        os.close(fd)
+        raise WrongFileType(f"{shown(path)}: {kind_of(st.st_mode)}; expected the tool's {what} as a regular file "
+                            "(move it away or choose another folder)")
+    return fd
 
 
 class FolderBusy(PieaError):
@@ -60,7 +116,7 @@ class FolderLock:
         if fcntl is None and msvcrt is None:
             for _ in range(2):
                 try:
-                    self.fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | NOFOLLOW, 0o666)
+                    self.fd = open_regular(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, "lock file")
                 except FileExistsError as e:
                     if not self._stale():
                         raise busy from e
@@ -71,7 +127,7 @@ class FolderLock:
                 return self
             raise busy
         for _ in range(20):
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | NOFOLLOW, 0o666)
+            fd = open_regular(self.path, os.O_RDWR | os.O_CREAT, "lock file")
             try:
                 if fcntl is not None:
                     fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -159,7 +215,7 @@ def open_append(path, create=True):
     if Path(path).is_symlink():  # where O_NOFOLLOW is missing, or to name the reason whatever the system says
         raise OSError(errno.ELOOP, "a symbolic link; refused (logs and summaries are never written through one)",
                       str(path))
-    return os.open(path, flags, 0o666)
+    return open_regular(path, flags, "log or summary")
 
 
 @contextmanager

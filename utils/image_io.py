@@ -51,6 +51,14 @@ PHOTO_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", "
     + ((".avif",) if features.check("avif") else ())  # in the order messages list them
 IMAGE_EXTENSIONS = frozenset(PHOTO_EXTENSIONS) | RAW_EXTENSIONS
 HEIF_EXTENSIONS = frozenset({".heic", ".heif"})
+# The Pillow decoders a photo may reach, and the only ones: every Image.open of the project names them (open_photo),
+# so a file whose content is another format (PostScript named .jpg, which Pillow's EPS plugin would hand to
+# Ghostscript, an external program) is refused in one line instead of being decoded. MPO (a camera's JPEG) comes
+# through the JPEG decoder.
+PHOTO_FORMATS = ("JPEG", "MPO", "PNG", "BMP", "TIFF", "WEBP", "HEIF") + (("AVIF",) if features.check("avif") else ())
+# a float photo may exceed [0, 1] by this much (rounding in the program that wrote it) and is then clipped; further
+# out it is refused, never clipped silently
+FLOAT_RANGE_SLACK = 1e-4
 
 
 def readable_formats():
@@ -143,7 +151,7 @@ def list_images(path, recursive=False, exclude=(), errors=None):
         return [path]
     if not path.is_dir():
         raise FileNotFoundError(f"{path}: no such file or folder")
-    excluded = {Path(p).resolve() for p in exclude}
+    excluded = {identity for identity in map(_folder_identity, exclude) if identity}
     found = []
 
     def unreadable(error):
@@ -151,17 +159,101 @@ def list_images(path, recursive=False, exclude=(), errors=None):
             raise error
         errors.append((Path(error.filename), f"folder cannot be read ({error.strerror}); its images were skipped"))
 
-    for folder, subfolders, files in os.walk(path, onerror=unreadable):
+    for folder, subfolders, files in walk_folders(path, unreadable):
         if recursive and errors is not None:  # os.walk lists a link to a folder but never enters it: said, not silent
             errors += [(Path(folder) / d, "a symbolic link to a folder; skipped, its images were not read (give its "
                                           "target as --input to read them)")
                        for d in sorted(subfolders) if not d.startswith(".") and (Path(folder) / d).is_symlink()
-                       and (Path(folder) / d).resolve() not in excluded]
+                       and not (excluded and _folder_identity(Path(folder) / d) in excluded)]
         subfolders[:] = sorted(d for d in subfolders if not d.startswith(".")
-                               and (Path(folder) / d).resolve() not in excluded) if recursive else []
+                               and not (excluded and _folder_identity(Path(folder) / d) in excluded)) if recursive else []
         found += [Path(folder) / f for f in files
                   if not f.startswith(".") and Path(f).suffix.lower() in IMAGE_EXTENSIONS]
     return sorted(found)
+
+
+def open_photo(source):
+    """Pillow's Image.open of ``source`` (a path or a binary file) with only the PHOTO_FORMATS decoders: the one way
+    the project opens an image file. Raises UnidentifiedImageError for any other content."""
+    Image.init()  # Pillow's plugins registered, so the list below names only those it has (HEIF once registered)
+    return Image.open(source, formats=[name for name in PHOTO_FORMATS if name in Image.OPEN])
+
+
+def check_sample_depth(img):
+    """Refuse integer samples wider than 16 bits (a 32-bit TIFF): Pillow gives them as mode I, and no scale of
+    them is known (dividing by 65535 would clip most of them to white)."""
+    bits = img.tag_v2.get(258) if img.format == "TIFF" and hasattr(img, "tag_v2") else None
+    bits = bits[0] if isinstance(bits, tuple) and bits else bits
+    if img.mode == "I" and (img.format != "PNG") and bits != 16:
+        raise ImageLoadError(f"{bits or 32}-bit integer samples ({img.format}); expected 8 or 16 bits per sample "
+                             "(32-bit integer data has no known white level, so it is not guessed)")
+
+
+def float_photo(values):
+    """``values`` (a float array) as a photo in [0, 1]: refused in one line when a value is NaN or infinite or lies
+    outside [0, 1] by more than FLOAT_RANGE_SLACK (a float TIFF in 0..255 would otherwise read as white)."""
+    if not np.isfinite(values).all():
+        raise ImageLoadError(f"{np.count_nonzero(~np.isfinite(values))} pixel(s) are NaN or infinite; expected "
+                             "finite values")
+    low, high = float(values.min()), float(values.max())
+    if low < -FLOAT_RANGE_SLACK or high > 1.0 + FLOAT_RANGE_SLACK:
+        raise ImageLoadError(f"float values from {low:g} to {high:g}; expected float pixels in [0, 1] (they are "
+                             "not rescaled or clipped)")
+    return np.clip(values, 0.0, 1.0)
+
+
+def photo_array(array):
+    """An H x W x 3 RGB array given to the Python API as float32 in [0, 1], or ValueError in one line for what the
+    model cannot judge: uint8 is divided by 255 and uint16 by 65535; float must be finite and in [0, 1] (clipped
+    within FLOAT_RANGE_SLACK of it); bool, complex, other integer types and objects are refused, never guessed."""
+    array = np.asarray(array)
+    if array.ndim != 3 or array.shape[2] != 3 or array.size == 0:
+        raise ValueError(f"expected an H x W x 3 RGB array (at least one pixel), got shape {array.shape}")
+    if array.dtype == np.uint8:
+        return array.astype(np.float32) / np.float32(255)
+    if array.dtype == np.uint16:
+        return array.astype(np.float32) / np.float32(65535)
+    if not np.issubdtype(array.dtype, np.floating):
+        raise ValueError(f"a {array.dtype} array; expected uint8 (0-255), uint16 (0-65535) or float in [0, 1]")
+    try:
+        return float_photo(array.astype(np.float32))
+    except ImageLoadError as e:
+        raise ValueError(f"{e} (a {array.dtype} array)") from None
+
+
+def _folder_identity(path):
+    """(device, inode) of the folder at ``path`` (None when there is none): an excluded folder is known by it, not by
+    resolving its path (resolving every sub-folder of a tree 1,200 levels deep took minutes)."""
+    try:
+        st = os.stat(path)
+    except (OSError, ValueError):
+        return None
+    return st.st_dev, st.st_ino
+
+
+def walk_folders(top, onerror):
+    """os.walk(top, onerror=onerror) (top-down, links to folders listed but not entered, ``subfolders`` pruned in
+    place) without recursion: os.walk before Python 3.12 recurses once per level, so a folder about 1,000 levels deep
+    was a RecursionError and no photo ran."""
+    stack = [os.fspath(top)]
+    while stack:
+        folder = stack.pop()
+        try:
+            with os.scandir(folder) as listing:
+                entries = list(listing)
+        except OSError as e:
+            onerror(e)
+            continue
+        subfolders, files = [], []
+        for entry in entries:
+            try:
+                is_folder = entry.is_dir()
+            except OSError:
+                is_folder = False
+            (subfolders if is_folder else files).append(entry.name)
+        yield folder, subfolders, files
+        stack += [os.path.join(folder, name) for name in reversed(subfolders)
+                  if not os.path.islink(os.path.join(folder, name))]
 
 
 def _to_rgb_float(img):
@@ -169,11 +261,8 @@ def _to_rgb_float(img):
         grey = np.asarray(img).astype(np.float32) / 65535.0
         return np.repeat(np.clip(grey, 0.0, 1.0)[..., None], 3, axis=2)
     if img.mode == "F":
-        grey = np.asarray(img, dtype=np.float32)
-        if not np.isfinite(grey).all():
-            raise ImageLoadError(f"{np.count_nonzero(~np.isfinite(grey))} pixel(s) are NaN or infinite; expected "
-                                 "finite values")
-        return np.repeat(np.clip(grey, 0.0, 1.0)[..., None], 3, axis=2)
+        grey = float_photo(np.asarray(img, dtype=np.float32))
+        return np.repeat(grey[..., None], 3, axis=2)
     if img.mode in ALPHA_MODES or "transparency" in img.info:
         rgba = np.asarray(img.convert("RGBA")).astype(np.float32) / 255.0
         alpha = rgba[..., 3:]
@@ -223,8 +312,9 @@ def _load_with_pillow(path, data=None):
             # one line per failed file
             warnings.simplefilter("ignore")
             _register_heif_opener(path)
-            with Image.open(path if data is None else io.BytesIO(data)) as img:
+            with open_photo(path if data is None else io.BytesIO(data)) as img:
                 check_declared_size(path, img.format, *img.size, size=None if data is None else len(data))
+                check_sample_depth(img)
                 if img.format in ("JPEG", "MPO"):
                     check_jpeg_scans(path, data)
                 # a file that ends early is an error here, whatever the caller set Pillow's global switch to; the

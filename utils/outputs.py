@@ -72,12 +72,13 @@ def output_stems(files, sources, taken=None, occupied=None):
     rows already in the folder's summary) gives it to a photo with another source, or it is not in ``taken`` and
     ``occupied(prefix)`` says files of that prefix are there already (a user's own, which the tool never replaces),
     the photo's extension is added (sub/a_jpg), then a count (sub/a_jpg_2) until the prefix is free, so no photo's
-    outputs replace another's or a file the tool did not make."""
+    outputs replace another's or a file the tool did not make. ``occupied`` is asked also where ``taken`` gives the
+    prefix to the photo's own source: a line there is no proof that the files are the tool's."""
     taken = {prefix.lower(): source for prefix, source in (taken or {}).items()}
     occupied = occupied or (lambda prefix: False)
 
     def free(name, source):
-        return taken[name.lower()] == source if name.lower() in taken else not occupied(name)
+        return taken.get(name.lower(), source) == source and not occupied(name)
 
     plain = [posixpath.splitext(file)[0] for file in files]
     shared = Counter(prefix.lower() for prefix in plain)
@@ -92,11 +93,12 @@ def output_stems(files, sources, taken=None, occupied=None):
     return stems
 
 
-def occupied_prefixes(output):
+def occupied_prefixes(output, ours=lambda name: False):
     """occupied(prefix) for output_stems: whether a file named like one of the prefix's outputs (any kind, any letter
-    case) is in the ``output`` folder (a Path) already. (A prefix whose sub-folder is a link is not occupied: no
-    other prefix would be better, and make_heatmap refuses to write through the link, so the photo fails with that
-    reason.)"""
+    case) is in the ``output`` folder (a Path) already and is not one the tool wrote (``ours``(its name relative to
+    the folder): utils/ledger.py's record; a file of another letter case is never the tool's). (A prefix whose
+    sub-folder is a link is not occupied: no other prefix would be better, and make_heatmap refuses to write through
+    the link, so the photo fails with that reason.)"""
     listings = {}
 
     def occupied(prefix):
@@ -106,6 +108,7 @@ def occupied_prefixes(output):
                 listings[stem.parent] = {name.lower() for name in os.listdir(stem.parent)}
             except OSError:
                 listings[stem.parent] = set()
-        return any(file_name(stem.name, kind).lower() in listings[stem.parent] for kind in KINDS)
+        return any(file_name(stem.name, kind).lower() in listings[stem.parent]
+                   and not ours(file_name(prefix, kind)) for kind in KINDS)
 
     return occupied

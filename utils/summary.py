@@ -15,7 +15,8 @@ import re
 from pathlib import Path
 
 from pieanet.utils.errors import EXIT_FAILED, EXIT_USAGE, PieaError, UsageError
-from pieanet.utils.folders import NOFOLLOW, open_append
+from pieanet.utils.folders import LOCK_NAME, NOFOLLOW, check_bookkeeping, open_append
+from pieanet.utils.ledger import LEDGER_NAME
 from pieanet.utils.image_io import atomic_write, file_sha256
 from pieanet.utils.safety import TextFileError, csv_cell, csv_value, first_line, printable, regular_or_absent
 
@@ -123,41 +124,6 @@ def write_summary(path, rows):
         Path(tmp).write_bytes(text.getvalue().encode("utf-8"))
 
 
-# every (output prefix, source) the tool began to write in this folder, one CSV line each, appended before a photo's
-# files are written: the record that makes outputs of a run killed before their summary row still the tool's own
-LEDGER_NAME = ".pieanet-outputs.csv"
-
-
-def note_output(output, prefix, source):
-    """Append (prefix, source) to the folder's ledger before the photo's files are written (O_NOFOLLOW, O_APPEND)."""
-    line = io.StringIO()
-    csv.writer(line).writerow([prefix, source])
-    fd = open_append(Path(output) / LEDGER_NAME)
-    try:
-        os.write(fd, line.getvalue().encode("utf-8"))
-    finally:
-        os.close(fd)
-
-
-def ledger(output):
-    """{prefix: source} of the folder's ledger (the later line where two name one prefix); {} without one."""
-    try:
-        with open(os.open(Path(output) / LEDGER_NAME, os.O_RDONLY | NOFOLLOW), newline="", encoding="utf-8") as f:
-            return {values[0]: values[1] for values in csv.reader(f) if len(values) == 2}
-    except (OSError, UnicodeDecodeError, csv.Error):
-        return {}
-
-
-def tidy_ledger(output):
-    """Rewrite the ledger with each (prefix, source) once, sorted (so the same outputs give the same file)."""
-    entries = ledger(output)
-    if entries:
-        text = io.StringIO()
-        csv.writer(text).writerows(sorted(entries.items()))
-        with atomic_write(Path(output) / LEDGER_NAME) as tmp:
-            Path(tmp).write_bytes(text.getvalue().encode("utf-8"))
-
-
 def part_path(output, rank):
     return output / f"summary.rank{rank}.csv"
 
@@ -168,11 +134,24 @@ def leftover_parts(output):
     return [part_path(output, rank) for rank in ranks]
 
 
+def check_bookkeeping_files(output):
+    """Refuse the run (folders.WrongFileType, exit 2) when the summary, a part, the ledger or the lock file in
+    ``output`` is there but no regular file (a link, FIFO, folder...), or the ledger is another user's."""
+    for name in (SUMMARY_NAME, LOCK_NAME, *(n for n in os.listdir(output) if PART_NAME.fullmatch(n))):
+        check_bookkeeping(Path(output) / name, "summary" if name != LOCK_NAME else "lock file")
+    check_bookkeeping(Path(output) / LEDGER_NAME, "record of its outputs", own=True)
+
+
 class SummaryLog:
     """summary.csv, appended to one complete row at a time, so an interrupted run keeps what it finished and runs
     into the same folder keep each other's rows. A row that cannot be written whole (a full disk) is cut back off,
     so the file never ends in half a row. A summary.csv with other columns is a setup error; one of an earlier
-    version (EARLIER_FIELDS) is first rewritten with today's columns, its rows' new cells empty."""
+    version (EARLIER_FIELDS) is first rewritten with today's columns, its rows' new cells empty.
+
+    The file appended to is watched: when the name no longer leads to it, or its size is not the one this run left
+    (another program, an editor saving, replaced or truncated it), the whole summary is rewritten from the run's
+    own records (the rows it found and those it added) before the next row, and ``notes`` says so; no row is lost
+    to a write into a file nobody sees any more."""
 
     def __init__(self, path):
         self.path = Path(path)
@@ -189,10 +168,36 @@ class SummaryLog:
                 self.fd = open_append(self.path)
                 os.ftruncate(self.fd, 0)
                 self._write(SUMMARY_FIELDS)
+            self.rows = read_summary(self.path)  # the run's records, to rewrite the file from if it is replaced
         except (OSError, UnicodeDecodeError, csv.Error, TextFileError) as e:
             reason = "a symbolic link" if self.path.is_symlink() else first_line(e, 200)
             raise UsageError(f"{self.path}: cannot use it as the summary ({reason}); move it away or "
                              "choose another --output") from e
+        self.notes = []
+        self._remember()
+
+    def _remember(self):
+        """Note the identity and size of the file as this run left it."""
+        st = os.fstat(self.fd)
+        self.left = (st.st_dev, st.st_ino, st.st_size)
+
+    def replaced(self):
+        """Whether the file at the summary's name is not the one this run appends to, or not as this run left it."""
+        try:
+            st = os.stat(self.path, follow_symlinks=False)
+        except OSError:
+            return True
+        return (st.st_dev, st.st_ino, st.st_size) != self.left
+
+    def restore(self):
+        """Rewrite the whole summary from the run's records (atomically) and append to the new file from now on."""
+        write_summary(self.path, self.rows)
+        fd = open_append(self.path, create=False)
+        os.close(self.fd)
+        self.fd = fd
+        self._remember()
+        self.notes.append(f"{self.path}: replaced or truncated by another program during the run; rewritten whole "
+                          f"from this run's records ({len(self.rows)} rows), nothing lost")
 
     def _write(self, values):
         line = io.StringIO()
@@ -209,13 +214,25 @@ class SummaryLog:
 
     def add(self, row):
         try:
+            if self.replaced():
+                self.restore()
             self._write(summary_values(row))
+            self.rows.append(row)
+            self._remember()
         except OSError as e:
             raise SummaryError(f"{self.path}: could not append a row ({e.strerror or first_line(e, 200)}); stopped, "
                                "the rows before it are kept") from e
 
     def close(self):
-        os.close(self.fd)
+        """Stop appending; a summary replaced after the last row is rewritten first."""
+        try:
+            if self.replaced():
+                self.restore()
+        except OSError as e:
+            raise SummaryError(f"{self.path}: replaced during the run and could not be rewritten "
+                               f"({e.strerror or first_line(e, 200)})") from e
+        finally:
+            os.close(self.fd)
 
 
 def merge_parts(output, world_size, order):
