@@ -1,0 +1,119 @@
+"""The full-resolution ends of the working-size path (models/inference.py), on the photo as it was read (numpy
+H x W x 3, uint8 or float in [0, 1]) and a strip of rows at a time, so a 12 MP photo never exists as a float copy.
+
+* ``shrink_photo``: the photo at the working size, the same numbers as ``inference.shrink`` on the whole float image.
+  Antialiased bicubic resizing is separable and torch runs it along the width first, then along the height, keeping
+  the intermediate in float32: the width pass of each strip of rows is the whole image's width pass of those rows,
+  and the height pass then runs on an H x w image (w the working width), which is small.
+* ``guided_upsample_photo``: the guided filter's coefficients (computed at low resolution) brought to full size
+  bilinearly and applied to the photo's grey, strip by strip. ``photo_grey`` is where a strip's full-resolution grey
+  is made, so whatever else the final map needs from the photo's grey (a bound, a mask) can use the same strip.
+
+Why strips: converting a 12 MP uint8 photo to float32 allocates 144 MB that the kernel must zero page by page (over
+a second on a busy machine); strips of STRIP_ROWS rows reuse one small buffer and stay in the cache.
+"""
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from pieanet.utils.exposure import GRAY_WEIGHTS
+
+STRIP_ROWS = 256  # rows per strip: 1 MP of a 4000 px wide photo (4 MB per float plane); 128 to 512 measured alike
+_LEVELS = np.arange(256, dtype=np.float32) / np.float32(255.0)  # uint8 level -> [0, 1], as uint8 / 255.0 rounds it
+# grey of a uint8 pixel as the sum of three table entries: each entry is the float32 product gray() makes of the
+# channel's [0, 1] value and its weight, so the sum is the one gray() computes on the float image
+_GREY_TABLES = [_LEVELS * np.float32(weight) for weight in GRAY_WEIGHTS]
+
+
+def photo_strips(height, rows=STRIP_ROWS):
+    """(start, stop) of the strips of ``rows`` rows covering ``height`` rows."""
+    return [(start, min(start + rows, height)) for start in range(0, height, rows)]
+
+
+def as_unit_float(rows, out):
+    """Photo rows (uint8 levels or float in [0, 1]) as float32 in [0, 1], written into ``out`` (same shape)."""
+    if rows.dtype == np.uint8:
+        return np.take(_LEVELS, rows, out=out)
+    out[...] = rows
+    return out
+
+
+def check_photo(photo):
+    """The photo as an H x W x 3 numpy array (uint8, or float in [0, 1]); ValueError for any other shape."""
+    photo = np.asarray(photo)
+    if photo.ndim != 3 or photo.shape[2] != 3:
+        raise ValueError(f"expected an H x W x 3 RGB image, got shape {photo.shape}")
+    if photo.dtype != np.uint8 and photo.dtype != np.float32:
+        photo = photo.astype(np.float32)
+    return photo
+
+
+def shrink_photo(photo, size, device="cpu"):
+    """1 x 3 x h x w float32 on ``device``: ``photo`` resized to ``size`` (h, w) as inference.shrink resizes it (the
+    same float32 numbers), read STRIP_ROWS rows at a time."""
+    photo = check_photo(photo)
+    height, width = photo.shape[:2]
+    low_height, low_width = size
+    buffer = np.empty((min(STRIP_ROWS, height), width, 3), dtype=np.float32)
+    narrow = torch.empty((1, 3, height, low_width), dtype=torch.float32)
+    for start, stop in photo_strips(height):
+        rows = torch.from_numpy(as_unit_float(photo[start:stop], buffer[:stop - start])).permute(2, 0, 1)[None]
+        narrow[:, :, start:stop] = F.interpolate(rows, size=(stop - start, low_width), mode="bicubic",
+                                                 align_corners=False, antialias=True)
+    low = F.interpolate(narrow, size=(low_height, low_width), mode="bicubic", align_corners=False, antialias=True)
+    return low.clamp_(0.0, 1.0).to(device)
+
+
+def photo_grey(rows):
+    """float32 grey (gray(), in [0, 1]) of photo rows (uint8 or float in [0, 1]); uint8 through _GREY_TABLES."""
+    if rows.dtype == np.uint8:
+        grey = np.take(_GREY_TABLES[0], rows[..., 0])
+        grey += np.take(_GREY_TABLES[1], rows[..., 1])
+        grey += np.take(_GREY_TABLES[2], rows[..., 2])
+        return grey
+    rows = rows.astype(np.float32, copy=False)
+    return rows[..., 0] * GRAY_WEIGHTS[0] + rows[..., 1] * GRAY_WEIGHTS[1] + rows[..., 2] * GRAY_WEIGHTS[2]
+
+
+def linear_weights(size_in, size_out):
+    """(i0, i1, w0, w1) of torch's bilinear resizing (align_corners=False) from ``size_in`` to ``size_out`` rows:
+    output row j = w0[j] * input[i0[j]] + w1[j] * input[i1[j]]. The weights are torch's own, read off by resizing an
+    identity matrix (its columns are the weights; a resize along the other axis at the same size is exact), so the
+    strips below compute what F.interpolate computes on the whole map."""
+    probe = F.interpolate(torch.eye(size_in)[None, None], size=(size_out, size_in), mode="bilinear",
+                          align_corners=False)[0, 0].numpy()
+    rows = np.arange(size_out)
+    i0 = np.argmax(probe != 0, axis=1)
+    i1 = np.minimum(i0 + 1, size_in - 1)
+    w1 = np.where(i1 > i0, probe[rows, i1], np.float32(0.0)).astype(np.float32)
+    return i0, i1, probe[rows, i0], w1
+
+
+def rows_between(wide, i0, i1, w0, w1):
+    """float32 w0 * wide[i0] + w1 * wide[i1] per row, rounded as torch's bilinear kernel rounds it: w1 * wide[i1]
+    in float32, then w0 * wide[i0] added with one rounding (a fused multiply-add, done here in float64, where the
+    product of two float32 values is exact)."""
+    far = np.multiply(w1[:, None], wide[i1], dtype=np.float32).astype(np.float64)
+    far += w0[:, None].astype(np.float64) * wide[i0]
+    return far.astype(np.float32)
+
+
+def guided_upsample_photo(a, b, photo):
+    """H x W float32 map a * grey + b clamped to [-1, 1]: the guided filter's coefficients ``a`` and ``b`` (h x w
+    numpy, from inference.guided_coefficients) resized bilinearly to the photo's size and applied to its grey,
+    STRIP_ROWS rows at a time. torch resizes along the width first, then the height: the width pass runs here once,
+    on the h rows, by torch itself, the height pass strip by strip (rows_between)."""
+    photo = check_photo(photo)
+    height, width = photo.shape[:2]
+    wide = [F.interpolate(torch.from_numpy(np.ascontiguousarray(c, dtype=np.float32))[None, None],
+                          size=(c.shape[0], width), mode="bilinear", align_corners=False)[0, 0].numpy()
+            for c in (a, b)]
+    weights = linear_weights(a.shape[0], height)
+    residual = np.empty((height, width), dtype=np.float32)
+    for start, stop in photo_strips(height):
+        a_rows, b_rows = (rows_between(c, *(w[start:stop] for w in weights)) for c in wide)
+        out = residual[start:stop]
+        np.multiply(a_rows, photo_grey(photo[start:stop]), out=out)
+        out += b_rows
+        np.clip(out, -1.0, 1.0, out=out)
+    return residual
