@@ -71,12 +71,13 @@ def _missing(path, package, what):
                           "(it is in requirements.txt)")
 
 
-def _register_heif_opener(path):
-    """Register pillow-heif's Pillow opener before the first photo is opened (also one whose extension hides that
-    it is HEIF). Imported here, not with this module, so loading a model or training needs no pillow-heif; without
-    it only a .heic / .heif file is an error."""
+def _register_heif_opener(path, data=None):
+    """Register pillow-heif's Pillow opener before the first photo that may be HEIF is opened (also one whose
+    extension hides that it is HEIF: may_be_heif). Imported here, not with this module, so loading a model or
+    training needs no pillow-heif (and a folder of JPEGs does not wait for it); without it only a .heic / .heif file
+    is an error."""
     global _HEIF_MISSING
-    if "HEIF" in Image.OPEN:  # once per process, also when this file is imported under two module names
+    if "HEIF" in Image.OPEN or not may_be_heif(path, data):  # once per process, also under two module names
         return
     if not _HEIF_MISSING:
         try:
@@ -91,6 +92,22 @@ def _register_heif_opener(path):
 
 
 _HEIF_MISSING = False
+HEIF_BOX_TYPE = (4, b"ftyp")  # HEIF is an ISO base media file: its first box, at byte 4, is 'ftyp'
+
+
+def may_be_heif(path, data=None):
+    """Whether the photo at ``path`` (its bytes ``data`` when read already) may be HEIF: a HEIF extension, or bytes
+    that start as an ISO base media file (HEIF_BOX_TYPE). Any other file cannot be, whatever its name."""
+    if path.suffix.lower() in HEIF_EXTENSIONS:
+        return True
+    offset, box = HEIF_BOX_TYPE
+    if data is None:
+        try:
+            with open(path, "rb") as f:
+                data = f.read(offset + len(box))
+        except OSError:
+            return True  # opening it will say why it cannot be read
+    return data[offset:offset + len(box)] == box
 
 # 200 MP covers every camera sensor on sale (the largest are about 150 MP); a 200 MP photo takes 2.4 GB as
 # float32 RGB. Pillow's own bomb check (warning above its limit, error above twice it) is set to the same
@@ -227,7 +244,7 @@ def _load_with_pillow(path, data=None, keep_uint8=False):
             # Pillow warns on stderr about bomb sizes (refused below) and bad metadata (ignored); keep stderr to
             # one line per failed file
             warnings.simplefilter("ignore")
-            _register_heif_opener(path)
+            _register_heif_opener(path, data)
             with Image.open(path if data is None else io.BytesIO(data)) as img:
                 check_declared_size(path, img.format, *img.size, size=None if data is None else len(data))
                 if img.format in ("JPEG", "MPO"):
@@ -512,8 +529,8 @@ def save_image(path, image, **options):
 
 
 def save_palette_image(path, index, palette, compress_level=None):
-    """Write a uint8 H x W array of indices into ``palette`` (uint8 N x 3, N <= 256) as an 8-bit palette image
-    (PNG), atomically: lossless against the table, one byte a pixel to compress instead of three."""
+    """Write a uint8 H x W array of indices into ``palette`` (uint8 N x 3, N <= 256) as an 8-bit palette PNG,
+    atomically: lossless against the table, one byte a pixel to compress instead of three."""
     index, palette = np.asarray(index), np.asarray(palette)
     if index.dtype != np.uint8 or index.ndim != 2:
         raise ValueError(f"{path}: expected a uint8 H x W array of palette indices, got {index.dtype} {index.shape}")
@@ -522,5 +539,5 @@ def save_palette_image(path, index, palette, compress_level=None):
     image = Image.frombuffer("P", index.shape[::-1], np.ascontiguousarray(index), "raw", "P", 0, 1)
     image.putpalette(palette.tobytes(), rawmode="RGB")
     options = {} if compress_level is None else {"compress_level": compress_level}
-    with atomic_write(path) as tmp:
-        image.save(tmp, format=Image.registered_extensions()[Path(path).suffix.lower()], **options)
+    with atomic_write(path) as tmp:  # PNG named, not looked up: Pillow's lookup imports every plugin first
+        image.save(tmp, format="PNG", **options)
