@@ -37,8 +37,9 @@ atomically and a photo's row comes after its files, so a killed run resumed this
 as one uninterrupted run (with --batch-size 1; larger batches may group the remaining photos differently).
 """
 if __name__ == "__main__":  # first, before the slow imports: Ctrl-C while they run is exit 130, one line
-    from pieanet.utils.startup import quiet_interrupts
+    from pieanet.utils.startup import passive_waits, quiet_interrupts
     quiet_interrupts("make_heatmap")
+    passive_waits()  # before torch starts its threads
 import argparse
 import contextlib
 import sys

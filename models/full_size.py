@@ -19,10 +19,7 @@ import torch.nn.functional as F
 from pieanet.utils.exposure import GRAY_WEIGHTS
 
 STRIP_ROWS = 256  # rows per strip: 1 MP of a 4000 px wide photo (4 MB per float plane); 128 to 512 measured alike
-_LEVELS = np.arange(256, dtype=np.float32) / np.float32(255.0)  # uint8 level -> [0, 1], as uint8 / 255.0 rounds it
-# grey of a uint8 pixel as the sum of three table entries: each entry is the float32 product gray() makes of the
-# channel's [0, 1] value and its weight, so the sum is the one gray() computes on the float image
-_GREY_TABLES = [_LEVELS * np.float32(weight) for weight in GRAY_WEIGHTS]
+LEVELS = np.float32(255.0)  # uint8 levels / LEVELS in float32: the [0, 1] values load_image gives (to_tensor too)
 
 
 def photo_strips(height, rows=STRIP_ROWS):
@@ -33,7 +30,7 @@ def photo_strips(height, rows=STRIP_ROWS):
 def as_unit_float(rows, out):
     """Photo rows (uint8 levels or float in [0, 1]) as float32 in [0, 1], written into ``out`` (same shape)."""
     if rows.dtype == np.uint8:
-        return np.take(_LEVELS, rows, out=out)
+        return np.divide(rows, LEVELS, out=out)
     out[...] = rows
     return out
 
@@ -65,14 +62,19 @@ def shrink_photo(photo, size, device="cpu"):
 
 
 def photo_grey(rows):
-    """float32 grey (gray(), in [0, 1]) of photo rows (uint8 or float in [0, 1]); uint8 through _GREY_TABLES."""
-    if rows.dtype == np.uint8:
-        grey = np.take(_GREY_TABLES[0], rows[..., 0])
-        grey += np.take(_GREY_TABLES[1], rows[..., 1])
-        grey += np.take(_GREY_TABLES[2], rows[..., 2])
-        return grey
-    rows = rows.astype(np.float32, copy=False)
-    return rows[..., 0] * GRAY_WEIGHTS[0] + rows[..., 1] * GRAY_WEIGHTS[1] + rows[..., 2] * GRAY_WEIGHTS[2]
+    """float32 grey of photo rows (uint8 or float in [0, 1]): the numbers gray() gives for the float image (each
+    channel's [0, 1] value times its weight in float32, summed in the channels' order)."""
+    if rows.dtype != np.uint8:
+        rows = rows.astype(np.float32, copy=False)
+        return rows[..., 0] * GRAY_WEIGHTS[0] + rows[..., 1] * GRAY_WEIGHTS[1] + rows[..., 2] * GRAY_WEIGHTS[2]
+    grey = np.divide(rows[..., 0], LEVELS, dtype=np.float32)
+    grey *= np.float32(GRAY_WEIGHTS[0])
+    channel = np.empty_like(grey)
+    for c in (1, 2):
+        np.divide(rows[..., c], LEVELS, out=channel)
+        channel *= np.float32(GRAY_WEIGHTS[c])
+        grey += channel
+    return grey
 
 
 def linear_weights(size_in, size_out):

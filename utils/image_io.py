@@ -257,7 +257,8 @@ def _load_with_pillow(path, data=None, keep_uint8=False):
                         img.load()
                     finally:
                         ImageFile.LOAD_TRUNCATED_IMAGES = load_truncated
-                return _to_rgb_float(ImageOps.exif_transpose(img), keep_uint8)
+                ImageOps.exif_transpose(img, in_place=True)  # no copy of a photo that needs no turn
+                return _to_rgb_float(img, keep_uint8)
     except ImageLoadError as e:
         raise _named(path, e)
     except Image.DecompressionBombError as e:
