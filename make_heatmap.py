@@ -235,7 +235,8 @@ def process(photos, model, args, settings, summary, progress, owned=frozenset())
     """Every photo ((path, file, source, output prefix)), batch by batch: one row each, appended to ``summary``
     (summary.csv, or this process's part under torchrun) as soon as the photo is finished. ``owned``: the prefixes
     summary.csv records as their photo's (write_outputs). The next batches are read and predicted (prepare_batch)
-    on PREPARE_WORKERS threads while this one writes the current batch's files and rows, in the photos' order."""
+    on PREPARE_WORKERS threads while this one writes the current batch's files, numbers and rows, in the photos'
+    order."""
     rows = []
 
     def finish(path, row, reason=None):
@@ -251,10 +252,11 @@ def process(photos, model, args, settings, summary, progress, owned=frozenset())
                                       workers=PREPARE_WORKERS, ahead=PREPARE_WORKERS):
         for path, row, reason in unreadable:
             finish(path, row, reason)
-        for path, row, prefix, image, residual, stats in batch:
+        for path, row, prefix, image, clipped, residual in batch:
             if isinstance(residual, BaseException):
                 finish(path, row, f"inference failed ({cli.one_line(residual)})")
                 continue
+            mark_raw_clipping(row, residual, clipped, args.threshold)
             try:
                 note_output(args.output, prefix, row["source"])  # recorded before its files: a kill leaves them
                 written, kinds, vmax = write_outputs(args.output / prefix, image, residual, args, prefix in owned)
@@ -262,7 +264,8 @@ def process(photos, model, args, settings, summary, progress, owned=frozenset())
                 finish(path, row, f"could not write outputs ({cli.one_line(e)})")
                 continue
             try:
-                row.update(stats, vmax=vmax, status="ok", output=prefix, output_kinds=outputs.kinds_text(kinds))
+                row.update(residual_stats(residual, args.threshold, image), vmax=vmax, status="ok", output=prefix,
+                           output_kinds=outputs.kinds_text(kinds))
                 finish(path, row)
             except BaseException:  # e.g. Ctrl-C: no photo has outputs without its summary row
                 remove(written)
@@ -271,12 +274,11 @@ def process(photos, model, args, settings, summary, progress, owned=frozenset())
 
 
 def prepare_batch(photos, model, args, settings):
-    """One batch's work before its files are written, safe on a worker thread (it writes nothing): each photo read
-    once (its hash is that of the bytes decoded), decoded (uint8 where its levels are 8-bit), its map predicted
-    (with --raw-clipping, the clipped pixels marked) and its numbers computed. Returns ([(path, row, reason)] of the
-    photos that could not be read, in their order; [(path, row, prefix, image, map or the exception, numbers)] of
-    the others)."""
-    unreadable, loaded = [], []  # loaded: (path, row, prefix, image, mask of the RAW photo's clipped pixels or None)
+    """One batch's reading and prediction, safe on a worker thread (it writes nothing): each photo read once (its
+    hash is that of the bytes decoded), decoded (uint8 where its levels are 8-bit) and its map predicted. Returns
+    ([(path, row, reason)] of the photos that could not be read, in their order; [(path, row, prefix, image, mask of
+    the RAW photo's clipped pixels with --raw-clipping or None, map or the exception)] of the others)."""
+    unreadable, loaded = [], []
     for path, file, source, prefix in photos:
         row = dict.fromkeys(SUMMARY_FIELDS, "") | {"file": file, "source": source, "settings": settings}
         try:
@@ -293,14 +295,7 @@ def prepare_batch(photos, model, args, settings):
         row.update(height=image.shape[0], width=image.shape[1])
         loaded.append((path, row, prefix, image, clipped))
     residuals = runtime.predict(model, [image for *_, image, _ in loaded], args.size, args.tile, args.batch_size)
-    batch = []
-    for (path, row, prefix, image, clipped), residual in zip(loaded, residuals):
-        stats = None
-        if not isinstance(residual, BaseException):
-            mark_raw_clipping(row, residual, clipped, args.threshold)
-            stats = residual_stats(residual, args.threshold, image)
-        batch.append((path, row, prefix, image, residual, stats))
-    return unreadable, batch
+    return unreadable, [(*photo, residual) for photo, residual in zip(loaded, residuals)]
 
 
 def earlier_rows(output, position):

@@ -1,16 +1,19 @@
 """The main job against its I/O, in one run: make_heatmap.py on a folder of 12 MP JPEGs and on one of them, against
 the least work that yields a full-size heatmap file of each photo.
 
-    python bench/main_job.py [--photos DIR] [--count 8] [--rounds 3] [--threads 2] [--json OUT] [--smoke]
+    python bench/main_job.py [--photos DIR] [--count 8] [--rounds 3] [--threads 2] [--before PATH] [--json OUT]
+    python bench/speed.py --main-job [the same options]
 
 I/O reference (IO_REFERENCE): a fresh Python process that decodes each JPEG in full, takes one 8-bit channel and
 writes it as a 256-colour palette PNG at zlib level 1. Cases, each a fresh process timed from start to exit (wall,
 CPU = user + system, peak RSS of the process: getrusage of a small intermediate process, as bench/speed.py does):
 the reference and make_heatmap.py with default options on the folder (--threads, as given), the same for one photo
 (start-up included), and make_heatmap.py with --backend onnxruntime on the folder and with --size native (tiled full
-resolution, the slow path) on NATIVE_PHOTOS photos, once. The folder cases alternate round by round (reference, then
-make_heatmap, ...), and each ratio is taken within a round, then the median over rounds, so a machine that other
-work slows down slows both sides. --photos: a folder of JPEGs (default: COUNT photos of 4000 x 3000 made here from
+resolution, the slow path) on NATIVE_PHOTOS photos, once (and, with --before, another checkout's make_heatmap.py on
+the folder, once). The folder cases alternate round by round (reference, then
+make_heatmap, ...), and each ratio (wall and CPU) is taken within a round, then the median over rounds, so a machine
+that other work slows down slows both sides; on a machine busier than its cores, each process gets about one core's
+share per runnable thread, and the CPU ratio says more than the wall ratio. --photos: a folder of JPEGs (default: COUNT photos of 4000 x 3000 made here from
 img_to_pred/ samples, enlarged with seeded noise, in a temporary folder). The load average (/proc/loadavg) before
 and after is printed: on a shared machine, say how quiet it was.
 """
@@ -81,9 +84,8 @@ def reference(source, out):
     return [sys.executable, "-c", IO_REFERENCE, source, out]
 
 
-def main_job(source, out, threads, *options):
-    return [sys.executable, ROOT / "make_heatmap.py", "--input", source, "--output", out, "--threads", threads,
-            *options]
+def main_job(source, out, threads, *options, script=ROOT / "make_heatmap.py"):
+    return [sys.executable, script, "--input", source, "--output", out, "--threads", threads, *options]
 
 
 def load_average():
@@ -118,8 +120,9 @@ def summary_row(name, results, photos, pixels, against=None):
            "peak_rss_mb": max(r["peak_rss_mb"] for r in results)}
     row["photos_per_s"] = photos / row["seconds"]
     row["bytes_per_pixel_above_0.3GB"] = max(0.0, (row["peak_rss_mb"] - BASE_MEMORY_MB) * 1e6 / pixels)
-    if against is not None:
+    if against is not None:  # wall and CPU, each the median of the rounds' ratios
         row["ratio"] = statistics.median(r["seconds"] / a["seconds"] for r, a in zip(results, against))
+        row["cpu_ratio"] = statistics.median(r["cpu_seconds"] / a["cpu_seconds"] for r, a in zip(results, against))
     return row
 
 
@@ -131,6 +134,8 @@ def parse_args(argv=None):
     p.add_argument("--threads", type=int, default=2, help="make_heatmap.py --threads (default: 2)")
     p.add_argument("--json", type=Path, help="write the figures here too")
     p.add_argument("--smoke", action="store_true", help="2 photos of 400 x 300, 1 round, no native or ONNX case")
+    p.add_argument("--before", type=Path, help="also time this make_heatmap.py once on the folder (e.g. the base "
+                                               "commit's, from `git worktree add`)")
     return p.parse_args(argv)
 
 
@@ -163,26 +168,29 @@ def main(argv=None):
         results = timed_rounds(folder_cases, 1 if args.smoke else args.rounds, scratch)
         once = {} if args.smoke else {
             "make_heatmap onnxruntime": lambda out: main_job(photos, out, args.threads, "--backend", "onnxruntime"),
+            **({"make_heatmap before": lambda out: main_job(photos, out, args.threads, script=args.before)}
+               if args.before else {}),
             "io reference, native set": lambda out: reference(native, out),
             "make_heatmap --size native": lambda out: main_job(native, out, args.threads, "--size", "native")}
         results |= timed_rounds(once, 1, scratch)
         after = load_average()
     reference_of = {"make_heatmap": "io reference", "make_heatmap, 1 photo": "io reference, 1 photo",
+                    "make_heatmap before": "io reference",
                     "make_heatmap onnxruntime": "io reference", "make_heatmap --size native": "io reference, native set"}
     counts = {"io reference, 1 photo": 1, "make_heatmap, 1 photo": 1, "io reference, native set": NATIVE_PHOTOS,
               "make_heatmap --size native": NATIVE_PHOTOS}
     rows = []
     for name, runs in results.items():
         against = results.get(reference_of.get(name))
-        if name == "make_heatmap onnxruntime":  # one run: against the reference's median
-            against = [{"seconds": statistics.median(r["seconds"] for r in against)}]
+        if name in ("make_heatmap onnxruntime", "make_heatmap before"):  # one run: against the reference's median
+            against = [{key: statistics.median(r[key] for r in against) for key in ("seconds", "cpu_seconds")}]
         rows.append(summary_row(name, runs, counts.get(name, len(files)), max(sizes), against))
     print(f"\nmake_heatmap.py against the I/O reference (decode, one channel, palette PNG at zlib level 1); "
           f"{args.threads} threads; medians; load average before {before}, after {after}")
     print(f"{'case':<28} {'photos':>6} {'rounds':>6} {'wall s':>7} {'CPU s':>7} {'photos/s':>8} {'ratio':>6} "
-          f"{'peak MB':>8} {'B/px>0.3GB':>10}")
+          f"{'CPU ratio':>9} {'peak MB':>8} {'B/px>0.3GB':>10}")
     for row in rows:
-        ratio = f"{row['ratio']:6.2f}" if "ratio" in row else f"{'-':>6}"
+        ratio = f"{row['ratio']:6.2f} {row['cpu_ratio']:9.2f}" if "ratio" in row else f"{'-':>6} {'-':>9}"
         print(f"{row['case']:<28} {row['photos']:>6} {row['rounds']:>6} {row['seconds']:7.2f} {row['cpu_seconds']:7.2f} "
               f"{row['photos_per_s']:8.2f} {ratio} {row['peak_rss_mb']:8.0f} "
               f"{row['bytes_per_pixel_above_0.3GB']:10.1f}")

@@ -81,11 +81,22 @@ def colorize(residual, vmax=1.0):
 
 
 def colour_index(residual, vmax=1.0):
-    """uint8 H x W: each pixel's entry of CMAP_TABLE (colorize's colours are CMAP_TABLE[colour_index])."""
+    """uint8 H x W (any shape): each pixel's entry of CMAP_TABLE (colorize's colours are CMAP_TABLE[colour_index]),
+    OVERLAY_ROWS rows at a time, so the float temporaries stay small."""
+    residual = np.asarray(residual)
+    if residual.ndim < 2:
+        return _colour_index_rows(residual, vmax)
+    index = np.empty(residual.shape, dtype=np.uint8)
+    for start in range(0, residual.shape[0], OVERLAY_ROWS):
+        index[start:start + OVERLAY_ROWS] = _colour_index_rows(residual[start:start + OVERLAY_ROWS], vmax)
+    return index
+
+
+def _colour_index_rows(residual, vmax):
     # the colormap's own table indexed as the colormap indexes it (entry int(t * N) of t = (1 - r / vmax) / 2, the
     # top end folded onto the last entry): the same colours as CMAP(t) without the float64 RGBA copy CMAP(t) makes
     # (32 bytes a pixel, eight times the map itself)
-    index = _scaled(residual, vmax)  # in place from here: every copy of a full-size map is 4 bytes a pixel
+    index = _scaled(residual, vmax)  # in place from here
     np.subtract(np.float32(1.0), index, out=index)
     index *= np.float32(COLOURS / 2)
     return np.minimum(index, COLOURS - 1, out=index).astype(np.uint8)
