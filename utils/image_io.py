@@ -138,8 +138,9 @@ READ_ONCE_BYTES = 1 << 30
 
 # The real peak of make_heatmap's default path (decode, float image, model at its working size, guided upsampling
 # to full size, colour map, PNG): 40 bytes per pixel above about 0.3 GB for the process (measured with
-# /usr/bin/time on 6 and 24 MP photos, docs/safety.md). A photo whose pixels times this exceed the memory the
-# process can still get (memory_budget) is refused before it is decoded.
+# /usr/bin/time on 6 and 24 MP photos, docs/safety.md); since issue 25 (uint8 photo, strips) 12 for one 12 MP photo
+# and 25 for a folder, 40 kept as the budget. A photo whose pixels times this exceed the memory the process can
+# still get (memory_budget) is refused before it is decoded.
 PEAK_BYTES_PER_PIXEL = 40
 
 ALPHA_MODES = frozenset({"RGBA", "LA", "PA", "RGBa", "La"})
