@@ -77,45 +77,19 @@ def photo_grey(rows):
     return grey
 
 
-def linear_weights(size_in, size_out):
-    """(i0, i1, w0, w1) of torch's bilinear resizing (align_corners=False) from ``size_in`` to ``size_out`` rows:
-    output row j = w0[j] * input[i0[j]] + w1[j] * input[i1[j]]. The weights are torch's own, read off by resizing an
-    identity matrix (its columns are the weights; a resize along the other axis at the same size is exact), so the
-    strips below compute what F.interpolate computes on the whole map."""
-    probe = F.interpolate(torch.eye(size_in)[None, None], size=(size_out, size_in), mode="bilinear",
-                          align_corners=False)[0, 0].numpy()
-    rows = np.arange(size_out)
-    i0 = np.argmax(probe != 0, axis=1)
-    i1 = np.minimum(i0 + 1, size_in - 1)
-    w1 = np.where(i1 > i0, probe[rows, i1], np.float32(0.0)).astype(np.float32)
-    return i0, i1, probe[rows, i0], w1
-
-
-def rows_between(wide, i0, i1, w0, w1):
-    """float32 w0 * wide[i0] + w1 * wide[i1] per row, rounded as torch's bilinear kernel rounds it: w1 * wide[i1]
-    in float32, then w0 * wide[i0] added with one rounding (a fused multiply-add, done here in float64, where the
-    product of two float32 values is exact)."""
-    far = np.multiply(w1[:, None], wide[i1], dtype=np.float32).astype(np.float64)
-    far += w0[:, None].astype(np.float64) * wide[i0]
-    return far.astype(np.float32)
-
-
 def guided_upsample_photo(a, b, photo):
     """H x W float32 map a * grey + b clamped to [-1, 1]: the guided filter's coefficients ``a`` and ``b`` (h x w
-    numpy, from inference.guided_coefficients) resized bilinearly to the photo's size and applied to its grey,
-    STRIP_ROWS rows at a time. torch resizes along the width first, then the height: the width pass runs here once,
-    on the h rows, by torch itself, the height pass strip by strip (rows_between)."""
+    numpy, from inference.guided_coefficients) resized bilinearly to the photo's size by torch (the numbers of the
+    whole-image filter; two full-size float planes, where the photo itself would be three) and applied to the photo's
+    grey STRIP_ROWS rows at a time, in place in the resized a, which becomes the map."""
     photo = check_photo(photo)
     height, width = photo.shape[:2]
-    wide = [F.interpolate(torch.from_numpy(np.ascontiguousarray(c, dtype=np.float32))[None, None],
-                          size=(c.shape[0], width), mode="bilinear", align_corners=False)[0, 0].numpy()
-            for c in (a, b)]
-    weights = linear_weights(a.shape[0], height)
-    residual = np.empty((height, width), dtype=np.float32)
+    a_full, b_full = (F.interpolate(torch.from_numpy(np.ascontiguousarray(c, dtype=np.float32))[None, None],
+                                    size=(height, width), mode="bilinear", align_corners=False)[0, 0].numpy()
+                      for c in (a, b))
     for start, stop in photo_strips(height):
-        a_rows, b_rows = (rows_between(c, *(w[start:stop] for w in weights)) for c in wide)
-        out = residual[start:stop]
-        np.multiply(a_rows, photo_grey(photo[start:stop]), out=out)
-        out += b_rows
+        out = a_full[start:stop]
+        out *= photo_grey(photo[start:stop])
+        out += b_full[start:stop]
         np.clip(out, -1.0, 1.0, out=out)
-    return residual
+    return a_full
