@@ -10,12 +10,12 @@ CPU = user + system, peak RSS of the process: getrusage of a small intermediate 
 the reference and make_heatmap.py with default options on the folder (--threads, as given), the same for one photo
 (start-up included), and make_heatmap.py with --backend onnxruntime on the folder and with --size native (tiled full
 resolution, the slow path) on NATIVE_PHOTOS photos, once (and, with --before, another checkout's make_heatmap.py on
-the folder, once). The folder cases alternate round by round (reference, then
-make_heatmap, ...), and each ratio (wall and CPU) is taken within a round, then the median over rounds, so a machine
-that other work slows down slows both sides; on a machine busier than its cores, each process gets about one core's
-share per runnable thread, and the CPU ratio says more than the wall ratio. --photos: a folder of JPEGs (default: COUNT photos of 4000 x 3000 made here from
-img_to_pred/ samples, enlarged with seeded noise, in a temporary folder). The load average (/proc/loadavg) before
-and after is printed: on a shared machine, say how quiet it was.
+the folder, once). The folder cases alternate round by round (reference, then make_heatmap, ...), and each ratio
+(wall and CPU) is taken within a round, then the median over rounds, so a machine that other work slows down slows
+both sides; on a machine busier than its cores, each process gets about one core's share per runnable thread, and
+the CPU ratio says more than the wall ratio. --photos: a folder of JPEGs (default: COUNT photos of 4000 x 3000 made
+here from img_to_pred/ samples, enlarged with seeded noise, in a temporary folder). The load average (/proc/loadavg)
+before and after is printed: on a shared machine, say how quiet it was.
 """
 import argparse
 import json
@@ -176,7 +176,8 @@ def main(argv=None):
         after = load_average()
     reference_of = {"make_heatmap": "io reference", "make_heatmap, 1 photo": "io reference, 1 photo",
                     "make_heatmap before": "io reference",
-                    "make_heatmap onnxruntime": "io reference", "make_heatmap --size native": "io reference, native set"}
+                    "make_heatmap onnxruntime": "io reference",
+                    "make_heatmap --size native": "io reference, native set"}
     counts = {"io reference, 1 photo": 1, "make_heatmap, 1 photo": 1, "io reference, native set": NATIVE_PHOTOS,
               "make_heatmap --size native": NATIVE_PHOTOS}
     rows = []
@@ -191,8 +192,8 @@ def main(argv=None):
           f"{'CPU ratio':>9} {'peak MB':>8} {'B/px>0.3GB':>10}")
     for row in rows:
         ratio = f"{row['ratio']:6.2f} {row['cpu_ratio']:9.2f}" if "ratio" in row else f"{'-':>6} {'-':>9}"
-        print(f"{row['case']:<28} {row['photos']:>6} {row['rounds']:>6} {row['seconds']:7.2f} {row['cpu_seconds']:7.2f} "
-              f"{row['photos_per_s']:8.2f} {ratio} {row['peak_rss_mb']:8.0f} "
+        print(f"{row['case']:<28} {row['photos']:>6} {row['rounds']:>6} {row['seconds']:7.2f} "
+              f"{row['cpu_seconds']:7.2f} {row['photos_per_s']:8.2f} {ratio} {row['peak_rss_mb']:8.0f} "
               f"{row['bytes_per_pixel_above_0.3GB']:10.1f}")
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
           f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}")
