@@ -37,8 +37,9 @@ atomically and a photo's row comes after its files, so a killed run resumed this
 as one uninterrupted run (with --batch-size 1; larger batches may group the remaining photos differently).
 """
 if __name__ == "__main__":  # first, before the slow imports: Ctrl-C while they run is exit 130, one line
-    from pieanet.utils.startup import quiet_interrupts
+    from pieanet.utils.startup import passive_waits, quiet_interrupts
     quiet_interrupts("make_heatmap")
+    passive_waits()  # before torch starts its threads
 import argparse
 import contextlib
 import sys
@@ -49,11 +50,12 @@ import numpy as np
 from pieanet import runtime
 from pieanet.utils import cli, distributed, folders, outputs, report
 from pieanet.utils.heatmap import (VMAX_FLOOR, VMAX_PERCENTILE, colorize, image_vmax, overlay,
-                                   save_colorbar_heatmap)
+                                   save_colorbar_heatmap, save_heatmap_png)
 from pieanet.utils.exposure import residual_stats
 from pieanet.utils.safety import shown
 from pieanet.utils.image_io import ImageLoadError, atomic_write, photo_bytes, remove_orphan_temporaries, save_image
 from pieanet.utils.ledger import OutputLedger, ledger, note_output, tidy_ledger
+from pieanet.utils.overlap import in_order
 from pieanet.utils.outputs import occupied_prefixes, output_path, output_stems
 from pieanet.utils.summary import (SUMMARY_FIELDS, SUMMARY_NAME, SummaryError, SummaryLog, check_bookkeeping_files,
                                    content_digest, leftover_parts, merge_parts, part_path, photo_keys, read_summary,
@@ -64,6 +66,8 @@ ROOT = Path(__file__).resolve().parent
 WORK = ROOT if (ROOT / "img_to_pred").is_dir() else Path()  # a checkout's folders; the current one when installed
 DEFAULT_JPEG_QUALITY = 90
 RAW_CLIPPED_MARGIN = 1e-6  # --raw-clipping: clipped pixels get r <= -threshold - this, strictly over the threshold
+# threads that read and predict the next batches while the main thread writes files (bench/speed.py, README "Speed")
+PREPARE_WORKERS = 1
 
 
 def parse_args(argv):
@@ -182,7 +186,9 @@ def output_writers(stem, image, residual, vmax, scale_note, args):
     options = {}
     if args.format == "jpg":  # chroma at full resolution (4:4:4): the colour is the content of a heatmap
         options = {"quality": args.jpeg_quality or DEFAULT_JPEG_QUALITY, "subsampling": 0}
-    return {outputs.HEATMAP: lambda p: save_image(p, colorize(residual, vmax), **options),
+    heatmap = (lambda p: save_image(p, colorize(residual, vmax), **options)) if options else \
+        (lambda p: save_heatmap_png(p, residual, vmax))  # PNG: 8-bit palette, the same colours
+    return {outputs.HEATMAP: heatmap,
             outputs.RESIDUAL: lambda p: save_npy(p, residual),
             outputs.OVERLAY: lambda p: save_image(p, overlay(image, residual, vmax), **options),
             outputs.COLORBAR: lambda p: save_colorbar_heatmap(p, residual, title=stem.name, vmax=vmax,
@@ -232,7 +238,9 @@ def mark_raw_clipping(row, residual, clipped, threshold):
 def process(photos, model, args, settings, summary, progress, owned=frozenset(), proof=None):
     """Every photo ((path, file, source, output prefix)), batch by batch: one row each, appended to ``summary``
     (summary.csv, or this process's part under torchrun) as soon as the photo is finished. ``owned``: the prefixes
-    summary.csv records as their photo's; ``proof``: the files the tool can prove it wrote (write_outputs)."""
+    summary.csv records as their photo's; ``proof``: the files the tool can prove it wrote (write_outputs). The next
+    batches are read and predicted (prepare_batch) on PREPARE_WORKERS threads while this one writes the current
+    batch's files, numbers and rows, in the photos' order."""
     rows = []
     proof = OutputLedger(args.output) if proof is None else proof
 
@@ -244,33 +252,18 @@ def process(photos, model, args, settings, summary, progress, owned=frozenset(),
         rows.append(row)
         progress.update()
 
-    for start in range(0, len(photos), args.batch_size):
-        batch = []  # (path, row, prefix, image) of the photos that loaded
-        raw_clipped = {}  # prefix: mask of the RAW photos' clipped pixels, with --raw-clipping
-        for path, file, source, prefix in photos[start:start + args.batch_size]:
-            row = dict.fromkeys(SUMMARY_FIELDS, "") | {"file": file, "source": source, "settings": settings}
-            try:
-                try:  # read once: the hash is that of the bytes decoded (a later change is redone)
-                    data = photo_bytes(path)
-                    row["photo_sha256"] = content_digest(path, data)
-                except OSError as e:
-                    raise ImageLoadError(f"cannot be read ({e.strerror or cli.one_line(e)})") from e
-                image = runtime.read_image(path, args.raw_clipping, data)
-                if args.raw_clipping:
-                    image, raw_clipped[prefix] = image
-            except ImageLoadError as e:
-                finish(path, row, str(e))
-                continue
-            row.update(height=image.shape[0], width=image.shape[1])
-            batch.append((path, row, prefix, image))
-        residuals = runtime.predict(model, [image for *_, image in batch], args.size, args.tile, args.batch_size)
-        for (path, row, prefix, image), residual in zip(batch, residuals):
+    batches = [photos[start:start + args.batch_size] for start in range(0, len(photos), args.batch_size)]
+    for unreadable, batch in in_order(lambda photos: prepare_batch(photos, model, args, settings), batches,
+                                      workers=PREPARE_WORKERS, ahead=PREPARE_WORKERS):
+        for path, row, reason in unreadable:
+            finish(path, row, reason)
+        for path, row, prefix, image, clipped, residual in batch:
             if isinstance(residual, BaseException):
                 finish(path, row, f"inference failed ({cli.one_line(residual)})")
                 continue
-            mark_raw_clipping(row, residual, raw_clipped.get(prefix), args.threshold)
+            mark_raw_clipping(row, residual, clipped, args.threshold)
             try:
-                note_output(args.output, prefix, source)  # recorded before its files: a kill leaves them the tool's
+                note_output(args.output, prefix, row["source"])  # recorded before its files: a kill leaves them
                 written, kinds, vmax = write_outputs(args.output / prefix, image, residual, args, prefix in owned,
                                                      proof)
             except (OSError, ValueError, RuntimeError, MemoryError) as e:
@@ -284,6 +277,31 @@ def process(photos, model, args, settings, summary, progress, owned=frozenset(),
                 remove(written)
                 raise
     return rows
+
+
+def prepare_batch(photos, model, args, settings):
+    """One batch's reading and prediction, safe on a worker thread (it writes nothing): each photo read once (its
+    hash is that of the bytes decoded), decoded (uint8 where its levels are 8-bit) and its map predicted. Returns
+    ([(path, row, reason)] of the photos that could not be read, in their order; [(path, row, prefix, image, mask of
+    the RAW photo's clipped pixels with --raw-clipping or None, map or the exception)] of the others)."""
+    unreadable, loaded = [], []
+    for path, file, source, prefix in photos:
+        row = dict.fromkeys(SUMMARY_FIELDS, "") | {"file": file, "source": source, "settings": settings}
+        try:
+            try:  # read once: the hash is that of the bytes decoded (a later change is redone)
+                data = photo_bytes(path)
+                row["photo_sha256"] = content_digest(path, data)
+            except OSError as e:
+                raise ImageLoadError(f"cannot be read ({e.strerror or cli.one_line(e)})") from e
+            image = runtime.read_image(path, args.raw_clipping, data, keep_uint8=True)
+            image, clipped = image if args.raw_clipping else (image, None)
+        except ImageLoadError as e:
+            unreadable.append((path, row, str(e)))
+            continue
+        row.update(height=image.shape[0], width=image.shape[1])
+        loaded.append((path, row, prefix, image, clipped))
+    residuals = runtime.predict(model, [image for *_, image, _ in loaded], args.size, args.tile, args.batch_size)
+    return unreadable, [(*photo, residual) for photo, residual in zip(loaded, residuals)]
 
 
 def earlier_rows(output, position):

@@ -14,7 +14,11 @@
   batches of the same network, and against the floor of any tool that writes a heatmap of the photo: a fresh Python
   process that decodes the same JPEG and writes it as one PNG (Pillow's defaults, as make_heatmap.py writes);
 * cost: GFLOP per 256 x 256 image (torch.utils.flop_counter on meta tensors: shapes only, nothing computed) and
-  parameter counts.
+  parameter counts;
+* the main job (``--main-job``, instead of the above): make_heatmap.py on a folder of 12 MP JPEGs and on one photo,
+  default options, --backend onnxruntime and --size native, against the I/O reference (decode each JPEG, write one
+  channel as a palette PNG at zlib level 1), alternating, with ratios, photos/s and peak memory: bench/main_job.py,
+  which takes the options after --main-job.
 Models: the project checkpoint (default checkpoints/pieanet_corpus.safetensors) or, when it is missing, the default
 config with random weights; its ONNX file (default checkpoints/pieanet_corpus.onnx; skipped when it or onnxruntime is
 missing); the released weights from ../shared or, when absent, the released architecture with random weights. Speed
@@ -213,10 +217,15 @@ def parse_args(argv=None):
     p.add_argument("--released", default=RELEASED_WEIGHTS,
                    help="released P-IEANet .pth (default: $P_IEA_RELEASED_WEIGHTS, else ../shared/official/)")
     p.add_argument("--case", help=argparse.SUPPRESS)  # internal: one latency case in this process
+    p.add_argument("--main-job", action="store_true",
+                   help="first option only: run bench/main_job.py with the options that follow (see above)")
     return p.parse_args(argv)
 
 
 def main(argv=None):
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["--main-job"]:  # bench/main_job.py, in its own process (it times fresh processes itself)
+        return subprocess.call([sys.executable, str(ROOT / "bench" / "main_job.py"), *argv[1:]])
     args = parse_args(argv)
     if args.case:
         return run_case(json.loads(args.case))
@@ -296,4 +305,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

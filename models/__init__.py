@@ -258,10 +258,27 @@ def activation_cost(config, skeleton):
     return per_pixel, max(0.0, totals[0] - per_pixel * small)
 
 
+def config_key(config):
+    """A model config as one text, the same for equal configs (keys sorted)."""
+    return json.dumps(config, sort_keys=True)
+
+
+# activation_cost of the shipped checkpoints' config (checkpoints/pieanet_corpus*.safetensors), measured once and
+# recorded, so opening the shipped model runs no test image through it (a second of every tool's start-up on a busy
+# machine: each new input shape's first convolutions are slow); tests/test_safety.py measures it again
+RECORDED_ACTIVATION_COSTS = {
+    config_key({"name": "pieanet", "width": 32, "lightness_blocks": 3, "attention_layers": 2, "heads": 4, "window": 8,
+                "context": 15, "bands": 8, "use_dwt": True, "use_lightness": True, "use_structure": True,
+                "scene_size": 64, "scene_channels": 16, "working_size": 256}): (482.5, 249856.0),
+}
+
+
 def check_activations(path, config, skeleton):
-    """Refuse a config whose activations exceed MAX_ACTIVATION_BYTES_PER_PIXEL or _FIXED; raises CheckpointError."""
+    """Refuse a config whose activations exceed MAX_ACTIVATION_BYTES_PER_PIXEL or _FIXED (recorded for the shipped
+    config, else measured: activation_cost); raises CheckpointError."""
     try:
-        per_pixel, fixed = activation_cost(config, skeleton)
+        recorded = RECORDED_ACTIVATION_COSTS.get(config_key(config))
+        per_pixel, fixed = recorded if recorded is not None else activation_cost(config, skeleton)
     except (RuntimeError, ValueError, TypeError, NotImplementedError, AssertionError, IndexError) as e:
         raise CheckpointError(f"{path}: unusable model config {brief(config)} (it fails on a test image: "
                               f"{first_line(e, 120)})") from e

@@ -24,6 +24,7 @@ import torch.nn.functional as F
 
 from pieanet.models import contract
 from pieanet.models.contract import default_overlap, round_up  # noqa: F401 (default_overlap: for the callers)
+from pieanet.models.full_size import guided_upsample_photo, shrink_photo
 from pieanet.utils.exposure import gray
 from pieanet.utils.filters import box_mean
 
@@ -82,21 +83,29 @@ def shrink(x, size):
     return F.interpolate(x, size=size, mode="bicubic", align_corners=False, antialias=True).clamp_(0.0, 1.0)
 
 
-def guided_upsample(residual, guide_low, guide_full, radius=GUIDED_RADIUS, eps=GUIDED_EPS):
-    """Fast guided filter (He & Sun 2015): fit residual ~ a * guide + b locally at low resolution, upsample a and b
-    bilinearly and apply them to the full-resolution guide. All tensors B x 1 x h x w / B x 1 x H x W."""
+def guided_coefficients(residual, guide_low, radius=GUIDED_RADIUS, eps=GUIDED_EPS):
+    """The fast guided filter's (He & Sun 2015) local fit residual ~ a * guide + b at low resolution, each of a and b
+    already averaged over the window: (a, b), B x 1 x h x w like ``residual`` and ``guide_low``. A map too small for
+    the window (radius < 1) gets a = 0, b = residual: plain bilinear upsampling."""
     radius = min(radius, (min(guide_low.shape[-2:]) - 1) // 2)
     if radius < 1:
-        return F.interpolate(residual, size=guide_full.shape[-2:], mode="bilinear", align_corners=False)
+        return torch.zeros_like(residual), residual
     window = 2 * radius + 1
     mean_i, mean_p = box_mean(guide_low, window), box_mean(residual, window)
     cov_ip = box_mean(guide_low * residual, window) - mean_i * mean_p
     var_i = box_mean(guide_low * guide_low, window) - mean_i * mean_i
     a = cov_ip / (var_i + eps)
     b = mean_p - a * mean_i
+    return box_mean(a, window), box_mean(b, window)
+
+
+def guided_upsample(residual, guide_low, guide_full, radius=GUIDED_RADIUS, eps=GUIDED_EPS):
+    """Fast guided filter (He & Sun 2015): fit residual ~ a * guide + b locally at low resolution, upsample a and b
+    bilinearly and apply them to the full-resolution guide. All tensors B x 1 x h x w / B x 1 x H x W."""
+    a, b = guided_coefficients(residual, guide_low, radius, eps)
     size = guide_full.shape[-2:]
-    a = F.interpolate(box_mean(a, window), size=size, mode="bilinear", align_corners=False)
-    b = F.interpolate(box_mean(b, window), size=size, mode="bilinear", align_corners=False)
+    a = F.interpolate(a, size=size, mode="bilinear", align_corners=False)
+    b = F.interpolate(b, size=size, mode="bilinear", align_corners=False)
     return a.mul_(guide_full).add_(b)
 
 
@@ -132,16 +141,15 @@ def predict_tensor(model, x, size=None, tile=None, overlap=None):
 
 
 def predict_residual(model, image, size=None, tile=None, overlap=None, device=None):
-    """Residual map (np.float32 H x W in [-1, 1], > 0 under-exposed) of one RGB image (np H x W x 3 in [0, 1]).
+    """Residual map (np.float32 H x W in [-1, 1], > 0 under-exposed) of one RGB image (np H x W x 3, uint8 or float
+    in [0, 1]).
 
     size: working resolution (longer side) with guided upsampling back to full size; None = the model's default
     (``working_size`` in its config, native resolution if it has none); 0 = native resolution.
     tile: run at native (or working) resolution in overlapping tiles of this size; overlap: context margin in pixels
     (default: the model's receptive radius, see ``default_overlap``). device: defaults to the model's device.
     """
-    device = torch.device(device) if device is not None else model_device(model)
-    residual = predict_tensor(model, to_tensor(image, device), size=size, tile=tile, overlap=overlap)
-    return residual[0, 0].cpu().numpy()
+    return predict_batch(model, [image], size=size, tile=tile, overlap=overlap, device=device)[0]
 
 
 def predict_batch(model, images, size=None, tile=None, overlap=None, device=None, batch_size=8):
@@ -153,8 +161,31 @@ def predict_batch(model, images, size=None, tile=None, overlap=None, device=None
         shape = np.shape(images[start])
         while stop < len(images) and stop - start < batch_size and np.shape(images[stop]) == shape:
             stop += 1
-        x = torch.cat([to_tensor(image, device) for image in images[start:stop]])
-        residual = predict_tensor(model, x, size=size, tile=tile, overlap=overlap).cpu().numpy()
-        results.extend(residual[:, 0])
+        results.extend(predict_group(model, images[start:stop], size, tile, overlap, device))
         start = stop
     return results
+
+
+def predict_group(model, images, size, tile, overlap, device):
+    """The maps (numpy H x W) of images of one shape, run as one batch: on the working-size path straight from the
+    photos as read (predict_shrunk), else as one float tensor (predict_tensor)."""
+    low_size = contract.working_shape(model, np.shape(images[0]), size)
+    if contract.native_size(model) or low_size == tuple(np.shape(images[0])[:2]):
+        x = torch.cat([to_tensor(image, device) for image in images])
+        return list(predict_tensor(model, x, size=size, tile=tile, overlap=overlap).cpu().numpy()[:, 0])
+    return predict_shrunk(model, images, low_size, tile, overlap, device)
+
+
+def predict_shrunk(model, images, low_size, tile=None, overlap=None, device="cpu"):
+    """predict_tensor's working-size path on photos as read (numpy, uint8 or float), with the same numbers: each
+    photo shrunk strip by strip (full_size.shrink_photo), the batch run at ``low_size``, and each map brought back
+    with the guided filter on its photo's grey, strip by strip (full_size.guided_upsample_photo): no float copy of
+    a full-size photo is made."""
+    overlap = default_overlap(model) if overlap is None else overlap
+    tile = contract.tile_for(model, tile)
+    x_low = torch.cat([shrink_photo(image, low_size, device) for image in images])
+    with torch.inference_mode():
+        residual = run_tiled(model, x_low, tile, overlap) if tile else model(x_low)
+        a, b = guided_coefficients(residual.float(), gray(x_low))
+    a, b = a.float().cpu().numpy(), b.float().cpu().numpy()
+    return [guided_upsample_photo(a[n, 0], b[n, 0], image) for n, image in enumerate(images)]

@@ -19,10 +19,12 @@ def extra_requirements(extra):
             if requirement.partition(";")[2].strip().replace("'", '"') == marker]
 
 
-def _run(script, extra):
+def _run(script, extra, passive=False):
     from pieanet.utils.errors import EXIT_USAGE
-    from pieanet.utils.startup import quiet_interrupts  # Ctrl-C during the slow imports: exit 130, one line
-    quiet_interrupts(script)
+    from pieanet.utils.startup import passive_waits, quiet_interrupts
+    quiet_interrupts(script)  # Ctrl-C during the slow imports: exit 130, one line
+    if passive:  # a tool that overlaps threads: OpenMP threads sleep when idle (startup.passive_waits)
+        passive_waits()
     try:
         module = importlib.import_module(f"pieanet.{script}")
     except ModuleNotFoundError as e:
@@ -35,15 +37,15 @@ def _run(script, extra):
     return module.main()
 
 
-def _command(script, extra=None):
+def _command(script, extra=None, passive=False):
     """A console command (an entry point of pyproject.toml's [project.scripts]) running ``script``, which needs the
     packages of ``extra``."""
     def command():
-        sys.exit(_run(script, extra))
+        sys.exit(_run(script, extra, passive))
     return command
 
 
-heatmap = _command("make_heatmap")
+heatmap = _command("make_heatmap", passive=True)
 train = _command("train_wavelet", "train")
 evaluate = _command("evaluate", "train")
 score = _command("score", "train")

@@ -130,7 +130,8 @@ def test_vmax_is_used_and_written_to_the_summary(photos, tiny_checkpoint, tmp_pa
         vmax = image_vmax(residual) if expected is None else expected
         assert float(rows[f"{name}.png"]["vmax"]) == pytest.approx(vmax, abs=1e-6)
         with Image.open(tmp_path / f"{name}_exposure.png") as img:
-            np.testing.assert_array_equal(np.asarray(img), colorize(residual, vmax))
+            # a palette PNG since issue 25: its colours, not its indices, are colorize's
+            np.testing.assert_array_equal(np.asarray(img.convert("RGB")), colorize(residual, vmax))
         with Image.open(tmp_path / f"{name}_overlay.png") as img, Image.open(photos / f"{name}.png") as src:
             np.testing.assert_array_equal(np.asarray(img), overlay(np.asarray(src), residual, vmax))
 

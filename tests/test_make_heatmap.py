@@ -74,7 +74,8 @@ def test_sample_photos_end_to_end(tiny_checkpoint, tmp_path, capsys):
         residual = np.load(tmp_path / f"{path.stem}_residual.npy")
         assert residual.dtype == np.float32 and residual.shape == (height, width)
         with Image.open(tmp_path / f"{path.stem}_exposure.png") as img:
-            np.testing.assert_array_equal(np.asarray(img), colorize(residual))
+            assert img.mode == "P"  # issue 25: an 8-bit palette PNG, the same colours
+            np.testing.assert_array_equal(np.asarray(img.convert("RGB")), colorize(residual))
         row, stats = summary[path.name], residual_stats(residual, threshold=0.05, photo=load_image(path))
         assert "stops" in stats and f"{stats['stops']:+6.2f}" in out  # in summary.csv and the printed table
         assert (int(row["width"]), int(row["height"]), row["status"], row["error"]) == (width, height, "ok", "")

@@ -223,6 +223,21 @@ def test_activation_cost_measured_for_real_equals_the_meta_devices_count(monkeyp
         load_model(ROOT / "checkpoints" / "pieanet_corpus.safetensors")
 
 
+def test_recorded_activation_costs_are_the_measured_ones():
+    """Issue 25: the shipped checkpoints' activation cost is recorded (no test image runs at start-up); it must be
+    what activation_cost measures, and be recorded for exactly the configs shipped."""
+    import json
+
+    from pieanet.models import RECORDED_ACTIVATION_COSTS, activation_cost, config_key, read_checkpoint
+    shipped = {config_key(read_checkpoint(path)[0]) for path in (ROOT / "checkpoints").glob("*.safetensors")}
+    assert set(RECORDED_ACTIVATION_COSTS) == shipped
+    for key, recorded in RECORDED_ACTIVATION_COSTS.items():
+        config = json.loads(key)
+        with torch.device("meta"):
+            skeleton = build_model(config)
+        assert activation_cost(config, skeleton) == recorded
+
+
 def test_checkpoint_whose_activations_are_too_costly_is_refused(tmp_path, tiny_model_config):
     scene = build_model({"name": "pieanet", "scene_size": 64})
     scene.config["scene_size"] = 4096  # a stored config that build_model itself would refuse

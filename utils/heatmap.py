@@ -15,16 +15,45 @@ min(|r| / vmax, 1); ``overlay`` lays the same pure colour over the photo instead
 import math
 
 import numpy as np
-from matplotlib import colormaps
 
-from pieanet.utils.image_io import atomic_write
+from pieanet.utils.image_io import atomic_write, save_palette_image
 from pieanet.utils.safety import MATPLOTLIB_TEXT, shown
 
-CMAP = colormaps["bwr"]
-CMAP_TABLE = CMAP(np.arange(CMAP.N), bytes=True)[:, :3]  # bwr's 256 entries, uint8 RGB
+COLOURS = 256  # entries of the colour table (matplotlib's default colormap size)
+BWR_ANCHORS = ((0.0, 0.0, 1.0), (1.0, 1.0, 1.0), (1.0, 0.0, 0.0))  # 'bwr': blue, white, red at 0, 0.5, 1
+# zlib level of the palette PNG heatmap: measured on 12 MP maps (docs/design.md, "Heatmap files"), level 1 writes in a
+# third of level 6's time and the files are within a few per cent of its size (a map is smooth: long runs of one index)
+HEATMAP_PNG_LEVEL = 1
+
+
+def linear_colour_table(anchors, n=COLOURS):
+    """uint8 n x 3 table of a colormap linear between equally spaced ``anchors`` (RGB in [0, 1]), built as
+    matplotlib builds a LinearSegmentedColormap's table and turns it to bytes (tests/test_heatmap.py checks it against
+    matplotlib's own 'bwr'): so the tools draw maps without importing matplotlib."""
+    points = np.linspace(0.0, 1.0, len(anchors)) * (n - 1)
+    at = (n - 1) * np.linspace(0.0, 1.0, n)
+    upper = np.searchsorted(points, at)[1:-1]
+    distance = (at[1:-1] - points[upper - 1]) / (points[upper] - points[upper - 1])
+    colours = np.asarray(anchors, dtype=np.float64)
+    table = np.concatenate([colours[:1], distance[:, None] * (colours[upper] - colours[upper - 1]) + colours[upper - 1],
+                            colours[-1:]])
+    return (np.clip(table, 0.0, 1.0) * 255).astype(np.uint8)
+
+
+CMAP_TABLE = linear_colour_table(BWR_ANCHORS)  # bwr's 256 entries, uint8 RGB
+
+
+def __getattr__(name):
+    """CMAP, matplotlib's 'bwr' colormap, imported when first asked for (colour bars, figures): maps need only
+    CMAP_TABLE."""
+    if name == "CMAP":
+        from matplotlib import colormaps
+        return colormaps["bwr"]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 VMAX_PERCENTILE = 99.0
 VMAX_FLOOR = 0.1  # the tools' default threshold: a photo whose residuals all stay below it keeps pale colours
 OVERLAY_OPACITY = 0.6
+OVERLAY_ROWS = 256  # overlay: rows per strip
 
 
 def check_vmax(vmax):
@@ -48,24 +77,56 @@ def _scaled(residual, vmax):
 
 def colorize(residual, vmax=1.0):
     """uint8 H x W x 3 heatmap of an H x W residual map: r = +vmax blue, 0 white, -vmax red (beyond: clipped)."""
+    return CMAP_TABLE[colour_index(residual, vmax)]
+
+
+def colour_index(residual, vmax=1.0):
+    """uint8 H x W (any shape): each pixel's entry of CMAP_TABLE (colorize's colours are CMAP_TABLE[colour_index]),
+    OVERLAY_ROWS rows at a time, so the float temporaries stay small."""
+    residual = np.asarray(residual)
+    if residual.ndim < 2:
+        return _colour_index_rows(residual, vmax)
+    index = np.empty(residual.shape, dtype=np.uint8)
+    for start in range(0, residual.shape[0], OVERLAY_ROWS):
+        index[start:start + OVERLAY_ROWS] = _colour_index_rows(residual[start:start + OVERLAY_ROWS], vmax)
+    return index
+
+
+def _colour_index_rows(residual, vmax):
     # the colormap's own table indexed as the colormap indexes it (entry int(t * N) of t = (1 - r / vmax) / 2, the
     # top end folded onto the last entry): the same colours as CMAP(t) without the float64 RGBA copy CMAP(t) makes
     # (32 bytes a pixel, eight times the map itself)
-    index = _scaled(residual, vmax)  # in place from here: every copy of a full-size map is 4 bytes a pixel
+    index = _scaled(residual, vmax)  # in place from here
     np.subtract(np.float32(1.0), index, out=index)
-    index *= np.float32(CMAP.N / 2)
-    return CMAP_TABLE[np.minimum(index, CMAP.N - 1, out=index).astype(np.uint8)]
+    index *= np.float32(COLOURS / 2)
+    return np.minimum(index, COLOURS - 1, out=index).astype(np.uint8)
+
+
+def save_heatmap_png(path, residual, vmax=1.0, compress_level=HEATMAP_PNG_LEVEL):
+    """Write colorize's heatmap as an 8-bit palette PNG (CMAP_TABLE as its palette, atomically): the same colours
+    as the RGB image, a third of its bytes to compress."""
+    save_palette_image(path, colour_index(residual, vmax), CMAP_TABLE, compress_level=compress_level)
 
 
 def overlay(photo, residual, vmax=1.0, opacity=OVERLAY_OPACITY):
     """uint8 H x W x 3: pure blue (r > 0) or red (r < 0) over the photo (float in [0, 1] or uint8) with opacity
     ``opacity`` * min(|r| / vmax, 1), so where r = 0 the photo is unchanged and at |r| >= vmax the colour has
-    opacity ``opacity``. With opacity 1 it is the heatmap with the photo in place of the white."""
+    opacity ``opacity``. With opacity 1 it is the heatmap with the photo in place of the white. Made OVERLAY_ROWS
+    rows at a time: its float temporaries stay small whatever the photo's size."""
     photo = np.asarray(photo)
     if photo.shape[:2] != np.shape(residual):
         raise ValueError(f"photo {photo.shape[:2]} and residual {np.shape(residual)} differ in size")
     if not 0.0 <= opacity <= 1.0:
         raise ValueError(f"opacity: expected a value in [0, 1], got {opacity!r}")
+    residual = np.asarray(residual)
+    out = np.empty(photo.shape[:2] + (3,), dtype=np.uint8)
+    for start in range(0, photo.shape[0], OVERLAY_ROWS):
+        rows = slice(start, start + OVERLAY_ROWS)
+        out[rows] = _overlay_rows(photo[rows], residual[rows], vmax, opacity)
+    return out
+
+
+def _overlay_rows(photo, residual, vmax, opacity):
     photo = photo.astype(np.float32) if photo.dtype == np.uint8 else np.asarray(photo, np.float32) * 255.0
     r = _scaled(residual, vmax)
     ends = CMAP_TABLE[[0, -1]].astype(np.float32)  # r = +vmax (blue), r = -vmax (red)
@@ -77,7 +138,8 @@ def overlay(photo, residual, vmax=1.0, opacity=OVERLAY_OPACITY):
 def colorbar_figure(residual, title=None, vmax=1.0, scale_note=None, max_side_px=1600, dpi=100):
     """A matplotlib Figure: the heatmap beside a colour bar labelled under / ideal / over at ±vmax, whose label
     states the scale (``scale_note`` says where it came from, e.g. 'per image')."""
-    from matplotlib.cm import ScalarMappable  # here, not at the top: only colour bars need the figure machinery
+    from matplotlib import colormaps  # here, not at the top: only colour bars need matplotlib
+    from matplotlib.cm import ScalarMappable
     from matplotlib.colors import Normalize
     from matplotlib.figure import Figure
 
@@ -93,8 +155,8 @@ def colorbar_figure(residual, title=None, vmax=1.0, scale_note=None, max_side_px
     if title:
         ax.set_title(shown(title), fontsize=9, **MATPLOTLIB_TEXT)  # a file name: no mathtext, no control codes
     # bwr_r on [-vmax, vmax] is bwr at (1 - r / vmax) / 2, the same colours as colorize; arrows when values clip
-    bar = fig.colorbar(ScalarMappable(norm=Normalize(-vmax, vmax), cmap=CMAP.reversed()), ax=ax, shrink=0.9,
-                       extend="both" if vmax < 1.0 else "neither")
+    bar = fig.colorbar(ScalarMappable(norm=Normalize(-vmax, vmax), cmap=colormaps["bwr"].reversed()), ax=ax,
+                       shrink=0.9, extend="both" if vmax < 1.0 else "neither")
     bar.set_ticks([vmax, 0.0, -vmax], labels=[f"under (+{vmax:.3g})", "ideal (0)", f"over (-{vmax:.3g})"])
     bar.set_label(f"exposure residual r\nscale ±{vmax:.3g}" + (f"\n({scale_note})" if scale_note else ""), fontsize=8)
     return fig

@@ -79,12 +79,13 @@ def _missing(path, package, what):
                           "(it is in requirements.txt)")
 
 
-def _register_heif_opener(path):
-    """Register pillow-heif's Pillow opener before the first photo is opened (also one whose extension hides that
-    it is HEIF). Imported here, not with this module, so loading a model or training needs no pillow-heif; without
-    it only a .heic / .heif file is an error."""
+def _register_heif_opener(path, data=None):
+    """Register pillow-heif's Pillow opener before the first photo that may be HEIF is opened (also one whose
+    extension hides that it is HEIF: may_be_heif). Imported here, not with this module, so loading a model or
+    training needs no pillow-heif (and a folder of JPEGs does not wait for it); without it only a .heic / .heif file
+    is an error."""
     global _HEIF_MISSING
-    if "HEIF" in Image.OPEN:  # once per process, also when this file is imported under two module names
+    if "HEIF" in Image.OPEN or not may_be_heif(path, data):  # once per process, also under two module names
         return
     if not _HEIF_MISSING:
         try:
@@ -99,6 +100,22 @@ def _register_heif_opener(path):
 
 
 _HEIF_MISSING = False
+HEIF_BOX_TYPE = (4, b"ftyp")  # HEIF is an ISO base media file: its first box, at byte 4, is 'ftyp'
+
+
+def may_be_heif(path, data=None):
+    """Whether the photo at ``path`` (its bytes ``data`` when read already) may be HEIF: a HEIF extension, or bytes
+    that start as an ISO base media file (HEIF_BOX_TYPE). Any other file cannot be, whatever its name."""
+    if path.suffix.lower() in HEIF_EXTENSIONS:
+        return True
+    offset, box = HEIF_BOX_TYPE
+    if data is None:
+        try:
+            with open(path, "rb") as f:
+                data = f.read(offset + len(box))
+        except OSError:
+            return True  # opening it will say why it cannot be read
+    return data[offset:offset + len(box)] == box
 
 # 200 MP covers every camera sensor on sale (the largest are about 150 MP); a 200 MP photo takes 2.4 GB as
 # float32 RGB. Pillow's own bomb check (warning above its limit, error above twice it) is set to the same
@@ -129,8 +146,9 @@ READ_ONCE_BYTES = 1 << 30
 
 # The real peak of make_heatmap's default path (decode, float image, model at its working size, guided upsampling
 # to full size, colour map, PNG): 40 bytes per pixel above about 0.3 GB for the process (measured with
-# /usr/bin/time on 6 and 24 MP photos, docs/safety.md). A photo whose pixels times this exceed the memory the
-# process can still get (memory_budget) is refused before it is decoded.
+# /usr/bin/time on 6 and 24 MP photos, docs/safety.md); since issue 25 (uint8 photo, strips) 12 for one 12 MP photo
+# and 25 for a folder, 40 kept as the budget. A photo whose pixels times this exceed the memory the process can
+# still get (memory_budget) is refused before it is decoded.
 PEAK_BYTES_PER_PIXEL = 40
 
 ALPHA_MODES = frozenset({"RGBA", "LA", "PA", "RGBa", "La"})
@@ -256,7 +274,7 @@ def walk_folders(top, onerror):
                   if not os.path.islink(os.path.join(folder, name))]
 
 
-def _to_rgb_float(img):
+def _to_rgb_float(img, keep_uint8=False):
     if img.mode.startswith("I;16") or img.mode == "I":
         grey = np.asarray(img).astype(np.float32) / 65535.0
         return np.repeat(np.clip(grey, 0.0, 1.0)[..., None], 3, axis=2)
@@ -267,17 +285,22 @@ def _to_rgb_float(img):
         rgba = np.asarray(img.convert("RGBA")).astype(np.float32) / 255.0
         alpha = rgba[..., 3:]
         return rgba[..., :3] * alpha + (1.0 - alpha)  # over white
-    rgb = np.asarray(img.convert("RGB")).astype(np.float32)
+    rgb = np.asarray(img if img.mode == "RGB" else img.convert("RGB"))
+    if keep_uint8:  # 8-bit levels as they are: a float copy of a 12 MP photo costs 144 MB and, on a busy day, seconds
+        return rgb
+    rgb = rgb.astype(np.float32)
     rgb /= 255.0
     return rgb
 
 
-def load_image(path, raw_clipping=False, data=None):
+def load_image(path, raw_clipping=False, data=None, keep_uint8=False):
     """Float32 H x W x 3 RGB in [0, 1] of the photo at ``path`` (EXIF-rotated, any mode converted; a camera RAW file
     developed as the module docstring says). With ``raw_clipping``: (image, mask), the mask being a RAW file's
     ``raw_clipping_mask`` (H x W bool) and None for every other format. ``data``: the file's bytes when the caller
     has read them already (photo_bytes); they are decoded and the file is not read again (``path`` then names it
-    in messages and gives its extension)."""
+    in messages and gives its extension). ``keep_uint8``: a photo of 8-bit levels without transparency (JPEG, most
+    PNGs, RAW as developed here) comes back as uint8 H x W x 3, those levels; any other stays float32 (its
+    float32 image is that uint8 / 255)."""
     path = Path(path)
     if data is None and not path.is_file():
         raise ImageLoadError(f"{path}: file not found; expected an image file")
@@ -285,9 +308,9 @@ def load_image(path, raw_clipping=False, data=None):
     if size == 0:
         raise ImageLoadError(f"{path}: empty file (0 bytes); expected an image")
     if path.suffix.lower() in RAW_EXTENSIONS:
-        image, clipped = _load_raw(path, raw_clipping, data)
+        image, clipped = _load_raw(path, raw_clipping, data, keep_uint8)
     else:
-        image, clipped = _load_with_pillow(path, data), None
+        image, clipped = _load_with_pillow(path, data, keep_uint8), None
     return (image, clipped) if raw_clipping else image
 
 
@@ -305,13 +328,13 @@ def photo_bytes(path):
 _TRUNCATION_SWITCH = threading.Lock()
 
 
-def _load_with_pillow(path, data=None):
+def _load_with_pillow(path, data=None, keep_uint8=False):
     try:
         with warnings.catch_warnings():
             # Pillow warns on stderr about bomb sizes (refused below) and bad metadata (ignored); keep stderr to
             # one line per failed file
             warnings.simplefilter("ignore")
-            _register_heif_opener(path)
+            _register_heif_opener(path, data)
             with open_photo(path if data is None else io.BytesIO(data)) as img:
                 check_declared_size(path, img.format, *img.size, size=None if data is None else len(data))
                 check_sample_depth(img)
@@ -325,7 +348,8 @@ def _load_with_pillow(path, data=None):
                         img.load()
                     finally:
                         ImageFile.LOAD_TRUNCATED_IMAGES = load_truncated
-                return _to_rgb_float(ImageOps.exif_transpose(img))
+                ImageOps.exif_transpose(img, in_place=True)  # no copy of a photo that needs no turn
+                return _to_rgb_float(img, keep_uint8)
     except ImageLoadError as e:
         raise _named(path, e)
     except Image.DecompressionBombError as e:
@@ -352,7 +376,7 @@ def _named(path, error):
 
 
 
-def _load_raw(path, raw_clipping, data=None):
+def _load_raw(path, raw_clipping, data=None, keep_uint8=False):
     """The RAW file (or its bytes, ``data``) developed with _raw_rendering, and its raw_clipping_mask when asked
     for."""
     try:
@@ -378,7 +402,7 @@ def _load_raw(path, raw_clipping, data=None):
         raise ImageLoadError(f"{path}: corrupt or truncated RAW file ({first_line(e)}{said})") from e
     except (rawpy.LibRawError, OSError, RuntimeError, MemoryError, NotImplementedError) as e:
         raise ImageLoadError(f"{path}: RAW decoding failed ({first_line(e)}); expected a camera RAW file") from e
-    return rgb.astype(np.float32) / np.float32(255.0), clipped
+    return (rgb if keep_uint8 else rgb.astype(np.float32) / np.float32(255.0)), clipped
 
 
 @contextmanager
@@ -594,3 +618,18 @@ def save_image(path, image, **options):
         raise ValueError(f"{path}: expected a uint8 H x W x 3 array, got {image.dtype} {image.shape}")
     with atomic_write(path) as tmp:
         Image.fromarray(image).save(tmp, format=Image.registered_extensions()[Path(path).suffix.lower()], **options)
+
+
+def save_palette_image(path, index, palette, compress_level=None):
+    """Write a uint8 H x W array of indices into ``palette`` (uint8 N x 3, N <= 256) as an 8-bit palette PNG,
+    atomically: lossless against the table, one byte a pixel to compress instead of three."""
+    index, palette = np.asarray(index), np.asarray(palette)
+    if index.dtype != np.uint8 or index.ndim != 2:
+        raise ValueError(f"{path}: expected a uint8 H x W array of palette indices, got {index.dtype} {index.shape}")
+    if palette.dtype != np.uint8 or palette.ndim != 2 or palette.shape[1] != 3 or len(palette) > 256:
+        raise ValueError(f"{path}: expected a uint8 palette of at most 256 RGB entries, got {palette.shape}")
+    image = Image.frombuffer("P", index.shape[::-1], np.ascontiguousarray(index), "raw", "P", 0, 1)
+    image.putpalette(palette.tobytes(), rawmode="RGB")
+    options = {} if compress_level is None else {"compress_level": compress_level}
+    with atomic_write(path) as tmp:  # PNG named, not looked up: Pillow's lookup imports every plugin first
+        image.save(tmp, format="PNG", **options)
