@@ -18,7 +18,8 @@ writes the heatmap and overlay as JPEG.
 A photo that cannot be read or processed is reported on stderr and in summary.csv; the others go on, and the exit
 code is 1. A missing or unusable checkpoint, input, output folder or option gives exit code 2 before any work
 (exit codes: utils/cli.py). summary.csv is appended to as each photo completes, so an interrupted run keeps the rows
-it finished and a second run into the same folder adds its rows below the first run's.
+it finished; a second run into the same folder first drops the earlier rows of the photos it does again (and says how
+many), so each photo keeps one row, and adds its rows below those of the other photos.
 
 Several processes (one per GPU or CPU socket, any number of nodes; utils/distributed.py):
     torchrun --nproc-per-node 4 make_heatmap.py --input photos --output results
@@ -41,6 +42,7 @@ if __name__ == "__main__":  # first, before the slow imports: Ctrl-C while they 
     quiet_interrupts("make_heatmap")
 import argparse
 import contextlib
+import math
 import sys
 from pathlib import Path
 
@@ -48,9 +50,10 @@ import numpy as np
 
 from pieanet import runtime
 from pieanet.utils import cli, distributed, folders, outputs, report
-from pieanet.utils.heatmap import (VMAX_FLOOR, VMAX_PERCENTILE, colorize, image_vmax, overlay,
-                                   save_colorbar_heatmap)
-from pieanet.utils.exposure import residual_stats
+from pieanet.utils.alpha import judged_photo
+from pieanet.utils.heatmap import (MAX_STOPS_VMAX, STOPS_VMAX, STOPS_VMAX_FLOOR, VIEWS, VMAX_FLOOR, VMAX_PERCENTILE,
+                                   draw_heatmap, draw_overlay, image_stops_vmax, image_vmax, save_colorbar_heatmap)
+from pieanet.utils.exposure import bound_residual, gray, residual_stats, stops_map
 from pieanet.utils.safety import shown
 from pieanet.utils.image_io import ImageLoadError, atomic_write, photo_bytes, remove_orphan_temporaries, save_image
 from pieanet.utils.outputs import occupied_prefixes, output_path, output_stems
@@ -67,8 +70,11 @@ RAW_CLIPPED_MARGIN = 1e-6  # --raw-clipping: clipped pixels get r <= -threshold 
 
 def parse_args(argv):
     p = cli.Parser(prog=PROG, description="Pixel-level exposure heatmaps (r > 0 under-exposed, r < 0 over-exposed).")
-    p.add_argument("--input", type=Path, default=WORK / "img_to_pred", action=cli.Once,
-                   help="image file or folder, once (default: img_to_pred/)")
+    p.add_argument("photos", type=Path, nargs="*", metavar="PATH",
+                   help="image files or folders, as --input (both may be given)")
+    p.add_argument("--input", type=Path, nargs="+", action="extend", default=[], metavar="PATH",
+                   help="image files or folders, one or more, the option repeatable (default: img_to_pred/ when "
+                        "no PATH is given)")
     p.add_argument("--recursive", action="store_true", help="also read sub-folders; outputs keep their structure")
     p.add_argument("--output", type=Path, default=WORK / "outputs", action=cli.Once,
                    help="output folder (default: outputs/)")
@@ -92,11 +98,19 @@ def parse_args(argv):
                         "into summary.csv's pct_raw_clipped (empty for other files)")
     p.add_argument("--no-report", action="store_true", help="do not write index.html (a page with every photo's "
                                                             "numbers, heatmap and overlay, built from summary.csv)")
-    p.add_argument("--vmax", type=colour_scale, default=1.0, metavar="V|image",
+    p.add_argument("--vmax", type=colour_scale, metavar="V|image",
                    help="colour scale: r = +V is full blue, -V full red, beyond is clipped; 1 keeps one absolute "
-                        "scale for every photo, so maps compare across photos (default: 1); e.g. 0.3 makes typical "
+                        f"scale for every photo, so maps compare across photos (default: 1; with --map stops V is in "
+                        f"stops, up to {MAX_STOPS_VMAX:g}, default {STOPS_VMAX:g}); e.g. 0.3 makes typical "
                         f"residuals of 0.1-0.2 readable; 'image' = per photo, the {VMAX_PERCENTILE:g}th percentile "
                         f"of |r| but at least {VMAX_FLOOR:g} (colours then only compare within a photo)")
+    p.add_argument("--map", choices=VIEWS, default="residual",
+                   help="what the heatmap, overlay and colour bar draw: 'residual', r itself (grey levels / 255, "
+                        "the definition; a global error shows most in bright areas), or 'stops', the correction per "
+                        "pixel in stops (log2 of the linear-light ratio, the quantity of the stops column; a global "
+                        "error is one flat colour; clipped and crushed pixels, whose light cannot be measured, are "
+                        "chequered). --vmax is then in stops (default: residual)")
+    cli.add_alpha_option(p)
     p.add_argument("--format", choices=["png", "jpg"], default="png",
                    help="file type of the heatmap and overlay (default: png; jpg is several times smaller)")
     p.add_argument("--jpeg-quality", type=jpeg_quality, metavar="Q",
@@ -104,17 +118,28 @@ def parse_args(argv):
     args = p.parse_args(argv)
     if args.jpeg_quality is not None and args.format != "jpg":
         p.error("--jpeg-quality applies to --format jpg only")
+    args.inputs = args.input + args.photos
+    if args.vmax is None:
+        args.vmax = STOPS_VMAX if args.map == "stops" else 1.0
+    elif args.vmax != "image" and args.map == "residual" and args.vmax > 1.0:
+        p.error(f"argument --vmax: expected a number in (0, 1] or 'image', got {args.vmax:g} (a scale in stops "
+                "goes with --map stops)")
     return args
 
 
 def colour_scale(text):
-    """--vmax: a number in (0, 1] or 'image' (a per-photo stretch)."""
+    """--vmax: a positive number (at most 1 for the residual view, MAX_STOPS_VMAX for the stops view; parse_args
+    checks which) or 'image' (a per-photo stretch)."""
     if text.strip().lower() == "image":
         return "image"
     try:
-        return cli.colour_scale(text)
-    except argparse.ArgumentTypeError as e:
-        raise argparse.ArgumentTypeError(f"expected a number in (0, 1] or 'image', got {text!r}") from e
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not 0.0 < value <= MAX_STOPS_VMAX:  # NaN too
+        raise argparse.ArgumentTypeError(f"expected a number in (0, 1] or 'image' (with --map stops: stops, up to "
+                                         f"{MAX_STOPS_VMAX:g}), got {text!r}")
+    return value
 
 
 def jpeg_quality(text):
@@ -133,7 +158,8 @@ def result_settings(args, checkpoint):
     size = "native" if args.size == 0 else (args.size or "model")  # --size native is 0, no size is None
     settings = {"checkpoint": content_digest(checkpoint), "size": size,
                 "tile": args.tile, "threshold": args.threshold, "vmax": args.vmax,
-                "raw_clipping": "yes" if args.raw_clipping else "no", "jpeg_quality": quality}
+                "raw_clipping": "yes" if args.raw_clipping else "no", "jpeg_quality": quality, "map": args.map,
+                "alpha": args.alpha}
     return " ".join(f"{key}={value}" for key, value in settings.items())
 
 
@@ -142,23 +168,33 @@ def save_npy(path, residual):
         np.save(tmp, residual.astype(np.float32))
 
 
-def colour_scale_of(residual, spec):
-    """(vmax, how it was chosen) for --vmax ``spec``: a number, or 'image' (the per-photo stretch)."""
+def colour_scale_of(values, spec, view="residual"):
+    """(vmax, how it was chosen) for --vmax ``spec``: a number, or 'image' (the per-photo stretch); ``values``: the
+    residual map, or the stops map for the stops view."""
     if spec != "image":
         return spec, "fixed"
-    vmax = image_vmax(residual)
+    if view == "stops":
+        vmax = image_stops_vmax(values)
+        return vmax, ("per image, floor" if vmax == STOPS_VMAX_FLOOR else f"per image, p{VMAX_PERCENTILE:g} of |stops|")
+    vmax = image_vmax(values)
     return vmax, ("per image, floor" if vmax == VMAX_FLOOR else f"per image, p{VMAX_PERCENTILE:g} of |r|")
 
 
-def write_outputs(stem, image, residual, args, owned=False):
+def drawn_values(image, residual, view):
+    """What the drawings of ``view`` show: the residual itself, or its stops map (utils.exposure.stops_map)."""
+    return stops_map(image, residual) if view == "stops" else residual
+
+
+def write_outputs(stem, image, residual, args, owned=False, not_judged=None):
     """Write every requested file for one photo; if one fails, remove those already written and re-raise. When the
     prefix is ``owned`` (summary.csv records it as this photo's output), its files that this run does not ask for (an
     overlay of an earlier run with other settings) are removed, so the folder holds only outputs of the photo's latest
     row; files of a prefix the summary does not record are never removed (output_stems gave the photo a prefix no file
     has). Every path is checked to lie in --output with no symbolic link on the way (folders.inside). Returns the paths
     written, their kinds (utils/outputs.py) and the colour scale (vmax) used."""
-    vmax, scale_note = colour_scale_of(residual, args.vmax)
-    writers = output_writers(stem, image, residual, vmax, scale_note, args)
+    values = drawn_values(image, residual, args.map)
+    vmax, scale_note = colour_scale_of(values if not_judged is None else values[~not_judged], args.vmax, args.map)
+    writers = output_writers(stem, image, residual, vmax, scale_note, args, not_judged)
     kinds, written = requested_kinds(args), []
     try:
         for kind in kinds:
@@ -173,16 +209,19 @@ def write_outputs(stem, image, residual, args, owned=False):
     return written, kinds, vmax
 
 
-def output_writers(stem, image, residual, vmax, scale_note, args):
-    """{role (utils/outputs.py): writer of that file, given its path}; which files are written is requested_kinds'."""
+def output_writers(stem, image, residual, vmax, scale_note, args, not_judged=None):
+    """{role (utils/outputs.py): writer of that file, given its path}; which files are written is requested_kinds'.
+    The drawings show --map's view, with the pixels ``not_judged`` chequered; the .npy holds the residual."""
     options = {}
     if args.format == "jpg":  # chroma at full resolution (4:4:4): the colour is the content of a heatmap
         options = {"quality": args.jpeg_quality or DEFAULT_JPEG_QUALITY, "subsampling": 0}
-    return {outputs.HEATMAP: lambda p: save_image(p, colorize(residual, vmax), **options),
+    values, view = drawn_values(image, residual, args.map), args.map
+    return {outputs.HEATMAP: lambda p: save_image(p, draw_heatmap(values, vmax, view, not_judged), **options),
             outputs.RESIDUAL: lambda p: save_npy(p, residual),
-            outputs.OVERLAY: lambda p: save_image(p, overlay(image, residual, vmax), **options),
-            outputs.COLORBAR: lambda p: save_colorbar_heatmap(p, residual, title=stem.name, vmax=vmax,
-                                                              scale_note=scale_note)}
+            outputs.OVERLAY: lambda p: save_image(p, draw_overlay(image, values, vmax, view, not_judged), **options),
+            outputs.COLORBAR: lambda p: save_colorbar_heatmap(p, values, title=stem.name, vmax=vmax,
+                                                              scale_note=scale_note, view=view,
+                                                              not_judged=not_judged)}
 
 
 def requested_kinds(args):
@@ -216,13 +255,15 @@ def print_table(rows):
         print(f"{shown(row['file']):<{name_width}} {size:>{size_width}} {numbers}  {row['status']}")
 
 
-def mark_raw_clipping(row, residual, clipped, threshold):
+def mark_raw_clipping(row, residual, clipped, threshold, image):
     """--raw-clipping on a RAW photo (``clipped`` its mask, None for other files): the clipped pixels' share into
-    the row's pct_raw_clipped, and their residual lowered in place to just below -threshold (over-exposed)."""
+    the row's pct_raw_clipped, and their residual lowered in place to just below -threshold (over-exposed), never
+    below -grey of ``image`` (the definition's bound, utils.exposure.bound_residual)."""
     if clipped is None:
         return
     row["pct_raw_clipped"] = 100.0 * np.count_nonzero(clipped) / clipped.size
     np.minimum(residual, np.float32(-threshold - RAW_CLIPPED_MARGIN), out=residual, where=clipped)
+    bound_residual(residual, gray(image), out=residual)  # a dark pixel cannot be told to lose more than its grey
 
 
 def process(photos, model, args, settings, summary, progress, owned=frozenset()):
@@ -242,6 +283,7 @@ def process(photos, model, args, settings, summary, progress, owned=frozenset())
     for start in range(0, len(photos), args.batch_size):
         batch = []  # (path, row, prefix, image) of the photos that loaded
         raw_clipped = {}  # prefix: mask of the RAW photos' clipped pixels, with --raw-clipping
+        not_judged = {}  # prefix: mask of the photo's transparent pixels (None: every pixel judged)
         for path, file, source, prefix in photos[start:start + args.batch_size]:
             row = dict.fromkeys(SUMMARY_FIELDS, "") | {"file": file, "source": source, "settings": settings}
             try:
@@ -250,9 +292,10 @@ def process(photos, model, args, settings, summary, progress, owned=frozenset())
                     row["photo_sha256"] = content_digest(path, data)
                 except OSError as e:
                     raise ImageLoadError(f"cannot be read ({e.strerror or cli.one_line(e)})") from e
-                image = runtime.read_image(path, args.raw_clipping, data)
+                image = runtime.read_image(path, args.raw_clipping, data, keep_alpha=args.alpha == "judge")
                 if args.raw_clipping:
                     image, raw_clipped[prefix] = image
+                image, not_judged[prefix] = judged_photo(image)  # transparent pixels: utils/alpha.py
             except ImageLoadError as e:
                 finish(path, row, str(e))
                 continue
@@ -263,16 +306,18 @@ def process(photos, model, args, settings, summary, progress, owned=frozenset())
             if isinstance(residual, BaseException):
                 finish(path, row, f"inference failed ({cli.one_line(residual)})")
                 continue
-            mark_raw_clipping(row, residual, raw_clipped.get(prefix), args.threshold)
+            mark_raw_clipping(row, residual, raw_clipped.get(prefix), args.threshold, image)
+            unjudged = not_judged.get(prefix)
             try:
                 note_output(args.output, prefix, source)  # recorded before its files: a kill leaves them the tool's
-                written, kinds, vmax = write_outputs(args.output / prefix, image, residual, args, prefix in owned)
+                written, kinds, vmax = write_outputs(args.output / prefix, image, residual, args, prefix in owned,
+                                                     unjudged)
             except (OSError, ValueError, RuntimeError, MemoryError) as e:
                 finish(path, row, f"could not write outputs ({cli.one_line(e)})")
                 continue
             try:
-                row.update(residual_stats(residual, args.threshold, image), vmax=vmax, status="ok", output=prefix,
-                           output_kinds=outputs.kinds_text(kinds))
+                row.update(residual_stats(residual, args.threshold, image, unjudged), vmax=vmax, status="ok",
+                           output=prefix, output_kinds=outputs.kinds_text(kinds))
                 finish(path, row)
             except BaseException:  # e.g. Ctrl-C: no photo has outputs without its summary row
                 remove(written)
@@ -306,11 +351,10 @@ def plan_run(args, earlier, position, stems, settings, paths):
     keeps that row and a photo to redo loses its old rows, so no photo of the input ends up with two."""
     existing, parts, carried = earlier
     everything = list(range(len(stems)))
-    if not parts and not args.resume:
-        return None, everything
     rows = existing + carried
-    if not args.resume:
-        return rows, everything
+    if not args.resume:  # every photo is done again: its earlier rows give way to the new one
+        kept = [row for row in rows if row["source"] not in position]
+        return (kept if parts or len(kept) < len(existing) else None), everything
     # an ok row of an older summary without the stops column is redone, so every row the run leaves has them
     last_ok = {row["source"]: n for n, row in enumerate(rows) if row["status"] == "ok" and row["stops"] != ""}
     done = {position[source] for source, n in last_ok.items()
@@ -322,12 +366,12 @@ def plan_run(args, earlier, position, stems, settings, paths):
     return (kept if parts or len(kept) < len(existing) else None), [i for i in everything if i not in done]
 
 
-def make_heatmaps(paths, base, model, args, settings, group, folder_errors):
+def make_heatmaps(paths, bases, model, args, settings, group, folder_errors):
     """This process's share of the photos: whole batches, every world_size-th one, so each batch is the one a single
     process would run. Each process appends its rows to its own part (one process: to summary.csv itself); rank 0
     merges them. Returns, on rank 0, (every process's rows in the order of summary.csv, photos skipped by
     --resume, failed count, summary errors); None on the other ranks."""
-    keys = [photo_keys(path, base, args.output) for path in paths]
+    keys = [photo_keys(path, base, args.output) for path, base in zip(paths, bases)]  # base: the photo's input
     files, sources = [file for file, _ in keys], [source for _, source in keys]
     position = {source: index for index, source in enumerate(sources)}
     earlier = earlier_rows(args.output, position)  # also checks summary.csv's columns before any work
@@ -335,6 +379,7 @@ def make_heatmaps(paths, base, model, args, settings, group, folder_errors):
     stems = output_stems(files, sources, taken, occupied_prefixes(args.output))
     owned = {stem for stem, source in zip(stems, sources) if taken.get(stem) == source}
     start_rows, todo = plan_run(args, earlier, position, stems, settings, paths)
+    replaced = 0 if start_rows is None else len(earlier[0]) + len(earlier[2]) - len(start_rows)
     group.barrier()  # every process has read the summaries before rank 0 changes them
     if group.is_main:
         if start_rows is not None:
@@ -371,20 +416,42 @@ def make_heatmaps(paths, base, model, args, settings, group, folder_errors):
         merge_parts(args.output, group.world_size, order)
     tidy_ledger(args.output)
     return (sorted((row for shard_rows, _, _ in shards for row in shard_rows), key=order), len(paths) - len(todo),
-            sum(failed for _, failed, _ in shards), [error for _, _, error in shards if error])
+            sum(failed for _, failed, _ in shards), [error for _, _, error in shards if error], replaced)
+
+
+def input_sources(args):
+    """The inputs to read: --input's and the positional paths, or img_to_pred/ when none is given (its absence is
+    one line naming --input)."""
+    if args.inputs:
+        return args.inputs
+    default = WORK / "img_to_pred"
+    if not default.exists():
+        raise cli.UsageError(f"no photos given and no {default.name}/ folder here; name them with --input PATH (files "
+                             "or folders, several allowed) or as paths after the options")
+    return [default]
 
 
 def run(argv):
     args = parse_args(argv)
     runtime.setup(args)
-    base = args.input if args.input.is_dir() else args.input.parent
-    if args.output.exists() and base.resolve() == args.output.resolve():
-        raise cli.UsageError(f"{args.output}: the output folder is the input " + ("folder" if args.input.is_dir() else
-                             "photo's folder") + "; choose another --output")
+    sources = input_sources(args)
+    bases = [source if source.is_dir() else source.parent for source in sources]
+    for source, base in zip(sources, bases):
+        if args.output.exists() and base.resolve() == args.output.resolve():
+            raise cli.UsageError(f"{args.output}: the output folder is the input " + ("folder" if source.is_dir() else
+                                 "photo's folder") + "; choose another --output")
     if not args.no_report:
         report.check_replaceable(args.output)  # a ReportError: exit 2; checked again before writing, under the lock
     errors = []
-    (_, paths), = cli.check_inputs([args.input], recursive=args.recursive, exclude=[args.output], errors=errors)
+    found = cli.check_inputs(sources, recursive=args.recursive, exclude=[args.output], errors=errors)
+    paths, photo_bases, seen = [], [], set()
+    for base, (_, listed) in zip(bases, found):
+        for path in listed:  # a photo named by two inputs (a file and its folder) is done once
+            if path.resolve() not in seen:
+                seen.add(path.resolve())
+                paths.append(path)
+                photo_bases.append(base)
+    base = bases[0]  # the report's fallback for rows of summaries older than the source column
     with contextlib.ExitStack() as held:
         with distributed.process_group(runtime.resolve_device(args.device)) as group:
             args.device = str(group.device)  # under torchrun with CUDA: this process's own GPU
@@ -395,7 +462,7 @@ def run(argv):
             cli.writable_folder(args.output)
             # one run per folder: rank 0 locks it for the whole run (report included); the ranks of this run share it
             held.enter_context(folders.locked(args.output, group))
-            done = make_heatmaps(paths, base, model, args, settings, group, errors)
+            done = make_heatmaps(paths, photo_bases, model, args, settings, group, errors)
         if not group.is_main:
             return cli.EXIT_OK  # rank 0 reports for every process
         return finish_run(args, base, done)
@@ -403,7 +470,7 @@ def run(argv):
 
 def finish_run(args, base, done):
     """Rank 0, still holding the folder's lock: print the table and write the report."""
-    rows, skipped, failed, summary_errors = done
+    rows, skipped, failed, summary_errors, replaced = done
     for error in summary_errors:
         print(f"{PROG}: {shown(error)}", file=sys.stderr)
     if summary_errors:
@@ -413,6 +480,7 @@ def finish_run(args, base, done):
         print(f"{len(rows) - sum(r['status'] != 'ok' for r in rows)} of {len(rows)} images done; heatmaps and "
               f"summary.csv in {shown(args.output)}"
               + (f"; {skipped} already done, skipped (--resume)" if skipped else "")
+              + (f"; {replaced} row(s) of earlier runs for these photos replaced" if replaced > 0 else "")
               + (f"; {failed} failed (see stderr)" if failed else ""))
     else:
         print(f"nothing to do: {skipped} already done, skipped (--resume), every image of the input; heatmaps and "

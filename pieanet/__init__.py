@@ -26,8 +26,9 @@ def load(path=None, device="cpu"):
 
 
 def predict(photo, model=None, size=None, tile=None):
-    """The residual map of one photo as the tools compute it: H x W float32 in [-1, 1] at the photo's resolution,
-    r > 0 under-exposed. ``photo``: a file (read as make_heatmap reads it: EXIF rotation, HEIC, RAW) or an
+    """The residual map of one photo as the tools compute it: H x W float32 at the photo's resolution,
+    r > 0 under-exposed, each pixel within [-grey, 1 - grey] of the photo's grey (0..1): the ideal's grey lies in
+    [0, 1]. ``photo``: a file (read as make_heatmap reads it: EXIF rotation, HEIC, RAW) or an
     H x W x 3 RGB array (uint8, or float in [0, 1]); ``model``: from ``load`` (None: the shipped checkpoint).
     No gradients; at the model's working size with guided upsampling (``size``: another longer side, 0 = native)
     and in tiles of ``tile`` px when given (models.inference.predict_residual)."""

@@ -1,6 +1,7 @@
 """What a new user meets first (issue 16): repeated options, a useless --size, the readable formats, --recursive,
 a fully resumed run, long names in the table, the tools' default checkpoint, compare_methods --vmax, the README's
 Python API, where examples write, the shipped configs and the released weights."""
+import csv
 import re
 import shutil
 import tomllib
@@ -26,14 +27,24 @@ def error_line(capsys):
     return lines[0]
 
 
-def test_repeated_input_is_refused_in_one_line(tiny_checkpoint, tmp_path, capsys):
+def test_several_inputs_and_positional_paths_are_all_read(tiny_checkpoint, tmp_path, capsys):
+    # issue 16 refused a second --input; issue 28: several are read, as docs/heatmaps.md says and score.py does
     a, b = save_photo(tmp_path / "a.png"), save_photo(tmp_path / "b.png", seed=1)
+    c = save_photo(tmp_path / "more" / "c.png", seed=2)
     code = exit_code(make_heatmap, ["--input", a, "--input", b, "--output", tmp_path / "out",
-                                    "--checkpoint", tiny_checkpoint])
-    assert code == 2
+                                    "--checkpoint", tiny_checkpoint, tmp_path / "more", a])
+    assert code == 0
+    with open(tmp_path / "out" / "summary.csv", newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    assert sorted(row["file"] for row in rows) == ["a.png", "b.png", "c.png"]  # a named twice: done once
+    assert str(c) not in capsys.readouterr().err
+
+
+def test_no_input_and_no_default_folder_names_input(tiny_checkpoint, tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(make_heatmap, "WORK", tmp_path)  # a folder without img_to_pred/
+    assert exit_code(make_heatmap, ["--output", tmp_path / "out", "--checkpoint", tiny_checkpoint]) == 2
     line = error_line(capsys)
-    assert line.startswith("make_heatmap: --input given twice") and str(a) in line and str(b) in line
-    assert not (tmp_path / "out").exists()
+    assert "--input" in line and "img_to_pred/" in line
 
 
 def test_size_below_what_the_model_can_use_is_refused(tiny_checkpoint, tmp_path, capsys):

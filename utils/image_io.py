@@ -164,7 +164,9 @@ def list_images(path, recursive=False, exclude=(), errors=None):
     return sorted(found)
 
 
-def _to_rgb_float(img):
+def _to_rgb_float(img, keep_alpha=False):
+    """Float32 H x W x 3 in [0, 1]; an image with transparency composited over white, or with ``keep_alpha`` kept as
+    H x W x 4 (straight colour and alpha: utils.alpha judges it)."""
     if img.mode.startswith("I;16") or img.mode == "I":
         grey = np.asarray(img).astype(np.float32) / 65535.0
         return np.repeat(np.clip(grey, 0.0, 1.0)[..., None], 3, axis=2)
@@ -176,6 +178,8 @@ def _to_rgb_float(img):
         return np.repeat(np.clip(grey, 0.0, 1.0)[..., None], 3, axis=2)
     if img.mode in ALPHA_MODES or "transparency" in img.info:
         rgba = np.asarray(img.convert("RGBA")).astype(np.float32) / 255.0
+        if keep_alpha:
+            return rgba
         alpha = rgba[..., 3:]
         return rgba[..., :3] * alpha + (1.0 - alpha)  # over white
     rgb = np.asarray(img.convert("RGB")).astype(np.float32)
@@ -183,12 +187,13 @@ def _to_rgb_float(img):
     return rgb
 
 
-def load_image(path, raw_clipping=False, data=None):
+def load_image(path, raw_clipping=False, data=None, keep_alpha=False):
     """Float32 H x W x 3 RGB in [0, 1] of the photo at ``path`` (EXIF-rotated, any mode converted; a camera RAW file
     developed as the module docstring says). With ``raw_clipping``: (image, mask), the mask being a RAW file's
     ``raw_clipping_mask`` (H x W bool) and None for every other format. ``data``: the file's bytes when the caller
     has read them already (photo_bytes); they are decoded and the file is not read again (``path`` then names it
-    in messages and gives its extension)."""
+    in messages and gives its extension). A photo with transparency is composited over white, or with
+    ``keep_alpha`` returned as H x W x 4 (RGB and alpha; utils.alpha.judged_photo)."""
     path = Path(path)
     if data is None and not path.is_file():
         raise ImageLoadError(f"{path}: file not found; expected an image file")
@@ -198,7 +203,7 @@ def load_image(path, raw_clipping=False, data=None):
     if path.suffix.lower() in RAW_EXTENSIONS:
         image, clipped = _load_raw(path, raw_clipping, data)
     else:
-        image, clipped = _load_with_pillow(path, data), None
+        image, clipped = _load_with_pillow(path, data, keep_alpha), None
     return (image, clipped) if raw_clipping else image
 
 
@@ -216,7 +221,7 @@ def photo_bytes(path):
 _TRUNCATION_SWITCH = threading.Lock()
 
 
-def _load_with_pillow(path, data=None):
+def _load_with_pillow(path, data=None, keep_alpha=False):
     try:
         with warnings.catch_warnings():
             # Pillow warns on stderr about bomb sizes (refused below) and bad metadata (ignored); keep stderr to
@@ -235,7 +240,7 @@ def _load_with_pillow(path, data=None):
                         img.load()
                     finally:
                         ImageFile.LOAD_TRUNCATED_IMAGES = load_truncated
-                return _to_rgb_float(ImageOps.exif_transpose(img))
+                return _to_rgb_float(ImageOps.exif_transpose(img), keep_alpha)
     except ImageLoadError as e:
         raise _named(path, e)
     except Image.DecompressionBombError as e:
