@@ -54,7 +54,9 @@ from pieanet.utils.alpha import judged_photo
 from pieanet.utils.heatmap import (MAX_STOPS_VMAX, STOPS_VMAX, STOPS_VMAX_FLOOR, VIEWS, VMAX_FLOOR, VMAX_PERCENTILE,
                                    draw_heatmap, draw_overlay, image_stops_vmax, image_vmax, save_colorbar_heatmap)
 from pieanet.utils.exposure import bound_residual, gray, residual_stats, stops_map
+from pieanet.utils.errors import EXIT_INTERRUPTED
 from pieanet.utils.safety import shown
+from pieanet.utils.shipped import trust_statement
 from pieanet.utils.image_io import ImageLoadError, atomic_write, photo_bytes, remove_orphan_temporaries, save_image
 from pieanet.utils.outputs import occupied_prefixes, output_path, output_stems
 from pieanet.utils.summary import (SUMMARY_FIELDS, SUMMARY_NAME, SummaryError, SummaryLog, content_digest, ledger,
@@ -266,11 +268,12 @@ def mark_raw_clipping(row, residual, clipped, threshold, image):
     bound_residual(residual, gray(image), out=residual)  # a dark pixel cannot be told to lose more than its grey
 
 
-def process(photos, model, args, settings, summary, progress, owned=frozenset()):
+def process(photos, model, args, settings, summary, progress, owned=frozenset(), rows=None):
     """Every photo ((path, file, source, output prefix)), batch by batch: one row each, appended to ``summary``
-    (summary.csv, or this process's part under torchrun) as soon as the photo is finished. ``owned``: the prefixes
+    (summary.csv, or this process's part under torchrun) as soon as the photo is finished, and to ``rows`` (the list
+    returned; the caller's, so the rows finished before a Ctrl-C are still in its hands). ``owned``: the prefixes
     summary.csv records as their photo's (write_outputs)."""
-    rows = []
+    rows = [] if rows is None else rows
 
     def finish(path, row, reason=None):
         if reason is not None:
@@ -393,15 +396,19 @@ def make_heatmaps(paths, bases, model, args, settings, group, folder_errors):
     batches = [todo[start:start + args.batch_size] for start in range(0, len(todo), args.batch_size)]
     mine = [index for batch in group.shard(batches) for index in batch]
     summary = SummaryLog(part_path(args.output, group.rank) if group.distributed else args.output / SUMMARY_NAME)
-    rows, error = [], None
+    rows, error, interrupted, progress = [], None, False, None
     try:
         with cli.Progress(PROG, len(mine), show=group.is_main) as progress:
             for folder, reason in folder_errors if group.is_main else []:
                 progress.fail(folder, reason)
             photos = [(paths[i], files[i], sources[i], stems[i]) for i in mine]
-            rows = process(photos, model, args, settings, summary, progress, owned)
+            process(photos, model, args, settings, summary, progress, owned, rows)
     except SummaryError as e:
         error = str(e)
+    except KeyboardInterrupt:  # one process: the table and report of what it finished, then exit 130
+        if group.distributed or progress is None:
+            raise
+        interrupted = True
     finally:
         summary.close()
     shards = group.gather((rows, len(progress.failed), error))
@@ -416,7 +423,7 @@ def make_heatmaps(paths, bases, model, args, settings, group, folder_errors):
         merge_parts(args.output, group.world_size, order)
     tidy_ledger(args.output)
     return (sorted((row for shard_rows, _, _ in shards for row in shard_rows), key=order), len(paths) - len(todo),
-            sum(failed for _, failed, _ in shards), [error for _, _, error in shards if error], replaced)
+            sum(failed for _, failed, _ in shards), [error for _, _, error in shards if error], replaced, interrupted)
 
 
 def input_sources(args):
@@ -470,13 +477,16 @@ def run(argv):
 
 def finish_run(args, base, done):
     """Rank 0, still holding the folder's lock: print the table and write the report."""
-    rows, skipped, failed, summary_errors, replaced = done
+    rows, skipped, failed, summary_errors, replaced, interrupted = done
     for error in summary_errors:
         print(f"{PROG}: {shown(error)}", file=sys.stderr)
     if summary_errors:
         return cli.EXIT_FAILED
     if rows or not skipped:
         print_table(rows)
+        trust = trust_statement(args.checkpoint)
+        if trust:
+            print(f"How far to trust these maps: {trust}")
         print(f"{len(rows) - sum(r['status'] != 'ok' for r in rows)} of {len(rows)} images done; heatmaps and "
               f"summary.csv in {shown(args.output)}"
               + (f"; {skipped} already done, skipped (--resume)" if skipped else "")
@@ -494,6 +504,10 @@ def finish_run(args, base, done):
             print(f"{PROG}: {shown(e)}", file=sys.stderr)
             return cli.EXIT_FAILED
         print(f"report: {shown(page)}")
+    if interrupted:
+        print(f"{PROG}: interrupted; the {len(rows)} photo(s) finished are in summary.csv and the report; --resume "
+              "does the rest", file=sys.stderr)
+        return EXIT_INTERRUPTED
     return cli.EXIT_FAILED if failed else cli.EXIT_OK
 
 

@@ -235,3 +235,31 @@ def test_load_understands_released_as_the_tools_do(tiny_checkpoint, monkeypatch,
         pieanet.load("released")
     monkeypatch.setenv("P_IEA_RELEASED_WEIGHTS", str(tiny_checkpoint))
     assert pieanet.load("released").config == pieanet.load(tiny_checkpoint).config
+
+
+def test_a_plain_second_run_replaces_the_rows_of_the_photos_it_redoes(tiny_checkpoint, tmp_path, capsys):
+    # issue 28: a second run into the same folder appended a duplicate row per photo (38 rows for 19 photos)
+    save_photo(tmp_path / "in" / "a.png"), save_photo(tmp_path / "in" / "b.png", seed=1)
+    save_photo(tmp_path / "other" / "c.png", seed=2)
+    argv = ["--output", tmp_path / "out", "--checkpoint", tiny_checkpoint]
+    assert exit_code(make_heatmap, [tmp_path / "other", *argv]) == 0
+    assert exit_code(make_heatmap, [tmp_path / "in", *argv]) == 0
+    capsys.readouterr()
+    assert exit_code(make_heatmap, [tmp_path / "in", *argv]) == 0
+    assert "2 row(s) of earlier runs for these photos replaced" in capsys.readouterr().out
+    with open(tmp_path / "out" / "summary.csv", newline="", encoding="utf-8") as f:
+        files = [row["file"] for row in csv.DictReader(f)]
+    assert files == ["c.png", "a.png", "b.png"]  # one row each; the photo of the other run kept
+
+
+def test_the_report_shows_signed_stops_the_colour_bar_and_no_empty_column(tiny_checkpoint, tmp_path):
+    save_photo(tmp_path / "in" / "a.png")
+    assert exit_code(make_heatmap, [tmp_path / "in", "--output", tmp_path / "out", "--checkpoint", tiny_checkpoint,
+                                    "--colorbar"]) == 0
+    page = (tmp_path / "out" / "index.html").read_text(encoding="utf-8")
+    with open(tmp_path / "out" / "summary.csv", newline="", encoding="utf-8") as f:
+        row, = csv.DictReader(f)
+    assert f">{float(row['stops']):+.2f}<" in page  # the sign always shown: + more light, - less
+    assert "a_colorbar.png" in page and "with colour bar" in page
+    assert "% raw clipped" not in page and 'data-key="error"' not in page  # empty for every photo: not shown
+    assert "How far to trust" not in page  # a checkpoint nobody measured gets no statement
