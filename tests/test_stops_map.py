@@ -73,3 +73,17 @@ def test_make_heatmap_draws_the_stops_view(tmp_path):
         row, = csv.DictReader(f)
     assert "map=stops" in row["settings"] and float(row["vmax"]) == STOPS_VMAX
     assert (out / "p_colorbar.png").is_file()
+
+
+@pytest.mark.slow
+def test_stops_agree_across_working_sizes_on_the_sample_photos():
+    # measured 2026-12-07: at most 0.043 stop apart (chelsea.jpg, default 256 px against native); a 24 MP photo can
+    # move further (docs/heatmaps.md, "The stops column and --size")
+    from pieanet import runtime
+    from pieanet.models import DEFAULT_CHECKPOINT, load_model
+
+    model = load_model(DEFAULT_CHECKPOINT)
+    for path in sorted((ROOT / "img_to_pred").glob("*.jpg")):
+        photo = load_image(path)
+        found = [correction_stops(photo, runtime.predict(model, [photo], size=size)[0]) for size in (None, 384, 0)]
+        assert max(found) - min(found) <= 0.1, (path.name, found)
