@@ -5,7 +5,10 @@
     P_IEA_RELEASED_WEIGHTS=wavelet_epoch_2_val_loss0.03022034629540784.pth python make_heatmap.py --checkpoint released
 
 Per photo: <stem>_exposure.png (blue = under-exposed, white = ideal, red = over-exposed) at the photo's resolution;
-optionally <stem>_residual.npy, <stem>_overlay.png, <stem>_colorbar.png. One summary.csv for the run. <stem> is the
+optionally <stem>_residual.npy, <stem>_overlay.png, <stem>_colorbar.png. One summary.csv for the run. The maps obey
+the definition's bounds (models/inference.py); --map stops draws the correction per pixel in stops instead of r;
+transparent pixels are not judged (utils/alpha.py; --alpha composite judges the photo over white). Inputs: --input
+and paths after the options, several of each. <stem> is the
 photo's sub-folder and name without extension, made unique (utils/outputs.py, output_stems) against the other photos
 of the run and the photos of earlier runs in summary.csv, and stored in the photo's row (column output; the kinds of
 file written in column output_kinds). A file in
@@ -31,7 +34,7 @@ taken into summary.csv by the next run. With several nodes, --output must be a f
 --resume skips a photo when summary.csv (or a part a killed torchrun run left) has a row with status ok for it, made
 under the output name, for the photo's current content (column photo_sha256) and with the result-affecting settings
 (column settings: the checkpoint's content, which also decides the backend, --size, --tile, --threshold, --vmax,
---raw-clipping, --jpeg-quality) this run would use, and
+--raw-clipping, --jpeg-quality, --map, --alpha) this run would use, and
 every file the current options ask for exists (so adding --overlay redoes every photo without one); the others are
 done again, each photo keeps one row, and temporary files of killed processes are removed. Outputs are written
 atomically and a photo's row comes after its files, so a killed run resumed this way writes the same files and rows
@@ -87,7 +90,7 @@ def parse_args(argv):
                         "summary.rank<k>.csv a killed torchrun run left) made under the output name, for the photo's "
                         "current content and with the "
                         "settings this run would use (the checkpoint's content, --size, --tile, --threshold, --vmax, "
-                        "--raw-clipping, --jpeg-quality), and every file the current options ask for "
+                        "--raw-clipping, --jpeg-quality, --map, --alpha), and every file the current options ask for "
                         "present; the others are (re)done and their old rows dropped, so each photo keeps one row")
     cli.add_common_options(p)
     p.add_argument("--save-npy", action="store_true", help="also write <stem>_residual.npy (float32, full size)")

@@ -263,3 +263,21 @@ def test_the_report_shows_signed_stops_the_colour_bar_and_no_empty_column(tiny_c
     assert "a_colorbar.png" in page and "with colour bar" in page
     assert "% raw clipped" not in page and 'data-key="error"' not in page  # empty for every photo: not shown
     assert "How far to trust" not in page  # a checkpoint nobody measured gets no statement
+
+
+def test_the_trust_statement_is_where_users_look(tmp_path, capsys):
+    # issue 28: README, the printed table's footer and the top of index.html say how far to trust the shipped model,
+    # with the figures bench/accuracy.py --plain wrote to checkpoints/trust.txt
+    from pieanet.models import DEFAULT_CHECKPOINT, DEFAULT_ONNX
+    from pieanet.utils.shipped import TRUST_FILE, trust_statement
+
+    text = TRUST_FILE.read_text(encoding="utf-8").strip()
+    assert "stops" in text and " % " in text
+    assert text in " ".join((ROOT / "README.md").read_text(encoding="utf-8").split())
+    assert trust_statement(DEFAULT_CHECKPOINT) == trust_statement(DEFAULT_ONNX) == text
+    assert trust_statement(tmp_path / "other.safetensors") == ""
+    save_photo(tmp_path / "in" / "a.png")
+    assert exit_code(make_heatmap, [tmp_path / "in", "--output", tmp_path / "out"]) == 0
+    assert f"How far to trust these maps: {text}" in capsys.readouterr().out
+    page = (tmp_path / "out" / "index.html").read_text(encoding="utf-8")
+    assert "How far to trust these maps" in page and "per pixel in stops" in page
