@@ -281,3 +281,19 @@ def test_the_trust_statement_is_where_users_look(tmp_path, capsys):
     assert f"How far to trust these maps: {text}" in capsys.readouterr().out
     page = (tmp_path / "out" / "index.html").read_text(encoding="utf-8")
     assert "How far to trust these maps" in page and "per pixel in stops" in page
+
+
+def test_the_training_quick_start_uses_no_sample_photo_and_no_download():
+    # issue 28: the default synthetic set was made of the scenes of img_to_pred/; the quick start picks two others
+    from pieanet.datasets import synthetic
+    from pieanet.train_wavelet import resolve_config
+
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert "--scenes motorcycle hopper --val-scenes hopper" in readme and "--config pieanet_quick" in readme
+    scenes = synthetic.default_scenes()
+    chosen = synthetic.chosen_scenes(scenes, ["motorcycle", "hopper"])
+    samples = {path.stem for path in (ROOT / "img_to_pred").glob("*.jpg")}
+    assert set(chosen) == {"motorcycle", "hopper"} and not samples & {p.stem for ps, _ in chosen.values() for p in ps}
+    with pytest.raises(ValueError, match="--scenes nowhere"):
+        synthetic.chosen_scenes(scenes, ["nowhere"])
+    assert resolve_config("pieanet_quick")["data"]["root"] == "data/quick"
