@@ -47,7 +47,7 @@ from pieanet.utils import cli, distributed, well_exposed
 from pieanet.models.baselines import BASELINES, build_baseline
 from pieanet.utils.image_io import atomic_write
 from pieanet.utils.safety import md_cell
-from pieanet.utils.metrics import METRICS, SSIM_CONVENTION, MetricAccumulator, measure, physics_counts
+from pieanet.utils.metrics import METRICS, SSIM_CONVENTION, MetricAccumulator, measure, photo_numbers, physics_counts
 
 PROG = "evaluate"
 LEVEL_IN_NAME = re.compile(r"_([NP]\d)(?=\.[^.]+$|$)")
@@ -125,6 +125,7 @@ def measure_rows(methods, rows, args, progress=None, group=distributed.Group()):
                 for name, residual in maps.items():
                     found[name] = measure(resize_map(residual, label.shape), label, args.threshold, score)
                     found[name]["physics"] = physics_counts(image, residual)  # on the photo's own pixels
+                    found[name]["photo"] = photo_numbers(image, residual, resize_map(label, residual.shape))
                 measured.append((index, found))
             progress.update()
     return [found for _, found in sorted(item for shard in group.gather(measured) for item in shard)]
@@ -197,7 +198,8 @@ def judge_photos(methods, photos, args, progress=None, group=distributed.Group()
                     residual, = runtime.predict(model, [image], size=args.size, tile=args.tile)
                     if isinstance(residual, BaseException):
                         raise ValueError(f"{method}: inference failed ({cli.one_line(residual)})")
-                    found[method] = well_exposed.verdict(residual, args.threshold, args.share_limit, args.mean_limit)
+                    found[method] = well_exposed.verdict(residual, args.threshold, args.share_limit, args.mean_limit,
+                                                         photo=image)
             except ValueError as e:
                 progress.report(f"skipped {path}: {cli.one_line(e)}")
                 found = None

@@ -5,20 +5,23 @@
     P_IEA_RELEASED_WEIGHTS=wavelet_epoch_2_val_loss0.03022034629540784.pth python make_heatmap.py --checkpoint released
 
 Per photo: <stem>_exposure.png (blue = under-exposed, white = ideal, red = over-exposed) at the photo's resolution;
-optionally <stem>_residual.npy, <stem>_overlay.png, <stem>_colorbar.png. One summary.csv for the run. <stem> is the
-photo's sub-folder and name without extension, made unique (utils/outputs.py, output_stems) against the other photos
-of the run and the photos of earlier runs in summary.csv, and stored in the photo's row (column output; the kinds of
-file written in column output_kinds). A file in
---output is the tool's only when its size and content are those the folder's ledger recorded as the tool wrote it
-(utils/ledger.py; a planted line proves nothing): a user's file with an output's name is never removed or replaced (the photo gets another prefix), nothing is written or
-removed through a symbolic link, and a user's index.html stops the run before any work (docs/safety.md, "Files and
+optionally <stem>_residual.npy, <stem>_overlay.png, <stem>_colorbar.png. One summary.csv for the run. The maps obey
+the definition's bounds (models/inference.py); --map stops draws the correction per pixel in stops instead of r;
+transparent pixels are not judged (utils/alpha.py; --alpha composite judges the photo over white). Inputs: --input
+and paths after the options, several of each. <stem> is the photo's sub-folder and name without extension, made
+unique (utils/outputs.py, output_stems) against the other photos of the run and the photos of earlier runs in
+summary.csv, and stored in the photo's row (column output; the kinds of file written in column output_kinds). A file
+in --output is the tool's only when its size and content are those the folder's ledger recorded as the tool wrote it
+(utils/ledger.py; a planted line proves nothing): a user's file with an output's name is never removed or replaced
+(the photo gets another prefix), nothing is written or removed through a symbolic link, and a user's index.html stops the run before any work (docs/safety.md, "Files and
 folders"). One run at a time per output folder: a second one stops with one line (exit 2).
 --vmax sets the colour scale (1, the default, is the same for every photo; 'image' stretches each photo), --format jpg
 writes the heatmap and overlay as JPEG.
 A photo that cannot be read or processed is reported on stderr and in summary.csv; the others go on, and the exit
 code is 1. A missing or unusable checkpoint, input, output folder or option gives exit code 2 before any work
 (exit codes: utils/cli.py). summary.csv is appended to as each photo completes, so an interrupted run keeps the rows
-it finished and a second run into the same folder adds its rows below the first run's.
+it finished; a second run into the same folder first drops the earlier rows of the photos it does again (and says how
+many), so each photo keeps one row, and adds its rows below those of the other photos.
 
 Several processes (one per GPU or CPU socket, any number of nodes; utils/distributed.py):
     torchrun --nproc-per-node 4 make_heatmap.py --input photos --output results
@@ -30,7 +33,7 @@ taken into summary.csv by the next run. With several nodes, --output must be a f
 --resume skips a photo when summary.csv (or a part a killed torchrun run left) has a row with status ok for it, made
 under the output name, for the photo's current content (column photo_sha256) and with the result-affecting settings
 (column settings: the checkpoint's content, which also decides the backend, --size, --tile, --threshold, --vmax,
---raw-clipping, --jpeg-quality) this run would use, and
+--raw-clipping, --jpeg-quality, --map, --alpha) this run would use, and
 every file the current options ask for exists (so adding --overlay redoes every photo without one); the others are
 done again, each photo keeps one row, and temporary files of killed processes are removed. Outputs are written
 atomically and a photo's row comes after its files, so a killed run resumed this way writes the same files and rows
@@ -42,6 +45,7 @@ if __name__ == "__main__":  # first, before the slow imports: Ctrl-C while they 
     passive_waits()  # before torch starts its threads
 import argparse
 import contextlib
+import math
 import sys
 from pathlib import Path
 
@@ -49,10 +53,15 @@ import numpy as np
 
 from pieanet import runtime
 from pieanet.utils import cli, distributed, folders, outputs, report
-from pieanet.utils.heatmap import (VMAX_FLOOR, VMAX_PERCENTILE, colorize, image_vmax, overlay,
-                                   save_colorbar_heatmap, save_heatmap_png)
-from pieanet.utils.exposure import residual_stats
+from pieanet.utils.alpha import judged_photo
+from pieanet.utils.heatmap import (MAX_STOPS_VMAX, STOPS_VMAX, STOPS_VMAX_FLOOR, VIEWS, VMAX_FLOOR, VMAX_PERCENTILE,
+                                   draw_heatmap, draw_overlay, image_stops_vmax, image_vmax, save_colorbar_heatmap,
+                                   save_heatmap_png)
+from pieanet.utils.exposure import bound_residual, residual_stats, stops_map
+from pieanet.models.full_size import photo_grey  # uint8 or float photo: grey in [0, 1]
+from pieanet.utils.errors import EXIT_INTERRUPTED
 from pieanet.utils.safety import shown
+from pieanet.utils.shipped import trust_statement
 from pieanet.utils.image_io import ImageLoadError, atomic_write, photo_bytes, remove_orphan_temporaries, save_image
 from pieanet.utils.ledger import OutputLedger, ledger, note_output, tidy_ledger
 from pieanet.utils.overlap import in_order
@@ -72,8 +81,11 @@ PREPARE_WORKERS = 1
 
 def parse_args(argv):
     p = cli.Parser(prog=PROG, description="Pixel-level exposure heatmaps (r > 0 under-exposed, r < 0 over-exposed).")
-    p.add_argument("--input", type=Path, default=WORK / "img_to_pred", action=cli.Once,
-                   help="image file or folder, once (default: img_to_pred/)")
+    p.add_argument("photos", type=Path, nargs="*", metavar="PATH",
+                   help="image files or folders, as --input (both may be given)")
+    p.add_argument("--input", type=Path, nargs="+", action="extend", default=[], metavar="PATH",
+                   help="image files or folders, one or more, the option repeatable (default: img_to_pred/ when "
+                        "no PATH is given)")
     p.add_argument("--recursive", action="store_true", help="also read sub-folders; outputs keep their structure")
     p.add_argument("--output", type=Path, default=WORK / "outputs", action=cli.Once,
                    help="output folder (default: outputs/)")
@@ -84,7 +96,7 @@ def parse_args(argv):
                         "summary.rank<k>.csv a killed torchrun run left) made under the output name, for the photo's "
                         "current content and with the "
                         "settings this run would use (the checkpoint's content, --size, --tile, --threshold, --vmax, "
-                        "--raw-clipping, --jpeg-quality), and every file the current options ask for "
+                        "--raw-clipping, --jpeg-quality, --map, --alpha), and every file the current options ask for "
                         "present; the others are (re)done and their old rows dropped, so each photo keeps one row")
     cli.add_common_options(p)
     p.add_argument("--save-npy", action="store_true", help="also write <stem>_residual.npy (float32, full size)")
@@ -97,11 +109,19 @@ def parse_args(argv):
                         "into summary.csv's pct_raw_clipped (empty for other files)")
     p.add_argument("--no-report", action="store_true", help="do not write index.html (a page with every photo's "
                                                             "numbers, heatmap and overlay, built from summary.csv)")
-    p.add_argument("--vmax", type=colour_scale, default=1.0, metavar="V|image",
+    p.add_argument("--vmax", type=colour_scale, metavar="V|image",
                    help="colour scale: r = +V is full blue, -V full red, beyond is clipped; 1 keeps one absolute "
-                        "scale for every photo, so maps compare across photos (default: 1); e.g. 0.3 makes typical "
+                        f"scale for every photo, so maps compare across photos (default: 1; with --map stops V is in "
+                        f"stops, up to {MAX_STOPS_VMAX:g}, default {STOPS_VMAX:g}); e.g. 0.3 makes typical "
                         f"residuals of 0.1-0.2 readable; 'image' = per photo, the {VMAX_PERCENTILE:g}th percentile "
                         f"of |r| but at least {VMAX_FLOOR:g} (colours then only compare within a photo)")
+    p.add_argument("--map", choices=VIEWS, default="residual",
+                   help="what the heatmap, overlay and colour bar draw: 'residual', r itself (grey levels / 255, "
+                        "the definition; a global error shows most in bright areas), or 'stops', the correction per "
+                        "pixel in stops (log2 of the linear-light ratio, the quantity of the stops column; a global "
+                        "error is one flat colour; clipped and crushed pixels, whose light cannot be measured, are "
+                        "chequered). --vmax is then in stops (default: residual)")
+    cli.add_alpha_option(p)
     p.add_argument("--format", choices=["png", "jpg"], default="png",
                    help="file type of the heatmap and overlay (default: png; jpg is several times smaller)")
     p.add_argument("--jpeg-quality", type=jpeg_quality, metavar="Q",
@@ -109,17 +129,28 @@ def parse_args(argv):
     args = p.parse_args(argv)
     if args.jpeg_quality is not None and args.format != "jpg":
         p.error("--jpeg-quality applies to --format jpg only")
+    args.inputs = args.input + args.photos
+    if args.vmax is None:
+        args.vmax = STOPS_VMAX if args.map == "stops" else 1.0
+    elif args.vmax != "image" and args.map == "residual" and args.vmax > 1.0:
+        p.error(f"argument --vmax: expected a number in (0, 1] or 'image', got {args.vmax:g} (a scale in stops "
+                "goes with --map stops)")
     return args
 
 
 def colour_scale(text):
-    """--vmax: a number in (0, 1] or 'image' (a per-photo stretch)."""
+    """--vmax: a positive number (at most 1 for the residual view, MAX_STOPS_VMAX for the stops view; parse_args
+    checks which) or 'image' (a per-photo stretch)."""
     if text.strip().lower() == "image":
         return "image"
     try:
-        return cli.colour_scale(text)
-    except argparse.ArgumentTypeError as e:
-        raise argparse.ArgumentTypeError(f"expected a number in (0, 1] or 'image', got {text!r}") from e
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not 0.0 < value <= MAX_STOPS_VMAX:  # NaN too
+        raise argparse.ArgumentTypeError(f"expected a number in (0, 1] or 'image' (with --map stops: stops, up to "
+                                         f"{MAX_STOPS_VMAX:g}), got {text!r}")
+    return value
 
 
 def jpeg_quality(text):
@@ -138,7 +169,8 @@ def result_settings(args, checkpoint):
     size = "native" if args.size == 0 else (args.size or "model")  # --size native is 0, no size is None
     settings = {"checkpoint": content_digest(checkpoint), "size": size,
                 "tile": args.tile, "threshold": args.threshold, "vmax": args.vmax,
-                "raw_clipping": "yes" if args.raw_clipping else "no", "jpeg_quality": quality}
+                "raw_clipping": "yes" if args.raw_clipping else "no", "jpeg_quality": quality, "map": args.map,
+                "alpha": args.alpha}
     return " ".join(f"{key}={value}" for key, value in settings.items())
 
 
@@ -147,25 +179,36 @@ def save_npy(path, residual):
         np.save(tmp, residual.astype(np.float32))
 
 
-def colour_scale_of(residual, spec):
-    """(vmax, how it was chosen) for --vmax ``spec``: a number, or 'image' (the per-photo stretch)."""
+def colour_scale_of(values, spec, view="residual"):
+    """(vmax, how it was chosen) for --vmax ``spec``: a number, or 'image' (the per-photo stretch); ``values``: the
+    residual map, or the stops map for the stops view."""
     if spec != "image":
         return spec, "fixed"
-    vmax = image_vmax(residual)
+    if view == "stops":
+        vmax = image_stops_vmax(values)
+        return vmax, ("per image, floor" if vmax == STOPS_VMAX_FLOOR else f"per image, p{VMAX_PERCENTILE:g} of |stops|")
+    vmax = image_vmax(values)
     return vmax, ("per image, floor" if vmax == VMAX_FLOOR else f"per image, p{VMAX_PERCENTILE:g} of |r|")
 
 
-def write_outputs(stem, image, residual, args, owned=False, proof=None):
+def drawn_values(image, residual, view):
+    """What the drawings of ``view`` show: the residual itself, or its stops map (utils.exposure.stops_map)."""
+    return stops_map(image, residual) if view == "stops" else residual
+
+
+def write_outputs(stem, image, residual, args, owned=False, proof=None, not_judged=None):
     """Write every requested file for one photo; if one fails, remove those already written and re-raise. When the
     prefix is ``owned`` (summary.csv records it as this photo's output), its files that this run does not ask for (an
     overlay of an earlier run with other settings) are removed, so the folder holds only outputs of the photo's latest
     row. A file is replaced or removed only when ``proof`` (utils/ledger.py, OutputLedger; None: the folder's) shows
     the tool wrote it (its recorded size and content hash); a user's file is never touched, whatever a line in the
     ledger or summary says. Every path is checked to lie in --output with no symbolic link on the way
-    (folders.inside). Returns the paths written, their kinds (utils/outputs.py) and the colour scale (vmax) used."""
+    (folders.inside). ``not_judged``: the photo's pixels drawn as not judged. Returns the paths written, their kinds
+    (utils/outputs.py) and the colour scale (vmax) used."""
     proof = OutputLedger(args.output) if proof is None else proof
-    vmax, scale_note = colour_scale_of(residual, args.vmax)
-    writers = output_writers(stem, image, residual, vmax, scale_note, args)
+    values = drawn_values(image, residual, args.map)
+    vmax, scale_note = colour_scale_of(values if not_judged is None else values[~not_judged], args.vmax, args.map)
+    writers = output_writers(stem, image, residual, vmax, scale_note, args, not_judged)
     kinds, written = requested_kinds(args), []
     try:
         for kind in kinds:
@@ -181,18 +224,21 @@ def write_outputs(stem, image, residual, args, owned=False, proof=None):
     return written, kinds, vmax
 
 
-def output_writers(stem, image, residual, vmax, scale_note, args):
-    """{role (utils/outputs.py): writer of that file, given its path}; which files are written is requested_kinds'."""
+def output_writers(stem, image, residual, vmax, scale_note, args, not_judged=None):
+    """{role (utils/outputs.py): writer of that file, given its path}; which files are written is requested_kinds'.
+    The drawings show --map's view, with the pixels ``not_judged`` chequered; the .npy holds the residual."""
     options = {}
     if args.format == "jpg":  # chroma at full resolution (4:4:4): the colour is the content of a heatmap
         options = {"quality": args.jpeg_quality or DEFAULT_JPEG_QUALITY, "subsampling": 0}
-    heatmap = (lambda p: save_image(p, colorize(residual, vmax), **options)) if options else \
-        (lambda p: save_heatmap_png(p, residual, vmax))  # PNG: 8-bit palette, the same colours
-    return {outputs.HEATMAP: heatmap,
+    values, view = drawn_values(image, residual, args.map), args.map
+    palette = not options and view == "residual" and not_judged is None  # PNG: an 8-bit palette, the same colours
+    return {outputs.HEATMAP: (lambda p: save_heatmap_png(p, residual, vmax)) if palette else
+            (lambda p: save_image(p, draw_heatmap(values, vmax, view, not_judged), **options)),
             outputs.RESIDUAL: lambda p: save_npy(p, residual),
-            outputs.OVERLAY: lambda p: save_image(p, overlay(image, residual, vmax), **options),
-            outputs.COLORBAR: lambda p: save_colorbar_heatmap(p, residual, title=stem.name, vmax=vmax,
-                                                              scale_note=scale_note)}
+            outputs.OVERLAY: lambda p: save_image(p, draw_overlay(image, values, vmax, view, not_judged), **options),
+            outputs.COLORBAR: lambda p: save_colorbar_heatmap(p, values, title=stem.name, vmax=vmax,
+                                                              scale_note=scale_note, view=view,
+                                                              not_judged=not_judged)}
 
 
 def requested_kinds(args):
@@ -226,22 +272,25 @@ def print_table(rows):
         print(f"{shown(row['file']):<{name_width}} {size:>{size_width}} {numbers}  {row['status']}")
 
 
-def mark_raw_clipping(row, residual, clipped, threshold):
+def mark_raw_clipping(row, residual, clipped, threshold, image):
     """--raw-clipping on a RAW photo (``clipped`` its mask, None for other files): the clipped pixels' share into
-    the row's pct_raw_clipped, and their residual lowered in place to just below -threshold (over-exposed)."""
+    the row's pct_raw_clipped, and their residual lowered in place to just below -threshold (over-exposed), never
+    below -grey of ``image`` (the definition's bound, utils.exposure.bound_residual)."""
     if clipped is None:
         return
     row["pct_raw_clipped"] = 100.0 * np.count_nonzero(clipped) / clipped.size
     np.minimum(residual, np.float32(-threshold - RAW_CLIPPED_MARGIN), out=residual, where=clipped)
+    bound_residual(residual, photo_grey(image), out=residual)  # a dark pixel cannot be told to lose more than its grey
 
 
-def process(photos, model, args, settings, summary, progress, owned=frozenset(), proof=None):
+def process(photos, model, args, settings, summary, progress, owned=frozenset(), proof=None, rows=None):
     """Every photo ((path, file, source, output prefix)), batch by batch: one row each, appended to ``summary``
-    (summary.csv, or this process's part under torchrun) as soon as the photo is finished. ``owned``: the prefixes
+    (summary.csv, or this process's part under torchrun) as soon as the photo is finished, and to ``rows`` (the list
+    returned; the caller's, so the rows finished before a Ctrl-C are still in its hands). ``owned``: the prefixes
     summary.csv records as their photo's; ``proof``: the files the tool can prove it wrote (write_outputs). The next
     batches are read and predicted (prepare_batch) on PREPARE_WORKERS threads while this one writes the current
     batch's files, numbers and rows, in the photos' order."""
-    rows = []
+    rows = [] if rows is None else rows
     proof = OutputLedger(args.output) if proof is None else proof
 
     def finish(path, row, reason=None):
@@ -257,21 +306,21 @@ def process(photos, model, args, settings, summary, progress, owned=frozenset(),
                                       workers=PREPARE_WORKERS, ahead=PREPARE_WORKERS):
         for path, row, reason in unreadable:
             finish(path, row, reason)
-        for path, row, prefix, image, clipped, residual in batch:
+        for path, row, prefix, image, clipped, unjudged, residual in batch:
             if isinstance(residual, BaseException):
                 finish(path, row, f"inference failed ({cli.one_line(residual)})")
                 continue
-            mark_raw_clipping(row, residual, clipped, args.threshold)
+            mark_raw_clipping(row, residual, clipped, args.threshold, image)
             try:
                 note_output(args.output, prefix, row["source"])  # recorded before its files: a kill leaves them
                 written, kinds, vmax = write_outputs(args.output / prefix, image, residual, args, prefix in owned,
-                                                     proof)
+                                                     proof, unjudged)
             except (OSError, ValueError, RuntimeError, MemoryError) as e:
                 finish(path, row, f"could not write outputs ({cli.one_line(e)})")
                 continue
             try:
-                row.update(residual_stats(residual, args.threshold, image), vmax=vmax, status="ok", output=prefix,
-                           output_kinds=outputs.kinds_text(kinds))
+                row.update(residual_stats(residual, args.threshold, image, unjudged), vmax=vmax, status="ok",
+                           output=prefix, output_kinds=outputs.kinds_text(kinds))
                 finish(path, row)
             except BaseException:  # e.g. Ctrl-C: no photo has outputs without its summary row
                 remove(written)
@@ -283,7 +332,8 @@ def prepare_batch(photos, model, args, settings):
     """One batch's reading and prediction, safe on a worker thread (it writes nothing): each photo read once (its
     hash is that of the bytes decoded), decoded (uint8 where its levels are 8-bit) and its map predicted. Returns
     ([(path, row, reason)] of the photos that could not be read, in their order; [(path, row, prefix, image, mask of
-    the RAW photo's clipped pixels with --raw-clipping or None, map or the exception)] of the others)."""
+    the RAW photo's clipped pixels with --raw-clipping or None, mask of its pixels not judged (utils/alpha.py) or
+    None, map or the exception)] of the others)."""
     unreadable, loaded = [], []
     for path, file, source, prefix in photos:
         row = dict.fromkeys(SUMMARY_FIELDS, "") | {"file": file, "source": source, "settings": settings}
@@ -293,14 +343,15 @@ def prepare_batch(photos, model, args, settings):
                 row["photo_sha256"] = content_digest(path, data)
             except OSError as e:
                 raise ImageLoadError(f"cannot be read ({e.strerror or cli.one_line(e)})") from e
-            image = runtime.read_image(path, args.raw_clipping, data, keep_uint8=True)
+            image = runtime.read_image(path, args.raw_clipping, data, keep_uint8=True, keep_alpha=args.alpha == "judge")
             image, clipped = image if args.raw_clipping else (image, None)
+            image, not_judged = judged_photo(image)  # transparent pixels: utils/alpha.py
         except ImageLoadError as e:
             unreadable.append((path, row, str(e)))
             continue
         row.update(height=image.shape[0], width=image.shape[1])
-        loaded.append((path, row, prefix, image, clipped))
-    residuals = runtime.predict(model, [image for *_, image, _ in loaded], args.size, args.tile, args.batch_size)
+        loaded.append((path, row, prefix, image, clipped, not_judged))
+    residuals = runtime.predict(model, [image for *_, image, _, _ in loaded], args.size, args.tile, args.batch_size)
     return unreadable, [(*photo, residual) for photo, residual in zip(loaded, residuals)]
 
 
@@ -330,11 +381,10 @@ def plan_run(args, earlier, position, stems, settings, paths):
     keeps that row and a photo to redo loses its old rows, so no photo of the input ends up with two."""
     existing, parts, carried = earlier
     everything = list(range(len(stems)))
-    if not parts and not args.resume:
-        return None, everything
     rows = existing + carried
-    if not args.resume:
-        return rows, everything
+    if not args.resume:  # every photo is done again: its earlier rows give way to the new one
+        kept = [row for row in rows if row["source"] not in position]
+        return (kept if parts or len(kept) < len(existing) else None), everything
     # an ok row of an older summary without the stops column is redone, so every row the run leaves has them
     last_ok = {row["source"]: n for n, row in enumerate(rows) if row["status"] == "ok" and row["stops"] != ""}
     done = {position[source] for source, n in last_ok.items()
@@ -346,12 +396,12 @@ def plan_run(args, earlier, position, stems, settings, paths):
     return (kept if parts or len(kept) < len(existing) else None), [i for i in everything if i not in done]
 
 
-def make_heatmaps(paths, base, model, args, settings, group, folder_errors):
+def make_heatmaps(paths, bases, model, args, settings, group, folder_errors):
     """This process's share of the photos: whole batches, every world_size-th one, so each batch is the one a single
     process would run. Each process appends its rows to its own part (one process: to summary.csv itself); rank 0
     merges them. Returns, on rank 0, (every process's rows in the order of summary.csv, photos skipped by
     --resume, failed count, summary errors); None on the other ranks."""
-    keys = [photo_keys(path, base, args.output) for path in paths]
+    keys = [photo_keys(path, base, args.output) for path, base in zip(paths, bases)]  # base: the photo's input
     files, sources = [file for file, _ in keys], [source for _, source in keys]
     position = {source: index for index, source in enumerate(sources)}
     check_bookkeeping_files(args.output)  # summary, parts, ledger, lock: regular files or the run is refused
@@ -361,6 +411,7 @@ def make_heatmaps(paths, base, model, args, settings, group, folder_errors):
     stems = output_stems(files, sources, taken, occupied_prefixes(args.output, proof.recorded_size))
     owned = {stem for stem, source in zip(stems, sources) if taken.get(stem) == source}
     start_rows, todo = plan_run(args, earlier, position, stems, settings, paths)
+    replaced = 0 if start_rows is None else len(earlier[0]) + len(earlier[2]) - len(start_rows)
     group.barrier()  # every process has read the summaries before rank 0 changes them
     if group.is_main:
         if start_rows is not None:
@@ -374,15 +425,19 @@ def make_heatmaps(paths, base, model, args, settings, group, folder_errors):
     batches = [todo[start:start + args.batch_size] for start in range(0, len(todo), args.batch_size)]
     mine = [index for batch in group.shard(batches) for index in batch]
     summary = SummaryLog(part_path(args.output, group.rank) if group.distributed else args.output / SUMMARY_NAME)
-    rows, error = [], None
+    rows, error, interrupted, progress = [], None, False, None
     try:
         with cli.Progress(PROG, len(mine), show=group.is_main) as progress:
             for folder, reason in folder_errors if group.is_main else []:
                 progress.fail(folder, reason)
             photos = [(paths[i], files[i], sources[i], stems[i]) for i in mine]
-            rows = process(photos, model, args, settings, summary, progress, owned, proof)
+            process(photos, model, args, settings, summary, progress, owned, proof, rows)
     except SummaryError as e:
         error = str(e)
+    except KeyboardInterrupt:  # one process: the table and report of what it finished, then exit 130
+        if group.distributed or progress is None:
+            raise
+        interrupted = True
     finally:
         summary.close()
         for note in summary.notes:
@@ -401,21 +456,43 @@ def make_heatmaps(paths, base, model, args, settings, group, folder_errors):
     if untidy:
         print(f"{PROG}: {untidy}", file=sys.stderr)
     return (sorted((row for shard_rows, _, _ in shards for row in shard_rows), key=order), len(paths) - len(todo),
-            sum(failed for _, failed, _ in shards), [error for _, _, error in shards if error])
+            sum(failed for _, failed, _ in shards), [error for _, _, error in shards if error], replaced, interrupted)
+
+
+def input_sources(args):
+    """The inputs to read: --input's and the positional paths, or img_to_pred/ when none is given (its absence is
+    one line naming --input)."""
+    if args.inputs:
+        return args.inputs
+    default = WORK / "img_to_pred"
+    if not default.exists():
+        raise cli.UsageError(f"no photos given and no {default.name}/ folder here; name them with --input PATH (files "
+                             "or folders, several allowed) or as paths after the options")
+    return [default]
 
 
 def run(argv):
     args = parse_args(argv)
     runtime.setup(args)
-    base = args.input if args.input.is_dir() else args.input.parent
-    if args.output.exists() and base.resolve() == args.output.resolve():
-        raise cli.UsageError(f"{args.output}: the output folder is the input " + ("folder" if args.input.is_dir() else
-                             "photo's folder") + "; choose another --output")
+    sources = input_sources(args)
+    bases = [source if source.is_dir() else source.parent for source in sources]
+    for source, base in zip(sources, bases):
+        if args.output.exists() and base.resolve() == args.output.resolve():
+            raise cli.UsageError(f"{args.output}: the output folder is the input " + ("folder" if source.is_dir() else
+                                 "photo's folder") + "; choose another --output")
     cli.check_path_room(args.output)  # before anything reads or writes in it
     if not args.no_report:
         report.check_replaceable(args.output)  # a ReportError: exit 2; checked again before writing, under the lock
     errors = []
-    (_, paths), = cli.check_inputs([args.input], recursive=args.recursive, exclude=[args.output], errors=errors)
+    found = cli.check_inputs(sources, recursive=args.recursive, exclude=[args.output], errors=errors)
+    paths, photo_bases, seen = [], [], set()
+    for base, (_, listed) in zip(bases, found):
+        for path in listed:  # a photo named by two inputs (a file and its folder) is done once
+            if path.resolve() not in seen:
+                seen.add(path.resolve())
+                paths.append(path)
+                photo_bases.append(base)
+    base = bases[0]  # the report's fallback for rows of summaries older than the source column
     with contextlib.ExitStack() as held:
         with distributed.process_group(runtime.resolve_device(args.device)) as group:
             args.device = str(group.device)  # under torchrun with CUDA: this process's own GPU
@@ -426,7 +503,7 @@ def run(argv):
             cli.writable_folder(args.output)
             # one run per folder: rank 0 locks it for the whole run (report included); the ranks of this run share it
             held.enter_context(folders.locked(args.output, group))
-            done = make_heatmaps(paths, base, model, args, settings, group, errors)
+            done = make_heatmaps(paths, photo_bases, model, args, settings, group, errors)
         if not group.is_main:
             return cli.EXIT_OK  # rank 0 reports for every process
         return finish_run(args, base, done)
@@ -434,16 +511,20 @@ def run(argv):
 
 def finish_run(args, base, done):
     """Rank 0, still holding the folder's lock: print the table and write the report."""
-    rows, skipped, failed, summary_errors = done
+    rows, skipped, failed, summary_errors, replaced, interrupted = done
     for error in summary_errors:
         print(f"{PROG}: {shown(error)}", file=sys.stderr)
     if summary_errors:
         return cli.EXIT_FAILED
     if rows or not skipped:
         print_table(rows)
+        trust = trust_statement(args.checkpoint)
+        if trust:
+            print(f"How far to trust these maps: {trust}")
         print(f"{len(rows) - sum(r['status'] != 'ok' for r in rows)} of {len(rows)} images done; heatmaps and "
               f"summary.csv in {shown(args.output)}"
               + (f"; {skipped} already done, skipped (--resume)" if skipped else "")
+              + (f"; {replaced} row(s) of earlier runs for these photos replaced" if replaced > 0 else "")
               + (f"; {failed} failed (see stderr)" if failed else ""))
     else:
         print(f"nothing to do: {skipped} already done, skipped (--resume), every image of the input; heatmaps and "
@@ -457,6 +538,10 @@ def finish_run(args, base, done):
             print(f"{PROG}: {shown(e)}", file=sys.stderr)
             return cli.EXIT_FAILED
         print(f"report: {shown(page)}")
+    if interrupted:
+        print(f"{PROG}: interrupted; the {len(rows)} photo(s) finished are in summary.csv and the report; --resume "
+              "does the rest", file=sys.stderr)
+        return EXIT_INTERRUPTED
     return cli.EXIT_FAILED if failed else cli.EXIT_OK
 
 

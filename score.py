@@ -18,6 +18,7 @@ import sys
 
 from pieanet import runtime
 from pieanet.utils import cli
+from pieanet.utils.alpha import judged_photo
 from pieanet.utils.safety import shown
 from pieanet.utils.regions import Regions
 from pieanet.utils.rules import explain, load_rules
@@ -26,11 +27,13 @@ PROG = "score"
 
 
 def score_photo(model, rules, photo, threshold=None, size=None, tile=cli.DEFAULT_TILE):
-    """The rule base's result (see ``RuleBase.score``) for one photo (H x W x 3 float in [0, 1])."""
+    """The rule base's result (see ``RuleBase.score``) for one photo (H x W x 3 float in [0, 1], or H x W x 4 with
+    alpha: its transparent pixels are not judged, utils.alpha)."""
+    photo, not_judged = judged_photo(photo)
     residual = runtime.predict(model, [photo], size=size, tile=tile)[0]
     if isinstance(residual, BaseException):
         raise residual
-    return rules.score(residual, Regions(photo, residual.shape), photo, threshold)
+    return rules.score(residual, Regions(photo, residual.shape), photo, threshold, not_judged)
 
 
 def parse_args(argv):
@@ -39,6 +42,7 @@ def parse_args(argv):
     parser.add_argument("--rules", required=True, help="a shipped rule name (landscape, portrait, street, night, "
                                                        "ecommerce) or a rule file (required)")
     parser.add_argument("--json", action="store_true", help="print one JSON document instead of text")
+    cli.add_alpha_option(parser)
     cli.add_common_options(parser, threshold_default=None, threshold_help="the rule file's, else 0.1")
     return parser.parse_args(argv)
 
@@ -57,7 +61,7 @@ def run(argv):
             progress.fail(folder, reason)
         for file in files:
             try:
-                photo = runtime.read_image(file)
+                photo = runtime.read_image(file, keep_alpha=args.alpha == "judge")
                 result = {"file": str(file), **score_photo(model, rules, photo, args.threshold, args.size, args.tile)}
             except (ValueError, RuntimeError, MemoryError) as e:  # ImageLoadError is a ValueError
                 progress.fail(file, cli.one_line(e))

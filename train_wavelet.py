@@ -41,7 +41,7 @@ from pieanet.models import (CheckpointError, build_model, check_activations, che
 from pieanet.utils.config import ConfigError, dump_config, shipped_file, shipped_names
 from pieanet.utils import cli, distributed, errors, folders, train_config, well_exposed
 from pieanet.utils.errors import EXIT_FAILED, EXIT_USAGE, PieaError
-from pieanet.utils.exposure import DEFAULT_THRESHOLD
+from pieanet.utils.exposure import DEFAULT_THRESHOLD, bound_residual, gray
 from pieanet.utils.heatmap import colorize
 from pieanet.utils.image_io import atomic_write, remove_orphan_temporaries
 from pieanet.utils.metrics import SSIM_CONVENTION, SSIM_DATA_RANGE, MetricAccumulator
@@ -92,6 +92,14 @@ def rescale(image, maps, scale_range, generator):
     resize = dict(size=size, mode="bilinear", align_corners=False, antialias=factor < 1)
     return (F.interpolate(image, **resize).clamp_(0, 1),
             [F.interpolate(residual, **resize).clamp_(-1, 1) for residual in maps])
+
+
+def bounded_prediction(prediction, image):
+    """The prediction within the definition's bounds for ``image`` (utils.exposure.bound_residual), so the loss
+    judges the maps the tools give; the gradient passes straight through the clamp, so a pixel beyond a bound is
+    still pulled towards its label (a plain clamp would give it no gradient at all)."""
+    bounded = bound_residual(prediction, gray(image))
+    return prediction + (bounded - prediction).detach()
 
 
 def teacher_l1(prediction, teacher, has_teacher):
@@ -176,7 +184,7 @@ def validate(model, loader, device, amp_dtype, panels):
     for batch in loader:
         with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
             prediction = model(batch["image"].to(device))
-        prediction = prediction.float().clamp(-1, 1)[:, 0].cpu().numpy()
+        prediction = bound_residual(prediction.float(), gray(batch["image"].to(device)))[:, 0].cpu().numpy()
         for photo, label, guess, score in zip(batch["image"], batch["residual"][:, 0].numpy(), prediction,
                                               batch["score"].tolist()):
             metrics.add(guess, label, score)
@@ -536,7 +544,8 @@ class Run:
             image = image.contiguous(memory_format=torch.channels_last)
         with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
             prediction = self.net(image)
-        loss = self.loss_fn(prediction.float(), label)
+        prediction = bounded_prediction(prediction.float(), image)
+        loss = self.loss_fn(prediction, label)
         if self.opts["ssim_weight"] > 0:
             loss = loss + self.opts["ssim_weight"] * (1 - pytorch_msssim.ssim(
                 prediction.float(), label, data_range=SSIM_DATA_RANGE, size_average=True))

@@ -11,7 +11,14 @@
 * well_exposed: the percentage of photos flagged (not judged well exposed), overall and per key, as
   evaluate.py --well-exposed counts it (utils/well_exposed.py).
 * physics, on the two labelled sets (their main lists): the percentage of clipped pixels (a channel >= 250) the map
-  says need more light (r > +0.05), and of crushed pixels (every channel <= 5) it says need less (r < -0.05).
+  says need more light (r > +0.05), and of crushed pixels (every channel <= 5) it says need less (r < -0.05), pooled;
+  and the worst photo's share of pixels outside the definition's bounds [-grey, 1 - grey] and of white pixels
+  (grey >= 254) told to brighten (r > +0.05), as a pooled share hides one photo that fails (utils.metrics.photo_numbers).
+* in a photographer's words, on the labelled sets' main lists: the median error of the correction in stops (the
+  map's correction_stops against the label's), and the percentage of photos whose verdict (under / ok / over at
+  +/- 1/3 stop) differs from the label's; on well_exposed, the mean correction the photos are asked for (about 0 for
+  a model that follows the photos' own exposure).
+--plain writes the README's results sentences from these figures (one command regenerates them).
 Every method runs on the tools' default path (its working size, guided upsampling; --size to change it), with
 evaluate.py's own functions. Checkpoints: project .safetensors, .onnx (onnxruntime) or the released .pth.
 Data roots default to ../shared/<set> beside the checkout. Exit codes as evaluate.py (1: some photos failed, each named
@@ -19,6 +26,7 @@ on stderr; 2: a bad option, a missing data set or checkpoint, before any work).
 """
 import argparse
 import math
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -29,7 +37,7 @@ sys.path.insert(0, str(ROOT))
 from pieanet import evaluate, runtime  # noqa: E402
 from pieanet.datasets.iea40k import read_split  # noqa: E402
 from pieanet.models.baselines import BASELINES  # noqa: E402
-from pieanet.utils import cli, well_exposed  # noqa: E402
+from pieanet.utils import cli, metrics, well_exposed  # noqa: E402
 
 PROG = "accuracy"
 SHARED = ROOT.parent / "shared"
@@ -55,6 +63,10 @@ def parse_args(argv=None):
     p.add_argument("--markdown", type=Path,
                    help="write the table (and its caption) to this file (default: not written)")
     p.add_argument("--json", type=Path, help="write every number as JSON here (default: not written)")
+    p.add_argument("--plain", type=Path, metavar="FILE",
+                   help="write the first checkpoint's figures in plain words here (checkpoints/trust.txt is the "
+                        "shipped checkpoint's: the table footer of make_heatmap and the top of index.html show it; "
+                        "default: not written)")
     cli.add_common_options(p, checkpoints=None)
     return p.parse_args(argv)
 
@@ -95,10 +107,30 @@ def measure_labelled(methods, name, root, args):
         measured = evaluate.measure_rows(methods, rows, set_args(args, root), progress)
     results, failed = {}, set()
     for csv_name, csv_rows in lists.items():
-        results[csv_name], missed = evaluate.accumulate(methods, rows, measured, args.threshold,
-                                                        keep={row.img_id for row in csv_rows})
+        keep = {row.img_id for row in csv_rows}
+        results[csv_name], missed = evaluate.accumulate(methods, rows, measured, args.threshold, keep=keep)
+        for method, _ in methods:
+            results[csv_name][method].update(per_photo([found[method]["photo"] for row, found in zip(rows, measured)
+                                                        if found is not None and row.img_id in keep]))
         failed.update(missed)
     return results, sorted(failed)
+
+
+def per_photo(numbers):
+    """The worst photo's shares and the stops figures of [utils.metrics.photo_numbers] (one list's photos)."""
+    def worst(key):
+        values = [n[key] for n in numbers if math.isfinite(n[key])]
+        return max(values) if values else float("nan")
+
+    pairs = [(n["stops"], n["label_stops"]) for n in numbers
+             if math.isfinite(n["stops"]) and math.isfinite(n["label_stops"])]
+    return {"worst_out_of_bounds_pct": worst("out_of_bounds_pct"),
+            "worst_white_brightened_pct": worst("white_brightened_pct"),
+            "median_stops_error": float(statistics.median(abs(p - t) for p, t in pairs)) if pairs else float("nan"),
+            "verdict_wrong_pct": (100.0 * sum(metrics.verdict(p) != metrics.verdict(t) for p, t in pairs) / len(pairs)
+                                  if pairs else float("nan")),
+            "mean_label_stops": float(statistics.fmean(t for _, t in pairs)) if pairs else float("nan"),
+            "mean_stops": float(statistics.fmean(p for p, _ in pairs)) if pairs else float("nan")}
 
 
 def measure_well_exposed(methods, root, args):
@@ -115,13 +147,34 @@ def number(value, digits):
     return "n/a" if value is None or not math.isfinite(value) else f"{value:.{digits}f}"
 
 
+def plain_words(found):
+    """One method's figures (``results[method]``) as the sentences a user reads (README, make_heatmap's table footer,
+    index.html): which definition it follows and how far to trust it."""
+    fa = found["well_exposed"]
+    real, human = (found[name][lists[0]] for name, lists in LABELLED.items())
+    return (f"This model judges exposure by a photo's brightness (the ideal of a bracket frame is the frame a mid-grey "
+            f"rule picks), not by the photographer's intent: on {fa['n_images']} finished, published photos it asks "
+            f"for {signed(fa.get('mean_stops'))} stops on average and calls {number(fa.get('not_ok_pct'), 0)} % of "
+            f"them under- or over-exposed (more than 1/3 stop off). On camera bracket frames its verdict (under / ok "
+            f"/ over at 1/3 stop) is wrong for {number(real['verdict_wrong_pct'], 0)} % of photos (median error "
+            f"{number(real['median_stops_error'], 2)} stops), and against the fusions people rated best for "
+            f"{number(human['verdict_wrong_pct'], 0)} % ({number(human['median_stops_error'], 2)} stops): trust its "
+            "maps for where a photo is brighter or darker than mid-grey, not as a final verdict on finished photos.")
+
+
+def signed(value, digits=2):
+    return "n/a" if value is None or not math.isfinite(value) else f"{value:+.{digits}f}"
+
+
 def table(results):
     """The markdown table: one row per method."""
     header = ["Method"]
     for name, lists in LABELLED.items():
         header += [f"{Path(csv_name).stem} {CELL}" for csv_name in lists]
     header += ["well_exposed flagged ↓ (per key)", "clipped → more light ↓ (real / human)",
-               "crushed → less light ↓ (real / human)"]
+               "crushed → less light ↓ (real / human)", "worst photo: out of bounds / white → more light ↓ "
+               "(real; human)", "median error, stops ↓ (real / human)", "verdict wrong ↓ (real / human)",
+               "well_exposed asked for, stops (mean)"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for method, found in results.items():
         cells = [method]
@@ -135,6 +188,12 @@ def table(results):
         for metric in ("clipped_needs_light", "crushed_needs_dark"):
             cells.append(" / ".join(evaluate.format_pct(found[name][lists[0]][metric])
                                     for name, lists in LABELLED.items()))
+        main = [found[name][lists[0]] for name, lists in LABELLED.items()]
+        cells.append("; ".join(f"{evaluate.format_pct(m['worst_out_of_bounds_pct'])} / "
+                               f"{evaluate.format_pct(m['worst_white_brightened_pct'])}" for m in main))
+        cells.append(" / ".join(number(m["median_stops_error"], 2) for m in main))
+        cells.append(" / ".join(evaluate.format_pct(m["verdict_wrong_pct"]) for m in main))
+        cells.append(signed(fa.get("mean_stops")))
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
@@ -145,7 +204,7 @@ def run(argv=None):
     check_data(args)
     args.device = str(runtime.resolve_device(args.device))
     methods = evaluate.load_methods(args)
-    for path in (args.json, args.markdown):
+    for path in (args.json, args.markdown, args.plain):
         if path is not None:
             cli.writable_folder(path.parent, "folder of " + path.name)
     started = time.perf_counter()
@@ -173,6 +232,9 @@ def run(argv=None):
     if args.markdown:
         with evaluate.atomic_write(args.markdown) as tmp:
             Path(tmp).write_text(caption + "\n\n" + text)
+    if args.plain:
+        with evaluate.atomic_write(args.plain) as tmp:
+            Path(tmp).write_text(plain_words(results[methods[0][0]]) + "\n", encoding="utf-8")
     if args.json:
         evaluate.write_json(args.json, {"methods": results, "failed": failed, "criterion": evaluate.criterion(args),
                                         "size": args.size, "seconds": elapsed,

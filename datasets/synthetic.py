@@ -392,6 +392,17 @@ def default_scenes():
     return scenes
 
 
+def chosen_scenes(scenes, names):
+    """The ``names`` of ``scenes`` (all when None); raises ValueError naming one that is not there."""
+    if names is None:
+        return scenes
+    missing = [name for name in names if name not in scenes]
+    if missing:
+        raise ValueError(f"--scenes {' '.join(missing)}: not among the default scenes found here "
+                         f"({', '.join(sorted(scenes)) or 'none'})")
+    return {name: scenes[name] for name in names}
+
+
 def scene_name(path):
     return re.sub(r"[^A-Za-z0-9-]+", "-", path.name if path.is_dir() else path.stem).strip("-") or "scene"
 
@@ -520,6 +531,9 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--src", nargs="+", help="photo files or folders (default: photos shipped in installed packages)")
     p.add_argument("--out", required=True, help="output dataset folder")
+    p.add_argument("--scenes", nargs="+", metavar="SCENE",
+                   help="without --src: only these of the default scenes (e.g. motorcycle hopper: none of the "
+                        "sample photos of img_to_pred/, which are astronaut, coffee, chelsea and rocket)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1))
     p.add_argument("--size", type=int, default=256, help="side of the square crops")
@@ -599,7 +613,7 @@ def main(argv=None):
     args = parse_args(argv)
     start = time.time()
     try:
-        scenes = check_sources(source_scenes(args.src) if args.src else default_scenes())
+        scenes = check_sources(source_scenes(args.src) if args.src else chosen_scenes(default_scenes(), args.scenes))
         if not scenes:
             raise ValueError(f"no usable source photos; expected files ending in {readable_formats()}")
         train, valid = split_scenes(scenes, args.val_scenes, args.val_fraction, args.seed)

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from pieanet.utils.exposure import GRAY_WEIGHTS
+from pieanet.utils.exposure import GRAY_WEIGHTS, bound_residual
 
 STRIP_ROWS = 256  # rows per strip: 1 MP of a 4000 px wide photo (4 MB per float plane); 128 to 512 measured alike
 LEVELS = np.float32(255.0)  # uint8 levels / LEVELS in float32: the [0, 1] values load_image gives (to_tensor too)
@@ -78,7 +78,7 @@ def photo_grey(rows):
 
 
 def guided_upsample_photo(a, b, photo):
-    """H x W float32 map a * grey + b clamped to [-1, 1]: the guided filter's coefficients ``a`` and ``b`` (h x w
+    """H x W float32 map a * grey + b bounded to [-grey, 1 - grey] (utils.exposure.bound_residual): the guided filter's coefficients ``a`` and ``b`` (h x w
     numpy, from inference.guided_coefficients) resized bilinearly to the photo's size by torch (the numbers of the
     whole-image filter; two full-size float planes, where the photo itself would be three) and applied to the photo's
     grey STRIP_ROWS rows at a time, in place in the resized a, which becomes the map."""
@@ -89,7 +89,8 @@ def guided_upsample_photo(a, b, photo):
                       for c in (a, b))
     for start, stop in photo_strips(height):
         out = a_full[start:stop]
-        out *= photo_grey(photo[start:stop])
+        grey = photo_grey(photo[start:stop])
+        out *= grey
         out += b_full[start:stop]
-        np.clip(out, -1.0, 1.0, out=out)
+        bound_residual(out, grey, out=out)  # the definition's bounds, within [-1, 1]
     return a_full

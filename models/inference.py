@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from pieanet.models import contract
 from pieanet.models.contract import default_overlap, round_up  # noqa: F401 (default_overlap: for the callers)
 from pieanet.models.full_size import guided_upsample_photo, shrink_photo
-from pieanet.utils.exposure import gray
+from pieanet.utils.exposure import bound_residual, gray
 from pieanet.utils.filters import box_mean
 
 # Guided filter window radius (pixels at the working resolution) and regularisation (guide in [0, 1]): the smallest
@@ -120,7 +120,9 @@ def to_tensor(image, device):
 
 
 def predict_tensor(model, x, size=None, tile=None, overlap=None):
-    """Residual (B x 1 x H x W, float32, [-1, 1]) of x (B x 3 x H x W in [0, 1]) under inference_mode.
+    """Residual (B x 1 x H x W, float32) of x (B x 3 x H x W in [0, 1]) under inference_mode, within the definition's
+    bounds for x: r in [-grey, 1 - grey] per pixel (utils.exposure.bound_residual; the network's own output is not
+    bounded, e.g. the released network's reference outputs are its raw ones).
     size: working resolution (longer side); None = the model's own ``working_size`` (native if it has none);
     0 = native resolution."""
     if overlap is None:
@@ -129,20 +131,23 @@ def predict_tensor(model, x, size=None, tile=None, overlap=None):
     height, width = x.shape[-2:]
     low_size = contract.working_shape(model, (height, width), size)
     with torch.inference_mode():
+        grey = gray(x)
         if contract.native_size(model):
             residual = model(x)
         elif low_size != (height, width):
             x_low = shrink(x, low_size)
             residual = run_tiled(model, x_low, tile, overlap) if tile else model(x_low)
-            residual = guided_upsample(residual.float(), gray(x_low), gray(x))
+            residual = guided_upsample(residual.float(), gray(x_low), grey)
         else:
             residual = run_tiled(model, x, tile, overlap) if tile else model(x)
-        return residual.float().clamp_(-1.0, 1.0)
+        # the last step of every backend and path: r within the bounds the definition allows for this photo
+        residual = residual.float()
+        return bound_residual(residual, grey, out=residual)
 
 
 def predict_residual(model, image, size=None, tile=None, overlap=None, device=None):
-    """Residual map (np.float32 H x W in [-1, 1], > 0 under-exposed) of one RGB image (np H x W x 3, uint8 or float
-    in [0, 1]).
+    """Residual map (np.float32 H x W, > 0 under-exposed) of one RGB image (np H x W x 3, uint8 or float in [0, 1]),
+    each pixel within [-grey, 1 - grey] of the image's grey (predict_tensor; full_size.guided_upsample_photo).
 
     size: working resolution (longer side) with guided upsampling back to full size; None = the model's default
     (``working_size`` in its config, native resolution if it has none); 0 = native resolution.

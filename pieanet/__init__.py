@@ -67,14 +67,14 @@ def load(path: "str | Path | None" = None, device: "str | torch.device" = "cpu")
 
 def predict(photo: "str | Path | np.ndarray", model: "torch.nn.Module | None" = None, size: int | None = None,
             tile: int | None = None) -> "np.ndarray":
-    """The residual map of one photo as the tools compute it: H x W float32 in [-1, 1] at the photo's resolution,
-    r > 0 under-exposed. ``photo``: a file (read as make_heatmap reads it: EXIF rotation, HEIC, RAW) or an
-    H x W x 3 RGB array: uint8 (0-255), uint16 (divided by 65535) or finite float in [0, 1]; anything else (NaN or
+    """The residual map of one photo as the tools compute it: H x W float32 at the photo's resolution, r > 0
+    under-exposed, each pixel within [-grey, 1 - grey] of the photo's grey (0..1): the ideal's grey lies in [0, 1].
+    ``photo``: a file (read as make_heatmap reads it: EXIF rotation, HEIC, RAW) or an H x W x 3 RGB array: uint8
+    (0-255), uint16 (divided by 65535) or finite float in [0, 1]; anything else (NaN or
     infinite pixels, floats outside [0, 1], bool, complex, other integer types) is a ValueError, never a map
     computed from input outside that contract; ``model``: from ``load`` (None: the shipped checkpoint).
     No gradients; at the model's working size with guided upsampling (``size``: another longer side, 0 = native)
     and in tiles of ``tile`` px when given (models.inference.predict_residual)."""
-
     from pieanet.utils.image_io import load_image, photo_array
     from pieanet.models.inference import predict_residual
 

@@ -75,11 +75,12 @@ def check_size(model, size):
 
 
 # ------------------------------------------------------------------------------------------------ per-image work
-def read_image(path, raw_clipping=False, data=None, keep_uint8=False):
-    """load_image (``data``: the file's bytes, already read; ``keep_uint8``: 8-bit photos as uint8), with the
-    message's leading file name removed (the caller names the file)."""
+def read_image(path, raw_clipping=False, data=None, keep_uint8=False, keep_alpha=False):
+    """load_image (``data``: the file's bytes, already read; ``keep_uint8``: 8-bit photos as uint8; ``keep_alpha``:
+    H x W x 4 for a photo with transparency, see utils.alpha), with the message's leading file name removed (the
+    caller names the file)."""
     try:
-        return load_image(path, raw_clipping, data, keep_uint8)
+        return load_image(path, raw_clipping, data, keep_uint8=keep_uint8, keep_alpha=keep_alpha)
     except ImageLoadError as e:
         raise ImageLoadError(str(e).removeprefix(f"{path}: ")) from e
 

@@ -67,20 +67,47 @@ def test_one_table_of_every_set_and_list(sets, tmp_path, capsys):
 
 
 def test_physics_columns_count_clipped_pixels_said_to_need_light(sets, tmp_path):
-    # the real set's dark photo becomes black with one white pixel: local_midgray (3 x 3 window at 24 px) gives that
-    # clipped pixel r = 0.5 - 1/9 = +0.39, "needs light", which cannot be; mertens gives it -0.956 (right); the 383
-    # black pixels are crushed, and both say they need light (r > 0), which is right
+    # the real set's dark photo becomes black with one pure red pixel (grey 76, its red channel clipped):
+    # local_midgray (3 x 3 window at 24 px) gives it r = 0.5 - 0.299/9 = +0.47, "needs light", which cannot be (a
+    # clipped channel says nothing of its light), yet within the definition's bounds (r <= 1 - 0.299); the 383 black
+    # pixels are crushed, and both methods say they need light (r > 0), which is right
     photo = np.zeros((16, 24, 3), np.uint8)
-    photo[8, 12] = 255
+    photo[8, 12] = (255, 0, 0)
     Image.fromarray(photo).save(f"{sets[1]}/images/dark.png")
     accuracy.main(sets + ["--baselines", "local_midgray", "mertens", "--json", str(tmp_path / "p.json")])
     methods = json.loads((tmp_path / "p.json").read_text())["methods"]
     local, mertens = (methods[f"baseline: {name}"]["real_brackets"] for name in ("local_midgray", "mertens"))
-    assert local["real.csv"]["clipped_needs_light"] == 100.0 and mertens["real.csv"]["clipped_needs_light"] == 0.0
+    assert local["real.csv"]["clipped_needs_light"] == 100.0
     assert local["real.csv"]["crushed_needs_dark"] == 0.0 and mertens["real.csv"]["crushed_needs_dark"] == 0.0
     assert local["real_under.csv"]["clipped_needs_light"] == 100.0  # dark.png is in the under list
     assert local["real_over.csv"]["clipped_needs_light"] is None  # bright.png (220) has no clipped pixel
     assert methods["baseline: local_midgray"]["human_ref"]["human_ref.csv"]["clipped_needs_light"] is None
+    # a white pixel instead: local_midgray's +0.39 there is beyond the bound (1 - 1 = 0), so the tools give it 0:
+    # no method can tell a white pixel to brighten (issue 28), and the worst photo's share says so
+    photo[8, 12] = 255
+    Image.fromarray(photo).save(f"{sets[1]}/images/dark.png")
+    accuracy.main(sets + ["--baselines", "local_midgray", "--json", str(tmp_path / "w.json")])
+    local = json.loads((tmp_path / "w.json").read_text())["methods"]["baseline: local_midgray"]["real_brackets"]
+    assert local["real.csv"]["clipped_needs_light"] == 0.0 and local["real.csv"]["worst_white_brightened_pct"] == 0.0
+    assert local["real.csv"]["worst_out_of_bounds_pct"] == 0.0
+
+
+def test_worst_photo_and_stops_figures(sets, tmp_path):
+    # the zero map on flat photos whose labels ask for 128 - grey levels: its correction is 0 stops on every photo
+    # and the labels' are log2(lin(128) / lin(grey)): dark 40 -> +3.57, mid 100 -> +0.80, bright 220 -> -1.85
+    accuracy.main(sets + ["--baselines", "zero", "--json", str(tmp_path / "z.json"), "--plain", str(tmp_path / "p")])
+    zero = json.loads((tmp_path / "z.json").read_text())["methods"]["baseline: zero"]["real_brackets"]["real.csv"]
+
+    def lin(level):
+        v = level / 255
+        return v / 12.92 if v <= 0.04045 else ((v + 0.055) / 1.055) ** 2.4
+
+    label_stops = [np.log2(lin(128) / lin(grey)) for grey in (40, 100, 220)]
+    assert zero["median_stops_error"] == pytest.approx(float(np.median(np.abs(label_stops))), abs=1e-4)
+    assert zero["verdict_wrong_pct"] == 100.0  # all three labels are more than 1/3 stop off; zero says ok to each
+    assert zero["worst_out_of_bounds_pct"] == 0.0
+    text = (tmp_path / "p").read_text()
+    assert "100 % of photos" in text and f"{zero['median_stops_error']:.2f} stops" in text
 
 
 def test_a_missing_set_is_one_line(sets, tmp_path, capsys):

@@ -209,9 +209,12 @@ def test_ctrl_c_keeps_the_finished_rows_and_no_partial_file(setup, capsys, monke
 
     monkeypatch.setattr(make_heatmap, "write_outputs", interrupted_on_the_second_photo)
     assert exit_code(make_heatmap, argv["make_heatmap"]) == 130
-    err = capsys.readouterr().err
-    assert "interrupted" in err and "Traceback" not in err
+    captured = capsys.readouterr()
+    assert "interrupted" in captured.err and "Traceback" not in captured.err
     assert [row["file"] for row in summary_rows(tmp_path / "out")] == ["p0.png"]
+    # the table and the report of what it finished (issue 28), not only after --resume
+    assert "p0.png" in captured.out and "p1.png" not in captured.out
+    assert "p0.png" in (tmp_path / "out" / "index.html").read_text(encoding="utf-8")
     assert not [p for p in (tmp_path / "out").iterdir() if ".tmp" in p.name or p.name.startswith("p1")]
 
 

@@ -282,9 +282,10 @@ def test_commands_parse_and_name_existing_files():
 
 
 def test_a_wrong_option_is_caught():
-    """The runner itself: an option the script lacks and a value its type refuses both fail; a good line passes."""
+    """The runner itself: an option the script lacks and a value its type refuses both fail; a good line passes.
+    (--vmax 13: beyond any scale, residual or, with --map stops, stops; 2 is a valid scale in stops since issue 28.)"""
     jobs = [{"kind": "script", "target": str(ROOT / "make_heatmap.py"), "argv": argv}
-            for argv in (["--no-such-option"], ["--vmax", "2"], ["--vmax", "0.3", "--overlay"])]
+            for argv in (["--no-such-option"], ["--vmax", "13"], ["--vmax", "0.3", "--overlay"])]
     jobs.append({"kind": "torchrun", "target": "", "argv": ["--no-such-option", "make_heatmap.py"]})
     done = subprocess.run([sys.executable, "-c", RUNNER], input=json.dumps(jobs), capture_output=True, text=True,
                           cwd=ROOT, timeout=120)

@@ -96,7 +96,8 @@ def bar_texts(fig):
 
 def test_colorbar_states_the_scale():
     label, ticks = bar_texts(colorbar_figure(np.zeros((10, 12)), vmax=0.3, scale_note="fixed"))
-    assert label.splitlines()[1:] == ["scale ±0.3", "(fixed)"]
+    # then what the view means and what the checkerboard is (issue 28)
+    assert label.splitlines()[1:3] == ["scale ±0.3", "(fixed)"] and label.splitlines()[-1] == "chequered: not judged"
     assert sorted(ticks) == sorted(["under (+0.3)", "ideal (0)", "over (-0.3)"])
     label, ticks = bar_texts(colorbar_figure(np.zeros((10, 12))))
     assert "±1" in label and "under (+1)" in ticks

@@ -1,6 +1,7 @@
 """What a new user meets first (issue 16): repeated options, a useless --size, the readable formats, --recursive,
 a fully resumed run, long names in the table, the tools' default checkpoint, compare_methods --vmax, the README's
 Python API, where examples write, the shipped configs and the released weights."""
+import csv
 import re
 import shutil
 from pathlib import Path
@@ -25,14 +26,24 @@ def error_line(capsys):
     return lines[0]
 
 
-def test_repeated_input_is_refused_in_one_line(tiny_checkpoint, tmp_path, capsys):
+def test_several_inputs_and_positional_paths_are_all_read(tiny_checkpoint, tmp_path, capsys):
+    # issue 16 refused a second --input; issue 28: several are read, as docs/heatmaps.md says and score.py does
     a, b = save_photo(tmp_path / "a.png"), save_photo(tmp_path / "b.png", seed=1)
+    c = save_photo(tmp_path / "more" / "c.png", seed=2)
     code = exit_code(make_heatmap, ["--input", a, "--input", b, "--output", tmp_path / "out",
-                                    "--checkpoint", tiny_checkpoint])
-    assert code == 2
+                                    "--checkpoint", tiny_checkpoint, tmp_path / "more", a])
+    assert code == 0
+    with open(tmp_path / "out" / "summary.csv", newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    assert sorted(row["file"] for row in rows) == ["a.png", "b.png", "c.png"]  # a named twice: done once
+    assert str(c) not in capsys.readouterr().err
+
+
+def test_no_input_and_no_default_folder_names_input(tiny_checkpoint, tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(make_heatmap, "WORK", tmp_path)  # a folder without img_to_pred/
+    assert exit_code(make_heatmap, ["--output", tmp_path / "out", "--checkpoint", tiny_checkpoint]) == 2
     line = error_line(capsys)
-    assert line.startswith("make_heatmap: --input given twice") and str(a) in line and str(b) in line
-    assert not (tmp_path / "out").exists()
+    assert "--input" in line and "img_to_pred/" in line
 
 
 def test_size_below_what_the_model_can_use_is_refused(tiny_checkpoint, tmp_path, capsys):
@@ -216,3 +227,65 @@ def test_load_understands_released_as_the_tools_do(tiny_checkpoint, monkeypatch,
         pieanet.load("released")
     monkeypatch.setenv("P_IEA_RELEASED_WEIGHTS", str(tiny_checkpoint))
     assert pieanet.load("released").config == pieanet.load(tiny_checkpoint).config
+
+
+def test_a_plain_second_run_replaces_the_rows_of_the_photos_it_redoes(tiny_checkpoint, tmp_path, capsys):
+    # issue 28: a second run into the same folder appended a duplicate row per photo (38 rows for 19 photos)
+    save_photo(tmp_path / "in" / "a.png"), save_photo(tmp_path / "in" / "b.png", seed=1)
+    save_photo(tmp_path / "other" / "c.png", seed=2)
+    argv = ["--output", tmp_path / "out", "--checkpoint", tiny_checkpoint]
+    assert exit_code(make_heatmap, [tmp_path / "other", *argv]) == 0
+    assert exit_code(make_heatmap, [tmp_path / "in", *argv]) == 0
+    capsys.readouterr()
+    assert exit_code(make_heatmap, [tmp_path / "in", *argv]) == 0
+    assert "2 row(s) of earlier runs for these photos replaced" in capsys.readouterr().out
+    with open(tmp_path / "out" / "summary.csv", newline="", encoding="utf-8") as f:
+        files = [row["file"] for row in csv.DictReader(f)]
+    assert files == ["c.png", "a.png", "b.png"]  # one row each; the photo of the other run kept
+
+
+def test_the_report_shows_signed_stops_the_colour_bar_and_no_empty_column(tiny_checkpoint, tmp_path):
+    save_photo(tmp_path / "in" / "a.png")
+    assert exit_code(make_heatmap, [tmp_path / "in", "--output", tmp_path / "out", "--checkpoint", tiny_checkpoint,
+                                    "--colorbar"]) == 0
+    page = (tmp_path / "out" / "index.html").read_text(encoding="utf-8")
+    with open(tmp_path / "out" / "summary.csv", newline="", encoding="utf-8") as f:
+        row, = csv.DictReader(f)
+    assert f">{float(row['stops']):+.2f}<" in page  # the sign always shown: + more light, - less
+    assert "a_colorbar.png" in page and "with colour bar" in page
+    assert "% raw clipped" not in page and 'data-key="error"' not in page  # empty for every photo: not shown
+    assert "How far to trust" not in page  # a checkpoint nobody measured gets no statement
+
+
+def test_the_trust_statement_is_where_users_look(tmp_path, capsys):
+    # issue 28: README, the printed table's footer and the top of index.html say how far to trust the shipped model,
+    # with the figures bench/accuracy.py --plain wrote to checkpoints/trust.txt
+    from pieanet.models import DEFAULT_CHECKPOINT, DEFAULT_ONNX
+    from pieanet.utils.shipped import TRUST_FILE, trust_statement
+
+    text = TRUST_FILE.read_text(encoding="utf-8").strip()
+    assert "stops" in text and " % " in text
+    assert text in " ".join((ROOT / "README.md").read_text(encoding="utf-8").split())
+    assert trust_statement(DEFAULT_CHECKPOINT) == trust_statement(DEFAULT_ONNX) == text
+    assert trust_statement(tmp_path / "other.safetensors") == ""
+    save_photo(tmp_path / "in" / "a.png")
+    assert exit_code(make_heatmap, [tmp_path / "in", "--output", tmp_path / "out"]) == 0
+    assert f"How far to trust these maps: {text}" in capsys.readouterr().out
+    page = (tmp_path / "out" / "index.html").read_text(encoding="utf-8")
+    assert "How far to trust these maps" in page and "per pixel in stops" in page
+
+
+def test_the_training_quick_start_uses_no_sample_photo_and_no_download():
+    # issue 28: the default synthetic set was made of the scenes of img_to_pred/; the quick start picks two others
+    from pieanet.datasets import synthetic
+    from pieanet.train_wavelet import resolve_config
+
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert "--scenes motorcycle hopper --val-scenes hopper" in readme and "--config pieanet_quick" in readme
+    scenes = synthetic.default_scenes()
+    chosen = synthetic.chosen_scenes(scenes, ["motorcycle", "hopper"])
+    samples = {path.stem for path in (ROOT / "img_to_pred").glob("*.jpg")}
+    assert set(chosen) == {"motorcycle", "hopper"} and not samples & {p.stem for ps, _ in chosen.values() for p in ps}
+    with pytest.raises(ValueError, match="--scenes nowhere"):
+        synthetic.chosen_scenes(scenes, ["nowhere"])
+    assert resolve_config("pieanet_quick")["data"]["root"] == "data/quick"

@@ -103,6 +103,15 @@ def positive_float(text):
     return value
 
 
+def add_alpha_option(parser):
+    """--alpha, for the tools that judge a user's photos (make_heatmap, score): what transparent pixels are."""
+    parser.add_argument("--alpha", choices=("judge", "composite"), default="judge",
+                        help="photos with transparency: 'judge' leaves (nearly) transparent pixels out of every "
+                             "number, score and rule and draws them as a grey checkerboard, the model seeing the "
+                             "subject over a neutral fill; 'composite' judges the photo composited over white, "
+                             "background included (default: judge)")
+
+
 def add_common_options(parser, checkpoints="one", tile=DEFAULT_TILE, threshold_default=DEFAULT_THRESHOLD,
                        threshold_help="the default"):
     """The options every tool shares, with their defaults stated in --help.

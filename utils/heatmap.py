@@ -135,16 +135,81 @@ def _overlay_rows(photo, residual, vmax, opacity):
     return np.round(np.clip(photo + weight * (colour - photo), 0.0, 255.0)).astype(np.uint8)
 
 
-def colorbar_figure(residual, title=None, vmax=1.0, scale_note=None, max_side_px=1600, dpi=100):
+# ------------------------------------------------------------------------------------------------ views
+# The two views (make_heatmap --map): 'residual' draws r (grey levels / 255, the definition's unit), 'stops' draws
+# the correction in stops per pixel (utils.exposure.stops_map). For a global exposure error r grows with a pixel's
+# brightness (one stop more light adds more grey levels to a bright pixel than to a dark one), so the residual view
+# shows the highlights as the most mis-exposed; in the stops view the same error is one flat colour.
+VIEWS = ("residual", "stops")
+STOPS_VMAX = 2.0  # the stops view's default colour scale: full colour at +/- 2 stops
+STOPS_VMAX_FLOOR = 1 / 3  # --vmax image in the stops view: at least a third of a stop
+MAX_STOPS_VMAX = 12.0  # about the most one pixel's correction can be (utils.exposure.correction_stops: +/- 12.7)
+NOT_JUDGED_GREYS = (200, 232)  # the checkerboard of pixels the map does not judge (transparent, or no light measured)
+NOT_JUDGED_SQUARE = 8  # px
+
+
+def image_stops_vmax(stops, percentile=VMAX_PERCENTILE, floor=STOPS_VMAX_FLOOR):
+    """--vmax image in the stops view: the ``percentile``-th percentile of |stops| over the measured pixels, at least
+    ``floor`` (a nearly ideal photo is not blown up into noise)."""
+    measured = np.abs(stops[np.isfinite(stops)])
+    return max(floor, float(np.percentile(measured, percentile))) if measured.size else floor
+
+
+def view_values(values, vmax, view="residual"):
+    """(what colorize and overlay draw at scale 1: the values / vmax in [-1, 1], the mask of pixels with no value).
+    ``values``: the residual map, or for the stops view the stops map (NaN where no light can be measured)."""
+    if view == "residual":
+        return values, None
+    unmeasured = ~np.isfinite(values)
+    scaled = np.clip(np.nan_to_num(np.asarray(values, np.float32) / np.float32(vmax), nan=0.0), -1.0, 1.0)
+    return scaled, (unmeasured if unmeasured.any() else None)
+
+
+def not_judged_mask(*masks):
+    """The union of the masks that are not None (None when all are)."""
+    found = [mask for mask in masks if mask is not None]
+    return np.logical_or.reduce(found) if found else None
+
+
+def mark_not_judged(rgb, mask):
+    """Paint the pixels of ``mask`` (H x W bool, or None: none) of a uint8 H x W x 3 drawing with a grey checkerboard,
+    the usual sign of 'nothing here': transparent pixels, and in the stops view clipped or crushed ones. In place;
+    returns ``rgb``."""
+    if mask is None:
+        return rgb
+    rows, cols = np.nonzero(mask)
+    light = ((rows // NOT_JUDGED_SQUARE + cols // NOT_JUDGED_SQUARE) % 2).astype(bool)
+    rgb[rows, cols] = np.where(light[:, None], NOT_JUDGED_GREYS[1], NOT_JUDGED_GREYS[0]).astype(np.uint8)
+    return rgb
+
+
+def draw_heatmap(values, vmax=1.0, view="residual", not_judged=None):
+    """The heatmap of one view (view_values), with the pixels not judged (``not_judged``, and those the view has no
+    value for) as a grey checkerboard."""
+    scaled, unmeasured = view_values(values, vmax, view)
+    heatmap = colorize(scaled, vmax if view == "residual" else 1.0)
+    return mark_not_judged(heatmap, not_judged_mask(not_judged, unmeasured))
+
+
+def draw_overlay(photo, values, vmax=1.0, view="residual", not_judged=None):
+    """The overlay of one view over the photo, with the pixels not judged as a grey checkerboard."""
+    scaled, unmeasured = view_values(values, vmax, view)
+    drawn = overlay(photo, scaled, vmax if view == "residual" else 1.0)
+    return mark_not_judged(drawn, not_judged_mask(not_judged, unmeasured))
+
+
+def colorbar_figure(residual, title=None, vmax=1.0, scale_note=None, max_side_px=1600, dpi=100, view="residual",
+                    not_judged=None):
     """A matplotlib Figure: the heatmap beside a colour bar labelled under / ideal / over at ±vmax, whose label
-    states the scale (``scale_note`` says where it came from, e.g. 'per image')."""
+    states the scale (``scale_note`` says where it came from, e.g. 'per image'). ``view`` 'stops': ``residual`` is
+    the stops map and vmax in stops (draw_heatmap); ``not_judged``: pixels drawn as a grey checkerboard."""
     from matplotlib import colormaps  # here, not at the top: only colour bars need matplotlib
     from matplotlib.cm import ScalarMappable
     from matplotlib.colors import Normalize
     from matplotlib.figure import Figure
 
-    vmax = check_vmax(vmax)
-    heatmap = colorize(residual, vmax)
+    vmax = check_vmax(vmax) if view == "residual" else float(vmax)
+    heatmap = draw_heatmap(residual, vmax, view, not_judged)
     height, width = heatmap.shape[:2]
     scale = min(1.0, max_side_px / max(height, width)) / dpi
     fig = Figure(figsize=(max(width * scale, 2.0) + 1.6, max(height * scale, 2.0) + (0.4 if title else 0.0)),
@@ -156,14 +221,22 @@ def colorbar_figure(residual, title=None, vmax=1.0, scale_note=None, max_side_px
         ax.set_title(shown(title), fontsize=9, **MATPLOTLIB_TEXT)  # a file name: no mathtext, no control codes
     # bwr_r on [-vmax, vmax] is bwr at (1 - r / vmax) / 2, the same colours as colorize; arrows when values clip
     bar = fig.colorbar(ScalarMappable(norm=Normalize(-vmax, vmax), cmap=colormaps["bwr"].reversed()), ax=ax,
-                       shrink=0.9, extend="both" if vmax < 1.0 else "neither")
-    bar.set_ticks([vmax, 0.0, -vmax], labels=[f"under (+{vmax:.3g})", "ideal (0)", f"over (-{vmax:.3g})"])
-    bar.set_label(f"exposure residual r\nscale ±{vmax:.3g}" + (f"\n({scale_note})" if scale_note else ""), fontsize=8)
+                       shrink=0.9, extend="both" if view == "stops" or vmax < 1.0 else "neither")
+    if view == "stops":
+        bar.set_ticks([vmax, 0.0, -vmax], labels=[f"+{vmax:.3g} stops\n(more light)", "ideal (0)",
+                                                  f"-{vmax:.3g} stops\n(less light)"])
+        name, reading = "correction in stops (EV)", "one global error:\none flat colour"
+    else:
+        bar.set_ticks([vmax, 0.0, -vmax], labels=[f"under (+{vmax:.3g})", "ideal (0)", f"over (-{vmax:.3g})"])
+        name, reading = "exposure residual r", "grey levels / 255: one global\nerror shows most where bright"
+    bar.set_label(f"{name}\nscale ±{vmax:.3g}" + (f"\n({scale_note})" if scale_note else "")
+                  + f"\n{reading}\nchequered: not judged", fontsize=8)
     return fig
 
 
-def save_colorbar_heatmap(path, residual, title=None, vmax=1.0, scale_note=None, max_side_px=1600, dpi=100):
+def save_colorbar_heatmap(path, residual, title=None, vmax=1.0, scale_note=None, max_side_px=1600, dpi=100,
+                          view="residual", not_judged=None):
     """Write a PNG of ``colorbar_figure`` (atomically)."""
-    fig = colorbar_figure(residual, title, vmax, scale_note, max_side_px, dpi)
+    fig = colorbar_figure(residual, title, vmax, scale_note, max_side_px, dpi, view, not_judged)
     with atomic_write(path) as tmp:
         fig.savefig(tmp, format="png", dpi=dpi)

@@ -274,7 +274,10 @@ def walk_folders(top, onerror):
                   if not os.path.islink(os.path.join(folder, name))]
 
 
-def _to_rgb_float(img, keep_uint8=False):
+def _to_rgb_float(img, keep_uint8=False, keep_alpha=False):
+    """Float32 H x W x 3 in [0, 1] (``keep_uint8``: uint8 where the levels are 8-bit); an image with transparency
+    composited over white, or with ``keep_alpha`` kept as H x W x 4 (straight colour and alpha: utils.alpha judges
+    it)."""
     if img.mode.startswith("I;16") or img.mode == "I":
         grey = np.asarray(img).astype(np.float32) / 65535.0
         return np.repeat(np.clip(grey, 0.0, 1.0)[..., None], 3, axis=2)
@@ -283,6 +286,8 @@ def _to_rgb_float(img, keep_uint8=False):
         return np.repeat(grey[..., None], 3, axis=2)
     if img.mode in ALPHA_MODES or "transparency" in img.info:
         rgba = np.asarray(img.convert("RGBA")).astype(np.float32) / 255.0
+        if keep_alpha:
+            return rgba
         alpha = rgba[..., 3:]
         return rgba[..., :3] * alpha + (1.0 - alpha)  # over white
     rgb = np.asarray(img if img.mode == "RGB" else img.convert("RGB"))
@@ -293,14 +298,15 @@ def _to_rgb_float(img, keep_uint8=False):
     return rgb
 
 
-def load_image(path, raw_clipping=False, data=None, keep_uint8=False):
+def load_image(path, raw_clipping=False, data=None, keep_uint8=False, keep_alpha=False):
     """Float32 H x W x 3 RGB in [0, 1] of the photo at ``path`` (EXIF-rotated, any mode converted; a camera RAW file
     developed as the module docstring says). With ``raw_clipping``: (image, mask), the mask being a RAW file's
     ``raw_clipping_mask`` (H x W bool) and None for every other format. ``data``: the file's bytes when the caller
     has read them already (photo_bytes); they are decoded and the file is not read again (``path`` then names it
     in messages and gives its extension). ``keep_uint8``: a photo of 8-bit levels without transparency (JPEG, most
     PNGs, RAW as developed here) comes back as uint8 H x W x 3, those levels; any other stays float32 (its
-    float32 image is that uint8 / 255)."""
+    float32 image is that uint8 / 255). A photo with transparency is composited over white, or with ``keep_alpha``
+    returned as float32 H x W x 4 (RGB and alpha; utils.alpha.judged_photo)."""
     path = Path(path)
     if data is None and not path.is_file():
         raise ImageLoadError(f"{path}: file not found; expected an image file")
@@ -310,7 +316,7 @@ def load_image(path, raw_clipping=False, data=None, keep_uint8=False):
     if path.suffix.lower() in RAW_EXTENSIONS:
         image, clipped = _load_raw(path, raw_clipping, data, keep_uint8)
     else:
-        image, clipped = _load_with_pillow(path, data, keep_uint8), None
+        image, clipped = _load_with_pillow(path, data, keep_uint8, keep_alpha), None
     return (image, clipped) if raw_clipping else image
 
 
@@ -328,7 +334,7 @@ def photo_bytes(path):
 _TRUNCATION_SWITCH = threading.Lock()
 
 
-def _load_with_pillow(path, data=None, keep_uint8=False):
+def _load_with_pillow(path, data=None, keep_uint8=False, keep_alpha=False):
     try:
         with warnings.catch_warnings():
             # Pillow warns on stderr about bomb sizes (refused below) and bad metadata (ignored); keep stderr to
@@ -349,7 +355,7 @@ def _load_with_pillow(path, data=None, keep_uint8=False):
                     finally:
                         ImageFile.LOAD_TRUNCATED_IMAGES = load_truncated
                 ImageOps.exif_transpose(img, in_place=True)  # no copy of a photo that needs no turn
-                return _to_rgb_float(img, keep_uint8)
+                return _to_rgb_float(img, keep_uint8, keep_alpha)
     except ImageLoadError as e:
         raise _named(path, e)
     except Image.DecompressionBombError as e:

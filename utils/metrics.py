@@ -17,6 +17,11 @@ Conventions (every figure in the README follows them):
   says need more light (r > +0.05), crushed_needs_dark the share of crushed pixels it says need less (r < -0.05); pixel
   counts are summed over the dataset, like IoU. Not defined (nan) when no photo was given or no pixel is clipped /
   crushed.
+* per photo (photo_numbers; bench/accuracy.py reports the worst photo and medians, as a pooled share hides one photo
+  that fails): the share of pixels outside the definition's bounds [-grey, 1 - grey], the share of white pixels
+  (grey >= 254 of 255) told to brighten (r > +0.05; 0 by construction once the map is bounded), and the correction in
+  stops of the map and of the label (utils.exposure.correction_stops), whose verdict is under above +1/3 stop, over
+  below -1/3, else ok.
 """
 import math
 import warnings
@@ -26,7 +31,8 @@ import torch
 from pytorch_msssim import ssim as msssim_ssim
 from scipy import stats
 
-from pieanet.utils.exposure import CLIPPED_LEVEL, CRUSHED_LEVEL, DEFAULT_THRESHOLD, holistic_score
+from pieanet.utils.exposure import (CLIPPED_LEVEL, CRUSHED_LEVEL, DEFAULT_THRESHOLD, correction_stops, gray,
+                                    holistic_score)
 
 PSNR_CAP = 100.0
 # physics: a clipped pixel (a channel >= CLIPPED_LEVEL) cannot need more light, a crushed one (every channel <=
@@ -119,6 +125,34 @@ def physics_counts(image, pred, margin=PHYSICS_MARGIN):
     limit = np.float64(margin)
     return (int(np.count_nonzero(clipped)), int(np.count_nonzero(clipped & (pred > limit))),
             int(np.count_nonzero(crushed)), int(np.count_nonzero(crushed & (pred < -limit))))
+
+
+VERDICT_STOPS = 1 / 3  # a photo's verdict: under above +1/3 stop, over below -1/3 stop, else ok
+WHITE_GREY = 254  # of 255: a pixel this bright cannot get 0.05 more light
+
+
+def verdict(stops):
+    """'under', 'ok' or 'over' of a correction in stops (nan: None)."""
+    if not math.isfinite(stops):
+        return None
+    return "under" if stops > VERDICT_STOPS else "over" if stops < -VERDICT_STOPS else "ok"
+
+
+def photo_numbers(image, pred, label=None, margin=PHYSICS_MARGIN):
+    """One photo's numbers that are reported per photo (the module docstring): {out_of_bounds_pct,
+    white_brightened_pct (nan: no white pixel), stops, label_stops (with ``label``, the photo's size)}."""
+    image, pred = np.asarray(image, np.float32), np.asarray(pred, np.float32)
+    grey = gray(image.astype(np.float64))
+    r = pred.astype(np.float64)
+    outside = np.count_nonzero((r < -grey - 1e-6) | (r > 1 - grey + 1e-6))  # 1e-6: float32 rounding of the grey
+    white = grey * 255 >= WHITE_GREY
+    found = {"out_of_bounds_pct": 100.0 * outside / r.size,
+             "white_brightened_pct": (100.0 * np.count_nonzero(white & (r > margin)) / np.count_nonzero(white)
+                                      if white.any() else float("nan")),
+             "stops": correction_stops(image, pred)}
+    if label is not None:
+        found["label_stops"] = correction_stops(image, np.asarray(label, np.float32))
+    return found
 
 
 def measure(pred, label, threshold=DEFAULT_THRESHOLD, score=None, image=None):

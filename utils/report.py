@@ -22,7 +22,8 @@ from pieanet.utils.errors import EXIT_USAGE, PieaError
 from pieanet.utils.heatmap import colorize
 from pieanet.utils.folders import NOFOLLOW
 from pieanet.utils.image_io import atomic_write
-from pieanet.utils.outputs import HEATMAP, OVERLAY, recorded_files
+from pieanet.utils.outputs import COLORBAR, HEATMAP, OVERLAY, recorded_files
+from pieanet.utils.shipped import trust_statement
 from pieanet.utils.safety import printable
 from pieanet.utils.summary import UnreadableSummary, read_table
 
@@ -211,8 +212,15 @@ def column_type(key, rows):
     return "number" if values and all(number(v) is not None for v in values) else "text"
 
 
+def shown_columns(header, rows):
+    """table_columns less those empty in every row (e.g. % raw clipped of a run without RAW files); file and status
+    always."""
+    return [key for key in table_columns(header)
+            if key in ("file", "status") or any(cell(key, "text", row)[0] != "" for row in rows)]
+
+
 def cell(key, kind, row):
-    """(sort value, shown text) of one table cell."""
+    """(sort value, shown text) of one table cell; the correction in stops with its sign (+ more light)."""
     if key == "size":
         width, height = number(row.get("width", "")), number(row.get("height", ""))
         if width is None or height is None:
@@ -220,7 +228,7 @@ def cell(key, kind, row):
         return f"{width * height:g}", f"{row['width']}x{row['height']}"
     text = row.get(key, "")
     if kind == "number" and text != "":
-        return text, f"{float(text):.{DECIMALS.get(key, 3)}f}"
+        return text, f"{float(text):{'+' if key == 'stops' else ''}.{DECIMALS.get(key, 3)}f}"
     return text, text or ("-" if kind == "number" else "")
 
 
@@ -273,6 +281,8 @@ def photo_card(index, row, photo, files, page_dir):
         figures.append(figure("heatmap", files.get(HEATMAP), page_dir, row))
         if OVERLAY in files:
             figures.append(figure("overlay", files[OVERLAY], page_dir, row))
+        if COLORBAR in files:
+            figures.append(figure("with colour bar", files[COLORBAR], page_dir, row))
     parts += ['<div class="images">', *figures, "</div></section>"]
     return "".join(parts)
 
@@ -294,14 +304,19 @@ def legend(threshold, checkpoint):
             "ideal, red = over-exposed (r &lt; 0); a heatmap's colours are full at |r| = its vmax. "
             "Holistic score = 10 (1 &minus; mean |r|). Correction (stops) = the exposure change the map implies: "
             "the median over unclipped pixels of log<sub>2</sub> of the linear-light ratio of grey + 255 r to grey "
-            f"(+1 = one stop more light, &minus;1 = one stop less; 0 = as it should be).<br>{'<br>'.join(settings)}"
+            "(+1 = one stop more light, &minus;1 = one stop less; 0 = as it should be). Two views of the same map "
+            "(make_heatmap --map): r in grey levels grows with a pixel's brightness, so one global error looks "
+            "strongest in the highlights; --map stops draws the correction per pixel in stops, where it is one flat "
+            "colour. A grey checkerboard marks pixels not judged (transparent; in the stops view also clipped or "
+            f"crushed).<br>{'<br>'.join(settings)}"
             + ("<br>(the settings of the latest run; earlier runs into this folder may have used others)"
                if settings else "") + "</p></div>")
 
 
 def render(header, rows, photos, files, page_dir, title, threshold=None, checkpoint=None):
-    keys = table_columns(header)
+    keys = shown_columns(header, rows)
     types = {key: column_type(key, rows) for key in keys}
+    trust = trust_statement(checkpoint)
     failed = sum(row["status"] != "ok" for row in rows)
     head = "".join(f'<th data-key="{html.escape(key)}" data-type="{types[key]}" aria-sort="none">'
                    f'<button type="button">{html.escape(LABELS.get(key, key))}</button></th>' for key in keys)
@@ -321,6 +336,8 @@ def render(header, rows, photos, files, page_dir, title, threshold=None, checkpo
             f"<title>{html.escape(title)}</title><style>{STYLE}</style><script>{SCRIPT}</script></head>\n"
             f'<body data-images-loaded="0" data-images-broken="0">'
             f"<h1>{html.escape(title)}</h1>"
+            + (f'<p class="trust"><strong>How far to trust these maps:</strong> {html.escape(trust)}</p>' if trust
+               else "") +
             f"<p>{len(rows)} photos, {failed} failed (from summary.csv; a photo run more than once shows its latest "
             "row). Click a column header to sort, again to reverse.</p>"
             f"{legend(threshold, checkpoint)}"

@@ -94,18 +94,19 @@ class RuleBase:
     threshold: float = DEFAULT_THRESHOLD
     source: str = ""
 
-    def score(self, residual, regions, photo=None, threshold=None):
+    def score(self, residual, regions, photo=None, threshold=None, not_judged=None):
         """Score a residual map (H x W). ``regions`` is a ``utils.regions.Regions`` of the photo; ``photo``
-        (H x W x 3, same size) is needed only by the measures in NEEDS_PHOTO. Returns a dict: score, combine,
+        (H x W x 3, same size) is needed only by the measures in NEEDS_PHOTO; ``not_judged`` (H x W bool, or None)
+        pixels are left out of every region (transparent ones, utils/alpha.py). Returns a dict: score, combine,
         criteria (per criterion: region, measure, value, region_fraction, row, row_max, score, or skipped with a
         reason)."""
         t = self.threshold if threshold is None else threshold
         results, stops = [], {}  # stops: {region: its correction}, shared by the region's stops_* criteria
         for c in self.criteria:
             region = c.region
-            mask = regions.mask(region)
+            mask = judged(regions.mask(region), not_judged)
             if not mask.any() and c.if_empty != "skip":
-                region, mask = c.if_empty, regions.mask(c.if_empty)
+                region, mask = c.if_empty, judged(regions.mask(c.if_empty), not_judged)
             result = {"name": c.name, "region": region, "measure": c.measure, "region_fraction": _fraction(mask)}
             if not mask.any():
                 results.append({**result, "skipped": f"no {c.region} found"})
@@ -133,6 +134,11 @@ class RuleBase:
             total = sum(r["score"] * r["weight"] for r in scored) / sum(r["weight"] for r in scored)
         return {"rules": self.name, "score": float(total), "combine": self.combine, "threshold": t,
                 "criteria": results}
+
+
+def judged(mask, not_judged):
+    """A region's mask less the pixels not judged (None: all judged)."""
+    return mask if not_judged is None else mask & ~not_judged
 
 
 def explain(result):

@@ -13,6 +13,7 @@ no key, and a listed photo that is missing is reported as failed.
 """
 import csv
 import io
+import math
 from pathlib import Path
 
 import numpy as np
@@ -34,15 +35,20 @@ class FolderError(PieaError, ValueError):
     exit_code = EXIT_USAGE
 
 
-def verdict(residual, threshold=DEFAULT_THRESHOLD, share_limit=DEFAULT_SHARE_LIMIT, mean_limit=DEFAULT_MEAN_LIMIT):
+def verdict(residual, threshold=DEFAULT_THRESHOLD, share_limit=DEFAULT_SHARE_LIMIT, mean_limit=DEFAULT_MEAN_LIMIT,
+            photo=None):
     """One photo's numbers: mean_residual, pct_flagged (percent of pixels with |r| > threshold), pct_over, pct_under
-    and flagged (True when it is not judged well exposed)."""
+    and flagged (True when it is not judged well exposed); with ``photo`` also stops (the correction in stops the
+    map asks for, utils.exposure.correction_stops)."""
     r = np.asarray(residual)
-    stats = residual_stats(r, threshold)
+    stats = residual_stats(r, threshold, photo)
     n_flagged = np.count_nonzero(np.abs(r) > np.float64(threshold))
-    return {"mean_residual": stats["mean_residual"], "pct_flagged": float(n_flagged * 100.0 / r.size),
-            "pct_over": stats["pct_over"], "pct_under": stats["pct_under"],
-            "flagged": bool(n_flagged * 100.0 > share_limit * r.size or abs(stats["mean_residual"]) > mean_limit)}
+    found = {"mean_residual": stats["mean_residual"], "pct_flagged": float(n_flagged * 100.0 / r.size),
+             "pct_over": stats["pct_over"], "pct_under": stats["pct_under"],
+             "flagged": bool(n_flagged * 100.0 > share_limit * r.size or abs(stats["mean_residual"]) > mean_limit)}
+    if photo is not None:
+        found["stops"] = stats["stops"]
+    return found
 
 
 def photo_folder(root):
@@ -97,6 +103,10 @@ def summarise(judged):
                 else float("nan")}
 
     result = numbers([v for _, v in judged])
+    stops = [v["stops"] for _, v in judged if math.isfinite(v.get("stops", math.nan))]
+    if stops:  # what the photos were asked for, in stops: a well-exposed photo should get about 0
+        result["mean_stops"], result["median_stops"] = float(np.mean(stops)), float(np.median(stops))
+        result["not_ok_pct"] = 100.0 * sum(abs(value) > 1 / 3 for value in stops) / len(stops)  # +/- 1/3 stop
     keys = sorted({key for key, _ in judged if key})
     result["per_key"] = {key: numbers([v for k, v in judged if k == key]) for key in keys}
     return result
