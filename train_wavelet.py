@@ -37,7 +37,8 @@ from pieanet import evaluate
 from pieanet.datasets.iea40k import DatasetError, IEA40KDataset, read_split
 from pieanet.models import (CheckpointError, build_model, check_activations, check_config, load_torch_state,
                             read_checkpoint,
-                            resolve_device, save_model)
+                            resolve_device, save_model, start_weights)
+from pieanet.models.efficientnet_lite import BackboneWeightsError
 from pieanet.utils.config import ConfigError, dump_config, shipped_file, shipped_names
 from pieanet.utils import cli, distributed, errors, folders, train_config, well_exposed
 from pieanet.utils.errors import EXIT_FAILED, EXIT_USAGE, PieaError
@@ -303,10 +304,14 @@ def make_folder(out, config, overwrite):
 def build_network(config, device, world_size):
     """(model, the module to call: DDP-wrapped when distributed), weights from init_from if set."""
     model = build_model(config["model"])
+    try:
+        start_weights(model)  # a scene backbone's ImageNet weights
+    except BackboneWeightsError as e:
+        raise SetupError(f"model.scene_backbone: {e}") from None
     if config["init_from"]:
         try:
             _, weights = read_checkpoint(config["init_from"])
-            model.load_state_dict(weights)
+            start_weights(model, weights)
         except CheckpointError as e:
             raise SetupError(f"init_from: {e}") from e
         except RuntimeError as e:

@@ -1,19 +1,21 @@
-"""Accuracy of checkpoints and baselines on the three development sets, in one table.
+"""Accuracy of checkpoints and baselines on the four development sets, in one table.
 
     python bench/accuracy.py checkpoints/pieanet_corpus.safetensors \\
         ../shared/official/wavelet_epoch_2_val_loss0.03022034629540784.pth --baselines global_midgray local_midgray \\
         [--size N] [--markdown results.md] [--json results.json]
 
-* real_brackets (real.csv, real_over.csv, real_under.csv; the ideal is a bracket frame picked by a mid-grey rule) and
-  human_ref (human_ref.csv, human_ref_over.csv, human_ref_under.csv; the ideal is the fusion people rated best):
-  MAE / SSIM / SRCC as evaluate.py measures them (utils/metrics.py conventions). Each photo is predicted once; the
-  over / under lists are subsets of the main list.
+* real_brackets (real.csv, real_over.csv, real_under.csv; the ideal is a bracket frame picked by a mid-grey rule),
+  human_ref (human_ref.csv, human_ref_over.csv, human_ref_under.csv; the ideal is the fusion people rated best) and
+  expert_retouch (expert_retouch.csv; a camera's rendering against an expert's finish of the same raw, FiveK expert
+  C): MAE / SSIM / SRCC as evaluate.py measures them (utils/metrics.py conventions). Each photo is predicted once;
+  the over / under lists are subsets of the main list.
 * well_exposed: the percentage of photos flagged (not judged well exposed), overall and per key, as
   evaluate.py --well-exposed counts it (utils/well_exposed.py).
-* physics, on the two labelled sets (their main lists): the percentage of clipped pixels (a channel >= 250) the map
+* physics, on the labelled sets (their main lists): the percentage of clipped pixels (a channel >= 250) the map
   says need more light (r > +0.05), and of crushed pixels (every channel <= 5) it says need less (r < -0.05), pooled;
   and the worst photo's share of pixels outside the definition's bounds [-grey, 1 - grey] and of white pixels
-  (grey >= 254) told to brighten (r > +0.05), as a pooled share hides one photo that fails (utils.metrics.photo_numbers).
+  (grey >= 254) told to brighten (r > +0.05), as a pooled share hides one photo that fails
+  (utils.metrics.photo_numbers).
 * in a photographer's words, on the labelled sets' main lists: the median error of the correction in stops (the
   map's correction_stops against the label's), and the percentage of photos whose verdict (under / ok / over at
   +/- 1/3 stop) differs from the label's; on well_exposed, the mean correction the photos are asked for (about 0 for
@@ -42,7 +44,9 @@ from pieanet.utils import cli, metrics, well_exposed  # noqa: E402
 PROG = "accuracy"
 SHARED = ROOT.parent / "shared"
 LABELLED = {"real_brackets": ("real.csv", "real_over.csv", "real_under.csv"),
-            "human_ref": ("human_ref.csv", "human_ref_over.csv", "human_ref_under.csv")}
+            "human_ref": ("human_ref.csv", "human_ref_over.csv", "human_ref_under.csv"),
+            "expert_retouch": ("expert_retouch.csv",)}
+SHORT = {"real_brackets": "real", "human_ref": "human", "expert_retouch": "expert"}  # the physics columns' parts
 CELL = "MAE / SSIM / SRCC"
 
 
@@ -151,14 +155,16 @@ def plain_words(found):
     """One method's figures (``results[method]``) as the sentences a user reads (README, make_heatmap's table footer,
     index.html): which definition it follows and how far to trust it."""
     fa = found["well_exposed"]
-    real, human = (found[name][lists[0]] for name, lists in LABELLED.items())
+    real, human, expert = (found[name][lists[0]] for name, lists in LABELLED.items())
     return (f"This model judges exposure by a photo's brightness (the ideal of a bracket frame is the frame a mid-grey "
             f"rule picks), not by the photographer's intent: on {fa['n_images']} finished, published photos it asks "
             f"for {signed(fa.get('mean_stops'))} stops on average and calls {number(fa.get('not_ok_pct'), 0)} % of "
             f"them under- or over-exposed (more than 1/3 stop off). On camera bracket frames its verdict (under / ok "
             f"/ over at 1/3 stop) is wrong for {number(real['verdict_wrong_pct'], 0)} % of photos (median error "
             f"{number(real['median_stops_error'], 2)} stops), and against the fusions people rated best for "
-            f"{number(human['verdict_wrong_pct'], 0)} % ({number(human['median_stops_error'], 2)} stops): trust its "
+            f"{number(human['verdict_wrong_pct'], 0)} % ({number(human['median_stops_error'], 2)} stops), against an "
+            f"expert's finish of camera renders for {number(expert['verdict_wrong_pct'], 0)} % "
+            f"({number(expert['median_stops_error'], 2)} stops): trust its "
             "maps for where a photo is brighter or darker than mid-grey, not as a final verdict on finished photos.")
 
 
@@ -171,9 +177,10 @@ def table(results):
     header = ["Method"]
     for name, lists in LABELLED.items():
         header += [f"{Path(csv_name).stem} {CELL}" for csv_name in lists]
-    header += ["well_exposed flagged ↓ (per key)", "clipped → more light ↓ (real / human)",
-               "crushed → less light ↓ (real / human)", "worst photo: out of bounds / white → more light ↓ "
-               "(real; human)", "median error, stops ↓ (real / human)", "verdict wrong ↓ (real / human)",
+    parts = " / ".join(SHORT[name] for name in LABELLED)
+    header += ["well_exposed flagged ↓ (per key)", f"clipped → more light ↓ ({parts})",
+               f"crushed → less light ↓ ({parts})", f"worst photo: out of bounds / white → more light ↓ ({parts})",
+               f"median error, stops ↓ ({parts})", f"verdict wrong ↓ ({parts})",
                "well_exposed asked for, stops (mean)"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for method, found in results.items():
@@ -189,7 +196,7 @@ def table(results):
             cells.append(" / ".join(evaluate.format_pct(found[name][lists[0]][metric])
                                     for name, lists in LABELLED.items()))
         main = [found[name][lists[0]] for name, lists in LABELLED.items()]
-        cells.append("; ".join(f"{evaluate.format_pct(m['worst_out_of_bounds_pct'])} / "
+        cells.append(" ; ".join(f"{evaluate.format_pct(m['worst_out_of_bounds_pct'])} / "
                                f"{evaluate.format_pct(m['worst_white_brightened_pct'])}" for m in main))
         cells.append(" / ".join(number(m["median_stops_error"], 2) for m in main))
         cells.append(" / ".join(evaluate.format_pct(m["verdict_wrong_pct"]) for m in main))

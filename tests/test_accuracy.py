@@ -15,7 +15,7 @@ spec.loader.exec_module(accuracy)
 GREYS = {"dark": 40, "mid": 100, "bright": 220}  # labels: 128 - grey (a mid-grey ideal), in grey levels
 
 
-def labelled_set(root, main, over, under):
+def labelled_set(root, main, over=None, under=None):
     (root / "images").mkdir(parents=True)
     (root / "labels").mkdir()
     for name, grey in GREYS.items():
@@ -23,8 +23,10 @@ def labelled_set(root, main, over, under):
         np.save(root / "labels" / f"{name}.npy", np.full((16, 24), 128.0 - grey, np.float32))
     (root / main).write_text("img_id,score\n" + "".join(f"{n}.png,{10 * (1 - abs(128 - g) / 255):.4f}\n"
                                                         for n, g in GREYS.items()))
-    (root / over).write_text("img_id\nbright.png\n")
-    (root / under).write_text("img_id\ndark.png\nmid.png\n")
+    if over:
+        (root / over).write_text("img_id\nbright.png\n")
+    if under:
+        (root / under).write_text("img_id\ndark.png\nmid.png\n")
     return root
 
 
@@ -32,12 +34,14 @@ def labelled_set(root, main, over, under):
 def sets(tmp_path):
     real = labelled_set(tmp_path / "real", "real.csv", "real_over.csv", "real_under.csv")
     human = labelled_set(tmp_path / "human", "human_ref.csv", "human_ref_over.csv", "human_ref_under.csv")
+    expert = labelled_set(tmp_path / "expert", "expert_retouch.csv")
     good = tmp_path / "good"
     (good / "images").mkdir(parents=True)
     for name, grey in (("a.png", 128), ("b.png", 250)):
         Image.fromarray(np.full((16, 24, 3), grey, np.uint8)).save(good / "images" / name)
     (good / "manifest.csv").write_text("file,key\na.png,normal\nb.png,high\n")
-    return ["--real-brackets", str(real), "--human-ref", str(human), "--well-exposed", str(good)]
+    return ["--real-brackets", str(real), "--human-ref", str(human), "--expert-retouch", str(expert),
+            "--well-exposed", str(good)]
 
 
 def test_one_table_of_every_set_and_list(sets, tmp_path, capsys):
@@ -46,10 +50,14 @@ def test_one_table_of_every_set_and_list(sets, tmp_path, capsys):
     assert code == 0
     methods = json.loads((tmp_path / "a.json").read_text())["methods"]
     zero = methods["baseline: zero"]
+    assert set(accuracy.LABELLED) == {"real_brackets", "human_ref", "expert_retouch"}
     for name, lists in accuracy.LABELLED.items():
-        main, over, under = (zero[name][csv_name] for csv_name in lists)
         # zero map: MAE = mean |128 - grey| / 255 over the list's photos
+        main = zero[name][lists[0]]
         assert main["mae"] == pytest.approx((88 + 28 + 92) / 255 / 3) and main["n_images"] == 3
+        if len(lists) == 1:  # expert_retouch: one list
+            continue
+        over, under = (zero[name][csv_name] for csv_name in lists[1:])
         assert over["mae"] == pytest.approx(92 / 255) and over["n_images"] == 1
         assert under["mae"] == pytest.approx((88 + 28) / 255 / 2) and under["n_images"] == 2
     # local_midgray predicts a flat photo's mid-grey label exactly (up to 8-bit rounding)
@@ -62,6 +70,7 @@ def test_one_table_of_every_set_and_list(sets, tmp_path, capsys):
     assert zero["real_brackets"]["real.csv"]["clipped_needs_light"] is None
     out = capsys.readouterr().out
     assert out.count("| baseline: ") == 2 and "real_over MAE / SSIM / SRCC" in out
+    assert "expert_retouch MAE / SSIM / SRCC" in out and "(real / human / expert)" in out
     assert "| baseline: zero | 0.2719 / " in out and "0.0 % (high 0.0 %, normal 0.0 %)" in out
     assert "| baseline: zero | 0.2719 / " in (tmp_path / "a.md").read_text()
 

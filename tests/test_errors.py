@@ -23,6 +23,7 @@ PROJECT_ERRORS = [
     ("pieanet.utils.errors", "UsageError", 2, None),
     ("pieanet.utils.cli", "UsageError", 2, None),
     ("pieanet.models", "CheckpointError", 2, ValueError),
+    ("pieanet.models.efficientnet_lite", "BackboneWeightsError", 2, ValueError),
     ("pieanet.datasets.iea40k", "DatasetError", 2, ValueError),
     ("pieanet.datasets.teacher", "TeacherError", 2, ValueError),
     ("pieanet.utils.image_io", "ImageLoadError", 2, ValueError),

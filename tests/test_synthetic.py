@@ -609,3 +609,39 @@ def test_lamp_frames_under_gives_crops_with_lamps_no_over_exposed_frame(sources,
     check_labels(lit, "png")
     levels = {r["level"] for r in read_csv(lit / "train.csv") + read_csv(lit / "valid.csv")}
     assert levels == {"N2", "P0"}  # of LEVELS, the global ones at or under 0 EV
+
+
+def test_finished_crops_are_their_own_ideal_at_their_own_key(tmp_path):
+    """--finished-fraction 1: every bracket's ideal is the crop as published, however dark (no re-exposure to the
+    rule's grey), the crop itself is among its frames labelled exactly 0, and every other frame is measured against
+    it."""
+    rng = np.random.default_rng(3)
+    dark = np.clip(35 + 25 * photo(7, 40, 40).astype(int) / 255 + rng.integers(-4, 5, (40, 40, 3)), 0, 255)
+    (tmp_path / "src").mkdir()
+    Image.fromarray(dark.astype(np.uint8)).save(tmp_path / "src" / "night.png")
+    source_grey = gray_of_file(tmp_path / "src" / "night.png").mean()
+    assert source_grey < 60
+
+    def make(out, *extra):
+        synthetic.main(["--src", str(tmp_path / "src"), "--out", str(out), "--size", "24", "--crops-per-image", "4",
+                        "--levels", "N1", "P1", "--workers", "1", "--camera", "srgb", "--val-fraction", "0",
+                        "--grey-fraction", "0", "--ideal-grey", "120", "120", *extra])
+        return read_csv(out / "train.csv")
+
+    rows = make(tmp_path / "finished", "--finished-fraction", "1")
+    check_labels(tmp_path / "finished", "png")
+    keep = [r for r in rows if r["level"] == synthetic.KEEP]
+    assert len(keep) == 4 and {r["ref_id"] for r in keep} == {r["ref_id"] for r in rows}  # one per crop, same ideal
+    for row in keep:
+        ref = np.asarray(Image.open(tmp_path / "finished" / "refs" / row["ref_id"]).convert("RGB"))
+        # the ideal is a (resized) crop of the photo at its own key, not re-exposed towards grey 120
+        assert abs(gray_of_file(tmp_path / "finished" / "refs" / row["ref_id"]).mean() - source_grey) < 8
+        assert np.array_equal(np.asarray(Image.open(tmp_path / "finished" / "images" / row["img_id"])), ref)
+        assert not np.load(tmp_path / "finished" / "labels" / row["img_id"].replace(".png", ".npy")).any()
+    under = [np.load(tmp_path / "finished" / "labels" / r["img_id"].replace(".png", ".npy")).mean()
+             for r in rows if r["level"] == "N1"]
+    assert under and min(under) > 5  # a frame a stop under the finished crop needs light back
+    # the rule (without the option) re-exposes the same dark crops towards grey 120
+    plain = make(tmp_path / "plain")
+    assert all(r["level"] != synthetic.KEEP for r in plain)
+    assert min(gray_of_file(tmp_path / "plain" / "refs" / r["ref_id"]).mean() for r in plain) > 90
