@@ -187,7 +187,8 @@ class Audit:
             problems = set() if code == 0 and one_line(err) else {"bad"}
             if not kept:
                 problems.add("lost")
-            self.record("bookkeeping", f"planted: {case}", problems, f"exit {code}; user files kept: {kept}")
+            self.record("bookkeeping", f"planted: {case}", problems,
+                        f"exit {code}; user files kept: {kept}; {err.strip()[-160:]}")
         # a ledger another user wrote proves nothing
         folder, out, before = self.users_folder("foreign")
         (out / ".pieanet-outputs.csv").write_text("a,../in/a.png\n")
