@@ -17,6 +17,7 @@ The image-format and API classes judge many cases in one run (one photo or one a
 and the table by class.
 """
 import argparse
+import io
 import json
 import os
 import pickle
@@ -187,7 +188,8 @@ class Audit:
             problems = set() if code == 0 and one_line(err) else {"bad"}
             if not kept:
                 problems.add("lost")
-            self.record("bookkeeping", f"planted: {case}", problems, f"exit {code}; user files kept: {kept}")
+            self.record("bookkeeping", f"planted: {case}", problems,
+                        f"exit {code}; user files kept: {kept}; {err.strip()[-160:]}")
         # a ledger another user wrote proves nothing
         folder, out, before = self.users_folder("foreign")
         (out / ".pieanet-outputs.csv").write_text("a,../in/a.png\n")
@@ -486,7 +488,7 @@ def format_cases(folder):
                      ("DDS", "png"), ("BLP", "jpg"), ("XBM", "png")):
         source = image.convert("1") if fmt in ("MSP", "XBM") else image.convert("F") if fmt == "SPIDER" else image
         try:
-            pillow(f"{fmt.lower()}_named.{ext}", lambda p, s=source, f=fmt: s.save(p, format=f), "failed",
+            pillow(f"{fmt.lower()}_named.{ext}", lambda p, s=source, f=fmt: p.write_bytes(encoded(s, f)), "failed",
                    f"{fmt} content (not promised)")
         except (OSError, KeyError, ValueError):
             (folder / f"{fmt.lower()}_named.{ext}").unlink(missing_ok=True)
@@ -551,6 +553,14 @@ def format_cases(folder):
     whole = (folder / "plain.png").read_bytes()
     pillow("truncated.png", lambda p: p.write_bytes(whole[:len(whole) // 2]), "failed", "truncated PNG")
     return cases
+
+
+def encoded(image, fmt):
+    """The bytes of ``image`` in ``fmt``, saved to memory: Pillow's SPIDER writer registers the extension of the file
+    it writes as SPIDER's, so saving one to a .png path would make every later .png of this process SPIDER."""
+    buffer = io.BytesIO()
+    image.save(buffer, format=fmt)
+    return buffer.getvalue()
 
 
 def dos_eps(postscript):

@@ -36,6 +36,8 @@ PROJECT_ERRORS = [
     ("pieanet.utils.report", "ReportError", 2, None),
     ("pieanet.utils.folders", "FolderBusy", 2, None),
     ("pieanet.utils.folders", "OutsideFolder", 1, OSError),
+    ("pieanet.utils.folders", "WrongFileType", 2, None),
+    ("pieanet.utils.arrays", "ArrayFileError", 2, ValueError),
     ("pieanet.train_wavelet", "SetupError", 2, None),
     ("pieanet.train_wavelet", "TrainingError", 1, None),
     ("pieanet.export", "CheckFailed", 1, None),
