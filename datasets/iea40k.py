@@ -23,7 +23,7 @@ from torch.utils.data import Dataset
 from pieanet.utils.arrays import ArrayFileError, read_npy
 from pieanet.utils.errors import EXIT_USAGE, PieaError
 from pieanet.utils.image_io import ImageLoadError, file_sha256, load_image
-from pieanet.utils.safety import csv_records, first_line
+from pieanet.utils.safety import csv_records
 
 REQUIRED_COLUMNS = ("img_id", "ref_id", "score")
 LABEL_RANGE_EPS = 1e-3  # float32 rounding of a residual stored as exactly +-label_scale

@@ -78,10 +78,11 @@ def photo_grey(rows):
 
 
 def guided_upsample_photo(a, b, photo):
-    """H x W float32 map a * grey + b bounded to [-grey, 1 - grey] (utils.exposure.bound_residual): the guided filter's coefficients ``a`` and ``b`` (h x w
-    numpy, from inference.guided_coefficients) resized bilinearly to the photo's size by torch (the numbers of the
-    whole-image filter; two full-size float planes, where the photo itself would be three) and applied to the photo's
-    grey STRIP_ROWS rows at a time, in place in the resized a, which becomes the map."""
+    """H x W float32 map a * grey + b bounded to [-grey, 1 - grey] (utils.exposure.bound_residual): the guided
+    filter's coefficients ``a`` and ``b`` (h x w numpy, from inference.guided_coefficients) resized bilinearly to the
+    photo's size by torch (the numbers of the whole-image filter; two full-size float planes, where the photo itself
+    would be three) and applied to the photo's grey STRIP_ROWS rows at a time, in place in the resized a, which
+    becomes the map."""
     photo = check_photo(photo)
     height, width = photo.shape[:2]
     a_full, b_full = (F.interpolate(torch.from_numpy(np.ascontiguousarray(c, dtype=np.float32))[None, None],
