@@ -429,7 +429,8 @@ def class10(runner, root):
     for name, values in overrides.items():
         jobs.append((name, ["--config", base, *values]))
     os.mkfifo(folder / "fifo.yaml")
-    jobs += [("config is a FIFO", ["--config", folder / "fifo.yaml"]), ("config is /dev/zero", ["--config", "/dev/zero"]),
+    jobs += [("config is a FIFO", ["--config", folder / "fifo.yaml"]),
+             ("config is /dev/zero", ["--config", "/dev/zero"]),
              ("config is a folder", ["--config", folder])]
     for name, args in jobs:
         code, out, err = runner.run("train_wavelet.py", *args, timeout=180 if "FIFO" in name else None)
@@ -535,7 +536,8 @@ def class10(runner, root):
         methods.append(folder / "mtm" / f"m{i}")
     code, out, err = runner.run("compare_methods.py", "--inputs", *methods, "--names", "cost$\\frac$", "$x^$", "a$b",
                                 "--output", folder / "mtm_out")
-    verdict, note = ("clean", "") if code == 0 and not failure(code, err) else ("bad", failure(code, err) or f"exit {code}")
+    clean = code == 0 and not failure(code, err)
+    verdict, note = ("clean", "") if clean else ("bad", failure(code, err) or f"exit {code}")
     record(10, "comparison.png with mathtext names", verdict, note)
 
     # a method folder whose name is not UTF-8

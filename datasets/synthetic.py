@@ -1,6 +1,6 @@
 """Synthetic IEA data: re-expose well-exposed photos in linear light and record the exact residual.
 
-    python -m pieanet.datasets.synthetic --out data/synthetic              # default photos shipped in installed packages
+    python -m pieanet.datasets.synthetic --out data/synthetic   # default photos shipped in installed packages
     python -m pieanet.datasets.synthetic --src my_photos/ --out data/mine --format jpg
 
 Writes the IEA40K layout: train.csv / valid.csv (img_id, ref_id, score, level), images/, labels/ (float32 .npy

@@ -1,9 +1,9 @@
 """One way to build and load a model: ``build_model(config)``, ``load_model(path)``, ``save_model(path, model)``.
 
-A project checkpoint is a ``.safetensors`` file whose metadata carries the model config (JSON), so it rebuilds itself and
-loads without executing pickled code. ``load_model`` also reads a training state (``last.pt``: a dict with ``model`` and
-``config``, via ``torch.load(weights_only=True)``) and the released P-IEANet ``.pth`` (a plain state_dict), telling them
-apart by their contents, not by their names.
+A project checkpoint is a ``.safetensors`` file whose metadata carries the model config (JSON), so it rebuilds itself
+and loads without executing pickled code. ``load_model`` also reads a training state (``last.pt``: a dict with
+``model`` and ``config``, via ``torch.load(weights_only=True)``) and the released P-IEANet ``.pth`` (a plain
+state_dict), telling them apart by their contents, not by their names.
 
 Every checkpoint is checked before it is trusted: nothing pickled is executed (a training state holding other Python
 objects is refused, and no message ever suggests loading it unsafely); the config is type- and range-checked and the

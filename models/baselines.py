@@ -4,8 +4,9 @@ usable wherever a model is (``predict_residual``, ``evaluate.py --baseline``).
 Each declares its receptive field, so tiled inference never changes its map: ``receptive_radius`` is 0 for per-pixel
 and patch maps (``zero_dce`` also sets ``tile_multiple`` to its patch, so tiles start on patch boundaries) and
 ``math.inf`` for maps that depend on the whole image (``global_midgray``; ``local_midgray``, whose window grows with the
-image), which are always run in one pass. Each maps B x 3 x H x W RGB in [0, 1] to a B x 1 x H x W residual in [-1, 1] with the IEA sign (> 0 under-exposed,
-needs light; < 0 over-exposed). g below is the grey image 0.299 R + 0.587 G + 0.114 B.
+image), which are always run in one pass. Each maps B x 3 x H x W RGB in [0, 1] to a B x 1 x H x W residual in [-1, 1]
+with the IEA sign (> 0 under-exposed, needs light; < 0 over-exposed). g below is the grey image 0.299 R + 0.587 G +
+0.114 B.
 
 * ``zero``: every pixel ideal, r = 0 (what a method must beat).
 * ``global_midgray``: one exposure (EV) offset for the whole image. The gain k = lin(0.5) / mean(lin(g)), in linear

@@ -1,6 +1,7 @@
 """A differentiable exposure loss: a frozen P-IEANet judges an enhancer's output, pixel by pixel.
 
-    loss = ExposureLoss(load_model("checkpoints/pieanet_corpus.safetensors"))   # any model: B x 3 x H x W -> B x 1 x H x W
+    # any model: B x 3 x H x W -> B x 1 x H x W
+    loss = ExposureLoss(load_model("checkpoints/pieanet_corpus.safetensors"))
     total = other_losses + 0.5 * loss(enhancer(x))
 
 The loss network is frozen three ways:

@@ -3,8 +3,8 @@
 Faithful to the released network's per-image outputs, with its faults fixed:
 - a batch of one works (upstream squeezes the batch axis away and has to be fed ``[x, x]``);
 - images in a batch are independent: upstream's ``nn.Transformer`` runs with ``batch_first=False`` on a
-  ``(B, 16384, 9)`` tensor, i.e. attention across the *batch*. Run per image that is attention over a single token, which
-  is what we compute for every image at once by giving the transformer a sequence of length 1;
+  ``(B, 16384, 9)`` tensor, i.e. attention across the *batch*. Run per image that is attention over a single token,
+  which is what we compute for every image at once by giving the transformer a sequence of length 1;
 - any device (upstream calls ``.cuda()`` inside forward).
 The network itself only runs at 256 x 256 (a reshape hard-codes 128 x 128 bands), so ``OfficialPIEANet`` resizes the
 input to 256 x 256 and the residual map back to the input size.
@@ -96,8 +96,8 @@ class LightnessPath(nn.Module):
         self.width, self.groups = width, groups
         self.pre = nn.Sequential(conv3x3(3, width))
         self.g1, self.g2, self.g3 = (Group(width) for _ in range(groups))
-        self.ca = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Conv2d(width * groups, width // 16, 1), nn.ReLU(inplace=True),
-                                nn.Conv2d(width // 16, width * groups, 1), nn.Sigmoid())
+        self.ca = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Conv2d(width * groups, width // 16, 1),
+                                nn.ReLU(inplace=True), nn.Conv2d(width // 16, width * groups, 1), nn.Sigmoid())
         self.palayer = PixelAttention(width)
         self.post = nn.Sequential(conv3x3(width, width), conv3x3(width, 1))
         self.post_2 = nn.Sequential(conv3x3(3, 1))
@@ -113,7 +113,8 @@ class LightnessPath(nn.Module):
 
 
 class TokenTransformer(nn.Module):
-    """`transformer_k`: nn.Transformer over the raw (B, 16384, 9) view of the bands, reduced by a 1x1 conv to 3 channels."""
+    """`transformer_k`: nn.Transformer over the raw (B, 16384, 9) view of the bands, reduced by a 1x1 conv to 3
+    channels."""
 
     def __init__(self):
         super().__init__()

@@ -255,14 +255,15 @@ class PIEANet(nn.Module):
     branch, so the verdict does not depend on how much of the photo the local receptive field covers.
 
     Ablations (the paper's Table 3): ``use_dwt=False`` replaces the Haar transform and its inverse with learned stride-2
-    convolutions; ``use_lightness=False`` / ``use_structure=False`` replace that branch with a 1x1 projection of its bands.
+    convolutions; ``use_lightness=False`` / ``use_structure=False`` replace that branch with a 1x1 projection of its
+    bands.
     """
 
     native_size = None
 
     def __init__(self, width=32, lightness_blocks=3, attention_layers=2, heads=4, window=8, context=15, bands=8,
-                 use_dwt=True, use_lightness=True, use_structure=True, scene_size=0, scene_channels=16, working_size=None,
-                 scene_backbone=""):
+                 use_dwt=True, use_lightness=True, use_structure=True, scene_size=0, scene_channels=16,
+                 working_size=None, scene_backbone=""):
         super().__init__()
         if use_structure and attention_layers and width % heads:
             raise ValueError(f"width {width} is not a multiple of heads {heads}; expected heads to divide the width "

