@@ -13,8 +13,9 @@ unique (utils/outputs.py, output_stems) against the other photos of the run and 
 summary.csv, and stored in the photo's row (column output; the kinds of file written in column output_kinds). A file
 in --output is the tool's only when its size and content are those the folder's ledger recorded as the tool wrote it
 (utils/ledger.py; a planted line proves nothing): a user's file with an output's name is never removed or replaced
-(the photo gets another prefix), nothing is written or removed through a symbolic link, and a user's index.html stops the run before any work (docs/safety.md, "Files and
-folders"). One run at a time per output folder: a second one stops with one line (exit 2).
+(the photo gets another prefix), nothing is written or removed through a symbolic link, and a user's index.html
+stops the run before any work (docs/safety.md, "Files and folders"). One run at a time per output folder: a second
+one stops with one line (exit 2).
 --vmax sets the colour scale (1, the default, is the same for every photo; 'image' stretches each photo), --format jpg
 writes the heatmap and overlay as JPEG.
 A photo that cannot be read or processed is reported on stderr and in summary.csv; the others go on, and the exit
@@ -502,7 +503,8 @@ def run(argv):
             settings = result_settings(args, args.checkpoint)
             cli.writable_folder(args.output)
             # one run per folder: rank 0 locks it for the whole run (report included); the ranks of this run share it
-            held.enter_context(folders.locked(args.output, group))
+            with cli.refused_together(PROG, group):  # a busy folder: one line (rank 0), every rank exits 2
+                held.enter_context(folders.locked(args.output, group))
             done = make_heatmaps(paths, photo_bases, model, args, settings, group, errors)
         if not group.is_main:
             return cli.EXIT_OK  # rank 0 reports for every process
