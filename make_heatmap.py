@@ -503,7 +503,8 @@ def run(argv):
             settings = result_settings(args, args.checkpoint)
             cli.writable_folder(args.output)
             # one run per folder: rank 0 locks it for the whole run (report included); the ranks of this run share it
-            held.enter_context(folders.locked(args.output, group))
+            with cli.refused_together(PROG, group):  # a busy folder: one line (rank 0), every rank exits 2
+                held.enter_context(folders.locked(args.output, group))
             done = make_heatmaps(paths, photo_bases, model, args, settings, group, errors)
         if not group.is_main:
             return cli.EXIT_OK  # rank 0 reports for every process

@@ -17,6 +17,7 @@ if __name__ == "__main__":  # first, before the slow imports: Ctrl-C while they 
     from pieanet.utils.startup import quiet_interrupts
     quiet_interrupts("train_wavelet")
 import argparse
+import contextlib
 import math
 import random
 import sys
@@ -257,8 +258,11 @@ def main(argv=None):
             device = check_device(args.device)
         except KeyboardInterrupt as e:
             return errors.exit_status(PROG, e, {"interrupted": "nothing was done"})
-        with distributed.process_group(device) as group:
-            train(config, group.device, args.resume, group.rank, group.world_size, overwrite=args.overwrite)
+        try:
+            with distributed.process_group(device) as group:
+                train(config, group.device, args.resume, group.rank, group.world_size, overwrite=args.overwrite)
+        except SystemExit as e:  # cli.refused_together, already reported; returned so the run's objects (and the
+            return e.code  # threads they hold) go here, not at interpreter exit (a C++ abort under torchrun)
         return errors.EXIT_OK
     except (Exception, KeyboardInterrupt) as e:  # what errors.outcome does not know is re-raised (a bug)
         return errors.exit_status(PROG, e, advice_for(config))
@@ -641,7 +645,10 @@ def train(config, device, resume, rank, world_size, overwrite=False):
     run.build()
     if run.is_main:
         out.mkdir(parents=True, exist_ok=True)
-    with folders.locked(out, distributed.Group(rank, world_size, device)):  # one run per folder; ranks share it
+    group = distributed.Group(rank, world_size, device)
+    with contextlib.ExitStack() as held:
+        with cli.refused_together(PROG, group):  # a busy folder under torchrun: one line (rank 0), every rank exits 2
+            held.enter_context(folders.locked(out, group))  # one run per folder; ranks share it
         if run.is_main:  # again, under the lock: a run that finished meanwhile counts (the other ranks would see the
             experiment_folder(config, resume, overwrite)  # files rank 0 starts writing below and refuse their own run)
         # last.pt read under the lock (another run may have written it meanwhile), accepted or refused before

@@ -27,6 +27,7 @@ from pieanet.models.contract import default_overlap, round_up  # noqa: F401 (def
 from pieanet.models.full_size import guided_upsample_photo, shrink_photo
 from pieanet.utils.exposure import bound_residual, gray
 from pieanet.utils.filters import box_mean
+from pieanet.utils.image_io import FLOAT_RANGE_SLACK
 
 # Guided filter window radius (pixels at the working resolution) and regularisation (guide in [0, 1]): the smallest
 # window keeps the map closest to the full-resolution one at photo edges (a larger radius or eps smooths across them);
@@ -119,12 +120,52 @@ def to_tensor(image, device):
     return torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32)).permute(2, 0, 1).unsqueeze(0).to(device)
 
 
+def model_dtype(model):
+    """The floating dtype of the model's weights (None for a model without torch weights, e.g. onnxruntime's)."""
+    for tensor in model.parameters() if isinstance(model, torch.nn.Module) else ():
+        if tensor.dtype.is_floating_point:
+            return tensor.dtype
+    return None
+
+
+def check_photo_tensor(x, model=None):
+    """Refuse, in one line each (TypeError / ValueError), a tensor the model cannot judge as B x 3 x H x W photos in
+    [0, 1]: not a tensor, not real floating point (bool, integer and complex are never guessed), not the dtype of
+    ``model``'s weights, another shape, no pixel. The values are checked on the grey (check_photo_grey), which every
+    path computes anyway."""
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"expected a torch.Tensor (B x 3 x H x W, float in [0, 1]), got {type(x).__name__}")
+    if not x.dtype.is_floating_point or x.dtype.is_complex:
+        raise TypeError(f"a {x.dtype} tensor; expected float pixels in [0, 1] (photo arrays: pieanet.predict)")
+    weights = model_dtype(model) if model is not None else None
+    if weights is not None and x.dtype != weights:
+        raise TypeError(f"a {x.dtype} tensor for a model with {weights} weights; convert it with .to({weights})")
+    if x.dim() != 4 or x.shape[1] != 3 or x.numel() == 0:
+        raise ValueError(f"expected a B x 3 x H x W tensor (at least one pixel), got shape {tuple(x.shape)}")
+
+
+def check_photo_grey(grey):
+    """ValueError in one line when the grey of the photos (B x 1 x H x W) holds a NaN or infinite value (any
+    channel's shows there) or leaves [0, 1] by more than FLOAT_RANGE_SLACK: a photo in 0..255 or centred on 0 would
+    otherwise give a finite nonsense map or an all-NaN one. One pass over a third of the values (about 1 % of
+    predict_tensor's time on a 12 MP photo, docs/safety.md); a channel outside [0, 1] whose grey stays in it is not
+    seen here."""
+    low, high = (float(v) for v in torch.aminmax(grey))
+    if not (low == low and high == high and abs(low) != float("inf") and abs(high) != float("inf")):
+        raise ValueError("the photo tensor holds NaN or infinite values; expected finite float pixels in [0, 1]")
+    if low < -FLOAT_RANGE_SLACK or high > 1.0 + FLOAT_RANGE_SLACK:
+        raise ValueError(f"the photo tensor's grey runs from {low:g} to {high:g}; expected float pixels in [0, 1] "
+                         "(they are not rescaled or clipped)")
+
+
 def predict_tensor(model, x, size=None, tile=None, overlap=None):
     """Residual (B x 1 x H x W, float32) of x (B x 3 x H x W in [0, 1]) under inference_mode, within the definition's
     bounds for x: r in [-grey, 1 - grey] per pixel (utils.exposure.bound_residual; the network's own output is not
     bounded, e.g. the released network's reference outputs are its raw ones).
     size: working resolution (longer side); None = the model's own ``working_size`` (native if it has none);
-    0 = native resolution."""
+    0 = native resolution. A tensor outside that contract (dtype, shape, NaN / inf, values outside [0, 1]) is a
+    TypeError or ValueError in one line (check_photo_tensor, check_photo_grey), never a silently wrong map."""
+    check_photo_tensor(x, model)
     if overlap is None:
         overlap = default_overlap(model)
     tile = contract.tile_for(model, tile)
@@ -132,6 +173,7 @@ def predict_tensor(model, x, size=None, tile=None, overlap=None):
     low_size = contract.working_shape(model, (height, width), size)
     with torch.inference_mode():
         grey = gray(x)
+        check_photo_grey(grey)
         if contract.native_size(model):
             residual = model(x)
         elif low_size != (height, width):

@@ -342,6 +342,50 @@ def test_ranks_of_one_run_share_the_lock_and_all_stop_when_another_run_holds_it(
     assert not (tmp_path / ".pieanet.lock").exists()
 
 
+class RankAtBarrier:
+    """A torchrun rank as cli.refused_together sees it; records what stderr held when the barrier was reached."""
+
+    def __init__(self, rank, capsys):
+        self.rank, self.capsys, self.seen_at_barrier = rank, capsys, None
+
+    distributed = True
+
+    @property
+    def is_main(self):
+        return self.rank == 0
+
+    def barrier(self):
+        self.seen_at_barrier = self.capsys.readouterr().err
+
+
+@pytest.mark.parametrize("rank", [0, 1])
+def test_a_refusal_every_rank_shares_is_printed_by_rank_0_before_all_exit_2(rank, tmp_path, capsys):
+    """Issue 27: under torchrun, a busy folder was printed once per rank; rank 0's line must be out before the
+    barrier (torchrun stops the other ranks as soon as one exits)."""
+    from pieanet.utils import cli, folders
+
+    group = RankAtBarrier(rank, capsys)
+    with pytest.raises(SystemExit) as stopped:
+        with cli.refused_together("make_heatmap", group):
+            raise folders.FolderBusy(f"{tmp_path}: another run is using this folder")
+    assert stopped.value.code == 2
+    lines = [line for line in group.seen_at_barrier.splitlines() if line]
+    assert lines == ([f"make_heatmap: {tmp_path}: another run is using this folder"] if rank == 0 else [])
+    assert capsys.readouterr().err == ""
+
+
+class OneProcess:
+    distributed, is_main = False, True
+
+
+def test_one_process_keeps_its_refusal_as_an_error(tmp_path):
+    from pieanet.utils import cli, folders
+
+    with pytest.raises(folders.FolderBusy):
+        with cli.refused_together("make_heatmap", OneProcess()):
+            raise folders.FolderBusy(f"{tmp_path}: another run is using this folder")
+
+
 def test_without_fcntl_or_msvcrt_an_exclusive_lock_file_does_the_same(tmp_path, monkeypatch):
     from pieanet.utils import folders
 

@@ -82,6 +82,56 @@ def test_two_processes_write_what_one_process_writes(tiny_checkpoint, tmp_path, 
     assert files_of(two) == files_of(one)  # every heatmap, overlay, .npy and index.html
 
 
+@pytest.mark.slow
+@pytest.mark.subprocess
+def test_a_busy_folder_under_torchrun_is_one_line_and_every_rank_exits_2(tiny_checkpoint, tmp_path):
+    """Issue 27: the refusal printed once (rank 0), every rank's exit code 2 in torchrun's report; torchrun itself
+    turns any failed worker into its own report and exit 1, which no worker can change (docs/safety.md)."""
+    from pieanet.utils.folders import FolderLock
+
+    photos, out, logs = save_photos(tmp_path / "photos", ["a.png"]), tmp_path / "out", tmp_path / "logs"
+    out.mkdir()
+    (out / "mine.txt").write_text("the user's")
+    with FolderLock(out):  # another run holds the folder
+        done = subprocess.run(torchrun_command("make_heatmap.py", ["--input", photos, "--checkpoint", tiny_checkpoint,
+                                                                   "--output", out, "--threads", "1"], logs),
+                              cwd=ROOT, env=dict(os.environ, OMP_NUM_THREADS="1"), capture_output=True, text=True,
+                              timeout=240)
+    ranks = {rank: "".join(next(logs.glob(f"*/attempt_0/{rank}/{stream}.log")).read_text()
+                           for stream in ("stdout", "stderr")) for rank in (0, 1)}
+    assert ranks[0].count("another run is using this folder") == 1 and len(ranks[0].strip().splitlines()) == 1
+    assert ranks[1].strip() == ""  # rank 1 says nothing
+    assert done.returncode == 1  # torchrun's own code for failed workers
+    root_cause = done.stderr.split("Root Cause")[1]
+    assert "exitcode  : 2 " in root_cause and "Traceback" not in ranks[0] + ranks[1]
+    assert sorted(p.name for p in out.iterdir()) == ["mine.txt"]  # nothing written, the holder's lock removed
+
+
+@pytest.mark.slow
+@pytest.mark.subprocess
+def test_a_busy_experiment_folder_under_torchrun_is_one_line_and_every_rank_exits_2(tmp_path):
+    """The same for train_wavelet (issue 27): before, each rank printed the refusal."""
+    from conftest import TINY_MODEL_CONFIG
+    from pieanet.utils.folders import FolderLock
+    from test_train import make_dataset, tiny_config
+
+    config = tiny_config(tmp_path, dict(TINY_MODEL_CONFIG), make_dataset(tmp_path / "iea", n_train=4), epochs=1)
+    out, logs = tmp_path / "runs" / "tiny", tmp_path / "logs"
+    out.mkdir(parents=True)
+    with FolderLock(out):
+        done = subprocess.run(torchrun_command("train_wavelet.py", ["--config", config, "--device", "cpu"], logs),
+                              cwd=ROOT, env=dict(os.environ, OMP_NUM_THREADS="1"), capture_output=True, text=True,
+                              timeout=240)
+    ranks = {rank: "".join(next(logs.glob(f"*/attempt_0/{rank}/{stream}.log")).read_text()
+                           for stream in ("stdout", "stderr")) for rank in (0, 1)}
+    assert [line for line in ranks[0].splitlines() if line.strip()] == [
+        f"train_wavelet: {out}: another run is using this folder (it holds .pieanet.lock); wait for it to finish or "
+        "choose another folder"]
+    assert ranks[1].strip() == "" and done.returncode == 1  # torchrun's own code for failed workers
+    assert "exitcode  : 2 " in done.stderr.split("Root Cause")[1] and "exitcode  : -6" not in done.stderr
+    assert list(out.iterdir()) == []
+
+
 def iea40k_dataset(root):
     """Six flat grey photos with their exact labels and scores, one corrupt image and one sample without a label."""
     return flat_iea_dataset(root, (40, 70, 110, 140, 180, 220), ["N1", "P0", "P1"])

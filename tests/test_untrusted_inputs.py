@@ -174,6 +174,47 @@ def test_the_api_reads_uint16_as_65535ths_and_floats_in_0_1_as_they_are(api_mode
     assert np.allclose(pieanet.predict(np.clip(photo / 255.0 + 1e-6, 0, None), api_model), expected, atol=1e-4)
 
 
+def photo_tensor():
+    import torch
+    return torch.from_numpy(photo_u8()).permute(2, 0, 1)[None].float() / 255
+
+
+def with_value(channel, value):
+    x = photo_tensor()
+    x[0, channel, 5, 7] = value
+    return x
+
+
+@pytest.mark.parametrize("tensor, error, said", [
+    (lambda: with_value(1, float("nan")), ValueError, "NaN or infinite"),
+    (lambda: with_value(2, float("inf")), ValueError, "NaN or infinite"),
+    (lambda: with_value(0, -float("inf")), ValueError, "NaN or infinite"),
+    (lambda: photo_tensor() * 255, ValueError, r"grey runs from \S+ to 2\d\d"),
+    (lambda: photo_tensor() - 0.5, ValueError, r"grey runs from -0\.\d+"),
+    (lambda: (photo_tensor() * 255).byte(), TypeError, "a torch.uint8 tensor"),
+    (lambda: photo_tensor() > 0.5, TypeError, "a torch.bool tensor"),
+    (lambda: photo_tensor().to(__import__("torch").complex64), TypeError, "a torch.complex64 tensor"),
+    (lambda: photo_tensor().double(), TypeError, "float64 tensor for a model with torch.float32 weights"),
+    (lambda: photo_tensor()[0], ValueError, r"B x 3 x H x W tensor .* shape \(3, 24, 32\)"),
+    (lambda: photo_tensor()[:, :2], ValueError, "B x 3 x H x W"),
+    (lambda: photo_tensor()[:, :, :0], ValueError, "at least one pixel"),
+    (lambda: photo_tensor().numpy(), TypeError, "expected a torch.Tensor"),
+])
+def test_the_models_direct_call_refuses_tensors_it_cannot_judge(tensor, error, said, api_model):
+    from pieanet.models.inference import predict_tensor
+    with pytest.raises(error, match=said):
+        predict_tensor(api_model, tensor())
+
+
+def test_the_models_direct_call_takes_photos_in_0_1_as_pieanet_predict_does(api_model):
+    import pieanet
+    from pieanet.models.inference import predict_tensor
+    expected = pieanet.predict(photo_u8(), api_model)
+    assert np.allclose(predict_tensor(api_model, photo_tensor())[0, 0].numpy(), expected, atol=1e-5)
+    nudged = (photo_tensor() + 5e-5).clamp(max=1 + 5e-5)  # within FLOAT_RANGE_SLACK of [0, 1]: taken as it is
+    assert predict_tensor(api_model, nudged).isfinite().all()
+
+
 # ------------------------------------------------------------------------------------------------ deep folders
 def test_recursive_listing_of_a_folder_1200_levels_deep(tmp_path):
     from pieanet.utils.image_io import list_images

@@ -11,12 +11,13 @@ import math
 import os
 import sys
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
 
 from tqdm import tqdm
 
 from pieanet.utils.errors import (EXIT_FAILED, EXIT_OK, EXIT_USAGE, UsageError,  # noqa: F401 (re-exported)
-                                  add_debug_option, exit_status, set_debug)
+                                  PieaError, add_debug_option, exit_status, set_debug)
 from pieanet.utils.exposure import DEFAULT_THRESHOLD
 from pieanet.utils.heatmap import check_vmax
 from pieanet.utils.image_io import list_images, readable_formats
@@ -248,6 +249,23 @@ class Progress:
 # ------------------------------------------------------------------------------------------------ entry point
 ADVICE = {"memory": "try a smaller --tile or --size, or fewer photos per --batch-size",
           "interrupted": "the results finished so far are kept"}
+
+
+@contextmanager
+def refused_together(prog, group):
+    """Under torchrun (``group``: a utils.distributed.Group), a project error that every rank raises alike before any
+    work (the folder held by another run) is one line, printed by rank 0 only, and every rank then exits with its
+    code (SystemExit) once all have got there: rank 0's line is out before torchrun stops the others. torchrun
+    itself still reports the failed ranks (their exit code, 2) and exits 1 (docs/safety.md). One process: re-raised."""
+    try:
+        yield
+    except PieaError as e:
+        if not group.distributed:
+            raise
+        code = exit_status(prog, e, ADVICE) if group.is_main else e.exit_code
+        sys.stderr.flush()
+        group.barrier()
+        raise SystemExit(code) from None
 
 
 def run(prog, body, argv=None):
