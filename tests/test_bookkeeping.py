@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
+from conftest import save_photo
 from pieanet import make_heatmap
 
 LEDGER_NAME = ".pieanet-outputs.csv"
-from conftest import save_photo
 
 ROOT = Path(__file__).resolve().parents[1]
 MINE = {"a_overlay.png": b"my own overlay", "a_residual.npy": b"my own numbers", "a_exposure.png": b"my own map"}
