@@ -8,11 +8,11 @@ Per photo: <stem>_exposure.png (blue = under-exposed, white = ideal, red = over-
 optionally <stem>_residual.npy, <stem>_overlay.png, <stem>_colorbar.png. One summary.csv for the run. <stem> is the
 photo's sub-folder and name without extension, made unique (utils/outputs.py, output_stems) against the other photos
 of the run and the photos of earlier runs in summary.csv, and stored in the photo's row (column output; the kinds of
-file written in column output_kinds). A file in
---output is the tool's only when its size and content are those the folder's ledger recorded as the tool wrote it
-(utils/ledger.py; a planted line proves nothing): a user's file with an output's name is never removed or replaced (the photo gets another prefix), nothing is written or
-removed through a symbolic link, and a user's index.html stops the run before any work (docs/safety.md, "Files and
-folders"). One run at a time per output folder: a second one stops with one line (exit 2).
+file written in column output_kinds). A file in --output is the tool's only when its size and content are those the
+folder's ledger recorded as the tool wrote it (utils/ledger.py; a planted line proves nothing): a user's file with an
+output's name is never removed or replaced (the photo gets another prefix), nothing is written or removed through a
+symbolic link, and a user's index.html stops the run before any work (docs/safety.md, "Files and folders"). One run
+at a time per output folder: a second one stops with one line (exit 2).
 --vmax sets the colour scale (1, the default, is the same for every photo; 'image' stretches each photo), --format jpg
 writes the heatmap and overlay as JPEG.
 A photo that cannot be read or processed is reported on stderr and in summary.csv; the others go on, and the exit
@@ -239,8 +239,9 @@ def process(photos, model, args, settings, summary, progress, owned=frozenset(),
     """Every photo ((path, file, source, output prefix)), batch by batch: one row each, appended to ``summary``
     (summary.csv, or this process's part under torchrun) as soon as the photo is finished. ``owned``: the prefixes
     summary.csv records as their photo's; ``proof``: the files the tool can prove it wrote (write_outputs). The next
-    batches are read and predicted (prepare_batch) on PREPARE_WORKERS threads while this one writes the current
-    batch's files, numbers and rows, in the photos' order."""
+    batches are read and predicted at the working size (prepare_batch) on PREPARE_WORKERS threads while this one
+    makes the current batch's full-size maps and writes their files, numbers and rows, in the photos' order (on a
+    12 MP photo the two halves cost about the same)."""
     rows = []
     proof = OutputLedger(args.output) if proof is None else proof
 
@@ -258,6 +259,10 @@ def process(photos, model, args, settings, summary, progress, owned=frozenset(),
         for path, row, reason in unreadable:
             finish(path, row, reason)
         for path, row, prefix, image, clipped, residual in batch:
+            try:  # the full-size step of the working-size path, here: it balances the two threads' work
+                residual = runtime.full_map(residual, image)
+            except (RuntimeError, ValueError, MemoryError) as e:
+                residual = e
             if isinstance(residual, BaseException):
                 finish(path, row, f"inference failed ({cli.one_line(residual)})")
                 continue
@@ -283,7 +288,8 @@ def prepare_batch(photos, model, args, settings):
     """One batch's reading and prediction, safe on a worker thread (it writes nothing): each photo read once (its
     hash is that of the bytes decoded), decoded (uint8 where its levels are 8-bit) and its map predicted. Returns
     ([(path, row, reason)] of the photos that could not be read, in their order; [(path, row, prefix, image, mask of
-    the RAW photo's clipped pixels with --raw-clipping or None, map or the exception)] of the others)."""
+    the RAW photo's clipped pixels with --raw-clipping or None, map (on the working-size path its GuidedFit, made
+    into the map by the caller: runtime.full_map) or the exception)] of the others)."""
     unreadable, loaded = [], []
     for path, file, source, prefix in photos:
         row = dict.fromkeys(SUMMARY_FIELDS, "") | {"file": file, "source": source, "settings": settings}
@@ -300,7 +306,8 @@ def prepare_batch(photos, model, args, settings):
             continue
         row.update(height=image.shape[0], width=image.shape[1])
         loaded.append((path, row, prefix, image, clipped))
-    residuals = runtime.predict(model, [image for *_, image, _ in loaded], args.size, args.tile, args.batch_size)
+    residuals = runtime.predict(model, [image for *_, image, _ in loaded], args.size, args.tile, args.batch_size,
+                                deferred=True)
     return unreadable, [(*photo, residual) for photo, residual in zip(loaded, residuals)]
 
 

@@ -17,8 +17,9 @@ import torch
 from PIL import Image
 
 import make_heatmap
+from pieanet import runtime
 from pieanet.models import DEFAULT_CHECKPOINT, load_model
-from pieanet.models.full_size import STRIP_ROWS, guided_upsample_photo, shrink_photo
+from pieanet.models.full_size import STRIP_ROWS, GuidedFit, guided_upsample_photo, shrink_photo
 from pieanet.models.inference import (guided_coefficients, guided_upsample, predict_batch, predict_tensor, shrink,
                                       to_tensor)
 from pieanet.utils.exposure import gray, residual_stats
@@ -215,3 +216,17 @@ def test_in_order_raises_an_error_at_its_turn_and_starts_nothing_after():
 def test_in_order_without_workers_runs_in_the_callers_thread():
     threads = list(in_order(lambda n: threading.current_thread(), range(3), workers=0))
     assert threads == [threading.current_thread()] * 3
+
+
+def test_a_deferred_map_is_the_map_and_is_checked_finite(shipped):
+    # make_heatmap predicts at the working size on its worker and makes the full-size map on the writing thread
+    photo = load_image(SAMPLES[0], keep_uint8=True)
+    fit, = runtime.predict(shipped, [photo], deferred=True)
+    assert isinstance(fit, GuidedFit) and fit.a.shape == fit.b.shape and fit.a.shape != photo.shape[:2]
+    whole, = runtime.predict(shipped, [photo])
+    np.testing.assert_array_equal(runtime.full_map(fit, photo), whole)
+    assert runtime.full_map(whole, photo) is whole
+    broken = load_model(DEFAULT_CHECKPOINT)
+    broken.register_forward_hook(lambda module, inputs, output: output * float("nan"))
+    result, = runtime.predict(broken, [photo], deferred=True)
+    assert isinstance(result, ValueError) and "non-finite" in str(result) and "working size" in str(result)
