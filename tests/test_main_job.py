@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from PIL import Image
+from PIL import Image, ImageOps
 
 import make_heatmap
 from pieanet import runtime
@@ -24,7 +24,7 @@ from pieanet.models.inference import (guided_coefficients, guided_upsample, pred
                                       to_tensor)
 from pieanet.utils.exposure import gray, residual_stats
 from pieanet.utils.heatmap import CMAP_TABLE, OVERLAY_OPACITY, colour_index, linear_colour_table, BWR_ANCHORS
-from pieanet.utils.image_io import load_image, save_palette_image
+from pieanet.utils.image_io import load_image, rgb_levels, save_palette_image
 from pieanet.utils.overlap import in_order
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -230,3 +230,24 @@ def test_a_deferred_map_is_the_map_and_is_checked_finite(shipped):
     broken.register_forward_hook(lambda module, inputs, output: output * float("nan"))
     result, = runtime.predict(broken, [photo], deferred=True)
     assert isinstance(result, ValueError) and "non-finite" in str(result) and "working size" in str(result)
+
+
+def test_rgb_levels_are_numpys_view_of_the_image(tmp_path):
+    # one pass of Pillow's raw packer gives np.asarray's array: odd sizes, a single row, and a photo read through
+    # load_image with an EXIF turn (orientation 6) and one from a grey JPEG
+    rng = np.random.default_rng(25)
+    for width, height in ((1, 1), (7, 5), (1001, 1), (1, 333), (640, 481)):
+        image = Image.fromarray(rng.integers(0, 256, (height, width, 3), dtype=np.uint8))
+        levels = rgb_levels(image)
+        assert levels.dtype == np.uint8 and levels.shape == (height, width, 3)
+        np.testing.assert_array_equal(levels, np.asarray(image))
+    pixels = rng.integers(0, 256, (48, 64, 3), dtype=np.uint8)
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    Image.fromarray(pixels).save(tmp_path / "turned.jpg", quality=95, exif=exif)
+    Image.fromarray(pixels[..., 0]).save(tmp_path / "grey.jpg", quality=95)
+    for name in ("turned.jpg", "grey.jpg"):
+        with Image.open(tmp_path / name) as opened:
+            expected = np.asarray(ImageOps.exif_transpose(opened).convert("RGB"))
+        np.testing.assert_array_equal(load_image(tmp_path / name, keep_uint8=True), expected)
+    assert load_image(tmp_path / "turned.jpg", keep_uint8=True).shape == (64, 48, 3)
