@@ -289,8 +289,9 @@ def process(photos, model, args, settings, summary, progress, owned=frozenset(),
     (summary.csv, or this process's part under torchrun) as soon as the photo is finished, and to ``rows`` (the list
     returned; the caller's, so the rows finished before a Ctrl-C are still in its hands). ``owned``: the prefixes
     summary.csv records as their photo's; ``proof``: the files the tool can prove it wrote (write_outputs). The next
-    batches are read and predicted (prepare_batch) on PREPARE_WORKERS threads while this one writes the current
-    batch's files, numbers and rows, in the photos' order."""
+    batches are read and predicted at the working size (prepare_batch) on PREPARE_WORKERS threads while this one
+    makes the current batch's full-size maps and writes their files, numbers and rows, in the photos' order (on a
+    12 MP photo the two halves cost about the same)."""
     rows = [] if rows is None else rows
     proof = OutputLedger(args.output) if proof is None else proof
 
@@ -308,6 +309,10 @@ def process(photos, model, args, settings, summary, progress, owned=frozenset(),
         for path, row, reason in unreadable:
             finish(path, row, reason)
         for path, row, prefix, image, clipped, unjudged, residual in batch:
+            try:  # the full-size step of the working-size path, here: it balances the two threads' work
+                residual = runtime.full_map(residual, image)
+            except (RuntimeError, ValueError, MemoryError) as e:
+                residual = e
             if isinstance(residual, BaseException):
                 finish(path, row, f"inference failed ({cli.one_line(residual)})")
                 continue
@@ -334,7 +339,8 @@ def prepare_batch(photos, model, args, settings):
     hash is that of the bytes decoded), decoded (uint8 where its levels are 8-bit) and its map predicted. Returns
     ([(path, row, reason)] of the photos that could not be read, in their order; [(path, row, prefix, image, mask of
     the RAW photo's clipped pixels with --raw-clipping or None, mask of its pixels not judged (utils/alpha.py) or
-    None, map or the exception)] of the others)."""
+    None, map (on the working-size path its GuidedFit, made into the map by the caller: runtime.full_map) or the
+    exception)] of the others)."""
     unreadable, loaded = [], []
     for path, file, source, prefix in photos:
         row = dict.fromkeys(SUMMARY_FIELDS, "") | {"file": file, "source": source, "settings": settings}
@@ -352,7 +358,8 @@ def prepare_batch(photos, model, args, settings):
             continue
         row.update(height=image.shape[0], width=image.shape[1])
         loaded.append((path, row, prefix, image, clipped, not_judged))
-    residuals = runtime.predict(model, [image for *_, image, _, _ in loaded], args.size, args.tile, args.batch_size)
+    residuals = runtime.predict(model, [image for *_, image, _, _ in loaded], args.size, args.tile, args.batch_size,
+                                deferred=True)
     return unreadable, [(*photo, residual) for photo, residual in zip(loaded, residuals)]
 
 

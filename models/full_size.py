@@ -8,6 +8,8 @@ H x W x 3, uint8 or float in [0, 1]) and a strip of rows at a time, so a 12 MP p
 * ``guided_upsample_photo``: the guided filter's coefficients (computed at low resolution) brought to full size
   bilinearly and applied to the photo's grey, strip by strip. ``photo_grey`` is where a strip's full-resolution grey
   is made, so whatever else the final map needs from the photo's grey (a bound, a mask) can use the same strip.
+* ``GuidedFit``: a and b of one photo, the map not yet made: a caller that runs the network on one thread can make
+  the full-size map on another (make_heatmap makes it on the thread that writes the files, which balances the two).
 
 Why strips: converting a 12 MP uint8 photo to float32 allocates 144 MB that the kernel must zero page by page (over
 a second on a busy machine); strips of STRIP_ROWS rows reuse one small buffer and stay in the cache.
@@ -95,3 +97,15 @@ def guided_upsample_photo(a, b, photo):
         out += b_full[start:stop]
         bound_residual(out, grey, out=out)  # the definition's bounds, within [-1, 1]
     return a_full
+
+
+class GuidedFit:
+    """One photo's working-size result before its full-size map is made: the guided filter's coefficients ``a`` and
+    ``b`` (h x w float32 numpy). ``full_map(photo)`` makes the map (guided_upsample_photo) from the photo it was
+    predicted on; when a and b are finite, so is the map (a * grey + b on a grey in [0, 1], clamped)."""
+
+    def __init__(self, a, b):
+        self.a, self.b = a, b
+
+    def full_map(self, photo):
+        return guided_upsample_photo(self.a, self.b, photo)

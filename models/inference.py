@@ -24,7 +24,7 @@ import torch.nn.functional as F
 
 from pieanet.models import contract
 from pieanet.models.contract import default_overlap, round_up  # noqa: F401 (default_overlap: for the callers)
-from pieanet.models.full_size import guided_upsample_photo, shrink_photo
+from pieanet.models.full_size import GuidedFit, shrink_photo
 from pieanet.utils.exposure import bound_residual, gray
 from pieanet.utils.filters import box_mean
 from pieanet.utils.image_io import FLOAT_RANGE_SLACK
@@ -199,8 +199,10 @@ def predict_residual(model, image, size=None, tile=None, overlap=None, device=No
     return predict_batch(model, [image], size=size, tile=tile, overlap=overlap, device=device)[0]
 
 
-def predict_batch(model, images, size=None, tile=None, overlap=None, device=None, batch_size=8):
-    """predict_residual for a list of images; consecutive images of equal shape are run as one batch."""
+def predict_batch(model, images, size=None, tile=None, overlap=None, device=None, batch_size=8, deferred=False):
+    """predict_residual for a list of images; consecutive images of equal shape are run as one batch. ``deferred``:
+    a photo on the working-size path gets its full_size.GuidedFit instead of its map (``fit.full_map(photo)`` makes
+    the same map later, on any thread); the others get their maps."""
     device = torch.device(device) if device is not None else model_device(model)
     results, start = [], 0
     while start < len(images):
@@ -208,18 +210,20 @@ def predict_batch(model, images, size=None, tile=None, overlap=None, device=None
         shape = np.shape(images[start])
         while stop < len(images) and stop - start < batch_size and np.shape(images[stop]) == shape:
             stop += 1
-        results.extend(predict_group(model, images[start:stop], size, tile, overlap, device))
+        results.extend(predict_group(model, images[start:stop], size, tile, overlap, device, deferred))
         start = stop
     return results
 
 
-def predict_group(model, images, size, tile, overlap, device):
+def predict_group(model, images, size, tile, overlap, device, deferred=False):
     """The maps (numpy H x W) of images of one shape, run as one batch: on the working-size path straight from the
-    photos as read (predict_shrunk), else as one float tensor (predict_tensor)."""
+    photos as read (predict_shrunk; ``deferred``: their GuidedFit), else as one float tensor (predict_tensor)."""
     low_size = contract.working_shape(model, np.shape(images[0]), size)
     if contract.native_size(model) or low_size == tuple(np.shape(images[0])[:2]):
         x = torch.cat([to_tensor(image, device) for image in images])
         return list(predict_tensor(model, x, size=size, tile=tile, overlap=overlap).cpu().numpy()[:, 0])
+    if deferred:
+        return predict_fits(model, images, low_size, tile, overlap, device)
     return predict_shrunk(model, images, low_size, tile, overlap, device)
 
 
@@ -228,6 +232,12 @@ def predict_shrunk(model, images, low_size, tile=None, overlap=None, device="cpu
     photo shrunk strip by strip (full_size.shrink_photo), the batch run at ``low_size``, and each map brought back
     with the guided filter on its photo's grey, strip by strip (full_size.guided_upsample_photo): no float copy of
     a full-size photo is made."""
+    fits = predict_fits(model, images, low_size, tile, overlap, device)
+    return [fit.full_map(image) for fit, image in zip(fits, images)]
+
+
+def predict_fits(model, images, low_size, tile=None, overlap=None, device="cpu"):
+    """predict_shrunk up to its full-size step: each photo's full_size.GuidedFit (a and b at ``low_size``)."""
     overlap = default_overlap(model) if overlap is None else overlap
     tile = contract.tile_for(model, tile)
     x_low = torch.cat([shrink_photo(image, low_size, device) for image in images])
@@ -235,4 +245,4 @@ def predict_shrunk(model, images, low_size, tile=None, overlap=None, device="cpu
         residual = run_tiled(model, x_low, tile, overlap) if tile else model(x_low)
         a, b = guided_coefficients(residual.float(), gray(x_low))
     a, b = a.float().cpu().numpy(), b.float().cpu().numpy()
-    return [guided_upsample_photo(a[n, 0], b[n, 0], image) for n, image in enumerate(images)]
+    return [GuidedFit(a[n, 0], b[n, 0]) for n in range(len(images))]

@@ -14,6 +14,7 @@ import torch
 
 from pieanet.models import DEFAULT_CHECKPOINT, DEFAULT_ONNX, checkpoint_file, contract, load_model
 from pieanet.models import resolve_device  # noqa: F401 (the tools resolve --device through the runtime)
+from pieanet.models.full_size import GuidedFit
 from pieanet.models.inference import predict_batch
 from pieanet.utils.errors import UsageError
 from pieanet.utils.image_io import MAX_PIXELS, ImageLoadError, load_image
@@ -95,24 +96,36 @@ def check_work(model, shape, size=None):
                          f"multiple {contract.padding_multiple(model)}), above the {MAX_PIXELS / 1e6:.0f} MP limit")
 
 
-def predict(model, images, size=None, tile=None, batch_size=1):
+def predict(model, images, size=None, tile=None, batch_size=1, deferred=False):
     """Residual maps of ``images`` through the tiled, bounded-memory path; a batch that fails as a whole is
     retried one image at a time, so one image's failure (out of memory, a bad shape) does not take the others
     with it. A map holding NaN or infinite values (a broken model, an ONNX file that outputs NaN) is that image's
-    failure, never a row of nan numbers. Returns a map (H x W float32) or the exception, per image."""
-    return [finite(result) for result in _predict(model, images, size, tile, batch_size)]
+    failure, never a row of nan numbers. Returns a map (H x W float32) or the exception, per image; ``deferred``: a
+    photo on the working-size path gets its full_size.GuidedFit instead of its map (checked finite the same way),
+    which full_map turns into the map on whatever thread calls it."""
+    return [finite(result) for result in _predict(model, images, size, tile, batch_size, deferred)]
+
+
+def full_map(result, image):
+    """The map of a predict result for ``image`` (made here when predict deferred it; otherwise ``result``)."""
+    return result.full_map(image) if isinstance(result, GuidedFit) else result
 
 
 def finite(result):
-    """``result`` (a map or an exception), or a ValueError when the map is not finite everywhere."""
-    if isinstance(result, BaseException) or np.isfinite(result).all():
+    """``result`` (a map, a GuidedFit or an exception), or a ValueError when the map is not finite everywhere."""
+    if isinstance(result, GuidedFit):  # its working-size coefficients, of which the map is made
+        values = np.concatenate([result.a.ravel(), result.b.ravel()])
+        where = " at the working size"
+    else:
+        values, where = result, ""
+    if isinstance(result, BaseException) or np.isfinite(values).all():
         return result
-    bad = np.count_nonzero(~np.isfinite(result))
-    return ValueError(f"the model gave {bad:,} non-finite value(s) (NaN or infinite) of {result.size:,}; expected a "
-                      "finite residual map (is the checkpoint damaged?)")
+    bad = np.count_nonzero(~np.isfinite(values))
+    return ValueError(f"the model gave {bad:,} non-finite value(s) (NaN or infinite) of {values.size:,}{where}; "
+                      "expected a finite residual map (is the checkpoint damaged?)")
 
 
-def _predict(model, images, size, tile, batch_size):
+def _predict(model, images, size, tile, batch_size, deferred=False):
     tile = contract.tile_for(model, tile)
     checked = []
     for image in images:
@@ -123,7 +136,8 @@ def _predict(model, images, size, tile, batch_size):
             checked.append(e)
     good = [image for image, error in zip(images, checked) if error is None]
     try:
-        maps = iter(predict_batch(model, good, size=size, tile=tile, batch_size=batch_size) if good else [])
+        maps = iter(predict_batch(model, good, size=size, tile=tile, batch_size=batch_size, deferred=deferred)
+                    if good else [])
         return [error if error is not None else next(maps) for error in checked]
     except (RuntimeError, ValueError, MemoryError) as e:
         if len(images) == 1:
@@ -134,7 +148,7 @@ def _predict(model, images, size, tile, batch_size):
             results.append(error)
             continue
         try:
-            results.append(predict_batch(model, [image], size=size, tile=tile)[0])
+            results.append(predict_batch(model, [image], size=size, tile=tile, deferred=deferred)[0])
         except (RuntimeError, ValueError, MemoryError) as e:
             results.append(e)
     return results

@@ -19,6 +19,37 @@ def test_residual_stats_hand_computed():
                                    "pct_under": 25.0, "score": 8.75})
 
 
+def test_float32_bounds_pick_the_pixels_a_float64_comparison_picks():
+    # every float32 within 50 steps of each threshold, and thresholds that are and are not float32 numbers
+    for threshold in (0.1, 0.05, 0.25, 0.5, float(np.float32(0.1)), 1.0, 1e-30, 1e300):
+        below, above = exposure.float32_bounds(np.float64(threshold))
+        assert below.dtype == np.float32 and above.dtype == np.float32
+        for centre in (threshold, -threshold):
+            with np.errstate(over="ignore"):  # 1e300: the steps start at infinity
+                steps = [np.float32(centre)]
+                for direction in (np.inf, -np.inf):
+                    for _ in range(50):
+                        steps.append(np.nextafter(steps[-1], np.float32(direction)))
+            r = np.array(steps, dtype=np.float32)
+            np.testing.assert_array_equal(r < below, r.astype(np.float64) < -np.float64(threshold))
+            np.testing.assert_array_equal(r > above, r.astype(np.float64) > np.float64(threshold))
+
+
+def test_residual_stats_in_strips_are_the_whole_maps_numbers():
+    # a map of several strips (STATS_ROWS rows each) and a last short one, as float32 and float64, against the
+    # numbers of the whole map in one go
+    rng = np.random.default_rng(4)
+    for dtype in (np.float32, np.float64):
+        r = np.clip(rng.normal(0.02, 0.2, (2 * exposure.STATS_ROWS + 37, 61)), -1, 1).astype(dtype)
+        r[0, :5] = [0.1, -0.1, np.float32(0.1), -np.float32(0.1), 0.0]
+        stats = residual_stats(r, threshold=0.1)
+        as64 = r.astype(np.float64)
+        assert stats["mean_residual"] == pytest.approx(as64.mean(), abs=1e-12)
+        assert stats["mean_abs_residual"] == pytest.approx(np.abs(as64).mean(), abs=1e-12)
+        assert stats["pct_over"] == 100.0 * np.count_nonzero(as64 < -0.1) / r.size
+        assert stats["pct_under"] == 100.0 * np.count_nonzero(as64 > 0.1) / r.size
+
+
 def test_residual_stats_tells_over_from_under():
     # asymmetric, so that swapping the two shares (or the sign convention) shows: r > 0 is under-exposed (needs
     # light), r < 0 over-exposed; |r| equal to the threshold counts as neither

@@ -14,16 +14,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from PIL import Image
+from PIL import Image, ImageOps
 
 import make_heatmap
+from pieanet import runtime
 from pieanet.models import DEFAULT_CHECKPOINT, load_model
-from pieanet.models.full_size import STRIP_ROWS, guided_upsample_photo, shrink_photo
+from pieanet.models.full_size import STRIP_ROWS, GuidedFit, guided_upsample_photo, shrink_photo
 from pieanet.models.inference import (guided_coefficients, guided_upsample, predict_batch, predict_tensor, shrink,
                                       to_tensor)
 from pieanet.utils.exposure import bound_residual, gray, residual_stats
 from pieanet.utils.heatmap import CMAP_TABLE, OVERLAY_OPACITY, colour_index, linear_colour_table, BWR_ANCHORS
-from pieanet.utils.image_io import load_image, save_palette_image
+from pieanet.utils.image_io import load_image, rgb_levels, save_palette_image
 from pieanet.utils.overlap import in_order
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -217,3 +218,38 @@ def test_in_order_raises_an_error_at_its_turn_and_starts_nothing_after():
 def test_in_order_without_workers_runs_in_the_callers_thread():
     threads = list(in_order(lambda n: threading.current_thread(), range(3), workers=0))
     assert threads == [threading.current_thread()] * 3
+
+
+def test_a_deferred_map_is_the_map_and_is_checked_finite(shipped):
+    # make_heatmap predicts at the working size on its worker and makes the full-size map on the writing thread
+    photo = load_image(SAMPLES[0], keep_uint8=True)
+    fit, = runtime.predict(shipped, [photo], deferred=True)
+    assert isinstance(fit, GuidedFit) and fit.a.shape == fit.b.shape and fit.a.shape != photo.shape[:2]
+    whole, = runtime.predict(shipped, [photo])
+    np.testing.assert_array_equal(runtime.full_map(fit, photo), whole)
+    assert runtime.full_map(whole, photo) is whole
+    broken = load_model(DEFAULT_CHECKPOINT)
+    broken.register_forward_hook(lambda module, inputs, output: output * float("nan"))
+    result, = runtime.predict(broken, [photo], deferred=True)
+    assert isinstance(result, ValueError) and "non-finite" in str(result) and "working size" in str(result)
+
+
+def test_rgb_levels_are_numpys_view_of_the_image(tmp_path):
+    # one pass of Pillow's raw packer gives np.asarray's array: odd sizes, a single row, and a photo read through
+    # load_image with an EXIF turn (orientation 6) and one from a grey JPEG
+    rng = np.random.default_rng(25)
+    for width, height in ((1, 1), (7, 5), (1001, 1), (1, 333), (640, 481)):
+        image = Image.fromarray(rng.integers(0, 256, (height, width, 3), dtype=np.uint8))
+        levels = rgb_levels(image)
+        assert levels.dtype == np.uint8 and levels.shape == (height, width, 3)
+        np.testing.assert_array_equal(levels, np.asarray(image))
+    pixels = rng.integers(0, 256, (48, 64, 3), dtype=np.uint8)
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    Image.fromarray(pixels).save(tmp_path / "turned.jpg", quality=95, exif=exif)
+    Image.fromarray(pixels[..., 0]).save(tmp_path / "grey.jpg", quality=95)
+    for name in ("turned.jpg", "grey.jpg"):
+        with Image.open(tmp_path / name) as opened:
+            expected = np.asarray(ImageOps.exif_transpose(opened).convert("RGB"))
+        np.testing.assert_array_equal(load_image(tmp_path / name, keep_uint8=True), expected)
+    assert load_image(tmp_path / "turned.jpg", keep_uint8=True).shape == (64, 48, 3)

@@ -28,6 +28,7 @@ STOPS_CRUSHED_UP_TO = CRUSHED_LEVEL + 0.5  # 5.5: every channel at or below is c
 GREY_CRUSHED_UP_TO, GREY_BLOWN_FROM = 2 / 255, 253 / 255
 STOPS_FLOOR = 0.5  # grey levels: the grey and the corrected grey are clamped to at least half a code value
 STOPS_MAX_PIXELS = 1 << 21  # larger photos are read on a regular grid (correction_stops)
+STATS_ROWS = 256  # residual_stats reads a map this many rows at a time (1 MP of a 4000 px wide map: 4 MB)
 
 
 def gray(rgb):
@@ -141,21 +142,47 @@ def stops_map(photo, residual):
     return _pixel_stops(photo, residual)
 
 
+def float32_bounds(limit):
+    """(below, above): the float32 numbers with, for every float32 r, r < below exactly when r < -limit and r > above
+    exactly when r > limit, compared in float64 (``limit`` a float64): the smallest float32 at or above -limit and
+    the largest at or below limit. A float32 map is then compared without converting each pixel to float64."""
+    with np.errstate(over="ignore"):  # a limit beyond float32's range: the bounds are its largest numbers
+        below, above = np.float32(-limit), np.float32(limit)
+    if np.float64(below) < -limit:
+        below = np.nextafter(below, np.float32(np.inf))
+    if np.float64(above) > limit:
+        above = np.nextafter(above, np.float32(-np.inf))
+    return below, above
+
+
 def residual_stats(residual, threshold=DEFAULT_THRESHOLD, photo=None, not_judged=None):
     """Per-image numbers of a residual map (numpy, any shape); with ``photo`` (H x W x 3, see correction_stops) also
     ``stops``, the correction in stops the map implies. ``not_judged``: a mask of pixels left out of every number
     (transparent ones, utils/alpha.py). Sums run in float64 without a float64 copy of the map (a 12 MP map would take
-    100 MB and most of the time)."""
+    100 MB and most of the time), STATS_ROWS rows at a time so each strip is read from the cache by every sum and
+    count; the threshold is compared in float64 (a float32 map: against the float32 bounds that pick the same pixels,
+    float32_bounds)."""
     r = np.asarray(residual)
     if not_judged is not None:
         r, photo = r[~not_judged], (None if photo is None else np.asarray(photo)[~not_judged])
     limit = np.float64(threshold)  # compared in float64, whatever the map's type
-    mean_abs = float(np.abs(r).mean(dtype=np.float64))
+    below, above = float32_bounds(limit) if r.dtype == np.float32 else (-limit, limit)
+    rows = r.reshape(len(r), -1) if r.ndim > 1 else r.reshape(1, -1)
+    buffer = np.empty((min(STATS_ROWS, len(rows)), rows.shape[1]), dtype=r.dtype if r.dtype.kind == "f" else float)
+    total = total_abs = 0.0
+    over = under = 0
+    for start in range(0, len(rows), STATS_ROWS):
+        strip = rows[start:start + STATS_ROWS]
+        total += float(strip.sum(dtype=np.float64))
+        total_abs += float(np.abs(strip, out=buffer[:len(strip)]).sum(dtype=np.float64))
+        over += np.count_nonzero(strip < below)
+        under += np.count_nonzero(strip > above)
+    mean_abs = total_abs / r.size
     stats = {
-        "mean_residual": float(r.mean(dtype=np.float64)),
+        "mean_residual": total / r.size,
         "mean_abs_residual": mean_abs,
-        "pct_over": float(np.count_nonzero(r < -limit) * 100.0 / r.size),
-        "pct_under": float(np.count_nonzero(r > limit) * 100.0 / r.size),
+        "pct_over": float(over * 100.0 / r.size),
+        "pct_under": float(under * 100.0 / r.size),
         "score": score_of_mean_abs(mean_abs),
     }
     if photo is not None:

