@@ -209,7 +209,7 @@ def write_outputs(stem, image, residual, args, owned=False, proof=None, not_judg
     proof = OutputLedger(args.output) if proof is None else proof
     values = drawn_values(image, residual, args.map)
     vmax, scale_note = colour_scale_of(values if not_judged is None else values[~not_judged], args.vmax, args.map)
-    writers = output_writers(stem, image, residual, vmax, scale_note, args, not_judged)
+    writers = output_writers(stem, image, residual, vmax, scale_note, args, not_judged, values)
     kinds, written = requested_kinds(args), []
     try:
         for kind in kinds:
@@ -225,13 +225,15 @@ def write_outputs(stem, image, residual, args, owned=False, proof=None, not_judg
     return written, kinds, vmax
 
 
-def output_writers(stem, image, residual, vmax, scale_note, args, not_judged=None):
+def output_writers(stem, image, residual, vmax, scale_note, args, not_judged=None, values=None):
     """{role (utils/outputs.py): writer of that file, given its path}; which files are written is requested_kinds'.
-    The drawings show --map's view, with the pixels ``not_judged`` chequered; the .npy holds the residual."""
+    The drawings show --map's view (``values``: drawn_values, when the caller has them), with the pixels
+    ``not_judged`` chequered; the .npy holds the residual."""
     options = {}
     if args.format == "jpg":  # chroma at full resolution (4:4:4): the colour is the content of a heatmap
         options = {"quality": args.jpeg_quality or DEFAULT_JPEG_QUALITY, "subsampling": 0}
-    values, view = drawn_values(image, residual, args.map), args.map
+    values = drawn_values(image, residual, args.map) if values is None else values
+    view = args.map
     palette = not options and view == "residual" and not_judged is None  # PNG: an 8-bit palette, the same colours
     return {outputs.HEATMAP: (lambda p: save_heatmap_png(p, residual, vmax)) if palette else
             (lambda p: save_image(p, draw_heatmap(values, vmax, view, not_judged), **options)),
