@@ -33,7 +33,7 @@ import numpy as np
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from audit_files import TINY, make_dataset, read_rows, save_photo, snapshot  # noqa: E402
+from audit_files import TINY, make_dataset, read_rows, save_photo, snapshot, table  # noqa: E402
 
 TRACEBACK = "Traceback (most recent call last)"
 UNSAFE = ("allow_pickle", "weights_only=False", "weights_only` set to `False`", "pickle.load")
@@ -731,16 +731,6 @@ def refusals(case):
     return ("ValueError", "TypeError") if case.startswith("tensor: ") else ("ValueError",)
 
 
-def table(results):
-    lines = ["| class | tried | clean | bad | security | data lost |", "|---|---|---|---|---|---|"]
-    for cls in [c for c in CLASSES.values() if any(r["class"] == c for r in results)] + ["all"]:
-        rs = [r for r in results if cls == "all" or r["class"] == cls]
-        lines.append(f"| {cls} | {len(rs)} | {sum(r['verdict'] == 'clean' for r in rs)} | "
-                     f"{sum('bad' in r['problems'] for r in rs)} | {sum('security' in r['problems'] for r in rs)} | "
-                     f"{sum('lost' in r['problems'] for r in rs)} |")
-    return "\n".join(lines)
-
-
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--repo", type=Path, default=Path(__file__).resolve().parents[1],
@@ -758,7 +748,7 @@ def main(argv=None):
         for deep in audit.work.glob("deep/in"):
             remove_deep(deep)
         shutil.rmtree(audit.work, ignore_errors=True)
-    print(table(results))
+    print(table(results, list(CLASSES.values())))
     if args.json:
         args.json.write_text(json.dumps(results, indent=1))
     return 0

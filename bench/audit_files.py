@@ -700,8 +700,10 @@ def make_dataset(root):
     return root
 
 
-def table(results):
-    classes = sorted({r["class"] for r in results})
+def table(results, order=None):
+    """The markdown table of ``results`` by class (``order``: the classes' order; default sorted), and all of them."""
+    found = {r["class"] for r in results}
+    classes = [c for c in order if c in found] if order else sorted(found)
     lines = ["| class | tried | clean | bad | security | data lost |", "|---|---|---|---|---|---|"]
     for cls in classes + ["all"]:
         rs = [r for r in results if cls == "all" or r["class"] == cls]
