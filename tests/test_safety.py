@@ -218,7 +218,7 @@ def test_activation_cost_measured_for_real_equals_the_meta_devices_count(monkeyp
     real = activation_cost(config, skeleton)
     monkeypatch.setattr(type(skeleton), "native_size", 256, raising=False)  # measured on the meta device instead
     assert real == activation_cost(config, skeleton) == (482.5, 249856.0)
-    monkeypatch.setattr("pieanet.models.MAX_ACTIVATION_BYTES_PER_PIXEL", 400)
+    monkeypatch.setattr("pieanet.models.loading.MAX_ACTIVATION_BYTES_PER_PIXEL", 400)
     with pytest.raises(CheckpointError, match="482 bytes of activations per pixel"):
         load_model(ROOT / "checkpoints" / "pieanet_corpus.safetensors")
 
