@@ -132,8 +132,14 @@ def export_onnx(model, path, opset=DEFAULT_OPSET):
     for node in graph.all_nodes():
         node.metadata_props.clear()  # the exporter's per-node stack traces: half the file's size
     config = contract.config(model)
+    # the properties models/contract.py reads, as the graph has them (models/onnx_model.py: a model with a scene
+    # branch judges its whole input, so its receptive radius is the whole image, JSON null), for the torch-free path
+    radius = None if contract.uses_scene(model) or contract.is_global(model) else contract.receptive_radius(model)
+    declared = {"working_size": contract.working_size(model), "tile_multiple": contract.tile_multiple(model),
+                "receptive_radius": radius, "native_size": contract.native_size(model)}
     program.model.metadata_props.update({
         "p_iea.config": json.dumps(config),
+        "p_iea.contract": json.dumps(declared),
         "p_iea.working_size": str(config.get("working_size") or ""),
         "p_iea.input": "image: N x 3 x H x W float32 RGB in [0, 1]",
         "p_iea.output": "residual: N x 1 x H x W float32 in [-1, 1]; > 0 under-exposed, < 0 over-exposed",

@@ -483,7 +483,7 @@ def input_sources(args):
 
 def run(argv):
     args = parse_args(argv)
-    runtime.setup(args)
+    runtime.setup(args, torch_free_ok=True)
     sources = input_sources(args)
     bases = [source if source.is_dir() else source.parent for source in sources]
     for source, base in zip(sources, bases):
@@ -504,7 +504,7 @@ def run(argv):
                 photo_bases.append(base)
     base = bases[0]  # the report's fallback for rows of summaries older than the source column
     with contextlib.ExitStack() as held:
-        with distributed.process_group(runtime.resolve_device(args.device)) as group:
+        with distributed.process_group(runtime.resolve_device(args.device, args)) as group:
             args.device = str(group.device)  # under torchrun with CUDA: this process's own GPU
             # the file that runs: the settings and the report name it
             args.checkpoint = runtime.model_file(args.checkpoint, args)

@@ -8,9 +8,10 @@ I/O reference (IO_REFERENCE): a fresh Python process that decodes each JPEG in f
 writes it as a 256-colour palette PNG at zlib level 1. Cases, each a fresh process timed from start to exit (wall,
 CPU = user + system, peak RSS of the process: getrusage of a small intermediate process, as bench/speed.py does):
 the reference and make_heatmap.py with default options on the folder (--threads, as given), the same for one photo
-(start-up included), and make_heatmap.py with --backend onnxruntime on the folder and with --size native (tiled full
-resolution, the slow path) on NATIVE_PHOTOS photos, once (and, with --before, another checkout's make_heatmap.py on
-the folder, once). The folder cases alternate round by round (reference, then make_heatmap, ...), and each ratio
+(start-up included), and make_heatmap.py with --backend torch (the torch path; the default runs the shipped network
+in onnxruntime without importing torch, as --backend onnxruntime does) on the folder and with --size native (tiled
+full resolution, the slow path) on NATIVE_PHOTOS photos, once (and, with --before, another checkout's make_heatmap.py
+on the folder, once). The folder cases alternate round by round (reference, then make_heatmap, ...), and each ratio
 (wall and CPU) is taken within a round, then the median over rounds, so a machine that other work slows down slows
 both sides; on a machine busier than its cores, each process gets about one core's share per runnable thread, and
 the CPU ratio says more than the wall ratio. --photos: a folder of JPEGs (default: COUNT photos of 4000 x 3000 made
@@ -133,7 +134,7 @@ def parse_args(argv=None):
     p.add_argument("--rounds", type=int, default=3, help="alternating rounds of the folder cases (default: 3)")
     p.add_argument("--threads", type=int, default=2, help="make_heatmap.py --threads (default: 2)")
     p.add_argument("--json", type=Path, help="write the figures here too")
-    p.add_argument("--smoke", action="store_true", help="2 photos of 400 x 300, 1 round, no native or ONNX case")
+    p.add_argument("--smoke", action="store_true", help="2 photos of 400 x 300, 1 round, no native or torch case")
     p.add_argument("--before", type=Path, help="also time this make_heatmap.py once on the folder (e.g. the base "
                                                "commit's, from `git worktree add`)")
     return p.parse_args(argv)
@@ -167,7 +168,8 @@ def main(argv=None):
                         "make_heatmap, 1 photo": lambda out: main_job(single, out, args.threads)}
         results = timed_rounds(folder_cases, 1 if args.smoke else args.rounds, scratch)
         once = {} if args.smoke else {
-            "make_heatmap onnxruntime": lambda out: main_job(photos, out, args.threads, "--backend", "onnxruntime"),
+            # the default runs the network in onnxruntime without torch (models/torch_free.py); this is the torch path
+            "make_heatmap --backend torch": lambda out: main_job(photos, out, args.threads, "--backend", "torch"),
             **({"make_heatmap before": lambda out: main_job(photos, out, args.threads, script=args.before)}
                if args.before else {}),
             "io reference, native set": lambda out: reference(native, out),
@@ -176,14 +178,14 @@ def main(argv=None):
         after = load_average()
     reference_of = {"make_heatmap": "io reference", "make_heatmap, 1 photo": "io reference, 1 photo",
                     "make_heatmap before": "io reference",
-                    "make_heatmap onnxruntime": "io reference",
+                    "make_heatmap --backend torch": "io reference",
                     "make_heatmap --size native": "io reference, native set"}
     counts = {"io reference, 1 photo": 1, "make_heatmap, 1 photo": 1, "io reference, native set": NATIVE_PHOTOS,
               "make_heatmap --size native": NATIVE_PHOTOS}
     rows = []
     for name, runs in results.items():
         against = results.get(reference_of.get(name))
-        if name in ("make_heatmap onnxruntime", "make_heatmap before"):  # one run: against the reference's median
+        if name in ("make_heatmap --backend torch", "make_heatmap before"):  # one run: against the reference's median
             against = [{key: statistics.median(r[key] for r in against) for key in ("seconds", "cpu_seconds")}]
         rows.append(summary_row(name, runs, counts.get(name, len(files)), max(sizes), against))
     print(f"\nmake_heatmap.py against the I/O reference (decode, one channel, palette PNG at zlib level 1); "

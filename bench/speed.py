@@ -16,8 +16,8 @@
 * cost: GFLOP per 256 x 256 image (torch.utils.flop_counter on meta tensors: shapes only, nothing computed) and
   parameter counts;
 * the main job (``--main-job``, instead of the above): make_heatmap.py on a folder of 12 MP JPEGs and on one photo,
-  default options, --backend onnxruntime and --size native, against the I/O reference (decode each JPEG, write one
-  channel as a palette PNG at zlib level 1), alternating, with ratios, photos/s and peak memory: bench/main_job.py,
+  default options (torch-free), --backend torch and --size native, against the I/O reference (decode each JPEG, write
+  one channel as a palette PNG at zlib level 1), alternating, with ratios, photos/s and peak memory: bench/main_job.py,
   which takes the options after --main-job.
 Models: the project checkpoint (default checkpoints/pieanet_corpus.safetensors) or, when it is missing, the default
 config with random weights; its ONNX file (default checkpoints/pieanet_corpus.onnx; skipped when it or onnxruntime is

@@ -15,8 +15,6 @@ Why strips: converting a 12 MP uint8 photo to float32 allocates 144 MB that the 
 a second on a busy machine); strips of STRIP_ROWS rows reuse one small buffer and stay in the cache.
 """
 import numpy as np
-import torch
-import torch.nn.functional as F
 
 from pieanet.utils.exposure import GRAY_WEIGHTS, bound_residual
 
@@ -50,6 +48,9 @@ def check_photo(photo):
 def shrink_photo(photo, size, device="cpu"):
     """1 x 3 x h x w float32 on ``device``: ``photo`` resized to ``size`` (h, w) as inference.shrink resizes it (the
     same float32 numbers), read STRIP_ROWS rows at a time."""
+    import torch  # here, not at import: GuidedFit and photo_grey serve the torch-free path too (models/torch_free.py)
+    import torch.nn.functional as F
+
     photo = check_photo(photo)
     height, width = photo.shape[:2]
     low_height, low_width = size
@@ -85,6 +86,9 @@ def guided_upsample_photo(a, b, photo):
     photo's size by torch (the numbers of the whole-image filter; two full-size float planes, where the photo itself
     would be three) and applied to the photo's grey STRIP_ROWS rows at a time, in place in the resized a, which
     becomes the map."""
+    import torch
+    import torch.nn.functional as F
+
     photo = check_photo(photo)
     height, width = photo.shape[:2]
     a_full, b_full = (F.interpolate(torch.from_numpy(np.ascontiguousarray(c, dtype=np.float32))[None, None],

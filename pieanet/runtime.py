@@ -6,44 +6,104 @@ Layers, each importing only from those below it (tests/test_layers.py; docs/desi
     runtime        this module: the command line's options -> a model (UsageError), per-photo prediction
     models         the networks, their contract (models/contract.py), loading, inference (tiles, working size)
     utils          the command line (utils/cli.py), files, images, exposure conventions, summary and report
+
+torch is imported by the functions that use it: a run of the shipped model on the CPU does without it (torch_free).
 """
+import importlib.util
+import os
+import sys
+from glob import glob
 from pathlib import Path
 
 import numpy as np
-import torch
 
-from pieanet.models import DEFAULT_CHECKPOINT, DEFAULT_ONNX, checkpoint_file, contract, load_model
-from pieanet.models import resolve_device  # noqa: F401 (the tools resolve --device through the runtime)
+from pieanet.models import DEFAULT_CHECKPOINT, DEFAULT_ONNX, contract
 from pieanet.models.full_size import GuidedFit
-from pieanet.models.inference import predict_batch
+from pieanet.utils import distributed
 from pieanet.utils.errors import UsageError
 from pieanet.utils.image_io import MAX_PIXELS, ImageLoadError, load_image
 
 
 # ------------------------------------------------------------------------------------------------ setup
-def setup(args):
+def setup(args, torch_free_ok=False):
     """Check the device and apply --threads; raises UsageError. Keeps the --device value as ``args.device_asked``:
     the tools replace args.device with the resolved device (under torchrun, the process's own GPU), and open_model
-    needs to know whether CUDA was asked for or chosen automatically."""
+    needs to know whether CUDA was asked for or chosen automatically. ``torch_free_ok``: the tool can take the
+    torch-free model (make_heatmap); ``args.torch_free`` then says whether this run does (torch_free)."""
     args.device_asked = args.device
+    args.torch_free = torch_free_ok and torch_free(args)
+    if args.torch_free:
+        return
+    import torch
+
     if args.device == "cuda" and not torch.cuda.is_available():
         raise UsageError("--device cuda was asked for but no CUDA device is available; use --device cpu or auto")
     if getattr(args, "threads", None):
         torch.set_num_threads(args.threads)
 
 
+def torch_free(args):
+    """Whether a run with these options can run the network without torch (models/torch_free.py: the shipped ONNX
+    file in onnxruntime, numpy around it, the same maps to float rounding): the shipped model (no --checkpoint),
+    --backend auto or onnxruntime, on the CPU (--device cpu, or auto where no GPU may be visible), at a working size
+    (not --size native, which runs the torch path's tiles), in one process (not under torchrun), with onnxruntime
+    installed. Anything else runs as before, through torch."""
+    return (getattr(args, "checkpoint", None) is None and getattr(args, "backend", "auto") in ("auto", "onnxruntime")
+            and (args.device == "cpu" or (args.device == "auto" and not gpu_may_be_visible()))
+            and getattr(args, "size", None) != 0 and distributed.from_environment()[1] == 1
+            and DEFAULT_ONNX.is_file() and importlib.util.find_spec("onnxruntime") is not None)
+
+
+def gpu_may_be_visible():
+    """Whether torch could find a GPU here (what --device auto would then choose), told without importing torch:
+    CUDA_VISIBLE_DEVICES empty or -1 hides every device; else the NVIDIA or AMD (ROCm) driver's device files on
+    Linux, the CUDA driver library on Windows; macOS has no CUDA. A false yes only costs the torch start-up."""
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None and visible.strip() in ("", "-1"):
+        return False
+    if sys.platform.startswith("linux"):
+        return bool(glob("/dev/nvidia[0-9]*") or os.path.exists("/dev/kfd"))
+    if sys.platform == "win32":
+        return Path(os.environ.get("SystemRoot", r"C:\Windows"), "System32", "nvcuda.dll").exists()
+    return False
+
+
+def resolve_device(device, args=None):
+    """The device --device names ("auto": CUDA when available), a torch.device; "cpu" for a torch-free run."""
+    if args is not None and getattr(args, "torch_free", False):
+        return "cpu"
+    from pieanet.models import resolve_device as resolve
+
+    return resolve(device)
+
+
 def model_file(path, args):
     """The file open_model(path, args) loads: ``path``; for ``released`` (when no such file exists) the released
     weights that the environment variable P_IEA_RELEASED_WEIGHTS names; for None the shipped checkpoint (its ONNX
-    export with --backend onnxruntime). Raises models.CheckpointError (exit code 2, as a UsageError)."""
+    export with --backend onnxruntime or on the torch-free path). Raises models.CheckpointError (exit code 2, as a
+    UsageError)."""
     if path is not None:
+        from pieanet.models import checkpoint_file
+
         return checkpoint_file(path)
-    return DEFAULT_ONNX if getattr(args, "backend", "auto") == "onnxruntime" else DEFAULT_CHECKPOINT
+    torch_free_run = getattr(args, "torch_free", False)
+    return DEFAULT_ONNX if torch_free_run or getattr(args, "backend", "auto") == "onnxruntime" else DEFAULT_CHECKPOINT
 
 
 def open_model(path, args):
     """The model at ``path`` (None: the shipped checkpoint, see model_file) on args.device, checked against
     args.tile; raises UsageError or CheckpointError."""
+    if getattr(args, "torch_free", False) and path in (None, DEFAULT_ONNX):
+        from pieanet.models.torch_free import TorchFreeModel
+
+        try:
+            model = TorchFreeModel(DEFAULT_ONNX, threads=getattr(args, "threads", None))
+        except ValueError as e:
+            raise UsageError(str(e)) from e
+        check_size(model, getattr(args, "size", None))
+        return model
+    from pieanet.models import load_model
+
     backend = getattr(args, "backend", "auto")
     path = model_file(path, args)
     is_onnx = Path(path).suffix.lower() == ".onnx"
@@ -106,6 +166,12 @@ def predict(model, images, size=None, tile=None, batch_size=1, deferred=False):
     return [finite(result) for result in _predict(model, images, size, tile, batch_size, deferred)]
 
 
+def is_torch_free(model):
+    """Whether ``model`` is models/torch_free.py's (only a torch-free run made one, so the module is loaded then)."""
+    module = sys.modules.get("pieanet.models.torch_free")
+    return module is not None and isinstance(model, module.TorchFreeModel)
+
+
 def full_map(result, image):
     """The map of a predict result for ``image`` (made here when predict deferred it; otherwise ``result``)."""
     return result.full_map(image) if isinstance(result, GuidedFit) else result
@@ -126,6 +192,13 @@ def finite(result):
 
 
 def _predict(model, images, size, tile, batch_size, deferred=False):
+    if is_torch_free(model):
+        from pieanet.models import torch_free as path
+
+        def predict_batch(model, images, size=None, tile=None, batch_size=1, deferred=False):
+            return [path.predict(model, image, size, deferred) for image in images]
+    else:
+        from pieanet.models.inference import predict_batch
     tile = contract.tile_for(model, tile)
     checked = []
     for image in images:

@@ -218,6 +218,7 @@ def test_working_resolution_and_tiles_keep_the_full_size(tiny_checkpoint, tmp_pa
 
 def test_missing_default_checkpoint_says_how_to_get_one(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(runtime, "DEFAULT_CHECKPOINT", tmp_path / "pieanet_corpus.safetensors")
+    monkeypatch.setattr(runtime, "DEFAULT_ONNX", tmp_path / "pieanet_corpus.onnx")  # no torch-free path without it
     code, out, err = run(["--input", SAMPLES, "--output", tmp_path / "out"], capsys)
     assert code == 2
     line, = err.strip().splitlines()

@@ -161,7 +161,9 @@ def test_readme_api_snippet_gives_the_tools_map_without_gradients(tmp_path, monk
     exec(readme_api_snippet(), names)
     tool_map = np.load(tmp_path / "out" / "photo_residual.npy")
     assert names["residual"].shape == tool_map.shape == (300, 451)
-    np.testing.assert_allclose(names["residual"], tool_map, atol=1e-6)
+    # the tool runs the shipped network in onnxruntime (models/torch_free.py), the API in torch: the same map to
+    # float rounding, which the guided filter magnifies to at most 1e-4 (tests/test_torch_free.py)
+    np.testing.assert_allclose(names["residual"], tool_map, atol=1e-4)
     assert not names["maps"].requires_grad and tuple(names["maps"].shape) == (1, 1, 256, 256)
 
 
@@ -201,7 +203,7 @@ def test_shipped_configs_are_found_by_name_from_another_folder(tmp_path, monkeyp
 
 def test_released_weights_come_from_the_environment_never_a_development_path(tiny_checkpoint, tmp_path, capsys,
                                                                            monkeypatch):
-    import pieanet.models as models
+    import pieanet.models.loading as models  # where the checkpoint constants live
 
     # no path into the development data (../shared); a checkout's own path may contain the word (/tmp/noshared/)
     assert not [value for value in vars(models).values()

@@ -12,8 +12,6 @@ import os
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-import torch
-import torch.distributed as dist
 
 
 @dataclass(frozen=True)
@@ -22,7 +20,7 @@ class Group:
 
     rank: int = 0
     world_size: int = 1
-    device: torch.device = torch.device("cpu")
+    device: object = "cpu"  # a torch.device; the name "cpu" on the torch-free path (pieanet.runtime.torch_free)
 
     @property
     def is_main(self):
@@ -40,12 +38,15 @@ class Group:
 
     def barrier(self):
         if self.distributed:
+            import torch.distributed as dist  # torch is loaded only by runs that use it (several processes do)
             dist.barrier()
 
     def gather(self, value):
         """Every process's ``value`` (any picklable object), in rank order, on every process."""
         if not self.distributed:
             return [value]
+        import torch.distributed as dist
+
         values = [None] * self.world_size
         dist.all_gather_object(values, value)
         return values
@@ -61,13 +62,17 @@ def process_group(device):
     """Yield this process's Group for ``device`` (a torch.device): joined to the others when torchrun started
     several processes, and left again when the block ends (also on an error)."""
     rank, world_size, local_rank = from_environment()
-    if world_size > 1 and device.type == "cuda":
+    if world_size == 1:  # one process: nothing to join (and no torch to import)
+        yield Group(rank, world_size, device)
+        return
+    import torch
+    import torch.distributed as dist
+
+    if device.type == "cuda":
         device = torch.device("cuda", local_rank)
         torch.cuda.set_device(device)
-    if world_size > 1:
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
     try:
         yield Group(rank, world_size, device)
     finally:
-        if world_size > 1:
-            dist.destroy_process_group()
+        dist.destroy_process_group()
