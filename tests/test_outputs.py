@@ -1,4 +1,5 @@
-"""pieanet/heatmaps/outputs.py, the one home of make_heatmap's output names, and the files each summary.csv row records."""
+"""pieanet/heatmaps/outputs.py, the one home of make_heatmap's output names, and the files each summary.csv row
+records."""
 import csv
 import os
 import re

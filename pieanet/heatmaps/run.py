@@ -2,8 +2,10 @@
 (pieanet.runtime), the output folder locked (one run at a time), the run planned (planning.py), this process's share
 of the photos processed (processing.py; under torchrun every world_size-th batch, rank 0 merging the parts), the
 table printed and index.html written (report.py)."""
+import argparse
 import contextlib
 import sys
+from pathlib import Path
 
 from pieanet import runtime
 from pieanet.heatmaps import report
@@ -23,7 +25,7 @@ from pieanet.utils.shipped import trust_statement
 PROG = "make_heatmap"
 
 
-def make_heatmaps(args, default_input):
+def make_heatmaps(args: argparse.Namespace, default_input: Path) -> int:
     """The run of make_heatmap.py's parsed options ``args`` (argparse.Namespace: make_heatmap.parse_args); with no
     input named, the photos of ``default_input`` (the checkout's img_to_pred/). Returns the exit code (utils/errors.py);
     raises a UsageError (exit code 2) before any work for a bad input, output folder, checkpoint or device."""
