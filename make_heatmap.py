@@ -121,7 +121,7 @@ def run(argv):
     return make_heatmaps(parse_args(argv), default_input=WORK / "img_to_pred")
 
 
-def main(argv=None):
+def main(argv: "list[str] | None" = None) -> int:
     return cli.run(PROG, run, argv)
 
 
