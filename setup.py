@@ -6,7 +6,7 @@ the package (metadata, dependencies, package data) is in pyproject.toml."""
 import ast
 from pathlib import Path
 
-from setuptools import setup
+from setuptools import find_packages, setup
 from setuptools.command.build_py import build_py
 
 ROOT = Path(__file__).resolve().parent
@@ -34,5 +34,6 @@ class BuildPy(build_py):
 
 if __name__ == "__main__":
     setup(cmdclass={"build_py": BuildPy},
-          packages=["pieanet", *(f"pieanet.{name}" for name in FOLDERS)],
+          # pieanet/ and its own sub-packages (pieanet/heatmaps/), then the members the build copies in
+          packages=[*find_packages(include=["pieanet", "pieanet.*"]), *(f"pieanet.{name}" for name in FOLDERS)],
           package_dir={"pieanet": "pieanet", **{f"pieanet.{name}": name.replace(".", "/") for name in FOLDERS}})

@@ -11,6 +11,8 @@ import pytest
 
 from conftest import save_photo
 from pieanet import make_heatmap
+from pieanet.heatmaps import processing
+from pieanet.heatmaps.summary import read_summary
 
 LEDGER_NAME = ".pieanet-outputs.csv"
 
@@ -60,7 +62,7 @@ def test_the_tools_own_outputs_are_still_replaced_and_cleaned_up(folders, tiny_c
     argv = ["--input", photos, "--output", out, "--checkpoint", tiny_checkpoint, "--no-report"]
     assert heatmap(argv + ["--overlay", "--save-npy"], capsys)[0] == 0
     assert heatmap(argv, capsys)[0] == 0  # the overlay and map of the first run are the tool's: removed
-    from pieanet.utils.ledger import OutputLedger, read_ledger
+    from pieanet.heatmaps.ledger import OutputLedger, read_ledger
     assert sorted(p.name for p in out.glob("a_*")) == ["a_exposure.png"]
     _, written = read_ledger(out)
     assert set(written) == {"a_exposure.png"} and OutputLedger(out).owns(out / "a_exposure.png")
@@ -72,7 +74,7 @@ def test_the_tools_own_outputs_are_still_replaced_and_cleaned_up(folders, tiny_c
 
 
 def test_ledger_entries_outside_the_folder_are_refused(tmp_path):
-    from pieanet.utils.ledger import read_ledger
+    from pieanet.heatmaps.ledger import read_ledger
     (tmp_path / LEDGER_NAME).write_text("../escaped,../in/a.png\n/abs/b,../in/b.png\nok,../in/c.png\n"
                                         "../x.png,3,sha256:00\nsub/y.png,3,sha256:11\n")
     entries, written = read_ledger(tmp_path)
@@ -112,7 +114,7 @@ def test_a_summary_replaced_during_the_run_keeps_every_row(change, tmp_path, tin
     for i in range(6):
         save_photo(tmp_path / "in" / f"p{i}.png", seed=i)
     out = tmp_path / "out"
-    real, calls = make_heatmap.write_outputs, []
+    real, calls = processing.write_outputs, []
 
     def editor_saves_during_the_fourth(*args):
         calls.append(1)
@@ -126,10 +128,10 @@ def test_a_summary_replaced_during_the_run_keeps_every_row(change, tmp_path, tin
                 summary.write_text(header_and_first)
         return real(*args)
 
-    monkeypatch.setattr(make_heatmap, "write_outputs", editor_saves_during_the_fourth)
+    monkeypatch.setattr(processing, "write_outputs", editor_saves_during_the_fourth)
     code, _, err = heatmap(["--input", tmp_path / "in", "--output", out, "--checkpoint", tiny_checkpoint], capsys)
     assert code == 0, err
-    rows = make_heatmap.read_summary(out / "summary.csv")
+    rows = read_summary(out / "summary.csv")
     assert [row["file"] for row in rows] == [f"p{i}.png" for i in range(6)]
     assert "replaced or truncated by another program during the run; rewritten whole" in err
     assert all(f"p{i}.png" in (out / "index.html").read_text() for i in range(6))
@@ -148,7 +150,7 @@ def test_an_output_path_with_no_room_for_a_file_name_is_refused_before_any_work(
 
 def test_a_ledger_that_cannot_be_tidied_is_named_and_the_run_still_reports(folders, tiny_checkpoint, capsys,
                                                                            monkeypatch):
-    from pieanet.utils import ledger
+    from pieanet.heatmaps import ledger
     photos, out = folders
     real = ledger.atomic_write
 

@@ -15,6 +15,7 @@ from PIL import Image
 from pieanet import compare_methods
 from pieanet import evaluate
 from pieanet import make_heatmap
+from pieanet.heatmaps import processing
 from pieanet import score
 from pieanet import runtime
 from pieanet.utils import cli
@@ -198,7 +199,7 @@ def test_a_summary_with_other_columns_is_not_appended_to(setup, capsys):
 
 def test_ctrl_c_keeps_the_finished_rows_and_no_partial_file(setup, capsys, monkeypatch):
     tmp_path, argv = setup
-    real = make_heatmap.write_outputs
+    real = processing.write_outputs
     calls = []
 
     def interrupted_on_the_second_photo(stem, image, residual, args, *rest):
@@ -207,7 +208,7 @@ def test_ctrl_c_keeps_the_finished_rows_and_no_partial_file(setup, capsys, monke
             raise KeyboardInterrupt
         return real(stem, image, residual, args, *rest)
 
-    monkeypatch.setattr(make_heatmap, "write_outputs", interrupted_on_the_second_photo)
+    monkeypatch.setattr(processing, "write_outputs", interrupted_on_the_second_photo)
     assert exit_code(make_heatmap, argv["make_heatmap"]) == 130
     captured = capsys.readouterr()
     assert "interrupted" in captured.err and "Traceback" not in captured.err

@@ -31,9 +31,9 @@ PROJECT_ERRORS = [
     ("pieanet.utils.config", "ConfigError", 2, ValueError),
     ("pieanet.utils.rules", "RuleError", 2, ValueError),
     ("pieanet.utils.well_exposed", "FolderError", 2, ValueError),
-    ("pieanet.utils.summary", "UnreadableSummary", 2, None),
-    ("pieanet.utils.summary", "SummaryError", 1, None),
-    ("pieanet.utils.report", "ReportError", 2, None),
+    ("pieanet.heatmaps.summary", "UnreadableSummary", 2, None),
+    ("pieanet.heatmaps.summary", "SummaryError", 1, None),
+    ("pieanet.heatmaps.report", "ReportError", 2, None),
     ("pieanet.utils.folders", "FolderBusy", 2, None),
     ("pieanet.utils.folders", "OutsideFolder", 1, OSError),
     ("pieanet.utils.folders", "WrongFileType", 2, None),
@@ -54,13 +54,15 @@ def test_each_project_error_derives_from_the_base_with_its_exit_code(module, nam
 
 
 def test_every_error_class_of_the_project_is_listed():
-    """A new exception class in the tools, models, datasets or utils (read from the source) must be listed above,
-    so it is checked against the base."""
+    """A new exception class in the tools, pieanet/, models, datasets or utils (read from the source) must be listed
+    above, so it is checked against the base."""
     listed = {(module, name) for module, name, _, _ in PROJECT_ERRORS} | {("pieanet.utils.errors", "PieaError")}
     found = set()
-    sources = [*ROOT.glob("*.py"), *ROOT.glob("utils/*.py"), *ROOT.glob("models/*.py"), *ROOT.glob("datasets/*.py")]
+    sources = [*ROOT.glob("*.py"), *ROOT.glob("utils/*.py"), *ROOT.glob("models/*.py"), *ROOT.glob("datasets/*.py"),
+               *ROOT.glob("pieanet/**/*.py")]
     for path in sources:
-        module = "pieanet." + ".".join(path.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__")
+        parts = path.relative_to(ROOT).with_suffix("").parts
+        module = ".".join(parts if parts[0] == "pieanet" else ("pieanet", *parts)).removesuffix(".__init__")
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
             bases = [ast.unparse(base).rsplit(".", 1)[-1] for base in getattr(node, "bases", [])]
             if isinstance(node, ast.ClassDef) and any(base.endswith(("Error", "Exception", "Busy", "Failed"))

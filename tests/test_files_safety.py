@@ -14,6 +14,7 @@ from PIL import Image
 from pieanet import compare_methods
 from pieanet import make_heatmap
 from pieanet import train_wavelet
+from pieanet.heatmaps.summary import read_summary
 from test_train import make_dataset, tiny_config
 from conftest import save_photo
 
@@ -53,7 +54,7 @@ def test_a_users_files_with_an_output_name_are_never_removed_or_overwritten(tiny
                            capsys)
     assert code == 0, err
     assert {name: (out / name).read_bytes() for name in mine} == mine
-    row, = make_heatmap.read_summary(out / "summary.csv")
+    row, = read_summary(out / "summary.csv")
     assert row["output"] == "photo_jpg" and (out / "photo_jpg_exposure.png").is_file()
     # the tool's own files (recorded in summary.csv) are still replaced and cleaned up by a later run
     code, _, err = heatmap(["--input", photos, "--output", out, "--checkpoint", tiny_checkpoint, "--no-report",
@@ -107,7 +108,7 @@ def test_a_linked_sub_folder_in_the_output_is_never_written_or_cleaned_through(t
                             "--overlay", "--colorbar", "--save-npy", "--no-report"], capsys)
     assert code == 1 and "symbolic link" in err
     assert snapshot(victim) == before  # nothing removed, replaced or added there
-    rows = {row["file"]: row for row in make_heatmap.read_summary(out / "summary.csv")}
+    rows = {row["file"]: row for row in read_summary(out / "summary.csv")}
     assert rows["a.png"]["status"] == "ok" and rows["sub/b.png"]["status"] == "failed"
 
 
@@ -195,7 +196,7 @@ def test_an_onnxruntime_error_is_one_photos_failure(tmp_path, capsys, monkeypatc
     assert code == 1
     assert err.strip() == (f"make_heatmap: {photos / 'b.png'}: inference failed (onnxruntime: Failed to allocate "
                            "memory for requested buffer of size 123456789)")
-    status = {row["file"]: row["status"] for row in make_heatmap.read_summary(out / "summary.csv")}
+    status = {row["file"]: row["status"] for row in read_summary(out / "summary.csv")}
     assert status == {"a.png": "ok", "b.png": "failed", "c.png": "ok"}
 
 
@@ -291,7 +292,7 @@ def test_resume_redoes_a_photo_replaced_by_another(tiny_checkpoint, tmp_path, ca
     code, stdout, err = heatmap(argv + ["--resume"], capsys)
     assert code == 0, err
     assert "1 already done, skipped" in stdout
-    rows = {row["file"]: row for row in make_heatmap.read_summary(out / "summary.csv")}
+    rows = {row["file"]: row for row in read_summary(out / "summary.csv")}
     assert len(rows) == 2 and (rows["a.png"]["width"], rows["a.png"]["height"]) == (str(width), str(height))
     with Image.open(out / "a_exposure.png") as im:
         assert im.size == (width, height)

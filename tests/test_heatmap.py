@@ -6,6 +6,7 @@ import pytest
 from PIL import Image
 
 from pieanet import make_heatmap
+from pieanet.heatmaps import writing
 from pieanet.utils.heatmap import VMAX_FLOOR, colorbar_figure, colorize, image_vmax, overlay
 
 BLUE, RED = (0, 0, 255), (255, 0, 0)
@@ -139,13 +140,13 @@ def test_vmax_is_used_and_written_to_the_summary(photos, tiny_checkpoint, tmp_pa
 
 def test_colorbar_gets_the_vmax_of_the_summary(photos, tiny_checkpoint, tmp_path, monkeypatch):
     drawn = {}
-    real = make_heatmap.save_colorbar_heatmap
+    real = writing.save_colorbar_heatmap
 
     def recording(path, residual, title=None, **options):
         drawn[title] = options
         real(path, residual, title=title, **options)
 
-    monkeypatch.setattr(make_heatmap, "save_colorbar_heatmap", recording)
+    monkeypatch.setattr(writing, "save_colorbar_heatmap", recording)
     _, rows = run(photos, tmp_path, tiny_checkpoint, "--colorbar", "--vmax", "image")
     for name in ["a", "b"]:
         assert drawn[name]["vmax"] == pytest.approx(float(rows[f"{name}.png"]["vmax"]), abs=1e-6)

@@ -1,8 +1,9 @@
-"""Layers import downwards only (docs/design.md, "Layers"): utils <- models <- pieanet.runtime <- the tools.
+"""Layers import downwards only (docs/design.md, "Layers"): utils <- models <- pieanet.runtime <- the library
+packages (pieanet/heatmaps/) <- the tools.
 
 Every project .py file is parsed with ``ast`` (nothing is imported) and its ``pieanet.*`` imports are resolved to
-modules: utils/ never imports the models, models/ takes from utils/ only the low-level modules, and no module imports
-another that imports it back at module level.
+modules: no module imports one of a higher layer, utils/ never imports the models, models/ takes from utils/ only
+the low-level modules, and no module imports another that imports it back at module level.
 """
 import ast
 import subprocess
@@ -11,9 +12,15 @@ from pathlib import Path
 
 import pytest
 
+from pieanet.members import TOOLS
+
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("models", "utils", "datasets", "configs")  # folders of the checkout that are pieanet.<folder>
 # what models/ may take from utils/: modules that import nothing from the project but each other
+# the layers, lowest first: a module imports only from its own layer and those below (datasets/, configs/ and
+# pieanet/__init__.py, commands.py, members.py stand beside them)
+LIBRARY_PACKAGES = ("pieanet.heatmaps",)  # pieanet/<package>: what a tool runs, as functions
+LAYERS = ("utils", "models", "runtime", "library", "tools")
 LOW_LEVEL_UTILS = {"pieanet.utils.safety", "pieanet.utils.image_io", "pieanet.utils.exposure",
                    "pieanet.utils.filters", "pieanet.utils.shipped", "pieanet.utils.errors"}
 
@@ -83,6 +90,35 @@ def test_the_parser_sees_the_projects_modules_and_their_imports():
     assert resolve("pieanet.models", ["load_model", "contract"]) == ["pieanet.models.contract", "pieanet.models"]
 
 
+def layer(name):
+    """The layer (LAYERS) of module ``name``, or None for one outside them."""
+    if name in {f"pieanet.{tool}" for tool in TOOLS}:
+        return "tools"
+    if name.startswith(tuple(f"{package}." for package in LIBRARY_PACKAGES)) or name in LIBRARY_PACKAGES:
+        return "library"
+    if name == "pieanet.runtime":
+        return "runtime"
+    for folder in ("models", "utils"):
+        if name == f"pieanet.{folder}" or name.startswith(f"pieanet.{folder}."):
+            return folder
+    return None
+
+
+def test_the_layers_are_told_apart():
+    assert [layer(name) for name in ("pieanet.utils.cli", "pieanet.models.inference", "pieanet.runtime",
+                                     "pieanet.heatmaps.run", "pieanet.heatmaps", "pieanet.make_heatmap",
+                                     "pieanet.datasets.iea40k", "pieanet.commands")] == \
+        ["utils", "models", "runtime", "library", "library", "tools", None, None]
+
+
+def test_every_module_imports_only_its_own_layer_and_those_below():
+    found = [f"{MODULES[name].relative_to(ROOT)}:{line} ({layer(name)}) imports {module} ({layer(module)})"
+             for name in MODULES if layer(name)
+             for module, line in imports(MODULES[name])
+             if layer(module) and LAYERS.index(layer(module)) > LAYERS.index(layer(name))]
+    assert not found, f"layers, lowest first: {LAYERS}; move the code down or the import up:\n" + "\n".join(found)
+
+
 def test_utils_never_imports_the_models():
     found = [f"{MODULES[name].relative_to(ROOT)}:{line} imports {module}"
              for name in MODULES if name.startswith("pieanet.utils")
@@ -138,7 +174,7 @@ def test_no_module_level_import_cycle():
 
 @pytest.mark.subprocess
 @pytest.mark.parametrize("modules, absent", [
-    ("pieanet.utils.summary, pieanet.utils.report", ("torch", "pieanet.models", "pieanet.utils.cli")),
+    ("pieanet.heatmaps.summary, pieanet.heatmaps.report", ("torch", "pieanet.models", "pieanet.utils.cli")),
     ("pieanet.utils.cli", ("torch", "pieanet.models")),
 ])
 def test_the_command_line_summary_and_report_load_neither_torch_nor_the_models(modules, absent):

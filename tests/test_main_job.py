@@ -33,7 +33,7 @@ from pieanet.models.inference import (guided_coefficients, guided_upsample, pred
 from pieanet.utils.exposure import bound_residual, gray, residual_stats
 from pieanet.utils.heatmap import CMAP_TABLE, OVERLAY_OPACITY, colour_index, linear_colour_table, BWR_ANCHORS
 from pieanet.utils.image_io import load_image, rgb_levels, save_palette_image
-from pieanet.utils.overlap import in_order
+from pieanet.heatmaps.overlap import in_order
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLES = sorted((ROOT / "img_to_pred").glob("*.jpg"))

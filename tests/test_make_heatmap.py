@@ -13,6 +13,7 @@ from PIL import Image
 
 from pieanet import make_heatmap
 from pieanet import runtime
+from pieanet.heatmaps import writing
 from pieanet.models import load_model
 from pieanet.utils.exposure import residual_stats
 from pieanet.utils.heatmap import colorize
@@ -148,14 +149,14 @@ def test_a_failed_write_leaves_no_files_for_that_image(tiny_checkpoint, tmp_path
     Image.fromarray(photo(16, 16)).save(tmp_path / "a.png")
     Image.fromarray(photo(16, 16, seed=2)).save(tmp_path / "b.png")
 
-    real_colorbar = make_heatmap.save_colorbar_heatmap
+    real_colorbar = writing.save_colorbar_heatmap
 
     def failing_colorbar(path, residual, title=None, **options):
         if title == "b":
             raise OSError("No space left on device")
         real_colorbar(path, residual, title=title, **options)
 
-    monkeypatch.setattr(make_heatmap, "save_colorbar_heatmap", failing_colorbar)
+    monkeypatch.setattr(writing, "save_colorbar_heatmap", failing_colorbar)
     out = tmp_path / "out"
     code, _, err = run(["--input", tmp_path, "--output", out, "--checkpoint", tiny_checkpoint, "--save-npy",
                         "--colorbar"], capsys)

@@ -11,8 +11,8 @@ import torch
 
 from pieanet import make_heatmap
 from pieanet.models import build_model, save_model
-from pieanet.utils.outputs import output_stems
-from pieanet.utils.summary import SUMMARY_FIELDS
+from pieanet.heatmaps.outputs import output_stems
+from pieanet.heatmaps.summary import SUMMARY_FIELDS, read_summary
 from conftest import save_photo
 
 
@@ -23,7 +23,7 @@ def run(argv, capsys):
 
 
 def rows_of(folder):
-    return make_heatmap.read_summary(folder / "summary.csv")
+    return read_summary(folder / "summary.csv")
 
 
 def heatmap_alone(photo, folder, capsys, *options):

@@ -1,4 +1,5 @@
-"""utils/outputs.py, the one home of make_heatmap's output names, and the files each summary.csv row records."""
+"""pieanet/heatmaps/outputs.py, the one home of make_heatmap's output names, and the files each summary.csv row
+records."""
 import csv
 import os
 import re
@@ -9,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from pieanet import make_heatmap
-from pieanet.utils import outputs
-from pieanet.utils.report import write_report
+from pieanet.heatmaps import outputs
+from pieanet.heatmaps.report import write_report
 from conftest import save_photo
 
 
@@ -90,6 +91,6 @@ def test_only_the_naming_module_spells_output_kinds():
 
 
 def test_importing_the_naming_module_loads_no_torch():
-    code = "import sys; import pieanet.utils.outputs; print('torch' in sys.modules)"
+    code = "import sys; import pieanet.heatmaps.outputs; print('torch' in sys.modules)"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert result.stdout.strip() == "False", result.stderr

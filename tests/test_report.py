@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 
 from pieanet import make_heatmap
-from pieanet.utils.report import ReportError, write_report
+from pieanet.heatmaps.report import ReportError, write_report
 
 ODD_NAME = 'x<&"y.png'
 PHOTO_SIZES = {"a.png": (40, 60), ODD_NAME: (50, 30), "sub/b #1.jpg": (32, 48), "c.png": (36, 36)}  # (h, w)

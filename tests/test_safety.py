@@ -28,7 +28,7 @@ from pieanet.utils.heatmap import save_colorbar_heatmap
 from pieanet.utils.image_io import ImageLoadError, atomic_write, load_image
 from pieanet.utils.rules import RuleError, load_rules
 from pieanet.utils.safety import brief, csv_cell, csv_value, md_cell, shown
-from pieanet.utils.summary import SUMMARY_FIELDS, read_summary, write_summary
+from pieanet.heatmaps.summary import SUMMARY_FIELDS, read_summary, write_summary
 
 ROOT = Path(__file__).resolve().parents[1]
 ESC = "\x1b"

@@ -15,6 +15,7 @@ from PIL import Image
 
 from pieanet import evaluate
 from pieanet import make_heatmap
+from pieanet.heatmaps.summary import read_summary, write_summary
 from conftest import flat_iea_dataset
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -58,7 +59,7 @@ def files_of(folder):
 
 
 def summary_rows(folder):
-    return sorted(tuple(row.values()) for row in make_heatmap.read_summary(folder / "summary.csv"))
+    return sorted(tuple(row.values()) for row in read_summary(folder / "summary.csv"))
 
 
 @pytest.mark.slow
@@ -173,7 +174,7 @@ def children(pid):
 
 
 def ok_rows(folder, pattern):
-    return [row for part in sorted(folder.glob(pattern)) for row in make_heatmap.read_summary(part)
+    return [row for part in sorted(folder.glob(pattern)) for row in read_summary(part)
             if row["status"] == "ok"]
 
 
@@ -221,11 +222,11 @@ def test_resume_redoes_every_photo_that_is_not_complete(tiny_checkpoint, tmp_pat
     argv = [str(a) for a in ["--input", photos, "--output", out, "--checkpoint", tiny_checkpoint, "--overlay",
                              "--no-report"]]
     assert make_heatmap.main(argv) == 0
-    rows = {row["file"]: row for row in make_heatmap.read_summary(out / "summary.csv")}
+    rows = {row["file"]: row for row in read_summary(out / "summary.csv")}
     other = dict(rows["a.png"], file="elsewhere/x.png", source="../elsewhere/x.png",
                  output="elsewhere/x")  # a row of another input: kept as it is
     # b's outputs without a row (killed between them and its row), c's overlay missing, d failed earlier
-    make_heatmap.write_summary(out / "summary.csv", [other, rows["a.png"], rows["c.png"],
+    write_summary(out / "summary.csv", [other, rows["a.png"], rows["c.png"],
                                                      dict(rows["d.png"], status="failed", error="earlier")])
     (out / "c_overlay.png").unlink()
     for path in out.glob("*.png"):
@@ -235,7 +236,7 @@ def test_resume_redoes_every_photo_that_is_not_complete(tiny_checkpoint, tmp_pat
     assert "3 of 3 images done" in capsys.readouterr().out
     kept = [path.stat().st_mtime_ns == 10**9 for path in sorted(out.glob("*.png"))]
     assert kept == [True, True] + [False] * 6  # a's heatmap and overlay untouched; b, c, d written again
-    after = make_heatmap.read_summary(out / "summary.csv")
+    after = read_summary(out / "summary.csv")
     assert after[:2] == [other, rows["a.png"]]
     assert sorted(row["file"] for row in after[2:]) == ["b.png", "c.png", "d.png"]
     assert all(row == rows[row["file"]] for row in after[2:])  # the same numbers again, once each

@@ -5,7 +5,7 @@ folders").
 Two kinds of line, appended (O_APPEND, never through a link) as the run goes:
 
 - ``prefix,source``: a photo's output prefix, noted before its files are written; it reserves the prefix for that
-  photo (utils/outputs.py, output_stems) but proves nothing about a file, as anyone can write such a line;
+  photo (outputs.py, output_stems) but proves nothing about a file, as anyone can write such a line;
 - ``file,size,sha256:<hex>``: one output as written (its path relative to the folder, its size and content hash),
   noted before the finished file takes its name. A file there is the tool's only when its size and content are those
   of its latest such line: a planted line cannot make a user's file, which the tool never wrote, match.

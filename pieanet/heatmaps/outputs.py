@@ -3,7 +3,7 @@
 A photo's files are ``<output folder>/<prefix>_<kind>``: the prefix is the photo's sub-folder and stem, made unique
 by output_stems (stored in summary.csv's ``output`` column), the kind one of KINDS; the kinds a photo got are stored
 in its row's ``output_kinds`` column (kinds_text), which index.html reads (recorded_files) instead of looking for
-files. make_heatmap.py writes the files, utils/summary.py stores the names, utils/report.py shows them.
+files. writing.py writes the files, summary.py stores the names, report.py shows them.
 """
 import itertools
 import os
@@ -52,7 +52,7 @@ def recorded_files(row):
     """{role: file name relative to the output folder} of the files a summary.csv row records for its photo: its
     output prefix with each kind in its output_kinds column (tokens that are no kind are ignored). A row written
     before that column (empty there, an output prefix set) has the heatmap and overlay in the format its settings
-    name (make_heatmap's result_settings: jpeg_quality is '-' for PNG, a number for JPEG); the overlay was optional,
+    name (planning.result_settings: jpeg_quality is '-' for PNG, a number for JPEG); the overlay was optional,
     so such a row's files may be missing. A row without an output prefix (a failed photo) has none."""
     prefix = row.get("output") or ""
     if not prefix:
@@ -96,7 +96,7 @@ def output_stems(files, sources, taken=None, occupied=None):
 def occupied_prefixes(output, ours=lambda name: False):
     """occupied(prefix) for output_stems: whether a file named like one of the prefix's outputs (any kind, any letter
     case) is in the ``output`` folder (a Path) already and is not one the tool wrote (``ours``(its name relative to
-    the folder): utils/ledger.py's record; a file of another letter case is never the tool's). (A prefix whose
+    the folder): ledger.py's record; a file of another letter case is never the tool's). (A prefix whose
     sub-folder is a link is not occupied: no other prefix would be better, and make_heatmap refuses to write through
     the link, so the photo fails with that reason.)"""
     listings = {}

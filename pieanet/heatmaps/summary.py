@@ -1,11 +1,11 @@
 """make_heatmap's summary.csv: its columns, how it is read and written (appended to row by row, per process under
 torchrun, merged).
 
-Shared by make_heatmap.py, which writes the file, and utils/report.py, which builds index.html from it. A photo is
-known by its ``source`` (its path relative to the output folder), so photos of different --input folders that share a
-relative ``file`` name are told apart. Its outputs are named by utils/outputs.py: the prefix output_stems chose when
-the photo was done is stored in its row's ``output`` column, the kinds of file written in ``output_kinds``; the report
-reads them from there.
+Shared by the run (run.py and processing.py), which writes the file, and report.py, which builds index.html from it.
+A photo is known by its ``source`` (its path relative to the output folder), so photos of different --input folders
+that share a relative ``file`` name are told apart. Its outputs are named by outputs.py: the prefix output_stems
+chose when the photo was done is stored in its row's ``output`` column, the kinds of file written in
+``output_kinds``; the report reads them from there.
 """
 import csv
 import hashlib
@@ -16,7 +16,7 @@ from pathlib import Path
 
 from pieanet.utils.errors import EXIT_FAILED, EXIT_USAGE, PieaError, UsageError
 from pieanet.utils.folders import LOCK_NAME, NOFOLLOW, check_bookkeeping, open_append
-from pieanet.utils.ledger import LEDGER_NAME
+from pieanet.heatmaps.ledger import LEDGER_NAME
 from pieanet.utils.image_io import atomic_write, file_sha256
 from pieanet.utils.safety import TextFileError, csv_cell, csv_value, first_line, printable, regular_or_absent
 
@@ -26,7 +26,7 @@ SUMMARY_FIELDS = ["file", "width", "height", "mean_residual", "mean_abs_residual
                   "stops", "vmax", "pct_raw_clipped", "status", "error", "source", "output", "settings",
                   "photo_sha256", "output_kinds"]
 # the columns of earlier summary.csv files: before the stops column, before photo_sha256 (the photo's content, which
-# --resume compares), and before output_kinds (the files written, utils/outputs.py). Read with the missing cells
+# --resume compares), and before output_kinds (the files written, outputs.py). Read with the missing cells
 # empty (so --resume redoes those photos: their rows lack the stops, or their content is unknown; the report finds an
 # old row's files by its settings, outputs.recorded_files), and rewritten with every column before the first row is
 # appended.

@@ -2,7 +2,7 @@
 fetches nothing but the images it shows, by paths relative to itself).
 
 It is built from summary.csv as it is on disk, so it shows every run into the folder; a photo (its source column) with
-several rows shows its last, its heatmap and overlay the files that row records (utils/outputs.py, recorded_files;
+several rows shows its last, its heatmap and overlay the files that row records (outputs.py, recorded_files;
 nothing is looked for by name). Per photo: its numbers in a table (click a header to sort, click again to reverse)
 and the photo beside its heatmap and overlay, loaded lazily and linked to the full files. The view lives in the URL
 fragment and is applied on load, so a link reproduces it: ``index.html#sort=pct_over:desc&status=failed`` (sort = a
@@ -23,10 +23,10 @@ from pieanet.utils.errors import EXIT_USAGE, PieaError
 from pieanet.utils.heatmap import colorize
 from pieanet.utils.folders import NOFOLLOW
 from pieanet.utils.image_io import atomic_write
-from pieanet.utils.outputs import COLORBAR, HEATMAP, OVERLAY, recorded_files
+from pieanet.heatmaps.outputs import COLORBAR, HEATMAP, OVERLAY, recorded_files
 from pieanet.utils.shipped import trust_statement
 from pieanet.utils.safety import printable
-from pieanet.utils.summary import UnreadableSummary, read_table
+from pieanet.heatmaps.summary import UnreadableSummary, read_table
 
 REPORT_NAME = "index.html"
 # in every page make_heatmap writes, so it can tell its own index.html from a user's (which it never replaces)
@@ -243,7 +243,7 @@ def link(target, page_dir):
 
 
 def found_outputs(output_dir, row):
-    """{role: path} of the output files ``row`` records (utils/outputs.py) that are in ``output_dir``."""
+    """{role: path} of the output files ``row`` records (outputs.py) that are in ``output_dir``."""
     paths = {role: output_dir / name for role, name in recorded_files(row).items()}
     return {role: path for role, path in paths.items() if path.is_file()}
 
