@@ -15,7 +15,7 @@ ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("models", "utils", "datasets", "configs")  # folders of the checkout that are pieanet.<folder>
 # what models/ may take from utils/: modules that import nothing from the project but each other
 LOW_LEVEL_UTILS = {"pieanet.utils.safety", "pieanet.utils.image_io", "pieanet.utils.exposure",
-                   "pieanet.utils.filters", "pieanet.utils.shipped", "pieanet.utils.errors"}
+                   "pieanet.utils.shipped", "pieanet.utils.errors"}
 
 
 def module_name(path):
