@@ -26,8 +26,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from pieanet.models.filters import box_mean
 from pieanet.utils.exposure import gray, linear_to_srgb, srgb_to_linear
-from pieanet.utils.filters import box_mean
 
 
 class Baseline(nn.Module):

@@ -26,7 +26,7 @@ from pieanet.models import contract
 from pieanet.models.contract import default_overlap, round_up  # noqa: F401 (default_overlap: for the callers)
 from pieanet.models.full_size import GuidedFit, shrink_photo
 from pieanet.utils.exposure import bound_residual, gray
-from pieanet.utils.filters import box_mean
+from pieanet.models.filters import box_mean
 from pieanet.utils.image_io import FLOAT_RANGE_SLACK
 
 # Guided filter window radius (pixels at the working resolution) and regularisation (guide in [0, 1]): the smallest

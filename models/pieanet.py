@@ -18,8 +18,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from pieanet.models.efficientnet_lite import EfficientNetLite0, load_imagenet_weights, to_network_range
+from pieanet.models.filters import box_mean
 from pieanet.models.haar import haar_dwt, haar_idwt
-from pieanet.utils.filters import box_mean
 
 # 8 neighbour offsets (dy, dx): the directions of the structure branch's gradients.
 DIRECTIONS = [(-1, 0), (1, 0), (0, -1), (0, 1), (-1, -1), (1, -1), (-1, 1), (1, 1)]

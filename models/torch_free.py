@@ -135,7 +135,7 @@ def box_mean_rows(x, radius):
 
 def box_mean(x, window):
     """Mean of the 2-D array x over a window x window square centred on each pixel (window odd); at the borders the
-    mean of the pixels that exist (utils.filters.box_mean: down the columns first, then along the rows)."""
+    mean of the pixels that exist (models.filters.box_mean: down the columns first, then along the rows)."""
     x = box_mean_rows(x, window // 2)
     return np.ascontiguousarray(box_mean_rows(np.ascontiguousarray(x.T), window // 2).T)
 

@@ -9,8 +9,8 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
 OFFICIAL_WEIGHTS = SHARED / "official" / "wavelet_epoch_2_val_loss0.03022034629540784.pth"
-# the one tiny P-IEANet of the tests (bench/speed.py and bench/audit_files.py, which cannot import this file, keep
-# copies of it)
+# the one tiny P-IEANet of the tests (bench/speed.py and tests/audits/audit_files.py, which cannot import this file,
+# keep copies of it)
 TINY_MODEL_CONFIG = {"name": "pieanet", "width": 8, "lightness_blocks": 1, "attention_layers": 1, "heads": 2,
                      "window": 4}
 

@@ -8,7 +8,7 @@ import torch
 import torch.nn as nn
 
 from pieanet.models import DEFAULT_CHECKPOINT, DEFAULT_ONNX, build_model, contract, load_model
-from pieanet.utils.filters import box_mean
+from pieanet.models.filters import box_mean
 
 ROOT = Path(__file__).resolve().parents[1]
 PROPERTIES = ("working_size", "tile_multiple", "receptive_radius", "native_size", "uses_scene")

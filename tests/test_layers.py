@@ -22,7 +22,7 @@ PACKAGES = ("models", "utils", "datasets", "configs")  # folders of the checkout
 LIBRARY_PACKAGES = ("pieanet.heatmaps",)  # pieanet/<package>: what a tool runs, as functions
 LAYERS = ("utils", "models", "runtime", "library", "tools")
 LOW_LEVEL_UTILS = {"pieanet.utils.safety", "pieanet.utils.image_io", "pieanet.utils.exposure",
-                   "pieanet.utils.filters", "pieanet.utils.shipped", "pieanet.utils.errors"}
+                   "pieanet.utils.shipped", "pieanet.utils.errors"}
 
 
 def module_name(path):

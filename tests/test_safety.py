@@ -1,7 +1,6 @@
 """Issue 18, inputs and outputs: what the tools hand to spreadsheets, markdown, terminals and matplotlib
 (utils/safety.py), the cost of an input bounded before work, and one line for every malformed config or rule file."""
 import csv
-import importlib.util
 import io
 import os
 import signal
@@ -20,6 +19,7 @@ from PIL import Image
 import compare_methods
 import evaluate
 import train_wavelet
+from audits.audit_inputs import one_bit_png  # the hostile-input audit's builder: a 1-bit PNG, side x side
 from pieanet import runtime
 from pieanet.models import CheckpointError, build_model, check_config, load_model, read_checkpoint, save_model
 from pieanet.utils import cli, image_io
@@ -175,14 +175,6 @@ def test_memory_budget_sees_an_address_space_limit():
             "from pieanet.utils.image_io import memory_budget; print(memory_budget())")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=60)
     assert 0 < float(out.stdout) < 3 << 30, out.stderr
-
-
-def one_bit_png(path, side):
-    """The hostile-input audit's builder (bench/audit_inputs.py): a 1-bit PNG of side x side black pixels."""
-    spec = importlib.util.spec_from_file_location("audit_inputs", ROOT / "bench" / "audit_inputs.py")
-    audit = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(audit)
-    return audit.one_bit_png(path, side)
 
 
 def test_tiny_png_declaring_14000_squared_is_refused_before_decoding(tmp_path):

@@ -17,7 +17,7 @@ from pieanet import runtime
 from pieanet.models import DEFAULT_CHECKPOINT, DEFAULT_ONNX, inference, load_model
 from pieanet.models import torch_free as tf
 from pieanet.models.full_size import GuidedFit, shrink_photo
-from pieanet.utils.filters import box_mean
+from pieanet.models.filters import box_mean
 from pieanet.utils.image_io import load_image
 
 pytest.importorskip("onnxruntime")

@@ -1,6 +1,8 @@
 """Hostile cases for the files and folders the tools touch (issue 18, classes 1-5, 9 and 11), against any checkout.
 
-    python bench/audit_files.py --repo PATH [--classes 1,2,3] [--timeout 180] [--json results.json]
+    python -m tests.audits.audit_files --repo PATH [--classes 1,2,3] [--timeout 180] [--json results.json]
+
+(from the root of the checkout that holds this file; PATH, the audited checkout, may be another one)
 
 Every case sets up, in a fresh temporary folder, what a user (or someone planting links) could leave there, runs the
 checkout's own scripts as subprocesses (python PATH/make_heatmap.py ...; nothing of this checkout is imported), each
@@ -715,7 +717,7 @@ def table(results, order=None):
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--repo", type=Path, default=Path(__file__).resolve().parents[1],
+    p.add_argument("--repo", type=Path, default=Path(__file__).resolve().parents[2],
                    help="the checkout to audit (default: this one)")
     p.add_argument("--classes", default="1,1b,2,3,4,5,9,11",
                    help="comma-separated classes (default: all; 1b is the rest of class 1: pages, sub-folders)")

@@ -1,9 +1,11 @@
 """Hostile cases of issue 27 ("trust nothing on disk") in six classes, against any checkout.
 
-    python bench/audit_disk.py --repo PATH [--classes formats,bookkeeping] [--timeout 120] [--json results.json]
+    python -m tests.audits.audit_disk --repo PATH [--classes formats,bookkeeping] [--timeout 120] [--json results.json]
+
+(from the root of the checkout that holds this file; PATH, the audited checkout, may be another one)
 
 Classes: resource limits, image formats, signals and concurrency, training inputs, Python API, bookkeeping files.
-Like bench/audit_files.py, every case runs the checkout's own scripts as subprocesses (nothing of the checkout is
+Like tests/audits/audit_files.py, every case runs the checkout's own scripts as subprocesses (nothing of the checkout is
 imported here) in a fresh temporary folder and is judged from the files on disk and the output:
 
     clean     the promised behaviour: done, or refused in one line (no traceback, no hang), nothing lost
@@ -32,8 +34,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from audit_files import TINY, make_dataset, read_rows, save_photo, snapshot, table  # noqa: E402
+from .audit_files import TINY, make_dataset, read_rows, save_photo, snapshot, table
 
 TRACEBACK = "Traceback (most recent call last)"
 UNSAFE = ("allow_pickle", "weights_only=False", "weights_only` set to `False`", "pickle.load")
@@ -731,9 +732,20 @@ def refusals(case):
     return ("ValueError", "TypeError") if case.startswith("tensor: ") else ("ValueError",)
 
 
+def run_audit(repo, timeout, classes, shared=None):
+    """Every case of ``classes`` against the checkout ``repo``, its scratch folder removed after: the results."""
+    audit = Audit(repo, timeout, classes, shared)
+    try:
+        return audit.run()
+    finally:
+        for deep in audit.work.glob("deep/in"):
+            remove_deep(deep)
+        shutil.rmtree(audit.work, ignore_errors=True)
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--repo", type=Path, default=Path(__file__).resolve().parents[1],
+    p.add_argument("--repo", type=Path, default=Path(__file__).resolve().parents[2],
                    help="the checkout to audit (default: this one)")
     p.add_argument("--classes", default=",".join(CLASSES), help=f"comma-separated, of {', '.join(CLASSES)}")
     p.add_argument("--timeout", type=float, default=120, help="seconds per tool run (default: 120)")
@@ -741,13 +753,7 @@ def main(argv=None):
                                                "weights, the teacher of the teacher.json cases")
     p.add_argument("--json", type=Path, help="also write every case's result here")
     args = p.parse_args(argv)
-    audit = Audit(args.repo, args.timeout, args.classes.split(","), args.shared)
-    try:
-        results = audit.run()
-    finally:
-        for deep in audit.work.glob("deep/in"):
-            remove_deep(deep)
-        shutil.rmtree(audit.work, ignore_errors=True)
+    results = run_audit(args.repo, args.timeout, args.classes.split(","), args.shared)
     print(table(results, list(CLASSES.values())))
     if args.json:
         args.json.write_text(json.dumps(results, indent=1))

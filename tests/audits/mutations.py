@@ -1,6 +1,6 @@
 """Do the tests catch a broken schedule, EMA, resume order, guided filter, over/under count, scene grid or tile margin?
 
-    python bench/mutations.py            # one line per mutation: CAUGHT or MISSED, the tests run, their outcome
+    python -m tests.audits.mutations    # from the checkout's root; one line per mutation: CAUGHT or MISSED, ...
 
 Each mutation is applied alone to a fresh copy of the committed tree (a temporary `git worktree`, removed after) and
 the tests named for it are run there; a mutation they do not turn red is a hole in the suite. Exit code 1 when any is
@@ -12,7 +12,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 TRAIN = "tests/test_train.py::"
 # (what breaks, file, exact text, its replacement, the tests that must fail)
 MUTATIONS = [

@@ -1,6 +1,6 @@
 """Hostile inputs of issue 18's classes 6, 7, 8 and 10 against a P-IEA checkout; prints a table by class.
 
-    nice -n 15 python bench/audit_inputs.py --repo PATH [--work DIR] [--only 6,7,8,10] [--json out.json]
+    nice -n 15 python -m tests.audits.audit_inputs --repo PATH [--work DIR] [--only 6,7,8,10] [--json out.json]
 
 Every command runs as a child process of PATH's flat scripts, under a CPU-time limit (RLIMIT_CPU, 60 s by default:
 fair on a busy machine, where wall time says little), a wall-clock safety net and a memory limit (RLIMIT_AS, 3 GB by
@@ -597,9 +597,29 @@ def table(results):
     return "\n".join(lines)
 
 
-def main():
+def run_audit(repo, only=(6, 7, 8, 10), work=None, memory_gb=3.0, timeout=1200, cpu_seconds=60):
+    """Every case of the classes ``only`` against the checkout ``repo``: the results recorded by this call, each
+    (class, case, verdict, note). ``work``: a scratch folder to keep (default: a temporary one, removed)."""
+    start = len(RESULTS)
+    scratch = Path(tempfile.mkdtemp(prefix="audit-")) if work is None else Path(work)
+    scratch.mkdir(parents=True, exist_ok=True)
+    runner = Runner(repo, scratch, int(memory_gb * 2**30), timeout, cpu_seconds)
+    classes = {6: class6, 7: class7, 8: class8, 10: class10}
+    try:
+        for klass in only:
+            try:
+                classes[klass](runner, scratch)
+            except Exception as e:  # the audit itself must go on to the next class
+                record(klass, f"audit of class {klass} stopped", "bad", f"{type(e).__name__}: {e}")
+    finally:
+        if work is None:
+            shutil.rmtree(scratch, ignore_errors=True)
+    return RESULTS[start:]
+
+
+def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--repo", type=Path, default=Path(__file__).resolve().parents[1],
+    parser.add_argument("--repo", type=Path, default=Path(__file__).resolve().parents[2],
                         help="the checkout to audit (default: this one)")
     parser.add_argument("--work", type=Path, help="scratch folder (default: a new temporary one, removed)")
     parser.add_argument("--only", default="6,7,8,10", help="classes to run (default: 6,7,8,10)")
@@ -609,25 +629,15 @@ def main():
     parser.add_argument("--timeout", type=float, default=1200,
                         help="wall-clock seconds per child, a safety net on a busy machine (default: 1200)")
     parser.add_argument("--json", type=Path, help="write every case and verdict here")
-    args = parser.parse_args()
-    work = Path(tempfile.mkdtemp(prefix="audit-")) if args.work is None else args.work
-    work.mkdir(parents=True, exist_ok=True)
-    runner = Runner(args.repo, work, int(args.memory_gb * 2**30), args.timeout, args.cpu_seconds)
-    classes = {6: class6, 7: class7, 8: class8, 10: class10}
-    try:
-        for klass in map(int, args.only.split(",")):
-            try:
-                classes[klass](runner, work)
-            except Exception as e:  # the audit itself must go on to the next class
-                record(klass, f"audit of class {klass} stopped", "bad", f"{type(e).__name__}: {e}")
-    finally:
-        if args.work is None:
-            shutil.rmtree(work, ignore_errors=True)
+    args = parser.parse_args(argv)
+    run_audit(args.repo, [int(k) for k in args.only.split(",")], args.work, args.memory_gb, args.timeout,
+              args.cpu_seconds)
     print(table(RESULTS))
     if args.json:
         args.json.write_text(json.dumps([dict(zip(("class", "case", "verdict", "note"), r)) for r in RESULTS],
                                         indent=1, ensure_ascii=True))
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
