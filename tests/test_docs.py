@@ -319,9 +319,18 @@ def test_python_blocks_compile_and_import_what_exists():
 
 
 def top_level_names(module):
+    """The names ``module`` defines at its top level, as a static checker sees them: also inside ``if`` blocks (e.g.
+    ``if TYPE_CHECKING:``), and those of a project module it star-imports (models/__init__.py shows loading.py's)."""
     names = set()
-    for node in ast.parse(module.read_text(encoding="utf-8")).body:
-        if isinstance(node, (ast.FunctionDef, ast.ClassDef)):
+    body = list(ast.parse(module.read_text(encoding="utf-8")).body)
+    while body:
+        node = body.pop(0)
+        if isinstance(node, ast.If):
+            body += node.body + node.orelse
+        elif isinstance(node, ast.ImportFrom) and [alias.name for alias in node.names] == ["*"] and \
+                (node.module or "").startswith("pieanet."):
+            names |= top_level_names(ROOT.joinpath(*node.module.split(".")[1:]).with_suffix(".py"))
+        elif isinstance(node, (ast.FunctionDef, ast.ClassDef)):
             names.add(node.name)
         elif isinstance(node, ast.Assign):
             names |= {t.id for target in node.targets for t in ast.walk(target) if isinstance(t, ast.Name)}
