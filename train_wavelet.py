@@ -34,7 +34,7 @@ from torch.utils.data import DataLoader, DistributedSampler, Sampler, Subset
 from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
-from pieanet import evaluate
+from pieanet import evaluation
 from pieanet.datasets.iea40k import DatasetError, IEA40KDataset, read_split
 from pieanet.models import (CheckpointError, build_model, check_activations, check_config, load_torch_state,
                             read_checkpoint,
@@ -387,22 +387,20 @@ def extra_sets(data):
 
 
 def validate_extra(model, name, spec, items, data):
-    """(metrics, log text) of one extra validation set, measured with evaluate.py's functions on the tools' default
-    path (the model's working size, guided upsampling): the numbers evaluate.py and bench/accuracy.py give. Photos
-    that fail are named on stderr and left out."""
+    """(metrics, log text) of one extra validation set, measured with pieanet.evaluation (evaluate.py's functions)
+    on the tools' default path (the model's working size, guided upsampling): the numbers evaluate.py and
+    bench/accuracy.py give. Photos that fail are named on stderr and left out."""
     model.eval()
     methods = [(name, model)]
-    args = argparse.Namespace(data_root=Path(spec["root"]), images_dir=data["images_dir"],
-                              labels_dir=data["labels_dir"], label_scale=data["label_scale"], size=None, tile=None,
-                              threshold=DEFAULT_THRESHOLD, share_limit=well_exposed.DEFAULT_SHARE_LIMIT,
-                              mean_limit=well_exposed.DEFAULT_MEAN_LIMIT)
     with cli.Progress(PROG, len(items), show=False) as progress:
         if spec.get("well_exposed"):
-            judged = evaluate.judge_photos(methods, items, args, progress)
-            result = evaluate.summarise_photos(methods, items, judged)[0][name]
+            judged = evaluation.judge_photos(methods, items, evaluation.Criterion(), progress=progress)
+            result = evaluation.summarise_photos(methods, items, judged)[0][name]
             return result, well_exposed.describe(result)
-        measured = evaluate.measure_rows(methods, items, args, progress)
-    result = evaluate.accumulate(methods, items, measured, args.threshold)[0][name]
+        labelled = evaluation.LabelledData(Path(spec["root"]), data["images_dir"], data["labels_dir"],
+                                           data["label_scale"])
+        measured = evaluation.measure_rows(methods, items, labelled, DEFAULT_THRESHOLD, progress=progress)
+    result = evaluation.accumulate(methods, items, measured, DEFAULT_THRESHOLD)[0][name]
     return result, (f"MAE {result['mae']:.4f} SSIM {result['ssim']:.4f} IoU over/under {result['iou_over']:.3f}/"
                     f"{result['iou_under']:.3f} SRCC {result['srcc']:.3f}, clipped -> more light "
                     f"{result['clipped_needs_light']:.1f} %, crushed -> less light "

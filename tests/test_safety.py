@@ -18,9 +18,8 @@ import torch
 from PIL import Image
 
 import compare_methods
-import evaluate
 import train_wavelet
-from pieanet import runtime
+from pieanet import evaluation, runtime
 from pieanet.models import CheckpointError, build_model, check_config, load_model, read_checkpoint, save_model
 from pieanet.utils import cli, image_io
 from pieanet.utils.config import ConfigError
@@ -94,8 +93,8 @@ def test_comparison_tables_escape_method_names(tmp_path):
 
 
 def test_evaluate_markdown_escapes_the_method_name():
-    line = evaluate.table_rows({"x|y": {"n_images": 1, **dict.fromkeys(evaluate.TABLE_COLUMNS, 0.5)}})
-    assert line.replace("\\|", "").count("|") == evaluate.table_header().splitlines()[0].count("|")
+    line = evaluation.table_rows({"x|y": {"n_images": 1, **dict.fromkeys(evaluation.TABLE_COLUMNS, 0.5)}})
+    assert line.replace("\\|", "").count("|") == evaluation.table_header().splitlines()[0].count("|")
 
 
 def test_md_cell_by_hand():
