@@ -1,12 +1,13 @@
 """The build steps pyproject.toml cannot state, from the one list of the package's members (pieanet/members.py): the
 folders of the checkout become subpackages (models/ -> pieanet.models, configs/rules/ -> pieanet.configs.rules) and
 the tools at its root become modules of the package (make_heatmap.py -> pieanet.make_heatmap), as pieanet/__init__.py
-makes them in a checkout. Only those: a .py file dropped at the root is not swept into the wheel. Everything else about
+makes them in a checkout, beside the library's own subpackages in pieanet/ (pieanet/training/), which are found, not
+listed. Only those: a .py file dropped at the root is not swept into the wheel. Everything else about
 the package (metadata, dependencies, package data) is in pyproject.toml."""
 import ast
 from pathlib import Path
 
-from setuptools import setup
+from setuptools import find_packages, setup
 from setuptools.command.build_py import build_py
 
 ROOT = Path(__file__).resolve().parent
@@ -22,6 +23,8 @@ def members():
 
 
 FOLDERS, TOOLS = members()
+# the subpackages of pieanet/ itself (pieanet/training/ -> pieanet.training), as the folder holds them
+LIBRARY = tuple(f"pieanet.{name}" for name in find_packages(str(ROOT / "pieanet")))
 
 
 class BuildPy(build_py):
@@ -34,5 +37,5 @@ class BuildPy(build_py):
 
 if __name__ == "__main__":
     setup(cmdclass={"build_py": BuildPy},
-          packages=["pieanet", *(f"pieanet.{name}" for name in FOLDERS)],
+          packages=["pieanet", *LIBRARY, *(f"pieanet.{name}" for name in FOLDERS)],
           package_dir={"pieanet": "pieanet", **{f"pieanet.{name}": name.replace(".", "/") for name in FOLDERS}})

@@ -29,7 +29,7 @@ PROJECT_ERRORS = [
     ("pieanet.utils.image_io", "ImageLoadError", 2, ValueError),
     ("pieanet.utils.safety", "TextFileError", 2, ValueError),
     ("pieanet.utils.config", "ConfigError", 2, ValueError),
-    ("pieanet.utils.rules", "RuleError", 2, ValueError),
+    ("pieanet.scoring.rules", "RuleError", 2, ValueError),
     ("pieanet.utils.well_exposed", "FolderError", 2, ValueError),
     ("pieanet.utils.summary", "UnreadableSummary", 2, None),
     ("pieanet.utils.summary", "SummaryError", 1, None),
@@ -58,9 +58,11 @@ def test_every_error_class_of_the_project_is_listed():
     so it is checked against the base."""
     listed = {(module, name) for module, name, _, _ in PROJECT_ERRORS} | {("pieanet.utils.errors", "PieaError")}
     found = set()
-    sources = [*ROOT.glob("*.py"), *ROOT.glob("utils/*.py"), *ROOT.glob("models/*.py"), *ROOT.glob("datasets/*.py")]
+    sources = [*ROOT.glob("*.py"), *ROOT.glob("utils/*.py"), *ROOT.glob("models/*.py"), *ROOT.glob("datasets/*.py"),
+               *ROOT.glob("pieanet/**/*.py")]
     for path in sources:
-        module = "pieanet." + ".".join(path.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__")
+        parts = path.relative_to(ROOT).with_suffix("").parts
+        module = ".".join(parts if parts[0] == "pieanet" else ("pieanet", *parts)).removesuffix(".__init__")
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
             bases = [ast.unparse(base).rsplit(".", 1)[-1] for base in getattr(node, "bases", [])]
             if isinstance(node, ast.ClassDef) and any(base.endswith(("Error", "Exception", "Busy", "Failed"))
@@ -169,7 +171,7 @@ def test_default_is_one_line_and_debug_shows_the_cause(tmp_path, capsys, monkeyp
         debug = capsys.readouterr().err
         assert debug.startswith("Traceback (most recent call last):")
         assert "yaml.parser.ParserError" in debug and "direct cause of the following exception" in debug
-        assert "pieanet.utils.rules.RuleError" in debug and debug.endswith(err)  # the same line, last
+        assert "pieanet.scoring.rules.RuleError" in debug and debug.endswith(err)  # the same line, last
     monkeypatch.setenv(errors.DEBUG_VARIABLE, "0")
     assert score.main(bad_rules(tmp_path)) == 2 and capsys.readouterr().err == err
     assert not errors.debugging()  # --debug lasts for its own command only

@@ -25,7 +25,7 @@ from pieanet.utils import cli, image_io
 from pieanet.utils.config import ConfigError
 from pieanet.utils.heatmap import save_colorbar_heatmap
 from pieanet.utils.image_io import ImageLoadError, atomic_write, load_image
-from pieanet.utils.rules import RuleError, load_rules
+from pieanet.scoring.rules import RuleError, load_rules
 from pieanet.utils.safety import brief, csv_cell, csv_value, md_cell, shown
 from pieanet.utils.summary import SUMMARY_FIELDS, read_summary, write_summary
 
