@@ -190,7 +190,7 @@ def test_configs_name_only_checkpoints_the_checkout_holds():
 
 
 def test_shipped_configs_are_found_by_name_from_another_folder(tmp_path, monkeypatch):
-    from pieanet.train_wavelet import resolve_config
+    from pieanet.training.run import resolve_config
 
     monkeypatch.chdir(tmp_path)
     by_name, by_path = resolve_config("pieanet_synth"), resolve_config("configs/pieanet_synth.yaml")
@@ -278,7 +278,7 @@ def test_the_trust_statement_is_where_users_look(tmp_path, capsys):
 def test_the_training_quick_start_uses_no_sample_photo_and_no_download():
     # issue 28: the default synthetic set was made of the scenes of img_to_pred/; the quick start picks two others
     from pieanet.datasets import synthetic
-    from pieanet.train_wavelet import resolve_config
+    from pieanet.training.run import resolve_config
 
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
     assert "--scenes motorcycle hopper --val-scenes hopper" in readme and "--config pieanet_quick" in readme
