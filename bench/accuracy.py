@@ -22,7 +22,8 @@
   a model that follows the photos' own exposure).
 --plain writes the README's results sentences from these figures (one command regenerates them).
 Every method runs on the tools' default path (its working size, guided upsampling; --size to change it), with
-evaluate.py's own functions. Checkpoints: project .safetensors, .onnx (onnxruntime) or the released .pth.
+evaluate.py's own functions (pieanet.evaluation). Checkpoints: project .safetensors, .onnx (onnxruntime) or the
+released .pth.
 Data roots default to ../shared/<set> beside the checkout. Exit codes as evaluate.py (1: some photos failed, each named
 on stderr; 2: a bad option, a missing data set or checkpoint, before any work).
 """
