@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 import pieanet
-from pieanet import compare_methods, evaluate, make_heatmap, score
+from pieanet import compare_methods, comparison, evaluate, make_heatmap, score
 from pieanet.models import contract
 from pieanet.utils.config import ConfigError
 from pieanet.utils.image_io import IMAGE_EXTENSIONS
@@ -137,7 +137,7 @@ def test_compare_methods_vmax_sets_the_figure_scale(tiny_checkpoint, tmp_path, c
         drawn.append(vmax)
         return np.zeros((*residual.shape, 3), np.uint8)
 
-    monkeypatch.setattr(compare_methods, "colorize", recording_colorize)
+    monkeypatch.setattr(comparison, "colorize", recording_colorize)
     argv = ["--inputs", tmp_path / "A", tmp_path / "B", "--output", tmp_path / "c", "--checkpoint", tiny_checkpoint]
     assert exit_code(compare_methods, argv + ["--vmax", "0.25"]) == 0
     assert drawn == [0.25] * 4  # 2 images x 2 methods, one scale

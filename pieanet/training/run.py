@@ -185,7 +185,6 @@ def command(parse_args) -> int:
         errors.set_debug(False)
 
 
-
 def build_network(config, device, world_size):
     """(model, the module to call: DDP-wrapped when distributed), weights from init_from if set."""
     model = build_model(config["model"])

@@ -95,7 +95,6 @@ def config_changes(saved, current, prefix=""):
     return changes
 
 
-
 def git_folder(checkout):
     """The git folder of ``checkout`` (.git, or where a worktree's .git file points), or None."""
     dot_git = Path(checkout) / ".git"
