@@ -1,7 +1,8 @@
 """The build steps pyproject.toml cannot state, from the one list of the package's members (pieanet/members.py): the
 folders of the checkout become subpackages (models/ -> pieanet.models, configs/rules/ -> pieanet.configs.rules) and
 the tools at its root become modules of the package (make_heatmap.py -> pieanet.make_heatmap), as pieanet/__init__.py
-makes them in a checkout. Only those: a .py file dropped at the root is not swept into the wheel. Everything else about
+makes them in a checkout, beside the library's own subpackages in pieanet/ (pieanet/training/), which are found, not
+listed. Only those: a .py file dropped at the root is not swept into the wheel. Everything else about
 the package (metadata, dependencies, package data) is in pyproject.toml."""
 import ast
 from pathlib import Path
@@ -34,6 +35,7 @@ class BuildPy(build_py):
 
 if __name__ == "__main__":
     setup(cmdclass={"build_py": BuildPy},
-          # pieanet/ and its own sub-packages (pieanet/heatmaps/), then the members the build copies in
+          # pieanet/ and its own sub-packages (pieanet/heatmaps/, pieanet/training/, ...), then the members the build
+          # copies in
           packages=[*find_packages(include=["pieanet", "pieanet.*"]), *(f"pieanet.{name}" for name in FOLDERS)],
           package_dir={"pieanet": "pieanet", **{f"pieanet.{name}": name.replace(".", "/") for name in FOLDERS}})

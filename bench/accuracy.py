@@ -22,7 +22,8 @@
   a model that follows the photos' own exposure).
 --plain writes the README's results sentences from these figures (one command regenerates them).
 Every method runs on the tools' default path (its working size, guided upsampling; --size to change it), with
-evaluate.py's own functions. Checkpoints: project .safetensors, .onnx (onnxruntime) or the released .pth.
+evaluate.py's own functions (pieanet.evaluation). Checkpoints: project .safetensors, .onnx (onnxruntime) or the
+released .pth.
 Data roots default to ../shared/<set> beside the checkout. Exit codes as evaluate.py (1: some photos failed, each named
 on stderr; 2: a bad option, a missing data set or checkpoint, before any work).
 """
@@ -36,10 +37,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from pieanet import evaluate, runtime  # noqa: E402
+from pieanet import evaluation, runtime  # noqa: E402
 from pieanet.datasets.iea40k import read_split  # noqa: E402
 from pieanet.models.baselines import BASELINES  # noqa: E402
 from pieanet.utils import cli, metrics, well_exposed  # noqa: E402
+from pieanet.utils.image_io import atomic_write  # noqa: E402
 
 PROG = "accuracy"
 SHARED = ROOT.parent / "shared"
@@ -59,7 +61,7 @@ def parse_args(argv=None):
     for name in (*LABELLED, "well_exposed"):
         p.add_argument(f"--{name.replace('_', '-')}", type=Path, default=SHARED / name, metavar="DIR",
                        help=f"the {name} development set (default: ../shared/{name} beside the checkout)")
-    p.add_argument("--share-limit", type=evaluate.percent, default=well_exposed.DEFAULT_SHARE_LIMIT, metavar="PCT",
+    p.add_argument("--share-limit", type=cli.percent, default=well_exposed.DEFAULT_SHARE_LIMIT, metavar="PCT",
                    help=f"well_exposed: flagged above PCT %% of pixels with |r| > --threshold "
                         f"(default: {well_exposed.DEFAULT_SHARE_LIMIT:g})")
     p.add_argument("--mean-limit", type=cli.threshold, default=well_exposed.DEFAULT_MEAN_LIMIT, metavar="M",
@@ -89,11 +91,9 @@ def check_data(args):
                                      f"{csv_name}")
 
 
-def set_args(args, root):
-    """The options evaluate.py's functions read, for one data root."""
-    return argparse.Namespace(data_root=root, images_dir="images", labels_dir="labels", label_scale=255.0,
-                              size=args.size, tile=args.tile, threshold=args.threshold, share_limit=args.share_limit,
-                              mean_limit=args.mean_limit)
+def criterion(args):
+    """The well-exposed verdict's criterion of the command line."""
+    return evaluation.Criterion(args.threshold, args.share_limit, args.mean_limit)
 
 
 def measure_labelled(methods, name, root, args):
@@ -108,11 +108,12 @@ def measure_labelled(methods, name, root, args):
                 seen.add(row.img_id)
                 rows.append(row)
     with cli.Progress(f"{PROG} {name}", len(rows)) as progress:
-        measured = evaluate.measure_rows(methods, rows, set_args(args, root), progress)
+        measured = evaluation.measure_rows(methods, rows, evaluation.LabelledData(root), args.threshold, args.size,
+                                              args.tile, progress)
     results, failed = {}, set()
     for csv_name, csv_rows in lists.items():
         keep = {row.img_id for row in csv_rows}
-        results[csv_name], missed = evaluate.accumulate(methods, rows, measured, args.threshold, keep=keep)
+        results[csv_name], missed = evaluation.accumulate(methods, rows, measured, args.threshold, keep=keep)
         for method, _ in methods:
             results[csv_name][method].update(per_photo([found[method]["photo"] for row, found in zip(rows, measured)
                                                         if found is not None and row.img_id in keep]))
@@ -140,8 +141,8 @@ def per_photo(numbers):
 def measure_well_exposed(methods, root, args):
     photos, missing = well_exposed.list_photos(root)  # a FolderError: exit code 2
     with cli.Progress(f"{PROG} well_exposed", len(photos)) as progress:
-        judged = evaluate.judge_photos(methods, photos, set_args(args, root), progress)
-    results, _, failed = evaluate.summarise_photos(methods, photos, judged)
+        judged = evaluation.judge_photos(methods, photos, criterion(args), args.size, args.tile, progress)
+    results, _, failed = evaluation.summarise_photos(methods, photos, judged)
     for name in missing:
         print(f"{PROG}: {root / well_exposed.MANIFEST}: lists {name}, which is not found", file=sys.stderr)
     return results, failed + missing
@@ -190,16 +191,16 @@ def table(results):
                 m = found[name][csv_name]
                 cells.append(f"{number(m['mae'], 4)} / {number(m['ssim'], 3)} / {number(m['srcc'], 3)}")
         fa = found["well_exposed"]
-        keys = ", ".join(f"{key} {evaluate.format_pct(one['false_alarm_pct'])}" for key, one in fa["per_key"].items())
-        cells.append(evaluate.format_pct(fa["false_alarm_pct"]) + (f" ({keys})" if keys else ""))
+        keys = ", ".join(f"{key} {evaluation.format_pct(one['false_alarm_pct'])}" for key, one in fa["per_key"].items())
+        cells.append(evaluation.format_pct(fa["false_alarm_pct"]) + (f" ({keys})" if keys else ""))
         for metric in ("clipped_needs_light", "crushed_needs_dark"):
-            cells.append(" / ".join(evaluate.format_pct(found[name][lists[0]][metric])
+            cells.append(" / ".join(evaluation.format_pct(found[name][lists[0]][metric])
                                     for name, lists in LABELLED.items()))
         main = [found[name][lists[0]] for name, lists in LABELLED.items()]
-        cells.append(" ; ".join(f"{evaluate.format_pct(m['worst_out_of_bounds_pct'])} / "
-                               f"{evaluate.format_pct(m['worst_white_brightened_pct'])}" for m in main))
+        cells.append(" ; ".join(f"{evaluation.format_pct(m['worst_out_of_bounds_pct'])} / "
+                               f"{evaluation.format_pct(m['worst_white_brightened_pct'])}" for m in main))
         cells.append(" / ".join(number(m["median_stops_error"], 2) for m in main))
-        cells.append(" / ".join(evaluate.format_pct(m["verdict_wrong_pct"]) for m in main))
+        cells.append(" / ".join(evaluation.format_pct(m["verdict_wrong_pct"]) for m in main))
         cells.append(signed(fa.get("mean_stops")))
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
@@ -210,7 +211,7 @@ def run(argv=None):
     runtime.setup(args)
     check_data(args)
     args.device = str(runtime.resolve_device(args.device))
-    methods = evaluate.load_methods(args)
+    methods = evaluation.load_methods(args)
     for path in (args.json, args.markdown, args.plain):
         if path is not None:
             cli.writable_folder(path.parent, "folder of " + path.name)
@@ -228,7 +229,7 @@ def run(argv=None):
     text = table(results)
     size = "the model's working size" if args.size is None else ("native" if args.size == 0 else f"--size {args.size}")
     caption = (f"Development sets ({size}, one run, {elapsed:.0f} s): {CELL} per list (SSIM: "
-               f"{evaluate.SSIM_CONVENTION}); well_exposed: {evaluate.describe_criterion(args)}; physics: percent of "
+               f"{evaluation.SSIM_CONVENTION}); well_exposed: {criterion(args).describe()}; physics: percent of "
                "clipped pixels (a channel >= 250) with r > +0.05, of crushed pixels (all channels <= 5) with "
                "r < -0.05.")
     print(text, end="")
@@ -237,15 +238,15 @@ def run(argv=None):
     if n_failed:
         print(f"{n_failed} photos skipped (named on stderr)")
     if args.markdown:
-        with evaluate.atomic_write(args.markdown) as tmp:
+        with atomic_write(args.markdown) as tmp:
             Path(tmp).write_text(caption + "\n\n" + text)
     if args.plain:
-        with evaluate.atomic_write(args.plain) as tmp:
+        with atomic_write(args.plain) as tmp:
             Path(tmp).write_text(plain_words(results[methods[0][0]]) + "\n", encoding="utf-8")
     if args.json:
-        evaluate.write_json(args.json, {"methods": results, "failed": failed, "criterion": evaluate.criterion(args),
+        evaluation.write_json(args.json, {"methods": results, "failed": failed, "criterion": criterion(args).as_dict(),
                                         "size": args.size, "seconds": elapsed,
-                                        "ssim_convention": evaluate.SSIM_CONVENTION})
+                                        "ssim_convention": evaluation.SSIM_CONVENTION})
     return cli.EXIT_FAILED if n_failed else cli.EXIT_OK
 
 

@@ -18,6 +18,13 @@ import numpy as np
 
 from pieanet.utils.exposure import GRAY_WEIGHTS, bound_residual
 
+# Guided filter window radius (pixels at the working resolution) and regularisation (guide in [0, 1]): the smallest
+# window keeps the map closest to the full-resolution one at photo edges (a larger radius or eps smooths across them);
+# a smaller eps would follow the grey image even in noisy flat regions, where the map should stay smooth. How they
+# were chosen: docs/design.md, "Guided upsampling". Here, in a module without torch, so that the torch path
+# (models/inference.py) and the torch-free one (models/torch_free.py) take them from one place.
+GUIDED_RADIUS = 1
+GUIDED_EPS = 1e-4
 STRIP_ROWS = 256  # rows per strip: 1 MP of a 4000 px wide photo (4 MB per float plane); 128 to 512 measured alike
 LEVELS = np.float32(255.0)  # uint8 levels / LEVELS in float32: the [0, 1] values load_image gives (to_tensor too)
 

@@ -24,17 +24,10 @@ import torch.nn.functional as F
 
 from pieanet.models import contract
 from pieanet.models.contract import default_overlap, round_up  # noqa: F401 (default_overlap: for the callers)
-from pieanet.models.full_size import GuidedFit, shrink_photo
+from pieanet.models.full_size import GUIDED_EPS, GUIDED_RADIUS, GuidedFit, shrink_photo
 from pieanet.utils.exposure import bound_residual, gray
 from pieanet.models.filters import box_mean
 from pieanet.utils.image_io import FLOAT_RANGE_SLACK
-
-# Guided filter window radius (pixels at the working resolution) and regularisation (guide in [0, 1]): the smallest
-# window keeps the map closest to the full-resolution one at photo edges (a larger radius or eps smooths across them);
-# a smaller eps would follow the grey image even in noisy flat regions, where the map should stay smooth. How they
-# were chosen: docs/design.md, "Guided upsampling".
-GUIDED_RADIUS = 1
-GUIDED_EPS = 1e-4
 
 
 def model_device(model):

@@ -26,14 +26,13 @@ import numpy as np
 from PIL import Image
 
 from pieanet.models import contract
-from pieanet.models.full_size import STRIP_ROWS, GuidedFit, photo_grey, photo_strips
+from pieanet.models.full_size import GUIDED_EPS, GUIDED_RADIUS, STRIP_ROWS, GuidedFit, photo_grey, photo_strips
 from pieanet.utils.exposure import GRAY_WEIGHTS, bound_residual
 from pieanet.utils.image_io import FLOAT_RANGE_SLACK
 from pieanet.utils.safety import first_line
 
 CONFIG_KEY = "p_iea.config"  # written by export.py (models/onnx_model.py reads the same key)
 CONTRACT_KEY = "p_iea.contract"  # written by export.py: what models/contract.py reads, as the ONNX graph declares it
-GUIDED_RADIUS, GUIDED_EPS = 1, 1e-4  # as models/inference.py (tests/test_torch_free.py checks they agree)
 LEVELS = np.float32(255.0)
 
 

@@ -14,8 +14,8 @@ from pieanet.models import DEFAULT_CHECKPOINT, load_model
 from pieanet.utils.alpha import judged_photo
 from pieanet.utils.heatmap import NOT_JUDGED_GREYS
 from pieanet.utils.image_io import load_image
-from pieanet.utils.regions import Regions
-from pieanet.utils.rules import load_rules
+from pieanet.scoring.regions import Regions
+from pieanet.scoring.rules import load_rules
 
 SAMPLE = ROOT / "img_to_pred" / "chelsea.jpg"
 

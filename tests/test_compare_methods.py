@@ -6,7 +6,7 @@ import pytest
 import torch.nn as nn
 from PIL import Image
 
-from pieanet import compare_methods
+from pieanet import compare_methods, comparison
 from pieanet.utils.exposure import gray
 
 
@@ -43,7 +43,7 @@ def methods(tmp_path):
 def test_ranks_better_method_first_and_reports_missing(methods):
     root, folders = methods
     messages = []
-    result = compare_methods.compare(MidGray(), folders, report=messages.append)
+    result = comparison.compare(MidGray(), folders, report=messages.append)
     rows = {m["method"]: m for m in result["methods"]}
     assert rows["good"]["rank"] == 1 and rows["good"]["mean_abs_residual"] < 0.06
     assert rows["dark"]["mean_residual"] > 0.2 and rows["dark"]["pct_under"] > 90  # under-exposed: r > 0
@@ -56,7 +56,7 @@ def test_ranks_better_method_first_and_reports_missing(methods):
 
 def test_reference_rankings_agree(methods):
     root, folders = methods
-    result = compare_methods.compare(MidGray(), folders, reference=root / "reference", report=lambda m: None)
+    result = comparison.compare(MidGray(), folders, reference=root / "reference", report=lambda m: None)
     rows = {m["method"]: m for m in result["methods"]}
     assert rows["good"]["reference_rank"] == 1 and rows["good"]["psnr"] > 35 and rows["good"]["ssim"] > 0.95
     assert result["agreement"]["same_order"] and result["agreement"]["spearman"] == pytest.approx(1.0)
@@ -64,16 +64,16 @@ def test_reference_rankings_agree(methods):
 
 def test_psnr_and_ssim_by_hand():
     reference = np.full((32, 32, 3), 0.5, np.float32)
-    assert compare_methods.psnr(reference + 0.1, reference) == pytest.approx(20.0)
-    assert math.isinf(compare_methods.psnr(reference, reference))
-    assert compare_methods.rgb_ssim(reference, reference) == pytest.approx(1.0)
+    assert comparison.psnr(reference + 0.1, reference) == pytest.approx(20.0)
+    assert math.isinf(comparison.psnr(reference, reference))
+    assert comparison.rgb_ssim(reference, reference) == pytest.approx(1.0)
 
 
 def test_unreadable_image_left_out_everywhere(methods):
     root, folders = methods
     (folders["dark"] / "1.png").write_bytes(b"broken")
     messages = []
-    result = compare_methods.compare(MidGray(), folders, report=messages.append)
+    result = comparison.compare(MidGray(), folders, report=messages.append)
     assert result["failed"] == ["1.png"] and result["names"] == ["0.png", "2.png"]
     assert any("1.png" in m for m in messages)
 

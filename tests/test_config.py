@@ -9,9 +9,9 @@ import pytest
 import yaml
 
 from pieanet.models import build_model, read_checkpoint
-from pieanet.train_wavelet import resolve_config
+from pieanet.training.run import resolve_config
 from pieanet.utils.config import ConfigError, load_yaml
-from pieanet.utils.train_config import load
+from pieanet.training.config import load
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 

@@ -1,4 +1,4 @@
-"""The training config's one schema (utils.train_config.TrainConfig): defaults, types and ranges, unknown keys with
+"""The training config's one schema (pieanet.training.config.TrainConfig): defaults, types and ranges, unknown keys with
 the file that sets them, configs without `base:`, and configs/base.yaml written from it."""
 import copy
 import json
@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from pieanet import train_wavelet
-from pieanet.utils import train_config
+from pieanet.training import config as train_config
+from pieanet.training import run as training_run
 from pieanet.utils.config import ConfigError, load_yaml
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -27,7 +28,7 @@ def as_json(config):
 
 
 def test_base_yaml_is_written_from_the_schema_and_up_to_date():
-    """configs/base.yaml is the output of `python -m pieanet.utils.train_config --write`; after a change to the
+    """configs/base.yaml is the output of `python -m pieanet.training.config --write`; after a change to the
     schema, run that command."""
     assert (ROOT / "configs" / "base.yaml").read_text() == train_config.base_yaml()
     assert as_json(load_yaml(ROOT / "configs" / "base.yaml")) == as_json({**RECORDED_BASE, "name": None})
@@ -44,12 +45,12 @@ def test_the_write_command_replaces_the_file(tmp_path, monkeypatch, capsys):
 
 
 def test_a_config_without_base_takes_the_schemas_defaults(tmp_path):
-    assert as_json(train_wavelet.resolve_config(write(tmp_path / "empty.yaml", ""))) == \
+    assert as_json(training_run.resolve_config(write(tmp_path / "empty.yaml", ""))) == \
         as_json({**RECORDED_BASE, "name": "empty"})
     path = write(tmp_path / "mine.yaml", "train: {epochs: 2}\nmodel: {width: 16}\n")
     expected = copy.deepcopy(RECORDED_BASE)
     expected["name"], expected["train"]["epochs"], expected["model"]["width"] = "mine", 2, 16
-    assert as_json(train_wavelet.resolve_config(path, ["data.crop=64"])) == \
+    assert as_json(training_run.resolve_config(path, ["data.crop=64"])) == \
         as_json({**expected, "data": {**expected["data"], "crop": 64}})
 
 
@@ -143,5 +144,5 @@ def test_a_name_from_the_file_is_checked_too(tmp_path):
 
 
 def test_the_schemas_choices_are_the_ones_training_knows():
-    assert tuple(train_wavelet.LOSSES) == train_config.LOSSES
-    assert tuple(train_wavelet.AMP_DTYPES) == train_config.AMP
+    assert tuple(training_run.LOSSES) == train_config.LOSSES
+    assert tuple(training_run.AMP_DTYPES) == train_config.AMP

@@ -129,7 +129,8 @@ def plan(where, tokens):
         if args[:1] == ["-m"]:
             module = args[1]
             in_checkout = module.removeprefix("pieanet.") if module.startswith("pieanet.") else module
-            if not (ROOT / (in_checkout.replace(".", "/") + ".py")).is_file():
+            places = (in_checkout, module)  # a member beside pieanet/ (models/...), or the library inside it
+            if not any((ROOT / (name.replace(".", "/") + ".py")).is_file() for name in places):
                 return [], [f"{where}: python -m {module}: no such module in the checkout"]
             return [{"where": where, "kind": "module", "target": module, "argv": args[2:]}], []
         return script_job(where, args[0], args[1:])

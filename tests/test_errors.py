@@ -29,7 +29,7 @@ PROJECT_ERRORS = [
     ("pieanet.utils.image_io", "ImageLoadError", 2, ValueError),
     ("pieanet.utils.safety", "TextFileError", 2, ValueError),
     ("pieanet.utils.config", "ConfigError", 2, ValueError),
-    ("pieanet.utils.rules", "RuleError", 2, ValueError),
+    ("pieanet.scoring.rules", "RuleError", 2, ValueError),
     ("pieanet.utils.well_exposed", "FolderError", 2, ValueError),
     ("pieanet.heatmaps.summary", "UnreadableSummary", 2, None),
     ("pieanet.heatmaps.summary", "SummaryError", 1, None),
@@ -38,9 +38,9 @@ PROJECT_ERRORS = [
     ("pieanet.utils.folders", "OutsideFolder", 1, OSError),
     ("pieanet.utils.folders", "WrongFileType", 2, None),
     ("pieanet.utils.arrays", "ArrayFileError", 2, ValueError),
-    ("pieanet.train_wavelet", "SetupError", 2, None),
-    ("pieanet.train_wavelet", "TrainingError", 1, None),
-    ("pieanet.export", "CheckFailed", 1, None),
+    ("pieanet.training.errors", "SetupError", 2, None),
+    ("pieanet.training.errors", "TrainingError", 1, None),
+    ("pieanet.exporting", "CheckFailed", 1, None),
 ]
 HINTS = {"memory": "try less", "interrupted": "kept", "os": "resume"}
 
@@ -129,6 +129,7 @@ def test_bad_data_met_during_an_epoch_stops_the_run_with_exit_1(tmp_path, capsys
     its own message, the DatasetError kept as the cause."""
     from pieanet import train_wavelet
     from pieanet.datasets.iea40k import DatasetError
+    from pieanet.training import run as training_run
     message = "train.csv:7: c.png: corrupt or truncated image (broken data stream)"
     wrapped = worker_error(DatasetError(message))
 
@@ -136,13 +137,13 @@ def test_bad_data_met_during_an_epoch_stops_the_run_with_exit_1(tmp_path, capsys
         raise wrapped
     run = SimpleNamespace(out=tmp_path, is_main=False, opts={"epochs": 2, "max_steps": None}, epoch=0, global_step=0,
                           train_epoch=train_epoch)
-    with pytest.raises(train_wavelet.TrainingError) as caught:
-        train_wavelet.run_epochs(run, 1)
+    with pytest.raises(training_run.TrainingError) as caught:
+        training_run.run_epochs(run, 1)
     assert str(caught.value) == message and caught.value.__cause__ is wrapped
 
     def train(*args, **kwargs):
-        train_wavelet.run_epochs(run, 1)
-    monkeypatch.setattr(train_wavelet, "train", train)
+        training_run.run_epochs(run, 1)
+    monkeypatch.setattr(training_run, "train", train)
     monkeypatch.delenv(errors.DEBUG_VARIABLE, raising=False)
     assert train_wavelet.main(["--device", "cpu"]) == 1
     assert capsys.readouterr().err == f"train_wavelet: {message}\n"
@@ -171,7 +172,7 @@ def test_default_is_one_line_and_debug_shows_the_cause(tmp_path, capsys, monkeyp
         debug = capsys.readouterr().err
         assert debug.startswith("Traceback (most recent call last):")
         assert "yaml.parser.ParserError" in debug and "direct cause of the following exception" in debug
-        assert "pieanet.utils.rules.RuleError" in debug and debug.endswith(err)  # the same line, last
+        assert "pieanet.scoring.rules.RuleError" in debug and debug.endswith(err)  # the same line, last
     monkeypatch.setenv(errors.DEBUG_VARIABLE, "0")
     assert score.main(bad_rules(tmp_path)) == 2 and capsys.readouterr().err == err
     assert not errors.debugging()  # --debug lasts for its own command only

@@ -1,11 +1,11 @@
-import argparse
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from pieanet import evaluate
+from pieanet import evaluate, evaluation
 from conftest import flat_iea_dataset
 
 LEVELS = ["N1", "P0", "P1"]
@@ -130,14 +130,15 @@ def test_checkpoints_sharing_a_name_get_their_own_rows(tmp_path, tiny_checkpoint
         shutil.copy(tiny_checkpoint, tmp_path / run / "best.safetensors")
     args = evaluate.parse_args(["--data-root", str(tmp_path), "--csv", "x.csv", "--checkpoint",
                                 str(tmp_path / "a" / "best.safetensors"), str(tmp_path / "b" / "best.safetensors")])
-    assert [name for name, _ in evaluate.load_methods(args)] == ["best", "best #2"]
+    assert [name for name, _ in evaluation.load_methods(args)] == ["best", "best #2"]
 
 
-@pytest.mark.parametrize("function", [evaluate.measure_rows, evaluate.judge_photos])
-def test_a_progress_bar_made_here_is_closed_and_one_passed_in_is_not(function, monkeypatch):
+@pytest.mark.parametrize("function, what", [(evaluation.measure_rows, evaluation.LabelledData(Path("."))),
+                                            (evaluation.judge_photos, evaluation.Criterion())])
+def test_a_progress_bar_made_here_is_closed_and_one_passed_in_is_not(function, what, monkeypatch):
     made = []
 
-    class Recorded(evaluate.cli.Progress):
+    class Recorded(evaluation.cli.Progress):
         def __init__(self, *args, **kwargs):
             super().__init__(*args, **kwargs)
             self.closed = False
@@ -147,10 +148,9 @@ def test_a_progress_bar_made_here_is_closed_and_one_passed_in_is_not(function, m
             self.closed = True
             super().close()
 
-    monkeypatch.setattr(evaluate.cli, "Progress", Recorded)
-    args = argparse.Namespace(data_root=".")
-    assert function([], [], args) == []
+    monkeypatch.setattr(evaluation.cli, "Progress", Recorded)
+    assert function([], [], what) == []
     assert len(made) == 1 and made[0].closed  # none passed in: made, and closed when done
     mine = Recorded("test", 0)
-    assert function([], [], args, mine) == [] and len(made) == 2 and not mine.closed  # its owner closes it
+    assert function([], [], what, progress=mine) == [] and len(made) == 2 and not mine.closed  # its owner closes it
     mine.close()

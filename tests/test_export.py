@@ -14,7 +14,7 @@ for _module in ("onnx", "onnxruntime", "onnxscript"):
 import onnx  # noqa: E402
 import onnxruntime as ort  # noqa: E402
 
-from pieanet import export  # noqa: E402
+from pieanet import export, exporting  # noqa: E402
 from pieanet.models import DEFAULT_CHECKPOINT, build_model, load_model, save_model  # noqa: E402
 
 TOLERANCE = 1e-4
@@ -73,7 +73,7 @@ def exported(tmp_path_factory, tiny_model_config):
 def test_export_matches_torch_at_other_sizes(exported, name):
     model, path, _ = exported(name)
     sess = session(path)
-    assert export.TRACE_SHAPE[2:] not in [(256, 256), (301, 199), (199, 301)]  # traced at another size
+    assert exporting.TRACE_SHAPE[2:] not in [(256, 256), (301, 199), (199, 301)]  # traced at another size
     for shape in [(1, 3, 256, 256), (2, 3, 301, 199), (1, 3, 199, 301)]:
         assert max_difference(model, sess, shape) <= TOLERANCE, shape
 
@@ -90,7 +90,7 @@ def test_scene_branch_extreme_shapes(exported):
 def test_onnx_file_describes_itself(exported):
     model, path, _ = exported("default")
     proto = onnx.load(str(path))
-    assert proto.opset_import[0].version == export.DEFAULT_OPSET
+    assert proto.opset_import[0].version == exporting.DEFAULT_OPSET
     dims = lambda value: [d.dim_param or d.dim_value for d in value.type.tensor_type.shape.dim]  # noqa: E731
     assert [i.name for i in proto.graph.input] == ["image"] and dims(proto.graph.input[0]) == ["batch", 3, "height",
                                                                                                "width"]
@@ -147,15 +147,15 @@ def test_missing_onnxruntime_says_how_to_install(tmp_path, capsys, monkeypatch):
 
 
 def test_released_network_is_refused():
-    with pytest.raises(export.UsageError, match="256 x 256"):
-        export.exportable(build_model({"name": "official"}))
+    with pytest.raises(exporting.UsageError, match="256 x 256"):
+        exporting.exportable(build_model({"name": "official"}))
 
 
 def test_failed_check_writes_nothing(exported, tmp_path, capsys, monkeypatch):
     """An ONNX file that does not reproduce the model (here: another model's graph) fails the check: exit 1, no
     file, and a file already at --output is left as it was."""
     _, other, _ = exported("plain")
-    monkeypatch.setattr(export, "export_onnx", lambda model, path, opset: path.write_bytes(other.read_bytes()))
+    monkeypatch.setattr(exporting, "export_onnx", lambda model, path, opset: path.write_bytes(other.read_bytes()))
     output = tmp_path / "out.onnx"
     code, out, err = run_export(capsys, "--output", output)  # the shipped checkpoint, checked against the tiny graph
     assert code == 1 and not output.exists() and "above 0.0001" in err and "nothing written" in err

@@ -1,5 +1,6 @@
 """Layers import downwards only (docs/design.md, "Layers"): utils <- models <- pieanet.runtime <- the library
-packages (pieanet/heatmaps/) <- the tools.
+packages (pieanet/heatmaps/) and pieanet/'s own modules (evaluation, training, scoring, ...) <- the tools, and no
+tool imports another.
 
 Every project .py file is parsed with ``ast`` (nothing is imported) and its ``pieanet.*`` imports are resolved to
 modules: no module imports one of a higher layer, utils/ never imports the models, models/ takes from utils/ only
@@ -19,7 +20,9 @@ PACKAGES = ("models", "utils", "datasets", "configs")  # folders of the checkout
 # what models/ may take from utils/: modules that import nothing from the project but each other
 # the layers, lowest first: a module imports only from its own layer and those below (datasets/, configs/ and
 # pieanet/__init__.py, commands.py, members.py stand beside them)
-LIBRARY_PACKAGES = ("pieanet.heatmaps",)  # pieanet/<package>: what a tool runs, as functions
+# pieanet/<module or package>: what a tool runs, as functions
+LIBRARY_PACKAGES = ("pieanet.heatmaps", "pieanet.evaluation", "pieanet.training", "pieanet.scoring",
+                    "pieanet.comparison", "pieanet.exporting")
 LAYERS = ("utils", "models", "runtime", "library", "tools")
 LOW_LEVEL_UTILS = {"pieanet.utils.safety", "pieanet.utils.image_io", "pieanet.utils.exposure",
                    "pieanet.utils.shipped", "pieanet.utils.errors"}
@@ -42,6 +45,12 @@ def project_files():
 
 
 MODULES = {module_name(path): path for path in project_files() if module_name(path)}
+# pieanet/'s own modules above the runtime (the library the tools call); pieanet/__init__.py, members.py and
+# commands.py are the package's entry, not a layer
+NOT_LIBRARY = {"pieanet", "pieanet.runtime", "pieanet.members", "pieanet.commands"}
+LIBRARY = {name for name, path in MODULES.items()
+           if path.relative_to(ROOT).parts[0] == "pieanet" and name not in NOT_LIBRARY}
+BELOW_LIBRARY = ("pieanet.runtime", "pieanet.models", "pieanet.utils", "pieanet.datasets", "pieanet.configs")
 
 
 def resolve(name, imported=()):
@@ -74,8 +83,12 @@ def imports(path, module_level_only=False):
             for alias in node.names:
                 if alias.name.split(".")[0] == "pieanet":
                     found += [(module, node.lineno) for module in resolve(alias.name)]
+                elif alias.name in TOOLS:  # a tool by its bare name (the checkout's root on sys.path)
+                    found.append((f"pieanet.{alias.name}", node.lineno))
         elif node.module and node.level == 0 and node.module.split(".")[0] == "pieanet":
             found += [(module, node.lineno) for module in resolve(node.module, [a.name for a in node.names])]
+        elif node.module in TOOLS and node.level == 0:
+            found.append((f"pieanet.{node.module}", node.lineno))
     return found
 
 
@@ -182,3 +195,40 @@ def test_the_command_line_summary_and_report_load_neither_torch_nor_the_models(m
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[]"
+
+
+def test_the_layer_sets_hold_what_they_name():
+    assert {"make_heatmap", "train_wavelet", "evaluate", "score", "compare_methods", "export"} <= set(TOOLS)
+    assert set(TOOLS) == {path.stem for path in ROOT.glob("*.py") if path.stem != "setup"}  # every root script
+    assert {layer(name) for name in LIBRARY} == {"library"}  # the two views of the library agree
+    assert {"pieanet.evaluation", "pieanet.training.run", "pieanet.scoring", "pieanet.comparison",
+            "pieanet.exporting"} <= LIBRARY
+    assert not LIBRARY & {f"pieanet.{tool}" for tool in TOOLS} and "pieanet.runtime" not in LIBRARY
+
+
+def test_the_import_reader_sees_tools_imported_by_any_name_at_any_level(tmp_path):
+    planted = tmp_path / "planted.py"
+    planted.write_text("import evaluate\n\ndef f():\n    from pieanet import score\n"
+                       "    from train_wavelet import main\n    import pieanet.export\n")
+    assert [module for module, _ in imports(planted)] == ["pieanet.evaluate", "pieanet.score", "pieanet.train_wavelet",
+                                                          "pieanet.export"]
+    assert [module for module, _ in imports(planted, module_level_only=True)] == ["pieanet.evaluate"]
+
+
+def test_no_tool_imports_another_tool():
+    """A tool is a command line over the library: what two tools share lives in the library (pieanet/), never in
+    one tool that the other imports, at module level or inside a function."""
+    found = [f"{MODULES[f'pieanet.{tool}'].relative_to(ROOT)}:{line} imports {module}"
+             for tool in sorted(TOOLS) for module, line in imports(MODULES[f"pieanet.{tool}"])
+             if module != f"pieanet.{tool}" and module.removeprefix("pieanet.") in TOOLS]
+    assert not found, "move what the tools share into the library (pieanet/):\n" + "\n".join(found)
+
+
+def test_the_library_imports_no_tool_and_nothing_below_imports_the_library():
+    tools = {f"pieanet.{tool}" for tool in TOOLS}
+    upwards = [f"{MODULES[name].relative_to(ROOT)}:{line} imports {module}"
+               for name in sorted(LIBRARY) for module, line in imports(MODULES[name]) if module in tools]
+    upwards += [f"{MODULES[name].relative_to(ROOT)}:{line} imports {module}"
+                for name in sorted(MODULES) if name.startswith(BELOW_LIBRARY)
+                for module, line in imports(MODULES[name]) if module in LIBRARY or module in tools]
+    assert not upwards, "layers import downwards only (docs/design.md, Layers):\n" + "\n".join(upwards)

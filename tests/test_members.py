@@ -74,6 +74,10 @@ def test_checkout_and_wheel_hold_the_same_modules(built):
     source, package = built
     wheel = module_names(package, python_files(package))
     assert {f"pieanet.{name}" for name in TOOLS} | {"pieanet", "pieanet.models.inference"} <= wheel
+    # the library's own subpackages (found by setup.py, not listed), every module of pieanet/ among them
+    library = module_names(ROOT, [path.relative_to(ROOT) for path in (ROOT / "pieanet").rglob("*.py")
+                                  if "__pycache__" not in path.parts])
+    assert {"pieanet.training.run", "pieanet.training.config", "pieanet.scoring.rules"} <= library <= wheel
     assert "pieanet.stray" not in wheel
     assert not any(name.startswith(("pieanet.bench", "pieanet.tests")) for name in wheel)
     # every pieanet.* name the old path extension gave the checkout, looked up by the checkout's own finder

@@ -130,7 +130,7 @@ def test_package_data_is_installed(installed, name):
 
 def test_installed_copy_finds_its_configs_by_name_and_its_photo_manifest(installed, tmp_path):
     python = installed / "bin" / "python"
-    configs = subprocess.run([python, "-c", "from pieanet.train_wavelet import resolve_config as r; "
+    configs = subprocess.run([python, "-c", "from pieanet.training.run import resolve_config as r; "
                                             "a, b = r('pieanet_synth'), r('configs/pieanet_synth.yaml'); "
                                             "print(a == b, a['train']['epochs'])"],
                              capture_output=True, text=True, cwd=tmp_path)

@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 import pieanet
-from pieanet import compare_methods, evaluate, make_heatmap, score
+from pieanet import compare_methods, comparison, evaluate, make_heatmap, score
 from pieanet.models import contract
 from pieanet.utils.config import ConfigError
 from pieanet.utils.image_io import IMAGE_EXTENSIONS
@@ -137,7 +137,7 @@ def test_compare_methods_vmax_sets_the_figure_scale(tiny_checkpoint, tmp_path, c
         drawn.append(vmax)
         return np.zeros((*residual.shape, 3), np.uint8)
 
-    monkeypatch.setattr(compare_methods, "colorize", recording_colorize)
+    monkeypatch.setattr(comparison, "colorize", recording_colorize)
     argv = ["--inputs", tmp_path / "A", tmp_path / "B", "--output", tmp_path / "c", "--checkpoint", tiny_checkpoint]
     assert exit_code(compare_methods, argv + ["--vmax", "0.25"]) == 0
     assert drawn == [0.25] * 4  # 2 images x 2 methods, one scale
@@ -192,7 +192,7 @@ def test_configs_name_only_checkpoints_the_checkout_holds():
 
 
 def test_shipped_configs_are_found_by_name_from_another_folder(tmp_path, monkeypatch):
-    from pieanet.train_wavelet import resolve_config
+    from pieanet.training.run import resolve_config
 
     monkeypatch.chdir(tmp_path)
     by_name, by_path = resolve_config("pieanet_synth"), resolve_config("configs/pieanet_synth.yaml")
@@ -280,7 +280,7 @@ def test_the_trust_statement_is_where_users_look(tmp_path, capsys):
 def test_the_training_quick_start_uses_no_sample_photo_and_no_download():
     # issue 28: the default synthetic set was made of the scenes of img_to_pred/; the quick start picks two others
     from pieanet.datasets import synthetic
-    from pieanet.train_wavelet import resolve_config
+    from pieanet.training.run import resolve_config
 
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
     assert "--scenes motorcycle hopper --val-scenes hopper" in readme and "--config pieanet_quick" in readme

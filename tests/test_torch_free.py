@@ -63,7 +63,6 @@ def test_box_means_and_guided_coefficients_equal_torchs():
                                                    torch.from_numpy(guide)[None, None])
     np.testing.assert_allclose(a, want_a[0, 0].numpy(), rtol=0, atol=1e-6)
     np.testing.assert_allclose(b, want_b[0, 0].numpy(), rtol=0, atol=1e-6)
-    assert (tf.GUIDED_RADIUS, tf.GUIDED_EPS) == (inference.GUIDED_RADIUS, inference.GUIDED_EPS)
 
 
 @pytest.mark.parametrize("low, high", [(256, 4000), (192, 3000), (7, 7), (5, 13), (300, 301)])

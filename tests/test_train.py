@@ -13,6 +13,7 @@ from PIL import Image
 from safetensors.torch import load_file
 
 from pieanet import train_wavelet
+from pieanet.training import run as training_run
 from pieanet.datasets.iea40k import IEA40KDataset
 from pieanet.models import load_model
 from pieanet.utils.exposure import gray
@@ -217,7 +218,7 @@ def test_bad_data_met_during_an_epoch_stops_with_one_line(tmp_path, tiny_model_c
 
 def test_a_non_finite_loss_stops_before_the_weights_are_touched(tmp_path, tiny_model_config, tiny_data, capsys,
                                                                 monkeypatch):
-    monkeypatch.setitem(train_wavelet.LOSSES, "l1", lambda prediction, label: (prediction - label).abs().mean() / 0)
+    monkeypatch.setitem(training_run.LOSSES, "l1", lambda prediction, label: (prediction - label).abs().mean() / 0)
     config = tiny_config(tmp_path, tiny_model_config, tiny_data, epochs=1, batch_size=4)
     run(config, expect=1)
     assert "the training loss is" in capsys.readouterr().err
@@ -236,7 +237,7 @@ def test_a_full_disk_while_saving_is_one_line(tmp_path, tiny_model_config, tiny_
     def full(path, state):
         raise OSError(28, "No space left on device", str(path))
 
-    monkeypatch.setattr(train_wavelet, "save_state", full)
+    monkeypatch.setattr(training_run, "save_state", full)
     config = tiny_config(tmp_path, tiny_model_config, tiny_data, epochs=1, batch_size=4)
     run(config, "data.valid_limit=1", expect=1)
     err = capsys.readouterr().err
@@ -252,8 +253,8 @@ def test_ssim_weight_adds_the_ssim_term_to_the_loss(tmp_path, tiny_model_config,
         calls.append((prediction.shape, label.shape, data_range, size_average))
         return torch.tensor(0.25)
 
-    monkeypatch.setattr(train_wavelet.pytorch_msssim, "ssim", fake_ssim)
-    monkeypatch.setitem(train_wavelet.LOSSES, "l1", lambda prediction, label: (prediction * 0).sum() + 0.1)
+    monkeypatch.setattr(training_run.pytorch_msssim, "ssim", fake_ssim)
+    monkeypatch.setitem(training_run.LOSSES, "l1", lambda prediction, label: (prediction * 0).sum() + 0.1)
     for weight, expected in ((0.5, 0.1 + 0.5 * (1 - 0.25)), (0.0, 0.1)):
         calls.clear()
         folder = tmp_path / f"w{weight}"
@@ -270,18 +271,18 @@ def test_teacher_l1_hand_computed():
     prediction = torch.tensor([[[[0.5, -0.5]]], [[[0.2, 0.2]]], [[[1.0, 1.0]]]])
     teacher = torch.tensor([[[[0.0, 0.0]]], [[[0.9, 0.9]]], [[[0.0, 0.25]]]])
     # photos 1 and 3 have a map: (0.5 + 0.5 + 1.0 + 0.75) / 4 pixels; photo 2 (no map) counts for nothing
-    loss = train_wavelet.teacher_l1(prediction, teacher, torch.tensor([True, False, True]))
+    loss = training_run.teacher_l1(prediction, teacher, torch.tensor([True, False, True]))
     assert loss.item() == pytest.approx(2.75 / 4)
-    assert train_wavelet.teacher_l1(prediction, teacher, torch.tensor([False] * 3)).item() == 0
+    assert training_run.teacher_l1(prediction, teacher, torch.tensor([False] * 3)).item() == 0
 
 
 def test_rescale_resizes_the_photo_and_every_map_alike():
     image = torch.rand(2, 3, 32, 40)
     label = torch.rand(2, 1, 32, 40) * 2 - 1
     teacher = -label / 2
-    same = train_wavelet.rescale(image, [label, teacher], None, torch.Generator())
+    same = training_run.rescale(image, [label, teacher], None, torch.Generator())
     assert same[0] is image and same[1][0] is label and same[1][1] is teacher
-    resized, (label2, teacher2) = train_wavelet.rescale(image, [label, teacher], (0.5, 0.5), torch.Generator())
+    resized, (label2, teacher2) = training_run.rescale(image, [label, teacher], (0.5, 0.5), torch.Generator())
     assert resized.shape == (2, 3, 16, 20) and label2.shape == teacher2.shape == (2, 1, 16, 20)
     assert torch.allclose(teacher2, -label2 / 2, atol=1e-6)  # one resize for all: linear maps keep their relation
 
@@ -310,8 +311,8 @@ def test_teacher_weight_adds_the_teacher_term_over_the_photos_with_a_map(tmp_pat
         calls.append((prediction.shape, teacher.shape, int(has_teacher.sum())))
         return torch.tensor(0.2)
 
-    monkeypatch.setattr(train_wavelet, "teacher_l1", fake_teacher_l1)
-    monkeypatch.setitem(train_wavelet.LOSSES, "l1", lambda prediction, label: (prediction * 0).sum() + 0.1)
+    monkeypatch.setattr(training_run, "teacher_l1", fake_teacher_l1)
+    monkeypatch.setitem(training_run.LOSSES, "l1", lambda prediction, label: (prediction * 0).sum() + 0.1)
     for weight, expected in ((0.5, 0.1 + 0.5 * 0.2), (0.0, 0.1)):
         calls.clear()
         folder = tmp_path / f"w{weight}"
@@ -372,7 +373,7 @@ def test_extra_validation_sets_report_what_evaluate_reports_every_epoch(tmp_path
 def test_cosine_schedule_hand_computed():
     # 2 epochs of 4 steps, 3 warm-up steps, floor 0.1: linear warm-up 1/3, 2/3, 1 over steps 0..2, then
     # 0.1 + 0.9 * (1 + cos(pi * (step - 3) / 5)) / 2 from 1 at step 3 down to the floor at step 8 and after
-    factor = train_wavelet.lr_factor({"epochs": 2, "warmup_steps": 3, "lr_schedule": "cosine", "lr_gamma": 0.1,
+    factor = training_run.lr_factor({"epochs": 2, "warmup_steps": 3, "lr_schedule": "cosine", "lr_gamma": 0.1,
                                       "lr_step_epochs": 1}, steps_per_epoch=4)
     expected = {0: 1 / 3, 1: 2 / 3, 2: 1.0, 3: 1.0, 4: 0.91405765, 5: 0.68905765, 6: 0.41094235, 7: 0.18594235,
                 8: 0.1, 20: 0.1}
@@ -381,7 +382,7 @@ def test_cosine_schedule_hand_computed():
 
 def test_step_schedule_hand_computed():
     # 2 warm-up steps, then x 0.5 at every epoch boundary (4 steps), counted from step 0
-    factor = train_wavelet.lr_factor({"epochs": 3, "warmup_steps": 2, "lr_schedule": "step", "lr_gamma": 0.5,
+    factor = training_run.lr_factor({"epochs": 3, "warmup_steps": 2, "lr_schedule": "step", "lr_gamma": 0.5,
                                       "lr_step_epochs": 1}, steps_per_epoch=4)
     expected = {0: 0.5, 1: 1.0, 2: 1.0, 3: 1.0, 4: 0.5, 7: 0.5, 8: 0.25, 11: 0.25}
     assert {step: factor(step) for step in expected} == pytest.approx(expected, rel=1e-12)
@@ -390,7 +391,7 @@ def test_step_schedule_hand_computed():
 def test_steps_use_the_scheduled_lr_and_validation_and_saving_use_the_ema(tmp_path, tiny_model_config, tiny_data,
                                                                           monkeypatch):
     lrs, raw, judged = [], [], []
-    step, validate = train_wavelet.Run.step, train_wavelet.validate
+    step, validate = training_run.Run.step, training_run.validate
 
     def recording_step(self, batch):
         lrs.append(self.optimizer.param_groups[0]["lr"])  # the rate this step uses
@@ -402,8 +403,8 @@ def test_steps_use_the_scheduled_lr_and_validation_and_saving_use_the_ema(tmp_pa
         judged.append({k: v.detach().double().clone() for k, v in model.state_dict().items()})
         return validate(model, *args)
 
-    monkeypatch.setattr(train_wavelet.Run, "step", recording_step)
-    monkeypatch.setattr(train_wavelet, "validate", recording_validate)
+    monkeypatch.setattr(training_run.Run, "step", recording_step)
+    monkeypatch.setattr(training_run, "validate", recording_validate)
     config = tiny_config(tmp_path, tiny_model_config, tiny_data, epochs=2, lr_schedule="cosine", warmup_steps=3,
                          lr_gamma=0.1, ema_decay=0.5)
     run(config, "data.valid_limit=1")
@@ -439,7 +440,7 @@ def test_resume_as_one_of_two_processes_continues_its_sample_order(tmp_path, tin
     of real processes is tested above): which training images rank 0 loads, step by step. A resumed run must skip
     exactly the samples this process has already used in the epoch (its steps x its batch), no more, no fewer."""
     loaded = []
-    getitem, build_network = IEA40KDataset.__getitem__, train_wavelet.build_network
+    getitem, build_network = IEA40KDataset.__getitem__, training_run.build_network
 
     def recording_getitem(self, index):
         if self.csv.name == "train.csv":
@@ -447,17 +448,17 @@ def test_resume_as_one_of_two_processes_continues_its_sample_order(tmp_path, tin
         return getitem(self, index)
 
     monkeypatch.setattr(IEA40KDataset, "__getitem__", recording_getitem)
-    monkeypatch.setattr(train_wavelet, "build_network", lambda config, device, world_size:
+    monkeypatch.setattr(training_run, "build_network", lambda config, device, world_size:
                         build_network(config, device, 1))
-    monkeypatch.setattr(train_wavelet.dist, "barrier", lambda: None)
+    monkeypatch.setattr(training_run.dist, "barrier", lambda: None)
     # the folder lock tells every rank whether rank 0 got it: here every rank is this process
-    monkeypatch.setattr(train_wavelet.dist, "all_gather_object",
+    monkeypatch.setattr(training_run.dist, "all_gather_object",
                         lambda out, value: out.__setitem__(slice(None), [value] * len(out)))
 
     def train(folder, *overrides, resume=False):
         path = tiny_config(folder, tiny_model_config, tiny_data, epochs=2, batch_size=1)
-        config = train_wavelet.resolve_config(path, ["data.valid_limit=1", *overrides])
-        train_wavelet.train(config, torch.device("cpu"), resume, rank=0, world_size=2)
+        config = training_run.resolve_config(path, ["data.valid_limit=1", *overrides])
+        training_run.train(config, torch.device("cpu"), resume, rank=0, world_size=2)
 
     train(tmp_path / "whole")
     whole = list(loaded)
@@ -483,7 +484,7 @@ def test_a_run_stopped_before_its_first_last_pt_is_sent_to_overwrite_every_time(
     def interrupted_in_the_first_epoch(run, world_size):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(train_wavelet, "run_epochs", interrupted_in_the_first_epoch)
+    monkeypatch.setattr(training_run, "run_epochs", interrupted_in_the_first_epoch)
     run(config, expect=130)
     out = tmp_path / "runs" / "tiny"
     assert (out / "config.yaml").is_file() and not (out / "last.pt").exists()
@@ -497,3 +498,67 @@ def test_a_run_stopped_before_its_first_last_pt_is_sent_to_overwrite_every_time(
         assert "--overwrite" in line and "with --resume" not in line and "without --resume" not in line, line
     run(config, "--overwrite")
     assert (out / "last.pt").is_file()
+
+
+def test_a_checkpoint_records_its_config_commit_and_split_files(tmp_path, tiny_model_config, tiny_data):
+    """best/last.safetensors record how they were made: the resolved config as sorted JSON (the one config.yaml
+    holds), the commit of the checkout (git's own answer, or "unknown" where git has none) and the SHA-256 of the
+    train and valid lists, computed here from the files with hashlib."""
+    import hashlib
+    import json
+
+    from safetensors import safe_open
+    config = tiny_config(tmp_path, tiny_model_config, tiny_data, epochs=1, batch_size=4)
+    run(config, "data.valid_limit=1")
+    out = tmp_path / "runs" / "tiny"
+    resolved = yaml.safe_load((out / "config.yaml").read_text())
+    manifest = "".join(f"{role} {hashlib.sha256((tiny_data / f'{role}.csv').read_bytes()).hexdigest()}\n"
+                       for role in ("train", "valid"))
+    git = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True)
+    commit = git.stdout.strip() if git.returncode == 0 else "unknown"
+    for name in ("best.safetensors", "last.safetensors"):
+        with safe_open(out / name, "pt") as f:
+            made = f.metadata()
+        assert made["train_config"] == json.dumps(resolved, sort_keys=True)
+        assert made["data_manifest_sha256"] == hashlib.sha256(manifest.encode()).hexdigest()
+        assert made["commit"] == commit and made["epoch"] == "1"
+
+
+def test_the_commit_is_read_from_the_git_files(tmp_path):
+    """A loose ref, a packed ref, a detached HEAD, a worktree's .git file with its commondir; "unknown" without a git
+    folder or with a ref that names no commit."""
+    from pieanet.training.state import checkout_commit
+    one, two, three = "1" * 40, "2" * 40, "3" * 40
+    repo = tmp_path / "repo"
+    (repo / ".git" / "refs" / "heads").mkdir(parents=True)
+    (repo / ".git" / "HEAD").write_text("ref: refs/heads/main\n")
+    assert checkout_commit(repo) == "unknown"  # a branch without a commit yet
+    (repo / ".git" / "packed-refs").write_text(f"# pack-refs with: peeled\n{two} refs/heads/main\n")
+    assert checkout_commit(repo) == two
+    (repo / ".git" / "refs" / "heads" / "main").write_text(one + "\n")
+    assert checkout_commit(repo) == one  # a loose ref wins over the packed one
+    worktree = tmp_path / "wt"
+    (repo / ".git" / "worktrees" / "wt").mkdir(parents=True)
+    (repo / ".git" / "worktrees" / "wt" / "HEAD").write_text("ref: refs/heads/main\n")
+    (repo / ".git" / "worktrees" / "wt" / "commondir").write_text("../..\n")
+    worktree.mkdir()
+    (worktree / ".git").write_text(f"gitdir: {repo / '.git' / 'worktrees' / 'wt'}\n")
+    assert checkout_commit(worktree) == one
+    (repo / ".git" / "worktrees" / "wt" / "HEAD").write_text(three + "\n")
+    assert checkout_commit(worktree) == three
+    (repo / ".git" / "refs" / "heads" / "main").write_text("not a commit\n")
+    assert checkout_commit(repo) == "unknown"
+    assert checkout_commit(tmp_path) == "unknown"  # no .git: an installed copy
+
+
+def test_the_split_hash_follows_the_lists_rows_not_their_place(tmp_path):
+    from pieanet.training.state import split_files_sha256
+    for folder in ("a", "b"):
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / "train.csv").write_text("img_id\nx.png\n")
+        (tmp_path / folder / "valid.csv").write_text("img_id\ny.png\n")
+    files = {folder: [(role, tmp_path / folder / f"{role}.csv") for role in ("train", "valid")] for folder in "ab"}
+    assert split_files_sha256(files["a"]) == split_files_sha256(files["b"])
+    (tmp_path / "b" / "valid.csv").write_text("img_id\nz.png\n")
+    assert split_files_sha256(files["a"]) != split_files_sha256(files["b"])
+    assert split_files_sha256(files["a"]) != split_files_sha256(files["a"][::-1])  # train and valid are told apart

@@ -104,6 +104,17 @@ def positive_float(text):
     return value
 
 
+def percent(text):
+    """--share-limit: a percentage in [0, 100]."""
+    try:
+        value = float(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from e
+    if not 0.0 <= value <= 100.0:  # also refuses nan and inf
+        raise argparse.ArgumentTypeError(f"expected a percentage in [0, 100], got {text}")
+    return value
+
+
 def add_alpha_option(parser):
     """--alpha, for the tools that judge a user's photos (make_heatmap, score): what transparent pixels are."""
     parser.add_argument("--alpha", choices=("judge", "composite"), default="judge",

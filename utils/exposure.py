@@ -22,8 +22,8 @@ CRUSHED_LEVEL = 5
 #    at 5.5, crushed here and not in physics_counts (np.rint rounds 5.5 to 6). A clipped or crushed pixel is left out.
 STOPS_CLIPPED_FROM = CLIPPED_LEVEL - 0.5  # 249.5: any channel at or above is clipped
 STOPS_CRUSHED_UP_TO = CRUSHED_LEVEL + 0.5  # 5.5: every channel at or below is crushed
-# 3. A rule base's "clipped" measure (utils/rules.py) judges a pixel's grey (gray(), on the 0..1 scale), not its
-#    channels, with tighter bounds of its own: grey at or below GREY_CRUSHED_UP_TO is crushed, at or above
+# 3. A rule base's "clipped" measure (pieanet/scoring/rules.py) judges a pixel's grey (gray(), on the 0..1 scale), not
+#    its channels, with tighter bounds of its own: grey at or below GREY_CRUSHED_UP_TO is crushed, at or above
 #    GREY_BLOWN_FROM blown (the rule files' tables are calibrated on these).
 GREY_CRUSHED_UP_TO, GREY_BLOWN_FROM = 2 / 255, 253 / 255
 STOPS_FLOOR = 0.5  # grey levels: the grey and the corrected grey are clamped to at least half a code value

@@ -16,10 +16,10 @@ ROOT = Path(__file__).resolve().parents[2]
 TRAIN = "tests/test_train.py::"
 # (what breaks, file, exact text, its replacement, the tests that must fail)
 MUTATIONS = [
-    ("warm-up off by one (step / warmup)", "train_wavelet.py", 'return (step + 1) / opts["warmup_steps"]',
+    ("warm-up off by one (step / warmup)", "pieanet/training/run.py", 'return (step + 1) / opts["warmup_steps"]',
      'return step / opts["warmup_steps"]',
      [TRAIN + "test_cosine_schedule_hand_computed", TRAIN + "test_step_schedule_hand_computed"]),
-    ("warm-up off by one (<=)", "train_wavelet.py", 'if step < opts["warmup_steps"]:',
+    ("warm-up off by one (<=)", "pieanet/training/run.py", 'if step < opts["warmup_steps"]:',
      'if step <= opts["warmup_steps"]:',
      [TRAIN + "test_cosine_schedule_hand_computed", TRAIN + "test_step_schedule_hand_computed"]),
     ("cosine schedule loses its floor", "train_wavelet.py",
@@ -31,7 +31,7 @@ MUTATIONS = [
     ("resume under torchrun skips twice the samples", "train_wavelet.py",
      'skip=self.step_in_epoch * opts["batch_size"])', 'skip=self.step_in_epoch * opts["batch_size"] * 2)',
      [TRAIN + "test_resume_as_one_of_two_processes_continues_its_sample_order"]),
-    ("guided-filter radius 1 -> 4", "models/inference.py", "GUIDED_RADIUS = 1", "GUIDED_RADIUS = 4",
+    ("guided-filter radius 1 -> 4", "models/full_size.py", "GUIDED_RADIUS = 1", "GUIDED_RADIUS = 4",
      ["tests/test_inference.py::test_guided_upsample_default_window_hand_computed"]),
     ("pct_over and pct_under swapped", "utils/exposure.py", '"pct_over": float(np.count_nonzero(r < -limit)',
      '"pct_over": float(np.count_nonzero(r > limit)',

@@ -14,7 +14,7 @@ from yaml.constructor import SafeConstructor
 from pieanet.utils.config import CONFIGS, shipped_file, shipped_names
 from pieanet.utils.errors import EXIT_USAGE, PieaError
 from pieanet.utils.exposure import DEFAULT_THRESHOLD, GREY_BLOWN_FROM, GREY_CRUSHED_UP_TO, correction_stops, gray
-from pieanet.utils.regions import REGION_NAMES
+from pieanet.scoring.regions import REGION_NAMES
 from pieanet.utils.safety import TextFileError, brief, first_line, read_text
 
 RULES_DIR = CONFIGS / "rules"
@@ -95,7 +95,7 @@ class RuleBase:
     source: str = ""
 
     def score(self, residual, regions, photo=None, threshold=None, not_judged=None):
-        """Score a residual map (H x W). ``regions`` is a ``utils.regions.Regions`` of the photo; ``photo``
+        """Score a residual map (H x W). ``regions`` is a ``pieanet.scoring.regions.Regions`` of the photo; ``photo``
         (H x W x 3, same size) is needed only by the measures in NEEDS_PHOTO; ``not_judged`` (H x W bool, or None)
         pixels are left out of every region (transparent ones, utils/alpha.py). Returns a dict: score, combine,
         criteria (per criterion: region, measure, value, region_fraction, row, row_max, score, or skipped with a

@@ -4,7 +4,7 @@ This is the one definition: ``load`` fills the defaults from it and checks each 
 (utils.config), and configs/base.yaml, the annotated list of every key the shipped configs inherit, is written from
 it (tests/test_config_schema.py checks that the committed file is up to date):
 
-    python -m pieanet.utils.train_config --write      # rewrite configs/base.yaml after changing a key here
+    python -m pieanet.training.config --write      # rewrite configs/base.yaml after changing a key here
 
 The keys inside ``model`` are not declared here (only the section and its default name): they are the model
 constructor's arguments, checked by models.check_config, the check that also guards the config stored in every
@@ -28,7 +28,7 @@ Every key train_wavelet.py knows, with the paper's training recipe (Adam, lr 3e-
 L1 loss). Other configs name this file (or a child of it) with `base: <parent.yaml>` (a path relative to the file)
 and change what differs; a key that is not here is rejected. The `model` section is checked against the model's own
 arguments (models.check_config).
-Written by `python -m pieanet.utils.train_config --write` from utils/train_config.py: edit the schema there, not
+Written by `python -m pieanet.training.config --write` from pieanet/training/config.py: edit the schema there, not
 this file."""
 
 
@@ -147,7 +147,7 @@ def base_yaml():
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m pieanet.utils.train_config",
+    parser = argparse.ArgumentParser(prog="python -m pieanet.training.config",
                                      description="Print configs/base.yaml as the schema writes it, or rewrite it.")
     parser.add_argument("--write", action="store_true", help=f"replace {BASE_FILE} (atomically)")
     args = parser.parse_args(argv)
