@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parents[1]
 PROJECT_ERRORS = [
     ("pieanet.utils.errors", "UsageError", 2, None),
     ("pieanet.utils.cli", "UsageError", 2, None),
-    ("pieanet.models", "CheckpointError", 2, ValueError),
+    ("pieanet.models.loading", "CheckpointError", 2, ValueError),
     ("pieanet.models.efficientnet_lite", "BackboneWeightsError", 2, ValueError),
     ("pieanet.datasets.iea40k", "DatasetError", 2, ValueError),
     ("pieanet.datasets.teacher", "TeacherError", 2, ValueError),

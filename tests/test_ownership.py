@@ -10,14 +10,6 @@ from collections import defaultdict
 from test_layers import MODULES, ROOT, imports, project_files
 
 OWNER_FOLDERS = ("models", "datasets", "bench")
-# Single-owner modules that issue 26's other branches move out of utils/ (the lead removes this list after merging
-# them; test_the_moving_list_names_only_single_owner_utils_modules then says when an entry is stale)
-MOVING = {
-    "pieanet.utils.rules": "pieanet/scoring (score.py's rules, beside the regions)",
-    "pieanet.utils.regions": "pieanet/scoring (score.py's regions, beside the rules)",
-    "pieanet.utils.train_config": "pieanet/training (the training run's config)",
-}
-
 
 def owner(path):
     """The owner a project file belongs to, or None (utils/, tests/, examples/, setup.py)."""
@@ -68,11 +60,6 @@ def test_owners_are_found():
 
 def test_every_utils_module_serves_at_least_two_owners():
     found = [f"{name} ({MODULES[name].relative_to(ROOT)}): {', '.join(sorted(owners)) or 'no owner'}"
-             for name, owners in sorted(utils_owners().items()) if len(owners) < 2 and name not in MOVING]
+             for name, owners in sorted(utils_owners().items()) if len(owners) < 2]
     assert not found, "move these to their one owner (or out of utils/):\n" + "\n".join(found)
 
-
-def test_the_moving_list_names_only_single_owner_utils_modules():
-    owners = utils_owners()
-    stale = [name for name in MOVING if name not in owners or len(owners[name]) >= 2]
-    assert not stale, f"moved or shared now, remove from MOVING: {stale}"
