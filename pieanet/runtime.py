@@ -9,11 +9,13 @@ Layers, each importing only from those below it (tests/test_layers.py; docs/desi
 
 torch is imported by the functions that use it: a run of the shipped model on the CPU does without it (torch_free).
 """
+import argparse
 import importlib.util
 import os
 import sys
 from glob import glob
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -25,7 +27,7 @@ from pieanet.utils.image_io import MAX_PIXELS, ImageLoadError, load_image
 
 
 # ------------------------------------------------------------------------------------------------ setup
-def setup(args, torch_free_ok=False):
+def setup(args: argparse.Namespace, torch_free_ok: bool = False) -> None:
     """Check the device and apply --threads; raises UsageError. Keeps the --device value as ``args.device_asked``:
     the tools replace args.device with the resolved device (under torchrun, the process's own GPU), and open_model
     needs to know whether CUDA was asked for or chosen automatically. ``torch_free_ok``: the tool can take the
@@ -42,7 +44,7 @@ def setup(args, torch_free_ok=False):
         torch.set_num_threads(args.threads)
 
 
-def torch_free(args):
+def torch_free(args: argparse.Namespace) -> bool:
     """Whether a run with these options can run the network without torch (models/torch_free.py: the shipped ONNX
     file in onnxruntime, numpy around it, the same maps to float rounding): the shipped model (no --checkpoint),
     --backend auto or onnxruntime, on the CPU (--device cpu, or auto where no GPU may be visible), at a working size
@@ -54,7 +56,7 @@ def torch_free(args):
             and DEFAULT_ONNX.is_file() and importlib.util.find_spec("onnxruntime") is not None)
 
 
-def gpu_may_be_visible():
+def gpu_may_be_visible() -> bool:
     """Whether torch could find a GPU here (what --device auto would then choose), told without importing torch:
     CUDA_VISIBLE_DEVICES empty or -1 hides every device; else the NVIDIA or AMD (ROCm) driver's device files on
     Linux, the CUDA driver library on Windows; macOS has no CUDA. A false yes only costs the torch start-up."""
@@ -68,7 +70,7 @@ def gpu_may_be_visible():
     return False
 
 
-def resolve_device(device, args=None):
+def resolve_device(device: str, args: argparse.Namespace | None = None) -> Any:
     """The device --device names ("auto": CUDA when available), a torch.device; "cpu" for a torch-free run."""
     if args is not None and getattr(args, "torch_free", False):
         return "cpu"
@@ -77,7 +79,7 @@ def resolve_device(device, args=None):
     return resolve(device)
 
 
-def model_file(path, args):
+def model_file(path: str | Path | None, args: argparse.Namespace) -> Path:
     """The file open_model(path, args) loads: ``path``; for ``released`` (when no such file exists) the released
     weights that the environment variable P_IEA_RELEASED_WEIGHTS names; for None the shipped checkpoint (its ONNX
     export with --backend onnxruntime or on the torch-free path). Raises models.CheckpointError (exit code 2, as a
@@ -90,7 +92,7 @@ def model_file(path, args):
     return DEFAULT_ONNX if torch_free_run or getattr(args, "backend", "auto") == "onnxruntime" else DEFAULT_CHECKPOINT
 
 
-def open_model(path, args):
+def open_model(path: str | Path | None, args: argparse.Namespace) -> Any:
     """The model at ``path`` (None: the shipped checkpoint, see model_file) on args.device, checked against
     args.tile; raises UsageError or CheckpointError."""
     if getattr(args, "torch_free", False) and path in (None, DEFAULT_ONNX):
@@ -136,7 +138,8 @@ def check_size(model, size):
 
 
 # ------------------------------------------------------------------------------------------------ per-image work
-def read_image(path, raw_clipping=False, data=None, keep_uint8=False, keep_alpha=False):
+def read_image(path: str | Path, raw_clipping: bool = False, data: bytes | None = None, keep_uint8: bool = False,
+               keep_alpha: bool = False) -> np.ndarray:
     """load_image (``data``: the file's bytes, already read; ``keep_uint8``: 8-bit photos as uint8; ``keep_alpha``:
     H x W x 4 for a photo with transparency, see utils.alpha), with the message's leading file name removed (the
     caller names the file)."""
@@ -156,7 +159,8 @@ def check_work(model, shape, size=None):
                          f"multiple {contract.padding_multiple(model)}), above the {MAX_PIXELS / 1e6:.0f} MP limit")
 
 
-def predict(model, images, size=None, tile=None, batch_size=1, deferred=False):
+def predict(model: Any, images: list[np.ndarray], size: int | None = None, tile: int | None = None,
+            batch_size: int = 1, deferred: bool = False) -> list:
     """Residual maps of ``images`` through the tiled, bounded-memory path; a batch that fails as a whole is
     retried one image at a time, so one image's failure (out of memory, a bad shape) does not take the others
     with it. A map holding NaN or infinite values (a broken model, an ONNX file that outputs NaN) is that image's
@@ -172,7 +176,7 @@ def is_torch_free(model):
     return module is not None and isinstance(model, module.TorchFreeModel)
 
 
-def full_map(result, image):
+def full_map(result: Any, image: np.ndarray) -> np.ndarray:
     """The map of a predict result for ``image`` (made here when predict deferred it; otherwise ``result``)."""
     return result.full_map(image) if isinstance(result, GuidedFit) else result
 
