@@ -33,7 +33,7 @@ from pieanet.utils.exposure import gray, linear_to_srgb, srgb_to_linear
 class Baseline(nn.Module):
     native_size = None
     tile_multiple = 1
-    receptive_radius = 0  # pixels of context each output pixel depends on; math.inf = the whole image
+    receptive_radius: float = 0  # pixels of context each output pixel depends on; math.inf = the whole image
 
     def __init__(self):
         super().__init__()

@@ -73,8 +73,10 @@ def compare(model, folders: dict, reference: Path | None = None, threshold: floa
     for method, left_out in missing.items():
         report(f"{len(left_out)} image(s) missing from {method} ({folders[method]}): "
                f"{', '.join(left_out[:5])}{' ...' if len(left_out) > 5 else ''}; comparing the common set")
-    per_image = {method: [] for method in folders}
-    panels, compared, failed = [], [], []
+    per_image: dict[str, list] = {method: [] for method in folders}
+    panels: list = []
+    compared: list = []
+    failed: list = []
     for name in names:
         try:
             row = compare_one(model, folders, reference, name, threshold, size, tile)

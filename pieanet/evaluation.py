@@ -87,7 +87,7 @@ def load_methods(args) -> list:
     paths = args.checkpoint or ([] if args.baseline else [None])
     methods = [(method_name(runtime.model_file(path, args), model), model) for path, model in
                ((path, runtime.open_model(path, args)) for path in paths)]
-    seen = {}
+    seen: dict[str, int] = {}
     for i, (name, model) in enumerate(methods):  # two runs' best.safetensors must not merge into one row
         seen[name] = seen.get(name, 0) + 1
         if seen[name] > 1:
@@ -115,7 +115,8 @@ def measure_rows(methods: list, rows: list, data: LabelledData, threshold: float
     predicted with ``size`` / ``tile`` (runtime.predict) and counted with ``threshold``; each failure is named in one
     line through ``progress`` (a cli.Progress). With several processes (``group``), each measures its shard of the
     rows and every process gets all of them. The photo goes with each measurement (physics)."""
-    measured = []  # (row index, {method: metrics.measure result}, or None for a sample that failed)
+    # (row index, {method: metrics.measure result}, or None for a sample that failed)
+    measured: list[tuple[int, dict | None]] = []
     with progress_or_own(progress, len(group.shard(rows))) as progress:
         for index in group.shard(range(len(rows))):
             row = rows[index]
@@ -197,11 +198,11 @@ def judge_photos(methods: list, photos: list, criterion: Criterion = Criterion()
     order, judged by ``criterion`` on the tools' default path (runtime.predict with ``size`` / ``tile``); each
     failure is named through ``progress``.
     With several processes, each judges its shard and every process gets all of them."""
-    judged = []
+    judged: list[tuple[int, dict | None]] = []
     with progress_or_own(progress, len(group.shard(photos))) as progress:
         for index in group.shard(range(len(photos))):
             path, name, _ = photos[index]
-            found = None
+            found: dict | None = None
             try:
                 image = runtime.read_image(path)
                 found = {}

@@ -171,7 +171,7 @@ def run(checkpoint: Path | None, output: Path, opset: int = DEFAULT_OPSET,
             except (KeyboardInterrupt, CheckFailed):
                 raise
             except Exception as e:  # the exporter's errors are many and long: one line, from the root cause
-                root = e
+                root: BaseException = e
                 while root.__cause__ is not None:
                     root = root.__cause__
                 raise CheckFailed(f"the ONNX export failed: {type(root).__name__}: {first_line(root, 200, '')}") from e

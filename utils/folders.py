@@ -28,11 +28,11 @@ from pieanet.utils.errors import EXIT_FAILED, EXIT_USAGE, PieaError
 try:
     import fcntl
 except ImportError:  # Windows
-    fcntl = None
+    fcntl = None  # type: ignore[assignment]
 try:
     import msvcrt
 except ImportError:  # everything but Windows
-    msvcrt = None
+    msvcrt = None  # type: ignore[assignment]
 
 LOCK_NAME = ".pieanet.lock"
 NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)  # 0 where the system has no such flag (Windows has no symlinks to plant)

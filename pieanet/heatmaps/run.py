@@ -39,7 +39,7 @@ def make_heatmaps(args: argparse.Namespace, default_input: Path) -> int:
     cli.check_path_room(args.output)  # before anything reads or writes in it
     if not args.no_report:
         report.check_replaceable(args.output)  # a ReportError: exit 2; checked again before writing, under the lock
-    errors = []
+    errors: list[tuple] = []
     found = cli.check_inputs(sources, recursive=args.recursive, exclude=[args.output], errors=errors)
     paths, photo_bases, seen = [], [], set()
     for base, (_, listed) in zip(bases, found):

@@ -32,7 +32,7 @@ def run(args) -> int:
     exit code."""
     runtime.setup(args)
     rules = load_rules(args.rules)  # a RuleError ends the run with exit code 2 (utils.errors)
-    errors = []
+    errors: list[tuple] = []
     files = [path for _, paths in cli.check_inputs(args.inputs, errors=errors) for path in paths]
     model = runtime.open_model(args.checkpoint, args)
 

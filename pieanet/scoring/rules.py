@@ -7,6 +7,8 @@ table row each criterion matched and the measured values.
 from dataclasses import dataclass
 from pathlib import Path
 
+from collections.abc import Callable
+
 import numpy as np
 import yaml
 from yaml.constructor import SafeConstructor
@@ -36,11 +38,11 @@ def _stops(r, pixels):
 
 # the correction in stops the map implies for a region (_stops), when it asks for more light, for less, either way:
 # measure name -> function of that correction (RuleBase.score computes it once per region for all three)
-FROM_STOPS = {"stops_under": lambda stops: max(0.0, stops), "stops_over": lambda stops: max(0.0, -stops),
-              "stops_off": abs}
+FROM_STOPS: dict[str, Callable[[float], float]] = {
+    "stops_under": lambda stops: max(0.0, stops), "stops_over": lambda stops: max(0.0, -stops), "stops_off": abs}
 # measure name -> (function of (r, photo pixels (N x 3), threshold) over the region's pixels, is it a fraction of
 # pixels); only the measures in NEEDS_PHOTO read the photo
-MEASURES = {
+MEASURES: dict[str, tuple[Callable[..., float], bool]] = {
     "over": (lambda r, p, t: _fraction(r < -t), True),
     "under": (lambda r, p, t: _fraction(r > t), True),
     "misexposed": (lambda r, p, t: _fraction(np.abs(r) > t), True),

@@ -177,7 +177,7 @@ def command(parse_args) -> int:
             with distributed.process_group(device) as group:
                 train(config, group.device, args.resume, group.rank, group.world_size, overwrite=args.overwrite)
         except SystemExit as e:  # cli.refused_together, already reported; returned so the run's objects (and the
-            return e.code  # threads they hold) go here, not at interpreter exit (a C++ abort under torchrun)
+            return int(e.code or 0)  # threads they hold) go here, not at interpreter exit (a C++ abort under torchrun)
         return errors.EXIT_OK
     except (Exception, KeyboardInterrupt) as e:  # what errors.outcome does not know is re-raised (a bug)
         return errors.exit_status(PROG, e, advice_for(config))
