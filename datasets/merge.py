@@ -22,14 +22,10 @@ import shutil
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-if not __package__ and str(ROOT) not in sys.path:  # run as a script (python datasets/merge.py)
-    sys.path.insert(0, str(ROOT))
-
-from pieanet.datasets.iea40k import DatasetError, label_name, read_split  # noqa: E402
-from pieanet.utils import cli  # noqa: E402
-from pieanet.utils.image_io import atomic_write  # noqa: E402
-from pieanet.utils.safety import shown  # noqa: E402
+from pieanet.datasets.iea40k import DatasetError, label_name, read_split
+from pieanet.utils import cli
+from pieanet.utils.image_io import atomic_write
+from pieanet.utils.safety import shown
 
 PROG = "merge"
 FOLDERS = ("images", "labels", "refs")

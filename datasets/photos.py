@@ -27,12 +27,8 @@ from pathlib import Path
 
 from PIL import Image
 
-ROOT = Path(__file__).resolve().parents[1]
-if not __package__ and str(ROOT) not in sys.path:  # run as a script (python datasets/x.py)
-    sys.path.insert(0, str(ROOT))
-
-from pieanet.utils.image_io import atomic_write, open_photo  # noqa: E402
-from pieanet.utils.safety import shown  # noqa: E402
+from pieanet.utils.image_io import atomic_write, open_photo
+from pieanet.utils.safety import shown
 
 MANIFEST = Path(__file__).with_name("photo_manifest.tsv")
 # published photos that are dark or bright on purpose (night, low key, fog, snow): the survey's key check left them out

@@ -25,13 +25,9 @@ from PIL import Image
 from scipy.ndimage import zoom
 from tqdm import tqdm
 
-ROOT = Path(__file__).resolve().parents[1]
-if not __package__ and str(ROOT) not in sys.path:  # run as a script (python datasets/x.py)
-    sys.path.insert(0, str(ROOT))
-
-from pieanet.datasets.fusion import exposure_fusion  # noqa: E402
-from pieanet.utils.exposure import gray, linear_to_srgb, srgb_to_linear  # noqa: E402
-from pieanet.utils.image_io import (IMAGE_EXTENSIONS, atomic_write, load_image, open_photo,  # noqa: E402
+from pieanet.datasets.fusion import exposure_fusion
+from pieanet.utils.exposure import gray, linear_to_srgb, srgb_to_linear
+from pieanet.utils.image_io import (IMAGE_EXTENSIONS, atomic_write, load_image, open_photo,
                                      readable_formats)
 
 KEEP = "KEEP"  # the level of --keep-fraction's frames: the crop as published, its own ideal

@@ -35,18 +35,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-if not __package__ and str(ROOT) not in sys.path:  # run as a script (python datasets/teacher.py)
-    sys.path.insert(0, str(ROOT))
-
-from pieanet.datasets.iea40k import DatasetError, read_split, teacher_map_name  # noqa: E402
-from pieanet.models import CheckpointError, build_model, check_weights, read_checkpoint  # noqa: E402
-from pieanet.utils import cli  # noqa: E402
-from pieanet.utils.errors import EXIT_USAGE, PieaError  # noqa: E402
-from pieanet.utils.image_io import (ImageLoadError, atomic_write, file_sha256, list_images, load_image,  # noqa: E402
+from pieanet.datasets.iea40k import DatasetError, read_split, teacher_map_name
+from pieanet.models import CheckpointError, build_model, check_weights, read_checkpoint
+from pieanet.utils import cli
+from pieanet.utils.errors import EXIT_USAGE, PieaError
+from pieanet.utils.image_io import (ImageLoadError, atomic_write, file_sha256, list_images, load_image,
                                     remove_orphan_temporaries)
-from pieanet.utils.arrays import read_npy  # noqa: E402
-from pieanet.utils.safety import brief, first_line  # noqa: E402
+from pieanet.utils.arrays import read_npy
+from pieanet.utils.safety import brief, first_line
 
 PROG = "teacher"
 IDENTITY = "teacher.json"
