@@ -168,7 +168,7 @@ def main(argv=None):
                         "make_heatmap, 1 photo": lambda out: main_job(single, out, args.threads)}
         results = timed_rounds(folder_cases, 1 if args.smoke else args.rounds, scratch)
         once = {} if args.smoke else {
-            # the default runs the network in onnxruntime without torch (models/torch_free.py); this is the torch path
+            # the torch path (the default runs the network in onnxruntime without torch: models/torch_free.py)
             "make_heatmap --backend torch": lambda out: main_job(photos, out, args.threads, "--backend", "torch"),
             **({"make_heatmap before": lambda out: main_job(photos, out, args.threads, script=args.before)}
                if args.before else {}),
