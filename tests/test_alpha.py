@@ -68,7 +68,8 @@ def test_the_subjects_verdict_and_the_transparent_area_left_out(photos, tmp_path
     # --alpha composite: the photo over white, transparent pixels judged, as before issue 28
     rows, composite = heatmaps(folder, tmp_path / "composite", "--alpha", "composite")
     over_white, = runtime.predict(load_model(DEFAULT_CHECKPOINT), [load_image(folder / "cutout.png")])
-    np.testing.assert_allclose(composite["cutout"], over_white, atol=1e-6)
+    # make_heatmap runs the shipped network without torch (models/torch_free.py): the torch path's map to 1e-4
+    np.testing.assert_allclose(composite["cutout"], over_white, atol=1e-4)
     assert float(rows["cutout.png"]["mean_residual"]) == pytest.approx(float(over_white.mean()), abs=1e-6)
     assert abs(float(composite["cutout"][inside].mean()) - subject["opaque"]) > 0.2  # what issue 28 reported
 
