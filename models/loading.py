@@ -152,6 +152,27 @@ def start_weights(model, weights=None):
     return model
 
 
+def freeze_except(model, prefixes):
+    """Train only the parameters of ``model`` whose state-dict names start with one of ``prefixes`` (train.trainable):
+    those get requires_grad True, every other parameter False (a part the model freezes itself, such as a scene
+    backbone, is trained only when a prefix names it). ``prefixes`` None leaves the model as it is. Returns the names
+    of the trainable parameters; ValueError (one line) for a prefix that names no parameter."""
+    if prefixes is None:
+        return [name for name, p in model.named_parameters() if p.requires_grad]
+    names = [name for name, _ in model.named_parameters()]
+    for prefix in prefixes:
+        if not any(name.startswith(prefix) for name in names):
+            parts = sorted({name.split(".")[0] for name in names})
+            raise ValueError(f"train.trainable: {brief(prefix)} names no parameter of the model; its parameters "
+                             f"start with {', '.join(parts)} (e.g. {names[0]})")
+    trained = []
+    for name, parameter in model.named_parameters():
+        parameter.requires_grad_(name.startswith(tuple(prefixes)))
+        if parameter.requires_grad:
+            trained.append(name)
+    return trained
+
+
 def resolve_device(device="auto"):
     if device in (None, "auto"):
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")

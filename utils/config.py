@@ -6,8 +6,9 @@ value is parsed as YAML (safe loader; ``1e-4`` is a float).
 
 A schema is a dataclass whose fields are the config's keys (``key``: default, doc line, range, choices) and whose
 dataclass-typed fields are its sections (``section``); the field's annotation is the value's type (``int``,
-``float``, ``bool``, ``str``, ``X | None``, ``Literal[...]``, ``tuple[float, float]``, ``dict[str, Form]`` where a
-Form is a dataclass of required keys, ``dict`` for a section another module checks). ``load_config`` checks every
+``float``, ``bool``, ``str``, ``X | None``, ``Literal[...]``, ``tuple[float, float]``, ``list[str]`` (one item or
+more), ``dict[str, Form]`` where a Form is a dataclass of required keys, ``dict`` for a section another module
+checks). ``load_config`` checks every
 file of a ``base:`` chain and every override against it where it is written (so an error names the file or the
 override), fills the defaults for what no file sets, and returns a plain dict; ``schema_yaml`` writes the defaults and
 doc lines as a YAML file. The training config's schema is ``utils.train_config.TrainConfig``.
@@ -208,6 +209,8 @@ def expected(annotation, meta=None):
         words = " or ".join(yaml.safe_dump(arg, default_flow_style=True).removesuffix("\n...\n") for arg in args)
     elif origin is tuple:
         words = f"a list of {len(args)} items, each {expected(args[0], meta)}"
+    elif origin is list:
+        words = f"a list of one item or more, each {expected(args[0], meta)}"
     elif origin is dict:
         words = f"a mapping of names to {expected(args[1])}"
     elif origin in (typing.Union, types.UnionType):
@@ -251,6 +254,8 @@ def _fits(value, annotation, meta):
     if origin is tuple:
         return isinstance(value, list) and len(value) == len(args) \
             and all(_fits(v, a, meta) for v, a in zip(value, args))
+    if origin is list:
+        return isinstance(value, list) and len(value) > 0 and all(_fits(v, args[0], meta) for v in value)
     if origin is dict:
         return isinstance(value, dict) and all(isinstance(k, str) and k.strip() and _fits(v, args[1], {})
                                                for k, v in value.items())

@@ -99,6 +99,11 @@ class Train:
     lr_step_epochs: int = key(10, low=1)
     lr_gamma: float = key(0.1, low=0, high=1)
     warmup_steps: int = key(0, "linear warm-up from 0 over this many optimizer steps", low=0)
+    trainable: list[str] | None = key(
+        None, "train only the parameters whose names start with one of these prefixes (e.g. "
+              "[scene_branch.backbone_out., lightness_branch.modulation.]); every other parameter is frozen, and a "
+              "prefix that names none is an error (models.freeze_except); null = every parameter the model itself "
+              "leaves trainable")
     ema_decay: float = key(0.0, "> 0: validate and save an exponential moving average of the weights (e.g. 0.999)",
                            low=0, high=1, high_open=True)
     loss: str = key("l1", "l1 | l2 | smooth_l1 (the paper's Table 6)", choices=LOSSES)

@@ -21,8 +21,8 @@ from tqdm import tqdm
 
 from pieanet import evaluation
 from pieanet.datasets.iea40k import DatasetError, IEA40KDataset, read_split
-from pieanet.models import (CheckpointError, build_model, check_activations, check_config, load_torch_state,
-                            read_checkpoint, resolve_device, save_model, start_weights)
+from pieanet.models import (CheckpointError, build_model, check_activations, check_config, freeze_except,
+                            load_torch_state, read_checkpoint, resolve_device, save_model, start_weights)
 from pieanet.models.efficientnet_lite import BackboneWeightsError
 from pieanet.training import config as train_config
 from pieanet.training.errors import SetupError, TrainingError
@@ -201,6 +201,10 @@ def build_network(config, device, world_size):
         except RuntimeError as e:
             raise SetupError(f"init_from {config['init_from']}: weights do not fit model {config['model']} "
                              f"({first_line(e)})") from e
+    try:
+        freeze_except(model, config["train"]["trainable"])  # before DDP, which registers what needs a gradient
+    except ValueError as e:
+        raise SetupError(str(e)) from None
     cuda = device.type == "cuda"
     channels_last = cuda and config["train"]["channels_last"]
     model.to(device, memory_format=torch.channels_last if channels_last else torch.preserve_format)
@@ -345,7 +349,8 @@ class Run:
             loss += (f" + {teacher_weight} x L1 to the teacher maps of {shown(self.data['teacher_dir'])} (found for "
                      f"{self.train_set.teacher_count} of the {len(self.train_set)} training images)")
         self.log(f"{config['name']}: {config['model']} ({sum(p.numel() for p in self.model.parameters()):,} "
-                 f"parameters), {len(self.train_set)} training images, "
+                 f"parameters, {sum(p.numel() for p in self.model.parameters() if p.requires_grad):,} trained), "
+                 f"{len(self.train_set)} training images, "
                  f"{len(self.valid_loader.dataset) if self.is_main else '-'} validation images, "
                  f"{self.steps_per_epoch} steps of {self.opts['batch_size']} x {self.world_size} per epoch, "
                  f"device {self.device}, amp {self.amp_dtype or 'none (fp32)'}, loss {loss}; "
