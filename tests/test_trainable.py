@@ -7,7 +7,7 @@ from safetensors.torch import load_file
 
 from pieanet import train_wavelet
 from pieanet.models import build_model, freeze_except, save_model
-from pieanet.utils import train_config
+from pieanet.training import config as train_config
 from pieanet.utils.config import ConfigError
 from tests.test_train import make_dataset, tiny_config
 
