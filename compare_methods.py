@@ -13,8 +13,10 @@ Options and exit codes are those of every tool (utils/cli.py): an image that can
 is named on stderr and left out for every method (exit 1); no image in common is exit 1; a bad option, folder or
 checkpoint is exit 2 before any work. SSIM needs 11 x 11 pixels: smaller images get no SSIM (n/a).
 """
+
 if __name__ == "__main__":  # first, before the slow imports: Ctrl-C while they run is exit 130, one line
     from pieanet.utils.startup import quiet_interrupts
+
     quiet_interrupts("compare_methods")
 import argparse
 import sys
@@ -28,18 +30,32 @@ PROG = comparison.PROG
 
 def parse_args(argv):
     parser = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0])
-    parser.add_argument("--inputs", nargs="+", type=Path, required=True,
-                        help="one folder of results per method (required)")
+    parser.add_argument(
+        "--inputs", nargs="+", type=Path, required=True, help="one folder of results per method (required)"
+    )
     parser.add_argument("--names", nargs="+", help="method names (default: the folder names)")
-    parser.add_argument("--reference", type=Path, help="folder of ground-truth images with the same file names "
-                                                       "(default: none, no PSNR/SSIM)")
-    parser.add_argument("--output", type=Path, default=Path("outputs/compare"),
-                        help="folder for comparison.md/.csv/.png (default: outputs/compare)")
-    parser.add_argument("--max-rows", type=cli.non_negative_int, default=4,
-                        help="images shown in the figure (default: 4)")
-    parser.add_argument("--vmax", type=cli.colour_scale, default=1.0, metavar="V",
-                        help="the figure's colour scale: r = +V full blue, -V full red, beyond is clipped; one scale "
-                             "for every method (default: 1); e.g. 0.3 makes residuals of 0.1-0.2 readable")
+    parser.add_argument(
+        "--reference",
+        type=Path,
+        help="folder of ground-truth images with the same file names (default: none, no PSNR/SSIM)",
+    )
+    parser.add_argument(
+        "--output",
+        type=Path,
+        default=Path("outputs/compare"),
+        help="folder for comparison.md/.csv/.png (default: outputs/compare)",
+    )
+    parser.add_argument(
+        "--max-rows", type=cli.non_negative_int, default=4, help="images shown in the figure (default: 4)"
+    )
+    parser.add_argument(
+        "--vmax",
+        type=cli.colour_scale,
+        default=1.0,
+        metavar="V",
+        help="the figure's colour scale: r = +V full blue, -V full red, beyond is clipped; one scale "
+        "for every method (default: 1); e.g. 0.3 makes residuals of 0.1-0.2 readable",
+    )
     cli.add_common_options(parser)
     return parser, parser.parse_args(argv)
 

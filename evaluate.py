@@ -27,8 +27,10 @@ n_flagged, false_alarm_pct, median_pct_flagged, per_key}}, "n_samples", "n_faile
 Several processes: torchrun --nproc-per-node N evaluate.py ... measures every N-th sample per process (each on its own
 GPU with CUDA); rank 0 adds them up in CSV order, so it prints and writes exactly the numbers of one process.
 """
+
 if __name__ == "__main__":  # first, before the slow imports: Ctrl-C while they run is exit 130, one line
     from pieanet.utils.startup import quiet_interrupts
+
     quiet_interrupts("evaluate")
 import argparse
 import sys
@@ -44,31 +46,65 @@ PROG = evaluation.PROG
 def parse_args(argv=None):
     p = argparse.ArgumentParser(prog=PROG, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data-root", type=Path, help="dataset folder (labelled mode, required with --csv; default: none)")
-    p.add_argument("--csv", help="split list, a path or relative to --data-root (labelled mode, required with "
-                                  "--data-root; default: none)")
-    p.add_argument("--well-exposed", type=Path, metavar="DIR",
-                   help="well-exposed mode: DIR (or DIR/images) holds photos that are each their own ideal; reports "
-                        "the share of photos not judged well exposed (false alarms), per key when DIR/manifest.csv "
-                        "has file and key columns, and writes a per-photo CSV into --output (default: labelled mode)")
-    p.add_argument("--share-limit", type=cli.percent, default=well_exposed.DEFAULT_SHARE_LIMIT, metavar="PCT",
-                   help="well-exposed mode: a photo is flagged when more than PCT %% of its pixels have |r| above "
-                        f"--threshold (default: {well_exposed.DEFAULT_SHARE_LIMIT:g})")
-    p.add_argument("--mean-limit", type=cli.threshold, default=well_exposed.DEFAULT_MEAN_LIMIT, metavar="M",
-                   help="well-exposed mode: a photo is also flagged when its mean residual is further than M from 0 "
-                        f"(default: {well_exposed.DEFAULT_MEAN_LIMIT:g})")
-    p.add_argument("--output", type=Path, default=Path("outputs"), metavar="DIR",
-                   help=f"well-exposed mode: folder of the per-photo table {well_exposed.CSV_NAME} (default: outputs/)")
+    p.add_argument(
+        "--csv",
+        help="split list, a path or relative to --data-root (labelled mode, required with --data-root; default: none)",
+    )
+    p.add_argument(
+        "--well-exposed",
+        type=Path,
+        metavar="DIR",
+        help="well-exposed mode: DIR (or DIR/images) holds photos that are each their own ideal; reports "
+        "the share of photos not judged well exposed (false alarms), per key when DIR/manifest.csv "
+        "has file and key columns, and writes a per-photo CSV into --output (default: labelled mode)",
+    )
+    p.add_argument(
+        "--share-limit",
+        type=cli.percent,
+        default=well_exposed.DEFAULT_SHARE_LIMIT,
+        metavar="PCT",
+        help="well-exposed mode: a photo is flagged when more than PCT %% of its pixels have |r| above "
+        f"--threshold (default: {well_exposed.DEFAULT_SHARE_LIMIT:g})",
+    )
+    p.add_argument(
+        "--mean-limit",
+        type=cli.threshold,
+        default=well_exposed.DEFAULT_MEAN_LIMIT,
+        metavar="M",
+        help="well-exposed mode: a photo is also flagged when its mean residual is further than M from 0 "
+        f"(default: {well_exposed.DEFAULT_MEAN_LIMIT:g})",
+    )
+    p.add_argument(
+        "--output",
+        type=Path,
+        default=Path("outputs"),
+        metavar="DIR",
+        help=f"well-exposed mode: folder of the per-photo table {well_exposed.CSV_NAME} (default: outputs/)",
+    )
     p.add_argument("--images-dir", default="images", help="photos under --data-root (default: images)")
     p.add_argument("--labels-dir", default="labels", help="labels under --data-root (default: labels)")
-    p.add_argument("--label-scale", type=cli.positive_float, default=255.0,
-                   help="labels are divided by this (default: 255, grey levels)")
-    p.add_argument("--baseline", "--baselines", nargs="+", metavar="NAME",
-                   help=f"classical baseline(s): all, {', '.join(BASELINES)} (default: none)")
-    p.add_argument("--limit", type=cli.positive_int,
-                   help="only the first N rows of the CSV (well-exposed mode: the first N photos) (default: all)")
+    p.add_argument(
+        "--label-scale",
+        type=cli.positive_float,
+        default=255.0,
+        help="labels are divided by this (default: 255, grey levels)",
+    )
+    p.add_argument(
+        "--baseline",
+        "--baselines",
+        nargs="+",
+        metavar="NAME",
+        help=f"classical baseline(s): all, {', '.join(BASELINES)} (default: none)",
+    )
+    p.add_argument(
+        "--limit",
+        type=cli.positive_int,
+        help="only the first N rows of the CSV (well-exposed mode: the first N photos) (default: all)",
+    )
     p.add_argument("--json", type=Path, help="write the metrics as JSON here (default: not written)")
-    p.add_argument("--markdown", type=Path, help="append one table row per method to this markdown file "
-                                                 "(default: not written)")
+    p.add_argument(
+        "--markdown", type=Path, help="append one table row per method to this markdown file (default: not written)"
+    )
     cli.add_common_options(p, checkpoints="many")
     args = p.parse_args(argv)
     labelled = args.data_root is not None or args.csv is not None

@@ -27,8 +27,10 @@ inside its wrapper, so an ONNX file of it would not be the dynamic-size model th
 Exit codes as in every tool (utils/errors.py); here 1 is an export or a check that failed (no file written) and 2
 includes missing onnx/onnxruntime/onnxscript.
 """
+
 if __name__ == "__main__":  # first, before the slow imports: Ctrl-C while they run is exit 130, one line
     from pieanet.utils.startup import quiet_interrupts
+
     quiet_interrupts("export")
 import argparse
 import re
@@ -56,25 +58,45 @@ def opset_number(text):
     except ValueError as e:
         raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from e
     if value < exporting.MIN_OPSET:
-        raise argparse.ArgumentTypeError(f"opset {value} is below {exporting.MIN_OPSET}, the opset torch's exporter "
-                                         "translates at (a lower one would need a down-conversion)")
+        raise argparse.ArgumentTypeError(
+            f"opset {value} is below {exporting.MIN_OPSET}, the opset torch's exporter "
+            "translates at (a lower one would need a down-conversion)"
+        )
     return value
 
 
 def build_parser():
-    p = cli.Parser(prog=PROG, description="Export a P-IEANet checkpoint to ONNX (dynamic batch, height and width) and "
-                                      "check it against torch with onnxruntime.")
-    p.add_argument("--checkpoint", type=Path, metavar="PATH",
-                   help=f"project checkpoint (.safetensors) or training state (last.pt) (default: "
-                        f"checkpoints/{DEFAULT_CHECKPOINT.name})")
+    p = cli.Parser(
+        prog=PROG,
+        description="Export a P-IEANet checkpoint to ONNX (dynamic batch, height and width) and "
+        "check it against torch with onnxruntime.",
+    )
+    p.add_argument(
+        "--checkpoint",
+        type=Path,
+        metavar="PATH",
+        help=f"project checkpoint (.safetensors) or training state (last.pt) (default: "
+        f"checkpoints/{DEFAULT_CHECKPOINT.name})",
+    )
     p.add_argument("--format", choices=exporting.FORMATS, default="onnx", help="export format (default: onnx)")
-    p.add_argument("--output", type=Path, required=True, metavar="FILE",
-                   help="file to write, e.g. outputs/pieanet.onnx")
-    p.add_argument("--opset", type=opset_number, default=exporting.DEFAULT_OPSET, metavar="N",
-                   help=f"ONNX opset (default: {exporting.DEFAULT_OPSET}, see the module doc)")
-    p.add_argument("--check-sizes", type=size_pair, nargs="+", metavar="HxW",
-                   default=list(exporting.DEFAULT_CHECK_SIZES),
-                   help="sizes at which onnxruntime is compared with torch (default: 256x256 301x199)")
+    p.add_argument(
+        "--output", type=Path, required=True, metavar="FILE", help="file to write, e.g. outputs/pieanet.onnx"
+    )
+    p.add_argument(
+        "--opset",
+        type=opset_number,
+        default=exporting.DEFAULT_OPSET,
+        metavar="N",
+        help=f"ONNX opset (default: {exporting.DEFAULT_OPSET}, see the module doc)",
+    )
+    p.add_argument(
+        "--check-sizes",
+        type=size_pair,
+        nargs="+",
+        metavar="HxW",
+        default=list(exporting.DEFAULT_CHECK_SIZES),
+        help="sizes at which onnxruntime is compared with torch (default: 256x256 301x199)",
+    )
     add_debug_option(p)
     return p
 

@@ -4,6 +4,7 @@ the tools at its root become modules of the package (make_heatmap.py -> pieanet.
 makes them in a checkout, beside the library's own subpackages in pieanet/ (pieanet/training/), which are found, not
 listed. Only those: a .py file dropped at the root is not swept into the wheel. Everything else about
 the package (metadata, dependencies, package data) is in pyproject.toml."""
+
 import ast
 from pathlib import Path
 
@@ -34,8 +35,10 @@ class BuildPy(build_py):
 
 
 if __name__ == "__main__":
-    setup(cmdclass={"build_py": BuildPy},
-          # pieanet/ and its own sub-packages (pieanet/heatmaps/, pieanet/training/, ...), then the members the build
-          # copies in
-          packages=[*find_packages(include=["pieanet", "pieanet.*"]), *(f"pieanet.{name}" for name in FOLDERS)],
-          package_dir={"pieanet": "pieanet", **{f"pieanet.{name}": name.replace(".", "/") for name in FOLDERS}})
+    setup(
+        cmdclass={"build_py": BuildPy},
+        # pieanet/ and its own sub-packages (pieanet/heatmaps/, pieanet/training/, ...), then the members the build
+        # copies in
+        packages=[*find_packages(include=["pieanet", "pieanet.*"]), *(f"pieanet.{name}" for name in FOLDERS)],
+        package_dir={"pieanet": "pieanet", **{f"pieanet.{name}": name.replace(".", "/") for name in FOLDERS}},
+    )

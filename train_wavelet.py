@@ -13,8 +13,10 @@ is checked before any data is read or any folder is made; temporary files left b
 Exit codes: 0 done, 1 training failed (bad data found during an epoch, a non-finite loss), 2 usage or setup error
 (config, data, checkpoint, experiment folder), 130 interrupted (continue with --resume).
 """
+
 if __name__ == "__main__":  # first, before the slow imports: Ctrl-C while they run is exit 130, one line
     from pieanet.utils.startup import quiet_interrupts
+
     quiet_interrupts("train_wavelet")
 import argparse
 import sys
@@ -28,14 +30,18 @@ ROOT = Path(__file__).resolve().parent
 
 def parse_args(argv):
     parser = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0])
-    parser.add_argument("--config", default=str(ROOT / "configs" / "pieanet.yaml"),
-                        help="YAML config: a path, or a shipped config by name, e.g. pieanet_synth (default: "
-                             "configs/pieanet.yaml)")
+    parser.add_argument(
+        "--config",
+        default=str(ROOT / "configs" / "pieanet.yaml"),
+        help="YAML config: a path, or a shipped config by name, e.g. pieanet_synth (default: configs/pieanet.yaml)",
+    )
     parser.add_argument("--resume", action="store_true", help="continue from <output_dir>/<name>/last.pt")
-    parser.add_argument("--overwrite", action="store_true",
-                        help="start again in a folder that already holds a run, replacing its files")
-    parser.add_argument("--device", default="auto",
-                        help="auto (CUDA when available), cpu, cuda, cuda:1, ... (default: auto)")
+    parser.add_argument(
+        "--overwrite", action="store_true", help="start again in a folder that already holds a run, replacing its files"
+    )
+    parser.add_argument(
+        "--device", default="auto", help="auto (CUDA when available), cpu, cuda, cuda:1, ... (default: auto)"
+    )
     parser.add_argument("overrides", nargs="*", metavar="dotted.key=value")
     errors.add_debug_option(parser)
     args = parser.parse_args(argv)

@@ -27,6 +27,7 @@ released .pth.
 Data roots default to ../shared/<set> beside the checkout. Exit codes as evaluate.py (1: some photos failed, each named
 on stderr; 2: a bad option, a missing data set or checkpoint, before any work).
 """
+
 import argparse
 import math
 import statistics
@@ -45,34 +46,66 @@ from pieanet.utils.image_io import atomic_write  # noqa: E402
 
 PROG = "accuracy"
 SHARED = ROOT.parent / "shared"
-LABELLED = {"real_brackets": ("real.csv", "real_over.csv", "real_under.csv"),
-            "human_ref": ("human_ref.csv", "human_ref_over.csv", "human_ref_under.csv"),
-            "expert_retouch": ("expert_retouch.csv",)}
+LABELLED = {
+    "real_brackets": ("real.csv", "real_over.csv", "real_under.csv"),
+    "human_ref": ("human_ref.csv", "human_ref_over.csv", "human_ref_under.csv"),
+    "expert_retouch": ("expert_retouch.csv",),
+}
 SHORT = {"real_brackets": "real", "human_ref": "human", "expert_retouch": "expert"}  # the physics columns' parts
 CELL = "MAE / SSIM / SRCC"
 
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(prog=PROG, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("checkpoint", type=Path, nargs="*", metavar="CHECKPOINT",
-                   help="project checkpoint(s) (.safetensors / .onnx), training state(s) or the released P-IEANet .pth")
-    p.add_argument("--baseline", "--baselines", nargs="+", metavar="NAME",
-                   help=f"classical baseline(s): all, {', '.join(BASELINES)} (default: none)")
+    p.add_argument(
+        "checkpoint",
+        type=Path,
+        nargs="*",
+        metavar="CHECKPOINT",
+        help="project checkpoint(s) (.safetensors / .onnx), training state(s) or the released P-IEANet .pth",
+    )
+    p.add_argument(
+        "--baseline",
+        "--baselines",
+        nargs="+",
+        metavar="NAME",
+        help=f"classical baseline(s): all, {', '.join(BASELINES)} (default: none)",
+    )
     for name in (*LABELLED, "well_exposed"):
-        p.add_argument(f"--{name.replace('_', '-')}", type=Path, default=SHARED / name, metavar="DIR",
-                       help=f"the {name} development set (default: ../shared/{name} beside the checkout)")
-    p.add_argument("--share-limit", type=cli.percent, default=well_exposed.DEFAULT_SHARE_LIMIT, metavar="PCT",
-                   help=f"well_exposed: flagged above PCT %% of pixels with |r| > --threshold "
-                        f"(default: {well_exposed.DEFAULT_SHARE_LIMIT:g})")
-    p.add_argument("--mean-limit", type=cli.threshold, default=well_exposed.DEFAULT_MEAN_LIMIT, metavar="M",
-                   help=f"well_exposed: also flagged when |mean r| > M (default: {well_exposed.DEFAULT_MEAN_LIMIT:g})")
-    p.add_argument("--markdown", type=Path,
-                   help="write the table (and its caption) to this file (default: not written)")
+        p.add_argument(
+            f"--{name.replace('_', '-')}",
+            type=Path,
+            default=SHARED / name,
+            metavar="DIR",
+            help=f"the {name} development set (default: ../shared/{name} beside the checkout)",
+        )
+    p.add_argument(
+        "--share-limit",
+        type=cli.percent,
+        default=well_exposed.DEFAULT_SHARE_LIMIT,
+        metavar="PCT",
+        help=f"well_exposed: flagged above PCT %% of pixels with |r| > --threshold "
+        f"(default: {well_exposed.DEFAULT_SHARE_LIMIT:g})",
+    )
+    p.add_argument(
+        "--mean-limit",
+        type=cli.threshold,
+        default=well_exposed.DEFAULT_MEAN_LIMIT,
+        metavar="M",
+        help=f"well_exposed: also flagged when |mean r| > M (default: {well_exposed.DEFAULT_MEAN_LIMIT:g})",
+    )
+    p.add_argument(
+        "--markdown", type=Path, help="write the table (and its caption) to this file (default: not written)"
+    )
     p.add_argument("--json", type=Path, help="write every number as JSON here (default: not written)")
-    p.add_argument("--plain", type=Path, metavar="FILE",
-                   help="write the first checkpoint's figures in plain words here (checkpoints/trust.txt is the "
-                        "shipped checkpoint's: the table footer of make_heatmap and the top of index.html show it; "
-                        "default: not written)")
+    p.add_argument(
+        "--plain",
+        type=Path,
+        metavar="FILE",
+        help="write the first checkpoint's figures in plain words here (checkpoints/trust.txt is the "
+        "shipped checkpoint's: the table footer of make_heatmap and the top of index.html show it; "
+        "default: not written)",
+    )
     cli.add_common_options(p, checkpoints=None)
     return p.parse_args(argv)
 
@@ -82,13 +115,15 @@ def check_data(args):
     for name in (*LABELLED, "well_exposed"):
         root = getattr(args, name)
         if not root.is_dir():
-            raise cli.UsageError(f"{root}: the {name} development set is not there; give --{name.replace('_', '-')} "
-                                 "DIR")
+            raise cli.UsageError(
+                f"{root}: the {name} development set is not there; give --{name.replace('_', '-')} DIR"
+            )
     for name, lists in LABELLED.items():
         for csv_name in lists:
             if not (getattr(args, name) / csv_name).is_file():
-                raise cli.UsageError(f"{getattr(args, name) / csv_name}: not found; expected the {name} set's "
-                                     f"{csv_name}")
+                raise cli.UsageError(
+                    f"{getattr(args, name) / csv_name}: not found; expected the {name} set's {csv_name}"
+                )
 
 
 def criterion(args):
@@ -108,34 +143,49 @@ def measure_labelled(methods, name, root, args):
                 seen.add(row.img_id)
                 rows.append(row)
     with cli.Progress(f"{PROG} {name}", len(rows)) as progress:
-        measured = evaluation.measure_rows(methods, rows, evaluation.LabelledData(root), args.threshold, args.size,
-                                              args.tile, progress)
+        measured = evaluation.measure_rows(
+            methods, rows, evaluation.LabelledData(root), args.threshold, args.size, args.tile, progress
+        )
     results, failed = {}, set()
     for csv_name, csv_rows in lists.items():
         keep = {row.img_id for row in csv_rows}
         results[csv_name], missed = evaluation.accumulate(methods, rows, measured, args.threshold, keep=keep)
         for method, _ in methods:
-            results[csv_name][method].update(per_photo([found[method]["photo"] for row, found in zip(rows, measured)
-                                                        if found is not None and row.img_id in keep]))
+            results[csv_name][method].update(
+                per_photo(
+                    [
+                        found[method]["photo"]
+                        for row, found in zip(rows, measured)
+                        if found is not None and row.img_id in keep
+                    ]
+                )
+            )
         failed.update(missed)
     return results, sorted(failed)
 
 
 def per_photo(numbers):
     """The worst photo's shares and the stops figures of [utils.metrics.photo_numbers] (one list's photos)."""
+
     def worst(key):
         values = [n[key] for n in numbers if math.isfinite(n[key])]
         return max(values) if values else float("nan")
 
-    pairs = [(n["stops"], n["label_stops"]) for n in numbers
-             if math.isfinite(n["stops"]) and math.isfinite(n["label_stops"])]
-    return {"worst_out_of_bounds_pct": worst("out_of_bounds_pct"),
-            "worst_white_brightened_pct": worst("white_brightened_pct"),
-            "median_stops_error": float(statistics.median(abs(p - t) for p, t in pairs)) if pairs else float("nan"),
-            "verdict_wrong_pct": (100.0 * sum(metrics.verdict(p) != metrics.verdict(t) for p, t in pairs) / len(pairs)
-                                  if pairs else float("nan")),
-            "mean_label_stops": float(statistics.fmean(t for _, t in pairs)) if pairs else float("nan"),
-            "mean_stops": float(statistics.fmean(p for p, _ in pairs)) if pairs else float("nan")}
+    pairs = [
+        (n["stops"], n["label_stops"]) for n in numbers if math.isfinite(n["stops"]) and math.isfinite(n["label_stops"])
+    ]
+    return {
+        "worst_out_of_bounds_pct": worst("out_of_bounds_pct"),
+        "worst_white_brightened_pct": worst("white_brightened_pct"),
+        "median_stops_error": float(statistics.median(abs(p - t) for p, t in pairs)) if pairs else float("nan"),
+        "verdict_wrong_pct": (
+            100.0 * sum(metrics.verdict(p) != metrics.verdict(t) for p, t in pairs) / len(pairs)
+            if pairs
+            else float("nan")
+        ),
+        "mean_label_stops": float(statistics.fmean(t for _, t in pairs)) if pairs else float("nan"),
+        "mean_stops": float(statistics.fmean(p for p, _ in pairs)) if pairs else float("nan"),
+    }
 
 
 def measure_well_exposed(methods, root, args):
@@ -157,16 +207,18 @@ def plain_words(found):
     index.html): which definition it follows and how far to trust it."""
     fa = found["well_exposed"]
     real, human, expert = (found[name][lists[0]] for name, lists in LABELLED.items())
-    return (f"This model judges exposure by a photo's brightness (the ideal of a bracket frame is the frame a mid-grey "
-            f"rule picks), not by the photographer's intent: on {fa['n_images']} finished, published photos it asks "
-            f"for {signed(fa.get('mean_stops'))} stops on average and calls {number(fa.get('not_ok_pct'), 0)} % of "
-            f"them under- or over-exposed (more than 1/3 stop off). On camera bracket frames its verdict (under / ok "
-            f"/ over at 1/3 stop) is wrong for {number(real['verdict_wrong_pct'], 0)} % of photos (median error "
-            f"{number(real['median_stops_error'], 2)} stops), and against the fusions people rated best for "
-            f"{number(human['verdict_wrong_pct'], 0)} % ({number(human['median_stops_error'], 2)} stops), against an "
-            f"expert's finish of camera renders for {number(expert['verdict_wrong_pct'], 0)} % "
-            f"({number(expert['median_stops_error'], 2)} stops): trust its "
-            "maps for where a photo is brighter or darker than mid-grey, not as a final verdict on finished photos.")
+    return (
+        f"This model judges exposure by a photo's brightness (the ideal of a bracket frame is the frame a mid-grey "
+        f"rule picks), not by the photographer's intent: on {fa['n_images']} finished, published photos it asks "
+        f"for {signed(fa.get('mean_stops'))} stops on average and calls {number(fa.get('not_ok_pct'), 0)} % of "
+        f"them under- or over-exposed (more than 1/3 stop off). On camera bracket frames its verdict (under / ok "
+        f"/ over at 1/3 stop) is wrong for {number(real['verdict_wrong_pct'], 0)} % of photos (median error "
+        f"{number(real['median_stops_error'], 2)} stops), and against the fusions people rated best for "
+        f"{number(human['verdict_wrong_pct'], 0)} % ({number(human['median_stops_error'], 2)} stops), against an "
+        f"expert's finish of camera renders for {number(expert['verdict_wrong_pct'], 0)} % "
+        f"({number(expert['median_stops_error'], 2)} stops): trust its "
+        "maps for where a photo is brighter or darker than mid-grey, not as a final verdict on finished photos."
+    )
 
 
 def signed(value, digits=2):
@@ -179,10 +231,15 @@ def table(results):
     for name, lists in LABELLED.items():
         header += [f"{Path(csv_name).stem} {CELL}" for csv_name in lists]
     parts = " / ".join(SHORT[name] for name in LABELLED)
-    header += ["well_exposed flagged ↓ (per key)", f"clipped → more light ↓ ({parts})",
-               f"crushed → less light ↓ ({parts})", f"worst photo: out of bounds / white → more light ↓ ({parts})",
-               f"median error, stops ↓ ({parts})", f"verdict wrong ↓ ({parts})",
-               "well_exposed asked for, stops (mean)"]
+    header += [
+        "well_exposed flagged ↓ (per key)",
+        f"clipped → more light ↓ ({parts})",
+        f"crushed → less light ↓ ({parts})",
+        f"worst photo: out of bounds / white → more light ↓ ({parts})",
+        f"median error, stops ↓ ({parts})",
+        f"verdict wrong ↓ ({parts})",
+        "well_exposed asked for, stops (mean)",
+    ]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for method, found in results.items():
         cells = [method]
@@ -194,11 +251,17 @@ def table(results):
         keys = ", ".join(f"{key} {evaluation.format_pct(one['false_alarm_pct'])}" for key, one in fa["per_key"].items())
         cells.append(evaluation.format_pct(fa["false_alarm_pct"]) + (f" ({keys})" if keys else ""))
         for metric in ("clipped_needs_light", "crushed_needs_dark"):
-            cells.append(" / ".join(evaluation.format_pct(found[name][lists[0]][metric])
-                                    for name, lists in LABELLED.items()))
+            cells.append(
+                " / ".join(evaluation.format_pct(found[name][lists[0]][metric]) for name, lists in LABELLED.items())
+            )
         main = [found[name][lists[0]] for name, lists in LABELLED.items()]
-        cells.append(" ; ".join(f"{evaluation.format_pct(m['worst_out_of_bounds_pct'])} / "
-                               f"{evaluation.format_pct(m['worst_white_brightened_pct'])}" for m in main))
+        cells.append(
+            " ; ".join(
+                f"{evaluation.format_pct(m['worst_out_of_bounds_pct'])} / "
+                f"{evaluation.format_pct(m['worst_white_brightened_pct'])}"
+                for m in main
+            )
+        )
         cells.append(" / ".join(number(m["median_stops_error"], 2) for m in main))
         cells.append(" / ".join(evaluation.format_pct(m["verdict_wrong_pct"]) for m in main))
         cells.append(signed(fa.get("mean_stops")))
@@ -228,10 +291,12 @@ def run(argv=None):
     elapsed = time.perf_counter() - started
     text = table(results)
     size = "the model's working size" if args.size is None else ("native" if args.size == 0 else f"--size {args.size}")
-    caption = (f"Development sets ({size}, one run, {elapsed:.0f} s): {CELL} per list (SSIM: "
-               f"{evaluation.SSIM_CONVENTION}); well_exposed: {criterion(args).describe()}; physics: percent of "
-               "clipped pixels (a channel >= 250) with r > +0.05, of crushed pixels (all channels <= 5) with "
-               "r < -0.05.")
+    caption = (
+        f"Development sets ({size}, one run, {elapsed:.0f} s): {CELL} per list (SSIM: "
+        f"{evaluation.SSIM_CONVENTION}); well_exposed: {criterion(args).describe()}; physics: percent of "
+        "clipped pixels (a channel >= 250) with r > +0.05, of crushed pixels (all channels <= 5) with "
+        "r < -0.05."
+    )
     print(text, end="")
     print(caption)
     n_failed = sum(len(v) for v in failed.values())
@@ -244,9 +309,17 @@ def run(argv=None):
         with atomic_write(args.plain) as tmp:
             Path(tmp).write_text(plain_words(results[methods[0][0]]) + "\n", encoding="utf-8")
     if args.json:
-        evaluation.write_json(args.json, {"methods": results, "failed": failed, "criterion": criterion(args).as_dict(),
-                                        "size": args.size, "seconds": elapsed,
-                                        "ssim_convention": evaluation.SSIM_CONVENTION})
+        evaluation.write_json(
+            args.json,
+            {
+                "methods": results,
+                "failed": failed,
+                "criterion": criterion(args).as_dict(),
+                "size": args.size,
+                "seconds": elapsed,
+                "ssim_convention": evaluation.SSIM_CONVENTION,
+            },
+        )
     return cli.EXIT_FAILED if n_failed else cli.EXIT_OK
 
 

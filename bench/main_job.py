@@ -18,6 +18,7 @@ the CPU ratio says more than the wall ratio. --photos: a folder of JPEGs (defaul
 here from img_to_pred/ samples, enlarged with seeded noise, in a temporary folder). The load average (/proc/loadavg)
 before and after is printed: on a shared machine, say how quiet it was.
 """
+
 import argparse
 import json
 import os
@@ -45,14 +46,17 @@ IO_REFERENCE = (
     "        channel = photo.convert('RGB').getchannel(0)\n"
     "    index = Image.frombytes('P', channel.size, channel.tobytes())\n"
     "    index.putpalette(bytes(range(256)) * 3)\n"
-    "    index.save(out / (path.stem + '.png'), compress_level=1)\n")
+    "    index.save(out / (path.stem + '.png'), compress_level=1)\n"
+)
 # as bench/speed.py's MEASURE, with the CPU seconds of the command
-MEASURE = ("import json, resource, subprocess, sys, time; start = time.perf_counter(); "
-           "done = subprocess.run(sys.argv[1:], capture_output=True, text=True); "
-           "used = resource.getrusage(resource.RUSAGE_CHILDREN); "
-           "print(json.dumps({'seconds': time.perf_counter() - start, 'code': done.returncode, "
-           "'stderr': done.stderr[-2000:], 'cpu_seconds': used.ru_utime + used.ru_stime, "
-           "'peak_rss_mb': used.ru_maxrss / 1024}))")
+MEASURE = (
+    "import json, resource, subprocess, sys, time; start = time.perf_counter(); "
+    "done = subprocess.run(sys.argv[1:], capture_output=True, text=True); "
+    "used = resource.getrusage(resource.RUSAGE_CHILDREN); "
+    "print(json.dumps({'seconds': time.perf_counter() - start, 'code': done.returncode, "
+    "'stderr': done.stderr[-2000:], 'cpu_seconds': used.ru_utime + used.ru_stime, "
+    "'peak_rss_mb': used.ru_maxrss / 1024}))"
+)
 
 
 def make_photos(folder, count, size=PHOTO_SIZE, seed=25):
@@ -69,15 +73,13 @@ def make_photos(folder, count, size=PHOTO_SIZE, seed=25):
         if n // len(SAMPLES) % 2:
             photo = photo.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
         pixels = np.asarray(photo, dtype=np.float32) + rng.normal(0.0, 6.0, (size[1], size[0], 3)).astype(np.float32)
-        Image.fromarray(np.clip(pixels + 0.5, 0, 255).astype(np.uint8)).save(folder / f"photo_{n:02d}.jpg",
-                                                                             quality=90)
+        Image.fromarray(np.clip(pixels + 0.5, 0, 255).astype(np.uint8)).save(folder / f"photo_{n:02d}.jpg", quality=90)
     return folder
 
 
 def run_measured(command):
     """``command`` in a fresh process: {seconds, code, stderr, cpu_seconds, peak_rss_mb}."""
-    done = subprocess.run([sys.executable, "-c", MEASURE, *map(str, command)], capture_output=True, text=True,
-                          cwd=ROOT)
+    done = subprocess.run([sys.executable, "-c", MEASURE, *map(str, command)], capture_output=True, text=True, cwd=ROOT)
     return json.loads(done.stdout)
 
 
@@ -108,17 +110,24 @@ def timed_rounds(cases, rounds, scratch):
             if result["code"] != 0:
                 raise SystemExit(f"{name} failed (exit {result['code']}): {result['stderr'].strip()[-500:]}")
             results[name].append(result)
-            print(f"round {round_ + 1} {name:<22} {result['seconds']:7.2f} s wall {result['cpu_seconds']:7.2f} s CPU "
-                  f"{result['peak_rss_mb']:6.0f} MB  (load {load_average()})", flush=True)
+            print(
+                f"round {round_ + 1} {name:<22} {result['seconds']:7.2f} s wall {result['cpu_seconds']:7.2f} s CPU "
+                f"{result['peak_rss_mb']:6.0f} MB  (load {load_average()})",
+                flush=True,
+            )
     return results
 
 
 def summary_row(name, results, photos, pixels, against=None):
     """Medians over rounds; ``against``: the reference's results, round by round, for the ratio."""
-    row = {"case": name, "photos": photos, "rounds": len(results),
-           "seconds": statistics.median(r["seconds"] for r in results),
-           "cpu_seconds": statistics.median(r["cpu_seconds"] for r in results),
-           "peak_rss_mb": max(r["peak_rss_mb"] for r in results)}
+    row = {
+        "case": name,
+        "photos": photos,
+        "rounds": len(results),
+        "seconds": statistics.median(r["seconds"] for r in results),
+        "cpu_seconds": statistics.median(r["cpu_seconds"] for r in results),
+        "peak_rss_mb": max(r["peak_rss_mb"] for r in results),
+    }
     row["photos_per_s"] = photos / row["seconds"]
     row["bytes_per_pixel_above_0.3GB"] = max(0.0, (row["peak_rss_mb"] - BASE_MEMORY_MB) * 1e6 / pixels)
     if against is not None:  # wall and CPU, each the median of the rounds' ratios
@@ -135,8 +144,11 @@ def parse_args(argv=None):
     p.add_argument("--threads", type=int, default=2, help="make_heatmap.py --threads (default: 2)")
     p.add_argument("--json", type=Path, help="write the figures here too")
     p.add_argument("--smoke", action="store_true", help="2 photos of 400 x 300, 1 round, no native or torch case")
-    p.add_argument("--before", type=Path, help="also time this make_heatmap.py once on the folder (e.g. the base "
-                                               "commit's, from `git worktree add`)")
+    p.add_argument(
+        "--before",
+        type=Path,
+        help="also time this make_heatmap.py once on the folder (e.g. the base commit's, from `git worktree add`)",
+    )
     return p.parse_args(argv)
 
 
@@ -150,6 +162,7 @@ def main(argv=None):
         if not files:
             raise SystemExit(f"{photos}: no .jpg photo")
         from PIL import Image
+
         sizes = []
         for path in files:
             with Image.open(path, formats=["JPEG"]) as photo:
@@ -162,46 +175,73 @@ def main(argv=None):
             shutil.copy(path, native)
         before = load_average()
         print(f"{len(files)} photos in {photos}, largest {max(sizes) / 1e6:.1f} MP; load average before: {before}")
-        folder_cases = {"io reference": lambda out: reference(photos, out),
-                        "make_heatmap": lambda out: main_job(photos, out, args.threads),
-                        "io reference, 1 photo": lambda out: reference(single, out),
-                        "make_heatmap, 1 photo": lambda out: main_job(single, out, args.threads)}
+        folder_cases = {
+            "io reference": lambda out: reference(photos, out),
+            "make_heatmap": lambda out: main_job(photos, out, args.threads),
+            "io reference, 1 photo": lambda out: reference(single, out),
+            "make_heatmap, 1 photo": lambda out: main_job(single, out, args.threads),
+        }
         results = timed_rounds(folder_cases, 1 if args.smoke else args.rounds, scratch)
-        once = {} if args.smoke else {
-            # the torch path (the default runs the network in onnxruntime without torch: models/torch_free.py)
-            "make_heatmap --backend torch": lambda out: main_job(photos, out, args.threads, "--backend", "torch"),
-            **({"make_heatmap before": lambda out: main_job(photos, out, args.threads, script=args.before)}
-               if args.before else {}),
-            "io reference, native set": lambda out: reference(native, out),
-            "make_heatmap --size native": lambda out: main_job(native, out, args.threads, "--size", "native")}
+        once = (
+            {}
+            if args.smoke
+            else {
+                # the torch path (the default runs the network in onnxruntime without torch: models/torch_free.py)
+                "make_heatmap --backend torch": lambda out: main_job(photos, out, args.threads, "--backend", "torch"),
+                **(
+                    {"make_heatmap before": lambda out: main_job(photos, out, args.threads, script=args.before)}
+                    if args.before
+                    else {}
+                ),
+                "io reference, native set": lambda out: reference(native, out),
+                "make_heatmap --size native": lambda out: main_job(native, out, args.threads, "--size", "native"),
+            }
+        )
         results |= timed_rounds(once, 1, scratch)
         after = load_average()
-    reference_of = {"make_heatmap": "io reference", "make_heatmap, 1 photo": "io reference, 1 photo",
-                    "make_heatmap before": "io reference",
-                    "make_heatmap --backend torch": "io reference",
-                    "make_heatmap --size native": "io reference, native set"}
-    counts = {"io reference, 1 photo": 1, "make_heatmap, 1 photo": 1, "io reference, native set": NATIVE_PHOTOS,
-              "make_heatmap --size native": NATIVE_PHOTOS}
+    reference_of = {
+        "make_heatmap": "io reference",
+        "make_heatmap, 1 photo": "io reference, 1 photo",
+        "make_heatmap before": "io reference",
+        "make_heatmap --backend torch": "io reference",
+        "make_heatmap --size native": "io reference, native set",
+    }
+    counts = {
+        "io reference, 1 photo": 1,
+        "make_heatmap, 1 photo": 1,
+        "io reference, native set": NATIVE_PHOTOS,
+        "make_heatmap --size native": NATIVE_PHOTOS,
+    }
     rows = []
     for name, runs in results.items():
         against = results.get(reference_of.get(name))
         if name in ("make_heatmap --backend torch", "make_heatmap before"):  # one run: against the reference's median
             against = [{key: statistics.median(r[key] for r in against) for key in ("seconds", "cpu_seconds")}]
         rows.append(summary_row(name, runs, counts.get(name, len(files)), max(sizes), against))
-    print(f"\nmake_heatmap.py against the I/O reference (decode, one channel, palette PNG at zlib level 1); "
-          f"{args.threads} threads; medians; load average before {before}, after {after}")
-    print(f"{'case':<28} {'photos':>6} {'rounds':>6} {'wall s':>7} {'CPU s':>7} {'photos/s':>8} {'ratio':>6} "
-          f"{'CPU ratio':>9} {'peak MB':>8} {'B/px>0.3GB':>10}")
+    print(
+        f"\nmake_heatmap.py against the I/O reference (decode, one channel, palette PNG at zlib level 1); "
+        f"{args.threads} threads; medians; load average before {before}, after {after}"
+    )
+    print(
+        f"{'case':<28} {'photos':>6} {'rounds':>6} {'wall s':>7} {'CPU s':>7} {'photos/s':>8} {'ratio':>6} "
+        f"{'CPU ratio':>9} {'peak MB':>8} {'B/px>0.3GB':>10}"
+    )
     for row in rows:
         ratio = f"{row['ratio']:6.2f} {row['cpu_ratio']:9.2f}" if "ratio" in row else f"{'-':>6} {'-':>9}"
-        print(f"{row['case']:<28} {row['photos']:>6} {row['rounds']:>6} {row['seconds']:7.2f} "
-              f"{row['cpu_seconds']:7.2f} {row['photos_per_s']:8.2f} {ratio} {row['peak_rss_mb']:8.0f} "
-              f"{row['bytes_per_pixel_above_0.3GB']:10.1f}")
-    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
-          f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}")
+        print(
+            f"{row['case']:<28} {row['photos']:>6} {row['rounds']:>6} {row['seconds']:7.2f} "
+            f"{row['cpu_seconds']:7.2f} {row['photos_per_s']:8.2f} {ratio} {row['peak_rss_mb']:8.0f} "
+            f"{row['bytes_per_pixel_above_0.3GB']:10.1f}"
+        )
+    print(
+        f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
+        f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}"
+    )
     if args.json:
-        args.json.write_text(json.dumps({"rows": rows, "load_before": before, "load_after": after,
-                                         "threads": args.threads}, indent=2) + "\n")
+        args.json.write_text(
+            json.dumps({"rows": rows, "load_before": before, "load_after": after, "threads": args.threads}, indent=2)
+            + "\n"
+        )
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ human_ref.csv: the fusion people rated best):
   mean test alone; the pixel-share test can only add more).
 Needs scipy (requirements-train.txt). Data roots default to ../shared/<set> beside the checkout.
 """
+
 import argparse
 import json
 import sys
@@ -79,8 +80,12 @@ def flagged_by_curve(curve, photos, mean_limit=well_exposed.DEFAULT_MEAN_LIMIT):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     for name in (*LABELLED, "well_exposed"):
-        parser.add_argument(f"--{name.replace('_', '-')}", type=Path, default=SHARED / name,
-                            help=f"the {name} development set (default: ../shared/{name})")
+        parser.add_argument(
+            f"--{name.replace('_', '-')}",
+            type=Path,
+            default=SHARED / name,
+            help=f"the {name} development set (default: ../shared/{name})",
+        )
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args(argv)
     for name in (*LABELLED, "well_exposed"):
@@ -93,19 +98,29 @@ def main(argv=None):
         rows = labelled_set(getattr(args, name), csv_name)
         greys, means = [r[0] for r in rows], [r[1] for r in rows]
         curve, explained = brightness_curve(greys, means)
-        report[name] = {"frames": len(rows), "judged_well_exposed_by_label": sum(not r[2]["flagged"] for r in rows),
-                        "variance_explained_by_mean_grey": explained, "zero_crossing_grey": zero_crossing(curve),
-                        "spearman_mean_grey_vs_mean_label": float(spearmanr(greys, means).statistic),
-                        "well_exposed_flagged_pct": flagged_by_curve(curve, photos)}
+        report[name] = {
+            "frames": len(rows),
+            "judged_well_exposed_by_label": sum(not r[2]["flagged"] for r in rows),
+            "variance_explained_by_mean_grey": explained,
+            "zero_crossing_grey": zero_crossing(curve),
+            "spearman_mean_grey_vs_mean_label": float(spearmanr(greys, means).statistic),
+            "well_exposed_flagged_pct": flagged_by_curve(curve, photos),
+        }
     for name in LABELLED:
         r = report[name]
         crossing = "never" if r["zero_crossing_grey"] is None else f"{r['zero_crossing_grey']:.0f}"
-        print(f"{name}: {r['judged_well_exposed_by_label']} of {r['frames']} frames judged well exposed by their own "
-              f"label; rank correlation of mean grey and mean label {r['spearman_mean_grey_vs_mean_label']:+.3f}; a "
-              f"decreasing fit explains {100 * r['variance_explained_by_mean_grey']:.1f} % of the mean label's "
-              f"variance and crosses zero at mean grey {crossing}")
-        print(shown("  that fit flags of well_exposed's photos: " + ", ".join(
-            f"{key} {pct:.1f} %" for key, pct in r["well_exposed_flagged_pct"].items())))
+        print(
+            f"{name}: {r['judged_well_exposed_by_label']} of {r['frames']} frames judged well exposed by their own "
+            f"label; rank correlation of mean grey and mean label {r['spearman_mean_grey_vs_mean_label']:+.3f}; a "
+            f"decreasing fit explains {100 * r['variance_explained_by_mean_grey']:.1f} % of the mean label's "
+            f"variance and crosses zero at mean grey {crossing}"
+        )
+        print(
+            shown(
+                "  that fit flags of well_exposed's photos: "
+                + ", ".join(f"{key} {pct:.1f} %" for key, pct in r["well_exposed_flagged_pct"].items())
+            )
+        )
     if args.json:
         with atomic_write(args.json) as tmp:
             Path(tmp).write_text(json.dumps(report, indent=1) + "\n")

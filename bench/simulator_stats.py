@@ -22,6 +22,7 @@ levels: the error the simulated label would have against the real one) and the e
 two grey histograms (grey levels). Prints markdown tables of the medians and writes a figure (default
 docs/simulator_vs_real.png). Frames are box-downscaled by --scale (2: long side 256) to keep the run short.
 """
+
 import argparse
 import csv
 import sys
@@ -72,8 +73,13 @@ def grey_histogram(rgb):
 
 
 def frame_stats(rgb):
-    return {"blown": blown_share(rgb), "highlight_sat": highlight_saturation(rgb), "mean_grey":
-            float(gray(rgb.astype(np.float64)).mean()), "black": black_share(rgb), "hist": grey_histogram(rgb)}
+    return {
+        "blown": blown_share(rgb),
+        "highlight_sat": highlight_saturation(rgb),
+        "mean_grey": float(gray(rgb.astype(np.float64)).mean()),
+        "black": black_share(rgb),
+        "hist": grey_histogram(rgb),
+    }
 
 
 def distance(sim, real, sim_stats, real_stats):
@@ -98,13 +104,13 @@ def read_csv(path):
 
 def check_label(data, row):
     """The real label must be gray(ideal) - gray(test) of the files read here (full resolution)."""
-    ideal, test = (load(data / sub / row[key], 1).astype(np.float64) for sub, key in (("refs", "ref_id"),
-                                                                                          ("images", "img_id")))
+    ideal, test = (
+        load(data / sub / row[key], 1).astype(np.float64) for sub, key in (("refs", "ref_id"), ("images", "img_id"))
+    )
     label = read_npy(data / "labels" / (Path(row["img_id"]).stem + ".npy"))
     error = float(np.abs(label - (gray(ideal) - gray(test))).max())
     if error > 0.01:
-        print(f"warning: {row['img_id']}: label differs from gray(ideal) - gray(test) by {error:.3f}",
-              file=sys.stderr)
+        print(f"warning: {row['img_id']}: label differs from gray(ideal) - gray(test) by {error:.3f}", file=sys.stderr)
 
 
 def simulate(data, rows, levels, ev_of, cameras, scale, seed, side, overrides=None):
@@ -117,18 +123,25 @@ def simulate(data, rows, levels, ev_of, cameras, scale, seed, side, overrides=No
         real = load(data / "images" / row["img_id"], scale)
         ev = ev_of[row["img_id"]]
         real_stats = frame_stats(real)
-        record = {"img_id": row["img_id"], "ev": ev, "level": row["level"].rsplit("_", 1)[-1], "real": real_stats,
-                  "old": {"levels": [], "matched": [], "same_mean": []},
-                  "new": {"levels": [], "matched": [], "same_mean": []}}
+        record = {
+            "img_id": row["img_id"],
+            "ev": ev,
+            "level": row["level"].rsplit("_", 1)[-1],
+            "real": real_stats,
+            "old": {"levels": [], "matched": [], "same_mean": []},
+            "new": {"levels": [], "matched": [], "same_mean": []},
+        }
         draws = [("old", synthetic.SRGB_CAMERA)] + [
             ("new", {**synthetic.random_camera(np.random.default_rng([seed, side, index, k])), **(overrides or {})})
-            for k in range(cameras)]
+            for k in range(cameras)
+        ]
         for k, (model, camera) in enumerate(draws):
             rng = np.random.default_rng([seed, side, index, k, 1])
             radiance = synthetic.scene_radiance(ideal, camera)
             for level in levels:  # as the generator makes them: global gain of the level +- the camera's EV jitter
-                frame = synthetic.render(radiance, synthetic.exposure_field(level, radiance.shape[:2], rng, camera),
-                                         camera, rng)
+                frame = synthetic.render(
+                    radiance, synthetic.exposure_field(level, radiance.shape[:2], rng, camera), camera, rng
+                )
                 record[model]["levels"].append({"level": level, **frame_stats(frame)})
             frame = synthetic.render(radiance, ev, camera, rng)
             stats = frame_stats(frame)
@@ -170,10 +183,12 @@ def abs_diff(records, model, key, kind="matched"):
     return np.array([nanmedian([abs(m[key] - r["real"][key]) for m in r[model][kind]]) for r in records])
 
 
-STATS = [("blown", "blown share (max channel >= 250), %", 100.0),
-         ("highlight_sat", "highlight saturation ((max-min)/max, grey >= 200), %", 100.0),
-         ("mean_grey", "mean grey (0..255)", 1.0),
-         ("black", "crushed blacks (max channel <= 4), %", 100.0)]
+STATS = [
+    ("blown", "blown share (max channel >= 250), %", 100.0),
+    ("highlight_sat", "highlight saturation ((max-min)/max, grey >= 200), %", 100.0),
+    ("mean_grey", "mean grey (0..255)", 1.0),
+    ("black", "crushed blacks (max channel <= 4), %", 100.0),
+]
 
 
 def fmt(value, digits=1):
@@ -189,22 +204,34 @@ def closer(old, new):
 def table(records, title, stats, levels):
     """Two markdown tables: medians of the statistics, then the median per-pair distance to the real frames."""
     span = f"{levels[0]}..{levels[-1]}"
-    lines = [f"**{title}**: {len(records)} real pairs; per pair the old model once, the new one with "
-             f"{len(records[0]['new']['matched'])} cameras. @EV: simulated at the real frame's estimated EV; "
-             "@mean: at the EV that gives the real frame's mean grey.", "",
-             f"| median | real | old {span} | new {span} | old @EV | new @EV | old @mean | new @mean |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = [
+        f"**{title}**: {len(records)} real pairs; per pair the old model once, the new one with "
+        f"{len(records[0]['new']['matched'])} cameras. @EV: simulated at the real frame's estimated EV; "
+        "@mean: at the EV that gives the real frame's mean grey.",
+        "",
+        f"| median | real | old {span} | new {span} | old @EV | new @EV | old @mean | new @mean |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for key, name, factor in stats:
         cells = [nanmedian(per_pair(records, "real", key)) * factor]
         cells += [nanmedian([f[key] for r in records for f in r[m]["levels"]]) * factor for m in ("old", "new")]
-        cells += [nanmedian(per_pair(records, m, key, kind)) * factor
-                  for kind in ("matched", "same_mean") for m in ("old", "new")]
+        cells += [
+            nanmedian(per_pair(records, m, key, kind)) * factor
+            for kind in ("matched", "same_mean")
+            for m in ("old", "new")
+        ]
         lines.append(f"| {name} | " + " | ".join(fmt(c) for c in cells) + " |")
-    lines += ["", "| distance to the real frame, median over pairs | old @EV | new @EV | closer @EV | old @mean | "
-              "new @mean | closer @mean |", "|---|---|---|---|---|---|---|"]
+    lines += [
+        "",
+        "| distance to the real frame, median over pairs | old @EV | new @EV | closer @EV | old @mean | "
+        "new @mean | closer @mean |",
+        "|---|---|---|---|---|---|---|",
+    ]
     rows = [(f"abs. error of {name}", key, factor, abs_diff) for key, name, factor in stats]
-    rows += [("label error: mean abs. gray(sim) - gray(real), grey levels", "label_error", 1.0, None),
-             ("grey-histogram EMD, grey levels", "hist_emd", 1.0, None)]
+    rows += [
+        ("label error: mean abs. gray(sim) - gray(real), grey levels", "label_error", 1.0, None),
+        ("grey-histogram EMD, grey levels", "hist_emd", 1.0, None),
+    ]
     for name, key, factor, fn in rows:
         cells = []
         for kind in ("matched", "same_mean"):
@@ -225,19 +252,33 @@ def table(records, title, stats, levels):
 
 def figure(over, under, path):
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(2, 3, figsize=(13.5, 8.0))
-    for ax, key, name in ((axes[0, 0], "blown", "blown share (max channel >= 250)"),
-                          (axes[0, 1], "highlight_sat", "highlight saturation, grey >= 200")):
+    for ax, key, name in (
+        (axes[0, 0], "blown", "blown share (max channel >= 250)"),
+        (axes[0, 1], "highlight_sat", "highlight saturation, grey >= 200"),
+    ):
         for model in ("old", "new"):
             frames = [f for r in over for f in r[model]["levels"]]
-            ax.scatter([f["mean_grey"] for f in frames], [f[key] for f in frames], s=7 if model == "new" else 14,
-                       alpha=0.35 if model == "new" else 0.7, color=COLOURS[model],
-                       label=f"{LABELS[model]}, P1..P3")
-        ax.scatter([r["real"]["mean_grey"] for r in over], [r["real"][key] for r in over], s=45, marker="D",
-                   color=COLOURS["real"], label="real over-exposed frames")
+            ax.scatter(
+                [f["mean_grey"] for f in frames],
+                [f[key] for f in frames],
+                s=7 if model == "new" else 14,
+                alpha=0.35 if model == "new" else 0.7,
+                color=COLOURS[model],
+                label=f"{LABELS[model]}, P1..P3",
+            )
+        ax.scatter(
+            [r["real"]["mean_grey"] for r in over],
+            [r["real"][key] for r in over],
+            s=45,
+            marker="D",
+            color=COLOURS["real"],
+            label="real over-exposed frames",
+        )
         ax.set_xlabel("mean grey of the frame")
         ax.set_title(f"{name} vs mean grey", fontsize=10)
     axes[0, 0].legend(fontsize=7.5, loc="upper left")
@@ -261,11 +302,21 @@ def figure(over, under, path):
         for model, dx in (("old", -0.004), ("new", 0.004)):
             values = np.array([[m[key] for m in r[model]["same_mean"]] for r in over])
             mid = np.nanmedian(values, axis=1) if np.isfinite(values).any() else values[:, 0]
-            ax.vlines(real + dx, np.nanmin(values, axis=1), np.nanmax(values, axis=1), color=COLOURS[model],
-                      alpha=0.5)
+            ax.vlines(real + dx, np.nanmin(values, axis=1), np.nanmax(values, axis=1), color=COLOURS[model], alpha=0.5)
             ax.scatter(real + dx, mid, color=COLOURS[model], s=22, label=f"{model} (median, range of draws)")
-        top = np.nanmax([np.nanmax(real)] + [m[key] for r in over for model in ("old", "new")
-                                             for m in r[model]["same_mean"] if np.isfinite(m[key])]) * 1.05
+        top = (
+            np.nanmax(
+                [np.nanmax(real)]
+                + [
+                    m[key]
+                    for r in over
+                    for model in ("old", "new")
+                    for m in r[model]["same_mean"]
+                    if np.isfinite(m[key])
+                ]
+            )
+            * 1.05
+        )
         ax.plot([0, top], [0, top], color="grey", lw=0.8, ls="--")
         ax.set_xlabel(f"real over-exposed frame: {name}")
         ax.set_ylabel(f"simulated, same mean grey: {name}")
@@ -275,18 +326,25 @@ def figure(over, under, path):
     ax = axes[1, 2]
     for records, marker, side in ((over, "o", "over"), (under, "s", "under")):
         old, new = (per_pair(records, m, "label_error", "same_mean") for m in ("old", "new"))
-        ax.scatter(old, new, marker=marker, s=26, label=f"{side}-exposed pairs",
-                   color="tab:red" if side == "over" else "tab:green")
-    top = max(np.nanmax(per_pair(r, m, "label_error", "same_mean")) for r in (over, under)
-              for m in ("old", "new")) * 1.05
+        ax.scatter(
+            old,
+            new,
+            marker=marker,
+            s=26,
+            label=f"{side}-exposed pairs",
+            color="tab:red" if side == "over" else "tab:green",
+        )
+    top = (
+        max(np.nanmax(per_pair(r, m, "label_error", "same_mean")) for r in (over, under) for m in ("old", "new")) * 1.05
+    )
     ax.plot([0, top], [0, top], color="grey", lw=0.8, ls="--")
     ax.set_xlabel("old model: label error vs real frame (grey levels)")
     ax.set_ylabel("new model (median of draws)")
-    ax.set_title("mean |gray(sim) - gray(real)|, same mean grey;\nbelow the line: new model closer",
-                 fontsize=10)
+    ax.set_title("mean |gray(sim) - gray(real)|, same mean grey;\nbelow the line: new model closer", fontsize=10)
     ax.legend(fontsize=7.5)
-    fig.suptitle("Simulated vs real bracket frames (../shared/real_brackets): the same real ideal re-exposed",
-                 fontsize=11)
+    fig.suptitle(
+        "Simulated vs real bracket frames (../shared/real_brackets): the same real ideal re-exposed", fontsize=11
+    )
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=72)
@@ -300,8 +358,13 @@ def parse_args(argv=None):
     p.add_argument("--scale", type=int, default=2, help="box-downscale factor of every frame (default: 2)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--figure", type=Path, default=DEFAULT_FIGURE)
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="force a setting on every random_camera draw, e.g. --set desaturate=0 (repeatable)")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="force a setting on every random_camera draw, e.g. --set desaturate=0 (repeatable)",
+    )
     args = p.parse_args(argv)
     args.overrides = {}
     for item in args.set:
@@ -324,10 +387,28 @@ def main(argv=None):
     if not (data / "real_over.csv").is_file():
         sys.exit(f"error: {data / 'real_over.csv'} not found (the real brackets live in ../shared/real_brackets)")
     ev_of = {row["img_id"]: float(row["ev_estimate"]) for row in read_csv(data / "provenance.csv")}
-    over = simulate(data, read_csv(data / "real_over.csv"), OVER_LEVELS, ev_of, args.cameras, args.scale,
-                    args.seed, 0, args.overrides)
-    under = simulate(data, read_csv(data / "real_under.csv"), UNDER_LEVELS, ev_of, args.cameras, args.scale,
-                     args.seed, 1, args.overrides)
+    over = simulate(
+        data,
+        read_csv(data / "real_over.csv"),
+        OVER_LEVELS,
+        ev_of,
+        args.cameras,
+        args.scale,
+        args.seed,
+        0,
+        args.overrides,
+    )
+    under = simulate(
+        data,
+        read_csv(data / "real_under.csv"),
+        UNDER_LEVELS,
+        ev_of,
+        args.cameras,
+        args.scale,
+        args.seed,
+        1,
+        args.overrides,
+    )
     if args.overrides:
         print(f"new model: random_camera with {args.overrides}\n")
     print(table(over, "Over-exposed frames", STATS[:3], OVER_LEVELS))

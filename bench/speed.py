@@ -25,6 +25,7 @@ missing); the released weights from ../shared or, when absent, the released arch
 does not depend on the weights. --smoke checks the script in seconds: a tiny project config at tiny sizes without
 warm-up, the released network's cost counted but not run, and one end-to-end run without its batch comparison.
 """
+
 import argparse
 import copy
 import json
@@ -44,8 +45,14 @@ import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
-from pieanet.models import (DEFAULT_CHECKPOINT, DEFAULT_ONNX, RELEASED_ENV, RELEASED_NAME, build_model,  # noqa: E402
-                            load_model)
+from pieanet.models import (
+    DEFAULT_CHECKPOINT,
+    DEFAULT_ONNX,
+    RELEASED_ENV,
+    RELEASED_NAME,
+    build_model,  # noqa: E402
+    load_model,
+)
 from pieanet.utils import cli  # noqa: E402
 from pieanet.utils.image_io import atomic_write, open_photo  # noqa: E402
 from pieanet.models.inference import predict_residual  # noqa: E402
@@ -55,9 +62,10 @@ RELEASED_WEIGHTS = Path(os.environ.get(RELEASED_ENV) or ROOT.parent / "shared" /
 SMOKE_CONFIG = {"name": "pieanet", "width": 8, "lightness_blocks": 1, "attention_layers": 1, "heads": 2, "window": 4}
 
 FULL = {
-    "batch": {"project": 8, "project-onnx": 8, "released": 2}, "batches": {"project": 4, "project-onnx": 4,
-                                                                          "released": 1},
-    "warm_up": True, "end_to_end": (3000, 4000),
+    "batch": {"project": 8, "project-onnx": 8, "released": 2},
+    "batches": {"project": 4, "project-onnx": 4, "released": 1},
+    "warm_up": True,
+    "end_to_end": (3000, 4000),
     "cases": [  # (model, height, width, mode, options)
         ("project", 1080, 1920, "default (working size)", {}),
         ("project-onnx", 1080, 1920, "default (working size)", {}),
@@ -76,8 +84,10 @@ FULL = {
     ],
 }
 SMOKE = {
-    "batch": {"project": 2, "released": 1}, "batches": {"project": 1, "released": 0},
-    "warm_up": False, "end_to_end": (96, 160),
+    "batch": {"project": 2, "released": 1},
+    "batches": {"project": 1, "released": 0},
+    "warm_up": False,
+    "end_to_end": (96, 160),
     "cases": [
         ("project", 96, 160, "native tiled", {"size": 0, "tile": 128, "overlap": 32}),
         ("project", 96, 160, "working", {"size": 64}),
@@ -154,16 +164,17 @@ def run_case(case):
 # Runs the command given as its arguments and prints its wall time, exit code, output and peak RSS. A process's peak
 # RSS (ru_maxrss) survives fork and exec, so a child started straight from this large process would report this
 # process's size; started from this small one, RUSAGE_CHILDREN is the command's own.
-MEASURE = ("import json, resource, subprocess, sys, time; start = time.perf_counter(); "
-           "done = subprocess.run(sys.argv[1:], capture_output=True, text=True); "
-           "print(json.dumps({'seconds': time.perf_counter() - start, 'code': done.returncode, 'stdout': done.stdout, "
-           "'stderr': done.stderr, 'peak_rss_mb': resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024}))")
+MEASURE = (
+    "import json, resource, subprocess, sys, time; start = time.perf_counter(); "
+    "done = subprocess.run(sys.argv[1:], capture_output=True, text=True); "
+    "print(json.dumps({'seconds': time.perf_counter() - start, 'code': done.returncode, 'stdout': done.stdout, "
+    "'stderr': done.stderr, 'peak_rss_mb': resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024}))"
+)
 
 
 def run_measured(command):
     """Run ``command`` in a fresh process: {seconds, code, stdout, stderr, peak_rss_mb}."""
-    done = subprocess.run([sys.executable, "-c", MEASURE, *map(str, command)], capture_output=True, text=True,
-                          cwd=ROOT)
+    done = subprocess.run([sys.executable, "-c", MEASURE, *map(str, command)], capture_output=True, text=True, cwd=ROOT)
     return json.loads(done.stdout)
 
 
@@ -181,8 +192,9 @@ def measure_case(kind, height, width, mode, options, spec, threads):
 
 
 # The floor of the end-to-end figure: decode the JPEG and write one PNG of its size, nothing else.
-DECODE_WRITE = ("import sys; from PIL import Image; "
-                "Image.open(sys.argv[1], formats=['JPEG']).convert('RGB').save(sys.argv[2])")
+DECODE_WRITE = (
+    "import sys; from PIL import Image; Image.open(sys.argv[1], formats=['JPEG']).convert('RGB').save(sys.argv[2])"
+)
 
 
 def end_to_end(height, width, threads, checkpoint, backend):
@@ -193,32 +205,62 @@ def end_to_end(height, width, threads, checkpoint, backend):
         with open_photo(SAMPLE_PHOTO) as sample:
             sample.convert("RGB").resize((width, height), Image.LANCZOS).save(photo, quality=92)
         floor = run_measured([sys.executable, "-c", DECODE_WRITE, photo, Path(folder) / "decoded.png"])
-        command = [sys.executable, ROOT / "make_heatmap.py", "--input", photo, "--output", Path(folder) / "out",
-                   "--threads", threads, "--backend", backend] + (["--checkpoint", checkpoint] if checkpoint else [])
+        command = [
+            sys.executable,
+            ROOT / "make_heatmap.py",
+            "--input",
+            photo,
+            "--output",
+            Path(folder) / "out",
+            "--threads",
+            threads,
+            "--backend",
+            backend,
+        ] + (["--checkpoint", checkpoint] if checkpoint else [])
         result = run_measured(command)
     if result["code"] != 0:
         return {"error": failure(result)}
     if floor["code"] != 0:
         return {"error": f"decoding and writing the photo failed: {failure(floor)}"}
-    return {"seconds": result["seconds"], "peak_rss_mb": result["peak_rss_mb"], "decode_write_seconds":
-            floor["seconds"], "vs_decode_write": result["seconds"] / floor["seconds"]}
+    return {
+        "seconds": result["seconds"],
+        "peak_rss_mb": result["peak_rss_mb"],
+        "decode_write_seconds": floor["seconds"],
+        "vs_decode_write": result["seconds"] / floor["seconds"],
+    }
 
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--smoke", action="store_true", help="tiny model and sizes, seconds")
     p.add_argument("--json", help="write all measurements here (default: not written)")
-    p.add_argument("--threads", type=cli.positive_int, default=torch.get_num_threads(),
-                   help="torch CPU threads (default: torch's choice)")
-    p.add_argument("--checkpoint", default=DEFAULT_CHECKPOINT,
-                   help="project checkpoint (default: checkpoints/pieanet_corpus.safetensors)")
-    p.add_argument("--onnx", default=DEFAULT_ONNX,
-                   help="the project network exported by export.py (default: checkpoints/pieanet_corpus.onnx)")
-    p.add_argument("--released", default=RELEASED_WEIGHTS,
-                   help="released P-IEANet .pth (default: $P_IEA_RELEASED_WEIGHTS, else ../shared/official/)")
+    p.add_argument(
+        "--threads",
+        type=cli.positive_int,
+        default=torch.get_num_threads(),
+        help="torch CPU threads (default: torch's choice)",
+    )
+    p.add_argument(
+        "--checkpoint",
+        default=DEFAULT_CHECKPOINT,
+        help="project checkpoint (default: checkpoints/pieanet_corpus.safetensors)",
+    )
+    p.add_argument(
+        "--onnx",
+        default=DEFAULT_ONNX,
+        help="the project network exported by export.py (default: checkpoints/pieanet_corpus.onnx)",
+    )
+    p.add_argument(
+        "--released",
+        default=RELEASED_WEIGHTS,
+        help="released P-IEANet .pth (default: $P_IEA_RELEASED_WEIGHTS, else ../shared/official/)",
+    )
     p.add_argument("--case", help=argparse.SUPPRESS)  # internal: one latency case in this process
-    p.add_argument("--main-job", action="store_true",
-                   help="first option only: run bench/main_job.py with the options that follow (see above)")
+    p.add_argument(
+        "--main-job",
+        action="store_true",
+        help="first option only: run bench/main_job.py with the options that follow (see above)",
+    )
     return p.parse_args(argv)
 
 
@@ -231,8 +273,16 @@ def main(argv=None):
         return run_case(json.loads(args.case))
     torch.set_num_threads(args.threads)
     plan = SMOKE if args.smoke else FULL
-    report = {"machine": {"cpu": platform.processor() or platform.machine(), "cpu_count": os.cpu_count(),
-                          "threads": args.threads, "torch": torch.__version__, "smoke": args.smoke}, "models": {}}
+    report = {
+        "machine": {
+            "cpu": platform.processor() or platform.machine(),
+            "cpu_count": os.cpu_count(),
+            "threads": args.threads,
+            "torch": torch.__version__,
+            "smoke": args.smoke,
+        },
+        "models": {},
+    }
     specs = {}
     for kind in KINDS:
         spec, description = model_spec(kind, args)
@@ -249,23 +299,30 @@ def main(argv=None):
             "images_per_s_256": throughput(model, plan["batch"][kind], plan["batches"][kind], plan["warm_up"]),
         }
     project, released = report["models"]["project"], report["models"]["released"]
-    report["ratios"] = {"throughput_256": released["images_per_s_256"] and project["images_per_s_256"] / released[
-                        "images_per_s_256"],
-                        "gflop_256": released["gflop_per_256"] / project["gflop_per_256"],
-                        "parameters": released["parameters"] / project["parameters"]}
-    report["latency"] = [measure_case(kind, h, w, mode, options, specs[kind], args.threads)
-                         for kind, h, w, mode, options in plan["cases"] if specs[kind] is not None]
+    report["ratios"] = {
+        "throughput_256": released["images_per_s_256"] and project["images_per_s_256"] / released["images_per_s_256"],
+        "gflop_256": released["gflop_per_256"] / project["gflop_per_256"],
+        "parameters": released["parameters"] / project["parameters"],
+    }
+    report["latency"] = [
+        measure_case(kind, h, w, mode, options, specs[kind], args.threads)
+        for kind, h, w, mode, options in plan["cases"]
+        if specs[kind] is not None
+    ]
     height, width = plan["end_to_end"]
     report["end_to_end"] = []
     for kind, backend in (("project", "torch"), ("project-onnx", "onnxruntime")):
         if specs[kind] is None:
             continue
-        row = {"backend": backend, "size": f"{width}x{height}",
-               **end_to_end(height, width, args.threads, specs[kind].get("path"), backend)}
+        row = {
+            "backend": backend,
+            "size": f"{width}x{height}",
+            **end_to_end(height, width, args.threads, specs[kind].get("path"), backend),
+        }
         rate = report["models"][kind]["images_per_s_256"]
         # the same pixels as 256 x 256 batches of the same network (not in --smoke: its rate is a tiny model's)
         if rate and "seconds" in row and not args.smoke:
-            row["batch_seconds"] = height * width / 256 ** 2 / rate
+            row["batch_seconds"] = height * width / 256**2 / rate
             row["ratio"] = row["seconds"] / row["batch_seconds"]
         report["end_to_end"].append(row)
 
@@ -277,27 +334,34 @@ def main(argv=None):
         print(f"{kind:<13} {params:>9} {flops:>12} {speed:>11}")
     ratios = report["ratios"]
     speedup = "not run" if ratios["throughput_256"] is None else f"x{ratios['throughput_256']:.1f}"
-    print(f"project / released: throughput {speedup}, fewer FLOPs x{ratios['gflop_256']:.1f}, "
-          f"fewer parameters x{ratios['parameters']:.1f}")
+    print(
+        f"project / released: throughput {speedup}, fewer FLOPs x{ratios['gflop_256']:.1f}, "
+        f"fewer parameters x{ratios['parameters']:.1f}"
+    )
     print(f"\n{'model':<13} {'size':<10} {'mode':<28} {'seconds':>8} {'peak RSS MB':>12}")
     for row in report["latency"]:
         mode = " ".join([row["mode"]] + [f"{k}={v}" for k, v in row["options"].items()])
         if "error" in row:
             print(f"{row['model']:<13} {row['size']:<10} {mode:<28} failed: {row['error']}")
         else:
-            print(f"{row['model']:<13} {row['size']:<10} {mode:<28} {row['seconds']:>8.2f} "
-                  f"{row['peak_rss_mb']:>12.0f}")
-    print("\nmake_heatmap.py, default options, one JPEG, whole process (batch cost: the same pixels as 256 x 256 "
-          "batches; decode+PNG: a process that decodes the JPEG and writes it as one PNG)")
-    print(f"{'backend':<12} {'size':<10} {'seconds':>8} {'batch cost s':>13} {'ratio':>6} {'decode+PNG s':>13} "
-          f"{'ratio':>6} {'peak RSS MB':>12}")
+            print(f"{row['model']:<13} {row['size']:<10} {mode:<28} {row['seconds']:>8.2f} {row['peak_rss_mb']:>12.0f}")
+    print(
+        "\nmake_heatmap.py, default options, one JPEG, whole process (batch cost: the same pixels as 256 x 256 "
+        "batches; decode+PNG: a process that decodes the JPEG and writes it as one PNG)"
+    )
+    print(
+        f"{'backend':<12} {'size':<10} {'seconds':>8} {'batch cost s':>13} {'ratio':>6} {'decode+PNG s':>13} "
+        f"{'ratio':>6} {'peak RSS MB':>12}"
+    )
     for row in report["end_to_end"]:
         if "error" in row:
             print(f"{row['backend']:<12} {row['size']:<10} failed: {row['error']}")
             continue
         batch = f"{row['batch_seconds']:>13.2f} {row['ratio']:>6.2f}" if "ratio" in row else f"{'-':>13} {'-':>6}"
-        print(f"{row['backend']:<12} {row['size']:<10} {row['seconds']:>8.2f} {batch} "
-              f"{row['decode_write_seconds']:>13.2f} {row['vs_decode_write']:>6.2f} {row['peak_rss_mb']:>12.0f}")
+        print(
+            f"{row['backend']:<12} {row['size']:<10} {row['seconds']:>8.2f} {batch} "
+            f"{row['decode_write_seconds']:>13.2f} {row['vs_decode_write']:>6.2f} {row['peak_rss_mb']:>12.0f}"
+        )
     print(f"({args.threads} threads; timings on a shared machine are noisy)")
     if args.json:
         with atomic_write(args.json) as tmp:

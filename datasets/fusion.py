@@ -6,6 +6,7 @@ frames are blended in a Laplacian pyramid so that the weights' seams do not show
 observers of multi-exposure fusion studies rate best (shadows opened, highlights kept), and what IEA40K's experts do
 by hand; one global gain to a mid grey (the bracket rule) cannot open a shadow without blowing a window.
 """
+
 import numpy as np
 from scipy.ndimage import convolve1d, laplace
 
@@ -57,7 +58,7 @@ def fusion_weights(frames, sigma=0.2, contrast=1.0, saturation=1.0, exposedness=
     grey = frames @ np.array([0.299, 0.587, 0.114])
     c = np.abs(np.stack([laplace(g, mode="reflect") for g in grey]))
     s = frames.std(axis=3)
-    e = np.exp(-((frames - 0.5) ** 2) / (2.0 * sigma ** 2)).prod(axis=3)
+    e = np.exp(-((frames - 0.5) ** 2) / (2.0 * sigma**2)).prod(axis=3)
     w = (c + 1e-12) ** contrast * (s + 1e-12) ** saturation * (e + 1e-12) ** exposedness
     return w / w.sum(axis=0, keepdims=True)
 

@@ -10,6 +10,7 @@ when the dataset is built, unreadable files, shape mismatches and bad label valu
 Augmentation (resize, crop, flips) moves photo, label, teacher map and ref together; noise touches the photo only. It
 is a function of (seed, epoch, index), so a resumed run sees the same batches.
 """
+
 import math
 import warnings
 from dataclasses import dataclass
@@ -31,6 +32,7 @@ LABEL_RANGE_EPS = 1e-3  # float32 rounding of a residual stored as exactly +-lab
 
 class DatasetError(PieaError, ValueError):
     """Bad dataset content; the message names the CSV line and the file."""
+
     exit_code = EXIT_USAGE
 
 
@@ -57,8 +59,10 @@ def read_split(csv_path, required=REQUIRED_COLUMNS):
 def _read_rows(csv_path, reader, required):
     missing = [c for c in required if c not in reader.fieldnames]
     if missing:
-        raise DatasetError(f"{csv_path}: missing column(s) {', '.join(missing)}; expected "
-                           f"{', '.join(required)} (found: {', '.join(reader.fieldnames) or 'no header'})")
+        raise DatasetError(
+            f"{csv_path}: missing column(s) {', '.join(missing)}; expected "
+            f"{', '.join(required)} (found: {', '.join(reader.fieldnames) or 'no header'})"
+        )
     rows = []
     for record in reader:
         line = reader.line_num
@@ -92,16 +96,34 @@ class IEA40KDataset(Dataset):
     False, so one batch can mix both. The photos are hashed once, here; ``teacher_count`` is how many have a map.
     """
 
-    def __init__(self, root, csv, images_dir="images", labels_dir="labels", refs_dir=None, label_scale=255.0,
-                 size=None, crop=None, augment=False, allow_label_resize=False, seed=0, noise_std=0.0,
-                 teacher_dir=None):
+    def __init__(
+        self,
+        root,
+        csv,
+        images_dir="images",
+        labels_dir="labels",
+        refs_dir=None,
+        label_scale=255.0,
+        size=None,
+        crop=None,
+        augment=False,
+        allow_label_resize=False,
+        seed=0,
+        noise_std=0.0,
+        teacher_dir=None,
+    ):
         root = Path(root)
         self.csv = Path(csv) if Path(csv).is_file() else root / csv
         for name, value, low in (("label_scale", label_scale, None), ("noise_std", noise_std, 0.0)):
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
-                    or (value <= 0 if low is None else value < low):
-                raise DatasetError(f"{self.csv}: {name} {value!r} must be a "
-                                   f"{'positive number' if low is None else 'number >= 0'}")
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, (int, float))
+                or not math.isfinite(value)
+                or (value <= 0 if low is None else value < low)
+            ):
+                raise DatasetError(
+                    f"{self.csv}: {name} {value!r} must be a {'positive number' if low is None else 'number >= 0'}"
+                )
         for name, value in (("size", size), ("crop", crop)):
             if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
                 raise DatasetError(f"{self.csv}: {name} {value!r} must be a positive integer or None")
@@ -129,8 +151,7 @@ class IEA40KDataset(Dataset):
         return [folder / name if name in have else None for name in names]
 
     def _paths(self, row):
-        paths = {"image": self.images_dir / row.img_id,
-                 "label": self.labels_dir / label_name(row.img_id)}
+        paths = {"image": self.images_dir / row.img_id, "label": self.labels_dir / label_name(row.img_id)}
         if self.refs_dir is not None:
             paths["ref"] = self.refs_dir / row.ref_id
         return paths
@@ -172,8 +193,10 @@ class IEA40KDataset(Dataset):
         except DatasetError as e:
             raise DatasetError(f"{self._where(row)}: {e}") from e
         if residual.shape != shape:
-            message = (f"{self._where(row)}: {path}: {what} is {residual.shape[0]}x{residual.shape[1]} but the "
-                       f"image is {shape[0]}x{shape[1]}")
+            message = (
+                f"{self._where(row)}: {path}: {what} is {residual.shape[0]}x{residual.shape[1]} but the "
+                f"image is {shape[0]}x{shape[1]}"
+            )
             if not self.allow_label_resize:
                 raise DatasetError(message + "; expected the same size (or set allow_label_resize)")
             warnings.warn(message + "; label resized to the image")
@@ -194,17 +217,23 @@ class IEA40KDataset(Dataset):
         planes = [image, self._load_label(row, paths["label"], shape)]
         teacher = None if self.teacher_maps is None else self.teacher_maps[index]
         if self.teacher_maps is not None:
-            planes.append(np.zeros(shape + (1,), np.float32) if teacher is None else
-                          self._load_label(row, teacher, shape, "teacher map"))
+            planes.append(
+                np.zeros(shape + (1,), np.float32)
+                if teacher is None
+                else self._load_label(row, teacher, shape, "teacher map")
+            )
         if "ref" in paths:
             ref = self._load_photo(row, paths["ref"])
             if ref.shape[:2] != shape:
-                raise DatasetError(f"{self._where(row)}: {paths['ref']}: ref is {ref.shape[0]}x{ref.shape[1]} but "
-                                   f"the image is {shape[0]}x{shape[1]}; expected the same size")
+                raise DatasetError(
+                    f"{self._where(row)}: {paths['ref']}: ref is {ref.shape[0]}x{ref.shape[1]} but "
+                    f"the image is {shape[0]}x{shape[1]}; expected the same size"
+                )
             planes.append(ref)
         # photo, label and ref as one H x W x C array, so every geometric step is the same on all of them
-        stack = self._geometry(row, np.concatenate(planes, axis=2),
-                               np.random.default_rng((self.seed, self.epoch, index)))
+        stack = self._geometry(
+            row, np.concatenate(planes, axis=2), np.random.default_rng((self.seed, self.epoch, index))
+        )
         stack = torch.from_numpy(np.ascontiguousarray(stack.transpose(2, 0, 1)))
         image, residual, rest = stack[:3], stack[3:4], stack[4:]
         if self.augment and self.noise_std > 0:
@@ -226,14 +255,16 @@ class IEA40KDataset(Dataset):
             stack = resize(stack, (h, w))
         if self.crop:
             if h < self.crop or w < self.crop:
-                raise DatasetError(f"{self._where(row)}: image is {h}x{w}"
-                                   f"{' after resizing' if self.size else ''}; expected at least the crop "
-                                   f"{self.crop}x{self.crop}")
+                raise DatasetError(
+                    f"{self._where(row)}: image is {h}x{w}"
+                    f"{' after resizing' if self.size else ''}; expected at least the crop "
+                    f"{self.crop}x{self.crop}"
+                )
             if self.augment:
                 top, left = int(rng.integers(0, h - self.crop + 1)), int(rng.integers(0, w - self.crop + 1))
             else:
                 top, left = (h - self.crop) // 2, (w - self.crop) // 2
-            stack = stack[top:top + self.crop, left:left + self.crop]
+            stack = stack[top : top + self.crop, left : left + self.crop]
         if self.augment:
             if rng.random() < 0.5:
                 stack = stack[:, ::-1]
@@ -267,16 +298,22 @@ def read_label(path, label_scale=255.0):
         raise DatasetError(f"{path}: unreadable label ({e.reason}); expected a .npy array") from e
     if label.ndim == 3 and 1 in (label.shape[0], label.shape[-1]):
         label = label.reshape(label.shape[1:] if label.shape[0] == 1 else label.shape[:2])
-    if label.ndim != 2 or min(label.shape) < 1 or not np.issubdtype(label.dtype, np.number) \
-            or np.issubdtype(label.dtype, np.complexfloating):
+    if (
+        label.ndim != 2
+        or min(label.shape) < 1
+        or not np.issubdtype(label.dtype, np.number)
+        or np.issubdtype(label.dtype, np.complexfloating)
+    ):
         raise DatasetError(f"{path}: label is {label.dtype} {label.shape}; expected a numeric H x W array")
     residual = label.astype(np.float32) / np.float32(label_scale)
     if not np.isfinite(residual).all():
         raise DatasetError(f"{path}: label contains NaN or inf")
     peak = float(np.abs(residual).max())
     if peak > 1.0 + LABEL_RANGE_EPS:
-        raise DatasetError(f"{path}: label reaches {peak * label_scale:g}, beyond +-{label_scale:g} (label_scale); "
-                           "expected a residual in grey levels")
+        raise DatasetError(
+            f"{path}: label reaches {peak * label_scale:g}, beyond +-{label_scale:g} (label_scale); "
+            "expected a residual in grey levels"
+        )
     return np.clip(residual, -1.0, 1.0)
 
 

@@ -13,6 +13,7 @@ included) that would lead out of --out (absolute, '..') or is longer than a file
 built under a temporary name beside --out and renamed to it only when complete: a failure leaves nothing behind.
 Exit codes: 0 done, 2 refused.
 """
+
 import argparse
 import contextlib
 import csv
@@ -45,11 +46,14 @@ def check_name(where, name):
     """A file name from a split list, or a merged name (prefix included), must stay inside its folder (no absolute
     path, no '..') and have no part longer than a file name may be."""
     if not name or Path(name).is_absolute() or Path(name).anchor or ".." in Path(name).parts:
-        raise DatasetError(f"{where}: {name!r} is not a name inside the dataset's folders; expected a relative "
-                           "path without '..'")
+        raise DatasetError(
+            f"{where}: {name!r} is not a name inside the dataset's folders; expected a relative path without '..'"
+        )
     if any(len(os.fsencode(part)) > NAME_MAX for part in Path(name).parts):
-        raise DatasetError(f"{where}: {shown(name)[:80]}... has a part longer than {NAME_MAX} bytes; expected a "
-                           "shorter name (or prefix)")
+        raise DatasetError(
+            f"{where}: {shown(name)[:80]}... has a part longer than {NAME_MAX} bytes; expected a "
+            "shorter name (or prefix)"
+        )
 
 
 def plan(sources, splits):
@@ -60,8 +64,10 @@ def plan(sources, splits):
         if not root.is_dir():
             raise DatasetError(f"{root}: not a folder; expected an IEA40K-layout dataset")
         for split in splits:
-            if not (root / split).is_file() or sum(1 for line in (root / split).read_bytes().splitlines()
-                                                   if line.strip()) < 2:
+            if (
+                not (root / split).is_file()
+                or sum(1 for line in (root / split).read_bytes().splitlines() if line.strip()) < 2
+            ):
                 continue  # a split this source lacks, or a header without rows
             for row in read_split(root / split, required=("img_id", "ref_id", "score")):
                 for name in (row.img_id, row.ref_id):
@@ -74,10 +80,18 @@ def plan(sources, splits):
                         raise DatasetError(f"{root / split} line {row.line}: {source} not found")
                     known = links.setdefault((folder, prefix + name), source)
                     if known.resolve() != source.resolve():
-                        raise DatasetError(f"{source} and {known} would both be {folder}/{prefix}{name}; give one "
-                                           "source a prefix (PREFIX=DIR)")
-                rows[split].append({"img_id": prefix + row.img_id, "ref_id": prefix + row.ref_id,
-                                    "score": repr(row.score), "level": row.level})
+                        raise DatasetError(
+                            f"{source} and {known} would both be {folder}/{prefix}{name}; give one "
+                            "source a prefix (PREFIX=DIR)"
+                        )
+                rows[split].append(
+                    {
+                        "img_id": prefix + row.img_id,
+                        "ref_id": prefix + row.ref_id,
+                        "score": repr(row.score),
+                        "level": row.level,
+                    }
+                )
     return rows, links
 
 
@@ -100,8 +114,10 @@ def merge(out, sources, splits=("train.csv", "valid.csv")):
             with contextlib.suppress(OSError):
                 parent.rmdir()
         if isinstance(e, OSError):
-            raise DatasetError(f"{out}: could not be made ({e.strerror or type(e).__name__}: "
-                               f"{shown(e.filename or '')[:120]}); nothing was left behind") from e
+            raise DatasetError(
+                f"{out}: could not be made ({e.strerror or type(e).__name__}: "
+                f"{shown(e.filename or '')[:120]}); nothing was left behind"
+            ) from e
         raise
     return {split: len(split_rows) for split, split_rows in rows.items()}
 

@@ -11,6 +11,7 @@ height, sha256), sorted by file. Photos already written with the recorded sha256
 
 Exit code: 0 all photos written, 1 some skipped (one line each on stderr), 2 usage error or nothing written.
 """
+
 import argparse
 import csv
 import hashlib
@@ -49,7 +50,7 @@ def split_member(member):
     """'/a/x.rcc:/in/y.webp' -> ('/a/x.rcc', '/in/y.webp'); '/a/x.edj#largest-jpeg' -> ('/a/x.edj',
     '#largest-jpeg'); '/a/y.jpg' -> ('/a/y.jpg', '')."""
     if member.endswith(LARGEST_JPEG):
-        return member[:-len(LARGEST_JPEG)], LARGEST_JPEG
+        return member[: -len(LARGEST_JPEG)], LARGEST_JPEG
     path, sep, inner = member.partition(RCC)
     return (path + ".rcc", inner) if sep else (path, "")
 
@@ -88,7 +89,7 @@ def rcc_entry(bundle, path):
     def name(index):
         offset = names + node(index)[0]
         length = struct.unpack_from(">H", bundle, offset)[0]
-        return bundle[offset + 6:offset + 6 + 2 * length].decode("utf-16-be")
+        return bundle[offset + 6 : offset + 6 + 2 * length].decode("utf-16-be")
 
     index = 0
     for part in path.strip("/").split("/"):
@@ -103,7 +104,7 @@ def rcc_entry(bundle, path):
     if flags & 4:
         raise ValueError(f"{path} is zstd-compressed (not supported)")
     size = struct.unpack_from(">I", bundle, data + offset)[0]
-    blob = bundle[data + offset + 4:data + offset + 4 + size]
+    blob = bundle[data + offset + 4 : data + offset + 4 + size]
     return zlib.decompress(blob[4:]) if flags & 1 else blob
 
 
@@ -141,7 +142,7 @@ def largest_jpeg(data):
     while start >= 0:
         extent = jpeg_extent(data, start)
         if extent and extent[1] > best_pixels:
-            best, best_pixels = data[start:extent[0]], extent[1]
+            best, best_pixels = data[start : extent[0]], extent[1]
         start = data.find(b"\xff\xd8\xff", extent[0] if extent else start + 3)
     if best is None:
         raise LookupError("no complete JPEG in the file")
@@ -160,8 +161,12 @@ def fetch_deb(package, version, cache):
             subprocess.run(["apt-get", "update", "-qq"], capture_output=True, check=False)
         with tempfile.TemporaryDirectory(prefix=".download-", dir=cache) as tmp:  # no partial .deb in the cache
             # the _apt sandbox user may not write to the cache, hence APT::Sandbox::User=root
-            result = subprocess.run(["apt-get", "download", "-q", "-o", "APT::Sandbox::User=root",
-                                     f"{package}={version}"], cwd=tmp, capture_output=True, text=True)
+            result = subprocess.run(
+                ["apt-get", "download", "-q", "-o", "APT::Sandbox::User=root", f"{package}={version}"],
+                cwd=tmp,
+                capture_output=True,
+                text=True,
+            )
             debs = sorted(Path(tmp).glob(pattern))
             if result.returncode or not debs:
                 reason = (result.stderr.strip().splitlines() or ["no .deb written"])[-1]
@@ -180,8 +185,9 @@ def read_files(deb, paths):
     want = {path: [path] for path in paths}  # path in the archive -> requested paths it serves
     for _ in range(MAX_LINK_DEPTH):
         links = {}
-        proc = subprocess.Popen(["dpkg-deb", "--fsys-tarfile", str(deb)], stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE)
+        proc = subprocess.Popen(
+            ["dpkg-deb", "--fsys-tarfile", str(deb)], stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        )
         try:
             with tarfile.open(fileobj=proc.stdout, mode="r|") as tar:
                 for info in tar:
@@ -221,8 +227,16 @@ def write_photo(out, src, data):
     file = f"{src['package']}/{photo_name(src['member'])}"
     with atomic_write(out / file) as tmp:
         tmp.write_bytes(data)
-    return {"file": file, "package": src["package"], "version": src["version"], "member": src["member"],
-            "license": src["license"], "width": width, "height": height, "sha256": sha256(data)}
+    return {
+        "file": file,
+        "package": src["package"],
+        "version": src["version"],
+        "member": src["member"],
+        "license": src["license"],
+        "width": width,
+        "height": height,
+        "sha256": sha256(data),
+    }
 
 
 def sha256(data):
@@ -248,8 +262,12 @@ def build_photos(out, cache=DEFAULT_CACHE, packages=None, manifest=MANIFEST):
     for src in sources:
         file = f"{src['package']}/{photo_name(src['member'])}"
         prev = old.get(file)
-        if (prev and (prev["version"], prev["member"]) == (src["version"], src["member"])
-                and (out / file).is_file() and sha256((out / file).read_bytes()) == prev["sha256"]):
+        if (
+            prev
+            and (prev["version"], prev["member"]) == (src["version"], src["member"])
+            and (out / file).is_file()
+            and sha256((out / file).read_bytes()) == prev["sha256"]
+        ):
             rows.append({**prev, "license": src["license"]})
         else:
             todo.setdefault(src["package"], []).append(src)
@@ -295,17 +313,22 @@ def read_photo_list(root):
     listing = root / "photos.csv"
     if not listing.is_file():
         raise FileNotFoundError(f"{listing} not found; make it with: python -m pieanet.datasets.photos --out {root}")
-    return [{**row, "path": root / row["file"], "width": int(row["width"]), "height": int(row["height"])}
-            for row in read_csv(listing)]
+    return [
+        {**row, "path": root / row["file"], "width": int(row["width"]), "height": int(row["height"])}
+        for row in read_csv(listing)
+    ]
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", required=True, type=Path, help="output folder, e.g. data/photos")
     parser.add_argument("--cache", type=Path, default=DEFAULT_CACHE, help="folder for the downloaded .deb files")
-    parser.add_argument("--manifest", type=Path, default=MANIFEST,
-                        help=f"the sources (default: {MANIFEST.name}; {KEYS_MANIFEST.name}: published low- and "
-                             "high-key photos)")
+    parser.add_argument(
+        "--manifest",
+        type=Path,
+        default=MANIFEST,
+        help=f"the sources (default: {MANIFEST.name}; {KEYS_MANIFEST.name}: published low- and high-key photos)",
+    )
     parser.add_argument("--packages", help="comma-separated subset of the manifest's packages (default: all)")
     args = parser.parse_args(argv)
     expected = "expected a TSV with package, version, member, license columns"

@@ -7,6 +7,7 @@ Writes the IEA40K layout: train.csv / valid.csv (img_id, ref_id, score, level), 
 residual in grey levels, ideal minus test), refs/ (the 8-bit ideal), README.md. Every source photo (or every
 sub-folder of --src, for several photos of one scene) is one scene; whole scenes are held out for validation.
 """
+
 import argparse
 import csv
 import io
@@ -27,8 +28,7 @@ from tqdm import tqdm
 
 from pieanet.datasets.fusion import exposure_fusion
 from pieanet.utils.exposure import gray, linear_to_srgb, srgb_to_linear
-from pieanet.utils.image_io import (IMAGE_EXTENSIONS, atomic_write, load_image, open_photo,
-                                     readable_formats)
+from pieanet.utils.image_io import IMAGE_EXTENSIONS, atomic_write, load_image, open_photo, readable_formats
 
 KEEP = "KEEP"  # the level of --keep-fraction's frames: the crop as published, its own ideal
 GLOBAL_LEVELS = ["N4", "N3", "N2", "N1", "P0", "P1", "P2", "P3", "P4"]
@@ -39,23 +39,46 @@ CSV_COLUMNS = ["img_id", "ref_id", "score", "level"]
 
 # Real photographs that ship inside installed packages: (package, path inside it, scene, credit and licence).
 DEFAULT_SOURCES = [
-    ("skimage", "data/astronaut.png", "astronaut",
-     "Eileen Collins, NASA Great Images database; no known copyright restrictions, public domain"),
-    ("skimage", "data/coffee.png", "coffee",
-     "Rachel Michetti, courtesy of Pikolo Espresso Bar; CC0"),
+    (
+        "skimage",
+        "data/astronaut.png",
+        "astronaut",
+        "Eileen Collins, NASA Great Images database; no known copyright restrictions, public domain",
+    ),
+    ("skimage", "data/coffee.png", "coffee", "Rachel Michetti, courtesy of Pikolo Espresso Bar; CC0"),
     ("skimage", "data/chelsea.png", "chelsea", "Stefan van der Walt; CC0"),
     ("skimage", "data/rocket.jpg", "rocket", "SpaceX (DSCOVR launch on Falcon 9); released into the public domain"),
-    ("skimage", "data/motorcycle_left.png", "motorcycle",
-     "Middlebury 2014 stereo benchmark (Scharstein et al.), left view; no licence stated by scikit-image"),
-    ("skimage", "data/motorcycle_right.png", "motorcycle",
-     "Middlebury 2014 stereo benchmark (Scharstein et al.), right view; no licence stated by scikit-image"),
-    ("matplotlib", "mpl-data/sample_data/grace_hopper.jpg", "hopper",
-     "Grace Hopper, official U.S. Navy photograph; public domain (U.S. government work); no licence stated by "
-     "matplotlib"),
-    ("sklearn", "datasets/images/china.jpg", "china",
-     "Flickr user danielbuechele (photo 6061409035); CC BY 2.0, per scikit-learn's images/README.txt"),
-    ("sklearn", "datasets/images/flower.jpg", "flower",
-     "Flickr user vultilion (photo 6056698931); CC BY 2.0, per scikit-learn's images/README.txt"),
+    (
+        "skimage",
+        "data/motorcycle_left.png",
+        "motorcycle",
+        "Middlebury 2014 stereo benchmark (Scharstein et al.), left view; no licence stated by scikit-image",
+    ),
+    (
+        "skimage",
+        "data/motorcycle_right.png",
+        "motorcycle",
+        "Middlebury 2014 stereo benchmark (Scharstein et al.), right view; no licence stated by scikit-image",
+    ),
+    (
+        "matplotlib",
+        "mpl-data/sample_data/grace_hopper.jpg",
+        "hopper",
+        "Grace Hopper, official U.S. Navy photograph; public domain (U.S. government work); no licence stated by "
+        "matplotlib",
+    ),
+    (
+        "sklearn",
+        "datasets/images/china.jpg",
+        "china",
+        "Flickr user danielbuechele (photo 6061409035); CC BY 2.0, per scikit-learn's images/README.txt",
+    ),
+    (
+        "sklearn",
+        "datasets/images/flower.jpg",
+        "flower",
+        "Flickr user vultilion (photo 6056698931); CC BY 2.0, per scikit-learn's images/README.txt",
+    ),
 ]
 # Left out on purpose: skimage's hubble_deep_field (astronomical, almost all black sky, no "ideal" everyday
 # exposure) and retina (fundus photo); the other skimage images are grey, synthetic or microscopy.
@@ -88,7 +111,7 @@ def ev_field(level, h, w, rng):
     elif level == "SPOT":  # spotlight on a dark frame, or a bright frame with a vignette
         cy, cx = rng.uniform(-0.3, 0.3, size=2)
         sigma = rng.uniform(0.12, 0.4)
-        bump = np.exp(-((x - cx) ** 2 + (y - cy) ** 2) / (2 * sigma ** 2))
+        bump = np.exp(-((x - cx) ** 2 + (y - cy) ** 2) / (2 * sigma**2))
         if rng.random() < 0.5:
             field = rng.uniform(-4.0, -1.0) + rng.uniform(1.5, 4.5) * bump
         else:
@@ -125,18 +148,20 @@ def random_camera(rng):
     highlights are pulled to neutral, how many stops brighter than white the regions blown in the ideal were, and the
     sensor's noise."""
     hard_clip = rng.random() < 0.2
-    return {"knee": 1.0 if hard_clip else float(rng.uniform(0.35, 0.9)),
-            "slope": 1.0 if hard_clip else float(rng.uniform(1.5, 4.0)),
-            "contrast": float(rng.uniform(0.85, 1.2)),
-            "desaturate": float(rng.uniform(0.0, 0.6)),
-            "blown_stops": float(rng.uniform(0.0, 6.0)),  # lamps, sun and sky: up to 64x the sensor's white
-            "full_well": float(np.exp(rng.uniform(np.log(3000), np.log(30000)))),
-            "read_noise": float(rng.uniform(2.0, 8.0)),
-            "ev_jitter": 0.35,     # a bracket's steps are not exact stops
-            "wb_jitter": 0.01,     # auto white balance drifting between frames
-            # half the cameras set a black point (up to 5 % of the display range): real JPEG curves crush the last
-            # shadows, so a frame 5-7 stops under comes out mostly black, not grey with noise
-            "black": float(rng.uniform(0.0, 0.05)) if rng.random() < 0.5 else 0.0}
+    return {
+        "knee": 1.0 if hard_clip else float(rng.uniform(0.35, 0.9)),
+        "slope": 1.0 if hard_clip else float(rng.uniform(1.5, 4.0)),
+        "contrast": float(rng.uniform(0.85, 1.2)),
+        "desaturate": float(rng.uniform(0.0, 0.6)),
+        "blown_stops": float(rng.uniform(0.0, 6.0)),  # lamps, sun and sky: up to 64x the sensor's white
+        "full_well": float(np.exp(rng.uniform(np.log(3000), np.log(30000)))),
+        "read_noise": float(rng.uniform(2.0, 8.0)),
+        "ev_jitter": 0.35,  # a bracket's steps are not exact stops
+        "wb_jitter": 0.01,  # auto white balance drifting between frames
+        # half the cameras set a black point (up to 5 % of the display range): real JPEG curves crush the last
+        # shadows, so a frame 5-7 stops under comes out mostly black, not grey with noise
+        "black": float(rng.uniform(0.0, 0.05)) if rng.random() < 0.5 else 0.0,
+    }
 
 
 def scene_radiance(ideal_u8, camera):
@@ -196,8 +221,17 @@ def render(radiance, ev, camera, rng, noisy=True):
     return np.clip(np.round(display * 255.0), 0, 255).astype(np.uint8)
 
 
-SRGB_CAMERA = {"knee": 1.0, "slope": 1.0, "contrast": 1.0, "desaturate": 0.0, "blown_stops": 0.0, "full_well": 10000.0,
-               "read_noise": 4.0, "ev_jitter": 0.0, "wb_jitter": 0.0}
+SRGB_CAMERA = {
+    "knee": 1.0,
+    "slope": 1.0,
+    "contrast": 1.0,
+    "desaturate": 0.0,
+    "blown_stops": 0.0,
+    "full_well": 10000.0,
+    "read_noise": 4.0,
+    "ev_jitter": 0.0,
+    "wb_jitter": 0.0,
+}
 
 
 def exposure_field(level, shape, rng, camera, ev=0.0):
@@ -291,7 +325,7 @@ def random_crop(photo, size, rng):
     side = int(round(np.exp(rng.uniform(np.log(min(short, 0.75 * size)), np.log(short)))))
     top = int(rng.integers(0, h - side + 1))
     left = int(rng.integers(0, w - side + 1))
-    crop = Image.fromarray(photo[top:top + side, left:left + side]).resize((size, size), Image.LANCZOS)
+    crop = Image.fromarray(photo[top : top + side, left : left + side]).resize((size, size), Image.LANCZOS)
     crop = np.asarray(crop)
     return crop[:, ::-1].copy() if rng.random() < 0.5 else crop
 
@@ -342,8 +376,18 @@ def make_crop(task):
     ref_id = f"{stem}.png"
     write_atomic(out / "refs" / ref_id, encode(ideal, "png", None))
     ideal_gray = gray(ideal.astype(np.float64))
-    rows = [save_frame(render(radiance, exposure_field(level, radiance.shape[:2], rng, camera, ev0), camera, rng),
-                       ideal_gray, ref_id, f"{stem}_{level}", level, cfg, rng) for level in levels]
+    rows = [
+        save_frame(
+            render(radiance, exposure_field(level, radiance.shape[:2], rng, camera, ev0), camera, rng),
+            ideal_gray,
+            ref_id,
+            f"{stem}_{level}",
+            level,
+            cfg,
+            rng,
+        )
+        for level in levels
+    ]
     # drawn last and only when asked for, so that corpora made without it keep their random stream (and their bytes)
     if finished:  # the finished crop itself among its frames: 0 EV labelled 0 (but for a JPEG's own error)
         rows.append(save_frame(published, ideal_gray, ref_id, f"{stem}_{KEEP}", KEEP, cfg, rng))
@@ -351,8 +395,9 @@ def make_crop(task):
         # the crop as published is its own ideal, whatever its key: a well-exposed photo needs no correction
         keep_ref = f"{stem}_{KEEP}.png"
         write_atomic(out / "refs" / keep_ref, encode(published, "png", None))
-        rows.append(save_frame(published, gray(published.astype(np.float64)), keep_ref, f"{stem}_{KEEP}", KEEP, cfg,
-                               rng))
+        rows.append(
+            save_frame(published, gray(published.astype(np.float64)), keep_ref, f"{stem}_{KEEP}", KEEP, cfg, rng)
+        )
     return rows
 
 
@@ -399,8 +444,10 @@ def chosen_scenes(scenes, names):
         return scenes
     missing = [name for name in names if name not in scenes]
     if missing:
-        raise ValueError(f"--scenes {' '.join(missing)}: not among the default scenes found here "
-                         f"({', '.join(sorted(scenes)) or 'none'})")
+        raise ValueError(
+            f"--scenes {' '.join(missing)}: not among the default scenes found here "
+            f"({', '.join(sorted(scenes)) or 'none'})"
+        )
     return {name: scenes[name] for name in names}
 
 
@@ -414,8 +461,10 @@ def corpus_credits(folder):
     if not listing.is_file():
         return {}
     with open(listing, newline="", encoding="utf-8") as f:
-        return {Path(folder) / row["file"]: f"{row['package']} `{row['member']}`: {row['license']}"
-                for row in csv.DictReader(f)}
+        return {
+            Path(folder) / row["file"]: f"{row['package']} `{row['member']}`: {row['license']}"
+            for row in csv.DictReader(f)
+        }
 
 
 def source_scenes(sources):
@@ -438,8 +487,14 @@ def source_scenes(sources):
             credits.update(corpus_credits(src))
             for entry in sorted(e for e in src.iterdir() if not e.name.startswith(".")):
                 if entry.is_dir():
-                    add(scene_name(entry), sorted(p for p in entry.iterdir() if not p.name.startswith(".")
-                                                  and p.suffix.lower() in IMAGE_EXTENSIONS))
+                    add(
+                        scene_name(entry),
+                        sorted(
+                            p
+                            for p in entry.iterdir()
+                            if not p.name.startswith(".") and p.suffix.lower() in IMAGE_EXTENSIONS
+                        ),
+                    )
                 elif entry.suffix.lower() in IMAGE_EXTENSIONS:
                     add(scene_name(entry), [entry])
         else:
@@ -532,64 +587,130 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--src", nargs="+", help="photo files or folders (default: photos shipped in installed packages)")
     p.add_argument("--out", required=True, help="output dataset folder")
-    p.add_argument("--scenes", nargs="+", metavar="SCENE",
-                   help="without --src: only these of the default scenes (e.g. motorcycle hopper: none of the "
-                        "sample photos of img_to_pred/, which are astronaut, coffee, chelsea and rocket)")
+    p.add_argument(
+        "--scenes",
+        nargs="+",
+        metavar="SCENE",
+        help="without --src: only these of the default scenes (e.g. motorcycle hopper: none of the "
+        "sample photos of img_to_pred/, which are astronaut, coffee, chelsea and rocket)",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1))
     p.add_argument("--size", type=int, default=256, help="side of the square crops")
-    p.add_argument("--max-side", type=int,
-                   help="shrink source photos to this longer side before cropping (default: as they are)")
-    p.add_argument("--crops-per-image", type=int, default=48,
-                   help="crops per scene (default: 48); see --crops-per-photo")
-    p.add_argument("--crops-per-photo", type=int,
-                   help="instead: this many crops per photo of a scene, at most --max-crops-per-scene (a corpus "
-                        "package with many photos is capped so that it does not dominate)")
+    p.add_argument(
+        "--max-side", type=int, help="shrink source photos to this longer side before cropping (default: as they are)"
+    )
+    p.add_argument(
+        "--crops-per-image", type=int, default=48, help="crops per scene (default: 48); see --crops-per-photo"
+    )
+    p.add_argument(
+        "--crops-per-photo",
+        type=int,
+        help="instead: this many crops per photo of a scene, at most --max-crops-per-scene (a corpus "
+        "package with many photos is capped so that it does not dominate)",
+    )
     p.add_argument("--max-crops-per-scene", type=int, default=10**9, help="cap for --crops-per-photo")
-    p.add_argument("--levels-per-crop", type=int,
-                   help="expose each crop to this many levels drawn at random (default: every level)")
-    p.add_argument("--camera", choices=["random", "srgb"], default="random",
-                   help="random: a camera model per crop (tone curve with toe and shoulder, highlight headroom, "
-                        "neutral pull of clipped highlights, noise, EV and white-balance jitter); srgb: the sRGB curve "
-                        "with a hard clip and exact stops (default: random)")
-    p.add_argument("--ideal-grey", type=float, nargs=2, default=[100.0, 145.0], metavar=("LOW", "HIGH"),
-                   help="re-expose each crop to become its bracket's ideal by the rule of real brackets: the least "
-                        "clipped exposure whose mean grey is nearest a target drawn from LOW..HIGH (default: 100 145; "
-                        "0 0 keeps the crop as it is)")
-    p.add_argument("--rule-on", choices=["crop", "photo"], default="crop",
-                   help="what --ideal-grey's rule judges: each crop on its own, or the whole photo it comes from (as "
-                        "real brackets pick a whole frame: a crop of a well-exposed photo's shadows stays dark in its "
-                        "ideal; default: crop)")
-    p.add_argument("--fusion-strength", type=float, default=0.0,
-                   help="local ideal: move each ideal this far (0..1) towards the exposure fusion of its own bracket "
-                        "(default: 0, the ideal as the rule above leaves it)")
-    p.add_argument("--fusion-evs", type=float, nargs="+", default=[-2.0, -1.0, 0.0, 1.0, 2.0], metavar="EV",
-                   help="the bracket fused for --fusion-strength, in stops from the ideal (default: -2 -1 0 1 2)")
-    p.add_argument("--lamp-fraction", type=float, default=0.0,
-                   help="share of crops given light sources 4-9 stops above white (clipped in the ideal, still bright "
-                        "in frames 5-7 stops under; default: 0)")
-    p.add_argument("--lamp-frames", choices=["all", "under"], default="all",
-                   help="the frames of a crop with lamps: drawn from every level, or only from the global levels at "
-                        "or under 0 EV (default: all)")
-    p.add_argument("--keep-fraction", type=float, default=0.0,
-                   help=f"share of crops that also get a {KEEP} frame: the crop as published, its own ideal (label 0 "
-                        "but for JPEG), whatever its key, so that well-exposed bright and dark photos are among the "
-                        "samples (default: 0)")
-    p.add_argument("--finished-fraction", type=float, default=0.0,
-                   help=f"share of crops that are finished photos: the bracket's ideal is the crop as published, at "
-                        f"its own key (no --ideal-grey rule, fusion or lamps), and the crop itself is among its frames "
-                        f"({KEEP}, labelled 0 but for JPEG) (default: 0)")
-    p.add_argument("--grey-fraction", type=float, default=0.05,
-                   help="share of crops turned black-and-white (default: 0.05)")
-    p.add_argument("--levels", nargs="+", default=DEFAULT_LEVELS,
-                   help="exposure levels: N<k>/P<k> (-k/+k EV) and spatial GRAD SPOT SKY FIELD")
-    p.add_argument("--always-levels", nargs="+", default=[], metavar="LEVEL",
-                   help="levels every crop gets, the rest drawn by --levels-per-crop (e.g. P0: the photo as it "
-                        "is, so that well-exposed frames are not rare among the samples)")
+    p.add_argument(
+        "--levels-per-crop",
+        type=int,
+        help="expose each crop to this many levels drawn at random (default: every level)",
+    )
+    p.add_argument(
+        "--camera",
+        choices=["random", "srgb"],
+        default="random",
+        help="random: a camera model per crop (tone curve with toe and shoulder, highlight headroom, "
+        "neutral pull of clipped highlights, noise, EV and white-balance jitter); srgb: the sRGB curve "
+        "with a hard clip and exact stops (default: random)",
+    )
+    p.add_argument(
+        "--ideal-grey",
+        type=float,
+        nargs=2,
+        default=[100.0, 145.0],
+        metavar=("LOW", "HIGH"),
+        help="re-expose each crop to become its bracket's ideal by the rule of real brackets: the least "
+        "clipped exposure whose mean grey is nearest a target drawn from LOW..HIGH (default: 100 145; "
+        "0 0 keeps the crop as it is)",
+    )
+    p.add_argument(
+        "--rule-on",
+        choices=["crop", "photo"],
+        default="crop",
+        help="what --ideal-grey's rule judges: each crop on its own, or the whole photo it comes from (as "
+        "real brackets pick a whole frame: a crop of a well-exposed photo's shadows stays dark in its "
+        "ideal; default: crop)",
+    )
+    p.add_argument(
+        "--fusion-strength",
+        type=float,
+        default=0.0,
+        help="local ideal: move each ideal this far (0..1) towards the exposure fusion of its own bracket "
+        "(default: 0, the ideal as the rule above leaves it)",
+    )
+    p.add_argument(
+        "--fusion-evs",
+        type=float,
+        nargs="+",
+        default=[-2.0, -1.0, 0.0, 1.0, 2.0],
+        metavar="EV",
+        help="the bracket fused for --fusion-strength, in stops from the ideal (default: -2 -1 0 1 2)",
+    )
+    p.add_argument(
+        "--lamp-fraction",
+        type=float,
+        default=0.0,
+        help="share of crops given light sources 4-9 stops above white (clipped in the ideal, still bright "
+        "in frames 5-7 stops under; default: 0)",
+    )
+    p.add_argument(
+        "--lamp-frames",
+        choices=["all", "under"],
+        default="all",
+        help="the frames of a crop with lamps: drawn from every level, or only from the global levels at "
+        "or under 0 EV (default: all)",
+    )
+    p.add_argument(
+        "--keep-fraction",
+        type=float,
+        default=0.0,
+        help=f"share of crops that also get a {KEEP} frame: the crop as published, its own ideal (label 0 "
+        "but for JPEG), whatever its key, so that well-exposed bright and dark photos are among the "
+        "samples (default: 0)",
+    )
+    p.add_argument(
+        "--finished-fraction",
+        type=float,
+        default=0.0,
+        help=f"share of crops that are finished photos: the bracket's ideal is the crop as published, at "
+        f"its own key (no --ideal-grey rule, fusion or lamps), and the crop itself is among its frames "
+        f"({KEEP}, labelled 0 but for JPEG) (default: 0)",
+    )
+    p.add_argument(
+        "--grey-fraction", type=float, default=0.05, help="share of crops turned black-and-white (default: 0.05)"
+    )
+    p.add_argument(
+        "--levels",
+        nargs="+",
+        default=DEFAULT_LEVELS,
+        help="exposure levels: N<k>/P<k> (-k/+k EV) and spatial GRAD SPOT SKY FIELD",
+    )
+    p.add_argument(
+        "--always-levels",
+        nargs="+",
+        default=[],
+        metavar="LEVEL",
+        help="levels every crop gets, the rest drawn by --levels-per-crop (e.g. P0: the photo as it "
+        "is, so that well-exposed frames are not rare among the samples)",
+    )
     p.add_argument("--val-fraction", type=float, default=0.2, help="fraction of scenes held out for validation")
     p.add_argument("--val-scenes", nargs="+", help="hold out exactly these scenes (overrides --val-fraction)")
-    p.add_argument("--format", choices=["png", "jpg", "camera"], default="png",
-                   help="camera: per frame, an in-camera JPEG at quality 75..97 (70 %%) or PNG (default: png)")
+    p.add_argument(
+        "--format",
+        choices=["png", "jpg", "camera"],
+        default="png",
+        help="camera: per frame, an in-camera JPEG at quality 75..97 (70 %%) or PNG (default: png)",
+    )
     p.add_argument("--quality", type=int, default=92, help="JPEG quality")
     args = p.parse_args(argv)
     for level in args.levels:
@@ -607,8 +728,9 @@ def parse_args(argv=None):
         p.error(f"--always-levels {sorted(set(args.always_levels) - set(args.levels))} are not among --levels")
     if args.levels_per_crop is not None and not 1 <= args.levels_per_crop <= len(set(args.levels)):
         p.error(f"--levels-per-crop must be between 1 and the number of levels ({len(set(args.levels))})")
-    if not all(0.0 <= f <= 1.0 for f in (args.grey_fraction, args.lamp_fraction, args.keep_fraction,
-                                         args.finished_fraction)):
+    if not all(
+        0.0 <= f <= 1.0 for f in (args.grey_fraction, args.lamp_fraction, args.keep_fraction, args.finished_fraction)
+    ):
         p.error("--grey-fraction, --lamp-fraction, --keep-fraction and --finished-fraction must be in [0, 1]")
     if not 0.0 <= args.fusion_strength <= 1.0 or not all(-8.0 <= ev <= 8.0 for ev in args.fusion_evs):
         p.error("--fusion-strength must be in [0, 1] and --fusion-evs within -8..8")
@@ -628,13 +750,27 @@ def main(argv=None):
     out = Path(args.out)
     for sub in ("images", "labels", "refs"):
         (out / sub).mkdir(parents=True, exist_ok=True)
-    cfg = {"seed": args.seed, "size": args.size, "levels": list(dict.fromkeys(args.levels)), "format": args.format,
-           "quality": args.quality, "out": str(out), "levels_per_crop": args.levels_per_crop, "camera": args.camera,
-           "grey_fraction": args.grey_fraction, "ideal_grey": args.ideal_grey if max(args.ideal_grey) > 0 else None,
-           "max_side": args.max_side, "fusion_strength": args.fusion_strength, "fusion_evs": args.fusion_evs,
-           "always_levels": args.always_levels, "lamp_fraction": args.lamp_fraction,
-           "rule_on": args.rule_on, "keep_fraction": args.keep_fraction, "finished_fraction": args.finished_fraction,
-           "lamp_frames": args.lamp_frames}
+    cfg = {
+        "seed": args.seed,
+        "size": args.size,
+        "levels": list(dict.fromkeys(args.levels)),
+        "format": args.format,
+        "quality": args.quality,
+        "out": str(out),
+        "levels_per_crop": args.levels_per_crop,
+        "camera": args.camera,
+        "grey_fraction": args.grey_fraction,
+        "ideal_grey": args.ideal_grey if max(args.ideal_grey) > 0 else None,
+        "max_side": args.max_side,
+        "fusion_strength": args.fusion_strength,
+        "fusion_evs": args.fusion_evs,
+        "always_levels": args.always_levels,
+        "lamp_fraction": args.lamp_fraction,
+        "rule_on": args.rule_on,
+        "keep_fraction": args.keep_fraction,
+        "finished_fraction": args.finished_fraction,
+        "lamp_frames": args.lamp_frames,
+    }
 
     def crops(name):
         if args.crops_per_photo is None:
@@ -650,14 +786,19 @@ def main(argv=None):
     splits = {"train": [r for n in train for r in rows[n]], "valid": [r for n in valid for r in rows[n]]}
     for split, split_rows in splits.items():
         write_csv(out / f"{split}.csv", split_rows)
-    level_means = {lv: float(np.mean([float(r["score"]) for r in splits["train"] if r["level"] == lv]))
-                   for lv in cfg["levels"] + [KEEP] if any(r["level"] == lv for r in splits["train"])}
+    level_means = {
+        lv: float(np.mean([float(r["score"]) for r in splits["train"] if r["level"] == lv]))
+        for lv in cfg["levels"] + [KEEP]
+        if any(r["level"] == lv for r in splits["train"])
+    }
     command = "python -m pieanet.datasets.synthetic " + shlex.join(sys.argv[1:] if argv is None else argv)
     counts = {k: len(v) for k, v in splits.items()}
     write_readme(out, command, cfg, scenes, train, valid, counts, level_means)
-    print(f"{out}: {counts['train']} train images ({', '.join(train)}), {counts['valid']} valid images "
-          f"({', '.join(valid) or 'none'}), {len(tasks)} refs, {args.size}x{args.size} {args.format}, "
-          f"{time.time() - start:.0f} s")
+    print(
+        f"{out}: {counts['train']} train images ({', '.join(train)}), {counts['valid']} valid images "
+        f"({', '.join(valid) or 'none'}), {len(tasks)} refs, {args.size}x{args.size} {args.format}, "
+        f"{time.time() - start:.0f} s"
+    )
 
 
 if __name__ == "__main__":

@@ -25,6 +25,7 @@ releases the GIL while it computes). Maps already in the cache are skipped (resu
 (a temporary file renamed), so a killed run leaves no partial map. A photo that cannot be read is named on stderr
 and the others go on (exit 1); a bad option, teacher or cache is exit 2 before any work.
 """
+
 import argparse
 import json
 import sys
@@ -39,8 +40,14 @@ from pieanet.datasets.iea40k import DatasetError, read_split, teacher_map_name
 from pieanet.models import CheckpointError, build_model, check_weights, read_checkpoint
 from pieanet.utils import cli
 from pieanet.utils.errors import EXIT_USAGE, PieaError
-from pieanet.utils.image_io import (ImageLoadError, atomic_write, file_sha256, list_images, load_image,
-                                    remove_orphan_temporaries)
+from pieanet.utils.image_io import (
+    ImageLoadError,
+    atomic_write,
+    file_sha256,
+    list_images,
+    load_image,
+    remove_orphan_temporaries,
+)
 from pieanet.utils.arrays import read_npy
 from pieanet.utils.safety import brief, first_line
 
@@ -51,6 +58,7 @@ GREY_LEVELS = 255.0  # the teacher's r in [-1, 1] times this: the labels' grey l
 
 class TeacherError(PieaError, ValueError):
     """A teacher file or a cache that cannot be used; the one-line message names the file."""
+
     exit_code = EXIT_USAGE
 
 
@@ -59,8 +67,10 @@ def load_teacher(path):
     try:
         config, state = read_checkpoint(path)
         if config.get("name") != "official":
-            raise TeacherError(f"{path}: a {config.get('name', 'unknown')!r} checkpoint; expected the released "
-                               "P-IEANet .pth as teacher")
+            raise TeacherError(
+                f"{path}: a {config.get('name', 'unknown')!r} checkpoint; expected the released "
+                "P-IEANet .pth as teacher"
+            )
         check_weights(path, config, state)
         model = build_model(config)
         model.load_state_dict(state, strict=True)
@@ -96,21 +106,35 @@ class TeacherCache:
                 if not isinstance(sha, str) or not isinstance(name, str):
                     raise TypeError(f"teacher_sha256 {brief(sha)} and teacher_file {brief(name)}: expected text")
             except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError, AttributeError) as e:
-                raise TeacherError(f"{identity}: unreadable cache identity ({first_line(e, 200)}); expected the "
-                                   "teacher.json this tool writes") from e
+                raise TeacherError(
+                    f"{identity}: unreadable cache identity ({first_line(e, 200)}); expected the "
+                    "teacher.json this tool writes"
+                ) from e
             if sha != self.teacher_sha256:
-                raise TeacherError(f"{self.teacher}: not the teacher of the cache {self.folder} (its maps are of "
-                                   f"{name}, sha256:{sha[:16]}; this file is sha256:{self.teacher_sha256[:16]}); "
-                                   "use another --cache")
+                raise TeacherError(
+                    f"{self.teacher}: not the teacher of the cache {self.folder} (its maps are of "
+                    f"{name}, sha256:{sha[:16]}; this file is sha256:{self.teacher_sha256[:16]}); "
+                    "use another --cache"
+                )
             return
         if self.folder.is_dir() and any(self.folder.glob("*.npy")):
-            raise TeacherError(f"{self.folder}: holds maps but no {IDENTITY}; expected a cache this tool made, or "
-                               "an empty folder")
+            raise TeacherError(
+                f"{self.folder}: holds maps but no {IDENTITY}; expected a cache this tool made, or an empty folder"
+            )
         with atomic_write(identity) as tmp:
-            tmp.write_text(json.dumps({"teacher_sha256": self.teacher_sha256, "teacher_file": self.teacher.name,
-                                       "units": "grey levels, gray(ideal) - gray(test), like labels/*.npy",
-                                       "size": "run at 256 x 256, resized back to the photo's size"}, indent=1)
-                           + "\n", encoding="utf-8")
+            tmp.write_text(
+                json.dumps(
+                    {
+                        "teacher_sha256": self.teacher_sha256,
+                        "teacher_file": self.teacher.name,
+                        "units": "grey levels, gray(ideal) - gray(test), like labels/*.npy",
+                        "size": "run at 256 x 256, resized back to the photo's size",
+                    },
+                    indent=1,
+                )
+                + "\n",
+                encoding="utf-8",
+            )
 
     def path_of(self, image_path):
         """Where the map of the image file at ``image_path`` is (or goes): named by its content."""
@@ -143,8 +167,9 @@ def image_list(data_root, csv=None, images_dir="images", recursive=False):
     path, or a name under ``data_root``), else every image file in ``data_root``. Raises TeacherError."""
     data_root = Path(data_root)
     if not data_root.is_dir():
-        raise TeacherError(f"{data_root}: no such folder; expected --data-root to be a folder of images or an "
-                           "IEA40K-layout folder")
+        raise TeacherError(
+            f"{data_root}: no such folder; expected --data-root to be a folder of images or an IEA40K-layout folder"
+        )
     if csv is None:
         paths = list_images(data_root, recursive=recursive)
         if not paths:
@@ -187,17 +212,22 @@ def fill(cache, paths, workers=1, progress=None):
 
 def parse_args(argv):
     p = argparse.ArgumentParser(prog=f"python -m datasets.{PROG}", description=__doc__.split("\n\n")[0])
-    p.add_argument("--data-root", type=Path, required=True,
-                   help="an IEA40K-layout folder (with --csv) or a folder of images")
-    p.add_argument("--csv", help="split list (img_id column) under --data-root or a path; without it, every image "
-                                 "file in --data-root")
-    p.add_argument("--images-dir", default="images", help="with --csv: the images' folder under --data-root "
-                                                          "(default: images)")
+    p.add_argument(
+        "--data-root", type=Path, required=True, help="an IEA40K-layout folder (with --csv) or a folder of images"
+    )
+    p.add_argument(
+        "--csv",
+        help="split list (img_id column) under --data-root or a path; without it, every image file in --data-root",
+    )
+    p.add_argument(
+        "--images-dir", default="images", help="with --csv: the images' folder under --data-root (default: images)"
+    )
     p.add_argument("--recursive", action="store_true", help="without --csv: also the sub-folders' images")
     p.add_argument("--teacher", type=Path, required=True, help="the released P-IEANet .pth")
     p.add_argument("--cache", type=Path, required=True, help="the cache folder (made if missing; one teacher each)")
-    p.add_argument("--workers", type=cli.positive_int, default=1,
-                   help="photos run at a time, one torch thread each (default: 1)")
+    p.add_argument(
+        "--workers", type=cli.positive_int, default=1, help="photos run at a time, one torch thread each (default: 1)"
+    )
     return p.parse_args(argv)
 
 
@@ -209,8 +239,10 @@ def run(argv):
     remove_orphan_temporaries(cache.folder)  # maps a killed run was writing
     with cli.Progress(PROG, len(paths)) as progress:
         computed, cached, failed = fill(cache, paths, args.workers, progress)
-    print(f"{computed} maps computed, {cached} already cached, {len(failed)} failed; cache {cache.folder} (teacher "
-          f"{cache.teacher.name}, sha256:{cache.teacher_sha256[:16]})")
+    print(
+        f"{computed} maps computed, {cached} already cached, {len(failed)} failed; cache {cache.folder} (teacher "
+        f"{cache.teacher.name}, sha256:{cache.teacher_sha256[:16]})"
+    )
     return progress.exit_code
 
 

@@ -15,6 +15,7 @@ The enhancer applies one curve to all three channels. With Zero-DCE's per-channe
 casts that the judge, which sees only luma, does not penalise: a learned loss is a target for adversarial solutions,
 so give the trained model no more freedom than the task needs.
 """
+
 import argparse
 import sys
 import time
@@ -45,9 +46,13 @@ class CurveEnhancer(nn.Module):
         super().__init__()
         self.iterations, self.scale, self.grid = iterations, scale, grid
         self.features = nn.Sequential(
-            nn.Conv2d(3, width, 3, padding=1), nn.ReLU(inplace=True),
-            nn.Conv2d(width, width, 3, padding=1), nn.ReLU(inplace=True),
-            nn.Conv2d(width, width, 3, padding=2, dilation=2), nn.ReLU(inplace=True))
+            nn.Conv2d(3, width, 3, padding=1),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(width, width, 3, padding=1),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(width, width, 3, padding=2, dilation=2),
+            nn.ReLU(inplace=True),
+        )
         self.head = nn.Sequential(nn.Conv2d(width, iterations, 1), nn.Tanh())
 
     def forward(self, x):
@@ -66,9 +71,16 @@ def exposure_control(y, level=0.6, patch=16):
 
 def spatial_consistency(x, y, patch=4):
     """Zero-DCE L_spa: differences between neighbouring 4 x 4 region means should survive enhancement."""
-    kernels = torch.tensor([[[0, 0, 0], [-1, 1, 0], [0, 0, 0]], [[0, 0, 0], [0, 1, -1], [0, 0, 0]],
-                            [[0, -1, 0], [0, 1, 0], [0, 0, 0]], [[0, 0, 0], [0, 1, 0], [0, -1, 0]]],
-                           dtype=x.dtype, device=x.device)[:, None]
+    kernels = torch.tensor(
+        [
+            [[0, 0, 0], [-1, 1, 0], [0, 0, 0]],
+            [[0, 0, 0], [0, 1, -1], [0, 0, 0]],
+            [[0, -1, 0], [0, 1, 0], [0, 0, 0]],
+            [[0, 0, 0], [0, 1, 0], [0, -1, 0]],
+        ],
+        dtype=x.dtype,
+        device=x.device,
+    )[:, None]
     dx = F.conv2d(F.avg_pool2d(x.mean(1, keepdim=True), patch), kernels, padding=1)
     dy = F.conv2d(F.avg_pool2d(y.mean(1, keepdim=True), patch), kernels, padding=1)
     return (dx - dy).square().sum(1).mean()
@@ -76,8 +88,9 @@ def spatial_consistency(x, y, patch=4):
 
 def illumination_smoothness(curves):
     """Zero-DCE L_tvA: total variation of the curve parameter maps."""
-    return ((curves[..., 1:, :] - curves[..., :-1, :]).square().mean()
-            + (curves[..., :, 1:] - curves[..., :, :-1]).square().mean())
+    return (curves[..., 1:, :] - curves[..., :-1, :]).square().mean() + (
+        curves[..., :, 1:] - curves[..., :, :-1]
+    ).square().mean()
 
 
 def zero_dce_loss(x, y, curves, level=0.6):
@@ -94,8 +107,10 @@ def make_pairs(scenes, count, size, seed):
         ideal = random_crop(photos[i % len(photos)], size, rng)
         inputs.append(expose(ideal, LEVELS[rng.integers(len(LEVELS))], rng))
         ideals.append(ideal)
+
     def as_tensor(images):
         return torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float() / 255.0
+
     return as_tensor(inputs), as_tensor(ideals)
 
 
@@ -125,19 +140,27 @@ def main(argv=None):
     parser.add_argument("--steps", type=int, default=300)
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--exposure-weight", type=float, default=50.0, help="ExposureLoss weight in 'with'")
-    parser.add_argument("--exposure-level", type=float, default=0.6,
-                        help="Zero-DCE's well-exposedness level E for the exposure control loss (paper: 0.6)")
+    parser.add_argument(
+        "--exposure-level",
+        type=float,
+        default=0.6,
+        help="Zero-DCE's well-exposedness level E for the exposure control loss (paper: 0.6)",
+    )
     parser.add_argument("--train-crops", type=int, default=384)
     parser.add_argument("--test-crops", type=int, default=64)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--threads", type=int, default=1,
-                        help="torch threads (its batches are tiny; 1 avoids contention on a busy CPU)")
+    parser.add_argument(
+        "--threads", type=int, default=1, help="torch threads (its batches are tiny; 1 avoids contention on a busy CPU)"
+    )
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
 
     if not args.judge.is_file():
-        print(f"train_enhancer: the judge checkpoint {args.judge} is missing; train it with `python train_wavelet.py "
-              "--config configs/pieanet_corpus.yaml` or pass --judge PATH", file=sys.stderr)
+        print(
+            f"train_enhancer: the judge checkpoint {args.judge} is missing; train it with `python train_wavelet.py "
+            "--config configs/pieanet_corpus.yaml` or pass --judge PATH",
+            file=sys.stderr,
+        )
         return 2
     try:
         judge = ExposureLoss(load_model(args.judge))
@@ -148,25 +171,42 @@ def main(argv=None):
     held_out = [scenes[name] for name in HELD_OUT if name in scenes]
     training = [paths for name, paths in scenes.items() if name not in HELD_OUT]
     if not held_out or not training:
-        print(f"train_enhancer: need photos of the held-out scenes {HELD_OUT} and of at least one other scene "
-              "(scikit-image and matplotlib sample data)", file=sys.stderr)
+        print(
+            f"train_enhancer: need photos of the held-out scenes {HELD_OUT} and of at least one other scene "
+            "(scikit-image and matplotlib sample data)",
+            file=sys.stderr,
+        )
         return 2
     train_inputs, _ = make_pairs(training, args.train_crops, 64, args.seed)
     test_inputs, test_ideals = make_pairs(held_out, args.test_crops, 128, args.seed + 1)
-    print(f"training on {len(train_inputs)} crops of {len(training)} scenes, testing on {len(test_inputs)} held-out "
-          f"images (128 x 128) of {len(held_out)} other scenes ({', '.join(n for n in HELD_OUT if n in scenes)})")
+    print(
+        f"training on {len(train_inputs)} crops of {len(training)} scenes, testing on {len(test_inputs)} held-out "
+        f"images (128 x 128) of {len(held_out)} other scenes ({', '.join(n for n in HELD_OUT if n in scenes)})"
+    )
 
     def mae(images):
         return float((images - test_ideals).abs().mean())
+
     print(f"{'inputs, not enhanced':>24}: held-out MAE to ideal {mae(test_inputs):.4f}")
     for variant in ("baseline", "with", "alone"):
         start = time.time()
-        enhancer = train(variant, judge, train_inputs, args.steps, args.batch_size, args.exposure_weight,
-                         args.exposure_level, args.seed)
+        enhancer = train(
+            variant,
+            judge,
+            train_inputs,
+            args.steps,
+            args.batch_size,
+            args.exposure_weight,
+            args.exposure_level,
+            args.seed,
+        )
         with torch.no_grad():
             enhanced, _ = enhancer(test_inputs)
-        print(f"{variant:>24}: held-out MAE to ideal {mae(enhanced):.4f}  ({time.time() - start:.0f} s, "
-              f"{sum(p.numel() for p in enhancer.parameters())} parameters)", flush=True)
+        print(
+            f"{variant:>24}: held-out MAE to ideal {mae(enhanced):.4f}  ({time.time() - start:.0f} s, "
+            f"{sum(p.numel() for p in enhancer.parameters())} parameters)",
+            flush=True,
+        )
     return 0
 
 

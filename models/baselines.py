@@ -19,6 +19,7 @@ with the IEA sign (> 0 under-exposed, needs light; < 0 over-exposed). g below is
 * ``zero_dce``: the exposure-control term of Zero-DCE (Guo et al. 2020): r = 0.6 - mean of g over each 16 x 16 patch
   (Zero-DCE averages the RGB channels; grey is used here for the project's convention), held constant over the patch.
 """
+
 import math
 
 import numpy as np
@@ -75,7 +76,7 @@ class Mertens(Baseline):
 
     def forward(self, x):
         g = gray(x)
-        magnitude = 1 - torch.exp(-(g - 0.5) ** 2 / (2 * self.sigma ** 2))
+        magnitude = 1 - torch.exp(-((g - 0.5) ** 2) / (2 * self.sigma**2))
         return torch.where(g < 0.5, magnitude, -magnitude)
 
 

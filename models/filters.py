@@ -1,5 +1,6 @@
 """Image filters shared by the network (models/pieanet.py), the baselines (models/baselines.py) and guided upsampling
 (models/inference.py)."""
+
 import torch.nn.functional as F
 
 

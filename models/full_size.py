@@ -14,6 +14,7 @@ H x W x 3, uint8 or float in [0, 1]) and a strip of rows at a time, so a 12 MP p
 Why strips: converting a 12 MP uint8 photo to float32 allocates 144 MB that the kernel must zero page by page (over
 a second on a busy machine); strips of STRIP_ROWS rows reuse one small buffer and stay in the cache.
 """
+
 import numpy as np
 
 from pieanet.utils.exposure import GRAY_WEIGHTS, bound_residual
@@ -64,9 +65,10 @@ def shrink_photo(photo, size, device="cpu"):
     buffer = np.empty((min(STRIP_ROWS, height), width, 3), dtype=np.float32)
     narrow = torch.empty((1, 3, height, low_width), dtype=torch.float32)
     for start, stop in photo_strips(height):
-        rows = torch.from_numpy(as_unit_float(photo[start:stop], buffer[:stop - start])).permute(2, 0, 1)[None]
-        narrow[:, :, start:stop] = F.interpolate(rows, size=(stop - start, low_width), mode="bicubic",
-                                                 align_corners=False, antialias=True)
+        rows = torch.from_numpy(as_unit_float(photo[start:stop], buffer[: stop - start])).permute(2, 0, 1)[None]
+        narrow[:, :, start:stop] = F.interpolate(
+            rows, size=(stop - start, low_width), mode="bicubic", align_corners=False, antialias=True
+        )
     low = F.interpolate(narrow, size=(low_height, low_width), mode="bicubic", align_corners=False, antialias=True)
     return low.clamp_(0.0, 1.0).to(device)
 
@@ -98,9 +100,15 @@ def guided_upsample_photo(a, b, photo):
 
     photo = check_photo(photo)
     height, width = photo.shape[:2]
-    a_full, b_full = (F.interpolate(torch.from_numpy(np.ascontiguousarray(c, dtype=np.float32))[None, None],
-                                    size=(height, width), mode="bilinear", align_corners=False)[0, 0].numpy()
-                      for c in (a, b))
+    a_full, b_full = (
+        F.interpolate(
+            torch.from_numpy(np.ascontiguousarray(c, dtype=np.float32))[None, None],
+            size=(height, width),
+            mode="bilinear",
+            align_corners=False,
+        )[0, 0].numpy()
+        for c in (a, b)
+    )
     for start, stop in photo_strips(height):
         out = a_full[start:stop]
         grey = photo_grey(photo[start:stop])

@@ -9,6 +9,7 @@ Odd sizes: the last row/column is repeated once (what PyWavelets' 'symmetric' mo
 bands are ceil(H/2) x ceil(W/2); ``haar_idwt(..., size=(H, W))`` crops the reconstruction back, which makes the round
 trip exact for every size.
 """
+
 import torch
 import torch.nn.functional as F
 

@@ -18,6 +18,7 @@ fits in memory at once, with different trade-offs:
 Both can be combined (tiles at the working resolution). Models with a ``native_size`` (the released network) resize
 to it themselves; they are called on the whole image and ``size`` / ``tile`` do not apply.
 """
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -54,8 +55,10 @@ def run_tiled(model, x, tile, overlap):
     margin = round_up(overlap, multiple)
     core = (tile - 2 * margin) // multiple * multiple
     if core < multiple:
-        raise ValueError(f"tile {tile} is too small for an overlap of {margin} px on each side (tile multiple "
-                         f"{multiple}); use a tile of at least {2 * margin + multiple} or a smaller overlap")
+        raise ValueError(
+            f"tile {tile} is too small for an overlap of {margin} px on each side (tile multiple "
+            f"{multiple}); use a tile of at least {2 * margin + multiple} or a smaller overlap"
+        )
     height, width = x.shape[-2:]
     if height <= tile and width <= tile:
         return model(x)
@@ -66,7 +69,7 @@ def run_tiled(model, x, tile, overlap):
         for x0, x1, kx0, kx1 in tile_spans(width, tile, core, margin):
             region = {"region": (y0, x0, height, width)} if context else {}
             piece = model(x[..., y0:y1, x0:x1].contiguous(), **context, **region)
-            out[..., ky0:ky1, kx0:kx1] = piece[..., ky0 - y0:ky1 - y0, kx0 - x0:kx1 - x0]
+            out[..., ky0:ky1, kx0:kx1] = piece[..., ky0 - y0 : ky1 - y0, kx0 - x0 : kx1 - x0]
     return out
 
 
@@ -147,8 +150,10 @@ def check_photo_grey(grey):
     if not (low == low and high == high and abs(low) != float("inf") and abs(high) != float("inf")):
         raise ValueError("the photo tensor holds NaN or infinite values; expected finite float pixels in [0, 1]")
     if low < -FLOAT_RANGE_SLACK or high > 1.0 + FLOAT_RANGE_SLACK:
-        raise ValueError(f"the photo tensor's grey runs from {low:g} to {high:g}; expected float pixels in [0, 1] "
-                         "(they are not rescaled or clipped)")
+        raise ValueError(
+            f"the photo tensor's grey runs from {low:g} to {high:g}; expected float pixels in [0, 1] "
+            "(they are not rescaled or clipped)"
+        )
 
 
 def predict_tensor(model, x, size=None, tile=None, overlap=None):

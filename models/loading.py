@@ -10,6 +10,7 @@ objects is refused, and no message ever suggests loading it unsafely); the confi
 model is first built on the meta device (no memory) and compared, parameter count and tensor shapes, with the stored
 weights before any real tensor is allocated; weights that are not floating point or hold NaN/inf are refused.
 """
+
 import inspect
 import json
 import math
@@ -48,9 +49,17 @@ RELEASED_WORD = "released"  # the --checkpoint value that means the file P_IEA_R
 # file declaring a huge config is refused before anything is allocated
 MAX_PARAMETERS = 50_000_000
 # ranges of integer config values; a key not listed takes INT_RANGE
-INT_RANGES = {"width": (1, 1024), "heads": (1, 64), "window": (1, 64), "context": (1, 255), "bands": (1, 256),
-              "lightness_blocks": (1, 64), "attention_layers": (1, 64), "working_size": (1, 16384),
-              "scene_size": (0, 1024)}  # 1024: a 64 MB scene, so that measuring a model's cost for real stays cheap
+INT_RANGES = {
+    "width": (1, 1024),
+    "heads": (1, 64),
+    "window": (1, 64),
+    "context": (1, 255),
+    "bands": (1, 256),
+    "lightness_blocks": (1, 64),
+    "attention_layers": (1, 64),
+    "working_size": (1, 16384),
+    "scene_size": (0, 1024),
+}  # 1024: a 64 MB scene, so that measuring a model's cost for real stays cheap
 INT_RANGE = (0, 4096)
 # A checkpoint's model may not cost more than this in activations, judged (activation_cost) as the sum of every
 # layer's output for one image: a part that grows with the pixels (P-IEANet: 482 bytes per pixel;
@@ -67,6 +76,7 @@ MAX_UNPACK_RATIO = 4
 
 class CheckpointError(PieaError, ValueError):
     """A checkpoint that is missing or is not one of the formats load_model reads."""
+
     exit_code = EXIT_USAGE
 
 
@@ -75,9 +85,11 @@ def released_weights():
     CheckpointError when it is not set."""
     value = os.environ.get(RELEASED_ENV, "").strip()
     if not value:
-        raise CheckpointError(f"{RELEASED_WORD}: set the environment variable {RELEASED_ENV} to the released "
-                              f"P-IEANet weights ({RELEASED_NAME}, from {RELEASED_SOURCE}), or give its path to "
-                              "--checkpoint")
+        raise CheckpointError(
+            f"{RELEASED_WORD}: set the environment variable {RELEASED_ENV} to the released "
+            f"P-IEANet weights ({RELEASED_NAME}, from {RELEASED_SOURCE}), or give its path to "
+            "--checkpoint"
+        )
     return Path(value).expanduser()
 
 
@@ -102,8 +114,10 @@ def check_config(config, where="model config"):
         if key == "name":
             continue
         if not isinstance(key, str) or key not in parameters or key == "self":
-            raise ValueError(f"{where}: unknown key {brief(key)} for model {name!r}; expected one of "
-                             f"{', '.join(k for k in parameters if k != 'self')}")
+            raise ValueError(
+                f"{where}: unknown key {brief(key)} for model {name!r}; expected one of "
+                f"{', '.join(k for k in parameters if k != 'self')}"
+            )
         default = parameters[key].default
         if default is None and value is None:
             continue
@@ -163,8 +177,10 @@ def freeze_except(model, prefixes):
     for prefix in prefixes:
         if not any(name.startswith(prefix) for name in names):
             parts = sorted({name.split(".")[0] for name in names})
-            raise ValueError(f"train.trainable: {brief(prefix)} names no parameter of the model; its parameters "
-                             f"start with {', '.join(parts)} (e.g. {names[0]})")
+            raise ValueError(
+                f"train.trainable: {brief(prefix)} names no parameter of the model; its parameters "
+                f"start with {', '.join(parts)} (e.g. {names[0]})"
+            )
     trained = []
     for name, parameter in model.named_parameters():
         parameter.requires_grad_(name.startswith(tuple(prefixes)))
@@ -189,8 +205,9 @@ def save_model(path, model, metadata=None):
         save_file(state, str(tmp), metadata=header)
 
 
-PICKLE_REFUSED = ("refused: it holds Python objects other than tensors and plain containers, which could run code "
-                  "when loaded")
+PICKLE_REFUSED = (
+    "refused: it holds Python objects other than tensors and plain containers, which could run code when loaded"
+)
 
 
 def load_torch_state(path, expected):
@@ -212,10 +229,12 @@ def read_checkpoint(path):
     """(config, state_dict) of any checkpoint load_model accepts."""
     path = Path(path)
     if not path.is_file():
-        raise CheckpointError(f"{path}: checkpoint not found; expected a project checkpoint (.safetensors) or the "
-                              "released P-IEANet .pth; make the default one with `python train_wavelet.py --config "
-                              "configs/pieanet_corpus.yaml` (see checkpoints/README.md) or use the released weights "
-                              f"({RELEASED_NAME}, from {RELEASED_SOURCE})")
+        raise CheckpointError(
+            f"{path}: checkpoint not found; expected a project checkpoint (.safetensors) or the "
+            "released P-IEANet .pth; make the default one with `python train_wavelet.py --config "
+            "configs/pieanet_corpus.yaml` (see checkpoints/README.md) or use the released weights "
+            f"({RELEASED_NAME}, from {RELEASED_SOURCE})"
+        )
     with open(path, "rb") as f:
         is_zip = f.read(4) == b"PK\x03\x04"  # torch.save's format
     if is_zip:
@@ -228,26 +247,34 @@ def read_checkpoint(path):
                 raise CheckpointError(f"{path}: a safetensors file without a P-IEA model config in its metadata")
             config = json.loads(metadata["config"])
             return config, load_file(str(path))
-        state = load_torch_state(path, "a project checkpoint (.safetensors), a training state (last.pt) or the "
-                                       "released P-IEANet .pth")
+        state = load_torch_state(
+            path, "a project checkpoint (.safetensors), a training state (last.pt) or the released P-IEANet .pth"
+        )
     except CheckpointError:
         raise
     except MemoryError as e:
-        raise CheckpointError(f"{path}: too large to load (out of memory); expected a checkpoint of at most "
-                              f"{MAX_PARAMETERS:,} parameters") from e
+        raise CheckpointError(
+            f"{path}: too large to load (out of memory); expected a checkpoint of at most {MAX_PARAMETERS:,} parameters"
+        ) from e
     except (SafetensorError, RuntimeError, OSError, ValueError, KeyError, EOFError, TypeError) as e:
-        raise CheckpointError(f"{path}: unreadable checkpoint ({first_line(e, 120)}); expected a project "
-                              "checkpoint (.safetensors) or the released P-IEANet .pth") from e
+        raise CheckpointError(
+            f"{path}: unreadable checkpoint ({first_line(e, 120)}); expected a project "
+            "checkpoint (.safetensors) or the released P-IEANet .pth"
+        ) from e
     if isinstance(state, dict) and "model" in state and "config" in state:
         config = state["config"]
         if not isinstance(config, dict) or not isinstance(state["model"], dict):
-            raise CheckpointError(f"{path}: a training state whose config is a {type(config).__name__} and weights a "
-                                  f"{type(state['model']).__name__}; expected mappings")
+            raise CheckpointError(
+                f"{path}: a training state whose config is a {type(config).__name__} and weights a "
+                f"{type(state['model']).__name__}; expected mappings"
+            )
         return config.get("model", config), state["model"]
     if isinstance(state, dict) and RELEASED_KEY in state:
         return {"name": "official"}, {f"net.{k}": v for k, v in state.items()}
-    raise CheckpointError(f"{path}: not a P-IEA checkpoint; expected a project checkpoint (.safetensors), a training "
-                          "state (last.pt) or the released P-IEANet state_dict")
+    raise CheckpointError(
+        f"{path}: not a P-IEA checkpoint; expected a project checkpoint (.safetensors), a training "
+        "state (last.pt) or the released P-IEANet state_dict"
+    )
 
 
 def check_unpacked_size(path):
@@ -257,15 +284,19 @@ def check_unpacked_size(path):
         with zipfile.ZipFile(path) as archive:
             entries = archive.infolist()
     except (zipfile.BadZipFile, OSError, ValueError, EOFError) as e:
-        raise CheckpointError(f"{path}: unreadable checkpoint (a damaged zip: {str(e)[:120]}); expected a project "
-                              "checkpoint (.safetensors) or the released P-IEANet .pth") from e
+        raise CheckpointError(
+            f"{path}: unreadable checkpoint (a damaged zip: {str(e)[:120]}); expected a project "
+            "checkpoint (.safetensors) or the released P-IEANet .pth"
+        ) from e
     unpacked = sum(entry.file_size for entry in entries)
     limit = min(MAX_CHECKPOINT_UNPACKED, MAX_UNPACK_RATIO * Path(path).stat().st_size + (1 << 20))
     if unpacked > limit:
-        raise CheckpointError(f"{path}: refused before unpacking: it declares {unpacked:,} bytes unpacked from "
-                              f"{Path(path).stat().st_size:,} (at most {limit:,} for a checkpoint this size; "
-                              "torch.save stores tensors uncompressed); expected a checkpoint of at most "
-                              f"{MAX_PARAMETERS:,} parameters")
+        raise CheckpointError(
+            f"{path}: refused before unpacking: it declares {unpacked:,} bytes unpacked from "
+            f"{Path(path).stat().st_size:,} (at most {limit:,} for a checkpoint this size; "
+            "torch.save stores tensors uncompressed); expected a checkpoint of at most "
+            f"{MAX_PARAMETERS:,} parameters"
+        )
 
 
 def activation_cost(config, skeleton):
@@ -285,6 +316,7 @@ def activation_cost(config, skeleton):
         def add(module, inputs, output):
             if isinstance(output, torch.Tensor):
                 total[0] += output.numel() * output.element_size()
+
         hooks = [m.register_forward_hook(add) for m in model.modules() if not list(m.children())]
         try:
             with torch.no_grad():
@@ -307,9 +339,24 @@ def config_key(config):
 # recorded, so opening the shipped model runs no test image through it (a second of every tool's start-up on a busy
 # machine: each new input shape's first convolutions are slow); tests/test_safety.py measures it again
 RECORDED_ACTIVATION_COSTS = {
-    config_key({"name": "pieanet", "width": 32, "lightness_blocks": 3, "attention_layers": 2, "heads": 4, "window": 8,
-                "context": 15, "bands": 8, "use_dwt": True, "use_lightness": True, "use_structure": True,
-                "scene_size": 64, "scene_channels": 16, "working_size": 256}): (482.5, 249856.0),
+    config_key(
+        {
+            "name": "pieanet",
+            "width": 32,
+            "lightness_blocks": 3,
+            "attention_layers": 2,
+            "heads": 4,
+            "window": 8,
+            "context": 15,
+            "bands": 8,
+            "use_dwt": True,
+            "use_lightness": True,
+            "use_structure": True,
+            "scene_size": 64,
+            "scene_channels": 16,
+            "working_size": 256,
+        }
+    ): (482.5, 249856.0)
 }
 
 
@@ -320,13 +367,16 @@ def check_activations(path, config, skeleton):
         recorded = RECORDED_ACTIVATION_COSTS.get(config_key(config))
         per_pixel, fixed = recorded if recorded is not None else activation_cost(config, skeleton)
     except (RuntimeError, ValueError, TypeError, NotImplementedError, AssertionError, IndexError) as e:
-        raise CheckpointError(f"{path}: unusable model config {brief(config)} (it fails on a test image: "
-                              f"{first_line(e, 120)})") from e
+        raise CheckpointError(
+            f"{path}: unusable model config {brief(config)} (it fails on a test image: {first_line(e, 120)})"
+        ) from e
     if per_pixel > MAX_ACTIVATION_BYTES_PER_PIXEL or fixed > MAX_ACTIVATION_BYTES_FIXED:
-        raise CheckpointError(f"{path}: its config {brief(config)} costs {per_pixel:,.0f} bytes of activations per "
-                              f"pixel plus {fixed / 2**20:,.0f} MB per image, above the limits of "
-                              f"{MAX_ACTIVATION_BYTES_PER_PIXEL:,} bytes and {MAX_ACTIVATION_BYTES_FIXED / 2**20:.0f} "
-                              "MB")
+        raise CheckpointError(
+            f"{path}: its config {brief(config)} costs {per_pixel:,.0f} bytes of activations per "
+            f"pixel plus {fixed / 2**20:,.0f} MB per image, above the limits of "
+            f"{MAX_ACTIVATION_BYTES_PER_PIXEL:,} bytes and {MAX_ACTIVATION_BYTES_FIXED / 2**20:.0f} "
+            "MB"
+        )
 
 
 def check_weights(path, config, state):
@@ -340,19 +390,24 @@ def check_weights(path, config, state):
         raise CheckpointError(f"{path}: unusable model config ({first_line(e)})") from e
     count = sum(p.numel() for p in skeleton.parameters())
     if count > MAX_PARAMETERS:
-        raise CheckpointError(f"{path}: its config {brief(config)} makes a model of {count:,} parameters, above the "
-                              f"{MAX_PARAMETERS:,} limit")
+        raise CheckpointError(
+            f"{path}: its config {brief(config)} makes a model of {count:,} parameters, above the "
+            f"{MAX_PARAMETERS:,} limit"
+        )
     expected = skeleton.state_dict()
     if not isinstance(state, dict) or set(state) != set(expected):
         names = set(state) if isinstance(state, dict) else set()
         odd = sorted(names ^ set(expected))
-        raise CheckpointError(f"{path}: weights do not fit the model config {config} ({len(odd)} tensor name(s) "
-                              f"differ, e.g. {odd[:2]})")
+        raise CheckpointError(
+            f"{path}: weights do not fit the model config {config} ({len(odd)} tensor name(s) differ, e.g. {odd[:2]})"
+        )
     for key, want in expected.items():
         got = state[key]
         if not isinstance(got, torch.Tensor) or tuple(got.shape) != tuple(want.shape):
-            raise CheckpointError(f"{path}: weights do not fit the model config {config} ({key}: "
-                                  f"{tuple(getattr(got, 'shape', ()))}, expected {tuple(want.shape)})")
+            raise CheckpointError(
+                f"{path}: weights do not fit the model config {config} ({key}: "
+                f"{tuple(getattr(got, 'shape', ()))}, expected {tuple(want.shape)})"
+            )
         if want.is_floating_point():
             if not got.is_floating_point():
                 raise CheckpointError(f"{path}: {key} is {got.dtype}; expected floating-point weights")
@@ -371,8 +426,9 @@ def load_model(path, device="cpu", explicit_device=True):
         if not Path(path).is_file():
             raise CheckpointError(f"{path}: no such file")
         try:
-            return OnnxModel(path, device=resolve_device(device),
-                             explicit_device=explicit_device and device not in (None, "auto")).eval()
+            return OnnxModel(
+                path, device=resolve_device(device), explicit_device=explicit_device and device not in (None, "auto")
+            ).eval()
         except ValueError as e:
             raise CheckpointError(str(e)) from e
     config, state = read_checkpoint(path)
@@ -381,7 +437,5 @@ def load_model(path, device="cpu", explicit_device=True):
         model = build_model(config)
         model.load_state_dict(state, strict=True)
     except (RuntimeError, TypeError, ValueError) as e:
-        raise CheckpointError(f"{path}: weights do not fit the model config {config} "
-                              f"({first_line(e)})") from e
+        raise CheckpointError(f"{path}: weights do not fit the model config {config} ({first_line(e)})") from e
     return model.to(resolve_device(device)).eval()
-

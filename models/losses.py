@@ -16,6 +16,7 @@ The loss network is frozen three ways:
 ``.to()``, ``.cuda()``, ``.half()`` on the loss or on the enclosing model still move the network (``_apply`` is
 forwarded). ``loss.net`` is the network itself.
 """
+
 import torch
 import torch.nn as nn
 
@@ -44,9 +45,11 @@ class ExposureLoss(nn.Module):
         if not isinstance(net, nn.Module):
             raise TypeError(f"net must be a model (nn.Module), e.g. models.load_model(path); got {type(net).__name__}")
         if isinstance(net, OnnxModel):
-            raise TypeError(f"net is the ONNX model {net.path}, which runs in onnxruntime and passes no gradient to "
-                            "the enhancer; load the torch checkpoint instead, e.g. "
-                            "load_model('checkpoints/pieanet_corpus.safetensors')")
+            raise TypeError(
+                f"net is the ONNX model {net.path}, which runs in onnxruntime and passes no gradient to "
+                "the enhancer; load the torch checkpoint instead, e.g. "
+                "load_model('checkpoints/pieanet_corpus.safetensors')"
+            )
         self.__dict__["net"] = net.eval().requires_grad_(False)  # bypasses nn.Module registration (see above)
         self.kind, self.reduction = kind, reduction
         self.under_weight, self.over_weight = float(under_weight), float(over_weight)
@@ -81,5 +84,7 @@ class ExposureLoss(nn.Module):
         return penalty.sum() / mask.expand_as(penalty).sum().clamp_min(1e-8)
 
     def extra_repr(self):
-        return (f"kind={self.kind}, reduction={self.reduction}, under_weight={self.under_weight}, "
-                f"over_weight={self.over_weight}")
+        return (
+            f"kind={self.kind}, reduction={self.reduction}, under_weight={self.under_weight}, "
+            f"over_weight={self.over_weight}"
+        )

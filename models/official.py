@@ -9,6 +9,7 @@ Faithful to the released network's per-image outputs, with its faults fixed:
 The network itself only runs at 256 x 256 (a reshape hard-codes 128 x 128 bands), so ``OfficialPIEANet`` resizes the
 input to 256 x 256 and the residual map back to the input size.
 """
+
 import math
 import warnings
 
@@ -48,8 +49,12 @@ class StridedConv(nn.Module):
 class ChannelAttention(nn.Module):
     def __init__(self, channels):
         super().__init__()
-        self.ca = nn.Sequential(nn.Conv2d(channels, channels // 8, 1), nn.ReLU(inplace=True),
-                                nn.Conv2d(channels // 8, channels, 1), nn.Sigmoid())
+        self.ca = nn.Sequential(
+            nn.Conv2d(channels, channels // 8, 1),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(channels // 8, channels, 1),
+            nn.Sigmoid(),
+        )
 
     def forward(self, x):
         return x * self.ca(F.adaptive_avg_pool2d(x, 1))
@@ -58,8 +63,9 @@ class ChannelAttention(nn.Module):
 class PixelAttention(nn.Module):
     def __init__(self, channels):
         super().__init__()
-        self.pa = nn.Sequential(nn.Conv2d(channels, channels // 8, 1), nn.ReLU(inplace=True),
-                                nn.Conv2d(channels // 8, 1, 1), nn.Sigmoid())
+        self.pa = nn.Sequential(
+            nn.Conv2d(channels, channels // 8, 1), nn.ReLU(inplace=True), nn.Conv2d(channels // 8, 1, 1), nn.Sigmoid()
+        )
 
     def forward(self, x):
         return x * self.pa(x)
@@ -96,8 +102,13 @@ class LightnessPath(nn.Module):
         self.width, self.groups = width, groups
         self.pre = nn.Sequential(conv3x3(3, width))
         self.g1, self.g2, self.g3 = (Group(width) for _ in range(groups))
-        self.ca = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Conv2d(width * groups, width // 16, 1),
-                                nn.ReLU(inplace=True), nn.Conv2d(width // 16, width * groups, 1), nn.Sigmoid())
+        self.ca = nn.Sequential(
+            nn.AdaptiveAvgPool2d(1),
+            nn.Conv2d(width * groups, width // 16, 1),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(width // 16, width * groups, 1),
+            nn.Sigmoid(),
+        )
         self.palayer = PixelAttention(width)
         self.post = nn.Sequential(conv3x3(width, width), conv3x3(width, 1))
         self.post_2 = nn.Sequential(conv3x3(3, 1))
@@ -120,8 +131,9 @@ class TokenTransformer(nn.Module):
         super().__init__()
         with warnings.catch_warnings():  # the nested-tensor fast path does not apply to sequence-first layers
             warnings.simplefilter("ignore", UserWarning)
-            self.transformer = nn.Transformer(d_model=9, nhead=1, num_encoder_layers=1, num_decoder_layers=1,
-                                              dim_feedforward=16)
+            self.transformer = nn.Transformer(
+                d_model=9, nhead=1, num_encoder_layers=1, num_decoder_layers=1, dim_feedforward=16
+            )
         self.conv = nn.Conv2d(9, 3, 1)
 
     def forward(self, h):
@@ -132,8 +144,16 @@ class TokenTransformer(nn.Module):
 
 
 # (rows, columns) of the shifted crop subtracted from the centre crop, in the released order.
-SHIFTS = [((0, -2), (1, -1)), ((2, None), (1, -1)), ((1, -1), (0, -2)), ((1, -1), (2, None)),
-          ((0, -2), (0, -2)), ((2, None), (0, -2)), ((0, -2), (2, None)), ((2, None), (2, None))]
+SHIFTS = [
+    ((0, -2), (1, -1)),
+    ((2, None), (1, -1)),
+    ((1, -1), (0, -2)),
+    ((1, -1), (2, None)),
+    ((0, -2), (0, -2)),
+    ((2, None), (0, -2)),
+    ((0, -2), (2, None)),
+    ((2, None), (2, None)),
+]
 
 
 class StructureEncoder(nn.Module):
@@ -163,8 +183,14 @@ class Fusion(nn.Module):
     def __init__(self):
         super().__init__()
         self.blur_conv = nn.Sequential(conv3x3(3, 3), nn.ReLU(inplace=True), conv3x3(3, 1))  # in the weights, unused
-        self.tail_conv = nn.Sequential(conv3x3(3, 3), nn.ReLU(inplace=True), conv3x3(3, 6), nn.ReLU(inplace=True),
-                                       conv3x3(6, 1), nn.ReLU(inplace=True))
+        self.tail_conv = nn.Sequential(
+            conv3x3(3, 3),
+            nn.ReLU(inplace=True),
+            conv3x3(3, 6),
+            nn.ReLU(inplace=True),
+            conv3x3(6, 1),
+            nn.ReLU(inplace=True),
+        )
 
     def forward(self, structure, lightness):
         structure = F.interpolate(structure, size=lightness.shape[-2:], mode="bilinear", align_corners=False)

@@ -12,6 +12,7 @@ uses its own GPU). The CPU-only onnxruntime package has no CUDA provider (onnxru
 user named (--device cuda) is an error, and one chosen automatically (--device auto) gives the CPU provider. The
 network runs outside autograd: no gradient reaches its input (``forward`` refuses an input that asks for one).
 """
+
 import json
 import math
 
@@ -23,8 +24,10 @@ from pieanet.utils.safety import first_line
 
 CONFIG_KEY = "p_iea.config"  # written by export.py
 # an installed copy has no requirements file: the package by name first
-INSTALL = ("pip install onnxruntime (onnxruntime-gpu for CUDA; in the P-IEA checkout: pip install -r "
-           "requirements-export.txt, or pip install '.[export]' for the package)")
+INSTALL = (
+    "pip install onnxruntime (onnxruntime-gpu for CUDA; in the P-IEA checkout: pip install -r "
+    "requirements-export.txt, or pip install '.[export]' for the package)"
+)
 
 
 def execution_providers(path, device, explicit_device, available):
@@ -35,8 +38,10 @@ def execution_providers(path, device, explicit_device, available):
         return ["CPUExecutionProvider"]
     if "CUDAExecutionProvider" not in available:
         if explicit_device:
-            raise ValueError(f"{path}: --device {device} was asked for, but this onnxruntime has no CUDA provider "
-                             "(the onnxruntime-gpu package has it); use --device cpu or auto")
+            raise ValueError(
+                f"{path}: --device {device} was asked for, but this onnxruntime has no CUDA provider "
+                "(the onnxruntime-gpu package has it); use --device cpu or auto"
+            )
         return ["CPUExecutionProvider"]
     return [("CUDAExecutionProvider", {"device_id": device.index or 0}), "CPUExecutionProvider"]
 
@@ -53,26 +58,29 @@ class OnnxModel(nn.Module):
         options = onnxruntime.SessionOptions()
         options.intra_op_num_threads = torch.get_num_threads()  # --threads, as for torch
         options.log_severity_level = 3  # warnings about unused initializers and the like are not the user's business
-        providers = execution_providers(path, torch.device(device), explicit_device,
-                                        onnxruntime.get_available_providers())
+        providers = execution_providers(
+            path, torch.device(device), explicit_device, onnxruntime.get_available_providers()
+        )
         try:
             self.session = onnxruntime.InferenceSession(str(path), options, providers=providers)
             config = json.loads(self.session.get_modelmeta().custom_metadata_map[CONFIG_KEY])
         except KeyError as e:
-            raise ValueError(f"{path}: an ONNX file without the P-IEA model config in its metadata; expected a file "
-                             "written by export.py") from e
+            raise ValueError(
+                f"{path}: an ONNX file without the P-IEA model config in its metadata; expected a file "
+                "written by export.py"
+            ) from e
         except Exception as e:  # onnxruntime raises its own exception types for unreadable files
             raise ValueError(f"{path}: not a readable ONNX model ({first_line(e)})") from e
         from pieanet.models import CheckpointError, build_model, check_activations  # the skeleton gives the
-        try:                                                                       # attributes inference reads
+
+        try:  # attributes inference reads
             with torch.device("meta"):
                 skeleton = build_model(config)
             check_activations(path, config, skeleton)
         except CheckpointError:
             raise
         except (TypeError, ValueError, AssertionError, RuntimeError, ZeroDivisionError) as e:
-            raise ValueError(f"{path}: unusable model config in its metadata ({first_line(e)})") \
-                from e
+            raise ValueError(f"{path}: unusable model config in its metadata ({first_line(e)})") from e
         self.config, self.path = config, str(path)
         # the torch model's declarations (models/contract.py), but for the scene: the graph judges the scene from its
         # own input and takes none from outside, so its output at a pixel depends on the whole input
@@ -83,11 +91,13 @@ class OnnxModel(nn.Module):
 
     def forward(self, x):
         if x.requires_grad and torch.is_grad_enabled():
-            raise RuntimeError(f"{self.path}: an ONNX model runs in onnxruntime and passes no gradient to its input; "
-                               "for a loss or anything else that needs one, load the torch checkpoint "
-                               "(.safetensors) instead")
+            raise RuntimeError(
+                f"{self.path}: an ONNX model runs in onnxruntime and passes no gradient to its input; "
+                "for a loss or anything else that needs one, load the torch checkpoint "
+                "(.safetensors) instead"
+            )
         try:
-            residual, = self.session.run(["residual"], {"image": x.detach().float().cpu().numpy()})
+            (residual,) = self.session.run(["residual"], {"image": x.detach().float().cpu().numpy()})
         except Exception as e:  # onnxruntime's own types (Fail, InvalidArgument, RuntimeException: out of memory, a
             # graph with fixed input dimensions): one photo's failure, as torch's RuntimeError is
             # (pieanet.runtime.predict)

@@ -13,6 +13,7 @@ Every operation has a bounded receptive field (channel attention pools a local w
 attention runs in fixed windows), so the cost is linear in the pixel count, any image size works, images in a batch are
 independent, and tiled inference with tile origins on multiples of ``tile_multiple`` reproduces the whole-image map.
 """
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -36,10 +37,15 @@ class LightnessBlock(nn.Module):
         super().__init__()
         self.context = context
         self.body = nn.Sequential(conv3x3(channels, channels), nn.ReLU(inplace=True), conv3x3(channels, channels))
-        self.channel_attention = nn.Sequential(nn.Conv2d(channels, channels // 4, 1), nn.ReLU(inplace=True),
-                                               nn.Conv2d(channels // 4, channels, 1), nn.Sigmoid())
-        self.pixel_attention = nn.Sequential(nn.Conv2d(channels, channels // 4, 1), nn.ReLU(inplace=True),
-                                             nn.Conv2d(channels // 4, 1, 1), nn.Sigmoid())
+        self.channel_attention = nn.Sequential(
+            nn.Conv2d(channels, channels // 4, 1),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(channels // 4, channels, 1),
+            nn.Sigmoid(),
+        )
+        self.pixel_attention = nn.Sequential(
+            nn.Conv2d(channels, channels // 4, 1), nn.ReLU(inplace=True), nn.Conv2d(channels // 4, 1, 1), nn.Sigmoid()
+        )
 
     def forward(self, x):
         y = self.body(x)
@@ -50,8 +56,9 @@ class LightnessBlock(nn.Module):
 class LightnessBranch(nn.Module):
     def __init__(self, width, blocks, bands_out, context, scene_channels=0):
         super().__init__()
-        self.stem = nn.Sequential(conv3x3(3, width // 2), nn.ReLU(inplace=True),
-                                  nn.Conv2d(width // 2, width, 2, stride=2))
+        self.stem = nn.Sequential(
+            conv3x3(3, width // 2), nn.ReLU(inplace=True), nn.Conv2d(width // 2, width, 2, stride=2)
+        )
         # FiLM from the scene branch: the same local content is judged differently in a dark or a bright photo
         self.modulation = nn.Conv2d(scene_channels, 2 * width, 1) if scene_channels else None
         self.blocks = nn.Sequential(*[LightnessBlock(width, context) for _ in range(blocks)])
@@ -88,8 +95,9 @@ def sample_weights(positions, cells):
     low = torch.floor(pixel)
     frac = pixel - low
     grid = torch.arange(cells, dtype=positions.dtype, device=positions.device)[None, :]
-    return ((grid == low[:, None]).to(positions.dtype) * (1 - frac)[:, None]
-            + (grid == low[:, None] + 1).to(positions.dtype) * frac[:, None])
+    return (grid == low[:, None]).to(positions.dtype) * (1 - frac)[:, None] + (grid == low[:, None] + 1).to(
+        positions.dtype
+    ) * frac[:, None]
 
 
 # scene backbones by config name (PIEANet's scene_backbone); "" is none
@@ -116,8 +124,13 @@ class SceneBranch(nn.Module):
         for c_out in (width // 2, width, width):
             layers += [nn.Conv2d(c_in, c_out, 3, stride=2, padding=1), nn.ReLU(inplace=True)]
             c_in = c_out
-        self.encoder = nn.Sequential(*layers, conv3x3(width, width), nn.ReLU(inplace=True),
-                                     nn.Conv2d(width, width, 5, padding=4, dilation=2), nn.ReLU(inplace=True))
+        self.encoder = nn.Sequential(
+            *layers,
+            conv3x3(width, width),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(width, width, 5, padding=4, dilation=2),
+            nn.ReLU(inplace=True),
+        )
         self.out = nn.Conv2d(2 * width, channels, 1)
         self.backbone = None
         if backbone:
@@ -139,8 +152,12 @@ class SceneBranch(nn.Module):
 
     def forward(self, x):
         # antialiased along an axis that shrinks; along one that grows torch's antialiased resize is plain bilinear
-        return self.features(*(F.interpolate(x, size=(side, side), mode="bilinear", align_corners=False,
-                                             antialias=True) for side in self.thumbnail_sides()))
+        return self.features(
+            *(
+                F.interpolate(x, size=(side, side), mode="bilinear", align_corners=False, antialias=True)
+                for side in self.thumbnail_sides()
+            )
+        )
 
     def thumbnail_sides(self):
         return (self.size,) if self.backbone is None else (self.size, self.backbone_size)
@@ -158,9 +175,14 @@ class SceneBranch(nn.Module):
         traces with dynamic height and width (F.interpolate's size arithmetic it cannot)."""
         thumbs = []
         for side in self.thumbnail_sides():
-            rows, cols = (resize_weights(torch.scalar_tensor(length, dtype=torch.float64, device=x.device),
-                                         torch.arange(length, dtype=torch.float32, device=x.device), side)
-                          for length in x.shape[-2:])
+            rows, cols = (
+                resize_weights(
+                    torch.scalar_tensor(length, dtype=torch.float64, device=x.device),
+                    torch.arange(length, dtype=torch.float32, device=x.device),
+                    side,
+                )
+                for length in x.shape[-2:]
+            )
             # torch resizes along the width first, then the height
             thumbs.append(torch.matmul(rows, torch.matmul(x, cols.transpose(0, 1))))
         return self.features(*thumbs)
@@ -207,15 +229,20 @@ class WindowAttention(nn.Module):
         x = x + self.position(x)
         batch, dim, height, width = x.shape
         w = self.window
-        tokens = (x.view(batch, dim, height // w, w, width // w, w).permute(0, 2, 4, 3, 5, 1)
-                  .reshape(-1, w * w, dim))
-        q, k, v = (self.qkv(self.norm1(tokens)).view(tokens.shape[0], w * w, 3, self.heads, dim // self.heads)
-                   .permute(2, 0, 3, 1, 4))
+        tokens = x.view(batch, dim, height // w, w, width // w, w).permute(0, 2, 4, 3, 5, 1).reshape(-1, w * w, dim)
+        q, k, v = (
+            self.qkv(self.norm1(tokens))
+            .view(tokens.shape[0], w * w, 3, self.heads, dim // self.heads)
+            .permute(2, 0, 3, 1, 4)
+        )
         attended = F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(tokens.shape)
         tokens = tokens + self.proj(attended)
         tokens = tokens + self.mlp(self.norm2(tokens))
-        return (tokens.view(batch, height // w, width // w, w, w, dim).permute(0, 5, 1, 3, 2, 4)
-                .reshape(batch, dim, height, width))
+        return (
+            tokens.view(batch, height // w, width // w, w, w, dim)
+            .permute(0, 5, 1, 3, 2, 4)
+            .reshape(batch, dim, height, width)
+        )
 
 
 class StructureBranch(nn.Module):
@@ -228,13 +255,15 @@ class StructureBranch(nn.Module):
             kernels[i, 0, 1 + dy, 1 + dx] -= 1.0
         self.register_buffer("gradient_kernels", kernels, persistent=False)
         self.embed = nn.Sequential(nn.Conv2d(9 * (1 + len(DIRECTIONS)), features, 1), nn.ReLU(inplace=True))
-        self.short_range = nn.Sequential(conv3x3(features, features), nn.ReLU(inplace=True),
-                                         conv3x3(features, features), nn.ReLU(inplace=True))
+        self.short_range = nn.Sequential(
+            conv3x3(features, features), nn.ReLU(inplace=True), conv3x3(features, features), nn.ReLU(inplace=True)
+        )
         self.down = nn.Conv2d(features, width, 4, stride=4)
         self.long_range = nn.Sequential(*[WindowAttention(width, heads, window) for _ in range(attention_layers)])
         self.up = nn.Conv2d(width, features, 1)
-        self.out = nn.Sequential(nn.Conv2d(2 * features, features, 1), nn.ReLU(inplace=True),
-                                 nn.Conv2d(features, 3 * bands_out, 1))
+        self.out = nn.Sequential(
+            nn.Conv2d(2 * features, features, 1), nn.ReLU(inplace=True), nn.Conv2d(features, 3 * bands_out, 1)
+        )
 
     def gradients(self, high):
         """h(p) - h(p + d) for the 8 neighbour directions d, per band (edges replicated)."""
@@ -261,13 +290,29 @@ class PIEANet(nn.Module):
 
     native_size = None
 
-    def __init__(self, width=32, lightness_blocks=3, attention_layers=2, heads=4, window=8, context=15, bands=8,
-                 use_dwt=True, use_lightness=True, use_structure=True, scene_size=0, scene_channels=16,
-                 working_size=None, scene_backbone=""):
+    def __init__(
+        self,
+        width=32,
+        lightness_blocks=3,
+        attention_layers=2,
+        heads=4,
+        window=8,
+        context=15,
+        bands=8,
+        use_dwt=True,
+        use_lightness=True,
+        use_structure=True,
+        scene_size=0,
+        scene_channels=16,
+        working_size=None,
+        scene_backbone="",
+    ):
         super().__init__()
         if use_structure and attention_layers and width % heads:
-            raise ValueError(f"width {width} is not a multiple of heads {heads}; expected heads to divide the width "
-                             "(each attention head takes width / heads channels)")
+            raise ValueError(
+                f"width {width} is not a multiple of heads {heads}; expected heads to divide the width "
+                "(each attention head takes width / heads channels)"
+            )
         if scene_backbone and scene_backbone not in SCENE_BACKBONES:
             raise ValueError(f"scene_backbone {scene_backbone!r} is unknown; expected one of {SCENE_BACKBONES} or ''")
         if scene_backbone and not (scene_size and use_lightness):
@@ -275,10 +320,22 @@ class PIEANet(nn.Module):
         # the resolution (longer side) at which the tools run this model by default; larger photos are shrunk to it
         # and the map is brought back with guided upsampling (models.inference). None: native resolution.
         self.working_size = working_size
-        self.config = dict(name="pieanet", width=width, lightness_blocks=lightness_blocks,
-                           attention_layers=attention_layers, heads=heads, window=window, context=context, bands=bands,
-                           use_dwt=use_dwt, use_lightness=use_lightness, use_structure=use_structure,
-                           scene_size=scene_size, scene_channels=scene_channels, working_size=working_size)
+        self.config = dict(
+            name="pieanet",
+            width=width,
+            lightness_blocks=lightness_blocks,
+            attention_layers=attention_layers,
+            heads=heads,
+            window=window,
+            context=context,
+            bands=bands,
+            use_dwt=use_dwt,
+            use_lightness=use_lightness,
+            use_structure=use_structure,
+            scene_size=scene_size,
+            scene_channels=scene_channels,
+            working_size=working_size,
+        )
         if scene_backbone:  # only when set: the configs of checkpoints without it stay as they were
             self.config["scene_backbone"] = scene_backbone
         self.tile_multiple = 8 * window  # DWT (2) x lightness stride (2) x attention stride (4) x window
@@ -287,13 +344,19 @@ class PIEANet(nn.Module):
             self.analysis = nn.Conv2d(3, 12, 2, stride=2)
             self.synthesis = nn.ConvTranspose2d(4 * bands, bands, 2, stride=2)
         # the scene conditions the lightness branch: without that branch there is nothing to condition
-        self.scene_branch = (SceneBranch(scene_size, width, scene_channels, scene_backbone)
-                             if scene_size and use_lightness else None)
-        self.lightness_branch = (LightnessBranch(width, lightness_blocks, bands, context,
-                                                 scene_channels if self.scene_branch else 0) if use_lightness
-                                 else nn.Conv2d(3, bands, 1))
-        self.structure_branch = (StructureBranch(width, attention_layers, heads, window, bands) if use_structure
-                                 else nn.Conv2d(9, 3 * bands, 1))
+        self.scene_branch = (
+            SceneBranch(scene_size, width, scene_channels, scene_backbone) if scene_size and use_lightness else None
+        )
+        self.lightness_branch = (
+            LightnessBranch(width, lightness_blocks, bands, context, scene_channels if self.scene_branch else 0)
+            if use_lightness
+            else nn.Conv2d(3, bands, 1)
+        )
+        self.structure_branch = (
+            StructureBranch(width, attention_layers, heads, window, bands)
+            if use_structure
+            else nn.Conv2d(9, 3 * bands, 1)
+        )
         self.head = nn.Sequential(conv3x3(bands, bands), nn.ReLU(inplace=True), conv3x3(bands, 1))
 
     def split(self, x):
@@ -368,6 +431,8 @@ class PIEANet(nn.Module):
         height, width = x.shape[-2:]
         scene = self.scene_branch.traceable(x)
         rows, cols = scene_positions(scene, (0, 0, height, width), self.feature_grid(height, width), 4)
-        features = torch.matmul(torch.matmul(sample_weights(rows, scene.shape[-2]), scene),
-                                sample_weights(cols, scene.shape[-1]).transpose(0, 1))
+        features = torch.matmul(
+            torch.matmul(sample_weights(rows, scene.shape[-2]), scene),
+            sample_weights(cols, scene.shape[-1]).transpose(0, 1),
+        )
         return self.residual(x, features)

@@ -19,6 +19,7 @@ What runs here: the shipped ONNX file (checkpoints/pieanet_corpus.onnx), whose m
 (export.py, CONTRACT_KEY), on the CPU, at the working size or at a photo's own size when it is smaller. Tiles, native
 size, other files and CUDA go through torch.
 """
+
 import json
 import math
 
@@ -55,8 +56,9 @@ class TorchFreeModel:
             self.config = json.loads(metadata[CONFIG_KEY])
             declared = json.loads(metadata[CONTRACT_KEY])
         except KeyError as e:
-            raise ValueError(f"{path}: an ONNX file without the P-IEA model contract in its metadata; re-export it "
-                             "with export.py") from e
+            raise ValueError(
+                f"{path}: an ONNX file without the P-IEA model contract in its metadata; re-export it with export.py"
+            ) from e
         except Exception as e:  # onnxruntime's own exception types for unreadable files
             raise ValueError(f"{path}: not a readable ONNX model ({first_line(e)})") from e
         radius = declared.get("receptive_radius")
@@ -70,7 +72,7 @@ class TorchFreeModel:
     def run(self, x):
         """The network's N x 1 x h x w residual of x (N x 3 x h x w float32 in [0, 1])."""
         try:
-            residual, = self.session.run(["residual"], {"image": np.ascontiguousarray(x, dtype=np.float32)})
+            (residual,) = self.session.run(["residual"], {"image": np.ascontiguousarray(x, dtype=np.float32)})
         except Exception as e:  # onnxruntime's own types: one photo's failure (pieanet.runtime.predict)
             raise RuntimeError(f"onnxruntime: {first_line(e, 200)}") from e
         return residual
@@ -127,7 +129,7 @@ def box_mean_rows(x, radius):
     counts = np.zeros(length, dtype=np.float32)
     for shift in range(-radius, radius + 1):  # row i + shift added to row i
         low, high = max(0, -shift), min(length, length - shift)
-        sums[low:high] += x[low + shift:high + shift]
+        sums[low:high] += x[low + shift : high + shift]
         counts[low:high] += 1
     return sums / counts[:, None]
 

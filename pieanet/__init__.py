@@ -8,6 +8,7 @@ the finder below imports exactly those members from there, so ``pieanet.models``
 or a zip runs as it is), no top-level name but ``pieanet``, and nothing else of the checkout (``pieanet.bench``,
 ``pieanet.tests``, ``pieanet.setup``) importable, as when installed.
 """
+
 import importlib.abc
 import importlib.machinery
 import importlib.util
@@ -42,17 +43,21 @@ class CheckoutMembers(importlib.abc.MetaPathFinder):
             return None
         folder = self.checkout / name
         if (folder / "__init__.py").is_file():
-            return importlib.util.spec_from_file_location(fullname, folder / "__init__.py",
-                                                          submodule_search_locations=[str(folder)])
+            return importlib.util.spec_from_file_location(
+                fullname, folder / "__init__.py", submodule_search_locations=[str(folder)]
+            )
         spec = importlib.machinery.ModuleSpec(fullname, None, is_package=True)  # a data folder: a namespace
         spec.submodule_search_locations = [str(folder)]
         return spec
 
 
 # a checkout: the members are not in this folder but beside it (an installed copy holds pieanet/models/ itself)
-if not (_HERE / "models").is_dir() and (_CHECKOUT / "models" / "__init__.py").is_file() \
-        and (_CHECKOUT / "make_heatmap.py").is_file() \
-        and not any(isinstance(finder, CheckoutMembers) for finder in sys.meta_path):
+if (
+    not (_HERE / "models").is_dir()
+    and (_CHECKOUT / "models" / "__init__.py").is_file()
+    and (_CHECKOUT / "make_heatmap.py").is_file()
+    and not any(isinstance(finder, CheckoutMembers) for finder in sys.meta_path)
+):
     sys.meta_path.append(CheckoutMembers(_CHECKOUT))
 
 
@@ -62,11 +67,16 @@ def load(path: "str | Path | None" = None, device: "str | torch.device" = "cpu")
     B x 3 x H x W RGB in [0, 1] to B x 1 x H x W residuals; call it under ``torch.no_grad()`` (or use ``predict``),
     or autograd keeps every activation (about twice the memory)."""
     from pieanet.models import DEFAULT_CHECKPOINT, checkpoint_file, load_model
+
     return load_model(checkpoint_file(path or DEFAULT_CHECKPOINT), device=device)
 
 
-def predict(photo: "str | Path | np.ndarray", model: "torch.nn.Module | None" = None, size: int | None = None,
-            tile: int | None = None) -> "np.ndarray":
+def predict(
+    photo: "str | Path | np.ndarray",
+    model: "torch.nn.Module | None" = None,
+    size: int | None = None,
+    tile: int | None = None,
+) -> "np.ndarray":
     """The residual map of one photo as the tools compute it: H x W float32 at the photo's resolution, r > 0
     under-exposed, each pixel within [-grey, 1 - grey] of the photo's grey (0..1): the ideal's grey lies in [0, 1].
     ``photo``: a file (read as make_heatmap reads it: EXIF rotation, HEIC, RAW) or an H x W x 3 RGB array: uint8

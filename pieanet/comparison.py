@@ -2,6 +2,7 @@
 (compare), optionally against reference images (PSNR, SSIM, whether the rankings agree), and the tables and figure
 it writes. ``run`` is the whole command on compare_methods.py's parsed options.
 """
+
 import csv
 import math
 import sys
@@ -26,8 +27,14 @@ PROG = "compare_methods"
 SSIM_WINDOW = 11  # pytorch-msssim's default Gaussian window
 
 FIGURE_SIDE = 256  # longer side of each figure panel in pixels
-COLUMNS = [("mean_abs_residual", r"mean \|r\|"), ("mean_residual", "mean r"), ("pct_over", "% over"),
-           ("pct_under", "% under"), ("score", "score"), ("rank", "rank")]
+COLUMNS = [
+    ("mean_abs_residual", r"mean \|r\|"),
+    ("mean_residual", "mean r"),
+    ("pct_over", "% over"),
+    ("pct_under", "% under"),
+    ("score", "score"),
+    ("rank", "rank"),
+]
 REFERENCE_COLUMNS = [("psnr", "PSNR (dB)"), ("ssim", "SSIM"), ("reference_rank", "rank by PSNR")]
 
 
@@ -48,8 +55,10 @@ def rgb_ssim(image, reference):
     """SSIM of two H x W x 3 images in [0, 1]; nan when a side is shorter than the SSIM window."""
     if min(image.shape[:2]) < SSIM_WINDOW:
         return math.nan
+
     def to_tensor(array):
         return torch.from_numpy(np.ascontiguousarray(array)).permute(2, 0, 1)[None].float()
+
     return float(ssim(to_tensor(image), to_tensor(reference), data_range=1.0))
 
 
@@ -58,9 +67,17 @@ def thumbnail(array, side=FIGURE_SIDE):
     return array[::step, ::step]
 
 
-def compare(model, folders: dict, reference: Path | None = None, threshold: float = DEFAULT_THRESHOLD,
-            max_rows: int = 4, size: int | None = None, tile: int | None = cli.DEFAULT_TILE,
-            report=lambda message: print(f"{PROG}: {message}", file=sys.stderr), progress=None) -> dict:
+def compare(
+    model,
+    folders: dict,
+    reference: Path | None = None,
+    threshold: float = DEFAULT_THRESHOLD,
+    max_rows: int = 4,
+    size: int | None = None,
+    tile: int | None = cli.DEFAULT_TILE,
+    report=lambda message: print(f"{PROG}: {message}", file=sys.stderr),
+    progress=None,
+) -> dict:
     """Score each method's outputs with ``model`` (anything ``models.inference.predict_batch`` runs), tile by tile.
 
     folders: {method name: folder}. Returns a dict: ``methods`` (a row of averaged numbers per method, ranked),
@@ -71,8 +88,10 @@ def compare(model, folders: dict, reference: Path | None = None, threshold: floa
     """
     names, missing = common_names(folders)
     for method, left_out in missing.items():
-        report(f"{len(left_out)} image(s) missing from {method} ({folders[method]}): "
-               f"{', '.join(left_out[:5])}{' ...' if len(left_out) > 5 else ''}; comparing the common set")
+        report(
+            f"{len(left_out)} image(s) missing from {method} ({folders[method]}): "
+            f"{', '.join(left_out[:5])}{' ...' if len(left_out) > 5 else ''}; comparing the common set"
+        )
     per_image: dict[str, list] = {method: [] for method in folders}
     panels: list = []
     compared: list = []
@@ -91,8 +110,7 @@ def compare(model, folders: dict, reference: Path | None = None, threshold: floa
             compared.append(name)
         if progress is not None:
             progress.update()
-    result = {"methods": average(per_image), "names": compared, "missing": missing, "failed": failed,
-              "panels": panels}
+    result = {"methods": average(per_image), "names": compared, "missing": missing, "failed": failed, "panels": panels}
     if reference is not None and compared:
         methods = result["methods"]
         for row, rank in zip(methods, rankdata([-m["psnr"] for m in methods], method="min")):
@@ -124,7 +142,7 @@ def compare_one(model, folders, reference, name, threshold, size, tile):
             raise ValueError(f"{name}: size differs from the reference {truth.shape[1]}x{truth.shape[0]}")
     row = {}
     for method, photo in photos.items():
-        residual, = runtime.predict(model, [photo], size=size, tile=tile)
+        (residual,) = runtime.predict(model, [photo], size=size, tile=tile)
         if isinstance(residual, BaseException):
             raise ValueError(f"{Path(folders[method]) / name}: inference failed ({cli.one_line(residual)})")
         stats = residual_stats(residual, threshold)
@@ -141,9 +159,15 @@ def average(per_image):
     for method, images in per_image.items():
         keys = images[0].keys() if images else [k for k, _ in COLUMNS[:-1]]
         values = {k: [s[k] for s in images] for k in keys}
-        methods.append({"method": method, "n_images": len(images),
-                        **{k: float(np.nanmean(v)) if images and not np.isnan(v).all() else math.nan
-                           for k, v in values.items()}})
+        methods.append(
+            {
+                "method": method,
+                "n_images": len(images),
+                **{
+                    k: float(np.nanmean(v)) if images and not np.isnan(v).all() else math.nan for k, v in values.items()
+                },
+            }
+        )
     if all(m["n_images"] for m in methods):
         for row, rank in zip(methods, rankdata([m["mean_abs_residual"] for m in methods], method="min")):
             row["rank"] = int(rank)
@@ -169,13 +193,15 @@ def write_tables(result, output, threshold):
         writer.writerow(["method", "n_images"] + [key for key, _ in columns])
         for m in result["methods"]:  # a method name is text a spreadsheet must not run (csv_cell)
             writer.writerow([csv_cell(printable(m["method"])), m["n_images"]] + [m[key] for key, _ in columns])
-    lines = [f"| method | images | {' | '.join(title for _, title in columns)} |",
-             "|---" * (len(columns) + 2) + "|"]
+    lines = [f"| method | images | {' | '.join(title for _, title in columns)} |", "|---" * (len(columns) + 2) + "|"]
     for m in sorted(result["methods"], key=lambda m: m["rank"]):
         cells = [format_cell(key, m[key]) for key, _ in columns]
         lines.append(f"| {md_cell(m['method'])} | {m['n_images']} | {' | '.join(cells)} |")
-    lines += ["", f"{len(result['names'])} images compared; |r| > {threshold:g} counts as over-/under-exposed; "
-                  "rank by mean |r| (lower is better); mean r > 0 leans under-exposed, < 0 over-exposed."]
+    lines += [
+        "",
+        f"{len(result['names'])} images compared; |r| > {threshold:g} counts as over-/under-exposed; "
+        "rank by mean |r| (lower is better); mean r > 0 leans under-exposed, < 0 over-exposed.",
+    ]
     if "agreement" in result:
         a = result["agreement"]
         verdict = "agree" if a["same_order"] else "disagree"
@@ -205,8 +231,9 @@ def write_figure(result, path, vmax=1.0):
         ax.set_xticks([])
         ax.set_yticks([])
     # colorize shows r at (1 - r / vmax) / 2 of 'bwr', i.e. the reversed colormap over r in [-vmax, vmax]
-    bar = fig.colorbar(ScalarMappable(Normalize(-vmax, vmax), CMAP.reversed()), ax=axes, shrink=0.6,
-                       ticks=[-vmax, 0, vmax])
+    bar = fig.colorbar(
+        ScalarMappable(Normalize(-vmax, vmax), CMAP.reversed()), ax=axes, shrink=0.6, ticks=[-vmax, 0, vmax]
+    )
     bar.ax.set_yticklabels([f"-{vmax:g} over", "0 ideal", f"+{vmax:g} under"])
     with atomic_write(path) as tmp:
         fig.savefig(tmp, format="png", dpi=100)
@@ -222,14 +249,24 @@ def run(args, names: list[str]) -> int:
     cli.check_inputs(args.inputs)  # a folder without images: one line naming the readable formats
     for folder in args.inputs + ([args.reference] if args.reference else []):
         if args.output.resolve() == folder.resolve() or folder.resolve() in args.output.resolve().parents:
-            raise cli.UsageError(f"{args.output}: the output folder is (or is inside) the input folder {folder}; "
-                                 "choose another --output")
+            raise cli.UsageError(
+                f"{args.output}: the output folder is (or is inside) the input folder {folder}; choose another --output"
+            )
     model = runtime.open_model(args.checkpoint, args)
     output = cli.writable_folder(args.output)
     folders = dict(zip(names, args.inputs))
     with cli.Progress(PROG, len(common_names(folders)[0])) as progress:
-        result = compare(model, folders, args.reference, args.threshold, args.max_rows, args.size, args.tile,
-                         report=progress.report, progress=progress)
+        result = compare(
+            model,
+            folders,
+            args.reference,
+            args.threshold,
+            args.max_rows,
+            args.size,
+            args.tile,
+            report=progress.report,
+            progress=progress,
+        )
     if not result["names"]:
         print(f"{PROG}: no image is readable in every folder; nothing to compare", file=sys.stderr)
         return cli.EXIT_FAILED

@@ -4,6 +4,7 @@ summarise_photos), and the tables and JSON the tool writes. The functions take p
 Criterion, size / tile); train_wavelet.py's extra validation sets and bench/accuracy.py call them, so their numbers
 are the tool's. ``run`` is the whole command on evaluate.py's parsed options (their meaning: evaluate.py --help).
 """
+
 import contextlib
 import json
 import math
@@ -26,8 +27,18 @@ from pieanet.utils.safety import md_cell
 
 PROG = "evaluate"
 LEVEL_IN_NAME = re.compile(r"_([NP]\d)(?=\.[^.]+$|$)")
-TABLE_COLUMNS = {"mae": "MAE", "rmse": "RMSE", "psnr": "PSNR", "ssim": "SSIM", "iou_over": "IoU over",
-                 "iou_under": "IoU under", "f1_over": "F1 over", "f1_under": "F1 under", "srcc": "SRCC", "plcc": "PLCC"}
+TABLE_COLUMNS = {
+    "mae": "MAE",
+    "rmse": "RMSE",
+    "psnr": "PSNR",
+    "ssim": "SSIM",
+    "iou_over": "IoU over",
+    "iou_under": "IoU under",
+    "f1_over": "F1 over",
+    "f1_under": "F1 under",
+    "srcc": "SRCC",
+    "plcc": "PLCC",
+}
 
 
 def sample_level(row):
@@ -53,6 +64,7 @@ def resize_map(residual, shape):
 class LabelledData:
     """A dataset in the IEA40K layout: photos at <root>/<images_dir>/<img_id>, labels at
     <root>/<labels_dir>/<img_id stem>.npy in grey levels, divided by ``label_scale``."""
+
     root: Path
     images_dir: str = "images"
     labels_dir: str = "labels"
@@ -63,6 +75,7 @@ class LabelledData:
 class Criterion:
     """When a photo that is its own ideal is flagged (well_exposed.verdict): more than ``share_limit`` percent of its
     pixels with |r| above ``threshold``, or its mean residual further than ``mean_limit`` from 0."""
+
     threshold: float = DEFAULT_THRESHOLD
     share_limit: float = well_exposed.DEFAULT_SHARE_LIMIT
     mean_limit: float = well_exposed.DEFAULT_MEAN_LIMIT
@@ -72,8 +85,10 @@ class Criterion:
         return {"threshold": self.threshold, "share_limit_pct": self.share_limit, "mean_limit": self.mean_limit}
 
     def describe(self) -> str:
-        return (f"a photo is flagged when more than {self.share_limit:g} % of its pixels have |r| > "
-                f"{self.threshold:g} or |mean r| > {self.mean_limit:g}")
+        return (
+            f"a photo is flagged when more than {self.share_limit:g} % of its pixels have |r| > "
+            f"{self.threshold:g} or |mean r| > {self.mean_limit:g}"
+        )
 
 
 def method_name(path, model):
@@ -85,8 +100,10 @@ def load_methods(args) -> list:
     and the model options runtime.open_model reads); raises UsageError."""
     # no --checkpoint: the shipped checkpoint, as every other tool, unless only baselines are asked for
     paths = args.checkpoint or ([] if args.baseline else [None])
-    methods = [(method_name(runtime.model_file(path, args), model), model) for path, model in
-               ((path, runtime.open_model(path, args)) for path in paths)]
+    methods = [
+        (method_name(runtime.model_file(path, args), model), model)
+        for path, model in ((path, runtime.open_model(path, args)) for path in paths)
+    ]
     seen: dict[str, int] = {}
     for i, (name, model) in enumerate(methods):  # two runs' best.safetensors must not merge into one row
         seen[name] = seen.get(name, 0) + 1
@@ -108,9 +125,16 @@ def progress_or_own(progress, total):
     return contextlib.nullcontext(progress) if progress is not None else cli.Progress(PROG, total)
 
 
-def measure_rows(methods: list, rows: list, data: LabelledData, threshold: float = DEFAULT_THRESHOLD,
-                 size: int | None = None, tile: int | None = None, progress=None,
-                 group: distributed.Group = distributed.Group()) -> list:
+def measure_rows(
+    methods: list,
+    rows: list,
+    data: LabelledData,
+    threshold: float = DEFAULT_THRESHOLD,
+    size: int | None = None,
+    tile: int | None = None,
+    progress=None,
+    group: distributed.Group = distributed.Group(),
+) -> list:
     """[{method: metrics.measure result} or None (the sample failed)] for every row of ``data``'s CSV, in row order,
     predicted with ``size`` / ``tile`` (runtime.predict) and counted with ``threshold``; each failure is named in one
     line through ``progress`` (a cli.Progress). With several processes (``group``), each measures its shard of the
@@ -162,14 +186,22 @@ def accumulate(methods, rows, measured, threshold, keep=None):
     return results, failed
 
 
-def evaluate(methods: list, rows: list, data: LabelledData, threshold: float = DEFAULT_THRESHOLD,
-             size: int | None = None, tile: int | None = None, progress=None,
-             group: distributed.Group = distributed.Group()) -> tuple[dict, list]:
+def evaluate(
+    methods: list,
+    rows: list,
+    data: LabelledData,
+    threshold: float = DEFAULT_THRESHOLD,
+    size: int | None = None,
+    tile: int | None = None,
+    progress=None,
+    group: distributed.Group = distributed.Group(),
+) -> tuple[dict, list]:
     """({method: metrics dict}, img_ids of the samples that failed): measure_rows then accumulate. With several
     processes, every process gets the results of all of them, added up in row order: the numbers one process
     gives."""
-    return accumulate(methods, rows, measure_rows(methods, rows, data, threshold, size, tile, progress, group),
-                      threshold)
+    return accumulate(
+        methods, rows, measure_rows(methods, rows, data, threshold, size, tile, progress, group), threshold
+    )
 
 
 def predict_sample(methods, data, row, size=None, tile=None):
@@ -184,7 +216,7 @@ def predict_sample(methods, data, row, size=None, tile=None):
     label = read_label(root / data.labels_dir / (Path(row.img_id).stem + ".npy"), data.label_scale)
     maps = {}
     for name, model in methods:
-        residual, = runtime.predict(model, [image], size=size, tile=tile)
+        (residual,) = runtime.predict(model, [image], size=size, tile=tile)
         if isinstance(residual, BaseException):
             raise ValueError(f"{image_path}: {name}: inference failed ({cli.one_line(residual)})")
         maps[name] = residual
@@ -192,8 +224,15 @@ def predict_sample(methods, data, row, size=None, tile=None):
 
 
 # ------------------------------------------------------------------------------------------------ well-exposed photos
-def judge_photos(methods: list, photos: list, criterion: Criterion = Criterion(), size: int | None = None,
-                 tile: int | None = None, progress=None, group: distributed.Group = distributed.Group()) -> list:
+def judge_photos(
+    methods: list,
+    photos: list,
+    criterion: Criterion = Criterion(),
+    size: int | None = None,
+    tile: int | None = None,
+    progress=None,
+    group: distributed.Group = distributed.Group(),
+) -> list:
     """[{method: well_exposed.verdict} or None (the photo failed)] for every (path, name, key) of ``photos``, in
     order, judged by ``criterion`` on the tools' default path (runtime.predict with ``size`` / ``tile``); each
     failure is named through ``progress``.
@@ -207,11 +246,12 @@ def judge_photos(methods: list, photos: list, criterion: Criterion = Criterion()
                 image = runtime.read_image(path)
                 found = {}
                 for method, model in methods:
-                    residual, = runtime.predict(model, [image], size=size, tile=tile)
+                    (residual,) = runtime.predict(model, [image], size=size, tile=tile)
                     if isinstance(residual, BaseException):
                         raise ValueError(f"{method}: inference failed ({cli.one_line(residual)})")
-                    found[method] = well_exposed.verdict(residual, criterion.threshold, criterion.share_limit,
-                                                         criterion.mean_limit, photo=image)
+                    found[method] = well_exposed.verdict(
+                        residual, criterion.threshold, criterion.share_limit, criterion.mean_limit, photo=image
+                    )
             except ValueError as e:
                 progress.report(f"skipped {path}: {cli.one_line(e)}")
                 found = None
@@ -257,9 +297,10 @@ def table_header(columns=None):
 
 
 def table_rows(results):
-    return "".join("| " + " | ".join([md_cell(name), str(r["n_images"])] + [format_value(r[c]) for c in TABLE_COLUMNS])
-                   + " |\n"
-                   for name, r in results.items())
+    return "".join(
+        "| " + " | ".join([md_cell(name), str(r["n_images"])] + [format_value(r[c]) for c in TABLE_COLUMNS]) + " |\n"
+        for name, r in results.items()
+    )
 
 
 def format_pct(value):
@@ -271,10 +312,16 @@ def well_exposed_table(results):
     pixels."""
     keys = sorted({key for r in results.values() for key in r["per_key"]})
     header = table_header(["flagged ↓"] + [f"flagged ({key}) ↓" for key in keys] + ["median flagged pixels ↓"])
-    rows = "".join("| " + " | ".join(
-        [md_cell(name), str(r["n_images"]), format_pct(r["false_alarm_pct"])]
-        + [format_pct(r["per_key"][key]["false_alarm_pct"]) if key in r["per_key"] else "n/a" for key in keys]
-        + [format_pct(r["median_pct_flagged"])]) + " |\n" for name, r in results.items())
+    rows = "".join(
+        "| "
+        + " | ".join(
+            [md_cell(name), str(r["n_images"]), format_pct(r["false_alarm_pct"])]
+            + [format_pct(r["per_key"][key]["false_alarm_pct"]) if key in r["per_key"] else "n/a" for key in keys]
+            + [format_pct(r["median_pct_flagged"])]
+        )
+        + " |\n"
+        for name, r in results.items()
+    )
     return header, rows
 
 
@@ -302,7 +349,7 @@ def run(args) -> int:
     if args.well_exposed is not None:
         return run_well_exposed(args)
     csv_path = Path(args.csv) if Path(args.csv).is_file() else args.data_root / args.csv
-    rows = read_split(csv_path, required=("img_id",))[:args.limit]  # a DatasetError: exit code 2
+    rows = read_split(csv_path, required=("img_id",))[: args.limit]  # a DatasetError: exit code 2
     with distributed.process_group(runtime.resolve_device(args.device)) as group:
         args.device = str(group.device)  # under torchrun with CUDA: this process's own GPU
         methods = load_methods(args)
@@ -319,12 +366,24 @@ def run(args) -> int:
     if failed:
         print(f"{len(failed)} of {len(rows)} samples skipped (named on stderr)")
     if args.json:
-        write_json(args.json, {"methods": results, "n_samples": len(rows), "n_failed": len(failed), "failed": failed,
-                               "ssim_convention": SSIM_CONVENTION})
+        write_json(
+            args.json,
+            {
+                "methods": results,
+                "n_samples": len(rows),
+                "n_failed": len(failed),
+                "failed": failed,
+                "ssim_convention": SSIM_CONVENTION,
+            },
+        )
     if args.markdown:
         options = "".join(f", --{k} {getattr(args, k)}" for k in ("size", "tile") if getattr(args, k))
-        append_markdown(args.markdown, table_header(), table_rows(results),
-                        f"Evaluated on `{csv_path}` ({len(rows)} samples{options}).")
+        append_markdown(
+            args.markdown,
+            table_header(),
+            table_rows(results),
+            f"Evaluated on `{csv_path}` ({len(rows)} samples{options}).",
+        )
     return cli.EXIT_FAILED if failed else cli.EXIT_OK
 
 
@@ -332,7 +391,7 @@ def run_well_exposed(args) -> int:
     """--well-exposed DIR: false alarms on photos that are their own ideal."""
     criterion = Criterion(args.threshold, args.share_limit, args.mean_limit)
     photos, missing = well_exposed.list_photos(args.well_exposed)  # a FolderError: exit code 2
-    photos = photos[:args.limit]
+    photos = photos[: args.limit]
     with distributed.process_group(runtime.resolve_device(args.device)) as group:
         args.device = str(group.device)
         methods = load_methods(args)
@@ -346,8 +405,11 @@ def run_well_exposed(args) -> int:
         return cli.EXIT_OK
     results, csv_rows, failed = summarise_photos(methods, photos, judged)
     for name in missing:
-        print(f"{PROG}: {args.well_exposed / well_exposed.MANIFEST}: lists {name}, which is not in "
-              f"{well_exposed.photo_folder(args.well_exposed)}", file=sys.stderr)
+        print(
+            f"{PROG}: {args.well_exposed / well_exposed.MANIFEST}: lists {name}, which is not in "
+            f"{well_exposed.photo_folder(args.well_exposed)}",
+            file=sys.stderr,
+        )
     failed += missing
     header, rows = well_exposed_table(results)
     print(header + rows, end="")
@@ -358,10 +420,22 @@ def run_well_exposed(args) -> int:
     if failed:
         print(f"{len(failed)} of {len(photos) + len(missing)} photos skipped (named on stderr)")
     if args.json:
-        write_json(args.json, {"methods": results, "n_samples": len(photos) + len(missing), "n_failed": len(failed),
-                               "failed": failed, "criterion": criterion.as_dict()})
+        write_json(
+            args.json,
+            {
+                "methods": results,
+                "n_samples": len(photos) + len(missing),
+                "n_failed": len(failed),
+                "failed": failed,
+                "criterion": criterion.as_dict(),
+            },
+        )
     if args.markdown:
         options = "".join(f", --{k} {getattr(args, k)}" for k in ("size", "tile") if getattr(args, k))
-        append_markdown(args.markdown, header, rows, f"Well-exposed photos in `{args.well_exposed}` ({len(photos)} "
-                        f"photos{options}); {criterion.describe()}.")
+        append_markdown(
+            args.markdown,
+            header,
+            rows,
+            f"Well-exposed photos in `{args.well_exposed}` ({len(photos)} photos{options}); {criterion.describe()}.",
+        )
     return cli.EXIT_FAILED if failed else cli.EXIT_OK

@@ -3,6 +3,7 @@ width; the traced module is the model's own ``traceable_forward``) and checked a
 the file is renamed into place. The choices (dynamo exporter, opset 18, the check sizes and tolerance) are explained
 in export.py's help and docs/export.md. ``run`` is the whole command.
 """
+
 import json
 import logging
 import sys
@@ -29,12 +30,15 @@ TOLERANCE = 1e-4
 # the example the graph is traced with: batch 2 and a size unlike the check sizes, so nothing is specialised to them
 TRACE_SHAPE = (2, 3, 160, 224)
 # an installed copy has no requirements file: the packages by name first
-INSTALL = ("pip install onnx onnxruntime onnxscript (in the P-IEA checkout: pip install -r requirements-export.txt, "
-           "or pip install '.[export]' for the package)")
+INSTALL = (
+    "pip install onnx onnxruntime onnxscript (in the P-IEA checkout: pip install -r requirements-export.txt, "
+    "or pip install '.[export]' for the package)"
+)
 
 
 class CheckFailed(PieaError):
     """The exported file does not reproduce torch; exit code 1."""
+
     exit_code = EXIT_FAILED
 
 
@@ -55,8 +59,10 @@ def exportable(model):
     """The module to trace (Traceable), for a P-IEANet; UsageError for any other model."""
     size = contract.native_size(model)
     if size:
-        raise UsageError(f"the released network ({type(model).__name__}) works only at {size} x {size} and resizes "
-                         "photos inside its wrapper; export a P-IEANet checkpoint (any size) instead")
+        raise UsageError(
+            f"the released network ({type(model).__name__}) works only at {size} x {size} and resizes "
+            "photos inside its wrapper; export a P-IEANet checkpoint (any size) instead"
+        )
     if not isinstance(model, PIEANet):
         raise UsageError(f"{type(model).__name__} is not a P-IEANet; only P-IEANet checkpoints can be exported")
     return Traceable(model).eval()
@@ -73,8 +79,10 @@ def import_onnx_tools():
         except ImportError:
             missing.append(name)
     if missing:
-        raise UsageError(f"{', '.join(missing)} {'is' if len(missing) == 1 else 'are'} not installed; ONNX export "
-                         f"needs onnx, onnxruntime and onnxscript: {INSTALL}")
+        raise UsageError(
+            f"{', '.join(missing)} {'is' if len(missing) == 1 else 'are'} not installed; ONNX export "
+            f"needs onnx, onnxruntime and onnxscript: {INSTALL}"
+        )
     return modules["onnx"], modules["onnxruntime"]
 
 
@@ -89,9 +97,17 @@ def export_onnx(model, path, opset=DEFAULT_OPSET):
     logging.getLogger("torch.onnx").setLevel(logging.ERROR)  # e.g. "torchvision is not installed. Skipping ..."
     with warnings.catch_warnings(), torch.inference_mode(False), torch.no_grad():
         warnings.simplefilter("ignore")
-        program = torch.onnx.export(module, (example,), dynamo=True, opset_version=opset, input_names=["image"],
-                                    output_names=["residual"], dynamic_shapes={"x": dims}, verbose=False,
-                                    report=False)
+        program = torch.onnx.export(
+            module,
+            (example,),
+            dynamo=True,
+            opset_version=opset,
+            input_names=["image"],
+            output_names=["residual"],
+            dynamic_shapes={"x": dims},
+            verbose=False,
+            report=False,
+        )
     import onnx_ir as ir  # installed with onnxscript
 
     graph = program.model.graph
@@ -104,15 +120,21 @@ def export_onnx(model, path, opset=DEFAULT_OPSET):
     # the properties models/contract.py reads, as the graph has them (models/onnx_model.py: a model with a scene
     # branch judges its whole input, so its receptive radius is the whole image, JSON null), for the torch-free path
     radius = None if contract.uses_scene(model) or contract.is_global(model) else contract.receptive_radius(model)
-    declared = {"working_size": contract.working_size(model), "tile_multiple": contract.tile_multiple(model),
-                "receptive_radius": radius, "native_size": contract.native_size(model)}
-    program.model.metadata_props.update({
-        "p_iea.config": json.dumps(config),
-        "p_iea.contract": json.dumps(declared),
-        "p_iea.working_size": str(config.get("working_size") or ""),
-        "p_iea.input": "image: N x 3 x H x W float32 RGB in [0, 1]",
-        "p_iea.output": "residual: N x 1 x H x W float32 in [-1, 1]; > 0 under-exposed, < 0 over-exposed",
-    })
+    declared = {
+        "working_size": contract.working_size(model),
+        "tile_multiple": contract.tile_multiple(model),
+        "receptive_radius": radius,
+        "native_size": contract.native_size(model),
+    }
+    program.model.metadata_props.update(
+        {
+            "p_iea.config": json.dumps(config),
+            "p_iea.contract": json.dumps(declared),
+            "p_iea.working_size": str(config.get("working_size") or ""),
+            "p_iea.input": "image: N x 3 x H x W float32 RGB in [0, 1]",
+            "p_iea.output": "residual: N x 1 x H x W float32 in [-1, 1]; > 0 under-exposed, < 0 over-exposed",
+        }
+    )
     program.save(str(path), external_data=False)
 
 
@@ -136,15 +158,17 @@ def check_onnx(model, path, sizes, ort, tolerance=TOLERANCE, out=None):
         difference = float(abs(got - expected).max())
         results.append((h, w, batch, difference))
         verdict = "ok" if difference <= tolerance else f"ABOVE {tolerance:g}"
-        print(f"{PROG}: check {h}x{w} (batch {batch}): max |onnxruntime - torch| = {difference:.2e} ({verdict})",
-              file=out or sys.stdout, flush=True)
+        print(
+            f"{PROG}: check {h}x{w} (batch {batch}): max |onnxruntime - torch| = {difference:.2e} ({verdict})",
+            file=out or sys.stdout,
+            flush=True,
+        )
         if not difference <= tolerance:  # NaN fails too
             raise CheckFailed(f"{h}x{w}: max |onnxruntime - torch| = {difference:.3g} is above {tolerance:g}")
     return results
 
 
-def run(checkpoint: Path | None, output: Path, opset: int = DEFAULT_OPSET,
-        check_sizes=DEFAULT_CHECK_SIZES) -> int:
+def run(checkpoint: Path | None, output: Path, opset: int = DEFAULT_OPSET, check_sizes=DEFAULT_CHECK_SIZES) -> int:
     """export.py's whole run: ``checkpoint`` (None: the shipped one) exported to ONNX at ``opset`` and checked at
     ``check_sizes`` [(h, w)] before it is renamed onto ``output``; the exit code (errors raise: utils.errors)."""
     if output.is_dir():
@@ -160,8 +184,7 @@ def run(checkpoint: Path | None, output: Path, opset: int = DEFAULT_OPSET,
         parent.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise UsageError(f"--output {output}: cannot make its folder ({e.strerror})") from e
-    print(f"{PROG}: exporting {shown(checkpoint)} to ONNX (opset {opset}, dynamic batch, height and width)",
-          flush=True)
+    print(f"{PROG}: exporting {shown(checkpoint)} to ONNX (opset {opset}, dynamic batch, height and width)", flush=True)
     start = time.perf_counter()
     try:
         with atomic_write(output) as tmp:
@@ -181,6 +204,8 @@ def run(checkpoint: Path | None, output: Path, opset: int = DEFAULT_OPSET,
     except OSError as e:  # shown by utils.errors as '<output>: cannot write (<reason>); nothing written', exit code 1
         raise OSError(e.errno, f"cannot write ({e.strerror or e}); nothing written", str(output)) from e
     size = output.stat().st_size
-    print(f"{PROG}: wrote {shown(output)} ({size / 1e6:.2f} MB, {time.perf_counter() - start:.0f} s); input 'image' "
-          f"N x 3 x H x W float32 RGB in [0, 1], output 'residual' N x 1 x H x W (> 0 under-exposed)")
+    print(
+        f"{PROG}: wrote {shown(output)} ({size / 1e6:.2f} MB, {time.perf_counter() - start:.0f} s); input 'image' "
+        f"N x 3 x H x W float32 RGB in [0, 1], output 'residual' N x 1 x H x W (> 0 under-exposed)"
+    )
     return EXIT_OK

@@ -9,6 +9,7 @@ Layers, each importing only from those below it (tests/test_layers.py; docs/desi
 
 torch is imported by the functions that use it: a run of the shipped model on the CPU does without it (torch_free).
 """
+
 import argparse
 import importlib.util
 import os
@@ -50,10 +51,15 @@ def torch_free(args: argparse.Namespace) -> bool:
     --backend auto or onnxruntime, on the CPU (--device cpu, or auto where no GPU may be visible), at a working size
     (not --size native, which runs the torch path's tiles), in one process (not under torchrun), with onnxruntime
     installed. Anything else runs as before, through torch."""
-    return (getattr(args, "checkpoint", None) is None and getattr(args, "backend", "auto") in ("auto", "onnxruntime")
-            and (args.device == "cpu" or (args.device == "auto" and not gpu_may_be_visible()))
-            and getattr(args, "size", None) != 0 and distributed.from_environment()[1] == 1
-            and DEFAULT_ONNX.is_file() and importlib.util.find_spec("onnxruntime") is not None)
+    return (
+        getattr(args, "checkpoint", None) is None
+        and getattr(args, "backend", "auto") in ("auto", "onnxruntime")
+        and (args.device == "cpu" or (args.device == "auto" and not gpu_may_be_visible()))
+        and getattr(args, "size", None) != 0
+        and distributed.from_environment()[1] == 1
+        and DEFAULT_ONNX.is_file()
+        and importlib.util.find_spec("onnxruntime") is not None
+    )
 
 
 def gpu_may_be_visible() -> bool:
@@ -112,8 +118,10 @@ def open_model(path: str | Path | None, args: argparse.Namespace) -> Any:
     if backend == "torch" and is_onnx:
         raise UsageError(f"{path}: an ONNX file runs with --backend onnxruntime (or auto)")
     if backend == "onnxruntime" and not is_onnx:
-        raise UsageError(f"{path}: --backend onnxruntime runs an ONNX file; make one with `python export.py "
-                         f"--checkpoint {path} --format onnx --output {Path(path).with_suffix('.onnx').name}`")
+        raise UsageError(
+            f"{path}: --backend onnxruntime runs an ONNX file; make one with `python export.py "
+            f"--checkpoint {path} --format onnx --output {Path(path).with_suffix('.onnx').name}`"
+        )
     model = load_model(path, device=args.device, explicit_device=getattr(args, "device_asked", args.device) != "auto")
     check_tile(model, args.tile)
     check_size(model, getattr(args, "size", None))
@@ -124,8 +132,10 @@ def check_tile(model, tile):
     """Refuse a --tile (when the model is tiled at all: contract.tile_for) below the model's minimum_tile."""
     minimum = contract.minimum_tile(model)
     if contract.tile_for(model, tile) is not None and tile < minimum:
-        raise UsageError(f"--tile {tile} is below this model's minimum of {minimum} px (its context margin on each "
-                         f"side plus one tile step); use --tile {minimum} or more, or --tile 0 for one pass")
+        raise UsageError(
+            f"--tile {tile} is below this model's minimum of {minimum} px (its context margin on each "
+            f"side plus one tile step); use --tile {minimum} or more, or --tile 0 for one pass"
+        )
 
 
 def check_size(model, size):
@@ -133,13 +143,20 @@ def check_size(model, size):
     ignores --size."""
     minimum = contract.minimum_size(model)
     if size and not contract.native_size(model) and size < minimum:
-        raise UsageError(f"--size {size} is below this model's minimum working size of {minimum} px; use "
-                         f"--size {minimum} or more, or --size native")
+        raise UsageError(
+            f"--size {size} is below this model's minimum working size of {minimum} px; use "
+            f"--size {minimum} or more, or --size native"
+        )
 
 
 # ------------------------------------------------------------------------------------------------ per-image work
-def read_image(path: str | Path, raw_clipping: bool = False, data: bytes | None = None, keep_uint8: bool = False,
-               keep_alpha: bool = False) -> np.ndarray:
+def read_image(
+    path: str | Path,
+    raw_clipping: bool = False,
+    data: bytes | None = None,
+    keep_uint8: bool = False,
+    keep_alpha: bool = False,
+) -> np.ndarray:
     """load_image (``data``: the file's bytes, already read; ``keep_uint8``: 8-bit photos as uint8; ``keep_alpha``:
     H x W x 4 for a photo with transparency, see utils.alpha), with the message's leading file name removed (the
     caller names the file)."""
@@ -155,12 +172,20 @@ def check_work(model, shape, size=None):
     padded = contract.padded_shape(model, contract.working_shape(model, shape, size))
     work = padded[0] * padded[1]
     if work > MAX_PIXELS:
-        raise ValueError(f"{shape[1]}x{shape[0]} is padded to {work / 1e6:.0f} MP of work for this model (tile "
-                         f"multiple {contract.padding_multiple(model)}), above the {MAX_PIXELS / 1e6:.0f} MP limit")
+        raise ValueError(
+            f"{shape[1]}x{shape[0]} is padded to {work / 1e6:.0f} MP of work for this model (tile "
+            f"multiple {contract.padding_multiple(model)}), above the {MAX_PIXELS / 1e6:.0f} MP limit"
+        )
 
 
-def predict(model: Any, images: list[np.ndarray], size: int | None = None, tile: int | None = None,
-            batch_size: int = 1, deferred: bool = False) -> list:
+def predict(
+    model: Any,
+    images: list[np.ndarray],
+    size: int | None = None,
+    tile: int | None = None,
+    batch_size: int = 1,
+    deferred: bool = False,
+) -> list:
     """Residual maps of ``images`` through the tiled, bounded-memory path; a batch that fails as a whole is
     retried one image at a time, so one image's failure (out of memory, a bad shape) does not take the others
     with it. A map holding NaN or infinite values (a broken model, an ONNX file that outputs NaN) is that image's
@@ -191,8 +216,10 @@ def finite(result):
     if isinstance(result, BaseException) or np.isfinite(values).all():
         return result
     bad = np.count_nonzero(~np.isfinite(values))
-    return ValueError(f"the model gave {bad:,} non-finite value(s) (NaN or infinite) of {values.size:,}{where}; "
-                      "expected a finite residual map (is the checkpoint damaged?)")
+    return ValueError(
+        f"the model gave {bad:,} non-finite value(s) (NaN or infinite) of {values.size:,}{where}; "
+        "expected a finite residual map (is the checkpoint damaged?)"
+    )
 
 
 def _predict(model, images, size, tile, batch_size, deferred=False):
@@ -213,8 +240,9 @@ def _predict(model, images, size, tile, batch_size, deferred=False):
             checked.append(e)
     good = [image for image, error in zip(images, checked) if error is None]
     try:
-        maps = iter(predict_batch(model, good, size=size, tile=tile, batch_size=batch_size, deferred=deferred)
-                    if good else [])
+        maps = iter(
+            predict_batch(model, good, size=size, tile=tile, batch_size=batch_size, deferred=deferred) if good else []
+        )
         return [error if error is not None else next(maps) for error in checked]
     except (RuntimeError, ValueError, MemoryError) as e:
         if len(images) == 1:

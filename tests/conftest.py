@@ -11,8 +11,14 @@ SHARED = ROOT.parent / "shared"
 OFFICIAL_WEIGHTS = SHARED / "official" / "wavelet_epoch_2_val_loss0.03022034629540784.pth"
 # the one tiny P-IEANet of the tests (bench/speed.py and tests/audits/audit_files.py, which cannot import this file,
 # keep copies of it)
-TINY_MODEL_CONFIG = {"name": "pieanet", "width": 8, "lightness_blocks": 1, "attention_layers": 1, "heads": 2,
-                     "window": 4}
+TINY_MODEL_CONFIG = {
+    "name": "pieanet",
+    "width": 8,
+    "lightness_blocks": 1,
+    "attention_layers": 1,
+    "heads": 2,
+    "window": 4,
+}
 
 sys.path.insert(0, str(ROOT))
 torch.set_num_threads(2)
@@ -20,7 +26,8 @@ torch.set_num_threads(2)
 # Markers (registered in pyproject.toml) that follow from a fixture: a test that uses one gets them without a
 # decorator. Tests that are slow or start processes by themselves carry @pytest.mark.slow / .subprocess.
 FIXTURE_MARKERS = {
-    "shared_dir": ("shared",), "official_weights": ("shared",),  # ../shared
+    "shared_dir": ("shared",),
+    "official_weights": ("shared",),  # ../shared
     "browser": ("chromium", "slow"),  # tests/test_report.py: a headless Chromium per test
     "exported": ("slow",),  # tests/test_export.py: an ONNX export of the shipped model
     "installed": ("slow",),  # tests/test_package.py: pip install into a new virtual environment

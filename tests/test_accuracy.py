@@ -1,4 +1,5 @@
 """bench/accuracy.py on three hand-made development sets: flat grey photos whose exact labels and maps are known."""
+
 import importlib.util
 import json
 
@@ -21,8 +22,9 @@ def labelled_set(root, main, over=None, under=None):
     for name, grey in GREYS.items():
         Image.fromarray(np.full((16, 24, 3), grey, np.uint8)).save(root / "images" / f"{name}.png")
         np.save(root / "labels" / f"{name}.npy", np.full((16, 24), 128.0 - grey, np.float32))
-    (root / main).write_text("img_id,score\n" + "".join(f"{n}.png,{10 * (1 - abs(128 - g) / 255):.4f}\n"
-                                                        for n, g in GREYS.items()))
+    (root / main).write_text(
+        "img_id,score\n" + "".join(f"{n}.png,{10 * (1 - abs(128 - g) / 255):.4f}\n" for n, g in GREYS.items())
+    )
     if over:
         (root / over).write_text("img_id\nbright.png\n")
     if under:
@@ -40,13 +42,31 @@ def sets(tmp_path):
     for name, grey in (("a.png", 128), ("b.png", 250)):
         Image.fromarray(np.full((16, 24, 3), grey, np.uint8)).save(good / "images" / name)
     (good / "manifest.csv").write_text("file,key\na.png,normal\nb.png,high\n")
-    return ["--real-brackets", str(real), "--human-ref", str(human), "--expert-retouch", str(expert),
-            "--well-exposed", str(good)]
+    return [
+        "--real-brackets",
+        str(real),
+        "--human-ref",
+        str(human),
+        "--expert-retouch",
+        str(expert),
+        "--well-exposed",
+        str(good),
+    ]
 
 
 def test_one_table_of_every_set_and_list(sets, tmp_path, capsys):
-    code = accuracy.main(sets + ["--baselines", "zero", "local_midgray", "--json", str(tmp_path / "a.json"),
-                                 "--markdown", str(tmp_path / "a.md")])
+    code = accuracy.main(
+        sets
+        + [
+            "--baselines",
+            "zero",
+            "local_midgray",
+            "--json",
+            str(tmp_path / "a.json"),
+            "--markdown",
+            str(tmp_path / "a.md"),
+        ]
+    )
     assert code == 0
     methods = json.loads((tmp_path / "a.json").read_text())["methods"]
     zero = methods["baseline: zero"]
@@ -122,5 +142,5 @@ def test_worst_photo_and_stops_figures(sets, tmp_path):
 def test_a_missing_set_is_one_line(sets, tmp_path, capsys):
     sets[sets.index("--human-ref") + 1] = str(tmp_path / "nowhere")
     assert accuracy.main(sets + ["--baselines", "zero"]) == 2
-    line, = capsys.readouterr().err.strip().splitlines()
+    (line,) = capsys.readouterr().err.strip().splitlines()
     assert line == f"accuracy: {tmp_path / 'nowhere'}: the human_ref development set is not there; give --human-ref DIR"

@@ -1,6 +1,7 @@
 """Photos with transparency (issue 28, utils/alpha.py): transparent pixels are not judged, the opaque subject's verdict
 is that of the same subject without the alpha channel, and --alpha composite keeps the behaviour before (over white).
 The cut-outs are a sample photo with an alpha ellipse."""
+
 import csv
 import json
 
@@ -41,8 +42,22 @@ def photos(tmp_path_factory):
 
 
 def heatmaps(folder, out, *options):
-    assert exit_code(make_heatmap, [folder / "opaque.png", folder / "masked.png", folder / "cutout.png", "--output",
-                                    out, "--save-npy", "--no-report", *options]) == 0
+    assert (
+        exit_code(
+            make_heatmap,
+            [
+                folder / "opaque.png",
+                folder / "masked.png",
+                folder / "cutout.png",
+                "--output",
+                out,
+                "--save-npy",
+                "--no-report",
+                *options,
+            ],
+        )
+        == 0
+    )
     with open(out / "summary.csv", newline="", encoding="utf-8") as f:
         rows = {row["file"]: row for row in csv.DictReader(f)}
     return rows, {name: np.load(out / f"{name}_residual.npy") for name in ("opaque", "masked", "cutout")}
@@ -67,7 +82,7 @@ def test_the_subjects_verdict_and_the_transparent_area_left_out(photos, tmp_path
     assert np.isin(outside, NOT_JUDGED_GREYS).all() and (outside[:, 0] == outside[:, 1]).all()  # grey checkerboard
     # --alpha composite: the photo over white, transparent pixels judged, as before issue 28
     rows, composite = heatmaps(folder, tmp_path / "composite", "--alpha", "composite")
-    over_white, = runtime.predict(load_model(DEFAULT_CHECKPOINT), [load_image(folder / "cutout.png")])
+    (over_white,) = runtime.predict(load_model(DEFAULT_CHECKPOINT), [load_image(folder / "cutout.png")])
     # make_heatmap runs the shipped network without torch (models/torch_free.py): the torch path's map to 1e-4
     np.testing.assert_allclose(composite["cutout"], over_white, atol=1e-4)
     assert float(rows["cutout.png"]["mean_residual"]) == pytest.approx(float(over_white.mean()), abs=1e-6)
@@ -78,10 +93,10 @@ def test_the_subjects_verdict_and_the_transparent_area_left_out(photos, tmp_path
 def test_score_leaves_the_transparent_area_out(photos, capsys):
     folder, inside = photos
     assert exit_code(score, ["--rules", "ecommerce", "--json", folder / "masked.png"]) == 0
-    result, = json.loads(capsys.readouterr().out)
+    (result,) = json.loads(capsys.readouterr().out)
     model, rules = load_model(DEFAULT_CHECKPOINT), load_rules("ecommerce")
     photo = load_image(folder / "opaque.png")
-    residual, = runtime.predict(model, [photo])
+    (residual,) = runtime.predict(model, [photo])
     expected = rules.score(residual, Regions(photo, residual.shape), photo, not_judged=~inside)
     assert result["score"] == expected["score"]
     for got, want in zip(result["criteria"], expected["criteria"]):

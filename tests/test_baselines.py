@@ -24,7 +24,8 @@ def test_constant_image_hand_computed(value):
         # k * lin(c) = lin(0.5) exactly, so every pixel becomes mid-grey
         "global_midgray": 0.5 - value,
         "local_midgray": 0.5 - value,
-        "mertens": math.copysign(1 - math.exp(-(value - 0.5) ** 2 / (2 * 0.2 ** 2)), 0.5 - value) if value != 0.5
+        "mertens": math.copysign(1 - math.exp(-((value - 0.5) ** 2) / (2 * 0.2**2)), 0.5 - value)
+        if value != 0.5
         else 0.0,
         "zero_dce": 0.6 - value,
     }

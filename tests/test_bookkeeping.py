@@ -2,6 +2,7 @@
 (a planted line in .pieanet-outputs.csv or summary.csv proves nothing), ledger entries outside the folder are
 refused, the summary, ledger and lock are regular files or the run is refused in one line (exit 2, no hang), and a
 summary.csv replaced or truncated during a run is rewritten whole from the run's records."""
+
 import os
 import subprocess
 import sys
@@ -38,20 +39,24 @@ def users_files(out):
         (out / name).write_bytes(data)
 
 
-@pytest.mark.parametrize("planted", [
-    {LEDGER_NAME: "a,../in/a.png\n"},
-    {LEDGER_NAME: "a,../in/a.png\na_overlay.png,14,sha256:" + "0" * 64 + "\n"},  # a made-up record
-    {"summary.csv": "file,width,height,mean_residual,mean_abs_residual,pct_over,pct_under,score,stops,vmax,"
-                    "pct_raw_clipped,status,error,source,output,settings,photo_sha256,output_kinds\n"
-                    "a.png,32,24,0,0,0,0,10,0,1,,ok,,../in/a.png,a,,,exposure.png overlay.png residual.npy\n"},
-])
+@pytest.mark.parametrize(
+    "planted",
+    [
+        {LEDGER_NAME: "a,../in/a.png\n"},
+        {LEDGER_NAME: "a,../in/a.png\na_overlay.png,14,sha256:" + "0" * 64 + "\n"},  # a made-up record
+        {
+            "summary.csv": "file,width,height,mean_residual,mean_abs_residual,pct_over,pct_under,score,stops,vmax,"
+            "pct_raw_clipped,status,error,source,output,settings,photo_sha256,output_kinds\n"
+            "a.png,32,24,0,0,0,0,10,0,1,,ok,,../in/a.png,a,,,exposure.png overlay.png residual.npy\n"
+        },
+    ],
+)
 def test_a_planted_line_proves_no_ownership(planted, folders, tiny_checkpoint, capsys):
     photos, out = folders
     users_files(out)
     for name, text in planted.items():
         (out / name).write_text(text)
-    code, _, err = heatmap(["--input", photos, "--output", out, "--checkpoint", tiny_checkpoint, "--no-report"],
-                           capsys)
+    code, _, err = heatmap(["--input", photos, "--output", out, "--checkpoint", tiny_checkpoint, "--no-report"], capsys)
     assert code == 0, err
     assert {name: (out / name).read_bytes() for name in MINE} == MINE
     assert (out / "a_png_exposure.png").is_file()
@@ -63,6 +68,7 @@ def test_the_tools_own_outputs_are_still_replaced_and_cleaned_up(folders, tiny_c
     assert heatmap(argv + ["--overlay", "--save-npy"], capsys)[0] == 0
     assert heatmap(argv, capsys)[0] == 0  # the overlay and map of the first run are the tool's: removed
     from pieanet.heatmaps.ledger import OutputLedger, read_ledger
+
     assert sorted(p.name for p in out.glob("a_*")) == ["a_exposure.png"]
     _, written = read_ledger(out)
     assert set(written) == {"a_exposure.png"} and OutputLedger(out).owns(out / "a_exposure.png")
@@ -75,8 +81,10 @@ def test_the_tools_own_outputs_are_still_replaced_and_cleaned_up(folders, tiny_c
 
 def test_ledger_entries_outside_the_folder_are_refused(tmp_path):
     from pieanet.heatmaps.ledger import read_ledger
-    (tmp_path / LEDGER_NAME).write_text("../escaped,../in/a.png\n/abs/b,../in/b.png\nok,../in/c.png\n"
-                                        "../x.png,3,sha256:00\nsub/y.png,3,sha256:11\n")
+
+    (tmp_path / LEDGER_NAME).write_text(
+        "../escaped,../in/a.png\n/abs/b,../in/b.png\nok,../in/c.png\n../x.png,3,sha256:00\nsub/y.png,3,sha256:11\n"
+    )
     entries, written = read_ledger(tmp_path)
     assert entries == {"ok": "../in/c.png"} and written == {"sub/y.png": (3, "sha256:11")}
 
@@ -91,8 +99,7 @@ def test_a_bookkeeping_file_of_another_type_refuses_the_run(name, kind, folders,
         (out / name).symlink_to(target)
     else:
         (out / name).mkdir()
-    code, _, err = heatmap(["--input", photos, "--output", out, "--checkpoint", tiny_checkpoint, "--no-report"],
-                           capsys)
+    code, _, err = heatmap(["--input", photos, "--output", out, "--checkpoint", tiny_checkpoint, "--no-report"], capsys)
     assert code == 2 and len(err.strip().splitlines()) == 1 and name in err and "Traceback" not in err, err
     assert not list(out.glob("a*")) and target.read_text() == ""
 
@@ -102,9 +109,24 @@ def test_a_bookkeeping_file_of_another_type_refuses_the_run(name, kind, folders,
 def test_a_fifo_as_a_bookkeeping_file_is_refused_not_waited_on(name, folders, tiny_checkpoint):
     photos, out = folders
     os.mkfifo(out / name)
-    run = subprocess.run([sys.executable, ROOT / "make_heatmap.py", "--input", photos, "--output", out,
-                          "--checkpoint", tiny_checkpoint, "--no-report", "--threads", "1"],
-                         capture_output=True, text=True, timeout=120)
+    run = subprocess.run(
+        [
+            sys.executable,
+            ROOT / "make_heatmap.py",
+            "--input",
+            photos,
+            "--output",
+            out,
+            "--checkpoint",
+            tiny_checkpoint,
+            "--no-report",
+            "--threads",
+            "1",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert run.returncode == 2 and "FIFO" in run.stderr and "Traceback" not in run.stderr, run.stderr
     assert len(run.stderr.strip().splitlines()) == 1
 
@@ -137,8 +159,9 @@ def test_a_summary_replaced_during_the_run_keeps_every_row(change, tmp_path, tin
     assert all(f"p{i}.png" in (out / "index.html").read_text() for i in range(6))
 
 
-def test_an_output_path_with_no_room_for_a_file_name_is_refused_before_any_work(folders, tiny_checkpoint, capsys,
-                                                                                monkeypatch):
+def test_an_output_path_with_no_room_for_a_file_name_is_refused_before_any_work(
+    folders, tiny_checkpoint, capsys, monkeypatch
+):
     photos, out = folders
     monkeypatch.chdir(out.parent)
     (out.parent / "x").mkdir()
@@ -148,9 +171,11 @@ def test_an_output_path_with_no_room_for_a_file_name_is_refused_before_any_work(
     assert list(out.iterdir()) == []
 
 
-def test_a_ledger_that_cannot_be_tidied_is_named_and_the_run_still_reports(folders, tiny_checkpoint, capsys,
-                                                                           monkeypatch):
+def test_a_ledger_that_cannot_be_tidied_is_named_and_the_run_still_reports(
+    folders, tiny_checkpoint, capsys, monkeypatch
+):
     from pieanet.heatmaps import ledger
+
     photos, out = folders
     real = ledger.atomic_write
 

@@ -3,6 +3,7 @@ back has r in [-grey / 255, (255 - grey) / 255] of the photo it judged (utils.ex
 models.inference.predict_tensor). Checked on every backend and path: torch at the working size, guided upsampling to
 full size, tiles at native size, the ONNX export, the released network; on the 4 sample photos and on the development
 sets (../shared, skipped when absent)."""
+
 import numpy as np
 import pytest
 import torch
@@ -46,6 +47,7 @@ def test_bound_residual_by_hand():
 
 class Unbounded(torch.nn.Module):
     """A model far beyond the bounds of any photo: r = +1 where the grey is below one half, -1 elsewhere."""
+
     tile_multiple = 8
     receptive_radius = 0
 
@@ -56,10 +58,12 @@ class Unbounded(torch.nn.Module):
 def backends():
     """(name, model, size, tile) of every path a map can come from."""
     shipped = load_model(DEFAULT_CHECKPOINT)
-    found = [("torch", shipped, None, None),
-             ("torch guided upsampling", shipped, 128, None),
-             ("torch tiles, native size", shipped, 0, contract.minimum_tile(shipped)),
-             ("onnxruntime", load_model(DEFAULT_ONNX), None, None)]
+    found = [
+        ("torch", shipped, None, None),
+        ("torch guided upsampling", shipped, 128, None),
+        ("torch tiles, native size", shipped, 0, contract.minimum_tile(shipped)),
+        ("onnxruntime", load_model(DEFAULT_ONNX), None, None),
+    ]
     if OFFICIAL_WEIGHTS.is_file():
         found.append(("released network", load_model(OFFICIAL_WEIGHTS), None, None))
     return found
@@ -74,7 +78,7 @@ def check_photos(paths, every_backend):
     for path in paths:
         photo = load_image(path)
         for name, model, size, tile in every_backend:
-            residual, = runtime.predict(model, [photo], size=size, tile=tile)
+            (residual,) = runtime.predict(model, [photo], size=size, tile=tile)
             assert not isinstance(residual, BaseException), f"{path.name}, {name}: {residual}"
             assert out_of_bounds(photo, residual) == 0, f"{path.name}, {name}: pixels outside the bounds"
             assert clipped_told_to_brighten(photo, residual) == 0, f"{path.name}, {name}"
@@ -84,7 +88,7 @@ def test_a_model_beyond_the_bounds_is_bounded_on_every_path():
     photo = load_image(SAMPLES[0])
     grey = photo.astype(np.float64) @ np.array(GRAY_WEIGHTS)
     for size, tile in ((None, None), (128, None), (0, 64), (128, 32)):
-        residual, = runtime.predict(Unbounded(), [photo], size=size, tile=tile)
+        (residual,) = runtime.predict(Unbounded(), [photo], size=size, tile=tile)
         assert out_of_bounds(photo, residual) == 0
         if size != 128:  # at full size, the model's +1 / -1 become the bounds themselves, not values inside them
             np.testing.assert_allclose(residual, np.where(grey < 0.5, 1 - grey, -grey), atol=1e-5)

@@ -1,6 +1,7 @@
 """The checkout as Git for Windows and Windows' zip extractors leave it: no symlink is tracked, a clone made with
 core.symlinks=false and a `git archive` zip unpacked with Python's zipfile run the main job and collect the suite,
 and each file of the package is one module under one name. The clone and the zip hold the committed HEAD."""
+
 import os
 import subprocess
 import sys
@@ -45,8 +46,13 @@ def test_each_file_is_reached_by_one_path():
     """What ruff, mypy and other tools walking the checkout see: no .py file under two paths (links)."""
     seen = {}
     for folder, folders, files in os.walk(ROOT, followlinks=True):
-        folders[:] = [name for name in folders if not name.startswith(".") and name not in ("__pycache__", "build")
-                      and not (Path(folder) / name / "pyvenv.cfg").exists()]
+        folders[:] = [
+            name
+            for name in folders
+            if not name.startswith(".")
+            and name not in ("__pycache__", "build")
+            and not (Path(folder) / name / "pyvenv.cfg").exists()
+        ]
         for name in files:
             if name.endswith(".py"):
                 seen.setdefault(os.path.realpath(Path(folder) / name), []).append(Path(folder, name))
@@ -56,25 +62,28 @@ def test_each_file_is_reached_by_one_path():
 def test_flat_scripts_load_each_module_under_one_name():
     """`python make_heatmap.py` and the other scripts import the project as pieanet.*: no module is loaded twice
     (as models.x and pieanet.models.x) and no top-level models / utils / datasets is made."""
-    code = ("import runpy, sys\n"
-            f"for script in {FLAT_SCRIPTS!r}:\n"
-            "    sys.argv = [script, '--help']\n"
-            "    try:\n"
-            "        runpy.run_path(script, run_name='__main__')\n"
-            "    except SystemExit:\n"
-            "        pass\n"
-            "files = {}\n"
-            "for name, module in list(sys.modules.items()):\n"
-            f"    if str(getattr(module, '__file__', None)).startswith({str(ROOT)!r}):\n"
-            "        files.setdefault(module.__file__, []).append(name)\n"
-            "print('TWICE', sorted(names for names in files.values() if len(names) > 1), file=sys.stderr)\n"
-            "print('TOP', sorted(n for n in sys.modules if n.split('.')[0] in "
-            "('models', 'utils', 'datasets', 'configs', 'checkpoints')), file=sys.stderr)\n"
-            "print('PIEANET', sorted(n for n in sys.modules if n.startswith('pieanet.'))[:3], file=sys.stderr)\n")
+    code = (
+        "import runpy, sys\n"
+        f"for script in {FLAT_SCRIPTS!r}:\n"
+        "    sys.argv = [script, '--help']\n"
+        "    try:\n"
+        "        runpy.run_path(script, run_name='__main__')\n"
+        "    except SystemExit:\n"
+        "        pass\n"
+        "files = {}\n"
+        "for name, module in list(sys.modules.items()):\n"
+        f"    if str(getattr(module, '__file__', None)).startswith({str(ROOT)!r}):\n"
+        "        files.setdefault(module.__file__, []).append(name)\n"
+        "print('TWICE', sorted(names for names in files.values() if len(names) > 1), file=sys.stderr)\n"
+        "print('TOP', sorted(n for n in sys.modules if n.split('.')[0] in "
+        "('models', 'utils', 'datasets', 'configs', 'checkpoints')), file=sys.stderr)\n"
+        "print('PIEANET', sorted(n for n in sys.modules if n.startswith('pieanet.'))[:3], file=sys.stderr)\n"
+    )
     done = python("-c", f"import sys; sys.path.insert(0, {str(ROOT)!r})\n" + code, cwd=ROOT)
     assert done.returncode == 0, done.stderr[-2000:]
-    lines = dict(line.split(" ", 1) for line in done.stderr.splitlines() if line.split(" ")[0] in
-                 ("TWICE", "TOP", "PIEANET"))
+    lines = dict(
+        line.split(" ", 1) for line in done.stderr.splitlines() if line.split(" ")[0] in ("TWICE", "TOP", "PIEANET")
+    )
     assert lines["TWICE"] == "[]" and lines["TOP"] == "[]"
     assert lines["PIEANET"] != "[]"
 
@@ -85,8 +94,9 @@ def run_main_job(folder):
     assert photos, "no sample photos in img_to_pred/"
     done = python("make_heatmap.py", "--threads", "1", cwd=folder)
     assert done.returncode == 0, done.stderr[-2000:]
-    assert sorted(path.name for path in (folder / "outputs").glob("*_exposure.png")) == \
-        [f"{stem}_exposure.png" for stem in photos]
+    assert sorted(path.name for path in (folder / "outputs").glob("*_exposure.png")) == [
+        f"{stem}_exposure.png" for stem in photos
+    ]
 
 
 @pytest.mark.slow

@@ -1,5 +1,6 @@
 """The shared command line (utils/cli.py) as every tool uses it: one usage error (exit 2) for a bad option, input or
 setup before any work, one line per failed input (exit 1), no traceback, defaults stated in --help."""
+
 import csv
 import math
 import re
@@ -48,15 +49,31 @@ def setup(tmp_path, tiny_checkpoint):
     argv = {
         "make_heatmap": ["--input", tmp_path / "photos", "--output", tmp_path / "out", "--checkpoint", ck],
         "score": ["--rules", "landscape", tmp_path / "photos", "--checkpoint", ck],
-        "compare_methods": ["--inputs", tmp_path / "A", tmp_path / "B", "--output", tmp_path / "cmp",
-                            "--checkpoint", ck],
+        "compare_methods": [
+            "--inputs",
+            tmp_path / "A",
+            tmp_path / "B",
+            "--output",
+            tmp_path / "cmp",
+            "--checkpoint",
+            ck,
+        ],
         "evaluate": ["--data-root", data, "--csv", "valid.csv", "--checkpoint", ck, "--json", tmp_path / "e.json"],
     }
     return tmp_path, argv
 
 
-BAD_OPTIONS = [("--size", "0"), ("--size", "-3"), ("--threshold", "nan"), ("--threshold", "inf"),
-               ("--threshold", "1.5"), ("--tile", "-1"), ("--tile", "abc"), ("--threads", "0"), ("--device", "tpu")]
+BAD_OPTIONS = [
+    ("--size", "0"),
+    ("--size", "-3"),
+    ("--threshold", "nan"),
+    ("--threshold", "inf"),
+    ("--threshold", "1.5"),
+    ("--tile", "-1"),
+    ("--tile", "abc"),
+    ("--threads", "0"),
+    ("--device", "tpu"),
+]
 
 
 @pytest.mark.parametrize("tool", TOOLS)
@@ -73,7 +90,7 @@ def test_bad_option_values_are_one_usage_error(setup, capsys, tool, option, valu
 def test_tile_below_the_model_minimum_is_refused_before_any_work(setup, capsys, tool):
     tmp_path, argv = setup
     assert exit_code(TOOLS[tool], argv[tool] + ["--tile", "10"]) == 2
-    line, = capsys.readouterr().err.strip().splitlines()
+    (line,) = capsys.readouterr().err.strip().splitlines()
     assert line.startswith(f"{tool}: --tile 10 is below this model's minimum of ") and "--overlap" not in line
     assert not (tmp_path / "out" / "summary.csv").exists() and not (tmp_path / "cmp" / "comparison.csv").exists()
 
@@ -83,7 +100,7 @@ def test_tile_below_the_model_minimum_is_refused_before_any_work(setup, capsys, 
 def test_cuda_without_cuda_is_a_usage_error(setup, capsys, tool):
     tmp_path, argv = setup
     assert exit_code(TOOLS[tool], argv[tool] + ["--device", "cuda"]) == 2
-    line, = capsys.readouterr().err.strip().splitlines()
+    (line,) = capsys.readouterr().err.strip().splitlines()
     assert "no CUDA device" in line
 
 
@@ -95,23 +112,29 @@ def test_an_unwritable_output_is_refused_before_any_work(setup, capsys, monkeypa
     blocked = tmp_path / "a_file" / "sub"
     replace = {"make_heatmap": "--output", "compare_methods": "--output", "evaluate": "--json"}[tool]
     args = argv[tool]
-    args = args[:args.index(replace) + 1] + [blocked / ("m.json" if tool == "evaluate" else "")] + \
-        args[args.index(replace) + 2:]
+    args = (
+        args[: args.index(replace) + 1]
+        + [blocked / ("m.json" if tool == "evaluate" else "")]
+        + args[args.index(replace) + 2 :]
+    )
     assert exit_code(TOOLS[tool], args) == 2
-    line, = capsys.readouterr().err.strip().splitlines()
+    (line,) = capsys.readouterr().err.strip().splitlines()
     assert line.startswith(f"{tool}: {blocked}") and "cannot write" in line
 
 
-@pytest.mark.parametrize("tool, argv", [
-    ("make_heatmap", ["--input", "{tmp}/nowhere"]),
-    ("score", ["--rules", "landscape", "{tmp}/photos", "{tmp}/nowhere"]),
-    ("compare_methods", ["--inputs", "{tmp}/A", "{tmp}/nowhere"]),
-    ("evaluate", ["--data-root", "{tmp}/data", "--csv", "nowhere.csv", "--baseline", "zero"]),
-])
+@pytest.mark.parametrize(
+    "tool, argv",
+    [
+        ("make_heatmap", ["--input", "{tmp}/nowhere"]),
+        ("score", ["--rules", "landscape", "{tmp}/photos", "{tmp}/nowhere"]),
+        ("compare_methods", ["--inputs", "{tmp}/A", "{tmp}/nowhere"]),
+        ("evaluate", ["--data-root", "{tmp}/data", "--csv", "nowhere.csv", "--baseline", "zero"]),
+    ],
+)
 def test_a_missing_input_is_exit_2_in_every_tool(setup, capsys, tool, argv):
     tmp_path, _ = setup
     assert exit_code(TOOLS[tool], [a.format(tmp=tmp_path) for a in argv]) == 2
-    line, = capsys.readouterr().err.strip().splitlines()
+    (line,) = capsys.readouterr().err.strip().splitlines()
     assert line.startswith(f"{tool}: ") and "nowhere" in line
 
 
@@ -156,9 +179,15 @@ def test_common_option_types():
     for text in ("0", "-3", "abc", "1.5"):
         with pytest.raises(Exception, match="positive integer or 'native'"):
             cli.working_size(text)
-    for parse, text in [(cli.threshold, "nan"), (cli.threshold, "1"), (cli.positive_float, "-255"),
-                        (cli.positive_float, "0"), (cli.positive_float, "inf"), (cli.positive_int, "0"),
-                        (cli.non_negative_int, "2.5")]:
+    for parse, text in [
+        (cli.threshold, "nan"),
+        (cli.threshold, "1"),
+        (cli.positive_float, "-255"),
+        (cli.positive_float, "0"),
+        (cli.positive_float, "inf"),
+        (cli.positive_int, "0"),
+        (cli.non_negative_int, "2.5"),
+    ]:
         with pytest.raises(Exception, match="expected"):
             parse(text)
 
@@ -170,7 +199,7 @@ def test_degenerate_shapes_cost_at_most_the_largest_photo(tiny_model_config):
     runtime.check_work(model, (1, 5_000_000))  # 160 MP of work: accepted
     with pytest.raises(ValueError, match="above the 200 MP limit"):
         runtime.check_work(model, (1, 10_000_000))
-    residual, = runtime.predict(model, [np.random.default_rng(0).random((1, 700, 3), dtype=np.float32)], tile=256)
+    (residual,) = runtime.predict(model, [np.random.default_rng(0).random((1, 700, 3), dtype=np.float32)], tile=256)
     assert residual.shape == (1, 700) and np.isfinite(residual).all()
 
 
@@ -227,8 +256,13 @@ def test_a_closed_pipe_is_no_traceback(setup, tool):
     for i in range(2, 12):
         save_photo(tmp_path / "photos" / f"p{i}.png", seed=i)
     command = " ".join(f"'{a}'" for a in [sys.executable, ROOT / f"{tool}.py", *argv[tool]])
-    done = subprocess.run(["bash", "-c", f"{command} | head -c 1 >/dev/null; echo rc=${{PIPESTATUS[0]}}"],
-                          capture_output=True, text=True, timeout=120, cwd=ROOT)
+    done = subprocess.run(
+        ["bash", "-c", f"{command} | head -c 1 >/dev/null; echo rc=${{PIPESTATUS[0]}}"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
+    )
     assert "Traceback" not in done.stderr and "BrokenPipe" not in done.stderr, done.stderr
     assert int(done.stdout.split("rc=")[1]) in (0, 141)
 
@@ -237,6 +271,7 @@ def test_run_turns_endings_into_exit_codes(capsys):
     def raising(error):
         def body(argv):
             raise error
+
         return body
 
     assert cli.run("t", raising(cli.UsageError("bad value"))) == 2
@@ -270,8 +305,11 @@ def test_a_summary_row_that_cannot_be_written_whole_is_cut_back_off(setup, capsy
     assert code == 1 and "could not append a row (No space left on device)" in err and "Traceback" not in err
     assert not (tmp_path / "out" / "p1_exposure.png").exists()  # no photo has outputs without its row
     text = (tmp_path / "out" / "summary.csv").read_text()
-    assert text.endswith("\n") and "p1.png" not in text and [r["file"] for r in summary_rows(tmp_path / "out")] == [
-        "p0.png"]
+    assert (
+        text.endswith("\n")
+        and "p1.png" not in text
+        and [r["file"] for r in summary_rows(tmp_path / "out")] == ["p0.png"]
+    )
 
 
 @pytest.mark.parametrize("content", [b"\xff\xfe\x00garbage", None])

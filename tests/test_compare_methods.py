@@ -81,9 +81,24 @@ def test_unreadable_image_left_out_everywhere(methods):
 def test_command_writes_tables_and_figure(methods, tiny_checkpoint, capsys):
     root, folders = methods
     out = root / "out"
-    code = compare_methods.main(["--inputs", *map(str, folders.values()), "--names", "D", "G", "B",
-                                 "--reference", str(root / "reference"), "--checkpoint", str(tiny_checkpoint),
-                                 "--output", str(out), "--max-rows", "2"])
+    code = compare_methods.main(
+        [
+            "--inputs",
+            *map(str, folders.values()),
+            "--names",
+            "D",
+            "G",
+            "B",
+            "--reference",
+            str(root / "reference"),
+            "--checkpoint",
+            str(tiny_checkpoint),
+            "--output",
+            str(out),
+            "--max-rows",
+            "2",
+        ]
+    )
     assert code == 0
     with open(out / "comparison.csv") as f:
         rows = list(csv.DictReader(f))
@@ -97,8 +112,17 @@ def test_command_writes_tables_and_figure(methods, tiny_checkpoint, capsys):
 def test_folders_with_no_common_name_is_one_line_and_exit_1(tmp_path, tiny_checkpoint, capsys):
     save(tmp_path / "A", "a.png", np.full((8, 8, 3), 0.5))
     save(tmp_path / "B", "b.png", np.full((8, 8, 3), 0.5))
-    code = compare_methods.main(["--inputs", str(tmp_path / "A"), str(tmp_path / "B"), "--checkpoint",
-                                 str(tiny_checkpoint), "--output", str(tmp_path / "out")])
+    code = compare_methods.main(
+        [
+            "--inputs",
+            str(tmp_path / "A"),
+            str(tmp_path / "B"),
+            "--checkpoint",
+            str(tiny_checkpoint),
+            "--output",
+            str(tmp_path / "out"),
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 1 and "nothing to compare" in err and "Traceback" not in err
 
@@ -107,9 +131,19 @@ def test_one_pixel_high_images_with_a_reference(tmp_path, tiny_checkpoint, capsy
     strip = np.random.default_rng(0).random((1, 300, 3))
     for folder, gain in (("A", 0.5), ("B", 1.0), ("ref", 0.9)):
         save(tmp_path / folder, "s.png", strip * gain)
-    code = compare_methods.main(["--inputs", str(tmp_path / "A"), str(tmp_path / "B"), "--reference",
-                                 str(tmp_path / "ref"), "--checkpoint", str(tiny_checkpoint), "--output",
-                                 str(tmp_path / "out")])
+    code = compare_methods.main(
+        [
+            "--inputs",
+            str(tmp_path / "A"),
+            str(tmp_path / "B"),
+            "--reference",
+            str(tmp_path / "ref"),
+            "--checkpoint",
+            str(tiny_checkpoint),
+            "--output",
+            str(tmp_path / "out"),
+        ]
+    )
     assert code == 0, capsys.readouterr().err
     with open(tmp_path / "out" / "comparison.csv") as f:
         rows = list(csv.DictReader(f))

@@ -1,5 +1,6 @@
 """YAML configs: inheritance, dotted overrides, unknown keys; every shipped config resolves and builds its model.
 The schema itself (types, ranges, defaults, base.yaml): tests/test_config_schema.py."""
+
 import json
 import math
 import re
@@ -40,17 +41,36 @@ def test_circular_and_missing_bases_are_named(tmp_path):
 
 
 def test_overrides_parse_values_as_yaml(tmp_path):
-    path = write(tmp_path / "c.yaml", "train: {lr: 2.0e-3, max_steps: 5}\n"
-                                      "data: {extra_valid: {a: {root: r, csv: c}}}\n")
-    result = load(path, ["train.lr=1e-4", "model.use_dwt=false", "train.amp=none", "train.max_steps=12",
-                         "data.scale_range=[0.5, 2]", "data.extra_valid={}", "data={crop: null}"])
+    path = write(
+        tmp_path / "c.yaml", "train: {lr: 2.0e-3, max_steps: 5}\ndata: {extra_valid: {a: {root: r, csv: c}}}\n"
+    )
+    result = load(
+        path,
+        [
+            "train.lr=1e-4",
+            "model.use_dwt=false",
+            "train.amp=none",
+            "train.max_steps=12",
+            "data.scale_range=[0.5, 2]",
+            "data.extra_valid={}",
+            "data={crop: null}",
+        ],
+    )
     assert (result["train"]["lr"], result["train"]["amp"], result["train"]["max_steps"]) == (1e-4, "none", 12)
     assert result["model"] == {"name": "pieanet", "use_dwt": False}
     assert result["data"]["scale_range"] == [0.5, 2]
     assert result["data"]["extra_valid"] == {}  # a mapping-valued key is replaced, not merged
     assert result["data"]["crop"] is None and result["data"]["workers"] == 2  # a section sets the keys it names
-    for bad in ["train.lr", "=3", "train..lr=1", "nothing.here=1", "train.lr.deeper=1", "train.extra=[1, 2]",
-                "base=other.yaml", "data.extra_valid.nope.root=x"]:
+    for bad in [
+        "train.lr",
+        "=3",
+        "train..lr=1",
+        "nothing.here=1",
+        "train.lr.deeper=1",
+        "train.extra=[1, 2]",
+        "base=other.yaml",
+        "data.extra_valid.nope.root=x",
+    ]:
         with pytest.raises(ConfigError, match="^override "):
             load(path, [bad])
 
@@ -61,13 +81,18 @@ def test_unknown_keys_are_rejected_by_name_with_the_file_that_sets_them(tmp_path
     with pytest.raises(ConfigError) as caught:
         load(child)
     assert str(caught.value) == f"{base}: unknown config key 'train.lrr'; did you mean 'train.lr'?"
-    with pytest.raises(ConfigError, match=r"c.yaml: unknown config key 'zzz'; known keys: data, init_from, model, "
-                                          r"name, output_dir, seed, train$"):
+    with pytest.raises(
+        ConfigError,
+        match=r"c.yaml: unknown config key 'zzz'; known keys: data, init_from, model, "
+        r"name, output_dir, seed, train$",
+    ):
         load(write(tmp_path / "c.yaml", "zzz: 1\n"))
     with pytest.raises(ConfigError, match="'train' must be a section"):
         load(write(tmp_path / "d.yaml", "train: 3\n"))
-    with pytest.raises(ConfigError, match="override 'train.warmup=5': unknown config key 'train.warmup'; did you "
-                                          "mean 'train.warmup_steps'"):
+    with pytest.raises(
+        ConfigError,
+        match="override 'train.warmup=5': unknown config key 'train.warmup'; did you mean 'train.warmup_steps'",
+    ):
         load(write(tmp_path / "e.yaml", ""), ["train.warmup=5"])
 
 
@@ -119,13 +144,17 @@ def test_history_configs_resolve_to_what_was_run(tmp_path):
 def test_the_shipped_checkpoint_is_named_after_its_config():
     """configs/pieanet_corpus.yaml makes checkpoints/pieanet_corpus.safetensors: stage 2 from stage 1's file, which
     pieanet_corpus_v2.yaml makes from stage 0's (pieanet_corpus_v1.yaml)."""
-    chain = {name: resolve_config(CONFIGS / f"{name}.yaml") for name in
-             ("pieanet_corpus", "pieanet_corpus_v2", "pieanet_corpus_v1")}
+    chain = {
+        name: resolve_config(CONFIGS / f"{name}.yaml")
+        for name in ("pieanet_corpus", "pieanet_corpus_v2", "pieanet_corpus_v1")
+    }
     assert chain["pieanet_corpus"]["init_from"] == "checkpoints/pieanet_corpus_v2.safetensors"
     assert chain["pieanet_corpus_v2"]["init_from"] == "checkpoints/pieanet_corpus_v1.safetensors"
     assert chain["pieanet_corpus_v1"]["init_from"] is None
-    assert "cp experiments/pieanet_corpus/last.safetensors checkpoints/pieanet_corpus.safetensors" in \
-        (CONFIGS / "pieanet_corpus.yaml").read_text()
+    assert (
+        "cp experiments/pieanet_corpus/last.safetensors checkpoints/pieanet_corpus.safetensors"
+        in (CONFIGS / "pieanet_corpus.yaml").read_text()
+    )
     shipped, _ = read_checkpoint(CONFIGS.parent / "checkpoints" / "pieanet_corpus.safetensors")
     assert {key: shipped[key] for key in chain["pieanet_corpus"]["model"]} == chain["pieanet_corpus"]["model"]
 
@@ -142,15 +171,18 @@ def test_every_shipped_config_resolves_unchanged_and_builds(path):
 
 def test_paper_recipe_and_ablation_switches():
     paper = resolve_config(CONFIGS / "pieanet.yaml")
-    assert (paper["train"]["lr"], paper["train"]["lr_step_epochs"], paper["train"]["lr_gamma"],
-            paper["train"]["loss"]) == (3e-5, 10, 0.1, "l1")
+    assert (
+        paper["train"]["lr"],
+        paper["train"]["lr_step_epochs"],
+        paper["train"]["lr_gamma"],
+        paper["train"]["loss"],
+    ) == (3e-5, 10, 0.1, "l1")
     assert paper["data"]["train_csv"] == "train_256_2ev.csv"
     for part in ("dwt", "structure", "lightness"):
         ablation = resolve_config(CONFIGS / f"ablation_no_{part}.yaml")
         assert ablation["model"] == {**paper["model"], f"use_{part}": False}
     assert resolve_config(CONFIGS / "loss_l2.yaml")["train"]["loss"] == "l2"
     assert resolve_config(CONFIGS / "loss_smooth_l1.yaml")["train"]["loss"] == "smooth_l1"
-
 
 
 def test_checkpoints_readme_states_what_the_shipped_file_records():

@@ -1,5 +1,6 @@
 """models/contract.py: what a residual model declares, the defaults, and the decisions taken from them (tile or not,
 the tile margin, the working shape), against hand-computed cases and a measurement of the shipped model."""
+
 import ast
 from pathlib import Path
 
@@ -23,11 +24,14 @@ def test_a_model_that_declares_nothing_takes_the_defaults():
     assert contract.minimum_tile(model) == 2 * 3 + 1 and contract.minimum_size(model) == 16  # MIN_WORKING_SIZE
 
 
-@pytest.mark.parametrize("window, multiple, margin, minimum_tile, minimum_size", [
-    (8, 64, 192, 2 * 192 + 64, 64),   # the shipped configuration
-    (2, 16, 48, 2 * 48 + 16, 16),     # a small window: the margin scales with the tile multiple
-    (3, 24, 72, 2 * 72 + 24, 24),
-])
+@pytest.mark.parametrize(
+    "window, multiple, margin, minimum_tile, minimum_size",
+    [
+        (8, 64, 192, 2 * 192 + 64, 64),  # the shipped configuration
+        (2, 16, 48, 2 * 48 + 16, 16),  # a small window: the margin scales with the tile multiple
+        (3, 24, 72, 2 * 72 + 24, 24),
+    ],
+)
 def test_pieanet_declarations(window, multiple, margin, minimum_tile, minimum_size):
     model = build_model({"name": "pieanet", "width": 8, "heads": 2, "window": window, "working_size": 300})
     assert contract.tile_multiple(model) == multiple and contract.working_size(model) == 300
@@ -39,8 +43,13 @@ def test_pieanet_declarations(window, multiple, margin, minimum_tile, minimum_si
 
 def test_tile_or_not():
     # per-pixel and patch baselines tile with no margin; whole-image ones and the released network never tile
-    for name, tiled in (("zero", True), ("mertens", True), ("zero_dce", True), ("global_midgray", False),
-                        ("local_midgray", False)):
+    for name, tiled in (
+        ("zero", True),
+        ("mertens", True),
+        ("zero_dce", True),
+        ("global_midgray", False),
+        ("local_midgray", False),
+    ):
         model = build_model({"name": name})
         assert (contract.tile_for(model, 256) == 256) is tiled, name
         assert contract.is_global(model) is not tiled, name
@@ -53,10 +62,14 @@ def test_tile_or_not():
 
 def test_scaled_shape_by_hand():
     # (height, width, longer side) -> (h, w); rounding half to even: 5 * 4 / 8 = 2.5 -> 2
-    cases = {(427, 640, 256): (171, 256),  # 427 * 0.4 = 170.8
-             (5, 8, 4): (2, 4), (3, 4, 2): (2, 2), (4, 1, 2): (2, 1),  # 1 * 0.5 = 0.5 -> 0 -> at least 1
-             (30, 20, 64): (64, 43),  # magnified: 20 * 64 / 30 = 42.67
-             (1, 1000, 64): (1, 64)}
+    cases = {
+        (427, 640, 256): (171, 256),  # 427 * 0.4 = 170.8
+        (5, 8, 4): (2, 4),
+        (3, 4, 2): (2, 2),
+        (4, 1, 2): (2, 1),  # 1 * 0.5 = 0.5 -> 0 -> at least 1
+        (30, 20, 64): (64, 43),  # magnified: 20 * 64 / 30 = 42.67
+        (1, 1000, 64): (1, 64),
+    }
     for (height, width, longer), expected in cases.items():
         assert contract.scaled_shape(height, width, longer) == expected
 
@@ -103,8 +116,9 @@ def measured_radius(model, side=384):
             changed = x.clone()
             changed[..., y, x0] = 1 - changed[..., y, x0]
             rows, cols = (model(changed, **context)[0, 0] != base).nonzero(as_tuple=True)
-            assert len(rows) and rows.min() > 0 and cols.min() > 0 and max(rows.max(), cols.max()) < side - 1, \
+            assert len(rows) and rows.min() > 0 and cols.min() > 0 and max(rows.max(), cols.max()) < side - 1, (
                 "the change reaches the border: measure on a larger image"
+            )
             reach = max(reach, int((rows - y).abs().max()), int((cols - x0).abs().max()))
     return reach
 
@@ -122,6 +136,7 @@ def test_a_measured_radius_beyond_the_declared_one_would_be_seen():
     class Wide(nn.Module):
         def forward(self, x):
             return box_mean(x.mean(dim=1, keepdim=True), 201)
+
     assert measured_radius(Wide(), side=256) == 100 > contract.receptive_radius(Wide())
 
 
@@ -130,12 +145,22 @@ def property_lookups(path):
     ``self``, in ``path`` (hasattr, which checks that a model declares one, is not a lookup)."""
     found = []
     for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "getattr" \
-                and len(node.args) >= 2 and isinstance(node.args[1], ast.Constant) \
-                and node.args[1].value in PROPERTIES + ("module",) and ast.unparse(node.args[0]) != "args":
+        if (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Name)
+            and node.func.id == "getattr"
+            and len(node.args) >= 2
+            and isinstance(node.args[1], ast.Constant)
+            and node.args[1].value in PROPERTIES + ("module",)
+            and ast.unparse(node.args[0]) != "args"
+        ):
             found.append((node.lineno, ast.unparse(node)))
-        elif isinstance(node, ast.Attribute) and node.attr in PROPERTIES and isinstance(node.ctx, ast.Load) \
-                and not (isinstance(node.value, ast.Name) and node.value.id in ("self", "cli", "contract")):
+        elif (
+            isinstance(node, ast.Attribute)
+            and node.attr in PROPERTIES
+            and isinstance(node.ctx, ast.Load)
+            and not (isinstance(node.value, ast.Name) and node.value.id in ("self", "cli", "contract"))
+        ):
             found.append((node.lineno, ast.unparse(node)))
     return found
 

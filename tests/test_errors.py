@@ -1,6 +1,7 @@
 """One error path (utils/errors.py): every project error carries its exit code, one function maps an exception to
 (exit code, one line), --debug / P_IEA_DEBUG=1 show the traceback with its cause, and the summary and report
 modules load without the command line or torch."""
+
 import ast
 import errno
 import importlib
@@ -58,15 +59,21 @@ def test_every_error_class_of_the_project_is_listed():
     above, so it is checked against the base."""
     listed = {(module, name) for module, name, _, _ in PROJECT_ERRORS} | {("pieanet.utils.errors", "PieaError")}
     found = set()
-    sources = [*ROOT.glob("*.py"), *ROOT.glob("utils/*.py"), *ROOT.glob("models/*.py"), *ROOT.glob("datasets/*.py"),
-               *ROOT.glob("pieanet/**/*.py")]
+    sources = [
+        *ROOT.glob("*.py"),
+        *ROOT.glob("utils/*.py"),
+        *ROOT.glob("models/*.py"),
+        *ROOT.glob("datasets/*.py"),
+        *ROOT.glob("pieanet/**/*.py"),
+    ]
     for path in sources:
         parts = path.relative_to(ROOT).with_suffix("").parts
         module = ".".join(parts if parts[0] == "pieanet" else ("pieanet", *parts)).removesuffix(".__init__")
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
             bases = [ast.unparse(base).rsplit(".", 1)[-1] for base in getattr(node, "bases", [])]
-            if isinstance(node, ast.ClassDef) and any(base.endswith(("Error", "Exception", "Busy", "Failed"))
-                                                      for base in bases):
+            if isinstance(node, ast.ClassDef) and any(
+                base.endswith(("Error", "Exception", "Busy", "Failed")) for base in bases
+            ):
                 found.add((module, node.name))
     assert found - listed == set()
     assert {(module, name) for module, name in listed if module != "pieanet.utils.cli"} <= found
@@ -74,29 +81,39 @@ def test_every_error_class_of_the_project_is_listed():
 
 def test_the_cli_usage_error_is_the_one_in_errors():
     from pieanet.utils import cli
+
     assert cli.UsageError is errors.UsageError and cli.EXIT_USAGE == errors.EXIT_USAGE == 2
 
 
-@pytest.mark.parametrize("error, expected", [
-    (errors.UsageError("--size 3: below 16"), (2, "--size 3: below 16")),
-    (PieaError("stopped"), (1, "stopped")),
-    # the whole message, control characters (a file name's line break, an escape sequence) made visible
-    (errors.UsageError("a\nb.png: \x1b[31mred"), (2, "a\\x0ab.png: \\x1b[31mred")),
-    (KeyboardInterrupt(), (130, "interrupted; kept")),
-    (BrokenPipeError(errno.EPIPE, "Broken pipe"), (141, None)),
-    (MemoryError(), (1, "out of memory; try less")),
-    (MemoryError("cannot allocate 8 GB"), (1, "out of memory (cannot allocate 8 GB); try less")),
-    (torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB"),
-     (1, "out of memory (CUDA out of memory. Tried to allocate 20.00 GiB); try less")),
-    (OSError(errno.ENOSPC, "No space left on device", "out/a.png"), (1, "out/a.png: No space left on device; resume")),
-    (OSError("disk gone"), (1, "disk gone; resume")),
-])
+@pytest.mark.parametrize(
+    "error, expected",
+    [
+        (errors.UsageError("--size 3: below 16"), (2, "--size 3: below 16")),
+        (PieaError("stopped"), (1, "stopped")),
+        # the whole message, control characters (a file name's line break, an escape sequence) made visible
+        (errors.UsageError("a\nb.png: \x1b[31mred"), (2, "a\\x0ab.png: \\x1b[31mred")),
+        (KeyboardInterrupt(), (130, "interrupted; kept")),
+        (BrokenPipeError(errno.EPIPE, "Broken pipe"), (141, None)),
+        (MemoryError(), (1, "out of memory; try less")),
+        (MemoryError("cannot allocate 8 GB"), (1, "out of memory (cannot allocate 8 GB); try less")),
+        (
+            torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB"),
+            (1, "out of memory (CUDA out of memory. Tried to allocate 20.00 GiB); try less"),
+        ),
+        (
+            OSError(errno.ENOSPC, "No space left on device", "out/a.png"),
+            (1, "out/a.png: No space left on device; resume"),
+        ),
+        (OSError("disk gone"), (1, "disk gone; resume")),
+    ],
+)
 def test_outcome_maps_each_kind_to_its_code_and_one_line(error, expected):
     assert outcome(error, HINTS) == expected
 
 
 def test_outcome_of_the_other_errors():
     from pieanet.utils.folders import OutsideFolder
+
     outside = OutsideFolder(errno.EXDEV, "outside the output folder", "out/../x.png")
     assert outcome(outside) == (1, "out/../x.png: outside the output folder")  # an OSError, shown as one
     assert outcome(ValueError("a bug")) is None  # not a project error: a bug keeps its traceback
@@ -116,6 +133,7 @@ def worker_error(error):
 
 def test_an_error_from_a_dataloader_worker_is_its_own_message():
     from pieanet.datasets.iea40k import DatasetError
+
     message = "train.csv:3: b.png: label not found; expected a .npy residual map"
     error = worker_error(DatasetError(message))
     assert str(error).startswith("Caught DatasetError in DataLoader worker process 0.")
@@ -130,19 +148,28 @@ def test_bad_data_met_during_an_epoch_stops_the_run_with_exit_1(tmp_path, capsys
     from pieanet import train_wavelet
     from pieanet.datasets.iea40k import DatasetError
     from pieanet.training import run as training_run
+
     message = "train.csv:7: c.png: corrupt or truncated image (broken data stream)"
     wrapped = worker_error(DatasetError(message))
 
     def train_epoch():
         raise wrapped
-    run = SimpleNamespace(out=tmp_path, is_main=False, opts={"epochs": 2, "max_steps": None}, epoch=0, global_step=0,
-                          train_epoch=train_epoch)
+
+    run = SimpleNamespace(
+        out=tmp_path,
+        is_main=False,
+        opts={"epochs": 2, "max_steps": None},
+        epoch=0,
+        global_step=0,
+        train_epoch=train_epoch,
+    )
     with pytest.raises(training_run.TrainingError) as caught:
         training_run.run_epochs(run, 1)
     assert str(caught.value) == message and caught.value.__cause__ is wrapped
 
     def train(*args, **kwargs):
         training_run.run_epochs(run, 1)
+
     monkeypatch.setattr(training_run, "train", train)
     monkeypatch.delenv(errors.DEBUG_VARIABLE, raising=False)
     assert train_wavelet.main(["--device", "cpu"]) == 1
@@ -161,6 +188,7 @@ def test_default_is_one_line_and_debug_shows_the_cause(tmp_path, capsys, monkeyp
     """score.py with a rule file that is not YAML: exit 2 and one line; with --debug or P_IEA_DEBUG=1 the traceback
     first, with the YAML error that caused the RuleError."""
     from pieanet import score
+
     monkeypatch.delenv(errors.DEBUG_VARIABLE, raising=False)
     assert score.main(bad_rules(tmp_path)) == 2
     err = capsys.readouterr().err
@@ -180,6 +208,7 @@ def test_default_is_one_line_and_debug_shows_the_cause(tmp_path, capsys, monkeyp
 
 def test_debug_in_training_shows_the_cause(capsys, monkeypatch):
     from pieanet import train_wavelet
+
     monkeypatch.delenv(errors.DEBUG_VARIABLE, raising=False)
     assert train_wavelet.main(["--device", "nowhere"]) == 2
     err = capsys.readouterr().err
@@ -194,6 +223,7 @@ def test_debug_on_export_shows_the_checkpoint_error_cause(tmp_path, capsys, monk
     its cause."""
     pytest.importorskip("onnxruntime")
     from pieanet import export
+
     bad = tmp_path / "bad.safetensors"
     bad.write_bytes(b"\x00" * 64)
     argv = ["--checkpoint", str(bad), "--output", str(tmp_path / "m.onnx")]
@@ -222,6 +252,7 @@ def test_debug_flag_from_the_shell(tmp_path):
 
 def test_every_tool_has_the_debug_option(capsys):
     from pieanet import compare_methods, evaluate, export, make_heatmap, score, train_wavelet
+
     for tool in (make_heatmap, evaluate, compare_methods, score, export, train_wavelet):
         with pytest.raises(SystemExit):
             tool.main(["--help"])
@@ -235,6 +266,7 @@ def test_a_bug_keeps_its_traceback(capsys):
 
     def body(argv):
         raise ZeroDivisionError("a bug")
+
     with pytest.raises(ZeroDivisionError, match="a bug"):
         cli.run("tool", body, [])
     assert capsys.readouterr().err == ""
@@ -245,8 +277,11 @@ def exit_code_table(lines):
     docstring's, without Markdown's backticks and escapes."""
     table, code = {}, None
     for line in lines:
-        cells = [cell.strip() for cell in line.strip().strip("|").split("|", 1)] if line.lstrip().startswith("|") \
+        cells = (
+            [cell.strip() for cell in line.strip().strip("|").split("|", 1)]
+            if line.lstrip().startswith("|")
             else line.strip().split(None, 1)
+        )
         if cells and cells[0].isdigit():
             code, table[int(cells[0])] = int(cells[0]), cells[1] if len(cells) > 1 else ""
         elif code is not None and line.startswith("         "):
@@ -265,4 +300,5 @@ def test_the_exit_code_table_has_one_home_and_the_docs_show_it():
     design = (ROOT / "docs" / "design.md").read_text().split("## Exit codes", 1)[1].splitlines()
     assert exit_code_table(line for line in design if line.startswith("|")) == home
     from pieanet.utils import cli, startup
+
     assert startup.EXIT_INTERRUPTED is errors.EXIT_INTERRUPTED and "141" not in cli.__doc__

@@ -20,15 +20,37 @@ def tiny_dataset(tmp_path_factory):
 
 def test_end_to_end_json_and_bad_samples(tiny_dataset, tiny_checkpoint, tmp_path, capsys):
     out = tmp_path / "metrics.json"
-    code = evaluate.main(["--data-root", str(tiny_dataset), "--csv", "valid.csv", "--checkpoint",
-                          str(tiny_checkpoint), "--json", str(out)])
+    code = evaluate.main(
+        [
+            "--data-root",
+            str(tiny_dataset),
+            "--csv",
+            "valid.csv",
+            "--checkpoint",
+            str(tiny_checkpoint),
+            "--json",
+            str(out),
+        ]
+    )
     assert code == 1  # some samples failed
     payload = json.loads(out.read_text())
     assert payload["n_samples"] == 5 and payload["n_failed"] == 2
     assert sorted(payload["failed"]) == ["bad_P2.png", "nolabel_N2.png"]
     (result,) = payload["methods"].values()
-    for key in ["n_images", "mae", "rmse", "psnr", "ssim", "iou_over", "iou_under", "srcc", "plcc", "per_level",
-                "f1_over", "f1_under"]:
+    for key in [
+        "n_images",
+        "mae",
+        "rmse",
+        "psnr",
+        "ssim",
+        "iou_over",
+        "iou_under",
+        "srcc",
+        "plcc",
+        "per_level",
+        "f1_over",
+        "f1_under",
+    ]:
         assert key in result
     assert result["n_images"] == 3
     assert sorted(result["per_level"]) == sorted(LEVELS)  # levels from the file names
@@ -40,8 +62,19 @@ def test_end_to_end_json_and_bad_samples(tiny_dataset, tiny_checkpoint, tmp_path
 def test_a_perfect_baseline_scores_perfectly(tiny_dataset, tmp_path):
     # the photos are flat, so the labels are exactly 0.5 - grey: local_midgray predicts them up to 8-bit rounding
     out = tmp_path / "m.json"
-    evaluate.main(["--data-root", str(tiny_dataset), "--csv", "valid.csv", "--baseline", "local_midgray", "zero",
-                   "--json", str(out)])
+    evaluate.main(
+        [
+            "--data-root",
+            str(tiny_dataset),
+            "--csv",
+            "valid.csv",
+            "--baseline",
+            "local_midgray",
+            "zero",
+            "--json",
+            str(out),
+        ]
+    )
     methods = json.loads(out.read_text())["methods"]
     exact = methods["baseline: local_midgray"]
     assert exact["mae"] < 0.003 and exact["iou_over"] == 1.0 and exact["iou_under"] == 1.0
@@ -64,9 +97,13 @@ def test_markdown_table_is_started_once_then_appended(tiny_dataset, tmp_path):
 
 
 def test_missing_checkpoint_is_one_sentence(tiny_dataset, tmp_path, capsys):
-    assert evaluate.main(["--data-root", str(tiny_dataset), "--csv", "valid.csv", "--checkpoint",
-                          str(tmp_path / "none.safetensors")]) == 2
-    line, = capsys.readouterr().err.strip().splitlines()
+    assert (
+        evaluate.main(
+            ["--data-root", str(tiny_dataset), "--csv", "valid.csv", "--checkpoint", str(tmp_path / "none.safetensors")]
+        )
+        == 2
+    )
+    (line,) = capsys.readouterr().err.strip().splitlines()
     assert line.startswith("evaluate: ") and "checkpoint not found" in line
 
 
@@ -74,8 +111,9 @@ def test_json_layout_is_the_same_for_one_and_several_methods(tiny_dataset, tmp_p
     layouts = []
     for methods in (["zero"], ["zero", "mertens"]):
         out = tmp_path / f"{len(methods)}.json"
-        evaluate.main(["--data-root", str(tiny_dataset), "--csv", "valid.csv", "--baseline", *methods,
-                       "--json", str(out)])
+        evaluate.main(
+            ["--data-root", str(tiny_dataset), "--csv", "valid.csv", "--baseline", *methods, "--json", str(out)]
+        )
         payload = json.loads(out.read_text())
         layouts.append((sorted(payload), sorted(next(iter(payload["methods"].values())))))
         assert len(payload["methods"]) == len(methods)
@@ -85,8 +123,10 @@ def test_json_layout_is_the_same_for_one_and_several_methods(tiny_dataset, tmp_p
 def test_a_csv_with_a_byte_order_mark_is_read(tiny_dataset, tmp_path):
     (tiny_dataset / "bom.csv").write_bytes(b"\xef\xbb\xbf" + (tiny_dataset / "valid.csv").read_bytes())
     out = tmp_path / "bom.json"
-    assert evaluate.main(["--data-root", str(tiny_dataset), "--csv", "bom.csv", "--baseline", "zero",
-                          "--json", str(out)]) == 1  # the two bad samples of the fixture
+    assert (
+        evaluate.main(["--data-root", str(tiny_dataset), "--csv", "bom.csv", "--baseline", "zero", "--json", str(out)])
+        == 1
+    )  # the two bad samples of the fixture
     assert json.loads(out.read_text())["methods"]["baseline: zero"]["n_images"] == 3
 
 
@@ -99,8 +139,12 @@ def test_maps_are_resized_to_the_label(tmp_path):
     np.save(root / "labels" / "a.npy", np.full((24, 32), 68.0, np.float32))
     (root / "list.csv").write_text("img_id\na.png\n")
     out = tmp_path / "half.json"
-    assert evaluate.main(["--data-root", str(root), "--csv", "list.csv", "--baseline", "local_midgray",
-                          "--json", str(out)]) == 0
+    assert (
+        evaluate.main(
+            ["--data-root", str(root), "--csv", "list.csv", "--baseline", "local_midgray", "--json", str(out)]
+        )
+        == 0
+    )
     result = json.loads(out.read_text())["methods"]["baseline: local_midgray"]
     assert result["n_images"] == 1 and result["mae"] < 0.003
 
@@ -108,8 +152,9 @@ def test_maps_are_resized_to_the_label(tmp_path):
 @pytest.mark.parametrize("scale", ["-255", "0", "nan"])
 def test_label_scale_must_be_positive(tiny_dataset, capsys, scale):
     with pytest.raises(SystemExit) as info:
-        evaluate.main(["--data-root", str(tiny_dataset), "--csv", "valid.csv", "--baseline", "zero",
-                       "--label-scale", scale])
+        evaluate.main(
+            ["--data-root", str(tiny_dataset), "--csv", "valid.csv", "--baseline", "zero", "--label-scale", scale]
+        )
     assert info.value.code == 2 and "--label-scale" in capsys.readouterr().err
 
 
@@ -125,16 +170,28 @@ def test_an_unreadable_label_is_named_with_the_training_reader(tiny_dataset, tmp
 def test_checkpoints_sharing_a_name_get_their_own_rows(tmp_path, tiny_checkpoint):
     import shutil
     from pieanet import evaluate
+
     for run in ("a", "b"):
         (tmp_path / run).mkdir()
         shutil.copy(tiny_checkpoint, tmp_path / run / "best.safetensors")
-    args = evaluate.parse_args(["--data-root", str(tmp_path), "--csv", "x.csv", "--checkpoint",
-                                str(tmp_path / "a" / "best.safetensors"), str(tmp_path / "b" / "best.safetensors")])
+    args = evaluate.parse_args(
+        [
+            "--data-root",
+            str(tmp_path),
+            "--csv",
+            "x.csv",
+            "--checkpoint",
+            str(tmp_path / "a" / "best.safetensors"),
+            str(tmp_path / "b" / "best.safetensors"),
+        ]
+    )
     assert [name for name, _ in evaluation.load_methods(args)] == ["best", "best #2"]
 
 
-@pytest.mark.parametrize("function, what", [(evaluation.measure_rows, evaluation.LabelledData(Path("."))),
-                                            (evaluation.judge_photos, evaluation.Criterion())])
+@pytest.mark.parametrize(
+    "function, what",
+    [(evaluation.measure_rows, evaluation.LabelledData(Path("."))), (evaluation.judge_photos, evaluation.Criterion())],
+)
 def test_a_progress_bar_made_here_is_closed_and_one_passed_in_is_not(function, what, monkeypatch):
     made = []
 

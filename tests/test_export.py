@@ -1,5 +1,6 @@
 """export.py: ONNX export of P-IEANet (with and without the scene branch, and the shipped checkpoint), checked with
 onnxruntime against torch at sizes other than the one the graph was traced at; errors leave no file."""
+
 import contextlib
 import io
 import json
@@ -61,11 +62,13 @@ def exported(tmp_path_factory, tiny_model_config):
             sizes = ["--check-sizes", "64x48", "33x65"] if name == "plain" else []  # else the default sizes
             out = io.StringIO()
             with contextlib.redirect_stdout(out):
-                code = export.main(["--checkpoint", str(checkpoint), "--format", "onnx", "--output", str(output),
-                                    *sizes])
+                code = export.main(
+                    ["--checkpoint", str(checkpoint), "--format", "onnx", "--output", str(output), *sizes]
+                )
             assert code == 0 and output.is_file()
             cache[name] = (load_model(checkpoint), output, out.getvalue())
         return cache[name]
+
     return get
 
 
@@ -92,8 +95,12 @@ def test_onnx_file_describes_itself(exported):
     proto = onnx.load(str(path))
     assert proto.opset_import[0].version == exporting.DEFAULT_OPSET
     dims = lambda value: [d.dim_param or d.dim_value for d in value.type.tensor_type.shape.dim]  # noqa: E731
-    assert [i.name for i in proto.graph.input] == ["image"] and dims(proto.graph.input[0]) == ["batch", 3, "height",
-                                                                                               "width"]
+    assert [i.name for i in proto.graph.input] == ["image"] and dims(proto.graph.input[0]) == [
+        "batch",
+        3,
+        "height",
+        "width",
+    ]
     assert [o.name for o in proto.graph.output] == ["residual"]
     assert dims(proto.graph.output[0]) == ["batch", 1, "height", "width"]
     metadata = {p.key: p.value for p in proto.metadata_props}
@@ -122,8 +129,9 @@ def test_unreadable_checkpoint_is_exit_2_and_no_file(tmp_path, capsys):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.safetensors"]
 
 
-@pytest.mark.parametrize("argv", [["--format", "tflite"], ["--check-sizes", "256"], ["--check-sizes", "0x5"],
-                                  ["--opset", "11"]])
+@pytest.mark.parametrize(
+    "argv", [["--format", "tflite"], ["--check-sizes", "256"], ["--check-sizes", "0x5"], ["--opset", "11"]]
+)
 def test_usage_errors_are_one_line_exit_2(tmp_path, capsys, argv):
     output = tmp_path / "out.onnx"
     with pytest.raises(SystemExit) as exit_info:
@@ -139,6 +147,7 @@ def test_output_folder_is_a_usage_error(tmp_path, capsys):
 
 def test_missing_onnxruntime_says_how_to_install(tmp_path, capsys, monkeypatch):
     import sys
+
     monkeypatch.setitem(sys.modules, "onnxruntime", None)  # import fails as if not installed
     code, out, err = run_export(capsys, "--output", tmp_path / "out.onnx")
     assert code == 2 and "pip install onnx onnxruntime onnxscript" in err and len(err.strip().splitlines()) == 1

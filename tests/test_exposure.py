@@ -2,8 +2,7 @@ import numpy as np
 import pytest
 
 from pieanet.utils import exposure
-from pieanet.utils.exposure import (correction_stops, holistic_score, linear_to_srgb, residual_stats,
-                                     srgb_to_linear)
+from pieanet.utils.exposure import correction_stops, holistic_score, linear_to_srgb, residual_stats, srgb_to_linear
 
 
 def test_holistic_score_is_ten_times_one_minus_mean_abs_residual():
@@ -15,8 +14,9 @@ def test_holistic_score_is_ten_times_one_minus_mean_abs_residual():
 def test_residual_stats_hand_computed():
     r = np.array([0.2, -0.2, 0.05, -0.05])
     stats = residual_stats(r, threshold=0.1)
-    assert stats == pytest.approx({"mean_residual": 0.0, "mean_abs_residual": 0.125, "pct_over": 25.0,
-                                   "pct_under": 25.0, "score": 8.75})
+    assert stats == pytest.approx(
+        {"mean_residual": 0.0, "mean_abs_residual": 0.125, "pct_over": 25.0, "pct_under": 25.0, "score": 8.75}
+    )
 
 
 def test_float32_bounds_pick_the_pixels_a_float64_comparison_picks():
@@ -87,7 +87,8 @@ def test_stops_of_a_uniform_grey_photo_hand_computed():
     assert correction_stops(grey_photo(90), np.zeros((4, 5))) == 0.0
     # float photos in [0, 1] are read on the same 0..255 scale
     assert correction_stops(grey_photo(64) / np.float32(255), np.full((4, 5), 64 / 255)) == pytest.approx(
-        UP_64_TO_128, abs=1e-3)
+        UP_64_TO_128, abs=1e-3
+    )
 
 
 def test_stops_clamp_the_corrected_grey_to_white():
@@ -138,6 +139,7 @@ def test_physics_and_the_stops_leave_out_the_same_8_bit_levels():
     pixel out (nan for a photo of that level alone) exactly when metrics.physics_counts calls it clipped or crushed,
     and those are the levels >= 250 and <= 5."""
     from pieanet.utils.metrics import physics_counts
+
     left_out = []
     for level in range(256):
         photo = np.full((2, 2, 3), level, np.uint8).astype(np.float32) / np.float32(255)  # as load_image gives it

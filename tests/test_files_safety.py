@@ -3,6 +3,7 @@ outside the output (or experiment) folder, run one at a time per folder, isolate
 refuse a tampered training state in their own words, leave a run folder untouched by a refused resume, and --resume
 redoes a photo whose content changed. Each test sets up what a user (or someone planting links) would and checks the
 files on disk afterwards."""
+
 import fcntl
 import os
 import shutil
@@ -29,8 +30,11 @@ def heatmap(argv, capsys):
 
 def snapshot(folder):
     """{relative path: bytes} of every file under ``folder`` (links not followed)."""
-    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*"))
-            if p.is_file() and not p.is_symlink()}
+    return {
+        str(p.relative_to(folder)): p.read_bytes()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file() and not p.is_symlink()
+    }
 
 
 def hold_lock(folder):
@@ -46,19 +50,22 @@ def test_a_users_files_with_an_output_name_are_never_removed_or_overwritten(tiny
     save_photo(photos / "photo.jpg", 1)
     out = tmp_path / "out"
     out.mkdir()
-    mine = {"photo_overlay.png": b"my own overlay", "photo_residual.npy": b"my own numbers",
-            "photo_exposure.png": b"my own exposure map"}
+    mine = {
+        "photo_overlay.png": b"my own overlay",
+        "photo_residual.npy": b"my own numbers",
+        "photo_exposure.png": b"my own exposure map",
+    }
     for name, data in mine.items():
         (out / name).write_bytes(data)
-    code, _, err = heatmap(["--input", photos, "--output", out, "--checkpoint", tiny_checkpoint, "--no-report"],
-                           capsys)
+    code, _, err = heatmap(["--input", photos, "--output", out, "--checkpoint", tiny_checkpoint, "--no-report"], capsys)
     assert code == 0, err
     assert {name: (out / name).read_bytes() for name in mine} == mine
-    row, = read_summary(out / "summary.csv")
+    (row,) = read_summary(out / "summary.csv")
     assert row["output"] == "photo_jpg" and (out / "photo_jpg_exposure.png").is_file()
     # the tool's own files (recorded in summary.csv) are still replaced and cleaned up by a later run
-    code, _, err = heatmap(["--input", photos, "--output", out, "--checkpoint", tiny_checkpoint, "--no-report",
-                            "--overlay"], capsys)
+    code, _, err = heatmap(
+        ["--input", photos, "--output", out, "--checkpoint", tiny_checkpoint, "--no-report", "--overlay"], capsys
+    )
     assert code == 0, err
     assert (out / "photo_jpg_overlay.png").is_file() and {n: (out / n).read_bytes() for n in mine} == mine
 
@@ -68,8 +75,9 @@ def test_a_single_photo_whose_folder_is_the_output_is_refused(tiny_checkpoint, t
     save_photo(photos / "beach.png", 2)
     (photos / "beach_exposure.png").write_bytes(b"the user's own")
     before = snapshot(photos)
-    code, _, err = heatmap(["--input", photos / "beach.png", "--output", photos, "--checkpoint", tiny_checkpoint],
-                           capsys)
+    code, _, err = heatmap(
+        ["--input", photos / "beach.png", "--output", photos, "--checkpoint", tiny_checkpoint], capsys
+    )
     assert code == 2 and len(err.strip().splitlines()) == 1 and "input photo's folder" in err
     assert snapshot(photos) == before
 
@@ -104,8 +112,22 @@ def test_a_linked_sub_folder_in_the_output_is_never_written_or_cleaned_through(t
     out = tmp_path / "out"
     out.mkdir()
     (out / "sub").symlink_to(victim, target_is_directory=True)
-    code, _, err = heatmap(["--input", photos, "--recursive", "--output", out, "--checkpoint", tiny_checkpoint,
-                            "--overlay", "--colorbar", "--save-npy", "--no-report"], capsys)
+    code, _, err = heatmap(
+        [
+            "--input",
+            photos,
+            "--recursive",
+            "--output",
+            out,
+            "--checkpoint",
+            tiny_checkpoint,
+            "--overlay",
+            "--colorbar",
+            "--save-npy",
+            "--no-report",
+        ],
+        capsys,
+    )
     assert code == 1 and "symbolic link" in err
     assert snapshot(victim) == before  # nothing removed, replaced or added there
     rows = {row["file"]: row for row in read_summary(out / "summary.csv")}
@@ -119,8 +141,7 @@ def test_a_planted_summary_link_is_refused_not_followed(tiny_checkpoint, tmp_pat
     out.mkdir()
     target = tmp_path / "elsewhere.csv"
     (out / "summary.csv").symlink_to(target)  # dangling: O_CREAT would make it
-    code, _, err = heatmap(["--input", photos, "--output", out, "--checkpoint", tiny_checkpoint, "--no-report"],
-                           capsys)
+    code, _, err = heatmap(["--input", photos, "--output", out, "--checkpoint", tiny_checkpoint, "--no-report"], capsys)
     assert code == 2 and "symbolic link" in err and not target.exists()
 
 
@@ -129,8 +150,19 @@ def test_recursive_reports_a_linked_sub_folder_it_skips(tiny_checkpoint, tmp_pat
     save_photo(photos / "a.png", 8)
     save_photo(tmp_path / "other" / "c.png", 9)
     (photos / "linked").symlink_to(tmp_path / "other", target_is_directory=True)
-    code, _, err = heatmap(["--input", photos, "--recursive", "--output", tmp_path / "out", "--checkpoint",
-                            tiny_checkpoint, "--no-report"], capsys)
+    code, _, err = heatmap(
+        [
+            "--input",
+            photos,
+            "--recursive",
+            "--output",
+            tmp_path / "out",
+            "--checkpoint",
+            tiny_checkpoint,
+            "--no-report",
+        ],
+        capsys,
+    )
     assert code == 1 and f"{photos / 'linked'}: a symbolic link to a folder; skipped" in err
 
 
@@ -194,8 +226,10 @@ def test_an_onnxruntime_error_is_one_photos_failure(tmp_path, capsys, monkeypatc
     out = tmp_path / "out"
     code, _, err = heatmap(["--input", photos, "--output", out, "--backend", "onnxruntime", "--no-report"], capsys)
     assert code == 1
-    assert err.strip() == (f"make_heatmap: {photos / 'b.png'}: inference failed (onnxruntime: Failed to allocate "
-                           "memory for requested buffer of size 123456789)")
+    assert err.strip() == (
+        f"make_heatmap: {photos / 'b.png'}: inference failed (onnxruntime: Failed to allocate "
+        "memory for requested buffer of size 123456789)"
+    )
     status = {row["file"]: row["status"] for row in read_summary(out / "summary.csv")}
     assert status == {"a.png": "ok", "b.png": "failed", "c.png": "ok"}
 
@@ -226,8 +260,9 @@ def resume(config, *overrides):
     return train_wavelet.main(["--config", str(config), "--device", "cpu", "--resume", *overrides])
 
 
-def test_a_tampered_last_pt_is_refused_in_the_projects_words(stopped_run, tmp_path, tiny_model_config, train_data,
-                                                             capsys):
+def test_a_tampered_last_pt_is_refused_in_the_projects_words(
+    stopped_run, tmp_path, tiny_model_config, train_data, capsys
+):
     import argparse
 
     config, out = copy_run(stopped_run, tmp_path, tiny_model_config, train_data)
@@ -237,14 +272,18 @@ def test_a_tampered_last_pt_is_refused_in_the_projects_words(stopped_run, tmp_pa
     assert len(err.strip().splitlines()) == 1 and "refused" in err and "weights_only" not in err
 
 
-@pytest.mark.parametrize("change, says", [
-    (lambda state: state.pop("global_step"), "counter global_step is missing"),
-    (lambda state: state.update(epoch="1"), "counter epoch is str 1; expected an integer >= 0"),
-    (lambda state: state.update(best_mae=None), "counter best_mae is NoneType None; expected a number"),
-    (lambda state: state.update(config=[1]), "its config is a list; expected a training state"),
-])
-def test_missing_or_mistyped_counters_in_last_pt_are_one_line(stopped_run, tmp_path, tiny_model_config, train_data,
-                                                              capsys, change, says):
+@pytest.mark.parametrize(
+    "change, says",
+    [
+        (lambda state: state.pop("global_step"), "counter global_step is missing"),
+        (lambda state: state.update(epoch="1"), "counter epoch is str 1; expected an integer >= 0"),
+        (lambda state: state.update(best_mae=None), "counter best_mae is NoneType None; expected a number"),
+        (lambda state: state.update(config=[1]), "its config is a list; expected a training state"),
+    ],
+)
+def test_missing_or_mistyped_counters_in_last_pt_are_one_line(
+    stopped_run, tmp_path, tiny_model_config, train_data, capsys, change, says
+):
     config, out = copy_run(stopped_run, tmp_path, tiny_model_config, train_data)
     state = torch.load(out / "last.pt", weights_only=True)
     change(state)
@@ -254,8 +293,7 @@ def test_missing_or_mistyped_counters_in_last_pt_are_one_line(stopped_run, tmp_p
     assert len(err.strip().splitlines()) == 1 and says in err
 
 
-def test_a_refused_resume_leaves_the_run_folder_untouched(stopped_run, tmp_path, tiny_model_config, train_data,
-                                                          capsys):
+def test_a_refused_resume_leaves_the_run_folder_untouched(stopped_run, tmp_path, tiny_model_config, train_data, capsys):
     config, out = copy_run(stopped_run, tmp_path, tiny_model_config, train_data)
     before = {p.name: (p.read_bytes(), p.stat().st_mtime_ns) for p in out.iterdir() if p.is_file()}
     assert resume(config, "model.width=16") == 2
@@ -263,8 +301,9 @@ def test_a_refused_resume_leaves_the_run_folder_untouched(stopped_run, tmp_path,
     assert {p.name: (p.read_bytes(), p.stat().st_mtime_ns) for p in out.iterdir() if p.is_file()} == before
 
 
-def test_last_safetensors_is_a_run_file_and_overwrite_removes_every_weight_file(stopped_run, tmp_path,
-                                                                                tiny_model_config, train_data, capsys):
+def test_last_safetensors_is_a_run_file_and_overwrite_removes_every_weight_file(
+    stopped_run, tmp_path, tiny_model_config, train_data, capsys
+):
     config = tiny_config(tmp_path, tiny_model_config, train_data, epochs=1)
     out = tmp_path / "runs" / "tiny"
     out.mkdir(parents=True)
@@ -304,8 +343,9 @@ def test_compare_methods_refuses_an_output_in_a_method_folder(tmp_path, capsys):
         save_photo(tmp_path / method / "x.png", 17)
     for output in (tmp_path / "m1", tmp_path / "m2" / "report"):
         before = snapshot(tmp_path)
-        code = compare_methods.main(["--inputs", str(tmp_path / "m1"), str(tmp_path / "m2"), "--output", str(output),
-                                     "--threads", "1"])
+        code = compare_methods.main(
+            ["--inputs", str(tmp_path / "m1"), str(tmp_path / "m2"), "--output", str(output), "--threads", "1"]
+        )
         err = capsys.readouterr().err
         assert code == 2 and "output folder is (or is inside) the input folder" in err
         assert snapshot(tmp_path) == before and not (tmp_path / "m2" / "report").exists()
@@ -323,7 +363,7 @@ class FakeGroup:
         return self.rank == 0
 
     def gather(self, value):
-        return [value] + self.others if self.is_main else self.others[:self.rank] + [value] + self.others[self.rank:]
+        return [value] + self.others if self.is_main else self.others[: self.rank] + [value] + self.others[self.rank :]
 
 
 def test_ranks_of_one_run_share_the_lock_and_all_stop_when_another_run_holds_it(tmp_path):

@@ -3,6 +3,7 @@
 The RAW files are minimal uncompressed DNGs written here by hand (``write_dng``), so every expected value is
 computed from the numbers put into the file: the linear scene level, the black and white levels, the white balance.
 """
+
 import csv
 import struct
 
@@ -17,9 +18,9 @@ from pieanet.utils.image_io import IMAGE_EXTENSIONS, ImageLoadError, list_images
 BLACK, WHITE = 64, 4095
 AS_SHOT_NEUTRAL = (0.5, 1.0, 0.8)  # the camera's red and blue read 0.5x and 0.8x green on a grey subject
 # XYZ (D65) -> linear sRGB: as the DNG ColorMatrix1 it makes the camera's channels linear sRGB
-XYZ_TO_SRGB = np.linalg.inv(np.array([[0.4124564, 0.3575761, 0.1804375],
-                                      [0.2126729, 0.7151522, 0.0721750],
-                                      [0.0193339, 0.1191920, 0.9503041]]))
+XYZ_TO_SRGB = np.linalg.inv(
+    np.array([[0.4124564, 0.3575761, 0.1804375], [0.2126729, 0.7151522, 0.0721750], [0.0193339, 0.1191920, 0.9503041]])
+)
 BYTE, ASCII, SHORT, LONG, RATIONAL, SRATIONAL = 1, 2, 3, 4, 5, 10
 TIFF_PACKING = {BYTE: "B", SHORT: "H", LONG: "I", RATIONAL: "I", SRATIONAL: "i"}
 
@@ -34,13 +35,31 @@ def write_dng(path, raw, orientation=1, neutral=AS_SHOT_NEUTRAL, black=BLACK, wh
         return [part for v in values for part in (round(v * 1_000_000), 1_000_000)]
 
     entries = [  # (tag, type, values), in ascending tag order as TIFF requires
-        (254, LONG, [0]), (256, LONG, [width]), (257, LONG, [height]), (258, SHORT, [16]), (259, SHORT, [1]),
-        (262, SHORT, [32803]), (271, ASCII, b"Test\0"), (272, ASCII, b"Mosaic\0"), (273, LONG, [0]),
-        (274, SHORT, [orientation]), (277, SHORT, [1]), (278, LONG, [height]), (279, LONG, [len(pixels)]),
-        (284, SHORT, [1]), (33421, SHORT, [2, 2]), (33422, BYTE, [0, 1, 1, 2]),
-        (50706, BYTE, [1, 4, 0, 0]), (50707, BYTE, [1, 1, 0, 0]), (50708, ASCII, b"Test Mosaic\0"),
-        (50710, BYTE, [0, 1, 2]), (50711, SHORT, [1]), (50714, LONG, [black]), (50717, LONG, [white]),
-        (50721, SRATIONAL, fractions(XYZ_TO_SRGB.ravel())), (50728, RATIONAL, fractions(neutral)),
+        (254, LONG, [0]),
+        (256, LONG, [width]),
+        (257, LONG, [height]),
+        (258, SHORT, [16]),
+        (259, SHORT, [1]),
+        (262, SHORT, [32803]),
+        (271, ASCII, b"Test\0"),
+        (272, ASCII, b"Mosaic\0"),
+        (273, LONG, [0]),
+        (274, SHORT, [orientation]),
+        (277, SHORT, [1]),
+        (278, LONG, [height]),
+        (279, LONG, [len(pixels)]),
+        (284, SHORT, [1]),
+        (33421, SHORT, [2, 2]),
+        (33422, BYTE, [0, 1, 1, 2]),
+        (50706, BYTE, [1, 4, 0, 0]),
+        (50707, BYTE, [1, 1, 0, 0]),
+        (50708, ASCII, b"Test Mosaic\0"),
+        (50710, BYTE, [0, 1, 2]),
+        (50711, SHORT, [1]),
+        (50714, LONG, [black]),
+        (50717, LONG, [white]),
+        (50721, SRATIONAL, fractions(XYZ_TO_SRGB.ravel())),
+        (50728, RATIONAL, fractions(neutral)),
         (50778, SHORT, [21]),  # CalibrationIlluminant1: D65
     ]
     ifd_size = 2 + 12 * len(entries) + 4
@@ -59,8 +78,11 @@ def write_dng(path, raw, orientation=1, neutral=AS_SHOT_NEUTRAL, black=BLACK, wh
             values += payload + b"\0" * (len(payload) % 2)
     pixels_at = values_at + len(values)
     fields = [(t, k, c, struct.pack("<I", pixels_at) if t == 273 else f) for t, k, c, f in fields]
-    ifd = (struct.pack("<H", len(fields)) + b"".join(struct.pack("<HHI", *head) + f for *head, f in fields)
-           + struct.pack("<I", 0))
+    ifd = (
+        struct.pack("<H", len(fields))
+        + b"".join(struct.pack("<HHI", *head) + f for *head, f in fields)
+        + struct.pack("<I", 0)
+    )
     path.write_bytes(b"II*\0" + struct.pack("<I", 8) + ifd + values + pixels)
 
 
@@ -89,7 +111,7 @@ def grown(mask):
     """Hand-written 3 x 3 dilation (any of the 9 neighbours)."""
     padded = np.pad(mask, 1)
     height, width = mask.shape
-    return np.any([padded[dy:dy + height, dx:dx + width] for dy in range(3) for dx in range(3)], axis=0)
+    return np.any([padded[dy : dy + height, dx : dx + width] for dy in range(3) for dx in range(3)], axis=0)
 
 
 def smooth_photo(height=48, width=64):
@@ -98,6 +120,7 @@ def smooth_photo(height=48, width=64):
 
 
 # ---- HEIC / HEIF ----
+
 
 def test_heic_and_heif_are_read_close_to_what_was_encoded(tmp_path):
     photo = smooth_photo()
@@ -128,7 +151,7 @@ def test_heic_orientation_is_honoured(tmp_path):
 def test_broken_heic_is_one_clear_error(tmp_path):
     pillow_heif.from_pillow(Image.fromarray(smooth_photo())).save(tmp_path / "full.heic", quality=90)
     data = (tmp_path / "full.heic").read_bytes()
-    (tmp_path / "half.heic").write_bytes(data[:len(data) // 2])
+    (tmp_path / "half.heic").write_bytes(data[: len(data) // 2])
     (tmp_path / "text.heic").write_text("not a photo\n")
     with pytest.raises(ImageLoadError, match=r"half\.heic: corrupt or truncated image \(.+\)$"):
         load_image(tmp_path / "half.heic")
@@ -145,6 +168,7 @@ def test_avif_is_read_where_pillow_can(tmp_path):
 
 
 # ---- camera RAW ----
+
 
 def test_flat_raw_renders_the_recorded_exposure_in_srgb(tmp_path):
     """Grey subjects at several exposures: the camera's white balance makes them neutral, the brightness is the
@@ -200,8 +224,10 @@ def test_broken_raw_files_are_one_clear_error(tmp_path, capfd):
     write_dng(tmp_path / "good.dng", grey_scene(0.3))
     (tmp_path / "cut.dng").write_bytes((tmp_path / "good.dng").read_bytes()[:-1500])
     Image.fromarray(smooth_photo()).save(tmp_path / "jpeg.dng", format="JPEG")
-    expected = {"cut.dng": r"cut\.dng: corrupt or truncated RAW file \(.+\)$",
-                "jpeg.dng": r"jpeg\.dng: not a camera RAW file LibRaw can read; expected a RAW photo"}
+    expected = {
+        "cut.dng": r"cut\.dng: corrupt or truncated RAW file \(.+\)$",
+        "jpeg.dng": r"jpeg\.dng: not a camera RAW file LibRaw can read; expected a RAW photo",
+    }
     for name, message in expected.items():
         with pytest.raises(ImageLoadError, match=message):
             load_image(tmp_path / name)
@@ -238,6 +264,7 @@ def test_raw_size_checks_come_before_decoding(tmp_path):
 
 # ---- make_heatmap on a mixed folder ----
 
+
 def read_summary(folder):
     with open(folder / "summary.csv", newline="") as f:
         return {row["file"]: row for row in csv.DictReader(f)}
@@ -260,19 +287,40 @@ def test_mixed_folder_with_raw_clipping(tiny_checkpoint, tmp_path, capfd):
     runs = {}
     for name, options in [("plain", []), ("raw", ["--raw-clipping"])]:
         out = tmp_path / name
-        code = make_heatmap.main([str(a) for a in ["--input", src, "--output", out, "--checkpoint", tiny_checkpoint,
-                                                   "--save-npy", "--no-report", "--threshold", threshold, *options]])
+        code = make_heatmap.main(
+            [
+                str(a)
+                for a in [
+                    "--input",
+                    src,
+                    "--output",
+                    out,
+                    "--checkpoint",
+                    tiny_checkpoint,
+                    "--save-npy",
+                    "--no-report",
+                    "--threshold",
+                    threshold,
+                    *options,
+                ]
+            ]
+        )
         err = capfd.readouterr().err
         assert code == 1
         lines = err.strip().splitlines()
         assert len(lines) == 2 and "Traceback" not in err, err
-        assert any(line.startswith(f"make_heatmap: {src / 'broken.heic'}: corrupt or truncated image")
-                   for line in lines)
-        assert any(line.startswith(f"make_heatmap: {src / 'cut.dng'}: corrupt or truncated RAW file")
-                   for line in lines)
+        assert any(
+            line.startswith(f"make_heatmap: {src / 'broken.heic'}: corrupt or truncated image") for line in lines
+        )
+        assert any(line.startswith(f"make_heatmap: {src / 'cut.dng'}: corrupt or truncated RAW file") for line in lines)
         summary = read_summary(out)
         assert {f: r["status"] for f, r in summary.items()} == {
-            "broken.heic": "failed", "camera.jpg": "ok", "cut.dng": "failed", "phone.heic": "ok", "sensor.dng": "ok"}
+            "broken.heic": "failed",
+            "camera.jpg": "ok",
+            "cut.dng": "failed",
+            "phone.heic": "ok",
+            "sensor.dng": "ok",
+        }
         for stem in ["camera", "phone", "sensor"]:
             assert (out / f"{stem}_exposure.png").is_file()
         assert not list(out.glob("broken_*")) and not list(out.glob("cut_*"))

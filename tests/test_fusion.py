@@ -1,4 +1,5 @@
 """Exposure fusion (datasets/fusion.py) and the local-ideal simulator (--fusion-strength)."""
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -59,8 +60,21 @@ def test_local_ideal_strength_moves_between_the_photo_and_its_fusion():
 @pytest.fixture(scope="module")
 def local_set(sources, tmp_path_factory):
     out = tmp_path_factory.mktemp("local") / "set"
-    return generate(sources, out, "--camera", "random", "--format", "camera", "--val-scenes", "delta",
-                    "--ideal-grey", "0", "0", "--fusion-strength", "0.3")
+    return generate(
+        sources,
+        out,
+        "--camera",
+        "random",
+        "--format",
+        "camera",
+        "--val-scenes",
+        "delta",
+        "--ideal-grey",
+        "0",
+        "0",
+        "--fusion-strength",
+        "0.3",
+    )
 
 
 @pytest.fixture(scope="module")
@@ -77,8 +91,19 @@ def test_local_ideal_labels_are_exact_for_the_saved_files(local_set):
 
 
 def test_local_ideal_differs_from_the_photo_crop(sources, local_set, tmp_path):
-    kept = generate(sources, tmp_path / "kept", "--camera", "random", "--format", "camera", "--val-scenes", "delta",
-                    "--ideal-grey", "0", "0")
+    kept = generate(
+        sources,
+        tmp_path / "kept",
+        "--camera",
+        "random",
+        "--format",
+        "camera",
+        "--val-scenes",
+        "delta",
+        "--ideal-grey",
+        "0",
+        "0",
+    )
     refs = sorted((local_set / "refs").iterdir())
     moved = [np.abs(gray_of_file(r) - gray_of_file(kept / "refs" / r.name)).mean() for r in refs]
     assert max(moved) > 0.5  # the fusion changed the ideals ...
@@ -88,9 +113,31 @@ def test_local_ideal_differs_from_the_photo_crop(sources, local_set, tmp_path):
 
 def test_local_ideal_labels_fall_monotonically_with_ev(sources, tmp_path):
     levels = ["N6", "N4", "N2", "P0", "P2", "P4"]
-    out = synthetic.main(["--src", str(sources), "--out", str(tmp_path / "ev"), "--size", "24",
-                          "--crops-per-image", "2", "--levels", *levels, "--workers", "1", "--camera", "srgb",
-                          "--val-fraction", "0", "--ideal-grey", "0", "0", "--fusion-strength", "0.3"])
+    out = synthetic.main(
+        [
+            "--src",
+            str(sources),
+            "--out",
+            str(tmp_path / "ev"),
+            "--size",
+            "24",
+            "--crops-per-image",
+            "2",
+            "--levels",
+            *levels,
+            "--workers",
+            "1",
+            "--camera",
+            "srgb",
+            "--val-fraction",
+            "0",
+            "--ideal-grey",
+            "0",
+            "0",
+            "--fusion-strength",
+            "0.3",
+        ]
+    )
     assert out is None
     means = {}
     for row in read_csv(tmp_path / "ev" / "train.csv"):

@@ -11,6 +11,7 @@ checkpoint is replaced on purpose, regenerate both (and look at what moved befor
 Tiling: the default tile margin must cover the shipped model's receptive radius, measured here from the gradient,
 and tiles at the default margin must stitch to the whole-image map.
 """
+
 import hashlib
 import os
 from pathlib import Path
@@ -69,16 +70,20 @@ def test_golden_maps_of_the_shipped_checkpoint(shipped):
     recorded, name = GOLDEN_SHA256.read_text().split()
     actual = sha256(DEFAULT_CHECKPOINT)
     if name != checkpoint_name() or recorded != actual:
-        pytest.fail(f"{checkpoint_name()} (sha256 {actual[:16]}...) is not the checkpoint the golden maps were made "
-                    f"from ({name}, sha256 {recorded[:16]}...); if it was replaced on purpose, regenerate them: "
-                    "P_IEA_REGEN_GOLDEN=1 python -m pytest tests/test_golden.py")
+        pytest.fail(
+            f"{checkpoint_name()} (sha256 {actual[:16]}...) is not the checkpoint the golden maps were made "
+            f"from ({name}, sha256 {recorded[:16]}...); if it was replaced on purpose, regenerate them: "
+            "P_IEA_REGEN_GOLDEN=1 python -m pytest tests/test_golden.py"
+        )
     for sample in SAMPLES:
         golden = np.load(DATA / f"golden_{sample}.npy")
         assert golden.shape == (GOLDEN_SIDE, GOLDEN_SIDE) and golden.dtype == np.float32
         got = golden_map(shipped, sample)
         worst = np.abs(got - golden).max()
-        assert worst <= GOLDEN_TOLERANCE, (f"{sample}: the shipped checkpoint's map moved by up to {worst:.2e} from "
-                                           f"tests/data/golden_{sample}.npy (same checkpoint)")
+        assert worst <= GOLDEN_TOLERANCE, (
+            f"{sample}: the shipped checkpoint's map moved by up to {worst:.2e} from "
+            f"tests/data/golden_{sample}.npy (same checkpoint)"
+        )
 
 
 def test_golden_maps_have_the_samples_signs():
@@ -96,7 +101,7 @@ def receptive_extent(model, side=576, block=(256, 320)):
     scene = model.scene(x).detach() if contract.uses_scene(model) else None
     context = {"scene": scene, "region": (0, 0, side, side)} if scene is not None else {}
     x.requires_grad_(True)
-    model(x, **context)[..., block[0]:block[1], block[0]:block[1]].sum().backward()
+    model(x, **context)[..., block[0] : block[1], block[0] : block[1]].sum().backward()
     reach = x.grad.abs().sum(dim=(0, 1)) > 0
     rows, cols = reach.any(dim=1).nonzero().flatten(), reach.any(dim=0).nonzero().flatten()
     first, last = min(rows[0], cols[0]).item(), max(rows[-1], cols[-1]).item()

@@ -1,4 +1,5 @@
 """Colour scales, the |r|-weighted overlay, the colour bar's stated scale and make_heatmap's --vmax / --format."""
+
 import csv
 
 import numpy as np
@@ -13,6 +14,7 @@ BLUE, RED = (0, 0, 255), (255, 0, 0)
 
 
 # ---- colours ----
+
 
 def test_colours_at_zero_half_and_full_scale():
     # 'bwr' runs blue (0, 0, 1) -> white at 0.5 -> red (1, 0, 0), read from a 256-entry table at floor(t * 256):
@@ -38,6 +40,7 @@ def test_bad_scales_are_refused(vmax):
 
 # ---- per-image scale ----
 
+
 def test_image_vmax_is_the_99th_percentile_of_abs_r():
     # |r| = 0, 0.005, ..., 0.5 (101 values, mixed signs): the 99th percentile is at position 0.99 * 100 = 99 -> 0.495
     magnitudes = np.arange(101) * 0.005
@@ -58,13 +61,21 @@ def test_image_vmax_floor_for_a_nearly_ideal_photo():
 
 # ---- overlay ----
 
+
 def test_overlay_keeps_the_photo_where_r_is_zero_and_reaches_the_opacity_at_vmax():
     photo = np.tile(np.array([102, 150, 206], np.uint8), (1, 7, 1))
     r = np.array([[0.0, 0.125, -0.125, 0.25, -0.25, 0.6, -1.0]])
     # P + a (C - P), rounded: a = 0.6 * min(|r| / 0.25, 1); blue (0, 0, 255) for r > 0, red (255, 0, 0) for r < 0;
     # e.g. a = 0.3, blue: (102 * 0.7, 150 * 0.7, 206 + 0.3 * 49) = (71.4, 105, 220.7)
-    expected = [(102, 150, 206), (71, 105, 221), (148, 105, 144), (41, 60, 235), (194, 60, 82), (41, 60, 235),
-                (194, 60, 82)]
+    expected = [
+        (102, 150, 206),
+        (71, 105, 221),
+        (148, 105, 144),
+        (41, 60, 235),
+        (194, 60, 82),
+        (41, 60, 235),
+        (194, 60, 82),
+    ]
     out = overlay(photo, r, vmax=0.25, opacity=0.6)
     assert out.dtype == np.uint8 and [tuple(c) for c in out[0]] == expected
     np.testing.assert_array_equal(overlay(photo.astype(np.float32) / 255, r, vmax=0.25, opacity=0.6), out)
@@ -90,6 +101,7 @@ def test_overlay_refuses_mismatched_sizes_and_opacities():
 
 # ---- colour bar ----
 
+
 def bar_texts(fig):
     bar_axis = fig.axes[1]
     return bar_axis.get_ylabel(), [label.get_text() for label in bar_axis.get_yticklabels()]
@@ -106,6 +118,7 @@ def test_colorbar_states_the_scale():
 
 # ---- make_heatmap: --vmax, --format, summary.csv ----
 
+
 @pytest.fixture(scope="module")
 def photos(tmp_path_factory):
     folder = tmp_path_factory.mktemp("photos")
@@ -117,8 +130,19 @@ def photos(tmp_path_factory):
 
 
 def run(photos, out, checkpoint, *options):
-    code = make_heatmap.main(["--input", str(photos), "--output", str(out), "--checkpoint", str(checkpoint),
-                              "--save-npy", "--no-report", *options])
+    code = make_heatmap.main(
+        [
+            "--input",
+            str(photos),
+            "--output",
+            str(out),
+            "--checkpoint",
+            str(checkpoint),
+            "--save-npy",
+            "--no-report",
+            *options,
+        ]
+    )
     with open(out / "summary.csv", newline="") as f:
         return code, {row["file"]: row for row in csv.DictReader(f)}
 
@@ -174,14 +198,17 @@ def test_format_jpg_writes_jpegs_and_no_pngs(photos, tiny_checkpoint, tmp_path):
                 reference.unlink()
 
 
-@pytest.mark.parametrize("options, message", [
-    (["--vmax", "0"], "expected a number in (0, 1] or 'image'"),
-    (["--vmax", "1.5"], "expected a number in (0, 1] or 'image'"),
-    (["--vmax", "wide"], "expected a number in (0, 1] or 'image'"),
-    (["--format", "gif"], "invalid choice"),
-    (["--format", "jpg", "--jpeg-quality", "101"], "expected a JPEG quality from 1 to 100"),
-    (["--jpeg-quality", "80"], "--jpeg-quality applies to --format jpg only"),
-])
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        (["--vmax", "0"], "expected a number in (0, 1] or 'image'"),
+        (["--vmax", "1.5"], "expected a number in (0, 1] or 'image'"),
+        (["--vmax", "wide"], "expected a number in (0, 1] or 'image'"),
+        (["--format", "gif"], "invalid choice"),
+        (["--format", "jpg", "--jpeg-quality", "101"], "expected a JPEG quality from 1 to 100"),
+        (["--jpeg-quality", "80"], "--jpeg-quality applies to --format jpg only"),
+    ],
+)
 def test_bad_scale_and_format_options_are_usage_errors(options, message, capsys):
     with pytest.raises(SystemExit) as stop:
         make_heatmap.parse_args(options)
@@ -192,8 +219,12 @@ def test_bad_scale_and_format_options_are_usage_errors(options, message, capsys)
 def test_colorize_gives_matplotlibs_bwr_colours_exactly(vmax):
     from matplotlib import colormaps
 
-    r = np.concatenate([np.linspace(-1.2, 1.2, 200_001, dtype=np.float32),
-                        np.random.default_rng(0).uniform(-1, 1, 100_000).astype(np.float32),
-                        np.float32([0.0, 1.0, -1.0, vmax, -vmax, np.nextafter(np.float32(vmax), 0)])])
+    r = np.concatenate(
+        [
+            np.linspace(-1.2, 1.2, 200_001, dtype=np.float32),
+            np.random.default_rng(0).uniform(-1, 1, 100_000).astype(np.float32),
+            np.float32([0.0, 1.0, -1.0, vmax, -vmax, np.nextafter(np.float32(vmax), 0)]),
+        ]
+    )
     expected = colormaps["bwr"](np.clip(1.0 - np.clip(r / np.float32(vmax), -1, 1), 0, 2) / 2.0, bytes=True)[..., :3]
     np.testing.assert_array_equal(colorize(r, vmax), expected)

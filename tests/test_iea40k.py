@@ -82,8 +82,11 @@ def test_real_split_list_without_files_names_first_row(shared_dir, tmp_path):
         pytest.skip(f"{csv_path} not found")
     (tmp_path / "images").mkdir()
     (tmp_path / "labels").mkdir()
-    with pytest.raises(DatasetError, match=r"valid_256_2ev\.csv line 2 \(a4124-20080709_at_10h04m23__MG_4561_N1\.png\)"
-                                           r": image file not found: .*images.*_N1\.png \(8749 more missing"):
+    with pytest.raises(
+        DatasetError,
+        match=r"valid_256_2ev\.csv line 2 \(a4124-20080709_at_10h04m23__MG_4561_N1\.png\)"
+        r": image file not found: .*images.*_N1\.png \(8749 more missing",
+    ):
         IEA40KDataset(tmp_path, csv_path)
 
 
@@ -117,8 +120,10 @@ def test_missing_columns(data_root, columns, missing):
 
 
 def test_bad_score_names_line(data_root):
-    rows = [{"img_id": "s0_N1.png", "ref_id": "s0.png", "score": 1}, {"img_id": "s1_N1.png", "ref_id": "s1.png",
-                                                                      "score": "high"}]
+    rows = [
+        {"img_id": "s0_N1.png", "ref_id": "s0.png", "score": 1},
+        {"img_id": "s1_N1.png", "ref_id": "s1.png", "score": "high"},
+    ]
     write_rows(data_root / "bad.csv", rows)
     with pytest.raises(DatasetError, match=r"bad\.csv line 3 \(s1_N1\.png\): score 'high' is not a number"):
         IEA40KDataset(data_root, "bad.csv")
@@ -130,12 +135,16 @@ def test_empty_split(data_root):
         IEA40KDataset(data_root, "empty.csv")
 
 
-@pytest.mark.parametrize("victim, kind", [("images/s1_N1.png", "image"), ("labels/s1_N1.npy", "label"),
-                                          ("refs/s1.png", "ref")])
+@pytest.mark.parametrize(
+    "victim, kind", [("images/s1_N1.png", "image"), ("labels/s1_N1.npy", "label"), ("refs/s1.png", "ref")]
+)
 def test_missing_file_names_line_and_file(data_root, victim, kind):
     (data_root / victim).unlink()
-    with pytest.raises(DatasetError, match=rf"train\.csv line 3 \(s1_N1\.png\): {kind} file not found: "
-                                           rf".*{re.escape(victim.split('/')[1])}$"):
+    with pytest.raises(
+        DatasetError,
+        match=rf"train\.csv line 3 \(s1_N1\.png\): {kind} file not found: "
+        rf".*{re.escape(victim.split('/')[1])}$",
+    ):
         IEA40KDataset(data_root, "train.csv", refs_dir="refs")
 
 
@@ -151,8 +160,10 @@ def label_error(data_root, label, **kwargs):
     return ds
 
 
-@pytest.mark.parametrize("value, message", [(np.nan, "contains NaN or inf"), (np.inf, "contains NaN or inf"),
-                                            (-300.0, "reaches 300, beyond \\+-255")])
+@pytest.mark.parametrize(
+    "value, message",
+    [(np.nan, "contains NaN or inf"), (np.inf, "contains NaN or inf"), (-300.0, "reaches 300, beyond \\+-255")],
+)
 def test_bad_label_values(data_root, value, message):
     label = np.zeros((H, W), np.float32)
     label[3, 4] = value
@@ -178,8 +189,11 @@ def test_label_at_full_scale_accepted(data_root):
 
 def test_label_shape_mismatch(data_root):
     label = np.full((H // 2, W // 2), 51.0, np.float32)
-    with pytest.raises(DatasetError, match=rf"line 4 \(s2_N1\.png\): .*s2_N1\.npy: label is {H // 2}x{W // 2} but "
-                                           rf"the image is {H}x{W}"):
+    with pytest.raises(
+        DatasetError,
+        match=rf"line 4 \(s2_N1\.png\): .*s2_N1\.npy: label is {H // 2}x{W // 2} but "
+        rf"the image is {H}x{W}",
+    ):
         label_error(data_root, label)[2]
     with pytest.warns(UserWarning, match=r"s2_N1\.npy: label is .* resized to the image"):
         residual = label_error(data_root, label, allow_label_resize=True)[2]["residual"]
@@ -219,8 +233,9 @@ def test_geometric_augmentation_moves_label_and_ref_with_photo(data_root):
             assert item["image"].shape == (3, 12, 12) and item["residual"].shape == (1, 12, 12)
             check_follows(item)
             r, g = item["image"][0], item["image"][1]
-            corners.add((bool(r[-1, 0] > r[0, 0]), bool(g[0, -1] > g[0, 0]), round(float(r[0, 0]), 3),
-                         round(float(g[0, 0]), 3)))
+            corners.add(
+                (bool(r[-1, 0] > r[0, 0]), bool(g[0, -1] > g[0, 0]), round(float(r[0, 0]), 3), round(float(g[0, 0]), 3))
+            )
     flips = {c[:2] for c in corners}
     assert flips == {(True, True), (True, False), (False, True), (False, False)}  # both flips, both ways
     assert len({c[2:] for c in corners}) > 4  # crops at many places
@@ -230,6 +245,7 @@ def test_teacher_maps_follow_the_photo_and_are_found_by_content(data_root):
     """A teacher map is keyed by the photo's bytes (datasets/teacher.py) and moves with photo, label and ref; a photo
     without a map gets zeros and has_teacher False."""
     from pieanet.utils.image_io import file_sha256
+
     rgb = position_image()
     rgb[..., 2] = 7  # s1 differs from s0 and s2 (which share bytes, hence a map) only in blue: R - G is unchanged
     Image.fromarray(rgb).save(data_root / "images" / "s1_N1.png")
@@ -258,10 +274,14 @@ def test_teacher_map_problems_name_the_file(data_root):
         IEA40KDataset(data_root, "train.csv", teacher_dir=data_root / "nowhere")
     (data_root / "cache").mkdir()
     from pieanet.utils.image_io import file_sha256
+
     bad = data_root / "cache" / f"{file_sha256(data_root / 'images' / 's0_N1.png')}.npy"
     np.save(bad, np.zeros((H, W + 1), np.float32))
-    with pytest.raises(DatasetError, match=rf"line 2 \(s0_N1\.png\): .*{bad.name}: teacher map is 20x29 but the "
-                                           r"image is 20x28"):
+    with pytest.raises(
+        DatasetError,
+        match=rf"line 2 \(s0_N1\.png\): .*{bad.name}: teacher map is 20x29 but the "
+        r"image is 20x28",
+    ):
         IEA40KDataset(data_root, "train.csv", teacher_dir=data_root / "cache")[0]
 
 
@@ -280,8 +300,8 @@ def test_centre_crop_without_augment(data_root):
     item = IEA40KDataset(data_root, "train.csv", crop=8)[0]
     full = IEA40KDataset(data_root, "train.csv")[0]
     top, left = (H - 8) // 2, (W - 8) // 2
-    assert torch.equal(item["image"], full["image"][:, top:top + 8, left:left + 8])
-    assert torch.equal(item["residual"], full["residual"][:, top:top + 8, left:left + 8])
+    assert torch.equal(item["image"], full["image"][:, top : top + 8, left : left + 8])
+    assert torch.equal(item["residual"], full["residual"][:, top : top + 8, left : left + 8])
 
 
 @pytest.mark.parametrize("kwargs", [{"size": 0}, {"crop": [8, 8]}, {"crop": 2.5}])
@@ -305,8 +325,10 @@ def test_photometric_noise_leaves_label_alone(data_root):
         assert difference.max() > 0.02 and 0.02 < difference.mean() < 0.06
         assert b["image"].min() >= 0 and b["image"].max() <= 1
     # without augment there is no noise
-    assert torch.equal(IEA40KDataset(data_root, "train.csv", noise_std=0.05)[0]["image"],
-                       IEA40KDataset(data_root, "train.csv")[0]["image"])
+    assert torch.equal(
+        IEA40KDataset(data_root, "train.csv", noise_std=0.05)[0]["image"],
+        IEA40KDataset(data_root, "train.csv")[0]["image"],
+    )
 
 
 def test_augmentation_is_a_function_of_seed_epoch_index(data_root):
@@ -323,10 +345,13 @@ def test_augmentation_is_a_function_of_seed_epoch_index(data_root):
 
 
 # ------------------------------------------------------------------ bad datasets: one DatasetError, never a traceback
-@pytest.mark.parametrize("content, message", [
-    (b"\xff\xfe\x00\x01garbage\n", "not a UTF-8 CSV"),
-    (b"img_id,ref_id,score,score\na.png,a.png,5,6\n", "appear more than once"),
-])
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        (b"\xff\xfe\x00\x01garbage\n", "not a UTF-8 CSV"),
+        (b"img_id,ref_id,score,score\na.png,a.png,5,6\n", "appear more than once"),
+    ],
+)
 def test_unreadable_split_lists_are_one_dataset_error(tmp_path, content, message):
     (tmp_path / "list.csv").write_bytes(content)
     with pytest.raises(DatasetError, match=message):
@@ -339,12 +364,15 @@ def test_a_split_list_for_evaluation_needs_only_img_id(tmp_path):
     assert row.img_id == "a.png" and np.isnan(row.score)
 
 
-@pytest.mark.parametrize("label, message", [
-    (np.zeros((0, 0), np.float32), "expected a numeric H x W array"),
-    (np.zeros((H, W), np.complex64), "expected a numeric H x W array"),
-    (np.full((H, W), np.nan, np.float32), "NaN or inf"),
-    (np.full((H, W), 300, np.float32), "beyond"),
-])
+@pytest.mark.parametrize(
+    "label, message",
+    [
+        (np.zeros((0, 0), np.float32), "expected a numeric H x W array"),
+        (np.zeros((H, W), np.complex64), "expected a numeric H x W array"),
+        (np.full((H, W), np.nan, np.float32), "NaN or inf"),
+        (np.full((H, W), 300, np.float32), "beyond"),
+    ],
+)
 def test_bad_labels_are_one_dataset_error_from_the_shared_reader(data_root, label, message):
     from pieanet.datasets.iea40k import read_label
 
@@ -356,8 +384,9 @@ def test_bad_labels_are_one_dataset_error_from_the_shared_reader(data_root, labe
         IEA40KDataset(data_root, "train.csv")[0]
 
 
-@pytest.mark.parametrize("option", [{"label_scale": "abc"}, {"noise_std": "abc"}, {"noise_std": -1.0},
-                                    {"label_scale": float("inf")}])
+@pytest.mark.parametrize(
+    "option", [{"label_scale": "abc"}, {"noise_std": "abc"}, {"noise_std": -1.0}, {"label_scale": float("inf")}]
+)
 def test_bad_dataset_options_are_one_dataset_error(data_root, option):
     with pytest.raises(DatasetError, match="must be a"):
         IEA40KDataset(data_root, "train.csv", **option)

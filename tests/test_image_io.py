@@ -24,8 +24,9 @@ def write_png(path, array, bit_depth):
 
     color_type = 2 if array.ndim == 3 else 0
     header = struct.pack(">IIBBBBB", width, height, bit_depth, color_type, 0, 0, 0)
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(raw))
-                     + chunk(b"IEND", b""))
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b"")
+    )
 
 
 def rgb_test_pattern(height=6, width=5):
@@ -33,6 +34,7 @@ def rgb_test_pattern(height=6, width=5):
 
 
 # ---- colours ----
+
 
 def test_colorize_ends_and_middle():
     colours = colorize(np.array([[1.0, 0.0, -1.0]]))[0]
@@ -73,6 +75,7 @@ def test_colorbar_figure_is_written(tmp_path):
 
 
 # ---- loading ----
+
 
 def test_rgb_png_round_trip(tmp_path):
     pattern = rgb_test_pattern()
@@ -142,11 +145,14 @@ def test_one_pixel_image(tmp_path):
     np.testing.assert_allclose(load_image(tmp_path / "dot.bmp")[0, 0], np.array([10, 20, 30]) / 255.0, atol=1e-7)
 
 
-@pytest.mark.parametrize("name,content,reason", [
-    ("empty.jpg", b"", "empty file"),
-    ("notes.png", b"these are notes, not pixels\n" * 10, "not a readable image"),
-    ("noise.tif", bytes(np.random.default_rng(4).integers(0, 256, 3000, dtype=np.uint8)), "not a readable image"),
-])
+@pytest.mark.parametrize(
+    "name,content,reason",
+    [
+        ("empty.jpg", b"", "empty file"),
+        ("notes.png", b"these are notes, not pixels\n" * 10, "not a readable image"),
+        ("noise.tif", bytes(np.random.default_rng(4).integers(0, 256, 3000, dtype=np.uint8)), "not a readable image"),
+    ],
+)
 def test_unreadable_files_raise_one_line_naming_the_file(tmp_path, name, content, reason):
     (tmp_path / name).write_bytes(content)
     with pytest.raises(ImageLoadError) as info:
@@ -179,6 +185,7 @@ def test_images_above_the_pixel_limit_are_refused_before_decoding(tmp_path, monk
 
 # ---- listing and writing ----
 
+
 def test_list_images(tmp_path):
     for name in ["b.JPG", "a.png", "c.TiFf", "d.webp", "e.jpeg", "f.bmp", "g.tif", "notes.txt", ".hidden.jpg"]:
         (tmp_path / name).write_bytes(b"x")
@@ -188,8 +195,9 @@ def test_list_images(tmp_path):
     (tmp_path / "out" / "i_exposure.png").write_bytes(b"x")
     names = [p.relative_to(tmp_path).as_posix() for p in list_images(tmp_path)]
     assert names == ["a.png", "b.JPG", "c.TiFf", "d.webp", "e.jpeg", "f.bmp", "g.tif"]
-    recursive = [p.relative_to(tmp_path).as_posix() for p in list_images(tmp_path, recursive=True,
-                                                                          exclude=[tmp_path / "out"])]
+    recursive = [
+        p.relative_to(tmp_path).as_posix() for p in list_images(tmp_path, recursive=True, exclude=[tmp_path / "out"])
+    ]
     assert recursive == names + ["sub/h.png"]
     assert list_images(tmp_path / "notes.txt") == [tmp_path / "notes.txt"]  # a file named explicitly is tried
     with pytest.raises(FileNotFoundError):
@@ -243,7 +251,7 @@ def truncated_jpeg_declaring(path, side):
     Image.new("RGB", (64, 64), (120, 120, 120)).save(path, quality=50)
     data = bytearray(path.read_bytes())
     sof = data.find(b"\xff\xc0")
-    data[sof + 5:sof + 9] = side.to_bytes(2, "big") + side.to_bytes(2, "big")
+    data[sof + 5 : sof + 9] = side.to_bytes(2, "big") + side.to_bytes(2, "big")
     path.write_bytes(bytes(data[:631]))
 
 

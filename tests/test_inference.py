@@ -81,6 +81,7 @@ def test_batch_matches_single_images(tiny_model):
 
 class ShapeRecorder(nn.Module):
     """A stand-in for the released wrapper: resizes internally, records what it was called with."""
+
     native_size = 256
     tile_multiple = 1
 
@@ -108,10 +109,16 @@ def test_guided_upsampling_beats_bilinear_on_a_real_photo(shared_dir):
     model = build_baseline("mertens")  # a per-pixel map: its full-resolution truth is known
     full = predict_residual(model, image)
     guided = predict_residual(model, image, size=128)
-    low = torch.nn.functional.interpolate(torch.from_numpy(image).permute(2, 0, 1)[None], size=(80, 128),
-                                          mode="bilinear", antialias=True, align_corners=False)
-    bilinear = torch.nn.functional.interpolate(model(low), size=image.shape[:2], mode="bilinear",
-                                               align_corners=False)[0, 0].numpy()
+    low = torch.nn.functional.interpolate(
+        torch.from_numpy(image).permute(2, 0, 1)[None],
+        size=(80, 128),
+        mode="bilinear",
+        antialias=True,
+        align_corners=False,
+    )
+    bilinear = torch.nn.functional.interpolate(model(low), size=image.shape[:2], mode="bilinear", align_corners=False)[
+        0, 0
+    ].numpy()
     assert np.abs(guided - full).mean() < 0.6 * np.abs(bilinear - full).mean()
 
 

@@ -6,6 +6,7 @@ Every project .py file is parsed with ``ast`` (nothing is imported) and its ``pi
 modules: no module imports one of a higher layer, utils/ never imports the models, models/ takes from utils/ only
 the low-level modules, and no module imports another that imports it back at module level.
 """
+
 import ast
 import subprocess
 import sys
@@ -21,11 +22,22 @@ PACKAGES = ("models", "utils", "datasets", "configs")  # folders of the checkout
 # the layers, lowest first: a module imports only from its own layer and those below (datasets/, configs/ and
 # pieanet/__init__.py, commands.py, members.py stand beside them)
 # pieanet/<module or package>: what a tool runs, as functions
-LIBRARY_PACKAGES = ("pieanet.heatmaps", "pieanet.evaluation", "pieanet.training", "pieanet.scoring",
-                    "pieanet.comparison", "pieanet.exporting")
+LIBRARY_PACKAGES = (
+    "pieanet.heatmaps",
+    "pieanet.evaluation",
+    "pieanet.training",
+    "pieanet.scoring",
+    "pieanet.comparison",
+    "pieanet.exporting",
+)
 LAYERS = ("utils", "models", "runtime", "library", "tools")
-LOW_LEVEL_UTILS = {"pieanet.utils.safety", "pieanet.utils.image_io", "pieanet.utils.exposure",
-                   "pieanet.utils.shipped", "pieanet.utils.errors"}
+LOW_LEVEL_UTILS = {
+    "pieanet.utils.safety",
+    "pieanet.utils.image_io",
+    "pieanet.utils.exposure",
+    "pieanet.utils.shipped",
+    "pieanet.utils.errors",
+}
 
 
 def module_name(path):
@@ -40,16 +52,18 @@ def module_name(path):
 
 
 def project_files():
-    return sorted(path for path in ROOT.rglob("*.py") if not any(part.startswith(".") for part in
-                                                                 path.relative_to(ROOT).parts))
+    return sorted(
+        path for path in ROOT.rglob("*.py") if not any(part.startswith(".") for part in path.relative_to(ROOT).parts)
+    )
 
 
 MODULES = {module_name(path): path for path in project_files() if module_name(path)}
 # pieanet/'s own modules above the runtime (the library the tools call); pieanet/__init__.py, members.py and
 # commands.py are the package's entry, not a layer
 NOT_LIBRARY = {"pieanet", "pieanet.runtime", "pieanet.members", "pieanet.commands"}
-LIBRARY = {name for name, path in MODULES.items()
-           if path.relative_to(ROOT).parts[0] == "pieanet" and name not in NOT_LIBRARY}
+LIBRARY = {
+    name for name, path in MODULES.items() if path.relative_to(ROOT).parts[0] == "pieanet" and name not in NOT_LIBRARY
+}
 BELOW_LIBRARY = ("pieanet.runtime", "pieanet.models", "pieanet.utils", "pieanet.datasets", "pieanet.configs")
 
 
@@ -70,12 +84,14 @@ def imports(path, module_level_only=False):
 
     def walk(node):
         for child in ast.iter_child_nodes(node):
-            if module_level_only and isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef,
-                                                        ast.Lambda)):
+            if module_level_only and isinstance(
+                child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Lambda)
+            ):
                 continue
             if isinstance(child, (ast.Import, ast.ImportFrom)):
                 nodes.append(child)
             walk(child)
+
     walk(tree)
     found = []
     for node in nodes:
@@ -94,8 +110,15 @@ def imports(path, module_level_only=False):
 
 def test_the_parser_sees_the_projects_modules_and_their_imports():
     # the truths the checks below rest on: the modules are found and imports resolve to submodules
-    for name in ("pieanet", "pieanet.runtime", "pieanet.make_heatmap", "pieanet.models", "pieanet.models.contract",
-                 "pieanet.utils.cli", "pieanet.datasets.iea40k"):
+    for name in (
+        "pieanet",
+        "pieanet.runtime",
+        "pieanet.make_heatmap",
+        "pieanet.models",
+        "pieanet.models.contract",
+        "pieanet.utils.cli",
+        "pieanet.datasets.iea40k",
+    ):
         assert name in MODULES, name
     assert "pieanet.models.contract" in {m for m, _ in imports(MODULES["pieanet.models.loading"])}
     assert {"pieanet.utils.errors", "pieanet.models.inference"} <= {m for m, _ in imports(MODULES["pieanet.runtime"])}
@@ -118,38 +141,61 @@ def layer(name):
 
 
 def test_the_layers_are_told_apart():
-    assert [layer(name) for name in ("pieanet.utils.cli", "pieanet.models.inference", "pieanet.runtime",
-                                     "pieanet.heatmaps.run", "pieanet.heatmaps", "pieanet.make_heatmap",
-                                     "pieanet.datasets.iea40k", "pieanet.commands")] == \
-        ["utils", "models", "runtime", "library", "library", "tools", None, None]
+    assert [
+        layer(name)
+        for name in (
+            "pieanet.utils.cli",
+            "pieanet.models.inference",
+            "pieanet.runtime",
+            "pieanet.heatmaps.run",
+            "pieanet.heatmaps",
+            "pieanet.make_heatmap",
+            "pieanet.datasets.iea40k",
+            "pieanet.commands",
+        )
+    ] == ["utils", "models", "runtime", "library", "library", "tools", None, None]
 
 
 def test_every_module_imports_only_its_own_layer_and_those_below():
-    found = [f"{MODULES[name].relative_to(ROOT)}:{line} ({layer(name)}) imports {module} ({layer(module)})"
-             for name in MODULES if layer(name)
-             for module, line in imports(MODULES[name])
-             if layer(module) and LAYERS.index(layer(module)) > LAYERS.index(layer(name))]
+    found = [
+        f"{MODULES[name].relative_to(ROOT)}:{line} ({layer(name)}) imports {module} ({layer(module)})"
+        for name in MODULES
+        if layer(name)
+        for module, line in imports(MODULES[name])
+        if layer(module) and LAYERS.index(layer(module)) > LAYERS.index(layer(name))
+    ]
     assert not found, f"layers, lowest first: {LAYERS}; move the code down or the import up:\n" + "\n".join(found)
 
 
 def test_utils_never_imports_the_models():
-    found = [f"{MODULES[name].relative_to(ROOT)}:{line} imports {module}"
-             for name in MODULES if name.startswith("pieanet.utils")
-             for module, line in imports(MODULES[name]) if module.startswith("pieanet.models")]
+    found = [
+        f"{MODULES[name].relative_to(ROOT)}:{line} imports {module}"
+        for name in MODULES
+        if name.startswith("pieanet.utils")
+        for module, line in imports(MODULES[name])
+        if module.startswith("pieanet.models")
+    ]
     assert not found, "utils/ sits below models/; move the code up (models/, pieanet/runtime.py):\n" + "\n".join(found)
 
 
 def test_models_import_only_low_level_utils():
-    found = [f"{MODULES[name].relative_to(ROOT)}:{line} imports {module}"
-             for name in MODULES if name.startswith("pieanet.models")
-             for module, line in imports(MODULES[name])
-             if module.startswith("pieanet.utils") and module not in LOW_LEVEL_UTILS]
+    found = [
+        f"{MODULES[name].relative_to(ROOT)}:{line} imports {module}"
+        for name in MODULES
+        if name.startswith("pieanet.models")
+        for module, line in imports(MODULES[name])
+        if module.startswith("pieanet.utils") and module not in LOW_LEVEL_UTILS
+    ]
     assert not found, f"models/ may import from utils/ only {sorted(LOW_LEVEL_UTILS)}:\n" + "\n".join(found)
 
 
 def test_low_level_utils_import_only_each_other():
-    found = [f"{MODULES[name].relative_to(ROOT)}:{line} imports {module}" for name in sorted(LOW_LEVEL_UTILS)
-             for module, line in imports(MODULES[name]) if module not in LOW_LEVEL_UTILS]
+    found = [
+        f"{MODULES[name].relative_to(ROOT)}:{line} imports {module}"
+        for name in sorted(LOW_LEVEL_UTILS)
+        for module, line in imports(MODULES[name])
+        if module not in LOW_LEVEL_UTILS
+    ]
     assert not found, "\n".join(found)
 
 
@@ -162,11 +208,12 @@ def import_cycles(graph):
         stack.append(node)
         for other in sorted(graph.get(node, ())):
             if state.get(other) == "open":
-                cycles.append(stack[stack.index(other):] + [other])
+                cycles.append(stack[stack.index(other) :] + [other])
             elif other not in state:
                 visit(other, stack)
         stack.pop()
         state[node] = "done"
+
     for node in sorted(graph):
         if node not in state:
             visit(node, [])
@@ -179,17 +226,22 @@ def test_the_cycle_search_finds_a_cycle():
 
 
 def test_no_module_level_import_cycle():
-    graph = {name: {module for module, _ in imports(path, module_level_only=True) if module != name}
-             for name, path in MODULES.items()}
+    graph = {
+        name: {module for module, _ in imports(path, module_level_only=True) if module != name}
+        for name, path in MODULES.items()
+    }
     cycles = import_cycles(graph)
     assert not cycles, "module-level import cycles:\n" + "\n".join(" -> ".join(cycle) for cycle in cycles)
 
 
 @pytest.mark.subprocess
-@pytest.mark.parametrize("modules, absent", [
-    ("pieanet.heatmaps.summary, pieanet.heatmaps.report", ("torch", "pieanet.models", "pieanet.utils.cli")),
-    ("pieanet.utils.cli", ("torch", "pieanet.models")),
-])
+@pytest.mark.parametrize(
+    "modules, absent",
+    [
+        ("pieanet.heatmaps.summary, pieanet.heatmaps.report", ("torch", "pieanet.models", "pieanet.utils.cli")),
+        ("pieanet.utils.cli", ("torch", "pieanet.models")),
+    ],
+)
 def test_the_command_line_summary_and_report_load_neither_torch_nor_the_models(modules, absent):
     code = f"import sys; import {modules}; print(sorted(m for m in {absent!r} if m in sys.modules))"
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
@@ -201,34 +253,56 @@ def test_the_layer_sets_hold_what_they_name():
     assert {"make_heatmap", "train_wavelet", "evaluate", "score", "compare_methods", "export"} <= set(TOOLS)
     assert set(TOOLS) == {path.stem for path in ROOT.glob("*.py") if path.stem != "setup"}  # every root script
     assert {layer(name) for name in LIBRARY} == {"library"}  # the two views of the library agree
-    assert {"pieanet.evaluation", "pieanet.training.run", "pieanet.scoring", "pieanet.comparison",
-            "pieanet.exporting"} <= LIBRARY
+    assert {
+        "pieanet.evaluation",
+        "pieanet.training.run",
+        "pieanet.scoring",
+        "pieanet.comparison",
+        "pieanet.exporting",
+    } <= LIBRARY
     assert not LIBRARY & {f"pieanet.{tool}" for tool in TOOLS} and "pieanet.runtime" not in LIBRARY
 
 
 def test_the_import_reader_sees_tools_imported_by_any_name_at_any_level(tmp_path):
     planted = tmp_path / "planted.py"
-    planted.write_text("import evaluate\n\ndef f():\n    from pieanet import score\n"
-                       "    from train_wavelet import main\n    import pieanet.export\n")
-    assert [module for module, _ in imports(planted)] == ["pieanet.evaluate", "pieanet.score", "pieanet.train_wavelet",
-                                                          "pieanet.export"]
+    planted.write_text(
+        "import evaluate\n\ndef f():\n    from pieanet import score\n"
+        "    from train_wavelet import main\n    import pieanet.export\n"
+    )
+    assert [module for module, _ in imports(planted)] == [
+        "pieanet.evaluate",
+        "pieanet.score",
+        "pieanet.train_wavelet",
+        "pieanet.export",
+    ]
     assert [module for module, _ in imports(planted, module_level_only=True)] == ["pieanet.evaluate"]
 
 
 def test_no_tool_imports_another_tool():
     """A tool is a command line over the library: what two tools share lives in the library (pieanet/), never in
     one tool that the other imports, at module level or inside a function."""
-    found = [f"{MODULES[f'pieanet.{tool}'].relative_to(ROOT)}:{line} imports {module}"
-             for tool in sorted(TOOLS) for module, line in imports(MODULES[f"pieanet.{tool}"])
-             if module != f"pieanet.{tool}" and module.removeprefix("pieanet.") in TOOLS]
+    found = [
+        f"{MODULES[f'pieanet.{tool}'].relative_to(ROOT)}:{line} imports {module}"
+        for tool in sorted(TOOLS)
+        for module, line in imports(MODULES[f"pieanet.{tool}"])
+        if module != f"pieanet.{tool}" and module.removeprefix("pieanet.") in TOOLS
+    ]
     assert not found, "move what the tools share into the library (pieanet/):\n" + "\n".join(found)
 
 
 def test_the_library_imports_no_tool_and_nothing_below_imports_the_library():
     tools = {f"pieanet.{tool}" for tool in TOOLS}
-    upwards = [f"{MODULES[name].relative_to(ROOT)}:{line} imports {module}"
-               for name in sorted(LIBRARY) for module, line in imports(MODULES[name]) if module in tools]
-    upwards += [f"{MODULES[name].relative_to(ROOT)}:{line} imports {module}"
-                for name in sorted(MODULES) if name.startswith(BELOW_LIBRARY)
-                for module, line in imports(MODULES[name]) if module in LIBRARY or module in tools]
+    upwards = [
+        f"{MODULES[name].relative_to(ROOT)}:{line} imports {module}"
+        for name in sorted(LIBRARY)
+        for module, line in imports(MODULES[name])
+        if module in tools
+    ]
+    upwards += [
+        f"{MODULES[name].relative_to(ROOT)}:{line} imports {module}"
+        for name in sorted(MODULES)
+        if name.startswith(BELOW_LIBRARY)
+        for module, line in imports(MODULES[name])
+        if module in LIBRARY or module in tools
+    ]
     assert not upwards, "layers import downwards only (docs/design.md, Layers):\n" + "\n".join(upwards)

@@ -89,8 +89,9 @@ def test_train_enhancer_example_runs(tiny_checkpoint, capsys):
     x = torch.rand(2, 3, 20, 28)
     y, curves = enhancer(x)
     assert y.shape == x.shape and 0 <= y.min() and y.max() <= 1 and curves.abs().max() <= 1
-    code = example.main(["--judge", str(tiny_checkpoint), "--steps", "2", "--train-crops", "8", "--test-crops", "2",
-                         "--threads", "1"])
+    code = example.main(
+        ["--judge", str(tiny_checkpoint), "--steps", "2", "--train-crops", "8", "--test-crops", "2", "--threads", "1"]
+    )
     out = capsys.readouterr().out
     assert code == 0 and "testing on 2 held-out images" in out
     assert all(f"{variant}: held-out MAE to ideal" in out for variant in ("baseline", "with", "alone"))
@@ -105,6 +106,7 @@ def test_the_loss_takes_a_model_not_a_path(tiny_checkpoint):
 def test_an_onnx_model_is_refused_as_it_passes_no_gradient():
     pytest.importorskip("onnxruntime", reason="onnxruntime is not installed")
     from pieanet.models import DEFAULT_ONNX
+
     onnx_model = load_model(DEFAULT_ONNX)
     with pytest.raises(TypeError, match=r"pieanet_corpus\.onnx.*no gradient.*load the torch checkpoint"):
         ExposureLoss(onnx_model)

@@ -13,6 +13,7 @@ leaves within TORCH_FREE_SLACK of the torch path's: a colour moves one table ste
 border, and the colour bar's figure, which resamples the map, differs by more than 1/255 in at most
 COLORBAR_MOVED_SHARE of its pixels, each by at most one table step).
 """
+
 import csv
 import hashlib
 import threading
@@ -28,8 +29,14 @@ import make_heatmap
 from pieanet import runtime
 from pieanet.models import DEFAULT_CHECKPOINT, DEFAULT_ONNX, load_model
 from pieanet.models.full_size import STRIP_ROWS, GuidedFit, guided_upsample_photo, shrink_photo
-from pieanet.models.inference import (guided_coefficients, guided_upsample, predict_batch, predict_tensor, shrink,
-                                      to_tensor)
+from pieanet.models.inference import (
+    guided_coefficients,
+    guided_upsample,
+    predict_batch,
+    predict_tensor,
+    shrink,
+    to_tensor,
+)
 from pieanet.utils.exposure import bound_residual, gray, residual_stats
 from pieanet.utils.heatmap import CMAP_TABLE, OVERLAY_OPACITY, colour_index, linear_colour_table, BWR_ANCHORS
 from pieanet.utils.image_io import load_image, rgb_levels, save_palette_image
@@ -79,6 +86,7 @@ def reference_overlay(photo, residual, vmax=1.0, opacity=OVERLAY_OPACITY):
 
 def reference_heatmap(residual):
     from matplotlib import colormaps
+
     return colormaps["bwr"]((1.0 - np.clip(residual, -1.0, 1.0)) / 2.0, bytes=True)[..., :3]
 
 
@@ -91,13 +99,13 @@ def near_border(residual, slack=BORDER_SLACK):
 def assert_colours_close(got, want, residual, what, slack=BORDER_SLACK):
     difference = np.abs(got.astype(int) - want.astype(int)).max(axis=-1)
     assert difference.max() <= TABLE_STEP, f"{what}: a colour moved by {difference.max()} levels"
-    assert np.all((difference <= 1) | near_border(residual, slack)), \
+    assert np.all((difference <= 1) | near_border(residual, slack)), (
         f"{what}: {np.count_nonzero(difference > 1)} pixels"
+    )
 
 
 def run_tool(photos, out, *options):
-    code = make_heatmap.main(["--input", str(photos), "--output", str(out), "--no-report", "--threads", "2",
-                              *options])
+    code = make_heatmap.main(["--input", str(photos), "--output", str(out), "--no-report", "--threads", "2", *options])
     with open(out / "summary.csv", newline="", encoding="utf-8") as f:
         return code, {row["file"]: row for row in csv.DictReader(f)}
 
@@ -110,16 +118,20 @@ def check_outputs(model, photos, out, rows, slack=BORDER_SLACK):
             assert float(rows[path.name][key]) == pytest.approx(stats[key], abs=1e-4), (path.name, key)
         with Image.open(out / f"{path.stem}_exposure.png") as img:
             assert img.mode == "P" and img.size == photo.shape[1::-1]
-            assert_colours_close(np.asarray(img.convert("RGB")), reference_heatmap(residual), residual, "heatmap",
-                                 slack)
+            assert_colours_close(
+                np.asarray(img.convert("RGB")), reference_heatmap(residual), residual, "heatmap", slack
+            )
         if (out / f"{path.stem}_overlay.png").exists():
             with Image.open(out / f"{path.stem}_overlay.png") as img:
                 assert_colours_close(np.asarray(img), reference_overlay(photo, residual), residual, "overlay", slack)
         if (out / f"{path.stem}_colorbar.png").exists():
             from pieanet.utils.heatmap import save_colorbar_heatmap
+
             save_colorbar_heatmap(out / "reference_colorbar.png", residual, title=path.stem, scale_note="fixed")
-            with Image.open(out / f"{path.stem}_colorbar.png") as got, \
-                    Image.open(out / "reference_colorbar.png") as want:
+            with (
+                Image.open(out / f"{path.stem}_colorbar.png") as got,
+                Image.open(out / "reference_colorbar.png") as want,
+            ):
                 difference = np.abs(np.asarray(got, dtype=int) - np.asarray(want, dtype=int)).max(axis=-1)
                 moved = np.count_nonzero(difference > 1)
                 allowed = 0 if slack == BORDER_SLACK else COLORBAR_MOVED_SHARE * difference.size
@@ -191,6 +203,7 @@ def test_uint8_and_float_photos_give_one_map(shipped):
 
 def test_colour_table_is_matplotlibs_bwr():
     from matplotlib import colormaps
+
     np.testing.assert_array_equal(CMAP_TABLE, colormaps["bwr"](np.arange(256), bytes=True)[:, :3])
     assert linear_colour_table(BWR_ANCHORS, 11).shape == (11, 3)
 
@@ -248,14 +261,14 @@ def test_in_order_without_workers_runs_in_the_callers_thread():
 def test_a_deferred_map_is_the_map_and_is_checked_finite(shipped):
     # make_heatmap predicts at the working size on its worker and makes the full-size map on the writing thread
     photo = load_image(SAMPLES[0], keep_uint8=True)
-    fit, = runtime.predict(shipped, [photo], deferred=True)
+    (fit,) = runtime.predict(shipped, [photo], deferred=True)
     assert isinstance(fit, GuidedFit) and fit.a.shape == fit.b.shape and fit.a.shape != photo.shape[:2]
-    whole, = runtime.predict(shipped, [photo])
+    (whole,) = runtime.predict(shipped, [photo])
     np.testing.assert_array_equal(runtime.full_map(fit, photo), whole)
     assert runtime.full_map(whole, photo) is whole
     broken = load_model(DEFAULT_CHECKPOINT)
     broken.register_forward_hook(lambda module, inputs, output: output * float("nan"))
-    result, = runtime.predict(broken, [photo], deferred=True)
+    (result,) = runtime.predict(broken, [photo], deferred=True)
     assert isinstance(result, ValueError) and "non-finite" in str(result) and "working size" in str(result)
 
 

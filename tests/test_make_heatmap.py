@@ -41,14 +41,19 @@ def pixel_size(path):
 
 def write_constant_png(path, width, height, level=128):
     """A valid 8-bit greyscale PNG of any size, compressed row by row without holding the image in memory."""
+
     def chunk(kind, data):
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
     compressor = zlib.compressobj(1)
     row = b"\x00" + bytes([level]) * width
     data = b"".join(compressor.compress(row) for _ in range(height)) + compressor.flush()
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0))
-                     + chunk(b"IDAT", data) + chunk(b"IEND", b""))
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0))
+        + chunk(b"IDAT", data)
+        + chunk(b"IEND", b"")
+    )
 
 
 def photo(height, width, seed=0):
@@ -60,8 +65,22 @@ def assert_no_temporary_files(folder):
 
 
 def test_sample_photos_end_to_end(tiny_checkpoint, tmp_path, capsys):
-    code, out, err = run(["--input", SAMPLES, "--output", tmp_path, "--checkpoint", tiny_checkpoint,
-                          "--save-npy", "--overlay", "--colorbar", "--threshold", "0.05"], capsys)
+    code, out, err = run(
+        [
+            "--input",
+            SAMPLES,
+            "--output",
+            tmp_path,
+            "--checkpoint",
+            tiny_checkpoint,
+            "--save-npy",
+            "--overlay",
+            "--colorbar",
+            "--threshold",
+            "0.05",
+        ],
+        capsys,
+    )
     assert code == 0, err
     samples = sorted(p for p in SAMPLES.iterdir() if p.suffix == ".jpg")
     assert 3 <= len(samples) <= 4 and all(p.stat().st_size < 150_000 for p in samples)
@@ -88,8 +107,10 @@ def test_sample_photos_end_to_end(tiny_checkpoint, tmp_path, capsys):
 
 def test_heatmap_matches_the_model_run_directly(tiny_checkpoint, tmp_path, capsys):
     Image.fromarray(photo(24, 40)).save(tmp_path / "p.png")
-    code, _, err = run(["--input", tmp_path / "p.png", "--output", tmp_path / "out", "--checkpoint", tiny_checkpoint,
-                        "--save-npy"], capsys)
+    code, _, err = run(
+        ["--input", tmp_path / "p.png", "--output", tmp_path / "out", "--checkpoint", tiny_checkpoint, "--save-npy"],
+        capsys,
+    )
     assert code == 0, err
     model = load_model(tiny_checkpoint)
     image = load_image(tmp_path / "p.png")
@@ -124,16 +145,28 @@ def test_bad_inputs_are_reported_and_the_rest_goes_on(tiny_checkpoint, tmp_path,
     out = tmp_path / "out"
     code, _, err = run(["--input", src, "--output", out, "--checkpoint", tiny_checkpoint, "--batch-size", "3"], capsys)
     assert code == 1
-    failed = {"empty.png": "empty file", "notes.jpg": "not a readable image", "truncated.jpg": "truncated",
-              "huge.png": "20000x20000 is 400 MP, above the 200 MP limit"}
+    failed = {
+        "empty.png": "empty file",
+        "notes.jpg": "not a readable image",
+        "truncated.jpg": "truncated",
+        "huge.png": "20000x20000 is 400 MP, above the 200 MP limit",
+    }
     lines = err.strip().splitlines()
     assert "Traceback" not in err and len(lines) == len(failed)
     for name, reason in failed.items():
         assert any(line.startswith(f"make_heatmap: {src / name}: ") and reason in line for line in lines), name
     summary = read_summary(out)
     assert len(summary) == 12
-    expected_sizes = {"good.jpg": (30, 20), "grey16.png": (7, 9), "grey.png": (7, 9), "rgba.png": (7, 9),
-                      "palette.bmp": (7, 9), "cmyk.jpg": (7, 9), "dot.webp": (1, 1), "rotated.jpg": (20, 40)}
+    expected_sizes = {
+        "good.jpg": (30, 20),
+        "grey16.png": (7, 9),
+        "grey.png": (7, 9),
+        "rgba.png": (7, 9),
+        "palette.bmp": (7, 9),
+        "cmyk.jpg": (7, 9),
+        "dot.webp": (1, 1),
+        "rotated.jpg": (20, 40),
+    }
     for name, row in summary.items():
         stem = Path(name).stem
         if name in failed:
@@ -158,17 +191,23 @@ def test_a_failed_write_leaves_no_files_for_that_image(tiny_checkpoint, tmp_path
 
     monkeypatch.setattr(writing, "save_colorbar_heatmap", failing_colorbar)
     out = tmp_path / "out"
-    code, _, err = run(["--input", tmp_path, "--output", out, "--checkpoint", tiny_checkpoint, "--save-npy",
-                        "--colorbar"], capsys)
+    code, _, err = run(
+        ["--input", tmp_path, "--output", out, "--checkpoint", tiny_checkpoint, "--save-npy", "--colorbar"], capsys
+    )
     assert code == 1
     assert err.strip() == f"make_heatmap: {tmp_path / 'b.png'}: could not write outputs (No space left on device)"
-    assert sorted(p.name for p in out.iterdir()) == [".pieanet-outputs.csv", "a_colorbar.png", "a_exposure.png",
-                                                     "a_residual.npy", "index.html", "summary.csv"]
+    assert sorted(p.name for p in out.iterdir()) == [
+        ".pieanet-outputs.csv",
+        "a_colorbar.png",
+        "a_exposure.png",
+        "a_residual.npy",
+        "index.html",
+        "summary.csv",
+    ]
     assert read_summary(out)["b.png"]["status"] == "failed"
 
 
-def test_each_photo_is_read_once_and_its_hash_is_of_the_bytes_decoded(tiny_checkpoint, tmp_path, capsys,
-                                                                      monkeypatch):
+def test_each_photo_is_read_once_and_its_hash_is_of_the_bytes_decoded(tiny_checkpoint, tmp_path, capsys, monkeypatch):
     photo = tmp_path / "in" / "a.jpg"
     photo.parent.mkdir()
     Image.fromarray(np.random.default_rng(5).integers(0, 256, (24, 32, 3), dtype=np.uint8)).save(photo, quality=90)
@@ -180,8 +219,20 @@ def test_each_photo_is_read_once_and_its_hash_is_of_the_bytes_decoded(tiny_check
         return real_open(file, *args, **kwargs)
 
     monkeypatch.setattr("builtins.open", counting_open)
-    code, _, err = run(["--input", photo.parent, "--output", tmp_path / "out", "--checkpoint", tiny_checkpoint,
-                        "--no-report", "--threads", "1"], capsys)
+    code, _, err = run(
+        [
+            "--input",
+            photo.parent,
+            "--output",
+            tmp_path / "out",
+            "--checkpoint",
+            tiny_checkpoint,
+            "--no-report",
+            "--threads",
+            "1",
+        ],
+        capsys,
+    )
     monkeypatch.undo()
     assert code == 0, err
     assert len(opened) == 1  # not once for the hash, once for the scan count and once to decode
@@ -210,8 +261,10 @@ def test_working_resolution_and_tiles_keep_the_full_size(tiny_checkpoint, tmp_pa
     Image.fromarray(photo(40, 600)).save(tmp_path / "p.png")
     for option in [["--size", "32"], ["--tile", "512"]]:  # tiny model: 96 px margins, so 2 tiles of 512
         out = tmp_path / option[0].strip("-")
-        code, _, err = run(["--input", tmp_path / "p.png", "--output", out, "--checkpoint", tiny_checkpoint,
-                            "--save-npy", *option], capsys)
+        code, _, err = run(
+            ["--input", tmp_path / "p.png", "--output", out, "--checkpoint", tiny_checkpoint, "--save-npy", *option],
+            capsys,
+        )
         assert code == 0, err
         assert np.load(out / "p_residual.npy").shape == (40, 600)
         assert pixel_size(out / "p_exposure.png") == (600, 40)
@@ -222,7 +275,7 @@ def test_missing_default_checkpoint_says_how_to_get_one(tmp_path, capsys, monkey
     monkeypatch.setattr(runtime, "DEFAULT_ONNX", tmp_path / "pieanet_corpus.onnx")  # no torch-free path without it
     code, out, err = run(["--input", SAMPLES, "--output", tmp_path / "out"], capsys)
     assert code == 2
-    line, = err.strip().splitlines()
+    (line,) = err.strip().splitlines()
     assert str(tmp_path / "pieanet_corpus.safetensors") in line and "train_wavelet.py --config" in line
     assert "wavelet_epoch_2" in line and not (tmp_path / "out").exists()
 
@@ -233,7 +286,7 @@ def test_unusable_checkpoint_is_one_sentence_and_exit_2(tmp_path, capsys, conten
     checkpoint.write_bytes(content)
     code, _, err = run(["--input", SAMPLES, "--output", tmp_path / "out", "--checkpoint", checkpoint], capsys)
     assert code == 2
-    line, = err.strip().splitlines()
+    (line,) = err.strip().splitlines()
     assert line.startswith(f"make_heatmap: {checkpoint}: ") and "Traceback" not in err
 
 
@@ -245,12 +298,15 @@ def test_usage_errors_exit_2(tiny_checkpoint, tmp_path, capsys):
     code, _, err = run(["--input", tmp_path, "--output", tmp_path, "--checkpoint", tiny_checkpoint], capsys)
     assert code == 2 and "output folder is the input folder" in err
     Image.new("RGB", (4, 4)).save(tmp_path / "a.png")
-    code, _, err = run(["--input", tmp_path, "--output", tmp_path / "a.png" / "out", "--checkpoint", tiny_checkpoint],
-                       capsys)
+    code, _, err = run(
+        ["--input", tmp_path, "--output", tmp_path / "a.png" / "out", "--checkpoint", tiny_checkpoint], capsys
+    )
     assert code == 2 and "cannot write to the output folder" in err
     if not torch.cuda.is_available():
-        code, _, err = run(["--input", tmp_path, "--output", tmp_path / "out", "--checkpoint", tiny_checkpoint,
-                            "--device", "cuda"], capsys)
+        code, _, err = run(
+            ["--input", tmp_path, "--output", tmp_path / "out", "--checkpoint", tiny_checkpoint, "--device", "cuda"],
+            capsys,
+        )
         assert code == 2 and "no CUDA device" in err
     with pytest.raises(SystemExit) as info:
         make_heatmap.main(["--threshold", "1.5"])
@@ -262,9 +318,21 @@ def test_usage_errors_exit_2(tiny_checkpoint, tmp_path, capsys):
 def test_command_line_exit_code_and_clean_stderr(tiny_checkpoint, tmp_path):
     Image.new("RGB", (6, 5), (90, 90, 90)).save(tmp_path / "ok.png")
     (tmp_path / "bad.tif").write_bytes(b"II*\x00garbage")
-    result = subprocess.run([sys.executable, str(ROOT / "make_heatmap.py"), "--input", str(tmp_path), "--output",
-                             str(tmp_path / "out"), "--checkpoint", str(tiny_checkpoint)],
-                            capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "make_heatmap.py"),
+            "--input",
+            str(tmp_path),
+            "--output",
+            str(tmp_path / "out"),
+            "--checkpoint",
+            str(tiny_checkpoint),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 1
     assert result.stderr.strip().startswith(f"make_heatmap: {tmp_path / 'bad.tif'}: ")
     assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1
@@ -280,8 +348,9 @@ def test_released_weights_see_under_and_over_exposure(official_weights, shared_d
     src.mkdir()
     for p in photos:
         (src / p.name).symlink_to(p)
-    code, _, err = run(["--input", src, "--output", tmp_path / "out", "--checkpoint", official_weights,
-                        "--batch-size", "2"], capsys)
+    code, _, err = run(
+        ["--input", src, "--output", tmp_path / "out", "--checkpoint", official_weights, "--batch-size", "2"], capsys
+    )
     assert code == 0, err
     summary = read_summary(tmp_path / "out")
     assert float(summary["test_low.jpg"]["mean_residual"]) > 0.2  # under-exposed (reference output: +0.334)

@@ -2,6 +2,7 @@
 in what the build puts into the wheel (setup.py) the same pieanet.* modules exist, `pieanet.bench`, `pieanet.tests`
 and `pieanet.setup` exist in neither, a stray .py file at the root is not swept in, and the package data is every data
 file the package's code names."""
+
 import ast
 import importlib.util
 import json
@@ -17,8 +18,20 @@ import pytest
 from pieanet.members import FOLDERS, TOOLS
 
 ROOT = Path(__file__).resolve().parents[1]
-NOT_COPIED = (".git", ".venv", "venv", "data", "experiments", "outputs", "runs", "build", "*.egg-info", "__pycache__",
-              ".pytest_cache", ".benchmarks")
+NOT_COPIED = (
+    ".git",
+    ".venv",
+    "venv",
+    "data",
+    "experiments",
+    "outputs",
+    "runs",
+    "build",
+    "*.egg-info",
+    "__pycache__",
+    ".pytest_cache",
+    ".benchmarks",
+)
 # data files in the members' folders that the package does not ship, and why
 NOT_SHIPPED = {
     "checkpoints/pieanet_corpus_v1.safetensors": "stage 0, the input of configs/pieanet_corpus_v2.yaml in a checkout",
@@ -41,9 +54,11 @@ def module_names(top, files):
 
 
 def python_files(top):
-    return sorted(path.relative_to(top) for path in top.rglob("*.py")
-                  if not any(part.startswith(".") or part in ("__pycache__", "build") for part in
-                             path.relative_to(top).parts))
+    return sorted(
+        path.relative_to(top)
+        for path in top.rglob("*.py")
+        if not any(part.startswith(".") or part in ("__pycache__", "build") for part in path.relative_to(top).parts)
+    )
 
 
 @pytest.fixture(scope="module")
@@ -53,8 +68,12 @@ def built(tmp_path_factory):
     source, lib = tmp_path_factory.mktemp("src") / "p-iea", tmp_path_factory.mktemp("lib")
     shutil.copytree(ROOT, source, ignore=shutil.ignore_patterns(*NOT_COPIED))
     (source / "stray.py").write_text("print('a file a user left at the root')\n")
-    done = subprocess.run([sys.executable, "setup.py", "-q", "build_py", "--build-lib", str(lib)], cwd=source,
-                          capture_output=True, text=True)
+    done = subprocess.run(
+        [sys.executable, "setup.py", "-q", "build_py", "--build-lib", str(lib)],
+        cwd=source,
+        capture_output=True,
+        text=True,
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     return source, lib / "pieanet"
 
@@ -75,23 +94,27 @@ def test_checkout_and_wheel_hold_the_same_modules(built):
     wheel = module_names(package, python_files(package))
     assert {f"pieanet.{name}" for name in TOOLS} | {"pieanet", "pieanet.models.inference"} <= wheel
     # the library's own subpackages (found by setup.py, not listed), every module of pieanet/ among them
-    library = module_names(ROOT, [path.relative_to(ROOT) for path in (ROOT / "pieanet").rglob("*.py")
-                                  if "__pycache__" not in path.parts])
+    library = module_names(
+        ROOT, [path.relative_to(ROOT) for path in (ROOT / "pieanet").rglob("*.py") if "__pycache__" not in path.parts]
+    )
     assert {"pieanet.training.run", "pieanet.training.config", "pieanet.scoring.rules"} <= library <= wheel
     assert "pieanet.stray" not in wheel
     assert not any(name.startswith(("pieanet.bench", "pieanet.tests")) for name in wheel)
     # every pieanet.* name the old path extension gave the checkout, looked up by the checkout's own finder
     candidates = sorted(module_names(source, python_files(source)))
-    code = ("import importlib.util, json, sys\n"
-            "found = []\n"
-            "for name in json.loads(sys.argv[1]):\n"
-            "    try:\n"
-            "        found += [name] if importlib.util.find_spec(name) else []\n"
-            "    except ModuleNotFoundError:\n"
-            "        pass\n"
-            "print(json.dumps(found))\n")
-    done = subprocess.run([sys.executable, "-c", code, json.dumps(candidates)], cwd=source, capture_output=True,
-                          text=True)
+    code = (
+        "import importlib.util, json, sys\n"
+        "found = []\n"
+        "for name in json.loads(sys.argv[1]):\n"
+        "    try:\n"
+        "        found += [name] if importlib.util.find_spec(name) else []\n"
+        "    except ModuleNotFoundError:\n"
+        "        pass\n"
+        "print(json.dumps(found))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code, json.dumps(candidates)], cwd=source, capture_output=True, text=True
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     assert set(json.loads(done.stdout)) == wheel
 
@@ -109,17 +132,22 @@ def strings(package):
 @pytest.mark.subprocess
 def test_package_data_is_listed_once_and_is_what_the_code_reads(built):
     _, package = built
-    shipped = {path.relative_to(package).as_posix() for path in package.rglob("*") if path.is_file()
-               and path.suffix != ".py"}
+    shipped = {
+        path.relative_to(package).as_posix() for path in package.rglob("*") if path.is_file() and path.suffix != ".py"
+    }
     listed = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]
     for name, patterns in listed.items():  # each pattern ships something (a misspelt name would ship nothing)
         folder = name.removeprefix("pieanet.").replace(".", "/")
         assert all(any(fnmatch(file, f"{folder}/{pattern}") for file in shipped) for pattern in patterns), name
-    tracked = subprocess.run(["git", "ls-files", *(name.replace(".", "/") for name in FOLDERS)], cwd=ROOT,
-                             capture_output=True, text=True).stdout.split()
-    data = {name for name in tracked if not name.endswith(".py")} or \
-        {path.relative_to(ROOT).as_posix() for name in FOLDERS for path in (ROOT / name.replace(".", "/")).iterdir()
-         if path.is_file() and path.suffix != ".py"}
+    tracked = subprocess.run(
+        ["git", "ls-files", *(name.replace(".", "/") for name in FOLDERS)], cwd=ROOT, capture_output=True, text=True
+    ).stdout.split()
+    data = {name for name in tracked if not name.endswith(".py")} or {
+        path.relative_to(ROOT).as_posix()
+        for name in FOLDERS
+        for path in (ROOT / name.replace(".", "/")).iterdir()
+        if path.is_file() and path.suffix != ".py"
+    }
     # every data file is either shipped or left out for a reason, and what the code names by file name is shipped
     assert shipped | set(NOT_SHIPPED) == data and not shipped & set(NOT_SHIPPED)
     text = "\n".join(strings(package))
@@ -133,12 +161,15 @@ def test_package_data_is_listed_once_and_is_what_the_code_reads(built):
 @pytest.mark.subprocess
 def test_the_built_package_finds_its_data(built):
     _, package = built
-    code = ("import sys; sys.path.insert(0, sys.argv[1]); from pieanet.datasets import photos; "
-            "from pieanet.utils import shipped, config; "
-            "print(all(p.is_file() for p in (photos.MANIFEST, photos.KEYS_MANIFEST, shipped.DEFAULT_CHECKPOINT, "
-            "shipped.DEFAULT_ONNX)), photos.MANIFEST.is_relative_to(sys.argv[1]), config.shipped_names())")
-    done = subprocess.run([sys.executable, "-c", code, str(package.parent)], capture_output=True, text=True,
-                          cwd=package.parent)
+    code = (
+        "import sys; sys.path.insert(0, sys.argv[1]); from pieanet.datasets import photos; "
+        "from pieanet.utils import shipped, config; "
+        "print(all(p.is_file() for p in (photos.MANIFEST, photos.KEYS_MANIFEST, shipped.DEFAULT_CHECKPOINT, "
+        "shipped.DEFAULT_ONNX)), photos.MANIFEST.is_relative_to(sys.argv[1]), config.shipped_names())"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code, str(package.parent)], capture_output=True, text=True, cwd=package.parent
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     found, inside, names = done.stdout.strip().split(" ", 2)
     assert (found, inside) == ("True", "True")
@@ -154,15 +185,35 @@ def test_a_type_checker_resolves_every_pieanet_import(built, tmp_path):
     pytest.importorskip("mypy", reason="mypy is not installed (pip install -r requirements-dev.txt)")
     package = tmp_path / "lib" / "pieanet"
     shutil.copytree(built[1], package)
-    (package / "_probe.py").write_text("import pieanet.bench\nfrom pieanet.models import no_such_name\n"
-                                       "from pieanet.utils import cli\n")
-    done = subprocess.run([sys.executable, "-m", "mypy", "-p", "pieanet", "--config-file", str(ROOT / "pyproject.toml"),
-                           "--cache-dir", str(tmp_path / "cache")], cwd=package.parent, capture_output=True,
-                          text=True)
+    (package / "_probe.py").write_text(
+        "import pieanet.bench\nfrom pieanet.models import no_such_name\nfrom pieanet.utils import cli\n"
+    )
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "mypy",
+            "-p",
+            "pieanet",
+            "--config-file",
+            str(ROOT / "pyproject.toml"),
+            "--cache-dir",
+            str(tmp_path / "cache"),
+        ],
+        cwd=package.parent,
+        capture_output=True,
+        text=True,
+    )
     assert "error:" in done.stdout, done.stdout[-2000:] + done.stderr[-2000:]
-    unresolved = [line for line in done.stdout.splitlines() if "[import-not-found]" in line or "[import-untyped]" in
-                  line or ("[attr-defined]" in line and 'Module "pieanet' in line)]
-    assert [line.split(": error")[0] for line in unresolved] == ["pieanet/_probe.py:1", "pieanet/_probe.py:2"], \
+    unresolved = [
+        line
+        for line in done.stdout.splitlines()
+        if "[import-not-found]" in line
+        or "[import-untyped]" in line
+        or ("[attr-defined]" in line and 'Module "pieanet' in line)
+    ]
+    assert [line.split(": error")[0] for line in unresolved] == ["pieanet/_probe.py:1", "pieanet/_probe.py:2"], (
         unresolved
+    )
     others = [line for line in done.stdout.splitlines() if ": error:" in line and "_probe.py" not in line]
     assert not others, "\n".join(others)

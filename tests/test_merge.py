@@ -1,4 +1,5 @@
 """datasets/merge.py: IEA40K-layout datasets merged by links and concatenated split lists, read back as one."""
+
 from pathlib import Path
 
 import numpy as np

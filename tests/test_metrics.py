@@ -35,8 +35,14 @@ def test_ssim_matches_pytorch_msssim_and_skimage():
     theirs = reference_ssim(torch.from_numpy(pred)[None, None], torch.from_numpy(label)[None, None], data_range=1)
     assert ours == pytest.approx(theirs.item(), abs=1e-6)
     # an independent implementation with the same Gaussian window and constants, valid region only
-    independent = structural_similarity(pred.astype(np.float64), label.astype(np.float64), data_range=1,
-                                        gaussian_weights=True, sigma=1.5, use_sample_covariance=False)
+    independent = structural_similarity(
+        pred.astype(np.float64),
+        label.astype(np.float64),
+        data_range=1,
+        gaussian_weights=True,
+        sigma=1.5,
+        use_sample_covariance=False,
+    )
     assert ours == pytest.approx(independent, abs=2e-3)
     assert metrics.ssim(label, label) == pytest.approx(1.0, abs=1e-6)
 
@@ -118,12 +124,14 @@ def test_every_metric_has_a_direction():
 
 def test_physics_counts_hand_computed():
     # nine pixels: (photo RGB, residual)
-    pixels = [((255, 0, 0), 0.2),      # clipped (one channel), said to need light: wrong
-              ((250, 250, 250), -0.3),  # clipped, said to need less: right
-              ((249, 200, 100), 0.5),   # not clipped (249 < 250)
-              ((0, 0, 0), -0.1),        # crushed, said to need less light: wrong
-              ((5, 5, 5), 0.5),         # crushed, needs light: right
-              ((6, 0, 0), -0.5)] + [((128, 128, 128), 0.0)] * 3  # not crushed (one channel above 5); neither
+    pixels = [
+        ((255, 0, 0), 0.2),  # clipped (one channel), said to need light: wrong
+        ((250, 250, 250), -0.3),  # clipped, said to need less: right
+        ((249, 200, 100), 0.5),  # not clipped (249 < 250)
+        ((0, 0, 0), -0.1),  # crushed, said to need less light: wrong
+        ((5, 5, 5), 0.5),  # crushed, needs light: right
+        ((6, 0, 0), -0.5),
+    ] + [((128, 128, 128), 0.0)] * 3  # not crushed (one channel above 5); neither
     image = np.array([p for p, _ in pixels], np.float32).reshape(3, 3, 3) / 255
     pred = np.array([r for _, r in pixels], np.float32).reshape(3, 3)
     assert metrics.physics_counts(image, pred) == (2, 1, 2, 1)

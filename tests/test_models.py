@@ -59,7 +59,7 @@ def test_pieanet_batch_members_are_independent(tiny_model_config):
     x = torch.rand(4, 3, 48, 40)
     with torch.no_grad():
         together = model(x)
-        alone = torch.cat([model(x[i:i + 1]) for i in range(4)])
+        alone = torch.cat([model(x[i : i + 1]) for i in range(4)])
         changed = x.clone()
         changed[0] = 1 - changed[0]
         others = model(changed)[1:]
@@ -128,7 +128,7 @@ def test_released_weights_reproduce_reference(released, shared_dir):
     x = torch.stack([torch.from_numpy(reference[f"{n}_input"]) for n in names])
     with torch.no_grad():
         together = released(x)
-        alone = torch.cat([released(x[i:i + 1]) for i in range(2)])  # batch of one works
+        alone = torch.cat([released(x[i : i + 1]) for i in range(2)])  # batch of one works
     for i, name in enumerate(names):
         assert np.abs(together[i, 0].numpy() - reference[f"{name}_output"]).max() <= 1e-4
     assert torch.allclose(alone, together, atol=1e-5)  # no cross-batch attention
@@ -169,8 +169,10 @@ def tiny_state(config):
     return {k: v.clone() for k, v in build_model(config).state_dict().items()}
 
 
-@pytest.mark.parametrize("damage, message", [
-    ("nan", "NaN or infinite"), ("inf", "NaN or infinite"), ("int", "expected floating-point weights")])
+@pytest.mark.parametrize(
+    "damage, message",
+    [("nan", "NaN or infinite"), ("inf", "NaN or infinite"), ("int", "expected floating-point weights")],
+)
 def test_non_finite_or_integer_weights_are_refused(tmp_path, tiny_model_config, damage, message):
     state = tiny_state(tiny_model_config)
     key = next(k for k, v in state.items() if v.is_floating_point())
@@ -184,16 +186,26 @@ def test_non_finite_or_integer_weights_are_refused(tmp_path, tiny_model_config, 
     assert str(info.value).startswith(str(path))
 
 
-@pytest.mark.parametrize("change, message", [
-    ({"width": 6000}, "out of range"), ({"window": 0}, "out of range"), ({"width": "abc"}, "must be an integer"),
-    ({"use_dwt": "maybe"}, "true or false"), ({"colour": 3}, "unknown key"), ({"name": "resnet"}, "unknown model"),
-    ({"width": 1000}, "tensor name|weights do not fit|parameters"), ({"working_size": -5}, "out of range"),
-    ({"working_size": "big"}, "must be an integer")])
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"width": 6000}, "out of range"),
+        ({"window": 0}, "out of range"),
+        ({"width": "abc"}, "must be an integer"),
+        ({"use_dwt": "maybe"}, "true or false"),
+        ({"colour": 3}, "unknown key"),
+        ({"name": "resnet"}, "unknown model"),
+        ({"width": 1000}, "tensor name|weights do not fit|parameters"),
+        ({"working_size": -5}, "out of range"),
+        ({"working_size": "big"}, "must be an integer"),
+    ],
+)
 def test_bad_configs_are_refused_before_anything_is_allocated(tmp_path, tiny_model_config, change, message):
     import time
 
-    path = write_checkpoint(tmp_path / "c.safetensors", dict(tiny_model_config, **change),
-                            tiny_state(tiny_model_config))
+    path = write_checkpoint(
+        tmp_path / "c.safetensors", dict(tiny_model_config, **change), tiny_state(tiny_model_config)
+    )
     start = time.perf_counter()
     with pytest.raises(CheckpointError, match=message):
         load_model(path)

@@ -2,6 +2,7 @@
 models/inference.py), make_heatmap gives the same numbers with either backend, wrong combinations are one-line
 usage errors, the default device falls back to onnxruntime's CPU provider where it has no CUDA one, and the report
 names the file that ran."""
+
 import argparse
 import csv
 import sys
@@ -28,10 +29,15 @@ def models():
     return load_model(DEFAULT_CHECKPOINT), load_model(DEFAULT_ONNX)
 
 
-@pytest.mark.parametrize("shape, options", [((256, 256), {"size": 0}), ((301, 199), {"size": 0}),
-                                            ((600, 451), {}),
-                                            pytest.param((1100, 700), {"size": 0, "tile": 512},
-                                                         marks=pytest.mark.slow)])
+@pytest.mark.parametrize(
+    "shape, options",
+    [
+        ((256, 256), {"size": 0}),
+        ((301, 199), {"size": 0}),
+        ((600, 451), {}),
+        pytest.param((1100, 700), {"size": 0, "tile": 512}, marks=pytest.mark.slow),
+    ],
+)
 def test_shipped_onnx_file_is_the_shipped_network(models, shape, options):
     torch_model, onnx_model = models
     assert onnx_model.config == torch_model.config
@@ -56,8 +62,9 @@ def test_make_heatmap_numbers_match_between_backends(tmp_path, capsys):
         Image.fromarray((np.clip(rng.random((90, 130, 3)) * 180 * gain, 0, 255)).astype(np.uint8)).save(photos / name)
     runs = {}
     for backend in ("torch", "onnxruntime"):
-        assert make_heatmap.main(["--input", str(photos), "--output", str(tmp_path / backend),
-                                  "--backend", backend]) == 0
+        assert (
+            make_heatmap.main(["--input", str(photos), "--output", str(tmp_path / backend), "--backend", backend]) == 0
+        )
         runs[backend] = read_summary(tmp_path / backend)
     assert runs["torch"].keys() == runs["onnxruntime"].keys() == {"dark.png", "bright.png"}
     for name, row in runs["torch"].items():
@@ -66,10 +73,13 @@ def test_make_heatmap_numbers_match_between_backends(tmp_path, capsys):
     assert float(runs["torch"]["dark.png"]["mean_residual"]) > 0 > float(runs["torch"]["bright.png"]["mean_residual"])
 
 
-@pytest.mark.parametrize("argv, says", [
-    (["--backend", "torch", "--checkpoint", str(DEFAULT_ONNX)], "runs with --backend onnxruntime"),
-    (["--backend", "onnxruntime", "--checkpoint", str(DEFAULT_CHECKPOINT)], "export.py"),
-])
+@pytest.mark.parametrize(
+    "argv, says",
+    [
+        (["--backend", "torch", "--checkpoint", str(DEFAULT_ONNX)], "runs with --backend onnxruntime"),
+        (["--backend", "onnxruntime", "--checkpoint", str(DEFAULT_CHECKPOINT)], "export.py"),
+    ],
+)
 def test_backend_and_checkpoint_that_do_not_fit_are_usage_errors(tmp_path, capsys, argv, says):
     Image.new("RGB", (40, 30), (90, 90, 90)).save(tmp_path / "grey.png")
     assert make_heatmap.main(["--input", str(tmp_path / "grey.png"), "--output", str(tmp_path / "out"), *argv]) == 2
@@ -89,12 +99,15 @@ def test_a_file_that_is_not_an_exported_model_is_refused(tmp_path):
 CPU_ONLY, WITH_CUDA = ["CPUExecutionProvider"], ["CUDAExecutionProvider", "CPUExecutionProvider"]
 
 
-@pytest.mark.parametrize("device, explicit, available, expected", [
-    ("cpu", True, WITH_CUDA, ["CPUExecutionProvider"]),
-    ("cuda", False, CPU_ONLY, ["CPUExecutionProvider"]),
-    ("cuda", True, WITH_CUDA, [("CUDAExecutionProvider", {"device_id": 0}), "CPUExecutionProvider"]),
-    ("cuda:1", False, WITH_CUDA, [("CUDAExecutionProvider", {"device_id": 1}), "CPUExecutionProvider"]),
-])
+@pytest.mark.parametrize(
+    "device, explicit, available, expected",
+    [
+        ("cpu", True, WITH_CUDA, ["CPUExecutionProvider"]),
+        ("cuda", False, CPU_ONLY, ["CPUExecutionProvider"]),
+        ("cuda", True, WITH_CUDA, [("CUDAExecutionProvider", {"device_id": 0}), "CPUExecutionProvider"]),
+        ("cuda:1", False, WITH_CUDA, [("CUDAExecutionProvider", {"device_id": 1}), "CPUExecutionProvider"]),
+    ],
+)
 def test_execution_providers(device, explicit, available, expected):
     assert execution_providers("m.onnx", torch.device(device), explicit, available) == expected
 
@@ -108,6 +121,7 @@ def test_cuda_asked_for_without_the_cuda_provider_is_an_error():
 def cuda_machine(monkeypatch):
     """torch sees a GPU; onnxruntime's providers and the ones each session is made with are recorded."""
     import onnxruntime
+
     sessions, real_session = [], onnxruntime.InferenceSession
 
     def session(path, options, providers):
@@ -145,11 +159,15 @@ def test_each_torchrun_process_keeps_its_own_gpu(cuda_machine, monkeypatch):
 
 def test_the_report_names_the_checkpoint_that_ran(tmp_path):
     Image.new("RGB", (40, 30), (90, 90, 90)).save(tmp_path / "grey.png")
-    for backend, shipped, other in (("onnxruntime", DEFAULT_ONNX, DEFAULT_CHECKPOINT),
-                                    ("torch", DEFAULT_CHECKPOINT, DEFAULT_ONNX)):
+    for backend, shipped, other in (
+        ("onnxruntime", DEFAULT_ONNX, DEFAULT_CHECKPOINT),
+        ("torch", DEFAULT_CHECKPOINT, DEFAULT_ONNX),
+    ):
         output = tmp_path / backend
-        assert make_heatmap.main(["--input", str(tmp_path / "grey.png"), "--output", str(output),
-                                  "--backend", backend]) == 0
+        assert (
+            make_heatmap.main(["--input", str(tmp_path / "grey.png"), "--output", str(output), "--backend", backend])
+            == 0
+        )
         page = (output / "index.html").read_text()
         assert f"checkpoint: {shipped}" in page and other.name not in page
 

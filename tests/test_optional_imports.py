@@ -1,5 +1,6 @@
 """The format readers are imported on first use: loading a model, inference and training need neither rawpy nor
 pillow-heif, and without them a RAW or HEIC file is a one-line error naming the package while other photos load."""
+
 import os
 import subprocess
 import sys
@@ -22,8 +23,11 @@ def run_python(code, cwd):
 
 
 def test_importing_the_models_and_the_tools_imports_no_format_reader(tmp_path):
-    done = run_python("import sys; import pieanet, pieanet.models, pieanet.utils.cli, pieanet.make_heatmap, "
-                      "pieanet.train_wavelet; print(sorted({'rawpy', 'pillow_heif'} & set(sys.modules)))", tmp_path)
+    done = run_python(
+        "import sys; import pieanet, pieanet.models, pieanet.utils.cli, pieanet.make_heatmap, "
+        "pieanet.train_wavelet; print(sorted({'rawpy', 'pillow_heif'} & set(sys.modules)))",
+        tmp_path,
+    )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[]"
 
@@ -44,7 +48,9 @@ def test_without_rawpy_and_pillow_heif_models_run_and_only_those_formats_fail(tm
         "    try:\n"
         "        load_image(name)\n"
         "    except ImageLoadError as e:\n"
-        "        print(e)\n", tmp_path)
+        "        print(e)\n",
+        tmp_path,
+    )
     assert done.returncode == 0, done.stderr
     shape, pixel, heic, raw = done.stdout.strip().splitlines()
     assert shape == "(1, 1, 24, 32)"

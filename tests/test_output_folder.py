@@ -1,5 +1,6 @@
 """One output folder over several make_heatmap runs: output names unique across runs (summary.csv's output column),
 --resume against the stored names and settings, names that are not UTF-8, and a killed run's temporary files."""
+
 import csv
 import os
 import shutil
@@ -38,16 +39,22 @@ def test_output_stems_are_unique_in_the_run_and_against_earlier_rows():
     sources = [f"../in/{file}" for file in files]
     assert output_stems(files, sources) == ["a_jpg", "a_png", "sub/b", "x_png", "x_jpg", "x_png_bmp"]
     # earlier rows: sub/b and x_png_bmp belong to other photos, a_jpg to this run's a.jpg itself
-    taken = {"sub/b": "../other/sub/b.png", "a_jpg": "../in/a.jpg", "X_PNG_BMP": "../elsewhere/x_png.bmp",
-             "x_png_bmp_2": "../in/x_png.bmp"}
+    taken = {
+        "sub/b": "../other/sub/b.png",
+        "a_jpg": "../in/a.jpg",
+        "X_PNG_BMP": "../elsewhere/x_png.bmp",
+        "x_png_bmp_2": "../in/x_png.bmp",
+    }
     assert output_stems(files, sources, taken) == ["a_jpg", "a_png", "sub/b_png", "x_png", "x_jpg", "x_png_bmp_2"]
 
 
 def test_same_named_photos_of_two_runs_keep_their_own_outputs(tiny_checkpoint, tmp_path, capsys):
     jpg = save_photo(tmp_path / "in" / "a.jpg", seed=1)
     png = save_photo(tmp_path / "in" / "a.png", seed=2, height=20)
-    expected = {"a_exposure.png": heatmap_alone(jpg, tmp_path / "jpg", capsys, "--checkpoint", tiny_checkpoint),
-                "a_png_exposure.png": heatmap_alone(png, tmp_path / "png", capsys, "--checkpoint", tiny_checkpoint)}
+    expected = {
+        "a_exposure.png": heatmap_alone(jpg, tmp_path / "jpg", capsys, "--checkpoint", tiny_checkpoint),
+        "a_png_exposure.png": heatmap_alone(png, tmp_path / "png", capsys, "--checkpoint", tiny_checkpoint),
+    }
     out = tmp_path / "out"
     for photo in (jpg, png):
         code, _, err = run(["--input", photo, "--output", out, "--checkpoint", tiny_checkpoint], capsys)
@@ -67,17 +74,22 @@ def test_same_named_photos_of_two_runs_keep_their_own_outputs(tiny_checkpoint, t
 def test_two_input_folders_with_the_same_names_share_an_output_folder(tiny_checkpoint, tmp_path, capsys):
     first = save_photo(tmp_path / "first" / "sub" / "x.png", seed=3)
     second = save_photo(tmp_path / "second" / "sub" / "x.png", seed=4, width=40)
-    expected = [heatmap_alone(photo, tmp_path / name, capsys, "--checkpoint", tiny_checkpoint)
-                for photo, name in [(first, "one"), (second, "two")]]
+    expected = [
+        heatmap_alone(photo, tmp_path / name, capsys, "--checkpoint", tiny_checkpoint)
+        for photo, name in [(first, "one"), (second, "two")]
+    ]
     out = tmp_path / "out"
     for folder in ("first", "second", "first"):  # the first folder again: its photo keeps its name
-        code, _, err = run(["--input", tmp_path / folder, "--recursive", "--output", out, "--checkpoint",
-                            tiny_checkpoint], capsys)
+        code, _, err = run(
+            ["--input", tmp_path / folder, "--recursive", "--output", out, "--checkpoint", tiny_checkpoint], capsys
+        )
         assert code == 0, err
     assert [(out / "sub" / name).read_bytes() for name in ("x_exposure.png", "x_png_exposure.png")] == expected
     # the third run's row replaces the first run's (issue 28: one row per photo, the redone photo's row last)
     assert [(row["source"], row["output"]) for row in rows_of(out)] == [
-        ("../second/sub/x.png", "sub/x_png"), ("../first/sub/x.png", "sub/x")]
+        ("../second/sub/x.png", "sub/x_png"),
+        ("../first/sub/x.png", "sub/x"),
+    ]
     page = (out / "index.html").read_text(encoding="utf-8")
     assert page.count('<section class="photo"') == 2 and "not found" not in page
     assert 'src="../first/sub/x.png"' in page and 'src="../second/sub/x.png"' in page
@@ -99,7 +111,10 @@ def test_a_file_name_that_is_not_utf8_is_processed_and_the_run_goes_on(tiny_chec
     text = (out / "summary.csv").read_bytes().decode("utf-8")  # still valid UTF-8 for every tool
     assert text.endswith("\n")
     assert [(row["file"], row["status"]) for row in rows_of(out)] == [
-        ("a.png", "ok"), ("bad\\xff.png", "ok"), ("z.png", "ok")]
+        ("a.png", "ok"),
+        ("bad\\xff.png", "ok"),
+        ("z.png", "ok"),
+    ]
     assert (out / "bad\\xff_exposure.png").read_bytes() == expected
     (out / "index.html").read_bytes().decode("utf-8")
     code, printed, err = run(["--input", src, "--output", out, "--checkpoint", tiny_checkpoint, "--resume"], capsys)
@@ -115,22 +130,26 @@ def other_checkpoint(tmp_path_factory, tiny_model_config):
     return path
 
 
-@pytest.mark.parametrize("first, then, redone", [
-    ([], ["--vmax", "0.3"], True),
-    ([], ["--vmax", "image"], True),
-    ([], ["--threshold", "0.2"], True),
-    ([], ["--size", "64"], True),
-    ([], ["--tile", "512"], True),
-    ([], ["--raw-clipping"], True),
-    (["--format", "jpg"], ["--format", "jpg", "--jpeg-quality", "50"], True),
-    (["--format", "jpg"], ["--format", "jpg", "--jpeg-quality", "90"], False),  # 90 is the default
-    ([], ["--checkpoint", "{other}"], True),
-    ([], ["--checkpoint", "{copy}"], False),  # the same weights under another name
-    ([], ["--backend", "torch"], False),  # what auto runs a .safetensors file with
-    ([], ["--threads", "2", "--batch-size", "2"], False),
-])
-def test_resume_redoes_photos_made_with_other_settings(tiny_checkpoint, other_checkpoint, tmp_path, capsys, first,
-                                                       then, redone):
+@pytest.mark.parametrize(
+    "first, then, redone",
+    [
+        ([], ["--vmax", "0.3"], True),
+        ([], ["--vmax", "image"], True),
+        ([], ["--threshold", "0.2"], True),
+        ([], ["--size", "64"], True),
+        ([], ["--tile", "512"], True),
+        ([], ["--raw-clipping"], True),
+        (["--format", "jpg"], ["--format", "jpg", "--jpeg-quality", "50"], True),
+        (["--format", "jpg"], ["--format", "jpg", "--jpeg-quality", "90"], False),  # 90 is the default
+        ([], ["--checkpoint", "{other}"], True),
+        ([], ["--checkpoint", "{copy}"], False),  # the same weights under another name
+        ([], ["--backend", "torch"], False),  # what auto runs a .safetensors file with
+        ([], ["--threads", "2", "--batch-size", "2"], False),
+    ],
+)
+def test_resume_redoes_photos_made_with_other_settings(
+    tiny_checkpoint, other_checkpoint, tmp_path, capsys, first, then, redone
+):
     photo = save_photo(tmp_path / "in" / "a.png", seed=8)
     shutil.copyfile(tiny_checkpoint, tmp_path / "copy.safetensors")
     names = {"{other}": other_checkpoint, "{copy}": tmp_path / "copy.safetensors"}
@@ -143,7 +162,7 @@ def test_resume_redoes_photos_made_with_other_settings(tiny_checkpoint, other_ch
     code, printed, err = run(["--input", photo, "--output", out, *then, "--resume"], capsys)
     assert code == 0, err
     assert ("1 of 1 images done" in printed) == redone and ("1 already done" in printed) == (not redone)
-    row, = rows_of(out)  # one row per photo either way
+    (row,) = rows_of(out)  # one row per photo either way
     heatmap = next(out.glob("a_exposure.*")).read_bytes()
     assert heatmap == (heatmap_alone(photo, tmp_path / "fresh", capsys, *then) if redone else before)
     code, printed, _ = run(["--input", photo, "--output", out, *then, "--resume"], capsys)
@@ -159,8 +178,11 @@ def test_resume_removes_a_killed_runs_temporaries_in_the_output_folder_too(tiny_
     assert code == 0, err
     ended = subprocess.Popen([sys.executable, "-c", "pass"])
     ended.wait()
-    dead = [out / f".summary.{ended.pid}-0123abcd.tmp.csv", out / f".index.{ended.pid}-0123abcd.tmp.html",
-            out / "sub" / f".a_exposure.{ended.pid}-0123abcd.tmp.png"]
+    dead = [
+        out / f".summary.{ended.pid}-0123abcd.tmp.csv",
+        out / f".index.{ended.pid}-0123abcd.tmp.html",
+        out / "sub" / f".a_exposure.{ended.pid}-0123abcd.tmp.png",
+    ]
     alive = out / f".summary.{os.getpid()}-0123abcd.tmp.csv"  # a process still writing it
     for path in dead + [alive]:
         path.write_text("partial")
@@ -176,11 +198,13 @@ def test_resume_tells_native_size_from_the_models_working_size(tiny_model_config
     photo = save_photo(tmp_path / "in" / "a.png", seed=11, height=48, width=64)
     out = tmp_path / "out"
     assert run(["--input", photo, "--output", out, "--checkpoint", checkpoint], capsys)[0] == 0
-    code, printed, err = run(["--input", photo, "--output", out, "--checkpoint", checkpoint, "--size", "native",
-                              "--resume"], capsys)
+    code, printed, err = run(
+        ["--input", photo, "--output", out, "--checkpoint", checkpoint, "--size", "native", "--resume"], capsys
+    )
     assert code == 0 and "1 of 1 images done" in printed, err
-    assert (out / "a_exposure.png").read_bytes() == heatmap_alone(photo, tmp_path / "fresh", capsys, "--checkpoint",
-                                                                  checkpoint, "--size", "native")
+    assert (out / "a_exposure.png").read_bytes() == heatmap_alone(
+        photo, tmp_path / "fresh", capsys, "--checkpoint", checkpoint, "--size", "native"
+    )
 
 
 def test_outputs_of_earlier_settings_never_outlive_a_redone_photo(tiny_checkpoint, tmp_path, capsys):
@@ -214,7 +238,7 @@ def test_a_summary_from_before_the_stops_column_is_read_and_upgraded(tiny_checkp
     first, second = save_photo(tmp_path / "in" / "a.png", seed=13), save_photo(tmp_path / "in" / "b.png", seed=14)
     out, argv = tmp_path / "out", ["--output", tmp_path / "out", "--checkpoint", tiny_checkpoint]
     assert run(["--input", first, *argv], capsys)[0] == 0
-    row_a, = older_summary(out)
+    (row_a,) = older_summary(out)
     # a plain run appends below the older rows, after rewriting the file with today's columns
     code, _, err = run(["--input", second, *argv], capsys)
     assert code == 0, err
@@ -228,5 +252,5 @@ def test_a_summary_from_before_the_stops_column_is_read_and_upgraded(tiny_checkp
     rows = rows_of(out)
     assert sorted(row["file"] for row in rows) == ["a.png", "b.png"] and all(row["stops"] != "" for row in rows)
     assert run(["--input", first, "--output", tmp_path / "fresh", "--checkpoint", tiny_checkpoint], capsys)[0] == 0
-    fresh, = rows_of(tmp_path / "fresh")
+    (fresh,) = rows_of(tmp_path / "fresh")
     assert next(row for row in rows if row["file"] == "a.png")["stops"] == fresh["stops"]

@@ -1,5 +1,6 @@
 """pieanet/heatmaps/outputs.py, the one home of make_heatmap's output names, and the files each summary.csv row
 records."""
+
 import csv
 import os
 import re
@@ -18,26 +19,49 @@ from conftest import save_photo
 def test_the_kinds_the_options_ask_for_in_the_order_they_are_written():
     assert outputs.requested_kinds() == ["exposure.png"]
     assert outputs.requested_kinds("jpg", overlay=True, colorbar=True, residual=True) == [
-        "exposure.jpg", "residual.npy", "overlay.jpg", "colorbar.png"]  # the colour-bar figure is always a PNG
-    assert set(outputs.KINDS) == {"exposure.png", "exposure.jpg", "overlay.png", "overlay.jpg", "colorbar.png",
-                                  "residual.npy"}
+        "exposure.jpg",
+        "residual.npy",
+        "overlay.jpg",
+        "colorbar.png",
+    ]  # the colour-bar figure is always a PNG
+    assert set(outputs.KINDS) == {
+        "exposure.png",
+        "exposure.jpg",
+        "overlay.png",
+        "overlay.jpg",
+        "colorbar.png",
+        "residual.npy",
+    }
     with pytest.raises(ValueError, match="'tif'; expected one of png, jpg"):
         outputs.requested_kinds("tif")
     assert outputs.file_name("sub/b #1", "overlay.jpg") == "sub/b #1_overlay.jpg"
     assert outputs.output_path(Path("out/sub/a"), "residual.npy") == Path("out/sub/a_residual.npy")
 
 
-@pytest.mark.parametrize("row, expected", [
-    ({"output": "sub/a b", "output_kinds": "exposure.jpg residual.npy overlay.jpg", "settings": "jpeg_quality=-"},
-     {"exposure": "sub/a b_exposure.jpg", "residual": "sub/a b_residual.npy", "overlay": "sub/a b_overlay.jpg"}),
-    # a row of a summary.csv written before output_kinds: the format its settings name, heatmap and overlay
-    ({"output": "a", "output_kinds": "", "settings": "checkpoint=sha256:00 size=model jpeg_quality=-"},
-     {"exposure": "a_exposure.png", "overlay": "a_overlay.png"}),
-    ({"output": "a", "settings": "checkpoint=sha256:00 size=model jpeg_quality=85"},
-     {"exposure": "a_exposure.jpg", "overlay": "a_overlay.jpg"}),
-    ({"output": "", "output_kinds": "", "status": "failed"}, {}),  # a failed photo has no files
-    ({"output": "a", "output_kinds": "exposure.png ../../etc/passwd"}, {"exposure": "a_exposure.png"}),
-])
+@pytest.mark.parametrize(
+    "row, expected",
+    [
+        (
+            {
+                "output": "sub/a b",
+                "output_kinds": "exposure.jpg residual.npy overlay.jpg",
+                "settings": "jpeg_quality=-",
+            },
+            {"exposure": "sub/a b_exposure.jpg", "residual": "sub/a b_residual.npy", "overlay": "sub/a b_overlay.jpg"},
+        ),
+        # a row of a summary.csv written before output_kinds: the format its settings name, heatmap and overlay
+        (
+            {"output": "a", "output_kinds": "", "settings": "checkpoint=sha256:00 size=model jpeg_quality=-"},
+            {"exposure": "a_exposure.png", "overlay": "a_overlay.png"},
+        ),
+        (
+            {"output": "a", "settings": "checkpoint=sha256:00 size=model jpeg_quality=85"},
+            {"exposure": "a_exposure.jpg", "overlay": "a_overlay.jpg"},
+        ),
+        ({"output": "", "output_kinds": "", "status": "failed"}, {}),  # a failed photo has no files
+        ({"output": "a", "output_kinds": "exposure.png ../../etc/passwd"}, {"exposure": "a_exposure.png"}),
+    ],
+)
 def test_the_files_a_summary_row_records(row, expected):
     assert outputs.recorded_files(row) == expected
 
@@ -52,7 +76,7 @@ def test_each_row_records_its_files_and_the_report_shows_those_not_the_newest(ti
     out = tmp_path / "out"
     argv = ["--input", tmp_path / "in", "--output", out, "--checkpoint", tiny_checkpoint, "--threads", "1"]
     assert make_heatmap.main([str(a) for a in argv + ["--overlay", "--save-npy"]]) == 0
-    row, = rows_of(out)
+    (row,) = rows_of(out)
     assert row["output_kinds"] == "exposure.png residual.npy overlay.png"
     assert sorted(p.name for p in out.glob("a_*")) == ["a_exposure.png", "a_overlay.png", "a_residual.npy"]
     # a user's JPEG with an output's name, newer than the run's files: not this row's, so not shown
@@ -66,8 +90,19 @@ def test_each_row_records_its_files_and_the_report_shows_those_not_the_newest(ti
 def test_a_summary_without_output_kinds_still_shows_its_files(tiny_checkpoint, tmp_path):
     save_photo(tmp_path / "in" / "a.png", seed=4)
     out = tmp_path / "out"
-    argv = ["--input", tmp_path / "in", "--output", out, "--checkpoint", tiny_checkpoint, "--threads", "1",
-            "--format", "jpg", "--overlay"]
+    argv = [
+        "--input",
+        tmp_path / "in",
+        "--output",
+        out,
+        "--checkpoint",
+        tiny_checkpoint,
+        "--threads",
+        "1",
+        "--format",
+        "jpg",
+        "--overlay",
+    ]
     assert make_heatmap.main([str(a) for a in argv]) == 0
     rows = rows_of(out)
     fields = [field for field in rows[0] if field != "output_kinds"]
@@ -83,8 +118,9 @@ def test_a_summary_without_output_kinds_still_shows_its_files(tiny_checkpoint, t
 
 def test_only_the_naming_module_spells_output_kinds():
     root = Path(__file__).resolve().parents[1]
-    code = [path for path in [root / "make_heatmap.py", *sorted((root / "utils").glob("*.py"))]
-            if path.name != "outputs.py"]
+    code = [
+        path for path in [root / "make_heatmap.py", *sorted((root / "utils").glob("*.py"))] if path.name != "outputs.py"
+    ]
     names = re.compile(r"""(?<!<stem>_)(?:exposure|overlay|colorbar|residual)\.(?:png|jpg|npy)\b|["']exposure["']""")
     spelled = {path.name: found for path in code if (found := names.findall(path.read_text(encoding="utf-8")))}
     assert spelled == {}

@@ -5,11 +5,13 @@ pieanet/heatmaps/, ...), models/, datasets/ or bench/. A utils module imported b
 module's owners too; tests, examples and utils itself are no owners. Code that serves one owner lives with it.
 Files are parsed with ``ast`` (nothing is imported), by tests/test_layers.py's parser.
 """
+
 from collections import defaultdict
 
 from test_layers import MODULES, ROOT, imports, project_files
 
 OWNER_FOLDERS = ("models", "datasets", "bench")
+
 
 def owner(path):
     """The owner a project file belongs to, or None (utils/, tests/, examples/, setup.py)."""
@@ -39,8 +41,12 @@ def utils_owners():
         for importer in utils_importers[module] - seen:
             found |= owners_of(importer, seen | {module})
         return found
-    return {name: owners_of(name, set()) for name in MODULES
-            if name.startswith("pieanet.utils.") and MODULES[name].parent.name == "utils"}
+
+    return {
+        name: owners_of(name, set())
+        for name in MODULES
+        if name.startswith("pieanet.utils.") and MODULES[name].parent.name == "utils"
+    }
 
 
 def test_owners_are_found():
@@ -59,7 +65,9 @@ def test_owners_are_found():
 
 
 def test_every_utils_module_serves_at_least_two_owners():
-    found = [f"{name} ({MODULES[name].relative_to(ROOT)}): {', '.join(sorted(owners)) or 'no owner'}"
-             for name, owners in sorted(utils_owners().items()) if len(owners) < 2]
+    found = [
+        f"{name} ({MODULES[name].relative_to(ROOT)}): {', '.join(sorted(owners)) or 'no owner'}"
+        for name, owners in sorted(utils_owners().items())
+        if len(owners) < 2
+    ]
     assert not found, "move these to their one owner (or out of utils/):\n" + "\n".join(found)
-

@@ -1,6 +1,7 @@
 """What a new user meets first (issue 16): repeated options, a useless --size, the readable formats, --recursive,
 a fully resumed run, long names in the table, the tools' default checkpoint, compare_methods --vmax, the README's
 Python API, where examples write, the shipped configs and the released weights."""
+
 import csv
 import re
 import shutil
@@ -30,8 +31,21 @@ def test_several_inputs_and_positional_paths_are_all_read(tiny_checkpoint, tmp_p
     # issue 16 refused a second --input; issue 28: several are read, as docs/heatmaps.md says and score.py does
     a, b = save_photo(tmp_path / "a.png"), save_photo(tmp_path / "b.png", seed=1)
     c = save_photo(tmp_path / "more" / "c.png", seed=2)
-    code = exit_code(make_heatmap, ["--input", a, "--input", b, "--output", tmp_path / "out",
-                                    "--checkpoint", tiny_checkpoint, tmp_path / "more", a])
+    code = exit_code(
+        make_heatmap,
+        [
+            "--input",
+            a,
+            "--input",
+            b,
+            "--output",
+            tmp_path / "out",
+            "--checkpoint",
+            tiny_checkpoint,
+            tmp_path / "more",
+            a,
+        ],
+    )
     assert code == 0
     with open(tmp_path / "out" / "summary.csv", newline="", encoding="utf-8") as f:
         rows = list(csv.DictReader(f))
@@ -51,8 +65,10 @@ def test_size_below_what_the_model_can_use_is_refused(tiny_checkpoint, tmp_path,
     save_photo(tmp_path / "in" / "a.png", height=48, width=64)
     argv = ["--input", tmp_path / "in", "--checkpoint", tiny_checkpoint]
     assert exit_code(make_heatmap, argv + ["--output", tmp_path / "small", "--size", "1"]) == 2
-    assert error_line(capsys) == ("make_heatmap: --size 1 is below this model's minimum working size of 32 px; use "
-                                  "--size 32 or more, or --size native")
+    assert error_line(capsys) == (
+        "make_heatmap: --size 1 is below this model's minimum working size of 32 px; use "
+        "--size 32 or more, or --size native"
+    )
     assert not (tmp_path / "small" / "summary.csv").exists()
     assert exit_code(make_heatmap, argv + ["--output", tmp_path / "ok", "--size", "32", "--save-npy"]) == 0
     assert np.load(tmp_path / "ok" / "a_residual.npy").shape == (48, 64)
@@ -63,9 +79,11 @@ def test_an_empty_folder_names_every_readable_format(tiny_checkpoint, tmp_path, 
     (tmp_path / "empty").mkdir()
     (tmp_path / "empty" / "notes.txt").write_text("no photo here")
     save_photo(tmp_path / "B" / "x.png")
-    for tool, argv in [(make_heatmap, ["--input", tmp_path / "empty", "--output", tmp_path / "out"]),
-                       (score, ["--rules", "landscape", tmp_path / "empty"]),
-                       (compare_methods, ["--inputs", tmp_path / "empty", tmp_path / "B", "--output", tmp_path / "c"])]:
+    for tool, argv in [
+        (make_heatmap, ["--input", tmp_path / "empty", "--output", tmp_path / "out"]),
+        (score, ["--rules", "landscape", tmp_path / "empty"]),
+        (compare_methods, ["--inputs", tmp_path / "empty", tmp_path / "B", "--output", tmp_path / "c"]),
+    ]:
         assert exit_code(tool, argv + ["--checkpoint", tiny_checkpoint]) == 2
         line = error_line(capsys)
         assert "no images found" in line
@@ -77,10 +95,16 @@ def test_an_empty_folder_names_every_readable_format(tiny_checkpoint, tmp_path, 
 def test_recursive_is_suggested_when_only_sub_folders_hold_images(tiny_checkpoint, tmp_path, capsys):
     save_photo(tmp_path / "in" / "trip" / "a.png")
     save_photo(tmp_path / "in" / "trip" / "day2" / "b.jpg")
-    assert exit_code(make_heatmap, ["--input", tmp_path / "in", "--output", tmp_path / "out",
-                                    "--checkpoint", tiny_checkpoint]) == 2
-    assert error_line(capsys) == (f"make_heatmap: {tmp_path / 'in'}: no images in the folder itself, 2 in its "
-                                  "sub-folders; add --recursive to read them")
+    assert (
+        exit_code(
+            make_heatmap, ["--input", tmp_path / "in", "--output", tmp_path / "out", "--checkpoint", tiny_checkpoint]
+        )
+        == 2
+    )
+    assert error_line(capsys) == (
+        f"make_heatmap: {tmp_path / 'in'}: no images in the folder itself, 2 in its "
+        "sub-folders; add --recursive to read them"
+    )
     # score.py has no --recursive: it is not suggested there
     assert exit_code(score, ["--rules", "landscape", tmp_path / "in", "--checkpoint", tiny_checkpoint]) == 2
     assert "--recursive" not in error_line(capsys)
@@ -94,8 +118,10 @@ def test_a_fully_resumed_run_says_so(tiny_checkpoint, tmp_path, capsys):
     capsys.readouterr()
     assert exit_code(make_heatmap, argv) == 0
     out = capsys.readouterr().out.splitlines()
-    assert out[0] == (f"nothing to do: 2 already done, skipped (--resume), every image of the input; heatmaps and "
-                      f"summary.csv in {tmp_path / 'out'}")
+    assert out[0] == (
+        f"nothing to do: 2 already done, skipped (--resume), every image of the input; heatmaps and "
+        f"summary.csv in {tmp_path / 'out'}"
+    )
     assert not any(line.startswith("file ") or "0 of 0" in line for line in out)
 
 
@@ -103,8 +129,13 @@ def test_the_printed_table_fits_long_names(tiny_checkpoint, tmp_path, capsys):
     long_name = "a_rather_long_holiday_photo_name_from_a_phone_2026-07-14.png"  # 60 characters
     save_photo(tmp_path / "in" / long_name)
     save_photo(tmp_path / "in" / "b.png", seed=1)
-    assert exit_code(make_heatmap, ["--input", tmp_path / "in", "--output", tmp_path / "out",
-                                    "--checkpoint", tiny_checkpoint, "--no-report"]) == 0
+    assert (
+        exit_code(
+            make_heatmap,
+            ["--input", tmp_path / "in", "--output", tmp_path / "out", "--checkpoint", tiny_checkpoint, "--no-report"],
+        )
+        == 0
+    )
     header, *rows = capsys.readouterr().out.splitlines()[:3]
     assert header.startswith("file ") and len(rows) == 2
     # every column ends where its header ends: the status column starts at the same place on every line
@@ -119,11 +150,13 @@ def test_evaluate_defaults_to_the_shipped_checkpoint(tmp_path, capsys):
     code = evaluate.main(["--data-root", str(data), "--csv", "valid.csv", "--json", str(out), "--threads", "1"])
     assert code == 1  # the dataset's corrupt image and missing label
     import json
+
     methods = json.loads(out.read_text())["methods"]
     assert list(methods) == ["pieanet_corpus"] and methods["pieanet_corpus"]["n_images"] == 2
     # only baselines asked for: no checkpoint added
-    code = evaluate.main(["--data-root", str(data), "--csv", "valid.csv", "--json", str(out), "--baseline",
-                          "global_midgray"])
+    code = evaluate.main(
+        ["--data-root", str(data), "--csv", "valid.csv", "--json", str(out), "--baseline", "global_midgray"]
+    )
     assert list(json.loads(out.read_text())["methods"]) == ["baseline: global_midgray"]
 
 
@@ -154,8 +187,12 @@ def readme_api_snippet():
 
 def test_readme_api_snippet_gives_the_tools_map_without_gradients(tmp_path, monkeypatch, capsys):
     shutil.copyfile(ROOT / "img_to_pred" / "chelsea.jpg", tmp_path / "photo.jpg")
-    assert make_heatmap.main(["--input", str(tmp_path / "photo.jpg"), "--output", str(tmp_path / "out"),
-                              "--save-npy", "--no-report"]) == 0
+    assert (
+        make_heatmap.main(
+            ["--input", str(tmp_path / "photo.jpg"), "--output", str(tmp_path / "out"), "--save-npy", "--no-report"]
+        )
+        == 0
+    )
     monkeypatch.chdir(tmp_path)
     names = {}
     exec(readme_api_snippet(), names)
@@ -201,13 +238,15 @@ def test_shipped_configs_are_found_by_name_from_another_folder(tmp_path, monkeyp
         resolve_config("elsewhere/pieanet_synth.yaml")  # another folder's file is never replaced by a shipped one
 
 
-def test_released_weights_come_from_the_environment_never_a_development_path(tiny_checkpoint, tmp_path, capsys,
-                                                                           monkeypatch):
+def test_released_weights_come_from_the_environment_never_a_development_path(
+    tiny_checkpoint, tmp_path, capsys, monkeypatch
+):
     import pieanet.models.loading as models  # where the checkpoint constants live
 
     # no path into the development data (../shared); a checkout's own path may contain the word (/tmp/noshared/)
-    assert not [value for value in vars(models).values()
-                if isinstance(value, (str, Path)) and "shared" in Path(value).parts]
+    assert not [
+        value for value in vars(models).values() if isinstance(value, (str, Path)) and "shared" in Path(value).parts
+    ]
     save_photo(tmp_path / "in" / "a.png")
     argv = ["--input", tmp_path / "in", "--output", tmp_path / "out", "--checkpoint", "released", "--no-report"]
     monkeypatch.delenv("P_IEA_RELEASED_WEIGHTS", raising=False)
@@ -223,6 +262,7 @@ def test_released_weights_come_from_the_environment_never_a_development_path(tin
 
 def test_load_understands_released_as_the_tools_do(tiny_checkpoint, monkeypatch, tmp_path):
     from pieanet.models import CheckpointError
+
     monkeypatch.delenv("P_IEA_RELEASED_WEIGHTS", raising=False)
     monkeypatch.chdir(tmp_path)  # no file called "released" here
     with pytest.raises(CheckpointError, match="P_IEA_RELEASED_WEIGHTS"):
@@ -248,11 +288,15 @@ def test_a_plain_second_run_replaces_the_rows_of_the_photos_it_redoes(tiny_check
 
 def test_the_report_shows_signed_stops_the_colour_bar_and_no_empty_column(tiny_checkpoint, tmp_path):
     save_photo(tmp_path / "in" / "a.png")
-    assert exit_code(make_heatmap, [tmp_path / "in", "--output", tmp_path / "out", "--checkpoint", tiny_checkpoint,
-                                    "--colorbar"]) == 0
+    assert (
+        exit_code(
+            make_heatmap, [tmp_path / "in", "--output", tmp_path / "out", "--checkpoint", tiny_checkpoint, "--colorbar"]
+        )
+        == 0
+    )
     page = (tmp_path / "out" / "index.html").read_text(encoding="utf-8")
     with open(tmp_path / "out" / "summary.csv", newline="", encoding="utf-8") as f:
-        row, = csv.DictReader(f)
+        (row,) = csv.DictReader(f)
     assert f">{float(row['stops']):+.2f}<" in page  # the sign always shown: + more light, - less
     assert "a_colorbar.png" in page and "with colour bar" in page
     assert "% raw clipped" not in page and 'data-key="error"' not in page  # empty for every photo: not shown

@@ -1,4 +1,5 @@
 """datasets/photos.py on a tiny fake .deb built here: plain files, a symlink, a Qt .rcc bundle, an embedded JPEG."""
+
 import csv
 import hashlib
 import io
@@ -30,12 +31,22 @@ def rcc_bundle(directory, name, payload):
     compressed = struct.pack(">I", len(payload)) + zlib.compress(payload)
     data = struct.pack(">I", len(compressed)) + compressed
     mtime = struct.pack(">Q", 0)
-    tree = (struct.pack(">IHII", 0, 2, 1, 1) + mtime                      # root: 1 child, starting at node 1
-            + struct.pack(">IHII", 0, 2, 1, 2) + mtime                    # directory: 1 child, node 2
-            + struct.pack(">IHHHI", 6 + 2 * len(directory), 1, 0, 0, 0) + mtime)  # file, zlib, data offset 0
+    tree = (
+        struct.pack(">IHII", 0, 2, 1, 1)
+        + mtime  # root: 1 child, starting at node 1
+        + struct.pack(">IHII", 0, 2, 1, 2)
+        + mtime  # directory: 1 child, node 2
+        + struct.pack(">IHHHI", 6 + 2 * len(directory), 1, 0, 0, 0)
+        + mtime
+    )  # file, zlib, data offset 0
     header_size = 24
-    return (b"qres" + struct.pack(">5I", 3, header_size, header_size + len(tree),
-                                  header_size + len(tree) + len(data), 0) + tree + data + names)
+    return (
+        b"qres"
+        + struct.pack(">5I", 3, header_size, header_size + len(tree), header_size + len(tree) + len(data), 0)
+        + tree
+        + data
+        + names
+    )
 
 
 @pytest.fixture(scope="module")
@@ -48,10 +59,16 @@ def fake_deb(tmp_path_factory):
     share = root / SHARE.lstrip("/")
     share.mkdir(parents=True)
     (root / "DEBIAN").mkdir()
-    (root / "DEBIAN" / "control").write_text(f"Package: {PACKAGE}\nVersion: {VERSION}\nArchitecture: all\n"
-                                             "Maintainer: Test <test@example.org>\nDescription: test photos\n")
-    expected = {"a.jpg": image_bytes((24, 16), "JPEG", 0), "b.png": image_bytes((10, 12), "PNG", 1),
-                "bundle_c.png": image_bytes((8, 6), "PNG", 2), "theme.jpg": image_bytes((32, 20), "JPEG", 3)}
+    (root / "DEBIAN" / "control").write_text(
+        f"Package: {PACKAGE}\nVersion: {VERSION}\nArchitecture: all\n"
+        "Maintainer: Test <test@example.org>\nDescription: test photos\n"
+    )
+    expected = {
+        "a.jpg": image_bytes((24, 16), "JPEG", 0),
+        "b.png": image_bytes((10, 12), "PNG", 1),
+        "bundle_c.png": image_bytes((8, 6), "PNG", 2),
+        "theme.jpg": image_bytes((32, 20), "JPEG", 3),
+    }
     expected["link.jpg"] = expected["a.jpg"]
     (share / "a.jpg").write_bytes(expected["a.jpg"])
     (share / "b.png").write_bytes(expected["b.png"])
@@ -59,14 +76,23 @@ def fake_deb(tmp_path_factory):
     (share / "bundle.rcc").write_bytes(rcc_bundle("img", "c.png", expected["bundle_c.png"]))
     # a binary file with a small JPEG, the photo, and a truncated JPEG larger than both
     truncated = image_bytes((64, 64), "JPEG", 4)[:-200]
-    (share / "theme.edj").write_bytes(b"edje\0" + image_bytes((8, 8), "JPEG", 5) + b"\0" * 7
-                                      + expected["theme.jpg"] + b"\xff\xd8" + truncated)
+    (share / "theme.edj").write_bytes(
+        b"edje\0" + image_bytes((8, 8), "JPEG", 5) + b"\0" * 7 + expected["theme.jpg"] + b"\xff\xd8" + truncated
+    )
     cache = tmp / "cache"
     cache.mkdir()
-    subprocess.run(["dpkg-deb", "--root-owner-group", "-Zgzip", "--build", str(root),
-                    str(cache / f"{PACKAGE}_1%3a1.0-1_all.deb")], check=True, capture_output=True)
-    members = {"a.jpg": f"{SHARE}/a.jpg", "b.png": f"{SHARE}/b.png", "link.jpg": f"{SHARE}/link.jpg",
-               "bundle_c.png": f"{SHARE}/bundle.rcc:/img/c.png", "theme.jpg": f"{SHARE}/theme.edj#largest-jpeg"}
+    subprocess.run(
+        ["dpkg-deb", "--root-owner-group", "-Zgzip", "--build", str(root), str(cache / f"{PACKAGE}_1%3a1.0-1_all.deb")],
+        check=True,
+        capture_output=True,
+    )
+    members = {
+        "a.jpg": f"{SHARE}/a.jpg",
+        "b.png": f"{SHARE}/b.png",
+        "link.jpg": f"{SHARE}/link.jpg",
+        "bundle_c.png": f"{SHARE}/bundle.rcc:/img/c.png",
+        "theme.jpg": f"{SHARE}/theme.edj#largest-jpeg",
+    }
     licenses = {name: f"CC0-1.0 ({name})" for name in members}
     manifest = tmp / "manifest.tsv"
     with open(manifest, "w", newline="") as f:
@@ -120,8 +146,11 @@ def test_extracts_photos_and_reports_missing_member(fake_deb, tmp_path, capsys):
 
 def test_rerun_skips_photos_already_written(fake_deb, tmp_path):
     manifest = tmp_path / "complete.tsv"
-    manifest.write_text("".join(line for line in fake_deb["manifest"].read_text().splitlines(keepends=True)
-                                if "missing.jpg" not in line))
+    manifest.write_text(
+        "".join(
+            line for line in fake_deb["manifest"].read_text().splitlines(keepends=True) if "missing.jpg" not in line
+        )
+    )
     cache = tmp_path / "cache"
     shutil.copytree(fake_deb["cache"], cache)
     out = tmp_path / "photos"
@@ -166,8 +195,12 @@ def test_the_key_photos_are_not_in_the_main_manifest():
 
 
 def test_another_manifest_is_read_by_the_command_line(fake_deb, tmp_path):
-    assert photos.main(["--out", str(tmp_path / "out"), "--cache", str(fake_deb["cache"]), "--manifest",
-                        str(fake_deb["manifest"])]) == 1  # the fake manifest also names a missing member
+    assert (
+        photos.main(
+            ["--out", str(tmp_path / "out"), "--cache", str(fake_deb["cache"]), "--manifest", str(fake_deb["manifest"])]
+        )
+        == 1
+    )  # the fake manifest also names a missing member
     assert len(photos.read_photo_list(tmp_path / "out")) == len(fake_deb["members"])
     (tmp_path / "bad.tsv").write_text("package\tmember\nfake\t/a.jpg\n")  # no version column
     for manifest in ("none.tsv", "bad.tsv"):

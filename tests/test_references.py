@@ -1,4 +1,5 @@
 """bench/references.py: what the development sets' labels say as a function of brightness, on hand-computed cases."""
+
 import importlib.util
 import json
 
@@ -53,9 +54,21 @@ def test_the_command_on_hand_made_sets(tmp_path):
         flat(tmp_path / "we" / "images" / f"p{grey}.png", grey)
     (tmp_path / "we" / "manifest.csv").write_text("file,key\np60.png,low\np124.png,normal\np200.png,high\n")
     out = tmp_path / "refs.json"
-    assert references.main(["--real-brackets", str(tmp_path / "real_brackets"), "--human-ref",
-                             str(tmp_path / "human_ref"), "--well-exposed", str(tmp_path / "we"),
-                             "--json", str(out)]) == 0
+    assert (
+        references.main(
+            [
+                "--real-brackets",
+                str(tmp_path / "real_brackets"),
+                "--human-ref",
+                str(tmp_path / "human_ref"),
+                "--well-exposed",
+                str(tmp_path / "we"),
+                "--json",
+                str(out),
+            ]
+        )
+        == 0
+    )
     report = json.loads(out.read_text())
     for name in references.LABELLED:
         r = report[name]
@@ -63,5 +76,9 @@ def test_the_command_on_hand_made_sets(tmp_path):
         assert r["spearman_mean_grey_vs_mean_label"] == pytest.approx(-1.0)
         assert r["zero_crossing_grey"] == pytest.approx(128, abs=0.1)
         # the fit at 60: 80/255 + (20 - 80)/255 * 20/60 = 0.235 (flagged); at 124: 20/255 * 4/28 = 0.011; at 200: 0
-        assert r["well_exposed_flagged_pct"] == {"all": pytest.approx(100 / 3), "high": 0.0, "low": 100.0,
-                                                 "normal": 0.0}
+        assert r["well_exposed_flagged_pct"] == {
+            "all": pytest.approx(100 / 3),
+            "high": 0.0,
+            "low": 100.0,
+            "normal": 0.0,
+        }

@@ -1,4 +1,5 @@
 """make_heatmap's index.html: read with html.parser, then driven in headless Chromium (skipped without it)."""
+
 import csv
 import os
 import shutil
@@ -81,8 +82,18 @@ def report_run(tiny_checkpoint, tmp_path_factory):
         random_photo(photos / name, height, width, seed)
     (photos / "broken.jpg").write_bytes(b"not a photo")
     (photos / "c.png").write_bytes(b"not a photo either")
-    argv = ["--input", photos, "--recursive", "--output", out, "--checkpoint", tiny_checkpoint, "--overlay",
-            "--threads", "1"]
+    argv = [
+        "--input",
+        photos,
+        "--recursive",
+        "--output",
+        out,
+        "--checkpoint",
+        tiny_checkpoint,
+        "--overlay",
+        "--threads",
+        "1",
+    ]
     assert make_heatmap.main([str(a) for a in argv]) == 1
     random_photo(photos / "c.png", *PHOTO_SIZES["c.png"], seed=9)
     assert make_heatmap.main([str(a) for a in argv]) == 1
@@ -90,8 +101,13 @@ def report_run(tiny_checkpoint, tmp_path_factory):
         rows = list(csv.DictReader(f))
     latest = {row["file"]: row for row in rows}
     assert len(rows) == 5 and len(latest) == 5  # the second run replaced the first run's rows (issue 28)
-    return {"photos": photos, "out": out, "page": out / "index.html", "latest": latest,
-            "text": (out / "index.html").read_text(encoding="utf-8")}
+    return {
+        "photos": photos,
+        "out": out,
+        "page": out / "index.html",
+        "latest": latest,
+        "text": (out / "index.html").read_text(encoding="utf-8"),
+    }
 
 
 def test_one_row_and_one_card_per_photo_the_latest_row_wins(report_run):
@@ -108,8 +124,7 @@ def test_one_row_and_one_card_per_photo_the_latest_row_wins(report_run):
             continue
         height, width = PHOTO_SIZES[file]
         assert page.cells(row, "size") == (f"{width}x{height}", str(width * height))
-        for key, decimals in [("mean_residual", 4), ("pct_over", 2), ("pct_under", 2), ("score", 3),
-                                 ("stops", 2)]:
+        for key, decimals in [("mean_residual", 4), ("pct_over", 2), ("pct_under", 2), ("score", 3), ("stops", 2)]:
             text, value = page.cells(row, key)
             assert value == latest[file][key] and text == f"{float(latest[file][key]):.{decimals}f}"
 
@@ -124,8 +139,9 @@ def test_every_image_and_link_is_a_file_beside_the_page(report_run):
         targets.setdefault(key, set()).add(Path(os.path.normpath(out / unquote(url))))
     assert all(path.is_file() for paths in targets.values() for path in paths)
     shown = {photos / name for name in PHOTO_SIZES}
-    shown |= {out / f"{stem}_{kind}.png" for stem in ["a", 'x<&"y', "sub/b #1", "c"]
-              for kind in ["exposure", "overlay"]}
+    shown |= {
+        out / f"{stem}_{kind}.png" for stem in ["a", 'x<&"y', "sub/b #1", "c"] for kind in ["exposure", "overlay"]
+    }
     assert targets["src"] == shown
     assert targets["href"] == shown | {photos / "broken.jpg"}  # a failed photo is linked, not shown
     assert all(img["loading"] == "lazy" for img in page.images)
@@ -162,8 +178,11 @@ def test_no_report_option_and_an_unusable_summary(tiny_checkpoint, tmp_path, cap
     random_photo(tmp_path / "in" / "a.png", 16, 16, seed=0)
     argv = ["--input", tmp_path / "in", "--output", tmp_path / "out", "--checkpoint", tiny_checkpoint, "--no-report"]
     assert make_heatmap.main([str(a) for a in argv]) == 0
-    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [".pieanet-outputs.csv", "a_exposure.png",
-                                                                     "summary.csv"]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
+        ".pieanet-outputs.csv",
+        "a_exposure.png",
+        "summary.csv",
+    ]
     (tmp_path / "other.csv").write_text("name,value\na.png,1\n")
     with pytest.raises(ReportError, match=r"other\.csv: expected a make_heatmap summary with 'file' and 'status'"):
         write_report(tmp_path / "out", tmp_path / "other.csv", tmp_path / "in")
@@ -180,9 +199,18 @@ def browser():
 
 
 def browse(browser, page, fragment, profile, *options):
-    command = [browser, "--headless", "--disable-gpu", "--allow-file-access-from-files", "--no-first-run",
-               "--virtual-time-budget=5000", f"--window-size={WINDOW[0]},{WINDOW[1]}", f"--user-data-dir={profile}",
-               *options, page.as_uri() + fragment]
+    command = [
+        browser,
+        "--headless",
+        "--disable-gpu",
+        "--allow-file-access-from-files",
+        "--no-first-run",
+        "--virtual-time-budget=5000",
+        f"--window-size={WINDOW[0]},{WINDOW[1]}",
+        f"--user-data-dir={profile}",
+        *options,
+        page.as_uri() + fragment,
+    ]
     if os.geteuid() == 0:
         command.insert(1, "--no-sandbox")  # Chromium refuses to run as root with its sandbox
     result = subprocess.run(command, capture_output=True, text=True, timeout=60)
@@ -207,14 +235,18 @@ def test_the_failed_filter_hides_ok_photos(browser, report_run, tmp_path):
     assert dom.files(visible_only=True) == ["broken.jpg"]
     assert len(dom.files()) == 5
     assert [s["data-index"] for s in dom.sections if "hidden" not in s] == [
-        row["attrs"]["data-index"] for row in dom.rows if "hidden" not in row["attrs"]]
+        row["attrs"]["data-index"] for row in dom.rows if "hidden" not in row["attrs"]
+    ]
 
 
 def test_every_image_loads_and_the_page_renders(browser, report_run, tmp_path):
     dom = Page(browse(browser, report_run["page"], "", tmp_path / "dom", "--dump-dom"))
     assert len(dom.images) == 12  # 4 photos, each with its heatmap and overlay
     assert (dom.body["data-images-loaded"], dom.body["data-images-broken"], dom.body["data-images-pending"]) == (
-        "12", "0", "0")
+        "12",
+        "0",
+        "0",
+    )
     shot = tmp_path / "page.png"
     browse(browser, report_run["page"], "", tmp_path / "shot", f"--screenshot={shot}")
     with Image.open(shot) as img:

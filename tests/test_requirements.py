@@ -1,6 +1,7 @@
 """One source for dependency versions: each requirements file states exactly what pyproject.toml states for the same
 install (requirements.txt: the package's dependencies; -train, -export: the extras of those names; -dev: the 'test'
 extra, which takes in the other two), so a version raised in one place and not the other fails here."""
+
 import re
 import tomllib
 from pathlib import Path
@@ -10,9 +11,12 @@ from packaging.requirements import Requirement
 ROOT = Path(__file__).resolve().parents[1]
 PROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
 # requirements file -> what pyproject.toml lists for the same install
-SAME_AS = {"requirements.txt": ("dependencies", None), "requirements-train.txt": ("optional-dependencies", "train"),
-           "requirements-export.txt": ("optional-dependencies", "export"),
-           "requirements-dev.txt": ("optional-dependencies", "test")}
+SAME_AS = {
+    "requirements.txt": ("dependencies", None),
+    "requirements-train.txt": ("optional-dependencies", "train"),
+    "requirements-export.txt": ("optional-dependencies", "export"),
+    "requirements-dev.txt": ("optional-dependencies", "test"),
+}
 
 
 def canonical(text):

@@ -31,7 +31,7 @@ class FixedRegions:
 def residual_with(fraction, value, r=None):
     """A residual map whose first ``fraction`` of pixels (row-major) equal ``value``."""
     r = np.zeros(SHAPE, np.float32) if r is None else r
-    r.flat[:round(fraction * r.size)] = value
+    r.flat[: round(fraction * r.size)] = value
     return r
 
 
@@ -51,12 +51,14 @@ def test_shipped_rule_files_load():
         assert rules.criteria and rules.source == str(path)
 
 
-@pytest.mark.parametrize("over, under, expected", [(0.0, 0.0, 100), (0.02, 0.0, 100), (0.03, 0.0, 80),
-                                                   (0.0, 0.15, 55), (0.35, 0.0, 45), (0.45, 0.0, 40)])
+@pytest.mark.parametrize(
+    "over, under, expected",
+    [(0.0, 0.0, 100), (0.02, 0.0, 100), (0.03, 0.0, 80), (0.0, 0.15, 55), (0.35, 0.0, 45), (0.45, 0.0, 40)],
+)
 def test_landscape_extent_table(over, under, expected):
     # most pixels keep r = 0, so the median correction is 0 stops and the extent decides
     r = residual_with(over, -0.5)
-    r.flat[r.size - round(under * r.size):] = 0.5  # under-exposed pixels at the other end
+    r.flat[r.size - round(under * r.size) :] = 0.5  # under-exposed pixels at the other end
     result = load_rules("landscape").score(r, FixedRegions(), GREY)
     assert result["score"] == expected
     highlights = result["criteria"][0]
@@ -136,8 +138,9 @@ def test_stops_measures_read_the_correction_the_map_implies():
     # a grey 64 photo whose map raises it to 128: +2.0739 stops (hand-computed in test_exposure.py)
     photo = np.full(SHAPE + (3,), 64 / 255, np.float32)
     r = np.full(SHAPE, 64 / 255, np.float32)
-    values = {m: MEASURES[m][0](r.ravel(), photo.reshape(-1, 3), 0.1) for m in ("stops_under", "stops_over",
-                                                                                  "stops_off")}
+    values = {
+        m: MEASURES[m][0](r.ravel(), photo.reshape(-1, 3), 0.1) for m in ("stops_under", "stops_over", "stops_off")
+    }
     assert values == pytest.approx({"stops_under": 2.0739, "stops_over": 0.0, "stops_off": 2.0739}, abs=1e-3)
     values = {m: MEASURES[m][0](-r.ravel(), photo.reshape(-1, 3), 0.1) for m in ("stops_under", "stops_over")}
     assert values["stops_under"] == 0.0 and values["stops_over"] > 4  # 64 - 64: clamped at half a code value
@@ -152,8 +155,10 @@ def test_a_map_slightly_off_everywhere_is_not_scored_as_a_disaster():
     # a grey 128 photo with r = -0.12 everywhere asks for 128 -> 97.4, log2(lin(97.4) / lin(128)) =
     # log2(0.120614 / 0.215861) = -0.840 stops; every pixel over the threshold
     r = np.full(SHAPE, -0.12, np.float32)
-    scores = {name: load_rules(name).score(r, FixedRegions(subject=quadrant()), GREY)["score"]
-              for name in ("landscape", "street", "portrait")}
+    scores = {
+        name: load_rules(name).score(r, FixedRegions(subject=quadrant()), GREY)["score"]
+        for name in ("landscape", "street", "portrait")
+    }
     # landscape: extent 100 % -> 40, too bright 0.84 stops -> 60; street: highlights 40, too bright 60, subject 40;
     # portrait: face 40 (x3), face correction 60 (x3), background 45 (body: none) -> 345 / 7
     assert scores == pytest.approx({"landscape": 40, "street": 40, "portrait": (3 * 40 + 3 * 60 + 45) / 7})
@@ -172,25 +177,45 @@ def write(tmp_path, text):
 GOOD_TABLE = "    table:\n      - {max: 0.1, score: 100}\n      - {score: 0}\n"
 
 
-@pytest.mark.parametrize("text, expected", [
-    ("criteria:\n  - region: all\n    measure: brightness\n" + GOOD_TABLE,
-     r":3: criteria\[0\]\.measure: unknown value"),
-    ("criteria:\n  - measure: over\n    region: sky\n" + GOOD_TABLE,
-     r":3: criteria\[0\]\.region: unknown value 'sky'"),
-    ("criteria:\n  - measure: over\n" + GOOD_TABLE + "    colour: red\n", r":6: criteria\[0\]\.colour: unknown key"),
-    ("criteria:\n  - measure: over\n    table:\n      - {max: 0.2, score: 100}\n      - {max: 0.1, score: 50}\n"
-     "      - {score: 0}\n", r":5: criteria\[0\]\.table\[1\]\.max: rows must be in increasing order"),
-    ("criteria:\n  - measure: over\n    table:\n      - {max: 0.1, score: 100}\n",
-     r":4: criteria\[0\]\.table\[0\]: the last row must leave out 'max'"),
-    ("criteria:\n  - measure: over\n    table:\n      - {max: 0.1, score: 150}\n      - {score: 0}\n",
-     r":4: criteria\[0\]\.table\[0\]\.score: 150 is outside"),
-    ("criteria:\n  - measure: over\n    weight: heavy\n" + GOOD_TABLE, r":3: criteria\[0\]\.weight: expected a number"),
-    ("criteria:\n  - measure: over\n    weight: 0\n" + GOOD_TABLE, r":3: criteria\[0\]\.weight: must be above 0"),
-    ("combine: max\ncriteria:\n  - measure: over\n" + GOOD_TABLE, r":1: combine: unknown value 'max'"),
-    ("name: x\ncriteria:\n  - region: all\n" + GOOD_TABLE, r":3: criteria\[0\]: missing key 'measure'"),
-    ("name: x\n", r":1: top level: missing key 'criteria'"),
-    ("criteria: [\n  - a", r":2: not valid YAML"),
-])
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        (
+            "criteria:\n  - region: all\n    measure: brightness\n" + GOOD_TABLE,
+            r":3: criteria\[0\]\.measure: unknown value",
+        ),
+        (
+            "criteria:\n  - measure: over\n    region: sky\n" + GOOD_TABLE,
+            r":3: criteria\[0\]\.region: unknown value 'sky'",
+        ),
+        (
+            "criteria:\n  - measure: over\n" + GOOD_TABLE + "    colour: red\n",
+            r":6: criteria\[0\]\.colour: unknown key",
+        ),
+        (
+            "criteria:\n  - measure: over\n    table:\n      - {max: 0.2, score: 100}\n      - {max: 0.1, score: 50}\n"
+            "      - {score: 0}\n",
+            r":5: criteria\[0\]\.table\[1\]\.max: rows must be in increasing order",
+        ),
+        (
+            "criteria:\n  - measure: over\n    table:\n      - {max: 0.1, score: 100}\n",
+            r":4: criteria\[0\]\.table\[0\]: the last row must leave out 'max'",
+        ),
+        (
+            "criteria:\n  - measure: over\n    table:\n      - {max: 0.1, score: 150}\n      - {score: 0}\n",
+            r":4: criteria\[0\]\.table\[0\]\.score: 150 is outside",
+        ),
+        (
+            "criteria:\n  - measure: over\n    weight: heavy\n" + GOOD_TABLE,
+            r":3: criteria\[0\]\.weight: expected a number",
+        ),
+        ("criteria:\n  - measure: over\n    weight: 0\n" + GOOD_TABLE, r":3: criteria\[0\]\.weight: must be above 0"),
+        ("combine: max\ncriteria:\n  - measure: over\n" + GOOD_TABLE, r":1: combine: unknown value 'max'"),
+        ("name: x\ncriteria:\n  - region: all\n" + GOOD_TABLE, r":3: criteria\[0\]: missing key 'measure'"),
+        ("name: x\n", r":1: top level: missing key 'criteria'"),
+        ("criteria: [\n  - a", r":2: not valid YAML"),
+    ],
+)
 def test_malformed_rule_file_names_key_and_line(tmp_path, text, expected):
     path = write(tmp_path, text)
     with pytest.raises(RuleError, match=expected) as error:
@@ -245,10 +270,14 @@ def test_score_cli(tiny_checkpoint, tmp_path, capsys):
 
 def test_the_stops_of_a_region_are_computed_once_for_all_its_stops_measures(tmp_path, monkeypatch):
     from pieanet.scoring import rules as rules_module
+
     (tmp_path / "three.yaml").write_text(
-        "name: three\ndescription: every stops measure of one region\ncriteria:\n" + "".join(
+        "name: three\ndescription: every stops measure of one region\ncriteria:\n"
+        + "".join(
             f"  - {{name: {m}, region: all, measure: {m}, table: [{{max: 1, score: 100}}, {{score: 0}}]}}\n"
-            for m in ("stops_under", "stops_over", "stops_off")))
+            for m in ("stops_under", "stops_over", "stops_off")
+        )
+    )
     calls, real = [], rules_module.correction_stops
     monkeypatch.setattr(rules_module, "correction_stops", lambda *a: calls.append(1) or real(*a))
     photo = np.full(SHAPE + (3,), 64 / 255, np.float32)  # raised to 128 by the map: +2.0739 stops (test above)

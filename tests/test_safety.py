@@ -1,5 +1,6 @@
 """Issue 18, inputs and outputs: what the tools hand to spreadsheets, markdown, terminals and matplotlib
 (utils/safety.py), the cost of an input bounded before work, and one line for every malformed config or rule file."""
+
 import csv
 import io
 import os
@@ -44,6 +45,7 @@ def within(seconds, function, *args):
             box["value"] = function(*args)
         except BaseException as e:  # noqa: B036 (handed back to the test)
             box["error"] = e
+
     thread = threading.Thread(target=target, daemon=True)
     thread.start()
     thread.join(seconds)
@@ -54,38 +56,61 @@ def within(seconds, function, *args):
 
 
 # ------------------------------------------------------------------------------------------------ 6: CSV, markdown
-@pytest.mark.parametrize("text, cell", [
-    ("=HYPERLINK(\"http://x\")", "'=HYPERLINK(\"http://x\")"), ("+1+2.png", "'+1+2.png"), ("-2+3.png", "'-2+3.png"),
-    ("@SUM(A1).jpg", "'@SUM(A1).jpg"), ("\t=1.png", "'\t=1.png"), ("\r=1.png", "'\r=1.png"),
-    ("  =1.png", "'  =1.png"), ("'quoted.png", "''quoted.png"), ("photo.jpg", "photo.jpg"), ("-0.25", "-0.25"),
-    ("1e-3", "1e-3"), ("", ""), ("a=b.png", "a=b.png")])
+@pytest.mark.parametrize(
+    "text, cell",
+    [
+        ('=HYPERLINK("http://x")', '\'=HYPERLINK("http://x")'),
+        ("+1+2.png", "'+1+2.png"),
+        ("-2+3.png", "'-2+3.png"),
+        ("@SUM(A1).jpg", "'@SUM(A1).jpg"),
+        ("\t=1.png", "'\t=1.png"),
+        ("\r=1.png", "'\r=1.png"),
+        ("  =1.png", "'  =1.png"),
+        ("'quoted.png", "''quoted.png"),
+        ("photo.jpg", "photo.jpg"),
+        ("-0.25", "-0.25"),
+        ("1e-3", "1e-3"),
+        ("", ""),
+        ("a=b.png", "a=b.png"),
+    ],
+)
 def test_csv_cell_guards_formulas_and_round_trips(text, cell):
     assert csv_cell(text) == cell
     assert csv_value(csv_cell(text)) == text
 
 
 def test_summary_cells_are_never_formulas_and_resume_reads_them_back(tmp_path):
-    row = dict.fromkeys(SUMMARY_FIELDS, "") | {"file": "=HYPERLINK(\"http://evil\",\"x\").png", "status": "ok",
-                                                "source": "../in/@cmd.png", "output": "-x", "mean_residual": -0.5,
-                                                "settings": "size=native"}
+    row = dict.fromkeys(SUMMARY_FIELDS, "") | {
+        "file": '=HYPERLINK("http://evil","x").png',
+        "status": "ok",
+        "source": "../in/@cmd.png",
+        "output": "-x",
+        "mean_residual": -0.5,
+        "settings": "size=native",
+    }
     write_summary(tmp_path / "summary.csv", [row])
     cells = list(csv.reader(io.StringIO((tmp_path / "summary.csv").read_text(encoding="utf-8"))))[1]
     assert [cell for cell in cells if cell[:1] in ("=", "+", "-", "@")] == ["-0.500000"]  # a number stays a number
-    back, = read_summary(tmp_path / "summary.csv")
+    (back,) = read_summary(tmp_path / "summary.csv")
     assert (back["file"], back["source"], back["output"]) == (row["file"], row["source"], row["output"])
 
 
 def comparison(names):
     stats = {"mean_abs_residual": 0.1, "mean_residual": -0.05, "pct_over": 1.0, "pct_under": 2.0, "score": 9.0}
-    return {"methods": [{"method": name, "n_images": 1, **stats, "rank": i + 1} for i, name in enumerate(names)],
-            "names": ["a.png"], "missing": {}, "failed": [], "panels": []}
+    return {
+        "methods": [{"method": name, "n_images": 1, **stats, "rank": i + 1} for i, name in enumerate(names)],
+        "names": ["a.png"],
+        "missing": {},
+        "failed": [],
+        "panels": [],
+    }
 
 
 def test_comparison_tables_escape_method_names(tmp_path):
-    names = ["=WEBSERVICE(\"http://x\")", "a|b", "m\udcff"]  # a formula, a pipe, a byte that is not UTF-8
+    names = ['=WEBSERVICE("http://x")', "a|b", "m\udcff"]  # a formula, a pipe, a byte that is not UTF-8
     write_tables(comparison(names), tmp_path, 0.1)
     rows = list(csv.reader(io.StringIO((tmp_path / "comparison.csv").read_text(encoding="utf-8"))))[1:]
-    assert [row[0] for row in rows] == ["'=WEBSERVICE(\"http://x\")", "a|b", "m\\xff"]
+    assert [row[0] for row in rows] == ['\'=WEBSERVICE("http://x")', "a|b", "m\\xff"]
     table = (tmp_path / "comparison.md").read_text(encoding="utf-8").splitlines()
     header_cells = table[0].replace("\\|", "").count("|")
     for line in table[2:5]:  # every row has as many unescaped pipes as the header
@@ -115,6 +140,7 @@ def test_progress_and_usage_errors_print_names_escaped(capsys):
 
     def body(argv):
         raise cli.UsageError(f"in{ESC}[31m/x.png: no such file")
+
     assert cli.run("tool", body) == cli.EXIT_USAGE
     err = capsys.readouterr().err
     assert ESC not in err and "\x07" not in err
@@ -124,6 +150,7 @@ def test_progress_and_usage_errors_print_names_escaped(capsys):
 def test_memory_error_is_one_line(capsys):
     def body(argv):
         raise MemoryError()
+
     assert cli.run("tool", body) == cli.EXIT_FAILED
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "out of memory" in err and "Traceback" not in err
@@ -134,7 +161,8 @@ def many_scans_jpeg(path, repeats):
     """A 64 x 64 progressive JPEG whose last scan is repeated ``repeats`` times (each repeat decodes again)."""
     buffer = io.BytesIO()
     Image.fromarray((np.indices((64, 64)).sum(0) % 256).astype(np.uint8)).convert("RGB").save(
-        buffer, "JPEG", progressive=True, quality=90)
+        buffer, "JPEG", progressive=True, quality=90
+    )
     data = buffer.getvalue()
     last = data.rindex(b"\xff\xda")
     path.write_bytes(data[:last] + data[last:-2] * repeats + b"\xff\xd9")
@@ -171,8 +199,10 @@ def test_photo_beyond_the_memory_budget_is_refused_before_decoding(tmp_path, mon
 
 
 def test_memory_budget_sees_an_address_space_limit():
-    code = ("import resource; resource.setrlimit(resource.RLIMIT_AS, (3 << 30, resource.RLIM_INFINITY)); "
-            "from pieanet.utils.image_io import memory_budget; print(memory_budget())")
+    code = (
+        "import resource; resource.setrlimit(resource.RLIMIT_AS, (3 << 30, resource.RLIM_INFINITY)); "
+        "from pieanet.utils.image_io import memory_budget; print(memory_budget())"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=60)
     assert 0 < float(out.stdout) < 3 << 30, out.stderr
 
@@ -204,6 +234,7 @@ def test_activation_cost_measured_for_real_equals_the_meta_devices_count(monkeyp
     """activation_cost runs small models for real on two tiny images; the sum of layer outputs it solves for must be
     what the meta device counts at 256 and 512 px (482.5 bytes per pixel and 244 kB fixed for the shipped model)."""
     from pieanet.models import activation_cost, read_checkpoint
+
     config, _ = read_checkpoint(ROOT / "checkpoints" / "pieanet_corpus.safetensors")
     with torch.device("meta"):
         skeleton = build_model(config)
@@ -221,6 +252,7 @@ def test_recorded_activation_costs_are_the_measured_ones():
     import json
 
     from pieanet.models import RECORDED_ACTIVATION_COSTS, activation_cost, config_key, read_checkpoint
+
     shipped = {config_key(read_checkpoint(path)[0]) for path in (ROOT / "checkpoints").glob("*.safetensors")}
     assert set(RECORDED_ACTIVATION_COSTS) == shipped
     for key, recorded in RECORDED_ACTIVATION_COSTS.items():
@@ -251,18 +283,21 @@ def base_config(tmp_path, extra=""):
     return config_file(tmp_path, f"base: {ROOT / 'configs' / 'pieanet.yaml'}\n{extra}")
 
 
-@pytest.mark.parametrize("make, overrides", [
-    (lambda p: config_file(p, "base: 5\n"), ()),
-    (lambda p: config_file(p, "base: \"a\\0b\"\n"), ()),
-    (lambda p: p, ()),  # a folder
-    (lambda p: config_file(p, "name: caf\xe9\n", encoding="latin-1"), ()),
-    (lambda p: config_file(p, "a: " + "[" * 20000 + "]" * 20000 + "\n"), ()),
-    (lambda p: config_file(p, "seed: " + "9" * 5000 + "\n"), ()),
-    (lambda p: base_config(p), ("seed=1180591620717411303424",)),  # 2**70
-    (lambda p: base_config(p), ("model=[1]",)),
-    (lambda p: base_config(p), ("model.name=[1]",)),
-    (lambda p: base_config(p, "model:\n  width: 30\n  heads: 4\n"), ()),
-])
+@pytest.mark.parametrize(
+    "make, overrides",
+    [
+        (lambda p: config_file(p, "base: 5\n"), ()),
+        (lambda p: config_file(p, 'base: "a\\0b"\n'), ()),
+        (lambda p: p, ()),  # a folder
+        (lambda p: config_file(p, "name: caf\xe9\n", encoding="latin-1"), ()),
+        (lambda p: config_file(p, "a: " + "[" * 20000 + "]" * 20000 + "\n"), ()),
+        (lambda p: config_file(p, "seed: " + "9" * 5000 + "\n"), ()),
+        (lambda p: base_config(p), ("seed=1180591620717411303424",)),  # 2**70
+        (lambda p: base_config(p), ("model=[1]",)),
+        (lambda p: base_config(p), ("model.name=[1]",)),
+        (lambda p: base_config(p, "model:\n  width: 30\n  heads: 4\n"), ()),
+    ],
+)
 def test_malformed_configs_are_one_config_error(tmp_path, make, overrides):
     with pytest.raises(ConfigError) as caught:
         training_run.resolve_config(make(tmp_path), overrides)
@@ -292,14 +327,17 @@ def test_fifo_as_config_is_refused_without_blocking(tmp_path):
         within(5, training_run.resolve_config, tmp_path / "c.yaml")
 
 
-@pytest.mark.parametrize("text, where", [
-    ("criteria:\n- measure: over\n  table:\n  - {score: 1}\nname: !!python/name:os.system\n", "name"),
-    ("criteria:\n- measure: over\n  table:\n  - {max: !!float abc, score: 1}\n  - {score: 2}\n", "max"),
-    ("criteria:\n- measure: over\n  table:\n  - {score: 1}\nname: !!timestamp 2020-13-45\n", "name"),
-    ("criteria:\n- measure: over\n  table:\n  - {score: 1}\nname: !!timestamp 2020-02-30\n", "name"),
-    ("criteria:\n- measure: over\n  ? [a, b]\n  : 1\n", "criteria"),
-    ("criteria: " + "[" * 20000 + "]" * 20000 + "\n", ""),
-])
+@pytest.mark.parametrize(
+    "text, where",
+    [
+        ("criteria:\n- measure: over\n  table:\n  - {score: 1}\nname: !!python/name:os.system\n", "name"),
+        ("criteria:\n- measure: over\n  table:\n  - {max: !!float abc, score: 1}\n  - {score: 2}\n", "max"),
+        ("criteria:\n- measure: over\n  table:\n  - {score: 1}\nname: !!timestamp 2020-13-45\n", "name"),
+        ("criteria:\n- measure: over\n  table:\n  - {score: 1}\nname: !!timestamp 2020-02-30\n", "name"),
+        ("criteria:\n- measure: over\n  ? [a, b]\n  : 1\n", "criteria"),
+        ("criteria: " + "[" * 20000 + "]" * 20000 + "\n", ""),
+    ],
+)
 def test_malformed_rule_files_are_one_rule_error(tmp_path, text, where):
     path = tmp_path / "r.yaml"
     path.write_text(text)
@@ -337,7 +375,7 @@ def test_heads_that_do_not_divide_the_width_are_refused_when_built(tiny_model_co
 def test_a_model_that_outputs_nan_fails_the_photo(tiny_checkpoint):
     model = load_model(tiny_checkpoint)
     model.register_forward_hook(lambda module, inputs, output: output * float("nan"))
-    result, = runtime.predict(model, [np.full((32, 48, 3), 0.5, np.float32)])
+    (result,) = runtime.predict(model, [np.full((32, 48, 3), 0.5, np.float32)])
     assert isinstance(result, ValueError) and "non-finite" in str(result)
 
 
@@ -360,6 +398,7 @@ def test_a_name_of_243_bytes_gets_a_temporary_name_within_the_limit(tmp_path):
 def test_out_of_memory_in_training_is_one_line(monkeypatch, capsys):
     def train(*args, **kwargs):
         raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
+
     monkeypatch.setattr(training_run, "train", train)
     assert train_wavelet.main(["--config", str(ROOT / "configs" / "pieanet.yaml"), "--device", "cpu"]) == 1
     err = capsys.readouterr().err
@@ -368,13 +407,19 @@ def test_out_of_memory_in_training_is_one_line(monkeypatch, capsys):
 
 # the package each script is still importing when the signal comes: make_heatmap and score import no torch at start-up
 # (pieanet.runtime imports it where it is used; models/torch_free.py), so numpy's import is their slowest
-@pytest.mark.parametrize("script, inside", [("make_heatmap.py", "numpy._"), ("score.py", "numpy._"),
-                                            ("train_wavelet.py", "torch._")])
+@pytest.mark.parametrize(
+    "script, inside", [("make_heatmap.py", "numpy._"), ("score.py", "numpy._"), ("train_wavelet.py", "torch._")]
+)
 def test_ctrl_c_during_imports_exits_130_without_a_traceback(script, inside):
     # -X importtime reports each module as its import completes: the first module inside the package reported
     # means the script has started and is in its slow imports
-    process = subprocess.Popen([sys.executable, "-X", "importtime", str(ROOT / script), "--help"], cwd=ROOT,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(
+        [sys.executable, "-X", "importtime", str(ROOT / script), "--help"],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     seen = []
     for line in process.stderr:
         seen.append(line)
@@ -388,6 +433,7 @@ def test_ctrl_c_during_imports_exits_130_without_a_traceback(script, inside):
 
 def test_first_line_of_an_error_without_a_message_is_its_type():
     from pieanet.utils.safety import first_line
+
     assert first_line(ValueError()) == "ValueError"
     assert first_line(RuntimeError("  \n")) == "RuntimeError"
     assert first_line(OSError("disk full\nmore detail"), limit=4) == "disk"

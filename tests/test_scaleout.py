@@ -1,5 +1,6 @@
 """make_heatmap.py and evaluate.py under torchrun (2 CPU processes, gloo) against one process, and
 make_heatmap --resume after a run killed with SIGKILL."""
+
 import json
 import os
 import signal
@@ -30,16 +31,38 @@ def one_thread():
 
 
 def torchrun_command(script, argv, log_dir):
-    return [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-            "--redirects", "3", "--log-dir", str(log_dir), str(ROOT / script), *map(str, argv)]
+    return [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc-per-node",
+        "2",
+        "--redirects",
+        "3",
+        "--log-dir",
+        str(log_dir),
+        str(ROOT / script),
+        *map(str, argv),
+    ]
 
 
 def torchrun(script, argv, log_dir):
     """Run ``script`` as 2 processes; (exit code, {rank: (stdout, stderr)})."""
-    done = subprocess.run(torchrun_command(script, argv, log_dir), cwd=ROOT, env=dict(os.environ, OMP_NUM_THREADS="1"),
-                          capture_output=True, text=True, timeout=240)
-    logs = {rank: tuple(next(log_dir.glob(f"*/attempt_0/{rank}/{stream}.log")).read_text()
-                        for stream in ("stdout", "stderr")) for rank in (0, 1)}
+    done = subprocess.run(
+        torchrun_command(script, argv, log_dir),
+        cwd=ROOT,
+        env=dict(os.environ, OMP_NUM_THREADS="1"),
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    logs = {
+        rank: tuple(
+            next(log_dir.glob(f"*/attempt_0/{rank}/{stream}.log")).read_text() for stream in ("stdout", "stderr")
+        )
+        for rank in (0, 1)
+    }
     return done.returncode, logs
 
 
@@ -54,8 +77,11 @@ def save_photos(folder, names, height=48, width=64):
 def files_of(folder):
     """{relative name: bytes}; index.html names its own path, which is replaced by a placeholder (the folders
     compared share their name, which it shows as its title)."""
-    return {path.relative_to(folder).as_posix(): path.read_bytes().replace(str(folder).encode(), b"<out>")
-            for path in sorted(folder.rglob("*")) if path.is_file()}
+    return {
+        path.relative_to(folder).as_posix(): path.read_bytes().replace(str(folder).encode(), b"<out>")
+        for path in sorted(folder.rglob("*"))
+        if path.is_file()
+    }
 
 
 def summary_rows(folder):
@@ -68,8 +94,17 @@ def test_two_processes_write_what_one_process_writes(tiny_checkpoint, tmp_path, 
     # with --batch-size 2 the batches are (p0, p1) on rank 0, (p1b, p2) on rank 1, ...: the bad photo is rank 1's
     photos = save_photos(tmp_path / "photos", [f"p{i}.png" for i in range(7)])
     (photos / "p1b.png").write_bytes(b"not a png")
-    options = ["--input", photos, "--checkpoint", tiny_checkpoint, "--batch-size", "2", "--overlay", "--save-npy",
-               *one_thread]
+    options = [
+        "--input",
+        photos,
+        "--checkpoint",
+        tiny_checkpoint,
+        "--batch-size",
+        "2",
+        "--overlay",
+        "--save-npy",
+        *one_thread,
+    ]
     one, two = tmp_path / "one" / "out", tmp_path / "two" / "out"
     code = make_heatmap.main([str(a) for a in options + ["--output", one]])
     one_out = capsys.readouterr().out
@@ -94,12 +129,24 @@ def test_a_busy_folder_under_torchrun_is_one_line_and_every_rank_exits_2(tiny_ch
     out.mkdir()
     (out / "mine.txt").write_text("the user's")
     with FolderLock(out):  # another run holds the folder
-        done = subprocess.run(torchrun_command("make_heatmap.py", ["--input", photos, "--checkpoint", tiny_checkpoint,
-                                                                   "--output", out, "--threads", "1"], logs),
-                              cwd=ROOT, env=dict(os.environ, OMP_NUM_THREADS="1"), capture_output=True, text=True,
-                              timeout=240)
-    ranks = {rank: "".join(next(logs.glob(f"*/attempt_0/{rank}/{stream}.log")).read_text()
-                           for stream in ("stdout", "stderr")) for rank in (0, 1)}
+        done = subprocess.run(
+            torchrun_command(
+                "make_heatmap.py",
+                ["--input", photos, "--checkpoint", tiny_checkpoint, "--output", out, "--threads", "1"],
+                logs,
+            ),
+            cwd=ROOT,
+            env=dict(os.environ, OMP_NUM_THREADS="1"),
+            capture_output=True,
+            text=True,
+            timeout=240,
+        )
+    ranks = {
+        rank: "".join(
+            next(logs.glob(f"*/attempt_0/{rank}/{stream}.log")).read_text() for stream in ("stdout", "stderr")
+        )
+        for rank in (0, 1)
+    }
     assert ranks[0].count("another run is using this folder") == 1 and len(ranks[0].strip().splitlines()) == 1
     assert ranks[1].strip() == ""  # rank 1 says nothing
     assert done.returncode == 1  # torchrun's own code for failed workers
@@ -120,14 +167,24 @@ def test_a_busy_experiment_folder_under_torchrun_is_one_line_and_every_rank_exit
     out, logs = tmp_path / "runs" / "tiny", tmp_path / "logs"
     out.mkdir(parents=True)
     with FolderLock(out):
-        done = subprocess.run(torchrun_command("train_wavelet.py", ["--config", config, "--device", "cpu"], logs),
-                              cwd=ROOT, env=dict(os.environ, OMP_NUM_THREADS="1"), capture_output=True, text=True,
-                              timeout=240)
-    ranks = {rank: "".join(next(logs.glob(f"*/attempt_0/{rank}/{stream}.log")).read_text()
-                           for stream in ("stdout", "stderr")) for rank in (0, 1)}
+        done = subprocess.run(
+            torchrun_command("train_wavelet.py", ["--config", config, "--device", "cpu"], logs),
+            cwd=ROOT,
+            env=dict(os.environ, OMP_NUM_THREADS="1"),
+            capture_output=True,
+            text=True,
+            timeout=240,
+        )
+    ranks = {
+        rank: "".join(
+            next(logs.glob(f"*/attempt_0/{rank}/{stream}.log")).read_text() for stream in ("stdout", "stderr")
+        )
+        for rank in (0, 1)
+    }
     assert [line for line in ranks[0].splitlines() if line.strip()] == [
         f"train_wavelet: {out}: another run is using this folder (it holds .pieanet.lock); wait for it to finish or "
-        "choose another folder"]
+        "choose another folder"
+    ]
     assert ranks[1].strip() == "" and done.returncode == 1  # torchrun's own code for failed workers
     assert "exitcode  : 2 " in done.stderr.split("Root Cause")[1] and "exitcode  : -6" not in done.stderr
     assert list(out.iterdir()) == []
@@ -142,8 +199,18 @@ def iea40k_dataset(root):
 @pytest.mark.subprocess
 def test_evaluate_with_two_processes_reports_the_numbers_of_one(tiny_checkpoint, tmp_path, capsys, one_thread):
     data = iea40k_dataset(tmp_path / "data")
-    options = ["--data-root", data, "--csv", "valid.csv", "--checkpoint", tiny_checkpoint, "--baseline", "zero",
-               *one_thread]
+    options = [
+        "--data-root",
+        data,
+        "--csv",
+        "valid.csv",
+        "--checkpoint",
+        tiny_checkpoint,
+        "--baseline",
+        "zero",
+        *one_thread,
+    ]
+
     def outputs(name):
         return ["--json", tmp_path / f"{name}.json", "--markdown", tmp_path / f"{name}.md"]
 
@@ -174,8 +241,7 @@ def children(pid):
 
 
 def ok_rows(folder, pattern):
-    return [row for part in sorted(folder.glob(pattern)) for row in read_summary(part)
-            if row["status"] == "ok"]
+    return [row for part in sorted(folder.glob(pattern)) for row in read_summary(part) if row["status"] == "ok"]
 
 
 @pytest.mark.slow
@@ -185,8 +251,12 @@ def test_a_killed_run_resumed_equals_an_uninterrupted_run(tiny_checkpoint, tmp_p
     options = ["--input", photos, "--checkpoint", tiny_checkpoint, "--overlay", "--colorbar", "--save-npy", *one_thread]
     whole, resumed = tmp_path / "whole" / "out", tmp_path / "resumed" / "out"
     assert make_heatmap.main([str(a) for a in options + ["--output", whole]]) == 0
-    agent = subprocess.Popen(torchrun_command("make_heatmap.py", options + ["--output", resumed], tmp_path / "logs"),
-                             cwd=ROOT, env=dict(os.environ, OMP_NUM_THREADS="1"), start_new_session=True)
+    agent = subprocess.Popen(
+        torchrun_command("make_heatmap.py", options + ["--output", resumed], tmp_path / "logs"),
+        cwd=ROOT,
+        env=dict(os.environ, OMP_NUM_THREADS="1"),
+        start_new_session=True,
+    )
     deadline = time.monotonic() + 120
     while not resumed.is_dir() or len(ok_rows(resumed, "summary.rank*.csv")) < 3:
         assert agent.poll() is None and time.monotonic() < deadline, "the run ended before it could be killed"
@@ -219,15 +289,20 @@ def test_a_killed_run_resumed_equals_an_uninterrupted_run(tiny_checkpoint, tmp_p
 def test_resume_redoes_every_photo_that_is_not_complete(tiny_checkpoint, tmp_path, capsys):
     photos = save_photos(tmp_path / "photos", ["a.png", "b.png", "c.png", "d.png"])
     out = tmp_path / "out"
-    argv = [str(a) for a in ["--input", photos, "--output", out, "--checkpoint", tiny_checkpoint, "--overlay",
-                             "--no-report"]]
+    argv = [
+        str(a)
+        for a in ["--input", photos, "--output", out, "--checkpoint", tiny_checkpoint, "--overlay", "--no-report"]
+    ]
     assert make_heatmap.main(argv) == 0
     rows = {row["file"]: row for row in read_summary(out / "summary.csv")}
-    other = dict(rows["a.png"], file="elsewhere/x.png", source="../elsewhere/x.png",
-                 output="elsewhere/x")  # a row of another input: kept as it is
+    other = dict(
+        rows["a.png"], file="elsewhere/x.png", source="../elsewhere/x.png", output="elsewhere/x"
+    )  # a row of another input: kept as it is
     # b's outputs without a row (killed between them and its row), c's overlay missing, d failed earlier
-    write_summary(out / "summary.csv", [other, rows["a.png"], rows["c.png"],
-                                                     dict(rows["d.png"], status="failed", error="earlier")])
+    write_summary(
+        out / "summary.csv",
+        [other, rows["a.png"], rows["c.png"], dict(rows["d.png"], status="failed", error="earlier")],
+    )
     (out / "c_overlay.png").unlink()
     for path in out.glob("*.png"):
         os.utime(path, ns=(10**9, 10**9))

@@ -2,6 +2,7 @@
 
 The first tests use random weights (the mechanism); the last ones the shipped checkpoint on real photos (the result).
 """
+
 import numpy as np
 import pytest
 import torch
@@ -47,15 +48,17 @@ def test_scene_is_per_image(scene_model):
     x = torch.rand(3, 3, 96, 128)
     with torch.inference_mode():
         batch = scene_model(x)
-        single = torch.cat([scene_model(x[i:i + 1]) for i in range(3)])
+        single = torch.cat([scene_model(x[i : i + 1]) for i in range(3)])
     torch.testing.assert_close(batch, single, atol=1e-5, rtol=0)
 
 
 def test_the_scene_thumbnail_is_square_whatever_the_photos_aspect(scene_model):
     """The branch is trained on square crops: a wide or tall photo is seen as the same square grid of features."""
     with torch.inference_mode():
-        grids = {shape: scene_model.scene(torch.rand(1, 3, *shape)).shape[-2:] for shape in
-                 ((256, 256), (170, 256), (256, 384), (40, 500), (20, 20))}
+        grids = {
+            shape: scene_model.scene(torch.rand(1, 3, *shape)).shape[-2:]
+            for shape in ((256, 256), (170, 256), (256, 384), (40, 500), (20, 20))
+        }
     assert set(grids.values()) == {(4, 4)}, grids  # 32 px thumbnail, three stride-2 layers
 
 
@@ -75,6 +78,7 @@ def test_working_size_is_the_default_path(scene_model):
 
 
 # --- the shipped checkpoint on real photos ---------------------------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def shipped():
@@ -137,8 +141,10 @@ def test_the_verdict_does_not_depend_on_the_aspect_ratio(shipped, shared_dir):
     for path in photos:
         image = load_image(path)
         h, w = image.shape[:2]
-        square = np.asarray(Image.fromarray(np.round(image * 255).astype(np.uint8)).resize((max(h, w),) * 2,
-                                                                                        Image.BICUBIC)) / 255.0
+        square = (
+            np.asarray(Image.fromarray(np.round(image * 255).astype(np.uint8)).resize((max(h, w),) * 2, Image.BICUBIC))
+            / 255.0
+        )
         own, squeezed = (float(predict_residual(shipped, im.astype(np.float32)).mean()) for im in (image, square))
         assert abs(own - squeezed) < 0.03, (path.name, own, squeezed)
 
@@ -150,6 +156,7 @@ def test_released_real_photos_get_the_right_sign(shipped, shared_dir):
 
 
 def test_the_well_exposed_sample_photo_is_judged_well_exposed(shipped):
-    stats = residual_stats(predict_residual(shipped, load_image(DEFAULT_CHECKPOINT.parents[1] / "img_to_pred" /
-                                                                "chelsea.jpg")))
+    stats = residual_stats(
+        predict_residual(shipped, load_image(DEFAULT_CHECKPOINT.parents[1] / "img_to_pred" / "chelsea.jpg"))
+    )
     assert abs(stats["mean_residual"]) < 0.06 and stats["pct_over"] < 10 and stats["pct_under"] < 10, stats

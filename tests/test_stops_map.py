@@ -1,5 +1,6 @@
 """--map stops (issue 28): the correction per pixel in stops, the quantity whose median is the stops column, against
 hand-computed cases on a real photo."""
+
 import csv
 
 import numpy as np
@@ -29,9 +30,9 @@ def one_stop_map(photo, stops=1.0):
     of the pixels where white allows it and the photo is neither clipped nor crushed."""
     channels = np.rint(photo.astype(np.float64) * 255)
     grey = channels @ WEIGHTS
-    target = 255 * srgb_encode(np.minimum(srgb_decode(grey / 255) * 2.0 ** stops, 1.0))
+    target = 255 * srgb_encode(np.minimum(srgb_decode(grey / 255) * 2.0**stops, 1.0))
     measurable = (channels.max(axis=2) < 249.5) & (channels.max(axis=2) > 5.5)
-    reachable = srgb_decode(grey / 255) * 2.0 ** stops <= 1.0
+    reachable = srgb_decode(grey / 255) * 2.0**stops <= 1.0
     return ((target - grey) / 255).astype(np.float32), measurable & reachable, measurable
 
 
@@ -62,15 +63,31 @@ def test_make_heatmap_draws_the_stops_view(tmp_path):
     rgb = np.asarray(Image.open(SAMPLE).convert("RGB"))[::4, ::4]
     Image.fromarray(rgb).save(tmp_path / "p.png")
     out = tmp_path / "out"
-    assert exit_code(make_heatmap, ["--input", tmp_path / "p.png", "--output", out, "--map", "stops", "--save-npy",
-                                    "--colorbar", "--no-report"]) == 0
+    assert (
+        exit_code(
+            make_heatmap,
+            [
+                "--input",
+                tmp_path / "p.png",
+                "--output",
+                out,
+                "--map",
+                "stops",
+                "--save-npy",
+                "--colorbar",
+                "--no-report",
+            ],
+        )
+        == 0
+    )
     residual = np.load(out / "p_residual.npy")
     photo = load_image(tmp_path / "p.png")
     with Image.open(out / "p_exposure.png") as img:
-        np.testing.assert_array_equal(np.asarray(img.convert("RGB")),
-                                      draw_heatmap(stops_map(photo, residual), STOPS_VMAX, "stops"))
+        np.testing.assert_array_equal(
+            np.asarray(img.convert("RGB")), draw_heatmap(stops_map(photo, residual), STOPS_VMAX, "stops")
+        )
     with open(out / "summary.csv", newline="", encoding="utf-8") as f:
-        row, = csv.DictReader(f)
+        (row,) = csv.DictReader(f)
     assert "map=stops" in row["settings"] and float(row["vmax"]) == STOPS_VMAX
     assert (out / "p_colorbar.png").is_file()
 

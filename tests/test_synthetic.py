@@ -32,8 +32,25 @@ def sources(tmp_path_factory):
 
 
 def generate(sources, out, *extra):
-    synthetic.main(["--src", str(sources), "--out", str(out), "--size", "24", "--crops-per-image", "2",
-                    "--levels", *LEVELS, "--workers", "1", "--camera", "srgb", *extra])
+    synthetic.main(
+        [
+            "--src",
+            str(sources),
+            "--out",
+            str(out),
+            "--size",
+            "24",
+            "--crops-per-image",
+            "2",
+            "--levels",
+            *LEVELS,
+            "--workers",
+            "1",
+            "--camera",
+            "srgb",
+            *extra,
+        ]
+    )
     return out
 
 
@@ -68,8 +85,12 @@ def test_png_labels_are_the_exact_residual_of_the_saved_files(png_set):
     rows = check_labels(png_set, "png")
     assert list(rows[0]) == ["img_id", "ref_id", "score", "level"]
     assert len(rows) == 4 * 2 * len(LEVELS)  # four usable scenes (the broken file is skipped)
-    mean = {lv: np.mean([np.load(png_set / "labels" / r["img_id"].replace(".png", ".npy")).mean()
-                         for r in rows if r["level"] == lv]) for lv in LEVELS}
+    mean = {
+        lv: np.mean(
+            [np.load(png_set / "labels" / r["img_id"].replace(".png", ".npy")).mean() for r in rows if r["level"] == lv]
+        )
+        for lv in LEVELS
+    }
     assert mean["N2"] > 20 and mean["P1"] < -10 and abs(mean["P0"]) < 1.0  # darker = positive = under-exposed
 
 
@@ -128,8 +149,11 @@ def test_unknown_level_and_scene_rejected(sources, tmp_path):
 
 def test_srgb_transfer_functions():
     # IEC 61966-2-1 reference points
-    np.testing.assert_allclose(synthetic.srgb_to_linear(np.array([0.0, 0.04045, 0.5, 1.0])),
-                               [0.0, 0.04045 / 12.92, 0.214041140, 1.0], rtol=1e-6)
+    np.testing.assert_allclose(
+        synthetic.srgb_to_linear(np.array([0.0, 0.04045, 0.5, 1.0])),
+        [0.0, 0.04045 / 12.92, 0.214041140, 1.0],
+        rtol=1e-6,
+    )
     v = np.linspace(0, 1, 1001)
     np.testing.assert_allclose(synthetic.linear_to_srgb(synthetic.srgb_to_linear(v)), v, atol=1e-12)
 
@@ -139,7 +163,7 @@ def test_global_exposure_is_a_gain_in_linear_light():
     rng = np.random.default_rng(0)
     for level, ev in [("N2", -2), ("N1", -1), ("P1", 1)]:
         assert synthetic.level_ev(level) == ev
-        expected = synthetic.linear_to_srgb(synthetic.srgb_to_linear(128 / 255) * 2.0 ** ev) * 255
+        expected = synthetic.linear_to_srgb(synthetic.srgb_to_linear(128 / 255) * 2.0**ev) * 255
         out = synthetic.expose(ideal, level, rng).astype(np.float64)
         assert abs(out.mean() - expected) < 0.5 and out.std() > 0.2  # the right mean, plus sensor noise
     assert (synthetic.expose(np.full((8, 8, 3), 200, np.uint8), "P4", rng) == 255).all()  # clipped highlights
@@ -178,6 +202,7 @@ def test_default_sources_are_real_photos():
 
 
 # --- the camera model behind --camera random: tone curve with a shoulder, headroom, per-channel clipping, noise ---
+
 
 def quiet(camera, **changes):
     """The camera without noise, exposure jitter or white-balance drift (and any other changes)."""
@@ -232,7 +257,7 @@ def test_channels_clip_one_by_one():
             values = frames[:, channel]
             rising = values < 255
             assert np.all(np.diff(values[rising]) > 0) and values[-1] == 255
-            assert np.all(values[~rising] == 255) and rising[:np.argmin(rising)].all()
+            assert np.all(values[~rising] == 255) and rising[: np.argmin(rising)].all()
 
 
 def test_clipped_highlights_pulled_to_neutral():
@@ -259,8 +284,9 @@ def test_shoulder_is_smooth_monotone_and_invertible(knee, slope):
     np.testing.assert_allclose(back[x < 0.99 * top], x[x < 0.99 * top], atol=1e-9)
     np.testing.assert_allclose(back, x, atol=1e-5)  # the curve is flat at the top: float precision only
     v = np.linspace(0.0, 1.0, 4001)
-    np.testing.assert_allclose(synthetic.shoulder(synthetic.shoulder_inverse(v, knee, slope), knee, slope), v,
-                               atol=1e-12)
+    np.testing.assert_allclose(
+        synthetic.shoulder(synthetic.shoulder_inverse(v, knee, slope), knee, slope), v, atol=1e-12
+    )
     np.testing.assert_allclose(y[x <= knee], x[x <= knee], atol=0)  # identity below the knee
     assert y[-1] == pytest.approx(1.0) and synthetic.shoulder_inverse(1.0, knee, slope) == pytest.approx(top)
     assert np.all(np.diff(y) >= 0) and np.all(np.diff(y[x < 0.999 * top]) > 0)
@@ -320,6 +346,7 @@ def test_relative_noise_grows_as_exposure_drops():
 
 # --- the generator with --camera random: exact labels of mixed JPEG/PNG frames, determinism, corpus folders ---
 
+
 def generate_random(sources, out, *extra):
     return generate(sources, out, "--camera", "random", "--format", "camera", "--val-scenes", "delta", *extra)
 
@@ -378,8 +405,13 @@ def flat_photo(colour, h=40, w=48):
     return np.clip(np.round(base), 0, 255).astype(np.uint8)
 
 
-COLOURS = {"pkga/a.png": (200, 60, 60), "pkga/b.png": (60, 200, 60), "pkga/c.png": (60, 60, 200),
-           "pkgb/d.png": (150, 150, 60), "pkgb/e.png": (60, 150, 150)}
+COLOURS = {
+    "pkga/a.png": (200, 60, 60),
+    "pkga/b.png": (60, 200, 60),
+    "pkga/c.png": (60, 60, 200),
+    "pkgb/d.png": (150, 150, 60),
+    "pkgb/e.png": (60, 150, 150),
+}
 
 
 @pytest.fixture(scope="module")
@@ -392,11 +424,22 @@ def corpus(tmp_path_factory):
         Image.fromarray(flat_photo(colour)).save(root / file)
         if file != "pkgb/e.png":  # one photo the listing does not know
             package = file.split("/")[0]
-            rows.append({"file": file, "package": package, "version": f"1.{i}", "member": f"/usr/share/{file}",
-                         "license": f"Licence-{i}", "width": 48, "height": 40, "sha256": "0" * 64})
+            rows.append(
+                {
+                    "file": file,
+                    "package": package,
+                    "version": f"1.{i}",
+                    "member": f"/usr/share/{file}",
+                    "license": f"Licence-{i}",
+                    "width": 48,
+                    "height": 40,
+                    "sha256": "0" * 64,
+                }
+            )
     with open(root / "photos.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, ["file", "package", "version", "member", "license", "width", "height",
-                                    "sha256"], lineterminator="\n")
+        writer = csv.DictWriter(
+            f, ["file", "package", "version", "member", "license", "width", "height", "sha256"], lineterminator="\n"
+        )
         writer.writeheader()
         writer.writerows(rows)
     return root
@@ -409,9 +452,31 @@ def closest_photo(ref):
 
 def test_crops_per_photo_capped_per_scene(corpus, tmp_path):
     out = tmp_path / "set"
-    synthetic.main(["--src", str(corpus), "--out", str(out), "--size", "16", "--crops-per-photo", "2",
-                    "--max-crops-per-scene", "5", "--levels", "N1", "P1", "--workers", "1", "--val-scenes", "pkgb",
-                    "--grey-fraction", "0", "--camera", "srgb"])
+    synthetic.main(
+        [
+            "--src",
+            str(corpus),
+            "--out",
+            str(out),
+            "--size",
+            "16",
+            "--crops-per-photo",
+            "2",
+            "--max-crops-per-scene",
+            "5",
+            "--levels",
+            "N1",
+            "P1",
+            "--workers",
+            "1",
+            "--val-scenes",
+            "pkgb",
+            "--grey-fraction",
+            "0",
+            "--camera",
+            "srgb",
+        ]
+    )
     refs = sorted(p.name for p in (out / "refs").iterdir())
     assert refs == [f"pkga_{i:03d}.png" for i in range(5)] + [f"pkgb_{i:03d}.png" for i in range(4)]
     assert len(read_csv(out / "train.csv")) == 5 * 2 and len(read_csv(out / "valid.csv")) == 4 * 2
@@ -428,8 +493,26 @@ def test_crops_per_photo_capped_per_scene(corpus, tmp_path):
 
 def test_levels_per_crop_draws_distinct_levels(corpus, tmp_path):
     out = tmp_path / "set"
-    synthetic.main(["--src", str(corpus), "--out", str(out), "--size", "16", "--crops-per-image", "6",
-                    "--levels", *LEVELS, "--levels-per-crop", "3", "--workers", "1", "--val-scenes", "pkgb"])
+    synthetic.main(
+        [
+            "--src",
+            str(corpus),
+            "--out",
+            str(out),
+            "--size",
+            "16",
+            "--crops-per-image",
+            "6",
+            "--levels",
+            *LEVELS,
+            "--levels-per-crop",
+            "3",
+            "--workers",
+            "1",
+            "--val-scenes",
+            "pkgb",
+        ]
+    )
     rows = read_csv(out / "train.csv") + read_csv(out / "valid.csv")
     per_crop = {}
     for row in rows:
@@ -438,11 +521,13 @@ def test_levels_per_crop_draws_distinct_levels(corpus, tmp_path):
     assert len({tuple(v) for v in per_crop.values()}) > 1  # drawn per crop, not fixed
     assert all(v == [lv for lv in LEVELS if lv in v] for v in per_crop.values())  # in the --levels order
     with pytest.raises(SystemExit):
-        synthetic.main(["--src", str(corpus), "--out", str(tmp_path / "bad"), "--levels", "N1", "P1",
-                        "--levels-per-crop", "3"])
+        synthetic.main(
+            ["--src", str(corpus), "--out", str(tmp_path / "bad"), "--levels", "N1", "P1", "--levels-per-crop", "3"]
+        )
 
 
 # --- bench/simulator_stats.py: the measures it compares simulated and real frames with ---
+
 
 def simulator_stats():
     import importlib.util
@@ -458,10 +543,10 @@ def simulator_stats():
 def test_simulator_stats_measures():
     stats = simulator_stats()
     rgb = np.full((10, 10, 3), 100, np.uint8)
-    rgb[0] = 255                  # 10 white pixels: blown, bright, neutral
-    rgb[1] = (255, 120, 120)      # 10 blown red pixels, grey 158: not bright
-    rgb[2] = (250, 200, 200)      # 10 blown pinkish pixels, grey 214.95: bright, (max - min) / max = 0.2
-    rgb[3] = (4, 2, 0)            # 10 crushed blacks
+    rgb[0] = 255  # 10 white pixels: blown, bright, neutral
+    rgb[1] = (255, 120, 120)  # 10 blown red pixels, grey 158: not bright
+    rgb[2] = (250, 200, 200)  # 10 blown pinkish pixels, grey 214.95: bright, (max - min) / max = 0.2
+    rgb[3] = (4, 2, 0)  # 10 crushed blacks
     assert stats.blown_share(rgb) == pytest.approx(0.3) and stats.black_share(rgb) == pytest.approx(0.1)
     assert stats.highlight_saturation(rgb) == pytest.approx(0.1)
     assert np.isnan(stats.highlight_saturation(np.full((10, 10, 3), 150, np.uint8)))
@@ -484,13 +569,16 @@ def test_simulator_stats_runs_on_a_tiny_bracket(tmp_path, capsys):
     provenance = []
     for i, ev in enumerate([1.5, -2.0]):
         ideal = photo(10 + i, 24, 32)
-        test = synthetic.render(synthetic.scene_radiance(ideal, synthetic.SRGB_CAMERA), ev, synthetic.SRGB_CAMERA,
-                                np.random.default_rng(i))
+        test = synthetic.render(
+            synthetic.scene_radiance(ideal, synthetic.SRGB_CAMERA), ev, synthetic.SRGB_CAMERA, np.random.default_rng(i)
+        )
         name = f"s{i}_{'P' if ev > 0 else 'N'}2.png"
         Image.fromarray(ideal).save(data / "refs" / f"s{i}_ideal.png")
         Image.fromarray(test).save(data / "images" / name)
-        np.save(data / "labels" / name.replace(".png", ".npy"),
-                (synthetic.gray(ideal.astype(float)) - synthetic.gray(test.astype(float))).astype(np.float32))
+        np.save(
+            data / "labels" / name.replace(".png", ".npy"),
+            (synthetic.gray(ideal.astype(float)) - synthetic.gray(test.astype(float))).astype(np.float32),
+        )
         rows["over" if ev > 0 else "under"].append([name, f"s{i}_ideal.png", "8.0", f"x_{name[3:5]}"])
         provenance.append([name, f"{ev:+.2f}"])
     for side, side_rows in rows.items():
@@ -499,8 +587,9 @@ def test_simulator_stats_runs_on_a_tiny_bracket(tmp_path, capsys):
     with open(data / "provenance.csv", "w", newline="") as f:
         csv.writer(f).writerows([["img_id", "ev_estimate"]] + provenance)
     figure = tmp_path / "fig.png"
-    simulator_stats().main(["--data", str(data), "--cameras", "2", "--scale", "1", "--figure", str(figure),
-                            "--set", "desaturate=0"])
+    simulator_stats().main(
+        ["--data", str(data), "--cameras", "2", "--scale", "1", "--figure", str(figure), "--set", "desaturate=0"]
+    )
     out = capsys.readouterr().out
     assert "**Over-exposed frames**: 1 real pairs" in out and "**Under-exposed frames**: 1 real pairs" in out
     assert "| label error" in out and "{'desaturate': 0.0}" in out
@@ -518,9 +607,33 @@ def test_black_point_crushes_the_shadows_of_a_dark_frame():
 
 
 def test_always_levels_are_in_every_crop(corpus, tmp_path):
-    synthetic.main(["--src", str(corpus), "--out", str(tmp_path / "a"), "--size", "16", "--crops-per-image", "3",
-                    "--levels", "N2", "P0", "P1", "P2", "--levels-per-crop", "2", "--always-levels", "P0",
-                    "--workers", "1", "--camera", "srgb", "--val-fraction", "0"])
+    synthetic.main(
+        [
+            "--src",
+            str(corpus),
+            "--out",
+            str(tmp_path / "a"),
+            "--size",
+            "16",
+            "--crops-per-image",
+            "3",
+            "--levels",
+            "N2",
+            "P0",
+            "P1",
+            "P2",
+            "--levels-per-crop",
+            "2",
+            "--always-levels",
+            "P0",
+            "--workers",
+            "1",
+            "--camera",
+            "srgb",
+            "--val-fraction",
+            "0",
+        ]
+    )
     per_ref = {}
     for row in read_csv(tmp_path / "a" / "train.csv"):
         per_ref.setdefault(row["ref_id"], []).append(row["level"])
@@ -573,9 +686,34 @@ def test_rule_on_photo_keeps_a_crop_of_its_shadows_dark(tmp_path):
     means = {}
     for rule in ("crop", "photo"):
         out = tmp_path / rule
-        synthetic.main(["--src", str(tmp_path / "src"), "--out", str(out), "--size", "24", "--crops-per-image", "24",
-                        "--levels", "N1", "P0", "--workers", "1", "--camera", "srgb", "--val-fraction", "0",
-                        "--ideal-grey", "120", "120", "--grey-fraction", "0", "--rule-on", rule])
+        synthetic.main(
+            [
+                "--src",
+                str(tmp_path / "src"),
+                "--out",
+                str(out),
+                "--size",
+                "24",
+                "--crops-per-image",
+                "24",
+                "--levels",
+                "N1",
+                "P0",
+                "--workers",
+                "1",
+                "--camera",
+                "srgb",
+                "--val-fraction",
+                "0",
+                "--ideal-grey",
+                "120",
+                "120",
+                "--grey-fraction",
+                "0",
+                "--rule-on",
+                rule,
+            ]
+        )
         check_labels(out, "png")
         means[rule] = [gray_of_file(p).mean() for p in sorted((out / "refs").iterdir())]
     # judged on the whole photo (mid grey, so left as it is) a crop of the dark half stays dark in its ideal ...
@@ -585,8 +723,19 @@ def test_rule_on_photo_keeps_a_crop_of_its_shadows_dark(tmp_path):
 
 
 def test_keep_frames_are_the_crop_as_published_labelled_by_its_own_bytes(sources, png_set, tmp_path):
-    kept = generate(sources, tmp_path / "kept", "--val-scenes", "delta", "--keep-fraction", "1", "--ideal-grey",
-                    "200", "200", "--format", "jpg")
+    kept = generate(
+        sources,
+        tmp_path / "kept",
+        "--val-scenes",
+        "delta",
+        "--keep-fraction",
+        "1",
+        "--ideal-grey",
+        "200",
+        "200",
+        "--format",
+        "jpg",
+    )
     check_labels(kept, "jpg")
     rows = read_csv(kept / "train.csv") + read_csv(kept / "valid.csv")
     keep = [r for r in rows if r["level"] == synthetic.KEEP]
@@ -604,8 +753,7 @@ def test_keep_frames_are_the_crop_as_published_labelled_by_its_own_bytes(sources
 
 
 def test_lamp_frames_under_gives_crops_with_lamps_no_over_exposed_frame(sources, tmp_path):
-    lit = generate(sources, tmp_path / "lit", "--val-scenes", "delta", "--lamp-fraction", "1", "--lamp-frames",
-                   "under")
+    lit = generate(sources, tmp_path / "lit", "--val-scenes", "delta", "--lamp-fraction", "1", "--lamp-frames", "under")
     check_labels(lit, "png")
     levels = {r["level"] for r in read_csv(lit / "train.csv") + read_csv(lit / "valid.csv")}
     assert levels == {"N2", "P0"}  # of LEVELS, the global ones at or under 0 EV
@@ -623,9 +771,33 @@ def test_finished_crops_are_their_own_ideal_at_their_own_key(tmp_path):
     assert source_grey < 60
 
     def make(out, *extra):
-        synthetic.main(["--src", str(tmp_path / "src"), "--out", str(out), "--size", "24", "--crops-per-image", "4",
-                        "--levels", "N1", "P1", "--workers", "1", "--camera", "srgb", "--val-fraction", "0",
-                        "--grey-fraction", "0", "--ideal-grey", "120", "120", *extra])
+        synthetic.main(
+            [
+                "--src",
+                str(tmp_path / "src"),
+                "--out",
+                str(out),
+                "--size",
+                "24",
+                "--crops-per-image",
+                "4",
+                "--levels",
+                "N1",
+                "P1",
+                "--workers",
+                "1",
+                "--camera",
+                "srgb",
+                "--val-fraction",
+                "0",
+                "--grey-fraction",
+                "0",
+                "--ideal-grey",
+                "120",
+                "120",
+                *extra,
+            ]
+        )
         return read_csv(out / "train.csv")
 
     rows = make(tmp_path / "finished", "--finished-fraction", "1")
@@ -638,8 +810,11 @@ def test_finished_crops_are_their_own_ideal_at_their_own_key(tmp_path):
         assert abs(gray_of_file(tmp_path / "finished" / "refs" / row["ref_id"]).mean() - source_grey) < 8
         assert np.array_equal(np.asarray(Image.open(tmp_path / "finished" / "images" / row["img_id"])), ref)
         assert not np.load(tmp_path / "finished" / "labels" / row["img_id"].replace(".png", ".npy")).any()
-    under = [np.load(tmp_path / "finished" / "labels" / r["img_id"].replace(".png", ".npy")).mean()
-             for r in rows if r["level"] == "N1"]
+    under = [
+        np.load(tmp_path / "finished" / "labels" / r["img_id"].replace(".png", ".npy")).mean()
+        for r in rows
+        if r["level"] == "N1"
+    ]
     assert under and min(under) > 5  # a frame a stop under the finished crop needs light back
     # the rule (without the option) re-exposes the same dark crops towards grey 120
     plain = make(tmp_path / "plain")

@@ -1,5 +1,6 @@
 """The teacher-map cache for distillation (datasets/teacher.py): maps in grey levels, keyed by the teacher file's and
 the image's content, deterministic, resumable, refusing a cache of another teacher."""
+
 import csv
 
 import numpy as np
@@ -18,8 +19,9 @@ def stand_in():
     random-weight network in place of the released one, whose 79 GFLOP a photo would take seconds each."""
     torch.manual_seed(3)
     model = OfficialPIEANet()
-    model.net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3, padding=1), torch.nn.Tanh(),
-                                    torch.nn.Conv2d(4, 1, 3, padding=1))
+    model.net = torch.nn.Sequential(
+        torch.nn.Conv2d(3, 4, 3, padding=1), torch.nn.Tanh(), torch.nn.Conv2d(4, 1, 3, padding=1)
+    )
     return model.eval()
 
 
@@ -55,10 +57,14 @@ def test_a_map_is_the_teachers_r_in_grey_levels_at_the_photos_size(stand_in, tmp
     assert not hit and grey.dtype == np.float32 and grey.shape == (40, 56)
     with torch.no_grad():  # the wrapper's own resize to 256 and back, by hand
         x = torch.from_numpy(np.asarray(Image.open(photo), np.float32) / 255).permute(2, 0, 1)[None]
-        small = torch.nn.functional.interpolate(x, size=(256, 256), mode="bilinear", align_corners=False,
-                                                antialias=True)
-        r = torch.nn.functional.interpolate(stand_in.net(small), size=(40, 56), mode="bilinear",
-                                            align_corners=False).clamp(-1, 1)[0, 0].numpy()
+        small = torch.nn.functional.interpolate(
+            x, size=(256, 256), mode="bilinear", align_corners=False, antialias=True
+        )
+        r = (
+            torch.nn.functional.interpolate(stand_in.net(small), size=(40, 56), mode="bilinear", align_corners=False)
+            .clamp(-1, 1)[0, 0]
+            .numpy()
+        )
     np.testing.assert_allclose(grey, r * 255, atol=1e-3)
     stored = cache.folder / f"{teacher.file_sha256(photo)}.npy"
     np.testing.assert_array_equal(np.load(stored), grey)
@@ -120,12 +126,23 @@ def test_command_line_over_a_split_list_with_a_bad_image(stand_in, tmp_path, mon
         save_photo(root / "images" / f"p{i}.png", seed=i)
     (root / "images" / "broken.png").write_bytes(b"not a png")
     with open(root / "train.csv", "w", newline="") as f:
-        csv.writer(f).writerows([["img_id", "ref_id", "score"], ["p0.png", "r", "5"], ["broken.png", "r", "5"],
-                                 ["p1.png", "r", "5"]])
+        csv.writer(f).writerows(
+            [["img_id", "ref_id", "score"], ["p0.png", "r", "5"], ["broken.png", "r", "5"], ["p1.png", "r", "5"]]
+        )
     counting = Counting(stand_in)
     monkeypatch.setattr(teacher, "load_teacher", lambda path: counting)
-    argv = ["--data-root", str(root), "--csv", "train.csv", "--teacher", str(teacher_file(tmp_path)),
-            "--cache", str(tmp_path / "cache"), "--workers", "2"]
+    argv = [
+        "--data-root",
+        str(root),
+        "--csv",
+        "train.csv",
+        "--teacher",
+        str(teacher_file(tmp_path)),
+        "--cache",
+        str(tmp_path / "cache"),
+        "--workers",
+        "2",
+    ]
     assert teacher.main(argv) == 1
     out, err = capsys.readouterr()
     assert "2 maps computed, 0 already cached, 1 failed" in out

@@ -1,5 +1,6 @@
 """The torch-free path (models/torch_free.py) against the torch path it stands in for (models/inference.py,
 models/full_size.py): each piece on the same input, the whole map on real photos, and when pieanet.runtime takes it."""
+
 import argparse
 import json
 import os
@@ -35,8 +36,12 @@ def models():
 
 def photo(height, width, seed=0, dtype=np.uint8):
     rng = np.random.default_rng(seed)
-    smooth = np.asarray(Image.fromarray(rng.integers(0, 256, (height // 8 + 2, width // 8 + 2, 3), dtype=np.uint8))
-                        .resize((width, height), Image.Resampling.BICUBIC), dtype=np.float32)
+    smooth = np.asarray(
+        Image.fromarray(rng.integers(0, 256, (height // 8 + 2, width // 8 + 2, 3), dtype=np.uint8)).resize(
+            (width, height), Image.Resampling.BICUBIC
+        ),
+        dtype=np.float32,
+    )
     levels = np.clip(smooth + rng.normal(0, 4, smooth.shape), 0, 255).astype(np.uint8)
     return levels if dtype == np.uint8 else levels.astype(np.float32) / np.float32(255)
 
@@ -56,11 +61,13 @@ def test_box_means_and_guided_coefficients_equal_torchs():
     rng = np.random.default_rng(3)
     residual = (rng.random((61, 83), dtype=np.float32) - 0.5).astype(np.float32)
     guide = rng.random((61, 83), dtype=np.float32) ** 3  # dark, nearly flat places: where eps matters
-    np.testing.assert_allclose(tf.box_mean(guide, 3), box_mean(torch.from_numpy(guide)[None, None], 3)[0, 0].numpy(),
-                               rtol=0, atol=1e-7)
+    np.testing.assert_allclose(
+        tf.box_mean(guide, 3), box_mean(torch.from_numpy(guide)[None, None], 3)[0, 0].numpy(), rtol=0, atol=1e-7
+    )
     a, b = tf.guided_coefficients(residual, guide)
-    want_a, want_b = inference.guided_coefficients(torch.from_numpy(residual)[None, None],
-                                                   torch.from_numpy(guide)[None, None])
+    want_a, want_b = inference.guided_coefficients(
+        torch.from_numpy(residual)[None, None], torch.from_numpy(guide)[None, None]
+    )
     np.testing.assert_allclose(a, want_a[0, 0].numpy(), rtol=0, atol=1e-6)
     np.testing.assert_allclose(b, want_b[0, 0].numpy(), rtol=0, atol=1e-6)
 
@@ -78,8 +85,9 @@ def test_full_size_map_equals_the_torch_guided_upsampling(dtype):
     rng = np.random.default_rng(5)
     a, b = (rng.normal(0, 3, (48, 64)).astype(np.float32) for _ in range(2))
     image = photo(700, 933, seed=2, dtype=dtype)  # strips of 256 rows and a last partial one
-    np.testing.assert_allclose(tf.NumpyGuidedFit(a, b).full_map(image), GuidedFit(a, b).full_map(image), rtol=0,
-                               atol=1e-5)
+    np.testing.assert_allclose(
+        tf.NumpyGuidedFit(a, b).full_map(image), GuidedFit(a, b).full_map(image), rtol=0, atol=1e-5
+    )
 
 
 @pytest.mark.parametrize("path", SAMPLES, ids=[p.stem for p in SAMPLES])
@@ -95,8 +103,9 @@ def test_sample_photos_give_the_torch_paths_maps(models, path):
 def test_a_photo_smaller_than_the_working_size_is_judged_as_it_is(models):
     torch_model, torch_free_model = models
     image = photo(150, 211, seed=7)
-    np.testing.assert_allclose(tf.predict(torch_free_model, image), inference.predict_residual(torch_model, image),
-                               rtol=0, atol=MAP_TOLERANCE)
+    np.testing.assert_allclose(
+        tf.predict(torch_free_model, image), inference.predict_residual(torch_model, image), rtol=0, atol=MAP_TOLERANCE
+    )
 
 
 @pytest.mark.slow
@@ -151,10 +160,19 @@ def options(**given):
     return argparse.Namespace(**values)
 
 
-@pytest.mark.parametrize("given, expected", [
-    ({}, True), ({"backend": "onnxruntime"}, True), ({"size": 512}, True),
-    ({"checkpoint": str(DEFAULT_CHECKPOINT)}, False), ({"checkpoint": str(DEFAULT_ONNX)}, False),
-    ({"backend": "torch"}, False), ({"device": "cuda"}, False), ({"size": 0}, False)])
+@pytest.mark.parametrize(
+    "given, expected",
+    [
+        ({}, True),
+        ({"backend": "onnxruntime"}, True),
+        ({"size": 512}, True),
+        ({"checkpoint": str(DEFAULT_CHECKPOINT)}, False),
+        ({"checkpoint": str(DEFAULT_ONNX)}, False),
+        ({"backend": "torch"}, False),
+        ({"device": "cuda"}, False),
+        ({"size": 0}, False),
+    ],
+)
 def test_which_runs_go_without_torch(given, expected, monkeypatch):
     monkeypatch.delenv("WORLD_SIZE", raising=False)
     assert runtime.torch_free(options(**given)) is expected
@@ -177,13 +195,20 @@ def test_cuda_visible_devices_can_hide_every_gpu(hidden, monkeypatch):
 @pytest.mark.subprocess
 def test_the_main_job_never_imports_torch(tmp_path):
     """make_heatmap with its defaults on a photo: the maps, the table and the report, and torch never loaded."""
-    script = ("import sys, json; sys.argv[0] = 'make_heatmap'; from pieanet import make_heatmap; "
-              "code = make_heatmap.main(sys.argv[1:]); "
-              "print(json.dumps({'code': code, 'torch': 'torch' in sys.modules}))")
+    script = (
+        "import sys, json; sys.argv[0] = 'make_heatmap'; from pieanet import make_heatmap; "
+        "code = make_heatmap.main(sys.argv[1:]); "
+        "print(json.dumps({'code': code, 'torch': 'torch' in sys.modules}))"
+    )
     env = {**os.environ, "CUDA_VISIBLE_DEVICES": ""}  # no GPU: --device auto means the CPU here
-    done = subprocess.run([sys.executable, "-c", script, "--input", str(SAMPLES[0]), "--output",
-                           str(tmp_path / "out"), "--threads", "1"], cwd=ROOT, env=env, capture_output=True,
-                          text=True, timeout=300)
+    done = subprocess.run(
+        [sys.executable, "-c", script, "--input", str(SAMPLES[0]), "--output", str(tmp_path / "out"), "--threads", "1"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     result = json.loads(done.stdout.strip().splitlines()[-1])
     assert result == {"code": 0, "torch": False}, done.stderr[-2000:]
     assert (tmp_path / "out" / f"{SAMPLES[0].stem}_exposure.png").is_file()

@@ -1,4 +1,5 @@
 """train_wavelet.py on a tiny dataset fabricated in the IEA40K layout: a run, a resumed run, and torchrun with gloo."""
+
 import csv
 import os
 import subprocess
@@ -37,8 +38,14 @@ def make_dataset(root, n_train, n_valid=2):
             Image.fromarray(photo).save(root / "images" / name)
             label = (gray(ideal.astype(np.float32)) - gray(photo.astype(np.float32))).astype(np.float32)
             np.save(root / "labels" / f"{Path(name).stem}.npy", label)
-            rows.append({"img_id": name, "ref_id": f"{split}{i:02d}.png",
-                         "score": 10 * (1 - np.abs(label / 255).mean()), "level": name[-6:-4]})
+            rows.append(
+                {
+                    "img_id": name,
+                    "ref_id": f"{split}{i:02d}.png",
+                    "score": 10 * (1 - np.abs(label / 255).mean()),
+                    "level": name[-6:-4],
+                }
+            )
         with open(root / f"{split}.csv", "w", newline="") as f:
             writer = csv.DictWriter(f, fieldnames=["img_id", "ref_id", "score", "level"])
             writer.writeheader()
@@ -54,11 +61,14 @@ def tiny_data(tmp_path_factory):
 def tiny_config(tmp_path, tiny_model_config, data_root, **train):
     """A config file for a tiny model on the fabricated data; ``train`` sets train.* keys."""
     model = {k: v for k, v in tiny_model_config.items()}
-    config = {"base": str(ROOT / "configs" / "base.yaml"), "name": "tiny", "output_dir": str(tmp_path / "runs"),
-              "model": model,
-              "data": {"root": str(data_root), "train_csv": "train.csv", "valid_csv": "valid.csv", "crop": 32,
-                       "workers": 0},
-              "train": {"batch_size": 2, "lr": 1e-3, "log_every_steps": 1, "panels": 1, **train}}
+    config = {
+        "base": str(ROOT / "configs" / "base.yaml"),
+        "name": "tiny",
+        "output_dir": str(tmp_path / "runs"),
+        "model": model,
+        "data": {"root": str(data_root), "train_csv": "train.csv", "valid_csv": "valid.csv", "crop": 32, "workers": 0},
+        "train": {"batch_size": 2, "lr": 1e-3, "log_every_steps": 1, "panels": 1, **train},
+    }
     tmp_path.mkdir(parents=True, exist_ok=True)
     path = tmp_path / "tiny.yaml"
     path.write_text(yaml.safe_dump(config))
@@ -66,8 +76,9 @@ def tiny_config(tmp_path, tiny_model_config, data_root, **train):
 
 
 def run(config_path, *overrides, resume=False, expect=0):
-    code = train_wavelet.main(["--config", str(config_path), "--device", "cpu", *(["--resume"] if resume else []),
-                               *overrides])
+    code = train_wavelet.main(
+        ["--config", str(config_path), "--device", "cpu", *(["--resume"] if resume else []), *overrides]
+    )
     assert code == expect
     return code
 
@@ -121,7 +132,7 @@ def test_resume_reproduces_the_uninterrupted_run_exactly(tmp_path, tiny_model_co
 def test_resume_without_a_saved_state_says_so(tmp_path, tiny_model_config, tiny_data, capsys):
     config = tiny_config(tmp_path, tiny_model_config, tiny_data, epochs=1)
     run(config, resume=True, expect=2)
-    line, = capsys.readouterr().err.strip().splitlines()
+    (line,) = capsys.readouterr().err.strip().splitlines()
     assert "last.pt not found" in line and not (tmp_path / "runs").exists()
 
 
@@ -131,11 +142,30 @@ def test_torchrun_gloo_two_processes_match_one_process_with_the_double_batch(tmp
     # DDP averages the gradients of the two processes' batches of 2 (DistributedSampler gives rank r the indices
     # r, r+2, ... of the shuffled epoch): the same update as one process on the 4 images at once.
     ddp = tiny_config(tmp_path / "ddp", tiny_model_config, tiny_data, epochs=1, batch_size=2)
-    env = {**os.environ, "OMP_NUM_THREADS": "1",
-           "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
-    result = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-                             str(ROOT / "train_wavelet.py"), "--config", str(ddp), "--device", "cpu"],
-                            env=env, capture_output=True, text=True, timeout=120)
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": "1",
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
+    }
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node",
+            "2",
+            str(ROOT / "train_wavelet.py"),
+            "--config",
+            str(ddp),
+            "--device",
+            "cpu",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     single = tiny_config(tmp_path / "single", tiny_model_config, tiny_data, epochs=1, batch_size=4)
     run(single)
@@ -150,24 +180,35 @@ def test_torchrun_gloo_two_processes_match_one_process_with_the_double_batch(tmp
 
 
 # ------------------------------------------------------------------ bad configs, data and folders (issue 9)
-@pytest.mark.parametrize("override, message", [
-    ("train.lr=abc", "'train.lr' is 'abc'"), ("train.lr_step_epochs=0", "'train.lr_step_epochs' is 0"),
-    ("data.valid_limit=-1", "'data.valid_limit' is -1"), ("model.use_dwt=maybe", "use_dwt = 'maybe'"),
-    ("model.window=0", "window = 0"), ("train.batch_size=0", "'train.batch_size' is 0"),
-    ("train.ema_decay=1", "ema_decay"), ("seed=-1", "'seed' is -1"), ("data.workers=two", "'data.workers'"),
-    ("data.crop=0", "'data.crop' is 0"), ("train.lr=.nan", "'train.lr' is nan"), ("name=../x", "'name' is '../x'"),
-    ("data.extra_valid={x: {root: a, well_exposed: false}}", "'data.extra_valid.x' is"),
-    ("data.extra_valid={x: {root: a, csv: b.csv, well_exposed: true}}", "{root, well_exposed: true}"),
-    ("data.extra_valid={x: {csv: b.csv}}", "'data.extra_valid.x' is {'csv': 'b.csv'}; expected {root, csv}"),
-    ("train.teacher_weight=-1", "'train.teacher_weight' is -1"),
-    ("train.teacher_weight=0.5", "train.teacher_weight is 0.5 but data.teacher_dir is null"),
-])
-def test_bad_config_values_are_refused_before_anything_is_made(tmp_path, tiny_model_config, tiny_data, capsys,
-                                                                override, message):
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("train.lr=abc", "'train.lr' is 'abc'"),
+        ("train.lr_step_epochs=0", "'train.lr_step_epochs' is 0"),
+        ("data.valid_limit=-1", "'data.valid_limit' is -1"),
+        ("model.use_dwt=maybe", "use_dwt = 'maybe'"),
+        ("model.window=0", "window = 0"),
+        ("train.batch_size=0", "'train.batch_size' is 0"),
+        ("train.ema_decay=1", "ema_decay"),
+        ("seed=-1", "'seed' is -1"),
+        ("data.workers=two", "'data.workers'"),
+        ("data.crop=0", "'data.crop' is 0"),
+        ("train.lr=.nan", "'train.lr' is nan"),
+        ("name=../x", "'name' is '../x'"),
+        ("data.extra_valid={x: {root: a, well_exposed: false}}", "'data.extra_valid.x' is"),
+        ("data.extra_valid={x: {root: a, csv: b.csv, well_exposed: true}}", "{root, well_exposed: true}"),
+        ("data.extra_valid={x: {csv: b.csv}}", "'data.extra_valid.x' is {'csv': 'b.csv'}; expected {root, csv}"),
+        ("train.teacher_weight=-1", "'train.teacher_weight' is -1"),
+        ("train.teacher_weight=0.5", "train.teacher_weight is 0.5 but data.teacher_dir is null"),
+    ],
+)
+def test_bad_config_values_are_refused_before_anything_is_made(
+    tmp_path, tiny_model_config, tiny_data, capsys, override, message
+):
     config = tiny_config(tmp_path, tiny_model_config, tiny_data, epochs=1)
     run(config, override, expect=2)
     err = capsys.readouterr().err
-    line, = err.strip().splitlines()
+    (line,) = err.strip().splitlines()
     assert message in line and "Traceback" not in err and not (tmp_path / "runs").exists()
 
 
@@ -175,7 +216,7 @@ def test_bad_data_is_one_line_and_leaves_no_folder(tmp_path, tiny_model_config, 
     monkeypatch.chdir(tiny_data.parent)  # a relative data.root must not be joined twice
     config = tiny_config(tmp_path, tiny_model_config, tiny_data, epochs=1)
     run(config, f"data.root={tiny_data.name}", "data.train_csv=nope.csv", expect=2)
-    line, = capsys.readouterr().err.strip().splitlines()
+    (line,) = capsys.readouterr().err.strip().splitlines()
     assert f"{tiny_data.name}/nope.csv: split list not found" in line
     assert f"{tiny_data.name}/{tiny_data.name}" not in line and not (tmp_path / "runs").exists()
 
@@ -216,8 +257,9 @@ def test_bad_data_met_during_an_epoch_stops_with_one_line(tmp_path, tiny_model_c
     assert len(line) == 1 and "label contains NaN or inf" in line[0] and "Traceback" not in err
 
 
-def test_a_non_finite_loss_stops_before_the_weights_are_touched(tmp_path, tiny_model_config, tiny_data, capsys,
-                                                                monkeypatch):
+def test_a_non_finite_loss_stops_before_the_weights_are_touched(
+    tmp_path, tiny_model_config, tiny_data, capsys, monkeypatch
+):
     monkeypatch.setitem(training_run.LOSSES, "l1", lambda prediction, label: (prediction - label).abs().mean() / 0)
     config = tiny_config(tmp_path, tiny_model_config, tiny_data, epochs=1, batch_size=4)
     run(config, expect=1)
@@ -242,8 +284,12 @@ def test_a_full_disk_while_saving_is_one_line(tmp_path, tiny_model_config, tiny_
     run(config, "data.valid_limit=1", expect=1)
     err = capsys.readouterr().err
     # issue 27: the first last.pt failed, so there is no saved state to continue from: the advice is --overwrite
-    assert "last.pt: No space left on device; no training state was saved yet (no last.pt); start it again with " \
-           "--overwrite" in err and "Traceback" not in err
+    assert (
+        "last.pt: No space left on device; no training state was saved yet (no last.pt); start it again with "
+        "--overwrite"
+        in err
+        and "Traceback" not in err
+    )
 
 
 def test_ssim_weight_adds_the_ssim_term_to_the_loss(tmp_path, tiny_model_config, tiny_data, monkeypatch):
@@ -258,8 +304,10 @@ def test_ssim_weight_adds_the_ssim_term_to_the_loss(tmp_path, tiny_model_config,
     for weight, expected in ((0.5, 0.1 + 0.5 * (1 - 0.25)), (0.0, 0.1)):
         calls.clear()
         folder = tmp_path / f"w{weight}"
-        run(tiny_config(folder, tiny_model_config, tiny_data, epochs=1, batch_size=4, ssim_weight=weight),
-            "data.valid_limit=1")
+        run(
+            tiny_config(folder, tiny_model_config, tiny_data, epochs=1, batch_size=4, ssim_weight=weight),
+            "data.valid_limit=1",
+        )
         log = (folder / "runs" / "tiny" / "train.log").read_text()
         assert f"train loss {expected:.4f}" in log
         assert len(calls) == (2 if weight else 0)  # 8 images, batch 4: one call per step
@@ -287,18 +335,22 @@ def test_rescale_resizes_the_photo_and_every_map_alike():
     assert torch.allclose(teacher2, -label2 / 2, atol=1e-6)  # one resize for all: linear maps keep their relation
 
 
-def test_a_teacher_cache_without_maps_of_the_training_photos_is_refused(tmp_path, tiny_model_config, tiny_data,
-                                                                          capsys):
+def test_a_teacher_cache_without_maps_of_the_training_photos_is_refused(tmp_path, tiny_model_config, tiny_data, capsys):
     (tmp_path / "empty").mkdir()
-    run(tiny_config(tmp_path, tiny_model_config, tiny_data, epochs=1, teacher_weight=0.5),
-        f"data.teacher_dir={tmp_path / 'empty'}", expect=2)
-    line, = capsys.readouterr().err.strip().splitlines()
+    run(
+        tiny_config(tmp_path, tiny_model_config, tiny_data, epochs=1, teacher_weight=0.5),
+        f"data.teacher_dir={tmp_path / 'empty'}",
+        expect=2,
+    )
+    (line,) = capsys.readouterr().err.strip().splitlines()
     assert "no teacher map of any of the 8 photos" in line and not (tmp_path / "runs").exists()
 
 
-def test_teacher_weight_adds_the_teacher_term_over_the_photos_with_a_map(tmp_path, tiny_model_config, tiny_data,
-                                                                       monkeypatch):
+def test_teacher_weight_adds_the_teacher_term_over_the_photos_with_a_map(
+    tmp_path, tiny_model_config, tiny_data, monkeypatch
+):
     from pieanet.utils.image_io import file_sha256
+
     cache = tmp_path / "cache"
     cache.mkdir()
     with open(tiny_data / "train.csv", newline="") as f:
@@ -316,8 +368,11 @@ def test_teacher_weight_adds_the_teacher_term_over_the_photos_with_a_map(tmp_pat
     for weight, expected in ((0.5, 0.1 + 0.5 * 0.2), (0.0, 0.1)):
         calls.clear()
         folder = tmp_path / f"w{weight}"
-        run(tiny_config(folder, tiny_model_config, tiny_data, epochs=1, batch_size=4, teacher_weight=weight),
-            f"data.teacher_dir={cache}", "data.valid_limit=1")
+        run(
+            tiny_config(folder, tiny_model_config, tiny_data, epochs=1, batch_size=4, teacher_weight=weight),
+            f"data.teacher_dir={cache}",
+            "data.valid_limit=1",
+        )
         log = (folder / "runs" / "tiny" / "train.log").read_text()
         assert f"train loss {expected:.4f}" in log
         assert len(calls) == (2 if weight else 0)  # 8 images, batch 4: one call per step
@@ -343,19 +398,48 @@ def test_extra_validation_sets_report_what_evaluate_reports_every_epoch(tmp_path
         Image.fromarray(pixels).save(photos / "images" / f"p{i}.png")
     (photos / "manifest.csv").write_text("file,key\np0.png,low\np1.png,normal\np2.png,high\np3.png,normal\n")
     config = tiny_config(tmp_path, tiny_model_config, tiny_data, epochs=1, batch_size=4)
-    run(config, "model.working_size=32",  # the default path: predicted at 32 px, guided upsampling to 40 / 48 px
+    run(
+        config,
+        "model.working_size=32",  # the default path: predicted at 32 px, guided upsampling to 40 / 48 px
         f"data.extra_valid={{brackets: {{root: {tiny_data}, csv: valid.csv}}, good: {{root: {photos}, "
-        "well_exposed: true}}")
+        "well_exposed: true}}",
+    )
     out = tmp_path / "runs" / "tiny"
     log = (out / "train.log").read_text()
     checkpoint = out / "last.safetensors"
-    assert evaluate.main(["--well-exposed", str(photos), "--checkpoint", str(checkpoint), "--output",
-                          str(tmp_path / "we"), "--json", str(tmp_path / "we.json")]) == 0
-    fa, = json.loads((tmp_path / "we.json").read_text())["methods"].values()
+    assert (
+        evaluate.main(
+            [
+                "--well-exposed",
+                str(photos),
+                "--checkpoint",
+                str(checkpoint),
+                "--output",
+                str(tmp_path / "we"),
+                "--json",
+                str(tmp_path / "we.json"),
+            ]
+        )
+        == 0
+    )
+    (fa,) = json.loads((tmp_path / "we.json").read_text())["methods"].values()
     assert f"epoch 1 good: {well_exposed.describe(fa)}" in log
-    assert evaluate.main(["--data-root", str(tiny_data), "--csv", "valid.csv", "--checkpoint", str(checkpoint),
-                          "--json", str(tmp_path / "ev.json")]) == 0
-    ev, = json.loads((tmp_path / "ev.json").read_text())["methods"].values()
+    assert (
+        evaluate.main(
+            [
+                "--data-root",
+                str(tiny_data),
+                "--csv",
+                "valid.csv",
+                "--checkpoint",
+                str(checkpoint),
+                "--json",
+                str(tmp_path / "ev.json"),
+            ]
+        )
+        == 0
+    )
+    (ev,) = json.loads((tmp_path / "ev.json").read_text())["methods"].values()
     assert f"epoch 1 brackets: MAE {ev['mae']:.4f} SSIM {ev['ssim']:.4f}" in log
     assert f"clipped -> more light {ev['clipped_needs_light']:.1f} %" in log
     events = EventAccumulator(str(out))
@@ -373,23 +457,37 @@ def test_extra_validation_sets_report_what_evaluate_reports_every_epoch(tmp_path
 def test_cosine_schedule_hand_computed():
     # 2 epochs of 4 steps, 3 warm-up steps, floor 0.1: linear warm-up 1/3, 2/3, 1 over steps 0..2, then
     # 0.1 + 0.9 * (1 + cos(pi * (step - 3) / 5)) / 2 from 1 at step 3 down to the floor at step 8 and after
-    factor = training_run.lr_factor({"epochs": 2, "warmup_steps": 3, "lr_schedule": "cosine", "lr_gamma": 0.1,
-                                      "lr_step_epochs": 1}, steps_per_epoch=4)
-    expected = {0: 1 / 3, 1: 2 / 3, 2: 1.0, 3: 1.0, 4: 0.91405765, 5: 0.68905765, 6: 0.41094235, 7: 0.18594235,
-                8: 0.1, 20: 0.1}
+    factor = training_run.lr_factor(
+        {"epochs": 2, "warmup_steps": 3, "lr_schedule": "cosine", "lr_gamma": 0.1, "lr_step_epochs": 1},
+        steps_per_epoch=4,
+    )
+    expected = {
+        0: 1 / 3,
+        1: 2 / 3,
+        2: 1.0,
+        3: 1.0,
+        4: 0.91405765,
+        5: 0.68905765,
+        6: 0.41094235,
+        7: 0.18594235,
+        8: 0.1,
+        20: 0.1,
+    }
     assert {step: factor(step) for step in expected} == pytest.approx(expected, rel=1e-7)
 
 
 def test_step_schedule_hand_computed():
     # 2 warm-up steps, then x 0.5 at every epoch boundary (4 steps), counted from step 0
-    factor = training_run.lr_factor({"epochs": 3, "warmup_steps": 2, "lr_schedule": "step", "lr_gamma": 0.5,
-                                      "lr_step_epochs": 1}, steps_per_epoch=4)
+    factor = training_run.lr_factor(
+        {"epochs": 3, "warmup_steps": 2, "lr_schedule": "step", "lr_gamma": 0.5, "lr_step_epochs": 1}, steps_per_epoch=4
+    )
     expected = {0: 0.5, 1: 1.0, 2: 1.0, 3: 1.0, 4: 0.5, 7: 0.5, 8: 0.25, 11: 0.25}
     assert {step: factor(step) for step in expected} == pytest.approx(expected, rel=1e-12)
 
 
-def test_steps_use_the_scheduled_lr_and_validation_and_saving_use_the_ema(tmp_path, tiny_model_config, tiny_data,
-                                                                          monkeypatch):
+def test_steps_use_the_scheduled_lr_and_validation_and_saving_use_the_ema(
+    tmp_path, tiny_model_config, tiny_data, monkeypatch
+):
     lrs, raw, judged = [], [], []
     step, validate = training_run.Run.step, training_run.validate
 
@@ -405,12 +503,21 @@ def test_steps_use_the_scheduled_lr_and_validation_and_saving_use_the_ema(tmp_pa
 
     monkeypatch.setattr(training_run.Run, "step", recording_step)
     monkeypatch.setattr(training_run, "validate", recording_validate)
-    config = tiny_config(tmp_path, tiny_model_config, tiny_data, epochs=2, lr_schedule="cosine", warmup_steps=3,
-                         lr_gamma=0.1, ema_decay=0.5)
+    config = tiny_config(
+        tmp_path,
+        tiny_model_config,
+        tiny_data,
+        epochs=2,
+        lr_schedule="cosine",
+        warmup_steps=3,
+        lr_gamma=0.1,
+        ema_decay=0.5,
+    )
     run(config, "data.valid_limit=1")
     # 8 images, batch 2: 4 steps per epoch, the schedule of test_cosine_schedule_hand_computed times lr 1e-3
-    assert lrs == pytest.approx([1e-3 * f for f in (1 / 3, 2 / 3, 1, 1, 0.91405765, 0.68905765, 0.41094235,
-                                                    0.18594235)], rel=1e-6)
+    assert lrs == pytest.approx(
+        [1e-3 * f for f in (1 / 3, 2 / 3, 1, 1, 0.91405765, 0.68905765, 0.41094235, 0.18594235)], rel=1e-6
+    )
     # the EMA by hand: the first step's weights, then ema = 0.5 * ema + 0.5 * weights after each step
     averages = []
     for weights in raw:
@@ -429,13 +536,14 @@ def test_steps_use_the_scheduled_lr_and_validation_and_saving_use_the_ema(tmp_pa
         assert_weights(got, expected)
     out = tmp_path / "runs" / "tiny"
     assert_weights(load_file(out / "last.safetensors"), epoch_ends[1])
-    second_best = any(line.startswith("epoch 2:") and line.endswith("-> best.safetensors")
-                      for line in (out / "train.log").read_text().splitlines())
+    second_best = any(
+        line.startswith("epoch 2:") and line.endswith("-> best.safetensors")
+        for line in (out / "train.log").read_text().splitlines()
+    )
     assert_weights(load_file(out / "best.safetensors"), epoch_ends[1] if second_best else epoch_ends[0])
 
 
-def test_resume_as_one_of_two_processes_continues_its_sample_order(tmp_path, tiny_model_config, tiny_data,
-                                                                     monkeypatch):
+def test_resume_as_one_of_two_processes_continues_its_sample_order(tmp_path, tiny_model_config, tiny_data, monkeypatch):
     """Rank 0 of 2 (as under torchrun) run in this process, without DDP's wrapper and barrier (the gradient averaging
     of real processes is tested above): which training images rank 0 loads, step by step. A resumed run must skip
     exactly the samples this process has already used in the epoch (its steps x its batch), no more, no fewer."""
@@ -448,12 +556,14 @@ def test_resume_as_one_of_two_processes_continues_its_sample_order(tmp_path, tin
         return getitem(self, index)
 
     monkeypatch.setattr(IEA40KDataset, "__getitem__", recording_getitem)
-    monkeypatch.setattr(training_run, "build_network", lambda config, device, world_size:
-                        build_network(config, device, 1))
+    monkeypatch.setattr(
+        training_run, "build_network", lambda config, device, world_size: build_network(config, device, 1)
+    )
     monkeypatch.setattr(training_run.dist, "barrier", lambda: None)
     # the folder lock tells every rank whether rank 0 got it: here every rank is this process
-    monkeypatch.setattr(training_run.dist, "all_gather_object",
-                        lambda out, value: out.__setitem__(slice(None), [value] * len(out)))
+    monkeypatch.setattr(
+        training_run.dist, "all_gather_object", lambda out, value: out.__setitem__(slice(None), [value] * len(out))
+    )
 
     def train(folder, *overrides, resume=False):
         path = tiny_config(folder, tiny_model_config, tiny_data, epochs=2, batch_size=1)
@@ -476,8 +586,9 @@ def test_resume_as_one_of_two_processes_continues_its_sample_order(tmp_path, tin
     assert loaded == whole
 
 
-def test_a_run_stopped_before_its_first_last_pt_is_sent_to_overwrite_every_time(tmp_path, tiny_model_config,
-                                                                                tiny_data, capsys, monkeypatch):
+def test_a_run_stopped_before_its_first_last_pt_is_sent_to_overwrite_every_time(
+    tmp_path, tiny_model_config, tiny_data, capsys, monkeypatch
+):
     """Issue 27: Ctrl-C, --resume and a plain start each lead to --overwrite, never in a circle."""
     config = tiny_config(tmp_path, tiny_model_config, tiny_data, epochs=1)
 
@@ -508,12 +619,15 @@ def test_a_checkpoint_records_its_config_commit_and_split_files(tmp_path, tiny_m
     import json
 
     from safetensors import safe_open
+
     config = tiny_config(tmp_path, tiny_model_config, tiny_data, epochs=1, batch_size=4)
     run(config, "data.valid_limit=1")
     out = tmp_path / "runs" / "tiny"
     resolved = yaml.safe_load((out / "config.yaml").read_text())
-    manifest = "".join(f"{role} {hashlib.sha256((tiny_data / f'{role}.csv').read_bytes()).hexdigest()}\n"
-                       for role in ("train", "valid"))
+    manifest = "".join(
+        f"{role} {hashlib.sha256((tiny_data / f'{role}.csv').read_bytes()).hexdigest()}\n"
+        for role in ("train", "valid")
+    )
     git = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True)
     commit = git.stdout.strip() if git.returncode == 0 else "unknown"
     for name in ("best.safetensors", "last.safetensors"):
@@ -528,6 +642,7 @@ def test_the_commit_is_read_from_the_git_files(tmp_path):
     """A loose ref, a packed ref, a detached HEAD, a worktree's .git file with its commondir; "unknown" without a git
     folder or with a ref that names no commit."""
     from pieanet.training.state import checkout_commit
+
     one, two, three = "1" * 40, "2" * 40, "3" * 40
     repo = tmp_path / "repo"
     (repo / ".git" / "refs" / "heads").mkdir(parents=True)
@@ -553,6 +668,7 @@ def test_the_commit_is_read_from_the_git_files(tmp_path):
 
 def test_the_split_hash_follows_the_lists_rows_not_their_place(tmp_path):
     from pieanet.training.state import split_files_sha256
+
     for folder in ("a", "b"):
         (tmp_path / folder).mkdir()
         (tmp_path / folder / "train.csv").write_text("img_id\nx.png\n")

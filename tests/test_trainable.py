@@ -1,5 +1,6 @@
 """train.trainable (issue 24): a run that trains only the parameters named by prefix, e.g. a scene backbone's projection
 and the FiLM layer it feeds, while the rest of a shipped checkpoint stays as it was (models.freeze_except)."""
+
 import pytest
 import torch
 import yaml
@@ -24,8 +25,12 @@ def test_freeze_except_trains_exactly_the_named_parameters(tiny_model_config):
     model = build_model({**tiny_model_config, **SCENE})
     trained = freeze_except(model, PREFIXES)
     # the names written out by hand from the model's layout: the scene branch's 1x1 output and the FiLM 1x1 conv
-    assert trained == ["scene_branch.out.weight", "scene_branch.out.bias", "lightness_branch.modulation.weight",
-                       "lightness_branch.modulation.bias"]
+    assert trained == [
+        "scene_branch.out.weight",
+        "scene_branch.out.bias",
+        "lightness_branch.modulation.weight",
+        "lightness_branch.modulation.bias",
+    ]
     for name, parameter in model.named_parameters():
         assert parameter.requires_grad == (name in trained), name
     assert len(list(model.parameters())) > 2 * len(trained)  # the rest exists, frozen
@@ -49,12 +54,15 @@ def test_a_prefix_that_names_no_parameter_is_one_line_naming_it(tiny_model_confi
     assert all(p.requires_grad for p in model.parameters())  # refused before anything was frozen
 
 
-@pytest.mark.parametrize("override, message", [
-    ("train.trainable=[]", "'train.trainable' is []; expected a list of one item or more, each a non-empty string"),
-    ("train.trainable=head.", "'train.trainable' is 'head.'; expected a list of one item or more"),
-    ("train.trainable=[head., 3]", "'train.trainable' is ['head.', 3]; expected a list"),
-    ("train.trainable=['']", "expected a list of one item or more, each a non-empty string or null"),
-])
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("train.trainable=[]", "'train.trainable' is []; expected a list of one item or more, each a non-empty string"),
+        ("train.trainable=head.", "'train.trainable' is 'head.'; expected a list of one item or more"),
+        ("train.trainable=[head., 3]", "'train.trainable' is ['head.', 3]; expected a list"),
+        ("train.trainable=['']", "expected a list of one item or more, each a non-empty string or null"),
+    ],
+)
 def test_the_schema_refuses_what_is_not_a_list_of_prefixes(tmp_path, override, message):
     path = tmp_path / "c.yaml"
     path.write_text("")
@@ -67,8 +75,10 @@ def test_the_schema_takes_a_list_and_defaults_to_null(tmp_path):
     path = tmp_path / "c.yaml"
     path.write_text("")
     assert train_config.load(path)["train"]["trainable"] is None
-    assert train_config.load(path, ["train.trainable=[head., scene_branch.out.]"])["train"]["trainable"] == \
-        ["head.", "scene_branch.out."]
+    assert train_config.load(path, ["train.trainable=[head., scene_branch.out.]"])["train"]["trainable"] == [
+        "head.",
+        "scene_branch.out.",
+    ]
 
 
 def test_a_run_changes_only_the_trainable_weights(tmp_path, tiny_model_config, tiny_data):
@@ -98,5 +108,5 @@ def test_a_bad_prefix_stops_the_run_with_one_line(tmp_path, tiny_model_config, t
     config = tiny_config(tmp_path, {**tiny_model_config, **SCENE}, tiny_data, epochs=1)
     assert train_wavelet.main(["--config", str(config), "--device", "cpu", "train.trainable=[nothing.]"]) == 2
     err = capsys.readouterr().err
-    line, = err.strip().splitlines()
+    (line,) = err.strip().splitlines()
     assert "'nothing.' names no parameter" in line and "Traceback" not in err

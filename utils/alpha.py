@@ -15,6 +15,7 @@ pulls the verdict on the subject itself: a white surround makes the model read t
   mean r darker than in its photo (the 4 sample photos cut out with an ellipse); over the neutral fill 0.01-0.08
   (tests/test_alpha.py).
 """
+
 import numpy as np
 
 from pieanet.utils.image_io import ImageLoadError
@@ -36,8 +37,10 @@ def judged_photo(image):
     rgb, alpha = image[..., :3].astype(np.float32), image[..., 3].astype(np.float32)
     not_judged = alpha < ALPHA_JUDGED_FROM
     if not_judged.all():
-        raise ImageLoadError(f"every pixel is (nearly) transparent (alpha below {ALPHA_JUDGED_FROM:g}); nothing to "
-                             "judge (--alpha composite judges it over white)")
+        raise ImageLoadError(
+            f"every pixel is (nearly) transparent (alpha below {ALPHA_JUDGED_FROM:g}); nothing to "
+            "judge (--alpha composite judges it over white)"
+        )
     if not not_judged.any() or not flat(rgb[alpha == 0]):
         return rgb, (not_judged if not_judged.any() else None)  # the colours the file keeps: the photo's own
     weight = np.where(not_judged, 0.0, alpha).astype(np.float64)

@@ -2,6 +2,7 @@
 rule. The file's first bytes say what it is before numpy sees it, so an .npz archive, a pickle or other bytes named
 .npy get one line saying so; numpy never unpickles (allow_pickle=False), and its own advice to load a file unsafely
 never reaches the user (docs/safety.md, "Inputs and outputs")."""
+
 import os
 import stat
 
@@ -18,6 +19,7 @@ UNSAFE_ADVICE = ("allow_pickle", "pickle.load", "weights_only")
 
 class ArrayFileError(PieaError, ValueError):
     """A file that is not one numeric .npy array; the message names the file and what it is instead (``reason``)."""
+
     exit_code = EXIT_USAGE
 
     def __init__(self, path, reason):

@@ -6,6 +6,7 @@ exit codes. Opening the model and running images through it is the runtime's job
 above this module: nothing here imports the models or torch. Exit codes mean the same in every tool: the table is in
 utils/errors.py.
 """
+
 import argparse
 import math
 import os
@@ -16,8 +17,16 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from pieanet.utils.errors import (EXIT_FAILED, EXIT_OK, EXIT_USAGE, UsageError,  # noqa: F401 (re-exported)
-                                  PieaError, add_debug_option, exit_status, set_debug)
+from pieanet.utils.errors import (
+    EXIT_FAILED,
+    EXIT_OK,
+    EXIT_USAGE,
+    UsageError,  # noqa: F401 (re-exported)
+    PieaError,
+    add_debug_option,
+    exit_status,
+    set_debug,
+)
 from pieanet.utils.exposure import DEFAULT_THRESHOLD
 from pieanet.utils.heatmap import check_vmax
 from pieanet.utils.image_io import list_images, readable_formats
@@ -117,15 +126,20 @@ def percent(text):
 
 def add_alpha_option(parser):
     """--alpha, for the tools that judge a user's photos (make_heatmap, score): what transparent pixels are."""
-    parser.add_argument("--alpha", choices=("judge", "composite"), default="judge",
-                        help="photos with transparency: 'judge' leaves (nearly) transparent pixels out of every "
-                             "number, score and rule and draws them as a grey checkerboard, the model seeing the "
-                             "subject over a neutral fill; 'composite' judges the photo composited over white, "
-                             "background included (default: judge)")
+    parser.add_argument(
+        "--alpha",
+        choices=("judge", "composite"),
+        default="judge",
+        help="photos with transparency: 'judge' leaves (nearly) transparent pixels out of every "
+        "number, score and rule and draws them as a grey checkerboard, the model seeing the "
+        "subject over a neutral fill; 'composite' judges the photo composited over white, "
+        "background included (default: judge)",
+    )
 
 
-def add_common_options(parser, checkpoints="one", tile=DEFAULT_TILE, threshold_default=DEFAULT_THRESHOLD,
-                       threshold_help="the default"):
+def add_common_options(
+    parser, checkpoints="one", tile=DEFAULT_TILE, threshold_default=DEFAULT_THRESHOLD, threshold_help="the default"
+):
     """The options every tool shares, with their defaults stated in --help.
 
     checkpoints: "one" (``--checkpoint PATH``, default the shipped checkpoint), "many" (``--checkpoint PATH ...``,
@@ -133,35 +147,66 @@ def add_common_options(parser, checkpoints="one", tile=DEFAULT_TILE, threshold_d
     threshold_default None means the tool picks (``threshold_help`` says how).
     """
     if checkpoints == "one":
-        parser.add_argument("--checkpoint", type=Path, metavar="PATH",
-                            help="project checkpoint (.safetensors), training state (last.pt), the released "
-                                 "P-IEANet .pth ('released': the file $P_IEA_RELEASED_WEIGHTS names) or an ONNX file "
-                                 "from export.py (default: "
-                                 f"checkpoints/{DEFAULT_CHECKPOINT.name}, or checkpoints/{DEFAULT_ONNX.name} with "
-                                 "--backend onnxruntime)")
-        parser.add_argument("--backend", choices=BACKENDS, default="auto",
-                            help="what runs the network: torch, or onnxruntime on an ONNX file (the same maps within "
-                                 "1e-4, several times faster on CPU); auto = onnxruntime for a .onnx checkpoint, "
-                                 "else torch (default: auto)")
+        parser.add_argument(
+            "--checkpoint",
+            type=Path,
+            metavar="PATH",
+            help="project checkpoint (.safetensors), training state (last.pt), the released "
+            "P-IEANet .pth ('released': the file $P_IEA_RELEASED_WEIGHTS names) or an ONNX file "
+            "from export.py (default: "
+            f"checkpoints/{DEFAULT_CHECKPOINT.name}, or checkpoints/{DEFAULT_ONNX.name} with "
+            "--backend onnxruntime)",
+        )
+        parser.add_argument(
+            "--backend",
+            choices=BACKENDS,
+            default="auto",
+            help="what runs the network: torch, or onnxruntime on an ONNX file (the same maps within "
+            "1e-4, several times faster on CPU); auto = onnxruntime for a .onnx checkpoint, "
+            "else torch (default: auto)",
+        )
     elif checkpoints == "many":
-        parser.add_argument("--checkpoint", "--compare", type=Path, nargs="+", metavar="PATH",
-                            help="project checkpoint(s) (.safetensors), training state(s) and/or the released "
-                                 "P-IEANet .pth ('released': the file $P_IEA_RELEASED_WEIGHTS names) (default: "
-                                 f"checkpoints/{DEFAULT_CHECKPOINT.name} unless only --baseline is given)")
-    parser.add_argument("--device", choices=DEVICES, default="auto",
-                        help="where the model runs; auto = CUDA when available, else CPU (default: auto)")
-    parser.add_argument("--size", type=working_size, metavar="N",
-                        help="working resolution: predict at longer side N, guided upsampling back to full size; "
-                             "'native' = the image's own resolution (default: the model's working_size if its config "
-                             "has one, else native)")
-    parser.add_argument("--tile", type=non_negative_int, default=tile, metavar="N",
-                        help="images larger than N px on a side run in overlapping tiles: bounded memory, the same "
-                             f"map as one pass; 0 = always one pass (default: {tile})")
-    parser.add_argument("--threads", type=positive_int, metavar="N",
-                        help="torch CPU threads (default: torch's choice)")
+        parser.add_argument(
+            "--checkpoint",
+            "--compare",
+            type=Path,
+            nargs="+",
+            metavar="PATH",
+            help="project checkpoint(s) (.safetensors), training state(s) and/or the released "
+            "P-IEANet .pth ('released': the file $P_IEA_RELEASED_WEIGHTS names) (default: "
+            f"checkpoints/{DEFAULT_CHECKPOINT.name} unless only --baseline is given)",
+        )
+    parser.add_argument(
+        "--device",
+        choices=DEVICES,
+        default="auto",
+        help="where the model runs; auto = CUDA when available, else CPU (default: auto)",
+    )
+    parser.add_argument(
+        "--size",
+        type=working_size,
+        metavar="N",
+        help="working resolution: predict at longer side N, guided upsampling back to full size; "
+        "'native' = the image's own resolution (default: the model's working_size if its config "
+        "has one, else native)",
+    )
+    parser.add_argument(
+        "--tile",
+        type=non_negative_int,
+        default=tile,
+        metavar="N",
+        help="images larger than N px on a side run in overlapping tiles: bounded memory, the same "
+        f"map as one pass; 0 = always one pass (default: {tile})",
+    )
+    parser.add_argument("--threads", type=positive_int, metavar="N", help="torch CPU threads (default: torch's choice)")
     default_text = f"{threshold_default:g}" if threshold_default is not None else threshold_help
-    parser.add_argument("--threshold", type=threshold, default=threshold_default, metavar="T",
-                        help=f"|r| above which a pixel counts as over- or under-exposed (default: {default_text})")
+    parser.add_argument(
+        "--threshold",
+        type=threshold,
+        default=threshold_default,
+        metavar="T",
+        help=f"|r| above which a pixel counts as over- or under-exposed (default: {default_text})",
+    )
     add_debug_option(parser)
 
 
@@ -176,8 +221,11 @@ def check_path_room(path, what="output folder"):
     length = len(os.fsencode(str(path)))
     if length + 1 + NAME_MAX > PATH_MAX:
         from pieanet.utils.safety import shown
-        raise UsageError(f"{shown(str(path)[:60])}...: the {what}'s path is {length:,} bytes; with a file name in it "
-                         f"that is more than the system's {PATH_MAX:,}-byte limit; give a shorter path")
+
+        raise UsageError(
+            f"{shown(str(path)[:60])}...: the {what}'s path is {length:,} bytes; with a file name in it "
+            f"that is more than the system's {PATH_MAX:,}-byte limit; give a shorter path"
+        )
 
 
 def writable_folder(path, what="output folder"):
@@ -212,8 +260,10 @@ def check_inputs(sources, recursive=None, exclude=(), errors=None):
         if not paths and not unreadable:
             below = len(list_images(source, recursive=True, exclude=exclude, errors=[])) if recursive is False else 0
             if below:
-                raise UsageError(f"{source}: no images in the folder itself, {below} in its sub-folders; add "
-                                 "--recursive to read them")
+                raise UsageError(
+                    f"{source}: no images in the folder itself, {below} in its sub-folders; add "
+                    "--recursive to read them"
+                )
             raise UsageError(f"{source}: no images found; expected files ending in {readable_formats()}")
         found.append((source, paths))
     return found
@@ -230,8 +280,7 @@ class Progress:
 
     def __init__(self, prog, total, unit="img", show=True):
         self.prog, self.failed = prog, []
-        self.bar = tqdm(total=total, unit=unit, desc=prog, file=sys.stderr, disable=None if show else True,
-                        leave=False)
+        self.bar = tqdm(total=total, unit=unit, desc=prog, file=sys.stderr, disable=None if show else True, leave=False)
 
     def fail(self, name, reason):
         self.failed.append(str(name))
@@ -258,8 +307,10 @@ class Progress:
 
 
 # ------------------------------------------------------------------------------------------------ entry point
-ADVICE = {"memory": "try a smaller --tile or --size, or fewer photos per --batch-size",
-          "interrupted": "the results finished so far are kept"}
+ADVICE = {
+    "memory": "try a smaller --tile or --size, or fewer photos per --batch-size",
+    "interrupted": "the results finished so far are kept",
+}
 
 
 @contextmanager

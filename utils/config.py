@@ -13,6 +13,7 @@ file of a ``base:`` chain and every override against it where it is written (so 
 override), fills the defaults for what no file sets, and returns a plain dict; ``schema_yaml`` writes the defaults and
 doc lines as a YAML file. The training config's schema is ``utils.train_config.TrainConfig``.
 """
+
 import copy
 import dataclasses
 import difflib
@@ -34,12 +35,16 @@ class Loader(yaml.SafeLoader):
 
 Loader.add_implicit_resolver(
     "tag:yaml.org,2002:float",
-    re.compile(r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+    re.compile(
+        r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
                   |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
                   |\.[0-9_]+(?:[eE][-+]?[0-9]+)?
                   |[-+]?\.(?:inf|Inf|INF)
-                  |\.(?:nan|NaN|NAN))$""", re.X),
-    list("-+0123456789."))
+                  |\.(?:nan|NaN|NAN))$""",
+        re.X,
+    ),
+    list("-+0123456789."),
+)
 
 
 # the shipped configs: configs/ of the checkout, or pieanet/configs/ of an installed copy
@@ -48,6 +53,7 @@ CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
 class ConfigError(PieaError, ValueError):
     """A config file or override that cannot be used; the message names the file or key."""
+
     exit_code = EXIT_USAGE
 
 
@@ -134,14 +140,25 @@ def dump_config(config):
 
 
 # ------------------------------------------------------------------ schemas
-def key(default=dataclasses.MISSING, doc="", *, low=None, high=None, low_open=False, high_open=False, choices=None,
-        rule=None, loader=False):
+def key(
+    default=dataclasses.MISSING,
+    doc="",
+    *,
+    low=None,
+    high=None,
+    low_open=False,
+    high_open=False,
+    choices=None,
+    rule=None,
+    loader=False,
+):
     """A schema field: its ``default`` (none: the key is required, in a Form), a ``doc`` line, the range of a number
     ([low, high]; ``low_open``/``high_open`` leave an end out; a list's items each), the ``choices`` of a string,
     ``rule(value)``: a further check of a value of the right type, returning what was expected or None; ``loader``:
     a key the file loader consumes (``base``), never part of the resolved config."""
-    meta = dict(doc=doc, low=low, high=high, low_open=low_open, high_open=high_open, choices=choices, rule=rule,
-                loader=loader)
+    meta = dict(
+        doc=doc, low=low, high=high, low_open=low_open, high_open=high_open, choices=choices, rule=rule, loader=loader
+    )
     if isinstance(default, (dict, list)):
         return dataclasses.field(default_factory=lambda: copy.deepcopy(default), metadata=meta)
     return dataclasses.field(default=default, metadata=meta)
@@ -216,8 +233,10 @@ def expected(annotation, meta=None):
     elif origin in (typing.Union, types.UnionType):
         words = " or ".join(expected(arg) for arg in args)
     elif dataclasses.is_dataclass(annotation):  # a Form: exactly its keys, Literal ones shown with their value
-        keys = [f"{f.name}: {expected(f.type)}" if typing.get_origin(f.type) is typing.Literal else f.name
-                for f in dataclasses.fields(annotation)]
+        keys = [
+            f"{f.name}: {expected(f.type)}" if typing.get_origin(f.type) is typing.Literal else f.name
+            for f in dataclasses.fields(annotation)
+        ]
         words = "{" + ", ".join(keys) + "}" + (f" ({annotation.__doc__.strip()})" if annotation.__doc__ else "")
     elif annotation is dict:
         words = "a mapping"
@@ -241,30 +260,40 @@ def _fits(value, annotation, meta):
     if annotation is bool:
         return isinstance(value, bool)
     if annotation in (int, float):
-        if isinstance(value, bool) or not isinstance(value, int if annotation is int else (int, float)) \
-                or not _finite(value):
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, int if annotation is int else (int, float))
+            or not _finite(value)
+        ):
             return False
         low, high = meta.get("low"), meta.get("high")
-        return not ((low is not None and (value <= low if meta["low_open"] else value < low))
-                    or (high is not None and (value >= high if meta["high_open"] else value > high)))
+        return not (
+            (low is not None and (value <= low if meta["low_open"] else value < low))
+            or (high is not None and (value >= high if meta["high_open"] else value > high))
+        )
     if annotation is str:
         return isinstance(value, str) and bool(value.strip()) and (not meta.get("choices") or value in meta["choices"])
     if origin is typing.Literal:
         return any(value is arg or (type(value) is type(arg) and value == arg) for arg in args)
     if origin is tuple:
-        return isinstance(value, list) and len(value) == len(args) \
-            and all(_fits(v, a, meta) for v, a in zip(value, args))
+        return (
+            isinstance(value, list) and len(value) == len(args) and all(_fits(v, a, meta) for v, a in zip(value, args))
+        )
     if origin is list:
         return isinstance(value, list) and len(value) > 0 and all(_fits(v, args[0], meta) for v in value)
     if origin is dict:
-        return isinstance(value, dict) and all(isinstance(k, str) and k.strip() and _fits(v, args[1], {})
-                                               for k, v in value.items())
+        return isinstance(value, dict) and all(
+            isinstance(k, str) and k.strip() and _fits(v, args[1], {}) for k, v in value.items()
+        )
     if origin in (typing.Union, types.UnionType):
         return any(_fits(value, arg, meta) for arg in args)
     if dataclasses.is_dataclass(annotation):
         fields = schema_fields(annotation)
-        return isinstance(value, dict) and set(value) == set(fields) \
+        return (
+            isinstance(value, dict)
+            and set(value) == set(fields)
             and all(_fits(value[k], f.type, f.metadata) for k, f in fields.items())
+        )
     return isinstance(value, dict)  # a section another module checks
 
 
@@ -273,13 +302,17 @@ def check_value(value, field, dotted, where):
     is not is named."""
     meta = field.metadata
     annotation = _optional(field.type)[0]
-    if typing.get_origin(annotation) is dict and isinstance(value, dict) \
-            and all(isinstance(name, str) and name.strip() for name in value):
+    if (
+        typing.get_origin(annotation) is dict
+        and isinstance(value, dict)
+        and all(isinstance(name, str) and name.strip() for name in value)
+    ):
         form = typing.get_args(annotation)[1]
         for name, entry in value.items():
             if not _fits(entry, form, {}):
-                raise ConfigError(f"{where}: config key {dotted + '.' + name!r} is {brief(entry)}; expected "
-                                  f"{expected(form)}")
+                raise ConfigError(
+                    f"{where}: config key {dotted + '.' + name!r} is {brief(entry)}; expected {expected(form)}"
+                )
     problem = None if _fits(value, field.type, meta) else f"expected {expected(field.type, meta)}"
     if problem is None and value is not None and meta.get("rule"):
         problem = meta["rule"](value)
@@ -291,8 +324,11 @@ def unknown_key(dotted, known, where):
     """A ConfigError naming an unknown key, with the nearest known one when there is one."""
     prefix, _, name = dotted.rpartition(".")
     near = difflib.get_close_matches(str(name), known, n=1)
-    hint = (f"did you mean {(prefix + '.' if prefix else '') + near[0]!r}?" if near
-            else f"known keys{' in ' + prefix if prefix else ''}: {', '.join(known)}")
+    hint = (
+        f"did you mean {(prefix + '.' if prefix else '') + near[0]!r}?"
+        if near
+        else f"known keys{' in ' + prefix if prefix else ''}: {', '.join(known)}"
+    )
     return ConfigError(f"{where}: unknown config key {dotted!r}; {hint}")
 
 
@@ -324,7 +360,7 @@ def apply_override(config, text, schema):
     config = copy.deepcopy(config)
     node, fields = config, schema_fields(schema)
     for i, name in enumerate(keys[:-1]):
-        dotted = ".".join(keys[:i + 1])
+        dotted = ".".join(keys[: i + 1])
         if fields is not None and name not in fields:
             raise unknown_key(dotted, sorted(n for n, f in fields.items() if not f.metadata.get("loader")), where)
         if name not in node:
@@ -393,5 +429,6 @@ def schema_yaml(schema, header="", width=120, column=23):
                         lines.append(f"{indent}  {k}: {scalar(v)}")
                 else:
                     emit(f"{indent}{name}: {scalar(value)}", doc)
+
     walk(schema, "")
     return "\n".join(lines) + "\n"

@@ -8,10 +8,10 @@ group (NCCL when the device is CUDA, each process on cuda:LOCAL_RANK; gloo on CP
 them it is one process and every Group method is a no-op, so the single-process path does exactly what it did.
 train_wavelet.py, make_heatmap.py and evaluate.py share this.
 """
+
 import os
 from contextlib import contextmanager
 from dataclasses import dataclass
-
 
 
 @dataclass(frozen=True)
@@ -34,11 +34,12 @@ class Group:
     def shard(self, items):
         """This process's items: every world_size-th item starting at its rank, so the shards are balanced and
         deterministic for the same (sorted) list, and their union in order of position is the list."""
-        return list(items)[self.rank::self.world_size]
+        return list(items)[self.rank :: self.world_size]
 
     def barrier(self):
         if self.distributed:
             import torch.distributed as dist  # torch is loaded only by runs that use it (several processes do)
+
             dist.barrier()
 
     def gather(self, value):

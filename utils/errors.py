@@ -26,6 +26,7 @@ tests/test_errors.py):
 This module imports nothing slow (no torch) and, at load time, nothing of the project: utils.safety's
 TextFileError derives from PieaError, so safety's helpers are imported where they are used.
 """
+
 import argparse
 import os
 import sys
@@ -39,11 +40,13 @@ DETAIL_LIMIT = 200  # characters of an out-of-memory or OS error's own text show
 class PieaError(Exception):
     """An error the project raises on purpose: its message is one sentence that names the file or option and what
     was expected; ``exit_code`` says how the tool ends (class attribute; subclasses set their own)."""
+
     exit_code = EXIT_FAILED
 
 
 class UsageError(PieaError):
     """A bad option value, input or setup, found before any work: one sentence, exit code 2."""
+
     exit_code = EXIT_USAGE
 
 
@@ -59,8 +62,13 @@ class _DebugSwitch(argparse.Action):
 
 def add_debug_option(parser):
     """``--debug`` on ``parser``: a failure prints its full traceback (with the chained cause) before its line."""
-    parser.add_argument("--debug", action=_DebugSwitch, nargs=0, default=False,
-                        help=f"on failure, print the full traceback with its cause (also: {DEBUG_VARIABLE}=1)")
+    parser.add_argument(
+        "--debug",
+        action=_DebugSwitch,
+        nargs=0,
+        default=False,
+        help=f"on failure, print the full traceback with its cause (also: {DEBUG_VARIABLE}=1)",
+    )
 
 
 def set_debug(on):
@@ -78,7 +86,8 @@ def debugging():
 def out_of_memory(error):
     """MemoryError, or torch's OutOfMemoryError (a RuntimeError on the GPU), told by type without importing torch."""
     return isinstance(error, MemoryError) or any(
-        cls.__name__ == "OutOfMemoryError" and cls.__module__.startswith("torch") for cls in type(error).__mro__)
+        cls.__name__ == "OutOfMemoryError" and cls.__module__.startswith("torch") for cls in type(error).__mro__
+    )
 
 
 def outcome(error, advice=None):
@@ -88,6 +97,7 @@ def outcome(error, advice=None):
     ``advice``: {"memory" | "interrupted" | "os": text} appended to that kind's line after "; " (what the tool's
     user can do next). The line is terminal-safe (safety.shown) and has no program name."""
     from pieanet.utils.safety import first_line, own_text, shown
+
     advice = advice or {}
 
     def advised(line, kind):
@@ -103,8 +113,7 @@ def outcome(error, advice=None):
         return EXIT_FAILED, advised(f"out of memory{detail}", "memory")
     if isinstance(error, OSError):  # an output that could not be written (full disk, ...); OutsideFolder too
         name = getattr(error, "filename", None)
-        line = (f"{shown(name) + ': ' if name else ''}"
-                f"{shown(error.strerror or first_line(error, DETAIL_LIMIT))}")
+        line = f"{shown(name) + ': ' if name else ''}{shown(error.strerror or first_line(error, DETAIL_LIMIT))}"
         return getattr(error, "exit_code", EXIT_FAILED), advised(line, "os")
     if isinstance(error, PieaError):
         return error.exit_code, shown(own_text(error))
@@ -132,5 +141,17 @@ def exit_status(prog, error, advice=None):
     return code
 
 
-__all__ = ["PieaError", "UsageError", "EXIT_OK", "EXIT_FAILED", "EXIT_USAGE", "EXIT_INTERRUPTED",
-           "EXIT_BROKEN_PIPE", "outcome", "exit_status", "add_debug_option", "debugging", "set_debug"]
+__all__ = [
+    "PieaError",
+    "UsageError",
+    "EXIT_OK",
+    "EXIT_FAILED",
+    "EXIT_USAGE",
+    "EXIT_INTERRUPTED",
+    "EXIT_BROKEN_PIPE",
+    "outcome",
+    "exit_status",
+    "add_debug_option",
+    "debugging",
+    "set_debug",
+]

@@ -3,6 +3,7 @@
 residual r = (gray(ideal) - gray(test)) / 255 with gray = 0.299 R + 0.587 G + 0.114 B,
 r in [-1, 1]; r > 0 is under-exposed (needs light), r < 0 over-exposed.
 """
+
 import math
 import sys
 
@@ -106,7 +107,7 @@ def correction_stops(photo, residual):
     if residual.ndim == 2:
         photo, residual = photo[::step, ::step], residual[::step, ::step]
     else:
-        photo, residual = photo[::step * step], residual[::step * step]
+        photo, residual = photo[:: step * step], residual[:: step * step]
     stops = _pixel_stops(photo, residual)
     stops = stops[np.isfinite(stops)]
     return float(np.median(stops)) if stops.size else float("nan")
@@ -172,9 +173,9 @@ def residual_stats(residual, threshold=DEFAULT_THRESHOLD, photo=None, not_judged
     total = total_abs = 0.0
     over = under = 0
     for start in range(0, len(rows), STATS_ROWS):
-        strip = rows[start:start + STATS_ROWS]
+        strip = rows[start : start + STATS_ROWS]
         total += float(strip.sum(dtype=np.float64))
-        total_abs += float(np.abs(strip, out=buffer[:len(strip)]).sum(dtype=np.float64))
+        total_abs += float(np.abs(strip, out=buffer[: len(strip)]).sum(dtype=np.float64))
         over += np.count_nonzero(strip < below)
         under += np.count_nonzero(strip > above)
     mean_abs = total_abs / r.size

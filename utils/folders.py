@@ -17,6 +17,7 @@ and folders", states the rules.
   regular file only, without following a link and without blocking (a FIFO would hang the run); anything else there
   refuses the whole run in one line (WrongFileType, exit 2).
 """
+
 import errno
 import os
 import stat
@@ -42,39 +43,57 @@ NONBLOCK = getattr(os, "O_NONBLOCK", 0)  # opening a FIFO never waits for its ot
 class WrongFileType(PieaError):
     """A bookkeeping file that is not a regular file (a link, FIFO, folder, device) or, for the ledger, not the
     user's own: the run is refused before any work, in one line."""
+
     exit_code = EXIT_USAGE
 
 
 def kind_of(mode):
     """What a file of st_mode ``mode`` is, in words."""
-    return ("a symbolic link" if stat.S_ISLNK(mode) else "a folder" if stat.S_ISDIR(mode)
-            else "a FIFO" if stat.S_ISFIFO(mode) else "a socket" if stat.S_ISSOCK(mode)
-            else "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "a regular file")
+    return (
+        "a symbolic link"
+        if stat.S_ISLNK(mode)
+        else "a folder"
+        if stat.S_ISDIR(mode)
+        else "a FIFO"
+        if stat.S_ISFIFO(mode)
+        else "a socket"
+        if stat.S_ISSOCK(mode)
+        else "a device"
+        if stat.S_ISCHR(mode) or stat.S_ISBLK(mode)
+        else "a regular file"
+    )
 
 
 def check_bookkeeping(path, what, own=False):
     """Raise WrongFileType unless ``path`` is missing or a regular file (links not followed); with ``own``, also
     unless it belongs to the user running the tool (a file another user planted proves nothing)."""
     from pieanet.utils.safety import shown
+
     try:
         st = os.lstat(path)
     except FileNotFoundError:
         return
     except OSError as e:
-        raise WrongFileType(f"{shown(path)}: cannot use it as the tool's {what} ({e.strerror}); move it away or "
-                            "choose another folder") from e
+        raise WrongFileType(
+            f"{shown(path)}: cannot use it as the tool's {what} ({e.strerror}); move it away or choose another folder"
+        ) from e
     if not stat.S_ISREG(st.st_mode):
-        raise WrongFileType(f"{shown(path)}: {kind_of(st.st_mode)}; expected the tool's {what} as a regular file "
-                            "(move it away or choose another folder)")
+        raise WrongFileType(
+            f"{shown(path)}: {kind_of(st.st_mode)}; expected the tool's {what} as a regular file "
+            "(move it away or choose another folder)"
+        )
     if own and hasattr(os, "geteuid") and st.st_uid != os.geteuid():
-        raise WrongFileType(f"{shown(path)}: belongs to another user (uid {st.st_uid}); the tool's {what} must be "
-                            "yours (move it away or choose another folder)")
+        raise WrongFileType(
+            f"{shown(path)}: belongs to another user (uid {st.st_uid}); the tool's {what} must be "
+            "yours (move it away or choose another folder)"
+        )
 
 
 def open_regular(path, flags, what, mode=0o666):
     """os.open of ``path`` as a regular file only: never through a link, never waiting on a FIFO; raises
     WrongFileType for any other type and OSError as os.open does (FileNotFoundError without O_CREAT)."""
     from pieanet.utils.safety import shown
+
     try:
         fd = os.open(path, flags | NOFOLLOW | NONBLOCK, mode)
     except OSError as e:
@@ -85,18 +104,22 @@ def open_regular(path, flags, what, mode=0o666):
     st = os.fstat(fd)
     if not stat.S_ISREG(st.st_mode):
         os.close(fd)
-        raise WrongFileType(f"{shown(path)}: {kind_of(st.st_mode)}; expected the tool's {what} as a regular file "
-                            "(move it away or choose another folder)")
+        raise WrongFileType(
+            f"{shown(path)}: {kind_of(st.st_mode)}; expected the tool's {what} as a regular file "
+            "(move it away or choose another folder)"
+        )
     return fd
 
 
 class FolderBusy(PieaError):
     """Another run holds the folder's lock: one line, a usage error."""
+
     exit_code = EXIT_USAGE
 
 
 class OutsideFolder(PieaError, OSError):
     """A path that would lead out of the folder it is meant to be in (through a symbolic link or '..')."""
+
     exit_code = EXIT_FAILED
 
 
@@ -111,8 +134,10 @@ class FolderLock:
         self.exclusive_file = False
 
     def acquire(self):
-        busy = FolderBusy(f"{self.folder}: another run is using this folder (it holds {self.path.name}); wait for it "
-                          "to finish or choose another folder")
+        busy = FolderBusy(
+            f"{self.folder}: another run is using this folder (it holds {self.path.name}); wait for it "
+            "to finish or choose another folder"
+        )
         if fcntl is None and msvcrt is None:
             for _ in range(2):
                 try:
@@ -147,6 +172,7 @@ class FolderLock:
     def _stale(self):
         """Whether the O_EXCL lock file names a process that no longer runs (on this machine)."""
         from pieanet.utils.image_io import process_alive
+
         try:
             pid = int(self.path.read_text().strip() or "0")
         except (OSError, ValueError):
@@ -203,8 +229,12 @@ def inside(root, path):
             raise OutsideFolder(errno.EXDEV, "leads out of the output folder ('..')", str(path))
         current = current / part
         if current.is_symlink():
-            raise OutsideFolder(errno.ELOOP, f"{current.relative_to(real_root).as_posix()} is a symbolic link; "
-                                             "nothing is written or removed through one", str(path))
+            raise OutsideFolder(
+                errno.ELOOP,
+                f"{current.relative_to(real_root).as_posix()} is a symbolic link; "
+                "nothing is written or removed through one",
+                str(path),
+            )
     return path
 
 
@@ -213,8 +243,9 @@ def open_append(path, create=True):
     (mode 0o666 less the umask) when ``create``; raises OSError (ELOOP for a link)."""
     flags = os.O_WRONLY | os.O_APPEND | NOFOLLOW | (os.O_CREAT if create else 0)
     if Path(path).is_symlink():  # where O_NOFOLLOW is missing, or to name the reason whatever the system says
-        raise OSError(errno.ELOOP, "a symbolic link; refused (logs and summaries are never written through one)",
-                      str(path))
+        raise OSError(
+            errno.ELOOP, "a symbolic link; refused (logs and summaries are never written through one)", str(path)
+        )
     return open_regular(path, flags, "log or summary")
 
 

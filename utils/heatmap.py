@@ -12,6 +12,7 @@ blue, -vmax pure red. ``vmax`` is the colour scale:
 'bwr' is linear from white to each end, so a heatmap pixel is pure blue or red laid over white with opacity
 min(|r| / vmax, 1); ``overlay`` lays the same pure colour over the photo instead of white.
 """
+
 import math
 
 import numpy as np
@@ -35,8 +36,9 @@ def linear_colour_table(anchors, n=COLOURS):
     upper = np.searchsorted(points, at)[1:-1]
     distance = (at[1:-1] - points[upper - 1]) / (points[upper] - points[upper - 1])
     colours = np.asarray(anchors, dtype=np.float64)
-    table = np.concatenate([colours[:1], distance[:, None] * (colours[upper] - colours[upper - 1]) + colours[upper - 1],
-                            colours[-1:]])
+    table = np.concatenate(
+        [colours[:1], distance[:, None] * (colours[upper] - colours[upper - 1]) + colours[upper - 1], colours[-1:]]
+    )
     return (np.clip(table, 0.0, 1.0) * 255).astype(np.uint8)
 
 
@@ -48,8 +50,11 @@ def __getattr__(name):
     CMAP_TABLE."""
     if name == "CMAP":
         from matplotlib import colormaps
+
         return colormaps["bwr"]
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 VMAX_PERCENTILE = 99.0
 VMAX_FLOOR = 0.1  # the tools' default threshold: a photo whose residuals all stay below it keeps pale colours
 OVERLAY_OPACITY = 0.6
@@ -88,7 +93,7 @@ def colour_index(residual, vmax=1.0):
         return _colour_index_rows(residual, vmax)
     index = np.empty(residual.shape, dtype=np.uint8)
     for start in range(0, residual.shape[0], OVERLAY_ROWS):
-        index[start:start + OVERLAY_ROWS] = _colour_index_rows(residual[start:start + OVERLAY_ROWS], vmax)
+        index[start : start + OVERLAY_ROWS] = _colour_index_rows(residual[start : start + OVERLAY_ROWS], vmax)
     return index
 
 
@@ -198,8 +203,9 @@ def draw_overlay(photo, values, vmax=1.0, view="residual", not_judged=None):
     return mark_not_judged(drawn, not_judged_mask(not_judged, unmeasured))
 
 
-def colorbar_figure(residual, title=None, vmax=1.0, scale_note=None, max_side_px=1600, dpi=100, view="residual",
-                    not_judged=None):
+def colorbar_figure(
+    residual, title=None, vmax=1.0, scale_note=None, max_side_px=1600, dpi=100, view="residual", not_judged=None
+):
     """A matplotlib Figure: the heatmap beside a colour bar labelled under / ideal / over at ±vmax, whose label
     states the scale (``scale_note`` says where it came from, e.g. 'per image'). ``view`` 'stops': ``residual`` is
     the stops map and vmax in stops (draw_heatmap); ``not_judged``: pixels drawn as a grey checkerboard."""
@@ -212,30 +218,44 @@ def colorbar_figure(residual, title=None, vmax=1.0, scale_note=None, max_side_px
     heatmap = draw_heatmap(residual, vmax, view, not_judged)
     height, width = heatmap.shape[:2]
     scale = min(1.0, max_side_px / max(height, width)) / dpi
-    fig = Figure(figsize=(max(width * scale, 2.0) + 1.6, max(height * scale, 2.0) + (0.4 if title else 0.0)),
-                 dpi=dpi, layout="constrained")
+    fig = Figure(
+        figsize=(max(width * scale, 2.0) + 1.6, max(height * scale, 2.0) + (0.4 if title else 0.0)),
+        dpi=dpi,
+        layout="constrained",
+    )
     ax = fig.add_subplot()
     ax.imshow(heatmap, interpolation="nearest")
     ax.set_axis_off()
     if title:
         ax.set_title(shown(title), fontsize=9, **MATPLOTLIB_TEXT)  # a file name: no mathtext, no control codes
     # bwr_r on [-vmax, vmax] is bwr at (1 - r / vmax) / 2, the same colours as colorize; arrows when values clip
-    bar = fig.colorbar(ScalarMappable(norm=Normalize(-vmax, vmax), cmap=colormaps["bwr"].reversed()), ax=ax,
-                       shrink=0.9, extend="both" if view == "stops" or vmax < 1.0 else "neither")
+    bar = fig.colorbar(
+        ScalarMappable(norm=Normalize(-vmax, vmax), cmap=colormaps["bwr"].reversed()),
+        ax=ax,
+        shrink=0.9,
+        extend="both" if view == "stops" or vmax < 1.0 else "neither",
+    )
     if view == "stops":
-        bar.set_ticks([vmax, 0.0, -vmax], labels=[f"+{vmax:.3g} stops\n(more light)", "ideal (0)",
-                                                  f"-{vmax:.3g} stops\n(less light)"])
+        bar.set_ticks(
+            [vmax, 0.0, -vmax],
+            labels=[f"+{vmax:.3g} stops\n(more light)", "ideal (0)", f"-{vmax:.3g} stops\n(less light)"],
+        )
         name, reading = "correction in stops (EV)", "one global error:\none flat colour"
     else:
         bar.set_ticks([vmax, 0.0, -vmax], labels=[f"under (+{vmax:.3g})", "ideal (0)", f"over (-{vmax:.3g})"])
         name, reading = "exposure residual r", "grey levels / 255: one global\nerror shows most where bright"
-    bar.set_label(f"{name}\nscale ±{vmax:.3g}" + (f"\n({scale_note})" if scale_note else "")
-                  + f"\n{reading}\nchequered: not judged", fontsize=8)
+    bar.set_label(
+        f"{name}\nscale ±{vmax:.3g}"
+        + (f"\n({scale_note})" if scale_note else "")
+        + f"\n{reading}\nchequered: not judged",
+        fontsize=8,
+    )
     return fig
 
 
-def save_colorbar_heatmap(path, residual, title=None, vmax=1.0, scale_note=None, max_side_px=1600, dpi=100,
-                          view="residual", not_judged=None):
+def save_colorbar_heatmap(
+    path, residual, title=None, vmax=1.0, scale_note=None, max_side_px=1600, dpi=100, view="residual", not_judged=None
+):
     """Write a PNG of ``colorbar_figure`` (atomically)."""
     fig = colorbar_figure(residual, title, vmax, scale_note, max_side_px, dpi, view, not_judged)
     with atomic_write(path) as tmp:

@@ -27,6 +27,7 @@ rendering come from photosites at the sensor's white level (``raw_clipping_mask`
 Every writer goes through ``atomic_write``: a temporary file beside the target, renamed onto it only when
 writing succeeded, so a failed run never leaves a partial file.
 """
+
 import hashlib
 import io
 import os
@@ -45,10 +46,35 @@ from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError, features
 from pieanet.utils.errors import EXIT_USAGE, PieaError
 from pieanet.utils.safety import first_line
 
-RAW_EXTENSIONS = frozenset({".dng", ".cr2", ".cr3", ".crw", ".nef", ".nrw", ".arw", ".srf", ".sr2", ".raf", ".orf",
-                            ".rw2", ".rwl", ".pef", ".srw", ".3fr", ".iiq", ".erf", ".kdc", ".dcr", ".mrw", ".mos"})
-PHOTO_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".heic", ".heif") \
-    + ((".avif",) if features.check("avif") else ())  # in the order messages list them
+RAW_EXTENSIONS = frozenset(
+    {
+        ".dng",
+        ".cr2",
+        ".cr3",
+        ".crw",
+        ".nef",
+        ".nrw",
+        ".arw",
+        ".srf",
+        ".sr2",
+        ".raf",
+        ".orf",
+        ".rw2",
+        ".rwl",
+        ".pef",
+        ".srw",
+        ".3fr",
+        ".iiq",
+        ".erf",
+        ".kdc",
+        ".dcr",
+        ".mrw",
+        ".mos",
+    }
+)
+PHOTO_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".heic", ".heif") + (
+    (".avif",) if features.check("avif") else ()
+)  # in the order messages list them
 IMAGE_EXTENSIONS = frozenset(PHOTO_EXTENSIONS) | RAW_EXTENSIONS
 HEIF_EXTENSIONS = frozenset({".heic", ".heif"})
 # The Pillow decoders a photo may reach, and the only ones: every Image.open of the project names them (open_photo),
@@ -69,14 +95,26 @@ def readable_formats():
 def _raw_rendering(rawpy):
     """The one rendering of a RAW file (module docstring) as rawpy's postprocess options; gamma (2.4, 12.92) is
     LibRaw's sRGB curve."""
-    return dict(use_camera_wb=True, use_auto_wb=False, no_auto_bright=True, adjust_maximum_thr=0.0, bright=1.0,
-                highlight_mode=rawpy.HighlightMode.Clip, demosaic_algorithm=rawpy.DemosaicAlgorithm.AHD,
-                output_color=rawpy.ColorSpace.sRGB, gamma=(2.4, 12.92), output_bps=8, half_size=False)
+    return dict(
+        use_camera_wb=True,
+        use_auto_wb=False,
+        no_auto_bright=True,
+        adjust_maximum_thr=0.0,
+        bright=1.0,
+        highlight_mode=rawpy.HighlightMode.Clip,
+        demosaic_algorithm=rawpy.DemosaicAlgorithm.AHD,
+        output_color=rawpy.ColorSpace.sRGB,
+        gamma=(2.4, 12.92),
+        output_bps=8,
+        half_size=False,
+    )
 
 
 def _missing(path, package, what):
-    return ImageLoadError(f"{path}: reading {what} needs {package}, which is not installed; pip install {package} "
-                          "(it is in requirements.txt)")
+    return ImageLoadError(
+        f"{path}: reading {what} needs {package}, which is not installed; pip install {package} "
+        "(it is in requirements.txt)"
+    )
 
 
 def _register_heif_opener(path, data=None):
@@ -115,7 +153,8 @@ def may_be_heif(path, data=None):
                 data = f.read(offset + len(box))
         except OSError:
             return True  # opening it will say why it cannot be read
-    return data[offset:offset + len(box)] == box
+    return data[offset : offset + len(box)] == box
+
 
 # 200 MP covers every camera sensor on sale (the largest are about 150 MP); a 200 MP photo takes 2.4 GB as
 # float32 RGB. Pillow's own bomb check (warning above its limit, error above twice it) is set to the same
@@ -156,6 +195,7 @@ ALPHA_MODES = frozenset({"RGBA", "LA", "PA", "RGBa", "La"})
 
 class ImageLoadError(PieaError, ValueError):
     """A file that could not be read as a photo; the message names the file and what was expected."""
+
     exit_code = EXIT_USAGE
 
 
@@ -179,15 +219,29 @@ def list_images(path, recursive=False, exclude=(), errors=None):
 
     for folder, subfolders, files in walk_folders(path, unreadable):
         if recursive and errors is not None:  # os.walk lists a link to a folder but never enters it: said, not silent
-            errors += [(Path(folder) / d, "a symbolic link to a folder; skipped, its images were not read (give its "
-                                          "target as --input to read them)")
-                       for d in sorted(subfolders) if not d.startswith(".") and (Path(folder) / d).is_symlink()
-                       and not (excluded and _folder_identity(Path(folder) / d) in excluded)]
-        subfolders[:] = sorted(d for d in subfolders if not d.startswith(".")
-                               and not (excluded and _folder_identity(Path(folder) / d) in excluded)
-                               ) if recursive else []
-        found += [Path(folder) / f for f in files
-                  if not f.startswith(".") and Path(f).suffix.lower() in IMAGE_EXTENSIONS]
+            errors += [
+                (
+                    Path(folder) / d,
+                    "a symbolic link to a folder; skipped, its images were not read (give its "
+                    "target as --input to read them)",
+                )
+                for d in sorted(subfolders)
+                if not d.startswith(".")
+                and (Path(folder) / d).is_symlink()
+                and not (excluded and _folder_identity(Path(folder) / d) in excluded)
+            ]
+        subfolders[:] = (
+            sorted(
+                d
+                for d in subfolders
+                if not d.startswith(".") and not (excluded and _folder_identity(Path(folder) / d) in excluded)
+            )
+            if recursive
+            else []
+        )
+        found += [
+            Path(folder) / f for f in files if not f.startswith(".") and Path(f).suffix.lower() in IMAGE_EXTENSIONS
+        ]
     return sorted(found)
 
 
@@ -204,20 +258,24 @@ def check_sample_depth(img):
     bits = img.tag_v2.get(258) if img.format == "TIFF" and hasattr(img, "tag_v2") else None
     bits = bits[0] if isinstance(bits, tuple) and bits else bits
     if img.mode == "I" and (img.format != "PNG") and bits != 16:
-        raise ImageLoadError(f"{bits or 32}-bit integer samples ({img.format}); expected 8 or 16 bits per sample "
-                             "(32-bit integer data has no known white level, so it is not guessed)")
+        raise ImageLoadError(
+            f"{bits or 32}-bit integer samples ({img.format}); expected 8 or 16 bits per sample "
+            "(32-bit integer data has no known white level, so it is not guessed)"
+        )
 
 
 def float_photo(values):
     """``values`` (a float array) as a photo in [0, 1]: refused in one line when a value is NaN or infinite or lies
     outside [0, 1] by more than FLOAT_RANGE_SLACK (a float TIFF in 0..255 would otherwise read as white)."""
     if not np.isfinite(values).all():
-        raise ImageLoadError(f"{np.count_nonzero(~np.isfinite(values))} pixel(s) are NaN or infinite; expected "
-                             "finite values")
+        raise ImageLoadError(
+            f"{np.count_nonzero(~np.isfinite(values))} pixel(s) are NaN or infinite; expected finite values"
+        )
     low, high = float(values.min()), float(values.max())
     if low < -FLOAT_RANGE_SLACK or high > 1.0 + FLOAT_RANGE_SLACK:
-        raise ImageLoadError(f"float values from {low:g} to {high:g}; expected float pixels in [0, 1] (they are "
-                             "not rescaled or clipped)")
+        raise ImageLoadError(
+            f"float values from {low:g} to {high:g}; expected float pixels in [0, 1] (they are not rescaled or clipped)"
+        )
     return np.clip(values, 0.0, 1.0)
 
 
@@ -271,8 +329,11 @@ def walk_folders(top, onerror):
                 is_folder = False
             (subfolders if is_folder else files).append(entry.name)
         yield folder, subfolders, files
-        stack += [os.path.join(folder, name) for name in reversed(subfolders)
-                  if not os.path.islink(os.path.join(folder, name))]
+        stack += [
+            os.path.join(folder, name)
+            for name in reversed(subfolders)
+            if not os.path.islink(os.path.join(folder, name))
+        ]
 
 
 def rgb_levels(img):
@@ -382,15 +443,19 @@ def _load_with_pillow(path, data=None, keep_uint8=False, keep_alpha=False):
     except ImageLoadError as e:
         raise _named(path, e)
     except Image.DecompressionBombError as e:
-        raise ImageLoadError(f"{path}: more than {2 * MAX_PIXELS / 1e6:.0f} MP, above the {MAX_PIXELS / 1e6:.0f} MP "
-                             "limit; expected a smaller image") from e
+        raise ImageLoadError(
+            f"{path}: more than {2 * MAX_PIXELS / 1e6:.0f} MP, above the {MAX_PIXELS / 1e6:.0f} MP "
+            "limit; expected a smaller image"
+        ) from e
     except PermissionError as e:
         raise ImageLoadError(f"{path}: permission denied; expected a readable image file") from e
     except MemoryError as e:
         raise ImageLoadError(f"{path}: out of memory while decoding; expected a smaller image") from e
     except UnidentifiedImageError as e:
-        raise ImageLoadError(f"{path}: not a readable image; expected JPEG, PNG, BMP, TIFF, WebP, HEIC/HEIF"
-                             f"{', AVIF' if '.avif' in IMAGE_EXTENSIONS else ''} or a camera RAW file") from e
+        raise ImageLoadError(
+            f"{path}: not a readable image; expected JPEG, PNG, BMP, TIFF, WebP, HEIC/HEIF"
+            f"{', AVIF' if '.avif' in IMAGE_EXTENSIONS else ''} or a camera RAW file"
+        ) from e
     except Exception as e:  # Pillow's decoders raise many types (OSError, SyntaxError, struct.error...) on bad data
         raise ImageLoadError(f"{path}: corrupt or truncated image ({first_line(e)})") from e
 
@@ -404,7 +469,6 @@ def _named(path, error):
     return named
 
 
-
 def _load_raw(path, raw_clipping, data=None, keep_uint8=False):
     """The RAW file (or its bytes, ``data``) developed with _raw_rendering, and its raw_clipping_mask when asked
     for."""
@@ -415,15 +479,17 @@ def _load_raw(path, raw_clipping, data=None, keep_uint8=False):
     libraw_said = []
     try:
         with _stderr_captured(libraw_said), rawpy.imread(str(path) if data is None else io.BytesIO(data)) as raw:
-            check_declared_size(path, "RAW", raw.sizes.raw_width, raw.sizes.raw_height,
-                                size=None if data is None else len(data))
+            check_declared_size(
+                path, "RAW", raw.sizes.raw_width, raw.sizes.raw_height, size=None if data is None else len(data)
+            )
             rgb = raw.postprocess(**_raw_rendering(rawpy))
             clipped = raw_clipping_mask(raw, rgb.shape[:2]) if raw_clipping else None
     except ImageLoadError as e:
         raise _named(path, e)
     except rawpy.LibRawFileUnsupportedError as e:
-        raise ImageLoadError(f"{path}: not a camera RAW file LibRaw can read; expected a RAW photo, as the "
-                             f"extension {path.suffix} says") from e
+        raise ImageLoadError(
+            f"{path}: not a camera RAW file LibRaw can read; expected a RAW photo, as the extension {path.suffix} says"
+        ) from e
     except (rawpy.LibRawIOError, rawpy.LibRawDataError) as e:
         # LibRaw leads its line with the file's name, or "unknown file" for bytes in memory
         said = libraw_said[0].removeprefix(f"{path}: " if data is None else "unknown file: ") if libraw_said else ""
@@ -463,8 +529,12 @@ def raw_clipping_mask(raw, shape):
     visible = raw.raw_image_visible
     overall = raw.white_level
     per_channel = raw.camera_white_level_per_channel or [overall] * 4
-    white = np.array([level if black < level <= overall else overall
-                      for level, black in zip(per_channel, raw.black_level_per_channel)])
+    white = np.array(
+        [
+            level if black < level <= overall else overall
+            for level, black in zip(per_channel, raw.black_level_per_channel)
+        ]
+    )
     if visible.ndim == 2:  # a colour filter array; LibRaw's index 6 (no filter: monochrome) takes the overall level
         level_of_colour = np.full(256, overall, dtype=visible.dtype)
         level_of_colour[:4] = white
@@ -476,7 +546,7 @@ def raw_clipping_mask(raw, shape):
         mask[:, 1:] |= rows_grown[:, :-1]
         mask[:, :-1] |= rows_grown[:, 1:]
     else:  # a 4th channel may be blank (zeros)
-        mask = (visible >= white[:visible.shape[2]]).any(axis=2)
+        mask = (visible >= white[: visible.shape[2]]).any(axis=2)
     # LibRaw's flip: bit 2 mirrors the rows, bit 1 the columns, bit 4 transposes (in that order)
     flip = raw.sizes.flip
     mask = mask[::-1] if flip & 2 else mask
@@ -484,11 +554,14 @@ def raw_clipping_mask(raw, shape):
     mask = mask.T if flip & 4 else mask
     if mask.shape != tuple(shape):  # non-square photosites: the rendering is stretched along one axis
         stretch = (shape[0] / mask.shape[0]) / (shape[1] / mask.shape[1])
-        if abs(stretch - 1.0) < 0.01 or not any(abs(stretch / a - 1.0) < 0.02 for a in
-                                                (raw.sizes.pixel_aspect, 1.0 / raw.sizes.pixel_aspect)):
-            raise ImageLoadError(f"the raw data ({mask.shape[1]}x{mask.shape[0]} photosites) cannot be aligned "
-                                 f"with its {shape[1]}x{shape[0]} rendering for --raw-clipping; expected a sensor "
-                                 "with a rectangular photosite grid")
+        if abs(stretch - 1.0) < 0.01 or not any(
+            abs(stretch / a - 1.0) < 0.02 for a in (raw.sizes.pixel_aspect, 1.0 / raw.sizes.pixel_aspect)
+        ):
+            raise ImageLoadError(
+                f"the raw data ({mask.shape[1]}x{mask.shape[0]} photosites) cannot be aligned "
+                f"with its {shape[1]}x{shape[0]} rendering for --raw-clipping; expected a sensor "
+                "with a rectangular photosite grid"
+            )
         rows = np.arange(shape[0]) * mask.shape[0] // shape[0]
         columns = np.arange(shape[1]) * mask.shape[1] // shape[1]
         mask = mask[rows][:, columns]
@@ -500,14 +573,18 @@ def check_declared_size(path, image_format, width, height, size=None):
     them; None: the file's size) can hold, or one whose processing would need more memory than the process can get
     (memory_budget)."""
     if width * height > MAX_PIXELS:
-        raise ImageLoadError(f"{path}: {width}x{height} is {width * height / 1e6:.0f} MP, above the "
-                             f"{MAX_PIXELS / 1e6:.0f} MP limit; expected a smaller image")
+        raise ImageLoadError(
+            f"{path}: {width}x{height} is {width * height / 1e6:.0f} MP, above the "
+            f"{MAX_PIXELS / 1e6:.0f} MP limit; expected a smaller image"
+        )
     check_bytes_present(path, image_format, width, height, size)
     need, budget = width * height * PEAK_BYTES_PER_PIXEL, memory_budget()
     if need > budget:
-        raise ImageLoadError(f"{path}: {width}x{height} needs about {need / 2**30:.1f} GB to process "
-                             f"({PEAK_BYTES_PER_PIXEL} bytes per pixel), more than the {max(budget, 0) / 2**30:.1f} GB "
-                             "this process can still use; expected a smaller image (or more free memory)")
+        raise ImageLoadError(
+            f"{path}: {width}x{height} needs about {need / 2**30:.1f} GB to process "
+            f"({PEAK_BYTES_PER_PIXEL} bytes per pixel), more than the {max(budget, 0) / 2**30:.1f} GB "
+            "this process can still use; expected a smaller image (or more free memory)"
+        )
 
 
 def memory_budget():
@@ -517,6 +594,7 @@ def memory_budget():
     status = _proc_numbers("/proc/self/status", ("VmSize:", "VmData:"))
     try:
         import resource
+
         for limit, used in ((resource.RLIMIT_AS, "VmSize:"), (resource.RLIMIT_DATA, "VmData:")):
             soft = resource.getrlimit(limit)[0]
             if soft != resource.RLIM_INFINITY and used in status:
@@ -558,8 +636,10 @@ def check_jpeg_scans(path, data=None):
             scans += (tail + block).count(b"\xff\xda")
             tail = block[-1:]
             if scans > MAX_JPEG_SCANS:
-                raise ImageLoadError(f"{path}: a JPEG of more than {MAX_JPEG_SCANS} scans (each decodes the whole "
-                                     f"image again); expected a photo of at most {MAX_JPEG_SCANS}")
+                raise ImageLoadError(
+                    f"{path}: a JPEG of more than {MAX_JPEG_SCANS} scans (each decodes the whole "
+                    f"image again); expected a photo of at most {MAX_JPEG_SCANS}"
+                )
 
 
 def check_bytes_present(path, image_format, width, height, size=None):
@@ -568,8 +648,10 @@ def check_bytes_present(path, image_format, width, height, size=None):
     size = path.stat().st_size if size is None else size
     limit = MAX_PIXELS_PER_BYTE.get(image_format, DEFAULT_PIXELS_PER_BYTE)
     if width * height > JUDGED_ABOVE_PIXELS and width * height > size * limit:
-        raise ImageLoadError(f"{path}: declares {width}x{height} ({width * height / 1e6:.0f} MP) but holds only "
-                             f"{size:,} bytes; truncated or a decompression bomb, expected a complete image")
+        raise ImageLoadError(
+            f"{path}: declares {width}x{height} ({width * height / 1e6:.0f} MP) but holds only "
+            f"{size:,} bytes; truncated or a decompression bomb, expected a complete image"
+        )
 
 
 def _file_mode():

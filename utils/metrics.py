@@ -23,6 +23,7 @@ Conventions (every figure in the README follows them):
   stops of the map and of the label (utils.exposure.correction_stops), whose verdict is under above +1/3 stop, over
   below -1/3, else ok.
 """
+
 import math
 import warnings
 
@@ -31,8 +32,14 @@ import torch
 from pytorch_msssim import ssim as msssim_ssim
 from scipy import stats
 
-from pieanet.utils.exposure import (CLIPPED_LEVEL, CRUSHED_LEVEL, DEFAULT_THRESHOLD, correction_stops, gray,
-                                    holistic_score)
+from pieanet.utils.exposure import (
+    CLIPPED_LEVEL,
+    CRUSHED_LEVEL,
+    DEFAULT_THRESHOLD,
+    correction_stops,
+    gray,
+    holistic_score,
+)
 
 PSNR_CAP = 100.0
 # physics: a clipped pixel (a channel >= CLIPPED_LEVEL) cannot need more light, a crushed one (every channel <=
@@ -82,14 +89,18 @@ def ssim(pred, label):
         raise ValueError(f"SSIM needs maps of at least 3 x 3 pixels, got {np.shape(pred)}")
     window = min(11, side - 1 + side % 2)  # odd, at most the map's side
     to_tensor = lambda a: torch.as_tensor(np.asarray(a, np.float32))[None, None]  # noqa: E731
-    return float(msssim_ssim(to_tensor(pred), to_tensor(label), data_range=SSIM_DATA_RANGE, win_size=window,
-                             size_average=True))
+    return float(
+        msssim_ssim(to_tensor(pred), to_tensor(label), data_range=SSIM_DATA_RANGE, win_size=window, size_average=True)
+    )
 
 
 def segmentation_counts(pred_mask, label_mask):
     """(intersection, predicted, labelled) pixel counts."""
-    return int(np.count_nonzero(pred_mask & label_mask)), int(np.count_nonzero(pred_mask)), int(
-        np.count_nonzero(label_mask))
+    return (
+        int(np.count_nonzero(pred_mask & label_mask)),
+        int(np.count_nonzero(pred_mask)),
+        int(np.count_nonzero(label_mask)),
+    )
 
 
 def iou_from_counts(intersection, predicted, labelled):
@@ -123,8 +134,12 @@ def physics_counts(image, pred, margin=PHYSICS_MARGIN):
     clipped = (levels >= CLIPPED_LEVEL).any(axis=-1)
     crushed = (levels <= CRUSHED_LEVEL).all(axis=-1)
     limit = np.float64(margin)
-    return (int(np.count_nonzero(clipped)), int(np.count_nonzero(clipped & (pred > limit))),
-            int(np.count_nonzero(crushed)), int(np.count_nonzero(crushed & (pred < -limit))))
+    return (
+        int(np.count_nonzero(clipped)),
+        int(np.count_nonzero(clipped & (pred > limit))),
+        int(np.count_nonzero(crushed)),
+        int(np.count_nonzero(crushed & (pred < -limit))),
+    )
 
 
 VERDICT_STOPS = 1 / 3  # a photo's verdict: under above +1/3 stop, over below -1/3 stop, else ok
@@ -146,10 +161,13 @@ def photo_numbers(image, pred, label=None, margin=PHYSICS_MARGIN):
     r = pred.astype(np.float64)
     outside = np.count_nonzero((r < -grey - 1e-6) | (r > 1 - grey + 1e-6))  # 1e-6: float32 rounding of the grey
     white = grey * 255 >= WHITE_GREY
-    found = {"out_of_bounds_pct": 100.0 * outside / r.size,
-             "white_brightened_pct": (100.0 * np.count_nonzero(white & (r > margin)) / np.count_nonzero(white)
-                                      if white.any() else float("nan")),
-             "stops": correction_stops(image, pred)}
+    found = {
+        "out_of_bounds_pct": 100.0 * outside / r.size,
+        "white_brightened_pct": (
+            100.0 * np.count_nonzero(white & (r > margin)) / np.count_nonzero(white) if white.any() else float("nan")
+        ),
+        "stops": correction_stops(image, pred),
+    }
     if label is not None:
         found["label_stops"] = correction_stops(image, np.asarray(label, np.float32))
     return found

@@ -22,6 +22,7 @@ Bounded reading
     ``csv_records``: a user's CSV table (an IEA40K split list, a well-exposed manifest) as a csv.DictReader, its
     header read one way for every such file.
 """
+
 import csv
 import os
 import re
@@ -96,6 +97,7 @@ def brief(value):
 
 class TextFileError(PieaError, ValueError):
     """A text file that cannot be read: not a regular file, too large, not UTF-8, unreadable. Names the file."""
+
     exit_code = EXIT_USAGE
 
 
@@ -107,8 +109,11 @@ def own_text(error, empty=None):
     text = (raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(error)).strip()
     if text.startswith("Caught ") and "\nOriginal Traceback" in text:  # torch._utils.ExceptionWrapper.reraise
         kind = type(error)
-        name = (kind.__qualname__ if kind.__module__ in ("__main__", "builtins")
-                else f"{kind.__module__}.{kind.__qualname__}")  # as the traceback module writes it
+        name = (
+            kind.__qualname__
+            if kind.__module__ in ("__main__", "builtins")
+            else f"{kind.__module__}.{kind.__qualname__}"
+        )  # as the traceback module writes it
         _, found, after = text.rpartition(f"\n{name}: ")
         text = after.strip() if found else text.splitlines()[-1].strip()
     return text or (type(error).__name__ if empty is None else empty)
@@ -132,9 +137,17 @@ def read_text(path, what="file", limit=TEXT_LIMIT):
     mode = os.fstat(fd).st_mode
     if not stat.S_ISREG(mode):
         os.close(fd)
-        kind = ("a folder" if stat.S_ISDIR(mode) else "a FIFO" if stat.S_ISFIFO(mode)
-                else "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "a socket" if stat.S_ISSOCK(mode)
-                else "not a regular file")
+        kind = (
+            "a folder"
+            if stat.S_ISDIR(mode)
+            else "a FIFO"
+            if stat.S_ISFIFO(mode)
+            else "a device"
+            if stat.S_ISCHR(mode) or stat.S_ISBLK(mode)
+            else "a socket"
+            if stat.S_ISSOCK(mode)
+            else "not a regular file"
+        )
         raise TextFileError(f"{shown(path)}: {kind}; expected the {what} as a regular file")
     with os.fdopen(fd, "rb") as f:
         data = f.read(limit + 1)
@@ -143,8 +156,9 @@ def read_text(path, what="file", limit=TEXT_LIMIT):
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as e:
-        raise TextFileError(f"{shown(path)}: not UTF-8 text (byte {e.start}); expected the {what} saved as "
-                            "UTF-8") from e
+        raise TextFileError(
+            f"{shown(path)}: not UTF-8 text (byte {e.start}); expected the {what} saved as UTF-8"
+        ) from e
 
 
 @contextmanager

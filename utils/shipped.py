@@ -1,5 +1,6 @@
 """Where the shipped checkpoint files are: a leaf (pathlib only), so the command line's options can name them in
 --help without loading the models (models/ re-exports them for load_model and the tools)."""
+
 from pathlib import Path
 
 # the checkout's root, or the installed package's folder: both hold checkpoints/ beside utils/

@@ -6,6 +6,7 @@ commands do it in pieanet/commands.py); ``cli.run`` and train_wavelet's ``main``
 work starts, from where Ctrl-C is a KeyboardInterrupt that they turn into their own message and exit code 130. This
 module imports nothing slow.
 """
+
 import os
 import signal
 
@@ -14,11 +15,13 @@ from pieanet.utils.errors import EXIT_INTERRUPTED  # imports nothing slow and no
 
 def quiet_interrupts(prog):
     """Until interrupts_raise: SIGINT prints '<prog>: interrupted while starting' and exits 130 at once."""
+
     def handler(signum, frame):
         try:
             os.write(2, f"\n{prog}: interrupted while starting; nothing was done\n".encode())
         finally:
             os._exit(EXIT_INTERRUPTED)
+
     try:
         signal.signal(signal.SIGINT, handler)
     except ValueError:  # not the main thread: leave Python's handling

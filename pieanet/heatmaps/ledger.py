@@ -13,6 +13,7 @@ Two kinds of line, appended (O_APPEND, never through a link) as the run goes:
 Lines naming a path outside the folder (absolute, or with '..') are refused (ignored). The ledger must be a regular
 file of the user running the tool (folders.check_bookkeeping), or the run is refused before any work (exit 2).
 """
+
 import csv
 import io
 import os
@@ -90,8 +91,12 @@ class OutputLedger:
             st = os.lstat(self.output / name)
         except OSError:
             return False
-        return name in self.written and os.path.isfile(self.output / name) and not os.path.islink(
-            self.output / name) and st.st_size == self.written[name][0]
+        return (
+            name in self.written
+            and os.path.isfile(self.output / name)
+            and not os.path.islink(self.output / name)
+            and st.st_size == self.written[name][0]
+        )
 
     def owns(self, path):
         """Whether the file at ``path`` is one this tool wrote: a regular file (not a link) with the size and
@@ -110,8 +115,10 @@ class OutputLedger:
         recorded, then it takes the name (atomic_write). Raises FileExistsError, before anything is written, when a
         file the tool cannot prove it wrote is there."""
         if os.path.lexists(path) and not self.owns(path):
-            raise FileExistsError(f"{self.name(path)} is there and is not a file this tool wrote (its record of "
-                                  "outputs has not its size and content); it is not replaced")
+            raise FileExistsError(
+                f"{self.name(path)} is there and is not a file this tool wrote (its record of "
+                "outputs has not its size and content); it is not replaced"
+            )
         with atomic_write(path) as target:
             yield target
             size, digest = os.path.getsize(target), file_sha256(target)
@@ -127,12 +134,17 @@ def tidy_ledger(output):
     if entries or written:
         text = io.StringIO()
         csv.writer(text).writerows(sorted(entries.items()))
-        csv.writer(text).writerows([name, size, digest] for name, (size, digest) in sorted(written.items())
-                                   if os.path.lexists(Path(output) / name))
+        csv.writer(text).writerows(
+            [name, size, digest]
+            for name, (size, digest) in sorted(written.items())
+            if os.path.lexists(Path(output) / name)
+        )
         try:
             with atomic_write(Path(output) / LEDGER_NAME) as tmp:
                 Path(tmp).write_bytes(text.getvalue().encode("utf-8"))
         except OSError as e:
-            return (f"{shown(Path(output) / LEDGER_NAME)}: could not be tidied ({e.strerror or type(e).__name__}); "
-                    "kept as it was (it still records every output)")
+            return (
+                f"{shown(Path(output) / LEDGER_NAME)}: could not be tidied ({e.strerror or type(e).__name__}); "
+                "kept as it was (it still records every output)"
+            )
     return None

@@ -5,6 +5,7 @@ by output_stems (stored in summary.csv's ``output`` column), the kind one of KIN
 in its row's ``output_kinds`` column (kinds_text), which index.html reads (recorded_files) instead of looking for
 files. writing.py writes the files, summary.py stores the names, report.py shows them.
 """
+
 import itertools
 import os
 import posixpath
@@ -14,8 +15,12 @@ FORMATS = ("png", "jpg")  # --format: the file type of the heatmap and the overl
 # what each file holds (its role): the heatmap, the heatmap over the photo, the heatmap with a colour bar, the map
 HEATMAP, OVERLAY, COLORBAR, RESIDUAL = "exposure", "overlay", "colorbar", "residual"
 # every kind of file make_heatmap can write for a photo, the name after "<prefix>_"
-KINDS = (*(f"{HEATMAP}.{ext}" for ext in FORMATS), *(f"{OVERLAY}.{ext}" for ext in FORMATS), f"{COLORBAR}.png",
-         f"{RESIDUAL}.npy")
+KINDS = (
+    *(f"{HEATMAP}.{ext}" for ext in FORMATS),
+    *(f"{OVERLAY}.{ext}" for ext in FORMATS),
+    f"{COLORBAR}.png",
+    f"{RESIDUAL}.npy",
+)
 
 
 def requested_kinds(file_format="png", overlay=False, colorbar=False, residual=False):
@@ -24,8 +29,12 @@ def requested_kinds(file_format="png", overlay=False, colorbar=False, residual=F
     (always PNG)."""
     if file_format not in FORMATS:
         raise ValueError(f"file format {file_format!r}; expected one of {', '.join(FORMATS)}")
-    return ([f"{HEATMAP}.{file_format}"] + [f"{RESIDUAL}.npy"] * residual + [f"{OVERLAY}.{file_format}"] * overlay
-            + [f"{COLORBAR}.png"] * colorbar)
+    return (
+        [f"{HEATMAP}.{file_format}"]
+        + [f"{RESIDUAL}.npy"] * residual
+        + [f"{OVERLAY}.{file_format}"] * overlay
+        + [f"{COLORBAR}.png"] * colorbar
+    )
 
 
 def role(kind):
@@ -85,8 +94,9 @@ def output_stems(files, sources, taken=None, occupied=None):
     given, stems = set(), []
     for file, source, prefix in zip(files, sources, plain):
         extended = f"{prefix}_{posixpath.splitext(file)[1].lstrip('.').lower()}"
-        candidates = itertools.chain([prefix] if shared[prefix.lower()] == 1 else [], [extended],
-                                     (f"{extended}_{n}" for n in itertools.count(2)))
+        candidates = itertools.chain(
+            [prefix] if shared[prefix.lower()] == 1 else [], [extended], (f"{extended}_{n}" for n in itertools.count(2))
+        )
         stem = next(name for name in candidates if name.lower() not in given and free(name, source))
         given.add(stem.lower())
         stems.append(stem)
@@ -108,7 +118,9 @@ def occupied_prefixes(output, ours=lambda name: False):
                 listings[stem.parent] = {name.lower() for name in os.listdir(stem.parent)}
             except OSError:
                 listings[stem.parent] = set()
-        return any(file_name(stem.name, kind).lower() in listings[stem.parent]
-                   and not ours(file_name(prefix, kind)) for kind in KINDS)
+        return any(
+            file_name(stem.name, kind).lower() in listings[stem.parent] and not ours(file_name(prefix, kind))
+            for kind in KINDS
+        )
 
     return occupied

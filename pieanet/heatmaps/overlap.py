@@ -5,6 +5,7 @@ photo's files and its summary row, so decoding, the network and encoding overlap
 decoders and encoders, numpy's loops and torch release the GIL). Only the caller writes anything: the bookkeeping
 (row order, the ledger, the lock) stays in one thread, in the order it had without overlap.
 """
+
 import threading
 
 POLL_SECONDS = 0.1  # how often a waiting worker looks whether the caller has stopped
@@ -40,8 +41,7 @@ def in_order(work, items, workers=1, ahead=1):
                 stop.set()
             ready[index].set()
 
-    threads = [threading.Thread(target=run, name=f"in_order-{n}", daemon=True)
-               for n in range(min(workers, len(items)))]
+    threads = [threading.Thread(target=run, name=f"in_order-{n}", daemon=True) for n in range(min(workers, len(items)))]
     for thread in threads:
         thread.start()
     try:

@@ -1,6 +1,7 @@
 """Planning a run before any photo is done: the settings that decide a photo's numbers and files (summary.csv's
 settings column), the rows of earlier runs (summary.csv and the parts a killed torchrun run left), and which photos
 to do: all, or with --resume those without a matching ok row and every requested file."""
+
 from pieanet.heatmaps.summary import SUMMARY_NAME, content_digest, leftover_parts, read_summary
 from pieanet.heatmaps.writing import DEFAULT_JPEG_QUALITY, requested_outputs
 
@@ -12,10 +13,17 @@ def result_settings(args, checkpoint):
     has other settings."""
     quality = (args.jpeg_quality or DEFAULT_JPEG_QUALITY) if args.format == "jpg" else "-"
     size = "native" if args.size == 0 else (args.size or "model")  # --size native is 0, no size is None
-    settings = {"checkpoint": content_digest(checkpoint), "size": size,
-                "tile": args.tile, "threshold": args.threshold, "vmax": args.vmax,
-                "raw_clipping": "yes" if args.raw_clipping else "no", "jpeg_quality": quality, "map": args.map,
-                "alpha": args.alpha}
+    settings = {
+        "checkpoint": content_digest(checkpoint),
+        "size": size,
+        "tile": args.tile,
+        "threshold": args.threshold,
+        "vmax": args.vmax,
+        "raw_clipping": "yes" if args.raw_clipping else "no",
+        "jpeg_quality": quality,
+        "map": args.map,
+        "alpha": args.alpha,
+    }
     return " ".join(f"{key}={value}" for key, value in settings.items())
 
 
@@ -23,8 +31,10 @@ def earlier_rows(output, position):
     """(summary.csv's rows, the parts a killed torchrun run left, their rows in the order one process writes them;
     ``position``: {source: index} of this run's photos)."""
     parts = leftover_parts(output)
-    carried = sorted((row for part in parts for row in read_summary(part)),
-                     key=lambda row: position.get(row["source"], len(position)))
+    carried = sorted(
+        (row for part in parts for row in read_summary(part)),
+        key=lambda row: position.get(row["source"], len(position)),
+    )
     return read_summary(output / SUMMARY_NAME), parts, carried
 
 
@@ -51,10 +61,18 @@ def plan_run(args, earlier, position, stems, settings, paths):
         return (kept if parts or len(kept) < len(existing) else None), everything
     # an ok row of an older summary without the stops column is redone, so every row the run leaves has them
     last_ok = {row["source"]: n for n, row in enumerate(rows) if row["status"] == "ok" and row["stops"] != ""}
-    done = {position[source] for source, n in last_ok.items()
-            if source in position and rows[n]["output"] == stems[position[source]] and rows[n]["settings"] == settings
-            and all(path.is_file() for path in requested_outputs(args.output / stems[position[source]], args))
-            and same_content(paths[position[source]], rows[n]["photo_sha256"])}
-    kept = [row for n, row in enumerate(rows)
-            if row["source"] not in position or (position[row["source"]] in done and last_ok[row["source"]] == n)]
+    done = {
+        position[source]
+        for source, n in last_ok.items()
+        if source in position
+        and rows[n]["output"] == stems[position[source]]
+        and rows[n]["settings"] == settings
+        and all(path.is_file() for path in requested_outputs(args.output / stems[position[source]], args))
+        and same_content(paths[position[source]], rows[n]["photo_sha256"])
+    }
+    kept = [
+        row
+        for n, row in enumerate(rows)
+        if row["source"] not in position or (position[row["source"]] in done and last_ok[row["source"]] == n)
+    ]
     return (kept if parts or len(kept) < len(existing) else None), [i for i in everything if i not in done]

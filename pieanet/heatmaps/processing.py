@@ -1,6 +1,7 @@
 """Processing the photos of a run: each batch read and predicted at the working size on a worker thread
 (prepare_batch; overlap.py) while the main thread makes the full-size maps, writes each photo's files (writing.py),
 numbers and summary row in the photos' order; a photo that fails is one row with status failed, the others go on."""
+
 import numpy as np
 
 from pieanet import runtime
@@ -50,9 +51,13 @@ def process(photos, model, args, settings, summary, progress, owned=frozenset(),
         rows.append(row)
         progress.update()
 
-    batches = [photos[start:start + args.batch_size] for start in range(0, len(photos), args.batch_size)]
-    for unreadable, batch in in_order(lambda photos: prepare_batch(photos, model, args, settings), batches,
-                                      workers=PREPARE_WORKERS, ahead=PREPARE_WORKERS):
+    batches = [photos[start : start + args.batch_size] for start in range(0, len(photos), args.batch_size)]
+    for unreadable, batch in in_order(
+        lambda photos: prepare_batch(photos, model, args, settings),
+        batches,
+        workers=PREPARE_WORKERS,
+        ahead=PREPARE_WORKERS,
+    ):
         for path, row, reason in unreadable:
             finish(path, row, reason)
         for path, row, prefix, image, clipped, unjudged, residual in batch:
@@ -66,14 +71,20 @@ def process(photos, model, args, settings, summary, progress, owned=frozenset(),
             mark_raw_clipping(row, residual, clipped, args.threshold, image)
             try:
                 note_output(args.output, prefix, row["source"])  # recorded before its files: a kill leaves them
-                written, kinds, vmax = write_outputs(args.output / prefix, image, residual, args, prefix in owned,
-                                                     proof, unjudged)
+                written, kinds, vmax = write_outputs(
+                    args.output / prefix, image, residual, args, prefix in owned, proof, unjudged
+                )
             except (OSError, ValueError, RuntimeError, MemoryError) as e:
                 finish(path, row, f"could not write outputs ({cli.one_line(e)})")
                 continue
             try:
-                row.update(residual_stats(residual, args.threshold, image, unjudged), vmax=vmax, status="ok",
-                           output=prefix, output_kinds=outputs.kinds_text(kinds))
+                row.update(
+                    residual_stats(residual, args.threshold, image, unjudged),
+                    vmax=vmax,
+                    status="ok",
+                    output=prefix,
+                    output_kinds=outputs.kinds_text(kinds),
+                )
                 finish(path, row)
             except BaseException:  # e.g. Ctrl-C: no photo has outputs without its summary row
                 remove(written)
@@ -105,6 +116,7 @@ def prepare_batch(photos, model, args, settings):
             continue
         row.update(height=image.shape[0], width=image.shape[1])
         loaded.append((path, row, prefix, image, clipped, not_judged))
-    residuals = runtime.predict(model, [image for *_, image, _, _ in loaded], args.size, args.tile, args.batch_size,
-                                deferred=True)
+    residuals = runtime.predict(
+        model, [image for *_, image, _, _ in loaded], args.size, args.tile, args.batch_size, deferred=True
+    )
     return unreadable, [(*photo, residual) for photo, residual in zip(loaded, residuals)]

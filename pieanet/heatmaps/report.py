@@ -10,6 +10,7 @@ column key and asc|desc, status = all, ok or failed). ``<body>`` counts the imag
 data-images-broken and data-images-pending (0 once every image has loaded or failed; an image the filter hides may
 never be fetched).
 """
+
 import html
 import math
 import os
@@ -33,12 +34,29 @@ REPORT_NAME = "index.html"
 GENERATOR = '<meta name="generator" content="P-IEA make_heatmap">'
 # pages of versions before GENERATOR: their <body> tag, found only in the pages they wrote
 EARLIER_SIGNATURE = '<body data-images-loaded="0" data-images-broken="0"><h1>Exposure heatmaps: '
-LABELS = {"file": "file", "size": "size (px)", "mean_residual": "mean r", "mean_abs_residual": "mean |r|",
-          "pct_over": "% over", "pct_under": "% under", "score": "holistic score",
-          "stops": "correction (stops)", "vmax": "vmax (colour scale)",
-          "pct_raw_clipped": "% raw clipped", "status": "status", "error": "error"}
-DECIMALS = {"mean_residual": 4, "mean_abs_residual": 4, "pct_over": 2, "pct_under": 2, "score": 3, "stops": 2,
-            "vmax": 3}
+LABELS = {
+    "file": "file",
+    "size": "size (px)",
+    "mean_residual": "mean r",
+    "mean_abs_residual": "mean |r|",
+    "pct_over": "% over",
+    "pct_under": "% under",
+    "score": "holistic score",
+    "stops": "correction (stops)",
+    "vmax": "vmax (colour scale)",
+    "pct_raw_clipped": "% raw clipped",
+    "status": "status",
+    "error": "error",
+}
+DECIMALS = {
+    "mean_residual": 4,
+    "mean_abs_residual": 4,
+    "pct_over": 2,
+    "pct_under": 2,
+    "score": 3,
+    "stops": 2,
+    "vmax": 3,
+}
 BROWSER_FORMATS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".avif"})  # photos shown inline
 # make_heatmap's bookkeeping: in summary.csv, not shown
 HIDDEN_COLUMNS = frozenset({"source", "output", "settings", "photo_sha256", "output_kinds"})
@@ -170,6 +188,7 @@ SCRIPT = """
 
 class ReportError(PieaError):
     """index.html could not be built or written; the message names the file."""
+
     exit_code = EXIT_USAGE
 
 
@@ -181,8 +200,10 @@ def read_summary(path):
     except UnreadableSummary as e:
         raise ReportError(str(e)) from e
     if not {"file", "status"} <= set(header):
-        raise ReportError(f"{path}: expected a make_heatmap summary with 'file' and 'status' columns, "
-                          f"found {', '.join(header) or 'none'}")
+        raise ReportError(
+            f"{path}: expected a make_heatmap summary with 'file' and 'status' columns, "
+            f"found {', '.join(header) or 'none'}"
+        )
     latest = {row.get("source") or row["file"]: row for row in rows if row["file"]}
     return header, sorted(latest.values(), key=lambda row: (row["file"], row.get("source", "")))
 
@@ -216,8 +237,11 @@ def column_type(key, rows):
 def shown_columns(header, rows):
     """table_columns less those empty in every row (e.g. % raw clipped of a run without RAW files); file and status
     always."""
-    return [key for key in table_columns(header)
-            if key in ("file", "status") or any(cell(key, "text", row)[0] != "" for row in rows)]
+    return [
+        key
+        for key in table_columns(header)
+        if key in ("file", "status") or any(cell(key, "text", row)[0] != "" for row in rows)
+    ]
 
 
 def cell(key, kind, row):
@@ -260,16 +284,20 @@ def figure(caption, target, page_dir, row, note=None):
     # the photo's size reserves each image's box before it loads (a lazy image's position depends on the others)
     size = f' width="{width:.0f}" height="{height:.0f}"' if width and height and math.isfinite(width * height) else ""
     alt = html.escape(f"{caption} of {row['file']}")
-    return (f'<figure><a href="{url}"><img src="{url}" loading="lazy" alt="{alt}"{size}></a>'
-            f"<figcaption>{caption}</figcaption></figure>")
+    return (
+        f'<figure><a href="{url}"><img src="{url}" loading="lazy" alt="{alt}"{size}></a>'
+        f"<figcaption>{caption}</figcaption></figure>"
+    )
 
 
 def photo_card(index, row, photo, files, page_dir):
     """The photo, its heatmap and its overlay side by side (a failed photo: its error and a link to it); ``files``:
     {role: path} of the outputs the row records that exist (found_outputs)."""
     ok = row["status"] == "ok"
-    parts = [f'<section class="photo{"" if ok else " failed"}" data-index="{index}">',
-             f"<h2>{html.escape(row['file'])}</h2>"]
+    parts = [
+        f'<section class="photo{"" if ok else " failed"}" data-index="{index}">',
+        f"<h2>{html.escape(row['file'])}</h2>",
+    ]
     if not ok:
         parts.append(f'<p class="error">{html.escape(row["status"])}: {html.escape(row.get("error", ""))}</p>')
         note = ""
@@ -294,24 +322,31 @@ def legend(threshold, checkpoint):
     stops = ", ".join(f"rgb({r},{g},{b}) {100 * i / (len(steps) - 1):g}%" for i, (r, g, b) in enumerate(colours))
     settings = []
     if threshold is not None:
-        settings.append(f"threshold t = {threshold:g} (% over: share of pixels with r &lt; &minus;t; "
-                        "% under: r &gt; t)")
+        settings.append(
+            f"threshold t = {threshold:g} (% over: share of pixels with r &lt; &minus;t; % under: r &gt; t)"
+        )
     if checkpoint is not None:
         settings.append(f"checkpoint: {html.escape(printable(str(checkpoint)))}")
-    return ('<div class="legend"><div><div class="bar" style="background: linear-gradient(to right, '
-            f'{stops})"></div><div class="bar-labels"><span>under (r &gt; 0)</span><span>ideal</span>'
-            "<span>over (r &lt; 0)</span></div></div>"
-            "<p>r = (grey(ideal) &minus; grey(photo)) / 255 per pixel: blue = under-exposed (r &gt; 0), white = "
-            "ideal, red = over-exposed (r &lt; 0); a heatmap's colours are full at |r| = its vmax. "
-            "Holistic score = 10 (1 &minus; mean |r|). Correction (stops) = the exposure change the map implies: "
-            "the median over unclipped pixels of log<sub>2</sub> of the linear-light ratio of grey + 255 r to grey "
-            "(+1 = one stop more light, &minus;1 = one stop less; 0 = as it should be). Two views of the same map "
-            "(make_heatmap --map): r in grey levels grows with a pixel's brightness, so one global error looks "
-            "strongest in the highlights; --map stops draws the correction per pixel in stops, where it is one flat "
-            "colour. A grey checkerboard marks pixels not judged (transparent; in the stops view also clipped or "
-            f"crushed).<br>{'<br>'.join(settings)}"
-            + ("<br>(the settings of the latest run; earlier runs into this folder may have used others)"
-               if settings else "") + "</p></div>")
+    return (
+        '<div class="legend"><div><div class="bar" style="background: linear-gradient(to right, '
+        f'{stops})"></div><div class="bar-labels"><span>under (r &gt; 0)</span><span>ideal</span>'
+        "<span>over (r &lt; 0)</span></div></div>"
+        "<p>r = (grey(ideal) &minus; grey(photo)) / 255 per pixel: blue = under-exposed (r &gt; 0), white = "
+        "ideal, red = over-exposed (r &lt; 0); a heatmap's colours are full at |r| = its vmax. "
+        "Holistic score = 10 (1 &minus; mean |r|). Correction (stops) = the exposure change the map implies: "
+        "the median over unclipped pixels of log<sub>2</sub> of the linear-light ratio of grey + 255 r to grey "
+        "(+1 = one stop more light, &minus;1 = one stop less; 0 = as it should be). Two views of the same map "
+        "(make_heatmap --map): r in grey levels grows with a pixel's brightness, so one global error looks "
+        "strongest in the highlights; --map stops draws the correction per pixel in stops, where it is one flat "
+        "colour. A grey checkerboard marks pixels not judged (transparent; in the stops view also clipped or "
+        f"crushed).<br>{'<br>'.join(settings)}"
+        + (
+            "<br>(the settings of the latest run; earlier runs into this folder may have used others)"
+            if settings
+            else ""
+        )
+        + "</p></div>"
+    )
 
 
 def render(header, rows, photos, files, page_dir, title, threshold=None, checkpoint=None):
@@ -319,8 +354,11 @@ def render(header, rows, photos, files, page_dir, title, threshold=None, checkpo
     types = {key: column_type(key, rows) for key in keys}
     trust = trust_statement(checkpoint)
     failed = sum(row["status"] != "ok" for row in rows)
-    head = "".join(f'<th data-key="{html.escape(key)}" data-type="{types[key]}" aria-sort="none">'
-                   f'<button type="button">{html.escape(LABELS.get(key, key))}</button></th>' for key in keys)
+    head = "".join(
+        f'<th data-key="{html.escape(key)}" data-type="{types[key]}" aria-sort="none">'
+        f'<button type="button">{html.escape(LABELS.get(key, key))}</button></th>'
+        for key in keys
+    )
     body = []
     for index, row in enumerate(rows):
         cells = []
@@ -330,23 +368,26 @@ def render(header, rows, photos, files, page_dir, title, threshold=None, checkpo
         status = html.escape(row["status"])
         marked = "" if status == "ok" else ' class="failed"'
         body.append(f'<tr data-index="{index}" data-status="{status}"{marked}>{"".join(cells)}</tr>')
-    cards = "".join(photo_card(index, row, photo, found, page_dir)
-                    for index, (row, photo, found) in enumerate(zip(rows, photos, files)))
-    return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
-            f'<meta name="viewport" content="width=device-width, initial-scale=1">{GENERATOR}'
-            f"<title>{html.escape(title)}</title><style>{STYLE}</style><script>{SCRIPT}</script></head>\n"
-            f'<body data-images-loaded="0" data-images-broken="0">'
-            f"<h1>{html.escape(title)}</h1>"
-            + (f'<p class="trust"><strong>How far to trust these maps:</strong> {html.escape(trust)}</p>' if trust
-               else "") +
-            f"<p>{len(rows)} photos, {failed} failed (from summary.csv; a photo run more than once shows its latest "
-            "row). Click a column header to sort, again to reverse.</p>"
-            f"{legend(threshold, checkpoint)}"
-            f'<p class="controls">Show: <button type="button" data-status="all">all ({len(rows)})</button>'
-            f'<button type="button" data-status="failed">failed only ({failed})</button> '
-            f'<span id="shown">{len(rows)}</span> shown</p>'
-            f'<table id="summary"><thead><tr>{head}</tr></thead><tbody>\n{chr(10).join(body)}\n</tbody></table>'
-            f'<div id="gallery">\n{cards}\n</div></body></html>\n')
+    cards = "".join(
+        photo_card(index, row, photo, found, page_dir)
+        for index, (row, photo, found) in enumerate(zip(rows, photos, files))
+    )
+    return (
+        f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+        f'<meta name="viewport" content="width=device-width, initial-scale=1">{GENERATOR}'
+        f"<title>{html.escape(title)}</title><style>{STYLE}</style><script>{SCRIPT}</script></head>\n"
+        f'<body data-images-loaded="0" data-images-broken="0">'
+        f"<h1>{html.escape(title)}</h1>"
+        + (f'<p class="trust"><strong>How far to trust these maps:</strong> {html.escape(trust)}</p>' if trust else "")
+        + f"<p>{len(rows)} photos, {failed} failed (from summary.csv; a photo run more than once shows its latest "
+        "row). Click a column header to sort, again to reverse.</p>"
+        f"{legend(threshold, checkpoint)}"
+        f'<p class="controls">Show: <button type="button" data-status="all">all ({len(rows)})</button>'
+        f'<button type="button" data-status="failed">failed only ({failed})</button> '
+        f'<span id="shown">{len(rows)}</span> shown</p>'
+        f'<table id="summary"><thead><tr>{head}</tr></thead><tbody>\n{chr(10).join(body)}\n</tbody></table>'
+        f'<div id="gallery">\n{cards}\n</div></body></html>\n'
+    )
 
 
 def check_replaceable(output_dir):
@@ -366,8 +407,10 @@ def check_replaceable(output_dir):
         ours = GENERATOR.encode() in head or EARLIER_SIGNATURE.encode() in head
         reason = "is not a page make_heatmap wrote"
     if not ours:
-        raise ReportError(f"{page}: exists and {reason}; it is never replaced: move it away, choose another "
-                          "--output, or use --no-report")
+        raise ReportError(
+            f"{page}: exists and {reason}; it is never replaced: move it away, choose another "
+            "--output, or use --no-report"
+        )
 
 
 def write_report(output_dir, summary_csv, input_base, threshold=None, checkpoint=None):
@@ -381,8 +424,16 @@ def write_report(output_dir, summary_csv, input_base, threshold=None, checkpoint
     files = [found_outputs(output_dir, row) for row in rows]
     page = output_dir / REPORT_NAME
     check_replaceable(output_dir)
-    text = render(header, rows, photos, files, output_dir, f"Exposure heatmaps: {printable(output_dir.resolve().name)}",
-                  threshold, checkpoint)
+    text = render(
+        header,
+        rows,
+        photos,
+        files,
+        output_dir,
+        f"Exposure heatmaps: {printable(output_dir.resolve().name)}",
+        threshold,
+        checkpoint,
+    )
     try:
         with atomic_write(page) as tmp:
             tmp.write_text(text, encoding="utf-8")

@@ -2,6 +2,7 @@
 (pieanet.runtime), the output folder locked (one run at a time), the run planned (planning.py), this process's share
 of the photos processed (processing.py; under torchrun every world_size-th batch, rank 0 merging the parts), the
 table printed and index.html written (report.py)."""
+
 import argparse
 import contextlib
 import sys
@@ -13,8 +14,18 @@ from pieanet.heatmaps.ledger import OutputLedger, ledger, tidy_ledger
 from pieanet.heatmaps.outputs import occupied_prefixes, output_stems
 from pieanet.heatmaps.planning import earlier_rows, plan_run, result_settings
 from pieanet.heatmaps.processing import process
-from pieanet.heatmaps.summary import (SUMMARY_NAME, SummaryError, SummaryLog, check_bookkeeping_files,
-                                      leftover_parts, merge_parts, part_path, photo_keys, taken_stems, write_summary)
+from pieanet.heatmaps.summary import (
+    SUMMARY_NAME,
+    SummaryError,
+    SummaryLog,
+    check_bookkeeping_files,
+    leftover_parts,
+    merge_parts,
+    part_path,
+    photo_keys,
+    taken_stems,
+    write_summary,
+)
 from pieanet.heatmaps.writing import remove
 from pieanet.utils import cli, distributed, folders
 from pieanet.utils.errors import EXIT_INTERRUPTED
@@ -34,8 +45,11 @@ def make_heatmaps(args: argparse.Namespace, default_input: Path) -> int:
     bases = [source if source.is_dir() else source.parent for source in sources]
     for source, base in zip(sources, bases):
         if args.output.exists() and base.resolve() == args.output.resolve():
-            raise cli.UsageError(f"{args.output}: the output folder is the input " + ("folder" if source.is_dir() else
-                                 "photo's folder") + "; choose another --output")
+            raise cli.UsageError(
+                f"{args.output}: the output folder is the input "
+                + ("folder" if source.is_dir() else "photo's folder")
+                + "; choose another --output"
+            )
     cli.check_path_room(args.output)  # before anything reads or writes in it
     if not args.no_report:
         report.check_replaceable(args.output)  # a ReportError: exit 2; checked again before writing, under the lock
@@ -92,7 +106,7 @@ def process_share(paths, bases, model, args, settings, group, folder_errors):
                 with contextlib.suppress(OSError):  # a sub-folder that is a link: nothing removed through it
                     remove_orphan_temporaries(folders.inside(args.output, folder))
     group.barrier()
-    batches = [todo[start:start + args.batch_size] for start in range(0, len(todo), args.batch_size)]
+    batches = [todo[start : start + args.batch_size] for start in range(0, len(todo), args.batch_size)]
     mine = [index for batch in group.shard(batches) for index in batch]
     summary = SummaryLog(part_path(args.output, group.rank) if group.distributed else args.output / SUMMARY_NAME)
     rows, error, interrupted, progress = [], None, False, None
@@ -125,8 +139,14 @@ def process_share(paths, bases, model, args, settings, group, folder_errors):
     untidy = tidy_ledger(args.output)
     if untidy:
         print(f"{PROG}: {untidy}", file=sys.stderr)
-    return (sorted((row for shard_rows, _, _ in shards for row in shard_rows), key=order), len(paths) - len(todo),
-            sum(failed for _, failed, _ in shards), [error for _, _, error in shards if error], replaced, interrupted)
+    return (
+        sorted((row for shard_rows, _, _ in shards for row in shard_rows), key=order),
+        len(paths) - len(todo),
+        sum(failed for _, failed, _ in shards),
+        [error for _, _, error in shards if error],
+        replaced,
+        interrupted,
+    )
 
 
 def finish_run(args, base, done):
@@ -141,26 +161,32 @@ def finish_run(args, base, done):
         trust = trust_statement(args.checkpoint)
         if trust:
             print(f"How far to trust these maps: {trust}")
-        print(f"{len(rows) - sum(r['status'] != 'ok' for r in rows)} of {len(rows)} images done; heatmaps and "
-              f"summary.csv in {shown(args.output)}"
-              + (f"; {skipped} already done, skipped (--resume)" if skipped else "")
-              + (f"; {replaced} row(s) of earlier runs for these photos replaced" if replaced > 0 else "")
-              + (f"; {failed} failed (see stderr)" if failed else ""))
+        print(
+            f"{len(rows) - sum(r['status'] != 'ok' for r in rows)} of {len(rows)} images done; heatmaps and "
+            f"summary.csv in {shown(args.output)}"
+            + (f"; {skipped} already done, skipped (--resume)" if skipped else "")
+            + (f"; {replaced} row(s) of earlier runs for these photos replaced" if replaced > 0 else "")
+            + (f"; {failed} failed (see stderr)" if failed else "")
+        )
     else:
-        print(f"nothing to do: {skipped} already done, skipped (--resume), every image of the input; heatmaps and "
-              f"summary.csv in {shown(args.output)}")
+        print(
+            f"nothing to do: {skipped} already done, skipped (--resume), every image of the input; heatmaps and "
+            f"summary.csv in {shown(args.output)}"
+        )
     # written by rank 0 after the merge: the report shows every process's rows
     if not args.no_report:
         try:
-            page = report.write_report(args.output, args.output / SUMMARY_NAME, base, args.threshold,
-                                       args.checkpoint)
+            page = report.write_report(args.output, args.output / SUMMARY_NAME, base, args.threshold, args.checkpoint)
         except report.ReportError as e:
             print(f"{PROG}: {shown(e)}", file=sys.stderr)
             return cli.EXIT_FAILED
         print(f"report: {shown(page)}")
     if interrupted:
-        print(f"{PROG}: interrupted; the {len(rows)} photo(s) finished are in summary.csv and the report; --resume "
-              "does the rest", file=sys.stderr)
+        print(
+            f"{PROG}: interrupted; the {len(rows)} photo(s) finished are in summary.csv and the report; --resume "
+            "does the rest",
+            file=sys.stderr,
+        )
         return EXIT_INTERRUPTED
     return cli.EXIT_FAILED if failed else cli.EXIT_OK
 
@@ -170,12 +196,16 @@ def print_table(rows):
     sizes = [f"{row['width']}x{row['height']}" if row["width"] != "" else "-" for row in rows]
     name_width = max([32] + [len(shown(row["file"])) for row in rows])
     size_width = max([11] + [len(size) for size in sizes])
-    print(f"{'file':<{name_width}} {'size':>{size_width}} {'mean r':>8} {'mean|r|':>8} {'%over':>7} {'%under':>7} "
-          f"{'score':>6} {'stops':>6}  status")
+    print(
+        f"{'file':<{name_width}} {'size':>{size_width}} {'mean r':>8} {'mean|r|':>8} {'%over':>7} {'%under':>7} "
+        f"{'score':>6} {'stops':>6}  status"
+    )
     for row, size in zip(rows, sizes):
         if row["status"] == "ok":
-            numbers = (f"{row['mean_residual']:>8.4f} {row['mean_abs_residual']:>8.4f} {row['pct_over']:>7.2f} "
-                       f"{row['pct_under']:>7.2f} {row['score']:>6.3f} {row['stops']:>+6.2f}")
+            numbers = (
+                f"{row['mean_residual']:>8.4f} {row['mean_abs_residual']:>8.4f} {row['pct_over']:>7.2f} "
+                f"{row['pct_under']:>7.2f} {row['score']:>6.3f} {row['stops']:>+6.2f}"
+            )
         else:
             numbers = f"{'-':>8} {'-':>8} {'-':>7} {'-':>7} {'-':>6} {'-':>6}"
         print(f"{shown(row['file']):<{name_width}} {size:>{size_width}} {numbers}  {row['status']}")
@@ -187,6 +217,8 @@ def input_sources(args, default):
     if args.inputs:
         return args.inputs
     if not default.exists():
-        raise cli.UsageError(f"no photos given and no {default.name}/ folder here; name them with --input PATH (files "
-                             "or folders, several allowed) or as paths after the options")
+        raise cli.UsageError(
+            f"no photos given and no {default.name}/ folder here; name them with --input PATH (files "
+            "or folders, several allowed) or as paths after the options"
+        )
     return [default]

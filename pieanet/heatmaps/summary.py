@@ -7,6 +7,7 @@ that share a relative ``file`` name are told apart. Its outputs are named by out
 chose when the photo was done is stored in its row's ``output`` column, the kinds of file written in
 ``output_kinds``; the report reads them from there.
 """
+
 import csv
 import hashlib
 import io
@@ -22,20 +23,41 @@ from pieanet.utils.safety import TextFileError, csv_cell, csv_value, first_line,
 
 SUMMARY_NAME = "summary.csv"
 PART_NAME = re.compile(r"summary\.rank(\d+)\.csv")  # one process's rows while a torchrun run works
-SUMMARY_FIELDS = ["file", "width", "height", "mean_residual", "mean_abs_residual", "pct_over", "pct_under", "score",
-                  "stops", "vmax", "pct_raw_clipped", "status", "error", "source", "output", "settings",
-                  "photo_sha256", "output_kinds"]
+SUMMARY_FIELDS = [
+    "file",
+    "width",
+    "height",
+    "mean_residual",
+    "mean_abs_residual",
+    "pct_over",
+    "pct_under",
+    "score",
+    "stops",
+    "vmax",
+    "pct_raw_clipped",
+    "status",
+    "error",
+    "source",
+    "output",
+    "settings",
+    "photo_sha256",
+    "output_kinds",
+]
 # the columns of earlier summary.csv files: before the stops column, before photo_sha256 (the photo's content, which
 # --resume compares), and before output_kinds (the files written, outputs.py). Read with the missing cells
 # empty (so --resume redoes those photos: their rows lack the stops, or their content is unknown; the report finds an
 # old row's files by its settings, outputs.recorded_files), and rewritten with every column before the first row is
 # appended.
-EARLIER_FIELDS = [[field for field in SUMMARY_FIELDS if field not in ("stops", "photo_sha256", "output_kinds")],
-                  SUMMARY_FIELDS[:-2], SUMMARY_FIELDS[:-1]]
+EARLIER_FIELDS = [
+    [field for field in SUMMARY_FIELDS if field not in ("stops", "photo_sha256", "output_kinds")],
+    SUMMARY_FIELDS[:-2],
+    SUMMARY_FIELDS[:-1],
+]
 
 
 class UnreadableSummary(PieaError):
     """A summary file that cannot be read as CSV text; the message names the file."""
+
     exit_code = EXIT_USAGE
 
 
@@ -51,7 +73,7 @@ def photo_keys(path, base, output_dir):
 
 
 def content_digest(path, data=None):
-    """"sha256:" and the first 16 hex digits of the SHA-256 of the file's content: ``data`` (its bytes, already
+    """ "sha256:" and the first 16 hex digits of the SHA-256 of the file's content: ``data`` (its bytes, already
     read) when given, else the file at ``path`` read in 1 MiB blocks."""
     return f"sha256:{(file_sha256(path) if data is None else hashlib.sha256(data).hexdigest())[:16]}"
 
@@ -71,8 +93,9 @@ def read_table(path, missing_ok=False):
         with open(os.open(path, os.O_RDONLY | NOFOLLOW), newline="", encoding="utf-8") as f:
             reader = csv.reader(f)
             header = next(reader, [])
-            return header, [dict(zip(header, map(csv_value, values))) for values in reader
-                            if len(values) == len(header)]
+            return header, [
+                dict(zip(header, map(csv_value, values))) for values in reader if len(values) == len(header)
+            ]
     except TextFileError as e:
         raise UnreadableSummary(str(e)) from e
     except FileNotFoundError as e:
@@ -86,20 +109,25 @@ def read_table(path, missing_ok=False):
 
 class SummaryError(PieaError):
     """summary.csv could not be written: the run stops (exit 1)."""
+
     exit_code = EXIT_FAILED
 
 
 def check_header(path, header):
     if header != SUMMARY_FIELDS and header not in EARLIER_FIELDS:
-        raise UsageError(f"{path}: an existing summary.csv with other columns ({', '.join(header)[:120]}); move "
-                             "it away or choose another --output")
+        raise UsageError(
+            f"{path}: an existing summary.csv with other columns ({', '.join(header)[:120]}); move "
+            "it away or choose another --output"
+        )
 
 
 def summary_values(row):
     """The cells of ``row`` as summary.csv holds them: floats to 6 decimals, text as valid UTF-8 (printable) that no
     spreadsheet runs as a formula (csv_cell; read_table reads it back unchanged)."""
-    return [f"{v:.6f}" if isinstance(v, float) else csv_cell(printable(v)) if isinstance(v, str) else v
-            for v in (row.get(k, "") for k in SUMMARY_FIELDS)]
+    return [
+        f"{v:.6f}" if isinstance(v, float) else csv_cell(printable(v)) if isinstance(v, str) else v
+        for v in (row.get(k, "") for k in SUMMARY_FIELDS)
+    ]
 
 
 def read_summary(path):
@@ -171,8 +199,9 @@ class SummaryLog:
             self.rows = read_summary(self.path)  # the run's records, to rewrite the file from if it is replaced
         except (OSError, UnicodeDecodeError, csv.Error, TextFileError) as e:
             reason = "a symbolic link" if self.path.is_symlink() else first_line(e, 200)
-            raise UsageError(f"{self.path}: cannot use it as the summary ({reason}); move it away or "
-                             "choose another --output") from e
+            raise UsageError(
+                f"{self.path}: cannot use it as the summary ({reason}); move it away or choose another --output"
+            ) from e
         self.notes = []
         self._remember()
 
@@ -196,8 +225,10 @@ class SummaryLog:
         os.close(self.fd)
         self.fd = fd
         self._remember()
-        self.notes.append(f"{self.path}: replaced or truncated by another program during the run; rewritten whole "
-                          f"from this run's records ({len(self.rows)} rows), nothing lost")
+        self.notes.append(
+            f"{self.path}: replaced or truncated by another program during the run; rewritten whole "
+            f"from this run's records ({len(self.rows)} rows), nothing lost"
+        )
 
     def _write(self, values):
         line = io.StringIO()
@@ -220,8 +251,10 @@ class SummaryLog:
             self.rows.append(row)
             self._remember()
         except OSError as e:
-            raise SummaryError(f"{self.path}: could not append a row ({e.strerror or first_line(e, 200)}); stopped, "
-                               "the rows before it are kept") from e
+            raise SummaryError(
+                f"{self.path}: could not append a row ({e.strerror or first_line(e, 200)}); stopped, "
+                "the rows before it are kept"
+            ) from e
 
     def close(self):
         """Stop appending; a summary replaced after the last row is rewritten first."""
@@ -229,8 +262,9 @@ class SummaryLog:
             if self.replaced():
                 self.restore()
         except OSError as e:
-            raise SummaryError(f"{self.path}: replaced during the run and could not be rewritten "
-                               f"({e.strerror or first_line(e, 200)})") from e
+            raise SummaryError(
+                f"{self.path}: replaced during the run and could not be rewritten ({e.strerror or first_line(e, 200)})"
+            ) from e
         finally:
             os.close(self.fd)
 

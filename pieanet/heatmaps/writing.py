@@ -1,6 +1,7 @@
 """One photo's files: the heatmap, overlay and colour bar (--map's view at --vmax's colour scale) and the residual
 .npy that the options ask for, each written atomically and only over a file the tool can prove it wrote (ledger.py);
 their names are outputs.py's."""
+
 import numpy as np
 
 from pieanet.heatmaps import outputs
@@ -8,8 +9,17 @@ from pieanet.heatmaps.ledger import OutputLedger
 from pieanet.heatmaps.outputs import output_path
 from pieanet.utils import folders
 from pieanet.utils.exposure import stops_map
-from pieanet.utils.heatmap import (STOPS_VMAX_FLOOR, VMAX_FLOOR, VMAX_PERCENTILE, draw_heatmap, draw_overlay,
-                                   image_stops_vmax, image_vmax, save_colorbar_heatmap, save_heatmap_png)
+from pieanet.utils.heatmap import (
+    STOPS_VMAX_FLOOR,
+    VMAX_FLOOR,
+    VMAX_PERCENTILE,
+    draw_heatmap,
+    draw_overlay,
+    image_stops_vmax,
+    image_vmax,
+    save_colorbar_heatmap,
+    save_heatmap_png,
+)
 from pieanet.utils.image_io import atomic_write, save_image
 
 DEFAULT_JPEG_QUALITY = 90
@@ -60,8 +70,13 @@ def write_outputs(stem, image, residual, args, owned=False, proof=None, not_judg
         remove(written)
         raise
     if owned:
-        remove([path for path in set(output_path(stem, kind) for kind in outputs.KINDS) - set(written)
-                if proof.owns(folders.inside(args.output, path))])
+        remove(
+            [
+                path
+                for path in set(output_path(stem, kind) for kind in outputs.KINDS) - set(written)
+                if proof.owns(folders.inside(args.output, path))
+            ]
+        )
     return written, kinds, vmax
 
 
@@ -75,13 +90,16 @@ def output_writers(stem, image, residual, vmax, scale_note, args, not_judged=Non
     values = drawn_values(image, residual, args.map) if values is None else values
     view = args.map
     palette = not options and view == "residual" and not_judged is None  # PNG: an 8-bit palette, the same colours
-    return {outputs.HEATMAP: (lambda p: save_heatmap_png(p, residual, vmax)) if palette else
-            (lambda p: save_image(p, draw_heatmap(values, vmax, view, not_judged), **options)),
-            outputs.RESIDUAL: lambda p: save_npy(p, residual),
-            outputs.OVERLAY: lambda p: save_image(p, draw_overlay(image, values, vmax, view, not_judged), **options),
-            outputs.COLORBAR: lambda p: save_colorbar_heatmap(p, values, title=stem.name, vmax=vmax,
-                                                              scale_note=scale_note, view=view,
-                                                              not_judged=not_judged)}
+    return {
+        outputs.HEATMAP: (lambda p: save_heatmap_png(p, residual, vmax))
+        if palette
+        else (lambda p: save_image(p, draw_heatmap(values, vmax, view, not_judged), **options)),
+        outputs.RESIDUAL: lambda p: save_npy(p, residual),
+        outputs.OVERLAY: lambda p: save_image(p, draw_overlay(image, values, vmax, view, not_judged), **options),
+        outputs.COLORBAR: lambda p: save_colorbar_heatmap(
+            p, values, title=stem.name, vmax=vmax, scale_note=scale_note, view=view, not_judged=not_judged
+        ),
+    }
 
 
 def requested_kinds(args):

@@ -2,6 +2,7 @@
 language of configs/rules/, the measures and the score) over the photo's regions (regions.py: faces, bodies, subject,
 background, point lights, found without learning). ``run`` is the whole command on score.py's parsed options.
 """
+
 import json
 
 import numpy as np
@@ -16,8 +17,14 @@ from pieanet.utils.safety import shown
 PROG = "score"
 
 
-def score_photo(model, rules: RuleBase, photo: np.ndarray, threshold: float | None = None, size: int | None = None,
-                tile: int | None = cli.DEFAULT_TILE) -> dict:
+def score_photo(
+    model,
+    rules: RuleBase,
+    photo: np.ndarray,
+    threshold: float | None = None,
+    size: int | None = None,
+    tile: int | None = cli.DEFAULT_TILE,
+) -> dict:
     """The rule base's result (see ``RuleBase.score``) for one photo (H x W x 3 float in [0, 1], or H x W x 4 with
     alpha: its transparent pixels are not judged, utils.alpha)."""
     photo, not_judged = judged_photo(photo)
@@ -51,8 +58,11 @@ def run(args) -> int:
                 progress.update()
             results.append(result)
             if not args.json:
-                print(f"{shown(file)}: {result['score']:.0f}/100 ({rules.name}, {result['combine']} of "
-                      f"{len(rules.criteria)} criteria, threshold {result['threshold']:g})", flush=True)
+                print(
+                    f"{shown(file)}: {result['score']:.0f}/100 ({rules.name}, {result['combine']} of "
+                    f"{len(rules.criteria)} criteria, threshold {result['threshold']:g})",
+                    flush=True,
+                )
                 for line in explain(result):
                     print(f"  {line}")
     if args.json:

@@ -13,6 +13,7 @@
 
 Detection runs on a copy of the photo whose longer side is at most ANALYSIS_SIZE; masks are returned at any shape.
 """
+
 from functools import cache, cached_property
 
 import numpy as np
@@ -26,10 +27,10 @@ from pieanet.utils.exposure import gray
 
 REGION_NAMES = ("all", "faces", "bodies", "people", "subject", "background", "lights")
 ANALYSIS_SIZE = 512
-NEAR_WHITE = 0.95          # gray level of a light source's core
-MAX_LIGHT_AREA = 0.005     # a point light covers at most this fraction of the image
-HALO_RADIUS = 0.02         # halo around a light, fraction of the image diagonal
-UNIFORM_BORDER = 0.05      # border colour std below which the background is a plain backdrop (product shots)
+NEAR_WHITE = 0.95  # gray level of a light source's core
+MAX_LIGHT_AREA = 0.005  # a point light covers at most this fraction of the image
+HALO_RADIUS = 0.02  # halo around a light, fraction of the image diagonal
+UNIFORM_BORDER = 0.05  # border colour std below which the background is a plain backdrop (product shots)
 MIN_SUBJECT_AREA, MAX_SUBJECT_AREA = 0.02, 0.8  # outside these fractions the saliency map is not trusted
 
 
@@ -54,7 +55,7 @@ def resize_mask(mask, shape):
 def box_mask(shape, boxes):
     mask = np.zeros(shape, dtype=bool)
     for top, left, height, width in boxes:
-        mask[max(0, top):max(0, top + height), max(0, left):max(0, left + width)] = True
+        mask[max(0, top) : max(0, top + height), max(0, left) : max(0, left + width)] = True
     return mask
 
 
@@ -70,9 +71,14 @@ def detect_faces(photo):
     side = min(small.shape[:2])
     if side < 24:
         return []
-    found = _face_cascade().detect_multi_scale(img=small, scale_factor=1.2, step_ratio=1.2,
-                                               min_size=(side // 10, side // 10), max_size=(side, side),
-                                               min_neighbor_number=4)
+    found = _face_cascade().detect_multi_scale(
+        img=small,
+        scale_factor=1.2,
+        step_ratio=1.2,
+        min_size=(side // 10, side // 10),
+        max_size=(side, side),
+        min_neighbor_number=4,
+    )
     scale = photo.shape[0] / small.shape[0]
     return [tuple(round(d[k] * scale) for k in ("r", "c", "height", "width")) for d in found]
 
@@ -83,8 +89,9 @@ def body_boxes(faces, shape):
     for top, left, height, width in faces:
         chin = top + height
         body_left = max(0, left - width)
-        boxes.append((chin, body_left, min(shape[0], chin + 7 * height) - chin,
-                      min(shape[1], left + 2 * width) - body_left))
+        boxes.append(
+            (chin, body_left, min(shape[0], chin + 7 * height) - chin, min(shape[1], left + 2 * width) - body_left)
+        )
     return boxes
 
 

@@ -4,6 +4,7 @@ The language is documented in configs/rules/README.md. ``load_rules(path)`` chec
 ``RuleError("<file>:<line>: <key>: <what is wrong>")``; ``RuleBase.score(residual, regions)`` returns the score, the
 table row each criterion matched and the measured values.
 """
+
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,7 +40,10 @@ def _stops(r, pixels):
 # the correction in stops the map implies for a region (_stops), when it asks for more light, for less, either way:
 # measure name -> function of that correction (RuleBase.score computes it once per region for all three)
 FROM_STOPS: dict[str, Callable[[float], float]] = {
-    "stops_under": lambda stops: max(0.0, stops), "stops_over": lambda stops: max(0.0, -stops), "stops_off": abs}
+    "stops_under": lambda stops: max(0.0, stops),
+    "stops_over": lambda stops: max(0.0, -stops),
+    "stops_off": abs,
+}
 # measure name -> (function of (r, photo pixels (N x 3), threshold) over the region's pixels, is it a fraction of
 # pixels); only the measures in NEEDS_PHOTO read the photo
 MEASURES: dict[str, tuple[Callable[..., float], bool]] = {
@@ -61,6 +65,7 @@ CRITERION_KEYS = {"name", "region", "measure", "table", "weight", "if_empty"}
 
 class RuleError(PieaError, ValueError):
     """A rule file that does not follow the rule language."""
+
     exit_code = EXIT_USAGE
 
 
@@ -125,8 +130,9 @@ class RuleBase:
             else:
                 value = function(residual if whole else residual[mask], pixels, t)
             index, row = c.match(value)
-            results.append({**result, "value": value, "row": index + 1, "row_max": row.max, "score": row.score,
-                            "weight": c.weight})
+            results.append(
+                {**result, "value": value, "row": index + 1, "row_max": row.max, "score": row.score, "weight": c.weight}
+            )
         scored = [r for r in results if "score" in r]
         if not scored:
             total = 100.0
@@ -134,8 +140,7 @@ class RuleBase:
             total = min(r["score"] for r in scored)
         else:
             total = sum(r["score"] * r["weight"] for r in scored) / sum(r["weight"] for r in scored)
-        return {"rules": self.name, "score": float(total), "combine": self.combine, "threshold": t,
-                "criteria": results}
+        return {"rules": self.name, "score": float(total), "combine": self.combine, "threshold": t, "criteria": results}
 
 
 def judged(mask, not_judged):
@@ -171,8 +176,9 @@ def resolve_rules(name_or_path):
     if Path(name_or_path).suffix in (".yaml", ".yml"):
         return Path(name_or_path)  # reading it names the missing file
     shipped = shipped_names(RULES_DIR)
-    raise RuleError(f"{name_or_path}: no such rule file and not a shipped rule name; expected a .yaml path or one of "
-                    f"{shipped}")
+    raise RuleError(
+        f"{name_or_path}: no such rule file and not a shipped rule name; expected a .yaml path or one of {shipped}"
+    )
 
 
 def load_rules(name_or_path):
@@ -201,9 +207,14 @@ def load_rules(name_or_path):
     criteria = [_criterion(item) for item in items]
     combine = top["combine"].choice(COMBINE) if "combine" in top else "min"
     threshold = top["threshold"].number(low=0.0, high=1.0) if "threshold" in top else DEFAULT_THRESHOLD
-    return RuleBase(name=top["name"].string() if "name" in top else path.stem,
-                    description=top["description"].string() if "description" in top else "",
-                    criteria=criteria, combine=combine, threshold=threshold, source=str(path))
+    return RuleBase(
+        name=top["name"].string() if "name" in top else path.stem,
+        description=top["description"].string() if "description" in top else "",
+        criteria=criteria,
+        combine=combine,
+        threshold=threshold,
+        source=str(path),
+    )
 
 
 def _criterion(node):
@@ -229,8 +240,14 @@ def _criterion(node):
     weight = keys["weight"].number(low=0.0) if "weight" in keys else 1.0
     if weight == 0:
         keys["weight"].fail("must be above 0 (remove the criterion to ignore it)")
-    return Criterion(name=keys["name"].string() if "name" in keys else f"{measure} in {region}", region=region,
-                     measure=measure, table=table, weight=weight, if_empty=if_empty)
+    return Criterion(
+        name=keys["name"].string() if "name" in keys else f"{measure} in {region}",
+        region=region,
+        measure=measure,
+        table=table,
+        weight=weight,
+        if_empty=if_empty,
+    )
 
 
 class _Node:
@@ -254,7 +271,8 @@ class _Node:
             child = _Node(value_node, self.file, f"{self.path}.{key}" if self.path else key)
             if key not in allowed:
                 _Node(key_node, self.file, child.path).fail(
-                    f"unknown key; expected one of {', '.join(sorted(allowed))}")
+                    f"unknown key; expected one of {', '.join(sorted(allowed))}"
+                )
             if key in children:
                 _Node(key_node, self.file, child.path).fail("duplicate key")
             children[key] = child
@@ -282,8 +300,9 @@ class _Node:
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not np.isfinite(value):
             self.fail(f"expected a number, got {brief(self.node.value)}")
         if (low is not None and value < low) or (high is not None and value > high):
-            self.fail(f"{value:g} is outside [{low if low is not None else '-inf'}, "
-                      f"{high if high is not None else 'inf'}]")
+            self.fail(
+                f"{value:g} is outside [{low if low is not None else '-inf'}, {high if high is not None else 'inf'}]"
+            )
         return float(value)
 
     def string(self):

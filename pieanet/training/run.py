@@ -3,6 +3,7 @@ validation (and the extra validation sets, measured as evaluate.py measures them
 saved with how they were made (state.provenance), last.pt for --resume (state.py). ``command`` is train_wavelet.py's
 whole run; ``train`` one run of a resolved config on a device.
 """
+
 import contextlib
 import math
 import random
@@ -21,14 +22,32 @@ from tqdm import tqdm
 
 from pieanet import evaluation
 from pieanet.datasets.iea40k import DatasetError, IEA40KDataset, read_split
-from pieanet.models import (CheckpointError, build_model, check_activations, check_config, freeze_except,
-                            load_torch_state, read_checkpoint, resolve_device, save_model, start_weights)
+from pieanet.models import (
+    CheckpointError,
+    build_model,
+    check_activations,
+    check_config,
+    freeze_except,
+    load_torch_state,
+    read_checkpoint,
+    resolve_device,
+    save_model,
+    start_weights,
+)
 from pieanet.models.efficientnet_lite import BackboneWeightsError
 from pieanet.training import config as train_config
 from pieanet.training.errors import SetupError, TrainingError
 from pieanet.training.sampler import ResumableSampler
-from pieanet.training.state import (COUNTERS, config_changes, experiment_folder, make_folder, provenance, rng_state,
-                                    save_state, set_rng_state)
+from pieanet.training.state import (
+    COUNTERS,
+    config_changes,
+    experiment_folder,
+    make_folder,
+    provenance,
+    rng_state,
+    save_state,
+    set_rng_state,
+)
 from pieanet.utils import cli, distributed, errors, folders, well_exposed
 from pieanet.utils.config import ConfigError, shipped_file, shipped_names
 from pieanet.utils.exposure import DEFAULT_THRESHOLD, bound_residual, gray
@@ -55,6 +74,7 @@ def lr_factor(opts, steps_per_epoch):
             return opts["lr_gamma"] ** (step // (opts["lr_step_epochs"] * steps_per_epoch))
         progress = min(1.0, (step - opts["warmup_steps"]) / max(1, total - opts["warmup_steps"]))
         return opts["lr_gamma"] + (1 - opts["lr_gamma"]) * 0.5 * (1 + math.cos(math.pi * progress))
+
     return factor
 
 
@@ -67,8 +87,10 @@ def rescale(image, maps, scale_range, generator):
     factor = low + (high - low) * torch.rand((), generator=generator).item()
     size = [max(8, round(side * factor)) for side in image.shape[-2:]]
     resize = dict(size=size, mode="bilinear", align_corners=False, antialias=factor < 1)
-    return (F.interpolate(image, **resize).clamp_(0, 1),
-            [F.interpolate(residual, **resize).clamp_(-1, 1) for residual in maps])
+    return (
+        F.interpolate(image, **resize).clamp_(0, 1),
+        [F.interpolate(residual, **resize).clamp_(-1, 1) for residual in maps],
+    )
 
 
 def bounded_prediction(prediction, image):
@@ -92,8 +114,9 @@ def resolve_config(path, overrides=()):
     building the model on the meta device (what it is built from and what it costs)."""
     found = shipped_file(path)
     if found is None:
-        raise ConfigError(f"{path}: config file not found; expected a YAML file or the name of a shipped config "
-                          f"({shipped_names()})")
+        raise ConfigError(
+            f"{path}: config file not found; expected a YAML file or the name of a shipped config ({shipped_names()})"
+        )
     config = train_config.load(found, overrides)
     model = config["model"]
     try:
@@ -104,8 +127,10 @@ def resolve_config(path, overrides=()):
     except (ValueError, TypeError, AssertionError, RuntimeError, ZeroDivisionError) as e:  # CheckpointError too
         raise ConfigError(first_line(e, None)) from e
     if config["train"]["teacher_weight"] > 0 and config["data"]["teacher_dir"] is None:
-        raise ConfigError(f"{found}: train.teacher_weight is {config['train']['teacher_weight']:g} but "
-                          "data.teacher_dir is null; expected a teacher-map cache (python -m pieanet.datasets.teacher)")
+        raise ConfigError(
+            f"{found}: train.teacher_weight is {config['train']['teacher_weight']:g} but "
+            "data.teacher_dir is null; expected a teacher-map cache (python -m pieanet.datasets.teacher)"
+        )
     return config
 
 
@@ -118,8 +143,9 @@ def validate(model, loader, device, amp_dtype, panels):
         with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
             prediction = model(batch["image"].to(device))
         prediction = bound_residual(prediction.float(), gray(batch["image"].to(device)))[:, 0].cpu().numpy()
-        for photo, label, guess, score in zip(batch["image"], batch["residual"][:, 0].numpy(), prediction,
-                                              batch["score"].tolist()):
+        for photo, label, guess, score in zip(
+            batch["image"], batch["residual"][:, 0].numpy(), prediction, batch["score"].tolist()
+        ):
             metrics.add(guess, label, score)
             if len(drawn) < panels:
                 photo = (photo.permute(1, 2, 0).numpy() * 255 + 0.5).clip(0, 255).astype(np.uint8)
@@ -142,8 +168,11 @@ RESUME = "continue from the last saved state with --resume"
 ADVICE = {"memory": f"lower train.batch_size or data.crop, then {RESUME}", "interrupted": RESUME, "os": RESUME}
 # a run stopped before its first last.pt has nothing to resume from: the way out is a fresh start in its folder
 RESTART = "no training state was saved yet (no last.pt); start it again with --overwrite"
-NO_STATE_ADVICE = {"memory": f"lower train.batch_size or data.crop, then {RESTART}", "interrupted": RESTART,
-                   "os": RESTART}
+NO_STATE_ADVICE = {
+    "memory": f"lower train.batch_size or data.crop, then {RESTART}",
+    "interrupted": RESTART,
+    "os": RESTART,
+}
 
 
 def advice_for(config):
@@ -199,8 +228,9 @@ def build_network(config, device, world_size):
         except CheckpointError as e:
             raise SetupError(f"init_from: {e}") from e
         except RuntimeError as e:
-            raise SetupError(f"init_from {config['init_from']}: weights do not fit model {config['model']} "
-                             f"({first_line(e)})") from e
+            raise SetupError(
+                f"init_from {config['init_from']}: weights do not fit model {config['model']} ({first_line(e)})"
+            ) from e
     try:
         freeze_except(model, config["train"]["trainable"])  # before DDP, which registers what needs a gradient
     except ValueError as e:
@@ -217,33 +247,49 @@ def build_data(config, rank, world_size, is_main, cuda):
     split files read, [(role, path)] (the checkpoints' data_manifest_sha256).
     CSV names are given as configured: the dataset looks for them as paths, then under data.root."""
     data, opts = config["data"], config["train"]
-    dataset_args = dict(images_dir=data["images_dir"], labels_dir=data["labels_dir"], label_scale=data["label_scale"],
-                        size=data["size"], seed=config["seed"])
+    dataset_args = dict(
+        images_dir=data["images_dir"],
+        labels_dir=data["labels_dir"],
+        label_scale=data["label_scale"],
+        size=data["size"],
+        seed=config["seed"],
+    )
     root = Path(data["root"])
     # a DatasetError here (exit code 2) stops the run before it starts
     teacher_dir = data["teacher_dir"] if opts["teacher_weight"] > 0 else None  # hashing the photos costs seconds
-    train_set = IEA40KDataset(root, data["train_csv"], crop=data["crop"], augment=data["augment"],
-                              teacher_dir=teacher_dir, **dataset_args)
+    train_set = IEA40KDataset(
+        root, data["train_csv"], crop=data["crop"], augment=data["augment"], teacher_dir=teacher_dir, **dataset_args
+    )
     if teacher_dir is not None and train_set.teacher_count == 0:
-        raise SetupError(f"{teacher_dir}: no teacher map of any of the {len(train_set)} photos of {train_set.csv}; "
-                         "expected the cache python -m pieanet.datasets.teacher made for them (train.teacher_weight "
-                         "needs maps)")
+        raise SetupError(
+            f"{teacher_dir}: no teacher map of any of the {len(train_set)} photos of {train_set.csv}; "
+            "expected the cache python -m pieanet.datasets.teacher made for them (train.teacher_weight "
+            "needs maps)"
+        )
     sampler = ResumableSampler(train_set, rank, world_size, config["seed"])
     steps_per_epoch = len(sampler) // opts["batch_size"]
     if steps_per_epoch == 0:
-        raise SetupError(f"{train_set.csv}: {len(train_set)} training images, fewer than one batch of "
-                         f"{opts['batch_size']} per process ({world_size} processes)")
+        raise SetupError(
+            f"{train_set.csv}: {len(train_set)} training images, fewer than one batch of "
+            f"{opts['batch_size']} per process ({world_size} processes)"
+        )
     # the loader's own generator, so that making an iterator never draws from the global RNG
-    loader = DataLoader(train_set, opts["batch_size"], sampler=sampler, drop_last=True,
-                        num_workers=data["workers"], pin_memory=cuda, generator=torch.Generator())
+    loader = DataLoader(
+        train_set,
+        opts["batch_size"],
+        sampler=sampler,
+        drop_last=True,
+        num_workers=data["workers"],
+        pin_memory=cuda,
+        generator=torch.Generator(),
+    )
     valid_loader, extras = None, {}
     if is_main:
         valid_set = IEA40KDataset(root, data["valid_csv"], **dataset_args)
         measured = valid_set
         if data["valid_limit"]:
             measured = Subset(valid_set, range(0, len(valid_set), math.ceil(len(valid_set) / data["valid_limit"])))
-        valid_loader = DataLoader(measured, opts["valid_batch_size"], num_workers=data["workers"],
-                                  pin_memory=cuda)
+        valid_loader = DataLoader(measured, opts["valid_batch_size"], num_workers=data["workers"], pin_memory=cuda)
         extras = extra_sets(data)
     split_files = [("train", train_set.csv)] + ([("valid", valid_set.csv)] if is_main else [])
     return train_set, sampler, loader, steps_per_epoch, valid_loader, extras, split_files
@@ -263,8 +309,10 @@ def extra_sets(data):
             except well_exposed.FolderError as e:
                 raise DatasetError(f"data.extra_valid.{name}: {e}") from e
             if missing:
-                raise DatasetError(f"{root / well_exposed.MANIFEST}: lists {missing[0]}, which is not in "
-                                   f"{well_exposed.photo_folder(root)} (data.extra_valid.{name})")
+                raise DatasetError(
+                    f"{root / well_exposed.MANIFEST}: lists {missing[0]}, which is not in "
+                    f"{well_exposed.photo_folder(root)} (data.extra_valid.{name})"
+                )
             sets[name] = (spec, photos)
         else:
             csv_path = Path(spec["csv"]) if Path(spec["csv"]).is_file() else root / spec["csv"]
@@ -283,15 +331,18 @@ def validate_extra(model, name, spec, items, data):
             judged = evaluation.judge_photos(methods, items, evaluation.Criterion(), progress=progress)
             result = evaluation.summarise_photos(methods, items, judged)[0][name]
             return result, well_exposed.describe(result)
-        labelled = evaluation.LabelledData(Path(spec["root"]), data["images_dir"], data["labels_dir"],
-                                           data["label_scale"])
+        labelled = evaluation.LabelledData(
+            Path(spec["root"]), data["images_dir"], data["labels_dir"], data["label_scale"]
+        )
         measured = evaluation.measure_rows(methods, items, labelled, DEFAULT_THRESHOLD, progress=progress)
     result = evaluation.accumulate(methods, items, measured, DEFAULT_THRESHOLD)[0][name]
-    return result, (f"MAE {result['mae']:.4f} SSIM {result['ssim']:.4f} IoU over/under {result['iou_over']:.3f}/"
-                    f"{result['iou_under']:.3f} SRCC {result['srcc']:.3f}, clipped -> more light "
-                    f"{result['clipped_needs_light']:.1f} %, crushed -> less light "
-                    f"{result['crushed_needs_dark']:.1f} % "
-                    f"({result['n_images']} images)")
+    return result, (
+        f"MAE {result['mae']:.4f} SSIM {result['ssim']:.4f} IoU over/under {result['iou_over']:.3f}/"
+        f"{result['iou_under']:.3f} SRCC {result['srcc']:.3f}, clipped -> more light "
+        f"{result['clipped_needs_light']:.1f} %, crushed -> less light "
+        f"{result['crushed_needs_dark']:.1f} % "
+        f"({result['n_images']} images)"
+    )
 
 
 def scalars(result, prefix=""):
@@ -333,28 +384,43 @@ class Run:
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=opts["lr"], weight_decay=opts["weight_decay"])
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.cuda and opts["amp"] == "fp16")
         self.loss_fn = LOSSES[opts["loss"]]
-        (self.train_set, self.sampler, self.loader, self.steps_per_epoch, self.valid_loader, self.extras,
-         split_files) = build_data(config, self.rank, self.world_size, self.is_main, self.cuda)
+        (
+            self.train_set,
+            self.sampler,
+            self.loader,
+            self.steps_per_epoch,
+            self.valid_loader,
+            self.extras,
+            split_files,
+        ) = build_data(config, self.rank, self.world_size, self.is_main, self.cuda)
         self.provenance = provenance(config, split_files) if self.is_main else {}  # the main process saves weights
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_factor(opts, self.steps_per_epoch))
-        self.ema = (torch.optim.swa_utils.AveragedModel(self.model, multi_avg_fn=torch.optim.swa_utils.
-                                                        get_ema_multi_avg_fn(opts["ema_decay"]), use_buffers=True)
-                    if opts["ema_decay"] > 0 else None)
+        self.ema = (
+            torch.optim.swa_utils.AveragedModel(
+                self.model, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(opts["ema_decay"]), use_buffers=True
+            )
+            if opts["ema_decay"] > 0
+            else None
+        )
         self.scale_generator = torch.Generator().manual_seed(config["seed"])
 
     def describe(self):
         config, ssim_weight, teacher_weight = self.config, self.opts["ssim_weight"], self.opts["teacher_weight"]
         loss = self.opts["loss"] + (f" + {ssim_weight} x (1 - SSIM)" if ssim_weight else "")
         if teacher_weight:
-            loss += (f" + {teacher_weight} x L1 to the teacher maps of {shown(self.data['teacher_dir'])} (found for "
-                     f"{self.train_set.teacher_count} of the {len(self.train_set)} training images)")
-        self.log(f"{config['name']}: {config['model']} ({sum(p.numel() for p in self.model.parameters()):,} "
-                 f"parameters, {sum(p.numel() for p in self.model.parameters() if p.requires_grad):,} trained), "
-                 f"{len(self.train_set)} training images, "
-                 f"{len(self.valid_loader.dataset) if self.is_main else '-'} validation images, "
-                 f"{self.steps_per_epoch} steps of {self.opts['batch_size']} x {self.world_size} per epoch, "
-                 f"device {self.device}, amp {self.amp_dtype or 'none (fp32)'}, loss {loss}; "
-                 f"SSIM is {SSIM_CONVENTION}")
+            loss += (
+                f" + {teacher_weight} x L1 to the teacher maps of {shown(self.data['teacher_dir'])} (found for "
+                f"{self.train_set.teacher_count} of the {len(self.train_set)} training images)"
+            )
+        self.log(
+            f"{config['name']}: {config['model']} ({sum(p.numel() for p in self.model.parameters()):,} "
+            f"parameters, {sum(p.numel() for p in self.model.parameters() if p.requires_grad):,} trained), "
+            f"{len(self.train_set)} training images, "
+            f"{len(self.valid_loader.dataset) if self.is_main else '-'} validation images, "
+            f"{self.steps_per_epoch} steps of {self.opts['batch_size']} x {self.world_size} per epoch, "
+            f"device {self.device}, amp {self.amp_dtype or 'none (fp32)'}, loss {loss}; "
+            f"SSIM is {SSIM_CONVENTION}"
+        )
 
     def restore(self):
         """Continue from last.pt; settings that differ from the saved run's are reported (the saved optimizer and
@@ -366,23 +432,31 @@ class Run:
         except CheckpointError as e:
             raise SetupError(f"--resume: {e}") from e
         except (RuntimeError, ValueError, TypeError, EOFError, OSError, AttributeError) as e:
-            raise SetupError(f"--resume: {self.last_path}: unreadable training state "
-                             f"({first_line(e)})") from e
+            raise SetupError(f"--resume: {self.last_path}: unreadable training state ({first_line(e)})") from e
         if not isinstance(state, dict):
-            raise SetupError(f"--resume: {self.last_path} holds a {type(state).__name__}; expected a training state "
-                             "written by train_wavelet.py")
+            raise SetupError(
+                f"--resume: {self.last_path} holds a {type(state).__name__}; expected a training state "
+                "written by train_wavelet.py"
+            )
         for key in COUNTERS + ("best_mae",):
             value = state.get(key)
-            ok = (isinstance(value, int) and value >= 0 if key in COUNTERS
-                  else isinstance(value, (int, float)) and not math.isnan(value))
+            ok = (
+                isinstance(value, int) and value >= 0
+                if key in COUNTERS
+                else isinstance(value, (int, float)) and not math.isnan(value)
+            )
             if isinstance(value, bool) or not ok:
-                raise SetupError(f"--resume: {self.last_path}: counter {key} is "
-                                 + ("missing" if key not in state else f"{type(value).__name__} {str(value)[:40]}")
-                                 + ("; expected an integer >= 0" if key in COUNTERS else "; expected a number"))
+                raise SetupError(
+                    f"--resume: {self.last_path}: counter {key} is "
+                    + ("missing" if key not in state else f"{type(value).__name__} {str(value)[:40]}")
+                    + ("; expected an integer >= 0" if key in COUNTERS else "; expected a number")
+                )
         if not isinstance(state.get("config"), dict):  # the run's config travels with its weights (load_model)
-            raise SetupError(f"--resume: {self.last_path}: its config is "
-                             + ("missing" if "config" not in state else f"a {type(state['config']).__name__}")
-                             + "; expected a training state written by train_wavelet.py")
+            raise SetupError(
+                f"--resume: {self.last_path}: its config is "
+                + ("missing" if "config" not in state else f"a {type(state['config']).__name__}")
+                + "; expected a training state written by train_wavelet.py"
+            )
         try:
             self.model.load_state_dict(state["model"])
             self.optimizer.load_state_dict(state["optimizer"])
@@ -395,27 +469,42 @@ class Run:
             self.scale_generator.set_state(state["scale_rng"])
             set_rng_state(state["rng"])
         except (RuntimeError, KeyError, ValueError, TypeError, EOFError, OSError, AttributeError, IndexError) as e:
-            raise SetupError(f"--resume: {self.last_path} does not fit this config "
-                             f"({first_line(e)})") from e
+            raise SetupError(f"--resume: {self.last_path} does not fit this config ({first_line(e)})") from e
         self.epoch, self.step_in_epoch, self.global_step, self.best_mae = (
-            state["epoch"], state["step_in_epoch"], state["global_step"], state["best_mae"])
-        notes = [f"resumed from {self.last_path}: epoch {self.epoch + 1}, step {self.step_in_epoch} of "
-                 f"{self.steps_per_epoch}, global step {self.global_step}"]
+            state["epoch"],
+            state["step_in_epoch"],
+            state["global_step"],
+            state["best_mae"],
+        )
+        notes = [
+            f"resumed from {self.last_path}: epoch {self.epoch + 1}, step {self.step_in_epoch} of "
+            f"{self.steps_per_epoch}, global step {self.global_step}"
+        ]
         saved = state.get("config")
         changes = config_changes(saved if isinstance(saved, dict) else {}, self.config)
         if changes:
-            notes.append(f"resume: the config differs from the saved run's ({len(changes)}): {'; '.join(changes)}; the "
-                     "saved optimizer and scheduler settings are kept, and the run is no longer bit-exact with one "
-                     "never stopped unless only train.max_steps changed")
+            notes.append(
+                f"resume: the config differs from the saved run's ({len(changes)}): {'; '.join(changes)}; the "
+                "saved optimizer and scheduler settings are kept, and the run is no longer bit-exact with one "
+                "never stopped unless only train.max_steps changed"
+            )
         return notes
 
     def training_state(self):
-        return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
-                "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(), "rng": rng_state(),
-                "scale_rng": self.scale_generator.get_state(),
-                "ema": self.ema.state_dict() if self.ema is not None else None, "epoch": self.epoch,
-                "step_in_epoch": self.step_in_epoch, "global_step": self.global_step, "best_mae": self.best_mae,
-                "config": self.config}
+        return {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "rng": rng_state(),
+            "scale_rng": self.scale_generator.get_state(),
+            "ema": self.ema.state_dict() if self.ema is not None else None,
+            "epoch": self.epoch,
+            "step_in_epoch": self.step_in_epoch,
+            "global_step": self.global_step,
+            "best_mae": self.best_mae,
+            "config": self.config,
+        }
 
     def step(self, batch):
         """One optimizer step; returns the loss (a non-finite loss stops the run before the weights are touched)."""
@@ -430,16 +519,20 @@ class Run:
         prediction = bounded_prediction(prediction.float(), image)
         loss = self.loss_fn(prediction, label)
         if self.opts["ssim_weight"] > 0:
-            loss = loss + self.opts["ssim_weight"] * (1 - pytorch_msssim.ssim(
-                prediction.float(), label, data_range=SSIM_DATA_RANGE, size_average=True))
+            loss = loss + self.opts["ssim_weight"] * (
+                1 - pytorch_msssim.ssim(prediction.float(), label, data_range=SSIM_DATA_RANGE, size_average=True)
+            )
         if teacher:
-            loss = loss + self.opts["teacher_weight"] * teacher_l1(prediction.float(), teacher[0],
-                                                                  batch["has_teacher"].to(self.device))
+            loss = loss + self.opts["teacher_weight"] * teacher_l1(
+                prediction.float(), teacher[0], batch["has_teacher"].to(self.device)
+            )
         loss_value = loss.item()
         if not math.isfinite(loss_value):
-            raise TrainingError(f"the training loss is {loss_value} at global step {self.global_step + 1} (epoch "
-                                f"{self.epoch + 1}); stopped before it reached the weights; {self.last_path} holds the "
-                                "last saved state (check the data and train.lr)")
+            raise TrainingError(
+                f"the training loss is {loss_value} at global step {self.global_step + 1} (epoch "
+                f"{self.epoch + 1}); stopped before it reached the weights; {self.last_path} holds the "
+                "last saved state (check the data and train.lr)"
+            )
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
         self.scaler.step(self.optimizer)
@@ -459,8 +552,14 @@ class Run:
         self.net.train()
         seen, steps_run, loss_sum = 0, 0, 0.0
         window_start, window_images = time.perf_counter(), 0
-        progress = tqdm(self.loader, desc=f"epoch {self.epoch + 1}/{opts['epochs']}", initial=self.step_in_epoch,
-                        total=self.steps_per_epoch, disable=not self.is_main, dynamic_ncols=True)
+        progress = tqdm(
+            self.loader,
+            desc=f"epoch {self.epoch + 1}/{opts['epochs']}",
+            initial=self.step_in_epoch,
+            total=self.steps_per_epoch,
+            disable=not self.is_main,
+            dynamic_ncols=True,
+        )
         for batch in progress:
             loss_value, images = self.step(batch)
             seen += images * self.world_size
@@ -500,11 +599,13 @@ class Run:
                 writer.add_scalar(f"valid/{key}", value, self.global_step)
         for i, panel in enumerate(panels):
             writer.add_image(f"valid/{i} photo | label | prediction", panel, self.global_step, dataformats="HWC")
-        self.log(f"epoch {epoch + 1}: train loss {mean_loss:.4f}, "
-                 f"{seen / elapsed:.1f} images/s; valid MAE {metrics['mae']:.4f} RMSE {metrics['rmse']:.4f} "
-                 f"PSNR {metrics['psnr']:.2f} SSIM {metrics['ssim']:.4f} IoU over/under {metrics['iou_over']:.3f}/"
-                 f"{metrics['iou_under']:.3f} SRCC {metrics['srcc']:.3f}, lr "
-                 f"{self.optimizer.param_groups[0]['lr']:.3g}" + (" -> best.safetensors" if improved else ""))
+        self.log(
+            f"epoch {epoch + 1}: train loss {mean_loss:.4f}, "
+            f"{seen / elapsed:.1f} images/s; valid MAE {metrics['mae']:.4f} RMSE {metrics['rmse']:.4f} "
+            f"PSNR {metrics['psnr']:.2f} SSIM {metrics['ssim']:.4f} IoU over/under {metrics['iou_over']:.3f}/"
+            f"{metrics['iou_under']:.3f} SRCC {metrics['srcc']:.3f}, lr "
+            f"{self.optimizer.param_groups[0]['lr']:.3g}" + (" -> best.safetensors" if improved else "")
+        )
         for name, (spec, items) in self.extras.items():
             extra, text = validate_extra(judged, name, spec, items, self.data)
             for tag, value in scalars({k: v for k, v in extra.items() if k != "per_level"}):
@@ -513,8 +614,9 @@ class Run:
         writer.flush()
 
 
-def train(config: dict, device: torch.device, resume: bool, rank: int, world_size: int,
-          overwrite: bool = False) -> None:
+def train(
+    config: dict, device: torch.device, resume: bool, rank: int, world_size: int, overwrite: bool = False
+) -> None:
     """Check the folder, build everything (no folder is made before that succeeds), then run epoch by epoch."""
     out = experiment_folder(config, resume, overwrite)
     run = Run(config, device, rank, world_size, out)
@@ -550,8 +652,9 @@ def run_epochs(run, world_size):
             started = time.perf_counter()
             finished, seen, mean_loss = run.train_epoch()
             if not finished:  # stopped at max_steps inside the epoch
-                run.log(f"stopped at global step {run.global_step} (train.max_steps); last.pt saved, continue with "
-                        "--resume")
+                run.log(
+                    f"stopped at global step {run.global_step} (train.max_steps); last.pt saved, continue with --resume"
+                )
                 break
             elapsed = time.perf_counter() - started
             if run.is_main:

@@ -1,6 +1,7 @@
 """A run's state on disk: its experiment folder (refused, made, cleared), last.pt (the whole training state, with the
 random streams, for a bit-exact --resume) and what a checkpoint records about how it was made (provenance: the
 resolved config, the commit of the checkout, a hash of the split files)."""
+
 import hashlib
 import json
 import random
@@ -27,8 +28,11 @@ OBJECT_ID = re.compile(r"[0-9a-f]{40}([0-9a-f]{24})?")  # SHA-1 or SHA-256 objec
 def rng_state():
     """Global RNG states as tensors and plain containers, so that torch.load(weights_only=True) reads them."""
     kind, keys, position, has_gauss, gauss = np.random.get_state()
-    state = {"torch": torch.get_rng_state(), "python": random.getstate(),
-             "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), position, has_gauss, gauss]}
+    state = {
+        "torch": torch.get_rng_state(),
+        "python": random.getstate(),
+        "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), position, has_gauss, gauss],
+    }
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
@@ -56,17 +60,30 @@ def experiment_folder(config, resume, overwrite):
     last_path = out / "last.pt"
     held = [name for name in RUN_FILES if (out / name).exists()]
     if resume and not last_path.is_file():
-        raise SetupError(f"--resume: {last_path} not found; " + (
-            f"the run in {out} stopped before saving its first state, start it again with --overwrite" if held
-            else "start without --resume"))
+        raise SetupError(
+            f"--resume: {last_path} not found; "
+            + (
+                f"the run in {out} stopped before saving its first state, start it again with --overwrite"
+                if held
+                else "start without --resume"
+            )
+        )
     linked = [name for name in RUN_FILES if (out / name).is_symlink()]
     if linked:  # a planted link would send config.yaml, train.log or the weights elsewhere
-        raise SetupError(f"{out}: {', '.join(linked)} is a symbolic link; a run's files are never written through "
-                         "one: remove it or choose another name")
+        raise SetupError(
+            f"{out}: {', '.join(linked)} is a symbolic link; a run's files are never written through "
+            "one: remove it or choose another name"
+        )
     if held and not resume and not overwrite:
-        raise SetupError(f"{out} already holds a run ({', '.join(held)}); " + (
-            "continue it with --resume, start it again with --overwrite" if "last.pt" in held else
-            "it saved no training state (no last.pt), so start it again with --overwrite") + ", or choose another name")
+        raise SetupError(
+            f"{out} already holds a run ({', '.join(held)}); "
+            + (
+                "continue it with --resume, start it again with --overwrite"
+                if "last.pt" in held
+                else "it saved no training state (no last.pt), so start it again with --overwrite"
+            )
+            + ", or choose another name"
+        )
     return out
 
 
@@ -142,13 +159,15 @@ def split_files_sha256(split_files) -> str:
     """SHA-256 of the manifest of the split files a run read, in order (train, valid): one line per file,
     "<role> <SHA-256 of the file's bytes>", so the hash changes with any row of either list but not with where the
     files lie."""
-    manifest = "".join(f"{role} {hashlib.sha256(Path(path).read_bytes()).hexdigest()}\n"
-                       for role, path in split_files)
+    manifest = "".join(f"{role} {hashlib.sha256(Path(path).read_bytes()).hexdigest()}\n" for role, path in split_files)
     return hashlib.sha256(manifest.encode("utf-8")).hexdigest()
 
 
 def provenance(config, split_files) -> dict:
     """What a checkpoint records about how it was made: the resolved training config (sorted JSON), the commit of
     the checkout and the hash of the split files (split_files_sha256 of [(role, path)])."""
-    return {"train_config": json.dumps(config, sort_keys=True), "commit": checkout_commit(),
-            "data_manifest_sha256": split_files_sha256(split_files)}
+    return {
+        "train_config": json.dumps(config, sort_keys=True),
+        "commit": checkout_commit(),
+        "data_manifest_sha256": split_files_sha256(split_files),
+    }

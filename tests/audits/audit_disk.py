@@ -18,6 +18,7 @@ imported here) in a fresh temporary folder and is judged from the files on disk 
 The image-format and API classes judge many cases in one run (one photo or one array each). Prints one line per case
 and the table by class.
 """
+
 import argparse
 import io
 import json
@@ -39,9 +40,15 @@ from .audit_files import TINY, make_dataset, read_rows, save_photo, snapshot, ta
 TRACEBACK = "Traceback (most recent call last)"
 UNSAFE = ("allow_pickle", "weights_only=False", "weights_only` set to `False`", "pickle.load")
 POSTSCRIPT = b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 32 24\n0.1 setgray\n0 0 32 24 rectfill\nshowpage\n"
-FAKE_GS = "#!/bin/sh\necho \"$@\" >> \"$GS_MARKER\"\n[ \"$1\" = \"--version\" ] && echo 10.0 && exit 0\nexit 1\n"
-CLASSES = {"resource": "resource limits", "formats": "image formats", "signals": "signals and concurrency",
-           "training": "training inputs", "api": "Python API", "bookkeeping": "bookkeeping files"}
+FAKE_GS = '#!/bin/sh\necho "$@" >> "$GS_MARKER"\n[ "$1" = "--version" ] && echo 10.0 && exit 0\nexit 1\n'
+CLASSES = {
+    "resource": "resource limits",
+    "formats": "image formats",
+    "signals": "signals and concurrency",
+    "training": "training inputs",
+    "api": "Python API",
+    "bookkeeping": "bookkeeping files",
+}
 
 
 def one_line(err):
@@ -59,18 +66,37 @@ class Audit:
         (fake / "gs").write_text(FAKE_GS)
         (fake / "gs").chmod(0o755)
         self.marker = self.work / "gs-started.txt"
-        self.env = dict(os.environ, PYTHONDONTWRITEBYTECODE="1", OMP_NUM_THREADS="1", GS_MARKER=str(self.marker),
-                        PATH=f"{fake}{os.pathsep}{os.environ.get('PATH', '')}")
+        self.env = dict(
+            os.environ,
+            PYTHONDONTWRITEBYTECODE="1",
+            OMP_NUM_THREADS="1",
+            GS_MARKER=str(self.marker),
+            PATH=f"{fake}{os.pathsep}{os.environ.get('PATH', '')}",
+        )
 
     # ------------------------------------------------------------------------------------------------ running
     def script(self, name, *args, cwd=None, background=False, timeout=None):
         argv = [sys.executable, str(self.repo / name), *map(str, args)]
         if background:
-            return subprocess.Popen(argv, cwd=cwd or self.work, env=self.env, stdout=subprocess.PIPE,
-                                    stderr=subprocess.PIPE, text=True, errors="replace")
+            return subprocess.Popen(
+                argv,
+                cwd=cwd or self.work,
+                env=self.env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+                errors="replace",
+            )
         try:
-            done = subprocess.run(argv, cwd=cwd or self.work, env=self.env, capture_output=True, text=True,
-                                  errors="replace", timeout=timeout or self.timeout)
+            done = subprocess.run(
+                argv,
+                cwd=cwd or self.work,
+                env=self.env,
+                capture_output=True,
+                text=True,
+                errors="replace",
+                timeout=timeout or self.timeout,
+            )
             return done.returncode, done.stdout, done.stderr
         except subprocess.TimeoutExpired:
             return None, "", "timeout"
@@ -84,8 +110,9 @@ class Audit:
             note = f"an external program (gs) was started; {note}"
             self.marker.unlink()
         verdict = "clean" if not problems else "+".join(sorted(problems))
-        self.results.append({"class": CLASSES[cls], "case": case, "verdict": verdict, "problems": sorted(problems),
-                             "note": note[:300]})
+        self.results.append(
+            {"class": CLASSES[cls], "case": case, "verdict": verdict, "problems": sorted(problems), "note": note[:300]}
+        )
         print(f"[{cls:<11}] {verdict:<18} {case}" + (f"  ({note[:160]})" if problems and note else ""), flush=True)
 
     def fresh(self, name):
@@ -110,8 +137,10 @@ class Audit:
 
     def setup(self):
         self.tiny = self.work / "tiny.safetensors"
-        code = ("import sys, torch; sys.path.insert(0, sys.argv[1]); from pieanet.models import build_model, "
-                f"save_model; torch.manual_seed(0); save_model(sys.argv[2], build_model({TINY!r}))")
+        code = (
+            "import sys, torch; sys.path.insert(0, sys.argv[1]); from pieanet.models import build_model, "
+            f"save_model; torch.manual_seed(0); save_model(sys.argv[2], build_model({TINY!r}))"
+        )
         subprocess.run([sys.executable, "-c", code, str(self.repo), str(self.tiny)], check=True, env=self.env)
 
     def run(self):
@@ -124,8 +153,9 @@ class Audit:
     def class_formats(self):
         folder = self.fresh("formats")
         cases = format_cases(folder / "in")
-        code, _, err = self.heatmap("--input", folder / "in", "--output", folder / "out", "--no-report",
-                                    timeout=max(self.timeout, 600))
+        code, _, err = self.heatmap(
+            "--input", folder / "in", "--output", folder / "out", "--no-report", timeout=max(self.timeout, 600)
+        )
         started = self.marker.exists() and self.marker.read_text().strip()
         if self.marker.exists():
             self.marker.unlink()
@@ -156,29 +186,39 @@ class Audit:
         save_photo(folder / "in" / "a.png", 1)
         out = folder / "out"
         out.mkdir()
-        for kind, data in (("overlay.png", b"my overlay"), ("residual.npy", b"my numbers"),
-                           ("exposure.png", b"my map")):
+        for kind, data in (
+            ("overlay.png", b"my overlay"),
+            ("residual.npy", b"my numbers"),
+            ("exposure.png", b"my map"),
+        ):
             (out / f"a_{kind}").write_bytes(data)
         return folder, out, snapshot(out)
 
     def class_bookkeeping(self):
-        header = ("file,width,height,mean_residual,mean_abs_residual,pct_over,pct_under,score,stops,vmax,"
-                  "pct_raw_clipped,status,error,source,output,settings,photo_sha256,output_kinds\n")
+        header = (
+            "file,width,height,mean_residual,mean_abs_residual,pct_over,pct_under,score,stops,vmax,"
+            "pct_raw_clipped,status,error,source,output,settings,photo_sha256,output_kinds\n"
+        )
         row = "a.png,32,24,0,0,0,0,10,0,1,,ok,,../in/a.png,a,,,exposure.png overlay.png residual.npy\n"
         planted = {
             "ledger line a,../in/a.png": {".pieanet-outputs.csv": "a,../in/a.png\n"},
-            "ledger line with a made-up hash": {".pieanet-outputs.csv": "a,../in/a.png\na_overlay.png,10,sha256:"
-                                                                        + "0" * 64 + "\n"},
-            "ledger line with the right size, wrong hash": {".pieanet-outputs.csv": "a,../in/a.png\na_exposure.png,6,"
-                                                                                    "sha256:" + "1" * 64 + "\n"},
+            "ledger line with a made-up hash": {
+                ".pieanet-outputs.csv": "a,../in/a.png\na_overlay.png,10,sha256:" + "0" * 64 + "\n"
+            },
+            "ledger line with the right size, wrong hash": {
+                ".pieanet-outputs.csv": "a,../in/a.png\na_exposure.png,6,sha256:" + "1" * 64 + "\n"
+            },
             "summary.csv row naming prefix a": {"summary.csv": header + row},
-            "ledger and summary planted together": {".pieanet-outputs.csv": "a,../in/a.png\n",
-                                                    "summary.csv": header + row},
+            "ledger and summary planted together": {
+                ".pieanet-outputs.csv": "a,../in/a.png\n",
+                "summary.csv": header + row,
+            },
             "ledger prefix ../escape": {".pieanet-outputs.csv": "../escape/a,../in/a.png\n"},
             "ledger absolute prefix": {".pieanet-outputs.csv": f"{self.work}/victim/a,../in/a.png\n"},
             "ledger not UTF-8": {".pieanet-outputs.csv": None},
-            "ledger of 200,000 lines": {".pieanet-outputs.csv": "".join(f"p{i},../in/p{i}.png\n"
-                                                                        for i in range(200_000))},
+            "ledger of 200,000 lines": {
+                ".pieanet-outputs.csv": "".join(f"p{i},../in/p{i}.png\n" for i in range(200_000))
+            },
         }
         for case, files in planted.items():
             folder, out, before = self.users_folder("planted")
@@ -189,16 +229,24 @@ class Audit:
             problems = set() if code == 0 and one_line(err) else {"bad"}
             if not kept:
                 problems.add("lost")
-            self.record("bookkeeping", f"planted: {case}", problems,
-                        f"exit {code}; user files kept: {kept}; {err.strip()[-160:]}")
+            self.record(
+                "bookkeeping",
+                f"planted: {case}",
+                problems,
+                f"exit {code}; user files kept: {kept}; {err.strip()[-160:]}",
+            )
         # a ledger another user wrote proves nothing
         folder, out, before = self.users_folder("foreign")
         (out / ".pieanet-outputs.csv").write_text("a,../in/a.png\n")
         os.chown(out / ".pieanet-outputs.csv", 65534, 65534) if os.geteuid() == 0 else None
         code, _, err = self.heatmap("--input", folder / "in", "--output", out, "--no-report")
         kept = {k: v for k, v in snapshot(out).items() if k in before} == before
-        self.record("bookkeeping", "planted ledger owned by another user", set() if kept and one_line(err) else
-                    {"lost"} if not kept else {"bad"}, f"exit {code}; kept {kept}")
+        self.record(
+            "bookkeeping",
+            "planted ledger owned by another user",
+            set() if kept and one_line(err) else {"lost"} if not kept else {"bad"},
+            f"exit {code}; kept {kept}",
+        )
         # wrong types
         for name in (".pieanet-outputs.csv", ".pieanet.lock", "summary.csv", "summary.rank0.csv"):
             for kind in ("fifo", "symlink", "dangling symlink", "folder", "link to /dev/null"):
@@ -218,11 +266,16 @@ class Audit:
                     path.mkdir()
                 else:
                     path.symlink_to("/dev/null")
-                code, _, err = self.heatmap("--input", folder / "in", "--output", out, "--no-report",
-                                            timeout=min(self.timeout, 60))
-                self.judge_refusal("bookkeeping", f"{name} is a {kind}", code, err,
-                                   kept=lambda: target.read_text() == "someone's file\n"
-                                   and not (folder / "nowhere").exists())
+                code, _, err = self.heatmap(
+                    "--input", folder / "in", "--output", out, "--no-report", timeout=min(self.timeout, 60)
+                )
+                self.judge_refusal(
+                    "bookkeeping",
+                    f"{name} is a {kind}",
+                    code,
+                    err,
+                    kept=lambda: target.read_text() == "someone's file\n" and not (folder / "nowhere").exists(),
+                )
         folder, out, before = self.users_folder("index")
         os.mkfifo(out / "index.html")
         code, _, err = self.heatmap("--input", folder / "in", "--output", out, timeout=min(self.timeout, 60))
@@ -260,9 +313,12 @@ class Audit:
             problems = set() if process.returncode == 0 and TRACEBACK not in err else {"bad"}
             if len(rows) < 12 or listed < 12:
                 problems.add("lost")
-            self.record("signals", f"summary.csv {change} during a run", problems,
-                        f"exit {process.returncode}; {len(rows)} of 12 rows, {listed} in index.html; "
-                        f"{err.strip()[-160:]}")
+            self.record(
+                "signals",
+                f"summary.csv {change} during a run",
+                problems,
+                f"exit {process.returncode}; {len(rows)} of 12 rows, {listed} in index.html; {err.strip()[-160:]}",
+            )
         # kills and resume: byte-identical to an uninterrupted run
         reference = self.fresh("reference")
         for i in range(8):
@@ -272,18 +328,20 @@ class Audit:
         for sig, delay in ((signal.SIGKILL, 4), (signal.SIGKILL, 6), (signal.SIGINT, 5), (signal.SIGTERM, 5)):
             folder = self.fresh("killed")
             shutil.copytree(reference / "in", folder / "in")
-            process = self.heatmap("--input", folder / "in", "--output", folder / "out", "--overlay",
-                                   background=True)
+            process = self.heatmap("--input", folder / "in", "--output", folder / "out", "--overlay", background=True)
             time.sleep(delay)
             process.send_signal(sig)
             process.communicate()
-            code, _, err = self.heatmap("--input", folder / "in", "--output", folder / "out", "--overlay",
-                                        "--resume")
+            code, _, err = self.heatmap("--input", folder / "in", "--output", folder / "out", "--overlay", "--resume")
             got = {k: v for k, v in snapshot(folder / "out").items() if k.startswith("p")}
             rows = read_rows(folder / "out" / "summary.csv")
             problems = set() if code == 0 and got == expected and len(rows) == 8 else {"bad"}
-            self.record("signals", f"{signal.Signals(sig).name} after {delay} s, then --resume", problems,
-                        f"exit {code}; identical {got == expected}; {len(rows)} rows; {err.strip()[-160:]}")
+            self.record(
+                "signals",
+                f"{signal.Signals(sig).name} after {delay} s, then --resume",
+                problems,
+                f"exit {code}; identical {got == expected}; {len(rows)} rows; {err.strip()[-160:]}",
+            )
         folder = self.fresh("two")
         for i in range(6):
             save_photo(folder / "in" / f"p{i}.png", i, 96, 128)
@@ -296,14 +354,37 @@ class Audit:
 
     # ------------------------------------------------------------------------------------------------ training
     def class_training(self):
-        for kind in ("npz", "pickle", "object array", "text", "truncated npy", "empty", "unicode array",
-                     "complex", "3-D", "NaN", "bool", "folder named .npy", "fifo named .npy"):
+        for kind in (
+            "npz",
+            "pickle",
+            "object array",
+            "text",
+            "truncated npy",
+            "empty",
+            "unicode array",
+            "complex",
+            "3-D",
+            "NaN",
+            "bool",
+            "folder named .npy",
+            "fifo named .npy",
+        ):
             data = make_dataset(self.fresh("labels") / "iea")
             label = next(data.glob("labels/valid00_*.npy"))
             label.unlink()
             crafted_label(label, kind)
-            code, _, err = self.script("evaluate.py", "--data-root", data, "--csv", "valid.csv", "--checkpoint",
-                                       self.tiny, "--threads", "1", timeout=min(self.timeout, 90))
+            code, _, err = self.script(
+                "evaluate.py",
+                "--data-root",
+                data,
+                "--csv",
+                "valid.csv",
+                "--checkpoint",
+                self.tiny,
+                "--threads",
+                "1",
+                timeout=min(self.timeout, 90),
+            )
             lines = [line for line in err.splitlines() if label.stem in line]
             problems = set() if code in (1, 2) and TRACEBACK not in err and len(lines) <= 2 else {"bad"}
             if any(advice in err for advice in UNSAFE):
@@ -322,14 +403,26 @@ class Audit:
         self.record("training", "train_wavelet: an .npz label", problems, f"exit {code}: {last[-160:]}")
         teacher = self.shared / "official" / "wavelet_epoch_2_val_loss0.03022034629540784.pth"
         if teacher.is_file():
-            for recorded in ({"teacher_sha256": 5}, {"teacher_sha256": None}, [], "text",
-                             {"teacher_sha256": "ab", "teacher_file": 7}):
+            for recorded in (
+                {"teacher_sha256": 5},
+                {"teacher_sha256": None},
+                [],
+                "text",
+                {"teacher_sha256": "ab", "teacher_file": 7},
+            ):
                 folder = self.fresh("teacher")
                 save_photo(folder / "in" / "a.png", 1)
                 (folder / "cache").mkdir()
                 (folder / "cache" / "teacher.json").write_text(json.dumps(recorded))
-                code, _, err = self.script("datasets/teacher.py", "--data-root", folder / "in", "--teacher", teacher,
-                                           "--cache", folder / "cache")
+                code, _, err = self.script(
+                    "datasets/teacher.py",
+                    "--data-root",
+                    folder / "in",
+                    "--teacher",
+                    teacher,
+                    "--cache",
+                    folder / "cache",
+                )
                 self.judge_refusal("training", f"teacher.json {json.dumps(recorded)}", code, err)
         for prefix in ("../../escaped_", f"{self.work}/absolute_", "x" * 250, "sub/ok_"):
             folder = self.fresh("merge")
@@ -348,8 +441,12 @@ class Audit:
                 problems.add("bad")
             if after != before:
                 problems.add("security")
-            self.record("training", f"merge.py prefix {prefix[:20]!r}", problems,
-                        f"exit {code}; left behind {leftover}; outside {after != before}: {err.strip()[-120:]}")
+            self.record(
+                "training",
+                f"merge.py prefix {prefix[:20]!r}",
+                problems,
+                f"exit {code}; left behind {leftover}; outside {after != before}: {err.strip()[-120:]}",
+            )
         folder = self.fresh("circle")
         data = make_dataset(folder / "iea")
         config = train_config(self.repo, data, folder)
@@ -364,16 +461,27 @@ class Audit:
         if not (run / "last.pt").exists():
             lines.append(self.script("train_wavelet.py", "--config", config, "--device", "cpu", "--resume")[2])
             lines.append(self.script("train_wavelet.py", "--config", config, "--device", "cpu")[2])
-            circle = not all("--overwrite" in line and "with --resume" not in line and "without --resume" not in line
-                             for line in lines)
-            self.record("training", "Ctrl-C before the first last.pt, then --resume, then a plain start",
-                        {"bad"} if circle else set(), " | ".join(line.strip()[-90:] for line in lines))
+            circle = not all(
+                "--overwrite" in line and "with --resume" not in line and "without --resume" not in line
+                for line in lines
+            )
+            self.record(
+                "training",
+                "Ctrl-C before the first last.pt, then --resume, then a plain start",
+                {"bad"} if circle else set(),
+                " | ".join(line.strip()[-90:] for line in lines),
+            )
 
     # ------------------------------------------------------------------------------------------------ API
     def class_api(self):
         code = API_CASES.replace("CHECKPOINT", repr(str(self.tiny)))
-        done = subprocess.run([sys.executable, "-c", code, str(self.repo)], capture_output=True, text=True,
-                              env=self.env, timeout=max(self.timeout, 300))
+        done = subprocess.run(
+            [sys.executable, "-c", code, str(self.repo)],
+            capture_output=True,
+            text=True,
+            env=self.env,
+            timeout=max(self.timeout, 300),
+        )
         try:
             outcomes = json.loads(done.stdout.strip().splitlines()[-1])
         except (IndexError, ValueError):
@@ -387,13 +495,18 @@ class Audit:
             elif outcome["kind"] == "map" and expected == "map-differs" and not outcome["finite"]:
                 problems.add("bad")
                 note = "a non-finite map"
-            elif outcome["kind"] == "map" and expected == "map" and abs(outcome["mean"] - outcomes["uint8"][1]
-                                                                        ["mean"]) > 1e-3:
+            elif (
+                outcome["kind"] == "map"
+                and expected == "map"
+                and abs(outcome["mean"] - outcomes["uint8"][1]["mean"]) > 1e-3
+            ):
                 problems.add("bad")
-                note = (f"mean r {outcome['mean']:+.4f}, the same photo as uint8 gives "
-                        f"{outcomes['uint8'][1]['mean']:+.4f}")
-            elif outcome["kind"] == "error" and (expected.startswith("map") or "\n" in outcome["message"]
-                                                 or outcome["type"] not in refusals(case)):
+                note = (
+                    f"mean r {outcome['mean']:+.4f}, the same photo as uint8 gives {outcomes['uint8'][1]['mean']:+.4f}"
+                )
+            elif outcome["kind"] == "error" and (
+                expected.startswith("map") or "\n" in outcome["message"] or outcome["type"] not in refusals(case)
+            ):
                 problems.add("bad")
                 note = f"{outcome['type']}: {outcome['message'][:120]}"
             else:
@@ -411,12 +524,17 @@ class Audit:
                 deep = deep / "d"
                 deep.mkdir()
             save_photo(deep / "bottom.png", 2)
-            code, out, err = self.heatmap("--input", folder / "in", "--output", folder / "out", "--recursive",
-                                          "--no-report")
+            code, out, err = self.heatmap(
+                "--input", folder / "in", "--output", folder / "out", "--recursive", "--no-report"
+            )
             rows = read_rows(folder / "out" / "summary.csv")
             fine = TRACEBACK not in err and code in (0, 1) and any(r["file"] == "top.png" for r in rows)
-            self.record("resource", f"--recursive into a folder {depth} levels deep", set() if fine else {"bad"},
-                        f"exit {code}; {len(rows)} rows; {err.strip()[-120:]}")
+            self.record(
+                "resource",
+                f"--recursive into a folder {depth} levels deep",
+                set() if fine else {"bad"},
+                f"exit {code}; {len(rows)} rows; {err.strip()[-120:]}",
+            )
             remove_deep(folder / "in")
         for length in (3000, 4093):
             folder = self.fresh("long")
@@ -425,21 +543,33 @@ class Audit:
             output = "x/../" * ((length - 3) // 5) + "out"
             code, _, err = self.heatmap("--input", "in", "--output", output, cwd=folder)
             fine = (code == 0) if length < 3800 else (code == 2 and one_line(err) and not (folder / "out").exists())
-            self.record("resource", f"--output of {len(output)} characters", set() if fine else {"bad"},
-                        f"exit {code}: {err.strip()[-100:]}")
+            self.record(
+                "resource",
+                f"--output of {len(output)} characters",
+                set() if fine else {"bad"},
+                f"exit {code}: {err.strip()[-100:]}",
+            )
         folder = self.fresh("names")
         save_photo(folder / "in" / ("n" * 250 + ".png"), 1)
         save_photo(folder / "in" / ("é" * 125 + ".png"), 2)
         code, _, err = self.heatmap("--input", folder / "in", "--output", folder / "out")
-        self.record("resource", "photo names of 250 bytes", set() if code in (0, 1) and TRACEBACK not in err
-                    else {"bad"}, f"exit {code}")
+        self.record(
+            "resource",
+            "photo names of 250 bytes",
+            set() if code in (0, 1) and TRACEBACK not in err else {"bad"},
+            f"exit {code}",
+        )
         folder = self.fresh("strip")
         (folder / "in").mkdir()
         Image.fromarray(np.full((1, 4000, 3), 90, np.uint8)).save(folder / "in" / "strip.png")
         Image.fromarray(np.full((3000, 2, 3), 90, np.uint8)).save(folder / "in" / "column.png")
         code, _, err = self.heatmap("--input", folder / "in", "--output", folder / "out", "--no-report")
-        self.record("resource", "1 x 4000 and 3000 x 2 photos", set() if code in (0, 1) and TRACEBACK not in err
-                    else {"bad"}, f"exit {code}")
+        self.record(
+            "resource",
+            "1 x 4000 and 3000 x 2 photos",
+            set() if code in (0, 1) and TRACEBACK not in err else {"bad"},
+            f"exit {code}",
+        )
         folder = self.fresh("many")
         for i in range(300):
             (folder / "in").mkdir(exist_ok=True)
@@ -447,14 +577,19 @@ class Audit:
         save_photo(folder / "in" / "real.png", 3)
         code, _, err = self.heatmap("--input", folder / "in", "--output", folder / "out", "--no-report")
         rows = read_rows(folder / "out" / "summary.csv")
-        self.record("resource", "300 empty files and one photo", set() if code == 1 and len(rows) == 301
-                    and TRACEBACK not in err else {"bad"}, f"exit {code}; {len(rows)} rows")
+        self.record(
+            "resource",
+            "300 empty files and one photo",
+            set() if code == 1 and len(rows) == 301 and TRACEBACK not in err else {"bad"},
+            f"exit {code}; {len(rows)} rows",
+        )
 
 
 # ---------------------------------------------------------------------------------------------------- cases
 def format_cases(folder):
     """Write the photos of the image-format class into ``folder``; returns {file: (expected status, what)}."""
     import tifffile
+
     folder.mkdir(parents=True)
     rng = np.random.default_rng(7)
     rgb = rng.integers(0, 256, (24, 32, 3), dtype=np.uint8)
@@ -485,42 +620,80 @@ def format_cases(folder):
     pillow("png_named.jpg", lambda p: image.save(p, format="PNG"), "ok", "PNG content named .jpg (promised)")
     for ext in ("png", "jpg", "tif", "bmp", "webp"):
         pillow(f"postscript.{ext}", lambda p: p.write_bytes(POSTSCRIPT), "failed", "postscript")
-    for fmt, ext in (("GIF", "png"), ("ICO", "jpg"), ("PCX", "bmp"), ("PPM", "png"), ("TGA", "jpg"),
-                     ("SGI", "tif"), ("IM", "png"), ("MSP", "jpg"), ("SPIDER", "png"), ("QOI", "png"),
-                     ("DDS", "png"), ("BLP", "jpg"), ("XBM", "png")):
+    for fmt, ext in (
+        ("GIF", "png"),
+        ("ICO", "jpg"),
+        ("PCX", "bmp"),
+        ("PPM", "png"),
+        ("TGA", "jpg"),
+        ("SGI", "tif"),
+        ("IM", "png"),
+        ("MSP", "jpg"),
+        ("SPIDER", "png"),
+        ("QOI", "png"),
+        ("DDS", "png"),
+        ("BLP", "jpg"),
+        ("XBM", "png"),
+    ):
         source = image.convert("1") if fmt in ("MSP", "XBM") else image.convert("F") if fmt == "SPIDER" else image
         try:
-            pillow(f"{fmt.lower()}_named.{ext}", lambda p, s=source, f=fmt: p.write_bytes(encoded(s, f)), "failed",
-                   f"{fmt} content (not promised)")
+            pillow(
+                f"{fmt.lower()}_named.{ext}",
+                lambda p, s=source, f=fmt: p.write_bytes(encoded(s, f)),
+                "failed",
+                f"{fmt} content (not promised)",
+            )
         except (OSError, KeyError, ValueError):
             (folder / f"{fmt.lower()}_named.{ext}").unlink(missing_ok=True)
             cases.pop(f"{fmt.lower()}_named.{ext}", None)
     for orientation in range(1, 9):
         exif = Image.Exif()
         exif[0x0112] = orientation
-        pillow(f"exif{orientation}.jpg", lambda p, e=exif: image.save(p, exif=e), "ok",
-               f"EXIF orientation {orientation}")
+        pillow(
+            f"exif{orientation}.jpg", lambda p, e=exif: image.save(p, exif=e), "ok", f"EXIF orientation {orientation}"
+        )
     pillow("icc.jpg", lambda p: image.save(p, icc_profile=b"\0" * 200), "any", "a broken ICC profile")
-    pillow("trns.png", lambda p: image.convert("P").save(p, format="PNG", transparency=0), "ok",
-           "palette PNG with tRNS")
+    pillow(
+        "trns.png", lambda p: image.convert("P").save(p, format="PNG", transparency=0), "ok", "palette PNG with tRNS"
+    )
     pillow("rgb16.png", lambda p: tifffile_png16(p, rgb), "any", "16-bit RGB PNG (any: read or one line)")
     pillow("rgb16.tif", lambda p: tifffile.imwrite(p, rgb.astype(np.uint16) * 257), "any", "16-bit RGB TIFF")
-    pillow("f16.tif", lambda p: tifffile.imwrite(p, (rgb[..., 0] / 255).astype(np.float16)), "any",
-           "float16 TIFF in [0, 1]")
+    pillow(
+        "f16.tif",
+        lambda p: tifffile.imwrite(p, (rgb[..., 0] / 255).astype(np.float16)),
+        "any",
+        "float16 TIFF in [0, 1]",
+    )
     pillow("frgb.tif", lambda p: tifffile.imwrite(p, rgb.astype(np.float32) / 255), "any", "float RGB TIFF in [0, 1]")
     pillow("frgb255.tif", lambda p: tifffile.imwrite(p, rgb.astype(np.float32)), "failed", "float RGB TIFF in 0..255")
     pillow("tiled.tif", lambda p: tifffile.imwrite(p, rgb, tile=(16, 16)), "any", "tiled TIFF")
-    pillow("planar.tif", lambda p: tifffile.imwrite(p, np.moveaxis(rgb, 2, 0), planarconfig="separate",
-                                                   photometric="rgb"), "any", "planar TIFF")
+    pillow(
+        "planar.tif",
+        lambda p: tifffile.imwrite(p, np.moveaxis(rgb, 2, 0), planarconfig="separate", photometric="rgb"),
+        "any",
+        "planar TIFF",
+    )
     pillow("sub444.jpg", lambda p: image.save(p, subsampling=0), "ok", "JPEG 4:4:4")
     pillow("palette.bmp", lambda p: image.convert("P").save(p), "ok", "8-bit palette BMP")
-    pillow("anim.webp", lambda p: image.save(p, save_all=True, append_images=[image.rotate(90)]), "ok",
-           "animated WebP (first frame)")
+    pillow(
+        "anim.webp",
+        lambda p: image.save(p, save_all=True, append_images=[image.rotate(90)]),
+        "ok",
+        "animated WebP (first frame)",
+    )
     pillow("grey.tif", lambda p: image.convert("L").save(p), "ok", "greyscale TIFF")
-    pillow("i16be.tif", lambda p: tifffile.imwrite(p, (grey.astype(np.uint16) * 257).astype(">u2")), "ok",
-           "big-endian 16-bit TIFF")
-    pillow("u8_32bit_bits.tif", lambda p: tifffile.imwrite(p, grey.astype(np.uint32)), "failed",
-           "32-bit TIFF holding 0..255")
+    pillow(
+        "i16be.tif",
+        lambda p: tifffile.imwrite(p, (grey.astype(np.uint16) * 257).astype(">u2")),
+        "ok",
+        "big-endian 16-bit TIFF",
+    )
+    pillow(
+        "u8_32bit_bits.tif",
+        lambda p: tifffile.imwrite(p, grey.astype(np.uint32)),
+        "failed",
+        "32-bit TIFF holding 0..255",
+    )
     for ext in ("jpeg", "tiff", "heic", "avif", "dng"):
         pillow(f"postscript.{ext}", lambda p: p.write_bytes(POSTSCRIPT), "failed", "postscript")
     pillow("postscript_bom.png", lambda p: p.write_bytes(b"\xef\xbb\xbf" + POSTSCRIPT), "failed", "postscript")
@@ -528,6 +701,7 @@ def format_cases(folder):
     pillow("loop.jpg", lambda p: p.write_bytes(POSTSCRIPT.replace(b"showpage", b"{ } loop")), "failed", "postscript")
     try:
         import pillow_heif
+
         pillow_heif.register_heif_opener()
         pillow("phone.heic", lambda p: image.save(p, format="HEIF"), "ok", "HEIC as promised")
         pillow("heic_named.jpg", lambda p: image.save(p, format="HEIF"), "ok", "HEIC content named .jpg (promised)")
@@ -535,26 +709,33 @@ def format_cases(folder):
         pass
     unit = rgb[..., 0].astype(np.float32) / 255
     pillow("f01.tif", lambda p: tifffile.imwrite(p, unit), "ok", "float TIFF in [0, 1]")
-    pillow("f01_slack.tif", lambda p: tifffile.imwrite(p, np.minimum(unit + 1e-6, 1 + 1e-6)), "ok",
-           "float TIFF 1e-6 above 1 (rounding)")
+    pillow(
+        "f01_slack.tif",
+        lambda p: tifffile.imwrite(p, np.minimum(unit + 1e-6, 1 + 1e-6)),
+        "ok",
+        "float TIFF 1e-6 above 1 (rounding)",
+    )
     pillow("f255.tif", lambda p: tifffile.imwrite(p, unit * 255), "failed", "float TIFF in 0..255")
     pillow("fcentred.tif", lambda p: tifffile.imwrite(p, unit - 0.5), "failed", "float TIFF in -0.5..0.5")
     pillow("fnan.tif", lambda p: tifffile.imwrite(p, np.where(unit > 0.5, np.nan, unit)), "failed", "float NaN")
     pillow("finf.tif", lambda p: tifffile.imwrite(p, np.where(unit > 0.5, np.inf, unit)), "failed", "float inf")
-    pillow("f64.tif", lambda p: tifffile.imwrite(p, unit.astype(np.float64) * 255), "failed",
-           "float64 TIFF in 0..255")
-    pillow("u32.tif", lambda p: tifffile.imwrite(p, grey.astype(np.uint32) * 16843009), "failed",
-           "32-bit unsigned TIFF")
+    pillow("f64.tif", lambda p: tifffile.imwrite(p, unit.astype(np.float64) * 255), "failed", "float64 TIFF in 0..255")
+    pillow(
+        "u32.tif", lambda p: tifffile.imwrite(p, grey.astype(np.uint32) * 16843009), "failed", "32-bit unsigned TIFF"
+    )
     pillow("i32.tif", lambda p: tifffile.imwrite(p, grey.astype(np.int32) * 1000), "failed", "32-bit signed TIFF")
-    for name, data, what in (("empty.png", b"", "empty file"), ("notes.jpg", b"just some notes\n" * 20, "text"),
-                             ("page.png", b"<html><body>hi</body></html>", "HTML"),
-                             ("doc.png", b"%PDF-1.4\n%\xe2\xe3\n1 0 obj\n<<>>\nendobj\n", "PDF header"),
-                             ("vector.png", b'<svg xmlns="http://www.w3.org/2000/svg" width="32" height="24"/>', "SVG"),
-                             ("archive.jpg", b"PK\x03\x04" + bytes(60), "zip"),
-                             ("noise.tif", bytes(rng.integers(0, 256, 3000, dtype=np.uint8)), "random bytes")):
+    for name, data, what in (
+        ("empty.png", b"", "empty file"),
+        ("notes.jpg", b"just some notes\n" * 20, "text"),
+        ("page.png", b"<html><body>hi</body></html>", "HTML"),
+        ("doc.png", b"%PDF-1.4\n%\xe2\xe3\n1 0 obj\n<<>>\nendobj\n", "PDF header"),
+        ("vector.png", b'<svg xmlns="http://www.w3.org/2000/svg" width="32" height="24"/>', "SVG"),
+        ("archive.jpg", b"PK\x03\x04" + bytes(60), "zip"),
+        ("noise.tif", bytes(rng.integers(0, 256, 3000, dtype=np.uint8)), "random bytes"),
+    ):
         pillow(name, lambda p, d=data: p.write_bytes(d), "failed", what)
     whole = (folder / "plain.png").read_bytes()
-    pillow("truncated.png", lambda p: p.write_bytes(whole[:len(whole) // 2]), "failed", "truncated PNG")
+    pillow("truncated.png", lambda p: p.write_bytes(whole[: len(whole) // 2]), "failed", "truncated PNG")
     return cases
 
 
@@ -569,6 +750,7 @@ def encoded(image, fmt):
 def dos_eps(postscript):
     """A DOS EPS binary: the C5D0D3C6 header, then the PostScript section."""
     import struct
+
     return b"\xc5\xd0\xd3\xc6" + struct.pack("<6I", 30, len(postscript), 0, 0, 0, 0) + b"\xff\xff" + postscript
 
 
@@ -576,13 +758,16 @@ def tifffile_png16(path, rgb):
     """A 16-bit RGB PNG written without Pillow (which cannot): by hand, zlib and struct."""
     import struct
     import zlib
+
     rows = b"".join(b"\0" + (rgb.astype(">u2") * 257).tobytes() for rgb in rgb)
 
     def chunk(kind, data):
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
     header = struct.pack(">IIBBBBB", rgb.shape[1], rgb.shape[0], 16, 2, 0, 0, 0)
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(rows))
-                     + chunk(b"IEND", b""))
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b"")
+    )
 
 
 def crafted_label(path, kind):
@@ -619,10 +804,22 @@ def crafted_label(path, kind):
 
 def train_config(repo, data, folder):
     import yaml
-    config = {"base": str(repo / "configs" / "base.yaml"), "name": "tiny", "output_dir": str(folder / "runs"),
-              "model": dict(TINY), "data": {"root": str(data), "train_csv": "train.csv", "valid_csv": "valid.csv",
-                                            "crop": 32, "workers": 0, "valid_limit": 1},
-              "train": {"batch_size": 2, "lr": 1e-3, "log_every_steps": 1, "panels": 0, "epochs": 1}}
+
+    config = {
+        "base": str(repo / "configs" / "base.yaml"),
+        "name": "tiny",
+        "output_dir": str(folder / "runs"),
+        "model": dict(TINY),
+        "data": {
+            "root": str(data),
+            "train_csv": "train.csv",
+            "valid_csv": "valid.csv",
+            "crop": 32,
+            "workers": 0,
+            "valid_limit": 1,
+        },
+        "train": {"batch_size": 2, "lr": 1e-3, "log_every_steps": 1, "panels": 0, "epochs": 1},
+    }
     path = folder / "tiny.yaml"
     path.write_text(yaml.safe_dump(config))
     return path
@@ -643,7 +840,7 @@ def remove_deep(top):
         deep = deep.parent
 
 
-API_CASES = r'''
+API_CASES = r"""
 import json, sys
 sys.path.insert(0, sys.argv[1])
 import numpy as np
@@ -722,7 +919,7 @@ for case, (expected, tensor) in tensors.items():
     except Exception as e:
         outcomes["tensor: " + case] = (expected, {"kind": "error", "type": type(e).__name__, "message": str(e)})
 print(json.dumps(outcomes))
-'''
+"""
 
 
 def refusals(case):
@@ -745,12 +942,20 @@ def run_audit(repo, timeout, classes, shared=None):
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--repo", type=Path, default=Path(__file__).resolve().parents[2],
-                   help="the checkout to audit (default: this one)")
+    p.add_argument(
+        "--repo",
+        type=Path,
+        default=Path(__file__).resolve().parents[2],
+        help="the checkout to audit (default: this one)",
+    )
     p.add_argument("--classes", default=",".join(CLASSES), help=f"comma-separated, of {', '.join(CLASSES)}")
     p.add_argument("--timeout", type=float, default=120, help="seconds per tool run (default: 120)")
-    p.add_argument("--shared", type=Path, help="the reference data (default: ../shared beside --repo): the released "
-                                               "weights, the teacher of the teacher.json cases")
+    p.add_argument(
+        "--shared",
+        type=Path,
+        help="the reference data (default: ../shared beside --repo): the released "
+        "weights, the teacher of the teacher.json cases",
+    )
     p.add_argument("--json", type=Path, help="also write every case's result here")
     args = p.parse_args(argv)
     results = run_audit(args.repo, args.timeout, args.classes.split(","), args.shared)

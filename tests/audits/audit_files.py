@@ -18,6 +18,7 @@ Classes: 1 ownership (files the tool did not make), 2 containment (links), 3 one
 4 backend failures (onnxruntime), 5 pickle-based files (tampered last.pt), 9 training folders, 11 folder semantics
 (--resume after a photo changed, compare_methods' output folder). Prints one line per case and the table by class.
 """
+
 import argparse
 import csv
 import io
@@ -58,11 +59,25 @@ class Audit:
         if name == "make_heatmap.py" or name == "compare_methods.py":
             argv += ["--threads", "1"]
         if background:
-            return subprocess.Popen(argv, cwd=cwd or self.work, env=self.env, stdout=subprocess.PIPE,
-                                    stderr=subprocess.PIPE, text=True, errors="replace")
+            return subprocess.Popen(
+                argv,
+                cwd=cwd or self.work,
+                env=self.env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+                errors="replace",
+            )
         try:
-            done = subprocess.run(argv, cwd=cwd or self.work, env=self.env, capture_output=True, text=True,
-                                  errors="replace", timeout=self.timeout)
+            done = subprocess.run(
+                argv,
+                cwd=cwd or self.work,
+                env=self.env,
+                capture_output=True,
+                text=True,
+                errors="replace",
+                timeout=self.timeout,
+            )
             return done.returncode, done.stdout, done.stderr
         except subprocess.TimeoutExpired:
             return None, "", "timeout"
@@ -74,8 +89,9 @@ class Audit:
         """problems: a set of 'bad', 'security', 'lost' (empty: clean)."""
         cls = int(cls)
         verdict = "clean" if not problems else "+".join(sorted(problems))
-        self.results.append({"class": cls, "case": case, "verdict": verdict, "problems": sorted(problems),
-                             "note": note[:200]})
+        self.results.append(
+            {"class": cls, "case": case, "verdict": verdict, "problems": sorted(problems), "note": note[:200]}
+        )
         print(f"[{cls:>2}] {verdict:<18} {case}" + (f"  ({note[:140]})" if problems and note else ""), flush=True)
 
     def fresh(self, name):
@@ -87,19 +103,32 @@ class Audit:
     # ---------------------------------------------------------------------------------------------- fixtures
     def setup(self):
         self.tiny = self.work / "tiny.safetensors"
-        code = ("import sys, torch; sys.path.insert(0, sys.argv[1]); from pieanet.models import build_model, "
-                f"save_model; torch.manual_seed(0); save_model(sys.argv[2], build_model({TINY!r}))")
+        code = (
+            "import sys, torch; sys.path.insert(0, sys.argv[1]); from pieanet.models import build_model, "
+            f"save_model; torch.manual_seed(0); save_model(sys.argv[2], build_model({TINY!r}))"
+        )
         subprocess.run([sys.executable, "-c", code, str(self.repo), str(self.tiny)], check=True, env=self.env)
         self.data = make_dataset(self.work / "iea")
         self.template = None
 
     def train_config(self, folder, **train):
         import yaml
-        config = {"base": str(self.repo / "configs" / "base.yaml"), "name": "tiny",
-                  "output_dir": str(folder / "runs"), "model": dict(TINY),
-                  "data": {"root": str(self.data), "train_csv": "train.csv", "valid_csv": "valid.csv", "crop": 32,
-                           "workers": 0, "valid_limit": 1},
-                  "train": {"batch_size": 2, "lr": 1e-3, "log_every_steps": 1, "panels": 0, "epochs": 1, **train}}
+
+        config = {
+            "base": str(self.repo / "configs" / "base.yaml"),
+            "name": "tiny",
+            "output_dir": str(folder / "runs"),
+            "model": dict(TINY),
+            "data": {
+                "root": str(self.data),
+                "train_csv": "train.csv",
+                "valid_csv": "valid.csv",
+                "crop": 32,
+                "workers": 0,
+                "valid_limit": 1,
+            },
+            "train": {"batch_size": 2, "lr": 1e-3, "log_every_steps": 1, "panels": 0, "epochs": 1, **train},
+        }
         path = folder / "tiny.yaml"
         path.write_text(yaml.safe_dump(config))
         return path
@@ -122,8 +151,11 @@ class Audit:
 
     # ---------------------------------------------------------------------------------------------- 1 ownership
     def class_1(self):
-        option_sets = {"default": [], "all outputs": ["--overlay", "--colorbar", "--save-npy"],
-                       "jpg": ["--format", "jpg", "--overlay"]}
+        option_sets = {
+            "default": [],
+            "all outputs": ["--overlay", "--colorbar", "--save-npy"],
+            "jpg": ["--format", "jpg", "--overlay"],
+        }
         for label, options in option_sets.items():
             folder = self.fresh(f"own-{label.replace(' ', '-')}")
             photos, out = folder / "in", folder / "out"
@@ -141,11 +173,15 @@ class Audit:
                     problems |= {"bad", "lost"}
                 if TRACEBACK in err or code not in (0, 1, 2):
                     problems.add("bad")
-                self.record(1, f"user's {name} beside the photo's outputs ({label})", problems,
-                            "removed" if not now.exists() else "overwritten" if problems else "")
+                self.record(
+                    1,
+                    f"user's {name} beside the photo's outputs ({label})",
+                    problems,
+                    "removed" if not now.exists() else "overwritten" if problems else "",
+                )
         # a single photo whose folder is the output folder, spelled several ways
         for spelling in ("photos", "photos/.", "photos/../photos", "link-to-photos", "./photos/"):
-            for options in ([], ["--overlay", "--format", "jpg"])[:1 if self.quick else 2]:
+            for options in ([], ["--overlay", "--format", "jpg"])[: 1 if self.quick else 2]:
                 folder = self.fresh("single")
                 photos = folder / "photos"
                 save_photo(photos / "beach.png", 1)
@@ -153,21 +189,27 @@ class Audit:
                     (photos / f"beach_{kind}").write_bytes(f"user's {kind}".encode())
                 (folder / "link-to-photos").symlink_to(photos, target_is_directory=True)
                 before = snapshot(photos)
-                code, _, err = self.heatmap("--input", photos / "beach.png", "--output", spelling, *options,
-                                            cwd=folder)
+                code, _, err = self.heatmap("--input", photos / "beach.png", "--output", spelling, *options, cwd=folder)
                 problems = set()
                 changed = [n for n, d in before.items() if not (photos / n).is_file() or (photos / n).read_bytes() != d]
                 if changed:
                     problems |= {"bad", "lost"}
                 if TRACEBACK in err or code is None:
                     problems.add("bad")
-                self.record(1, f"--input photos/beach.png --output {spelling} {' '.join(options)}".strip(), problems,
-                            f"changed {changed}")
+                self.record(
+                    1,
+                    f"--input photos/beach.png --output {spelling} {' '.join(options)}".strip(),
+                    problems,
+                    f"changed {changed}",
+                )
 
     def class_1b(self):
         """Class 1 continued: index.html, a user's files in a sub-folder and added after a first run."""
-        pages = {"a user's page": b"<html><body>my photo site</body></html>", "an empty index.html": b"",
-                 "a page titled like the report": b"<html><head><title>Exposure heatmaps: out</title></head></html>"}
+        pages = {
+            "a user's page": b"<html><body>my photo site</body></html>",
+            "an empty index.html": b"",
+            "a page titled like the report": b"<html><head><title>Exposure heatmaps: out</title></head></html>",
+        }
         for label, data in pages.items():
             folder = self.fresh("page")
             save_photo(folder / "in" / "a.png", 2)
@@ -186,8 +228,12 @@ class Audit:
         save_photo(folder / "in" / "b.png", 3)
         code, _, err = self.heatmap("--input", folder / "in", "--output", folder / "out")
         page = (folder / "out" / "index.html").read_bytes() if (folder / "out" / "index.html").exists() else b""
-        self.record(1, "the tool's own index.html is updated by the next run",
-                    set() if code == 0 and b"b.png" in page else {"bad"}, err.strip()[-200:])
+        self.record(
+            1,
+            "the tool's own index.html is updated by the next run",
+            set() if code == 0 and b"b.png" in page else {"bad"},
+            err.strip()[-200:],
+        )
         # a user's file in a sub-folder of the output (--recursive), and one added after a first run
         folder = self.fresh("own-sub")
         save_photo(folder / "in" / "sub" / "b.png", 4)
@@ -197,8 +243,11 @@ class Audit:
         code, _, err = self.heatmap("--input", folder / "in", "--recursive", "--output", folder / "out", "--no-report")
         for name, data in (("b_overlay.png", b"user's overlay"), ("b_exposure.png", b"user's map")):
             p = folder / "out" / "sub" / name
-            self.record(1, f"user's sub/{name} with --recursive",
-                        set() if p.is_file() and p.read_bytes() == data and TRACEBACK not in err else {"bad", "lost"})
+            self.record(
+                1,
+                f"user's sub/{name} with --recursive",
+                set() if p.is_file() and p.read_bytes() == data and TRACEBACK not in err else {"bad", "lost"},
+            )
         folder = self.fresh("own-later")
         save_photo(folder / "in" / "a.png", 5)
         self.heatmap("--input", folder / "in", "--output", folder / "out", "--no-report")
@@ -208,8 +257,11 @@ class Audit:
         code, _, err = self.heatmap("--input", folder / "in", "--output", folder / "out", "--no-report", "--resume")
         for name in ("b_residual.npy", "b_colorbar.png"):
             p = folder / "out" / name
-            self.record(1, f"user's {name} added after a first run, then --resume",
-                        set() if p.is_file() and p.read_bytes().startswith(b"user's") else {"bad", "lost"})
+            self.record(
+                1,
+                f"user's {name} added after a first run, then --resume",
+                set() if p.is_file() and p.read_bytes().startswith(b"user's") else {"bad", "lost"},
+            )
 
     # ---------------------------------------------------------------------------------------------- 2 containment
     def class_2(self):
@@ -224,17 +276,34 @@ class Audit:
         before = snapshot(victim)
         (folder / "out").mkdir()
         (folder / "out" / "sub").symlink_to(victim, target_is_directory=True)
-        code, _, err = self.heatmap("--input", folder / "in", "--recursive", "--output", folder / "out", "--overlay",
-                                    "--colorbar", "--save-npy", "--no-report", "--resume")
+        code, _, err = self.heatmap(
+            "--input",
+            folder / "in",
+            "--recursive",
+            "--output",
+            folder / "out",
+            "--overlay",
+            "--colorbar",
+            "--save-npy",
+            "--no-report",
+            "--resume",
+        )
         for name, data in before.items():
             p = victim / name
             gone = not p.is_file() or p.read_bytes() != data
-            self.record(2, f"out/sub -> victim folder: victim's {name}", {"bad", "security", "lost"} if gone else
-                        set() if TRACEBACK not in err else {"bad"})
+            self.record(
+                2,
+                f"out/sub -> victim folder: victim's {name}",
+                {"bad", "security", "lost"} if gone else set() if TRACEBACK not in err else {"bad"},
+            )
         added = sorted(set(os.listdir(victim)) - set(before))
-        self.record(2, "out/sub -> victim folder: nothing new written there", {"bad", "security"} if added else set(),
-                    f"wrote {added}")
-        for label, target_exists in (("dangling", False), ("to a user's file", True))[:1 if self.minimal else 2]:
+        self.record(
+            2,
+            "out/sub -> victim folder: nothing new written there",
+            {"bad", "security"} if added else set(),
+            f"wrote {added}",
+        )
+        for label, target_exists in (("dangling", False), ("to a user's file", True))[: 1 if self.minimal else 2]:
             folder = self.fresh("link-summary")
             save_photo(folder / "in" / "a.png", 3)
             (folder / "out").mkdir()
@@ -248,7 +317,7 @@ class Audit:
             if TRACEBACK in err or code is None:
                 problems.add("bad")
             self.record(2, f"out/summary.csv a link {label}", problems, err.strip()[-160:])
-        for name in ("index.html", "a_exposure.png", "a_overlay.png")[:0 if self.minimal else 3]:
+        for name in ("index.html", "a_exposure.png", "a_overlay.png")[: 0 if self.minimal else 3]:
             folder = self.fresh("link-file")
             save_photo(folder / "in" / "a.png", 4)
             (folder / "out").mkdir()
@@ -272,8 +341,12 @@ class Audit:
             (out / "train.log").symlink_to(folder / "elsewhere.log")
             code, _, err = self.train(config, "train.max_steps=1")
             wrote = (folder / "elsewhere.log").exists()
-            self.record(2, "experiments/<name>/train.log a dangling link", ({"bad", "security"} if wrote else set())
-                        | ({"bad"} if TRACEBACK in err or code is None else set()), err.strip()[-160:])
+            self.record(
+                2,
+                "experiments/<name>/train.log a dangling link",
+                ({"bad", "security"} if wrote else set()) | ({"bad"} if TRACEBACK in err or code is None else set()),
+                err.strip()[-160:],
+            )
             return
         folder = self.fresh("link-dangling-sub")
         save_photo(folder / "in" / "sub" / "b.png", 5)
@@ -313,19 +386,39 @@ class Audit:
 
     # ---------------------------------------------------------------------------------------------- 3 concurrency
     def class_3(self):
-        for label, extra in (("plain", []), ("--resume", ["--resume"]), ("--batch-size 2", ["--batch-size", "2"]),
-                             ("with report", []))[:2 if self.quick else 4]:
+        for label, extra in (
+            ("plain", []),
+            ("--resume", ["--resume"]),
+            ("--batch-size 2", ["--batch-size", "2"]),
+            ("with report", []),
+        )[: 2 if self.quick else 4]:
             folder = self.fresh("two-runs")
             for run, (h, w) in (("A", (24, 32)), ("B", (40, 48))):
                 for n in range(4):
                     save_photo(folder / run / f"p{n}.png", n + (10 if run == "B" else 0), h, w)
             out = folder / "out"
             report = [] if label == "with report" else ["--no-report"]
-            runs = [self.script("make_heatmap.py", "--input", folder / run, "--output", out, "--checkpoint", self.tiny,
-                                *report, *extra, background=True) for run in ("A", "B")]
+            runs = [
+                self.script(
+                    "make_heatmap.py",
+                    "--input",
+                    folder / run,
+                    "--output",
+                    out,
+                    "--checkpoint",
+                    self.tiny,
+                    *report,
+                    *extra,
+                    background=True,
+                )
+                for run in ("A", "B")
+            ]
             outcomes = [finish(p, self.timeout) for p in runs]
-            self.record(3, f"two make_heatmap runs into one folder at once ({label})",
-                        judge_shared_folder(out, outcomes, expected=8))
+            self.record(
+                3,
+                f"two make_heatmap runs into one folder at once ({label})",
+                judge_shared_folder(out, outcomes, expected=8),
+            )
         if self.minimal:
             return
         folder = self.fresh("resume-during")
@@ -333,11 +426,30 @@ class Audit:
             save_photo(folder / "A" / f"a{n}.png", n)
         save_photo(folder / "B" / "b0.png", 50)
         out = folder / "out"
-        first = self.script("make_heatmap.py", "--input", folder / "A", "--output", out, "--checkpoint", self.tiny,
-                            "--no-report", background=True)
+        first = self.script(
+            "make_heatmap.py",
+            "--input",
+            folder / "A",
+            "--output",
+            out,
+            "--checkpoint",
+            self.tiny,
+            "--no-report",
+            background=True,
+        )
         time.sleep(1.0)
-        second = self.script("make_heatmap.py", "--input", folder / "B", "--output", out, "--checkpoint", self.tiny,
-                             "--no-report", "--resume", background=True)
+        second = self.script(
+            "make_heatmap.py",
+            "--input",
+            folder / "B",
+            "--output",
+            out,
+            "--checkpoint",
+            self.tiny,
+            "--no-report",
+            "--resume",
+            background=True,
+        )
         outcomes = [finish(first, self.timeout), finish(second, self.timeout)]
         self.record(3, "a --resume run started during another run's appends", judge_shared_folder(out, outcomes, 11))
         folder = self.fresh("two-trainings")
@@ -352,17 +464,22 @@ class Audit:
             problems.add("bad")
         if codes == [0, 0] or headers > 1:
             problems |= {"bad", "lost"}  # both ran in one folder: shared config, last.pt, one interleaved log
-        elif codes != [0, 2] or not any("another run" in err or "already holds a run" in err
-                                        for code, _, err in outcomes if code == 2):
+        elif codes != [0, 2] or not any(
+            "another run" in err or "already holds a run" in err for code, _, err in outcomes if code == 2
+        ):
             problems.add("bad")
         self.record(3, "two train_wavelet starts under one name at once", problems, f"exit codes {codes}")
 
     # ---------------------------------------------------------------------------------------------- 4 onnxruntime
     def class_4(self):
         import onnx
+
         model = onnx.load(str(self.repo / "checkpoints" / "pieanet_corpus.onnx"))
-        variants = {"H and W fixed at 64": (None, 64, 64), "batch fixed at 1": (1, None, None),
-                    "W fixed at 64": (None, None, 64)}
+        variants = {
+            "H and W fixed at 64": (None, 64, 64),
+            "batch fixed at 1": (1, None, None),
+            "W fixed at 64": (None, None, 64),
+        }
         if self.minimal:
             variants = {"H and W fixed at 64": (None, 64, 64)}
         for label, dims in variants.items():
@@ -375,8 +492,11 @@ class Audit:
                     shape.dim[axis].dim_value = value
             path = self.work / f"fixed-{len(dims)}-{label.replace(' ', '_')}.onnx"
             onnx.save(fixed, str(path))
-            orders = (("batch of 1", ["--batch-size", "1"]), ("batch of 2", ["--batch-size", "2"]),
-                      ("then --resume", ["--resume"]))
+            orders = (
+                ("batch of 1", ["--batch-size", "1"]),
+                ("batch of 2", ["--batch-size", "2"]),
+                ("then --resume", ["--resume"]),
+            )
             if self.minimal:
                 orders = orders[1:2]
             chosen = orders[:1] if self.quick and "batch" not in label else orders[:2] if self.quick else orders
@@ -386,10 +506,27 @@ class Audit:
                     save_photo(folder / "in" / f"p{n}.png", n, h, w)
                 out = folder / "out"
                 if order == "then --resume":
-                    self.script("make_heatmap.py", "--input", folder / "in", "--output", out, "--checkpoint", path,
-                                "--no-report")
-                code, _, err = self.script("make_heatmap.py", "--input", folder / "in", "--output", out,
-                                           "--checkpoint", path, "--no-report", *options)
+                    self.script(
+                        "make_heatmap.py",
+                        "--input",
+                        folder / "in",
+                        "--output",
+                        out,
+                        "--checkpoint",
+                        path,
+                        "--no-report",
+                    )
+                code, _, err = self.script(
+                    "make_heatmap.py",
+                    "--input",
+                    folder / "in",
+                    "--output",
+                    out,
+                    "--checkpoint",
+                    path,
+                    "--no-report",
+                    *options,
+                )
                 rows = read_rows(out / "summary.csv")
                 problems = set()
                 if TRACEBACK in err or code is None or code == 2:
@@ -401,6 +538,7 @@ class Audit:
     # ---------------------------------------------------------------------------------------------- 5 pickles
     def class_5(self):
         import torch
+
         cases = {
             "a Namespace object inside": lambda s: {**s, "model": argparse.Namespace(x=1)},
             "a pickle calling os.system": None,
@@ -415,18 +553,40 @@ class Audit:
         }
         for key in ("epoch", "step_in_epoch", "global_step", "best_mae"):
             cases[f"counter {key} missing"] = (lambda k: lambda s: {n: v for n, v in s.items() if n != k})(key)
-        for key, value in (("epoch", "1"), ("global_step", 1.5), ("step_in_epoch", None), ("best_mae", "x"),
-                           ("epoch", -3), ("global_step", [1]), ("best_mae", None)):
+        for key, value in (
+            ("epoch", "1"),
+            ("global_step", 1.5),
+            ("step_in_epoch", None),
+            ("best_mae", "x"),
+            ("epoch", -3),
+            ("global_step", [1]),
+            ("best_mae", None),
+        ):
             cases[f"counter {key} = {value!r}"] = (lambda k, v: lambda s: {**s, k: v})(key, value)
         if self.quick:  # every kind of tampering once, the counters two of each
-            keep = {"a Namespace object inside", "a pickle calling os.system",
-                    "a pickle with a GLOBAL of builtins.eval",
-                    "an empty file", "a truncated zip", "a list instead of a dict", "no model weights",
-                    "rng state a string", "counter epoch missing", "counter best_mae missing", "counter epoch = '1'",
-                    "counter global_step = 1.5", "counter best_mae = None", "counter epoch = -3"}
+            keep = {
+                "a Namespace object inside",
+                "a pickle calling os.system",
+                "a pickle with a GLOBAL of builtins.eval",
+                "an empty file",
+                "a truncated zip",
+                "a list instead of a dict",
+                "no model weights",
+                "rng state a string",
+                "counter epoch missing",
+                "counter best_mae missing",
+                "counter epoch = '1'",
+                "counter global_step = 1.5",
+                "counter best_mae = None",
+                "counter epoch = -3",
+            }
             if self.minimal:
-                keep = {"a Namespace object inside", "a pickle calling os.system", "counter epoch missing",
-                        "counter global_step = 1.5"}
+                keep = {
+                    "a Namespace object inside",
+                    "a pickle calling os.system",
+                    "counter epoch missing",
+                    "counter global_step = 1.5",
+                }
             cases = {k: v for k, v in cases.items() if k in keep}
         for label, change in cases.items():
             folder = self.fresh("pickle")
@@ -448,9 +608,12 @@ class Audit:
             if TRACEBACK in err or code != 2 or len(err.strip().splitlines()) != 1:
                 problems.add("bad")
             self.record(5, f"last.pt: {label} (train_wavelet --resume)", problems, err.strip()[-200:])
-        tools = (("make_heatmap.py", ["--input", "in", "--output", "out", "--no-report"]),
-                 ("score.py", ["in"]), ("export.py", ["--output", "x.onnx"]))
-        for tool, args in tools[:0 if self.minimal else 3]:
+        tools = (
+            ("make_heatmap.py", ["--input", "in", "--output", "out", "--no-report"]),
+            ("score.py", ["in"]),
+            ("export.py", ["--output", "x.onnx"]),
+        )
+        for tool, args in tools[: 0 if self.minimal else 3]:
             folder = self.fresh("pickle-tools")
             save_photo(folder / "in" / "a.png", 1)
             write_malicious_pickle(folder / "evil.pt", folder / "pwned", "system")
@@ -464,8 +627,9 @@ class Audit:
 
     # ---------------------------------------------------------------------------------------------- 9 training folders
     def class_9(self):
-        for override in ("model.width=16", "model.heads=3", "model.lightness_blocks=2")[:1 if self.minimal else
-                                                                                         2 if self.quick else 3]:
+        for override in ("model.width=16", "model.heads=3", "model.lightness_blocks=2")[
+            : 1 if self.minimal else 2 if self.quick else 3
+        ]:
             folder = self.fresh("refused-resume")
             config, out = self.stopped_run(folder)
             before = {p.name: (p.read_bytes(), p.stat().st_mtime_ns) for p in out.iterdir() if p.is_file()}
@@ -475,24 +639,33 @@ class Audit:
             if code == 0:
                 problems.add("bad")  # accepted a resume that does not fit
             if code != 0 and after != before:
-                problems |= {"bad"} | ({"lost"} if before.keys() - after.keys() or any(
-                    after.get(k, (None,))[0] != v[0] for k, v in before.items()) else set())
+                problems |= {"bad"} | (
+                    {"lost"}
+                    if before.keys() - after.keys() or any(after.get(k, (None,))[0] != v[0] for k, v in before.items())
+                    else set()
+                )
             if TRACEBACK in err:
                 problems.add("bad")
             changed = sorted(k for k in before.keys() | after.keys() if before.get(k) != after.get(k))
-            self.record(9, f"refused --resume {override} leaves the run folder untouched", problems,
-                        f"changed {changed}")
+            self.record(
+                9, f"refused --resume {override} leaves the run folder untouched", problems, f"changed {changed}"
+            )
         folder = self.fresh("weights-only")
         config = self.train_config(folder)
         out = folder / "runs" / "tiny"
         out.mkdir(parents=True)
         (out / "last.safetensors").write_bytes(b"weights trained for a week")
         code, _, err = self.train(config, "train.max_steps=1")
-        self.record(9, "a folder holding only last.safetensors is not started over",
-                    set() if (out / "last.safetensors").read_bytes() == b"weights trained for a week" and code == 2
-                    else {"bad", "lost"})
-        for names in (("last.safetensors", "best.safetensors", "last.pt"), ("last.safetensors",))[:1 if self.quick
-                                                                                                  else 2]:
+        self.record(
+            9,
+            "a folder holding only last.safetensors is not started over",
+            set()
+            if (out / "last.safetensors").read_bytes() == b"weights trained for a week" and code == 2
+            else {"bad", "lost"},
+        )
+        for names in (("last.safetensors", "best.safetensors", "last.pt"), ("last.safetensors",))[
+            : 1 if self.quick else 2
+        ]:
             folder = self.fresh("overwrite")
             config = self.train_config(folder)
             out = folder / "runs" / "tiny"
@@ -501,8 +674,12 @@ class Audit:
                 (out / name).write_bytes(b"old weights")
             code, _, err = self.train(config, "--overwrite", "train.max_steps=1")
             stale = [n for n in names if (out / n).exists() and (out / n).read_bytes() == b"old weights"]
-            self.record(9, f"--overwrite removes every earlier weight file ({', '.join(names)})",
-                        {"bad"} if stale or code != 0 else set(), f"kept {stale}; {err.strip()[-120:]}")
+            self.record(
+                9,
+                f"--overwrite removes every earlier weight file ({', '.join(names)})",
+                {"bad"} if stale or code != 0 else set(),
+                f"kept {stale}; {err.strip()[-120:]}",
+            )
         if self.minimal:
             return
         folder = self.fresh("truncated-resume")
@@ -511,17 +688,24 @@ class Audit:
         before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
         code, _, err = self.train(config, "--resume")
         after = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
-        self.record(9, "a refused resume of a truncated last.pt leaves the folder untouched",
-                    set() if code == 2 and after == before and TRACEBACK not in err else {"bad"})
+        self.record(
+            9,
+            "a refused resume of a truncated last.pt leaves the folder untouched",
+            set() if code == 2 and after == before and TRACEBACK not in err else {"bad"},
+        )
 
     # ---------------------------------------------------------------------------------------------- 11 semantics
     def class_11(self):
-        changes = {"a bigger photo": (40, 48, 9), "a smaller photo": (16, 16, 9),
-                   "same size, other content": (24, 32, 9), "the same bytes rewritten": None,
-                   "same size, one pixel changed": "pixel"}
+        changes = {
+            "a bigger photo": (40, 48, 9),
+            "a smaller photo": (16, 16, 9),
+            "same size, other content": (24, 32, 9),
+            "the same bytes rewritten": None,
+            "same size, one pixel changed": "pixel",
+        }
         if self.quick:
             kept = ("a bigger photo", "same size, one pixel changed", "the same bytes rewritten")
-            changes = {k: v for k, v in changes.items() if k in kept[:1 if self.minimal else 3]}
+            changes = {k: v for k, v in changes.items() if k in kept[: 1 if self.minimal else 3]}
         for label, change in changes.items():
             folder = self.fresh("resume-changed")
             save_photo(folder / "in" / "a.png", 1)
@@ -547,22 +731,38 @@ class Audit:
             if expected_redo:
                 with Image.open(a, formats=["PNG", "JPEG"]) as im:
                     size = im.size
-                if (rows and (rows[0]["width"], rows[0]["height"]) != tuple(map(str, size))) or \
-                        (out / "a_exposure.png").read_bytes() == old_map:
+                if (rows and (rows[0]["width"], rows[0]["height"]) != tuple(map(str, size))) or (
+                    out / "a_exposure.png"
+                ).read_bytes() == old_map:
                     problems.add("bad")  # the old row and map kept for another photo
             elif "2 already done" not in stdout:
                 problems.add("bad")  # redone although nothing changed
             self.record(11, f"--resume after a.png was replaced by {label}", problems, stdout.strip()[-120:])
-        outputs = (("= a method folder", "m1"), ("inside a method folder", "m2/report"),
-                   ("inside the reference folder", "ref/x"), ("= the reference folder", "ref"),
-                   ("a method folder spelled m1/.", "m1/."))
-        for label, output in outputs[:1 if self.minimal else 3 if self.quick else 5]:
+        outputs = (
+            ("= a method folder", "m1"),
+            ("inside a method folder", "m2/report"),
+            ("inside the reference folder", "ref/x"),
+            ("= the reference folder", "ref"),
+            ("a method folder spelled m1/.", "m1/."),
+        )
+        for label, output in outputs[: 1 if self.minimal else 3 if self.quick else 5]:
             folder = self.fresh("compare")
             for method in ("m1", "m2", "ref"):
                 save_photo(folder / method / "x.png", 1)
             before = snapshot(folder)
-            code, _, err = self.script("compare_methods.py", "--inputs", "m1", "m2", "--reference", "ref",
-                                       "--output", output, "--checkpoint", self.tiny, cwd=folder)
+            code, _, err = self.script(
+                "compare_methods.py",
+                "--inputs",
+                "m1",
+                "m2",
+                "--reference",
+                "ref",
+                "--output",
+                output,
+                "--checkpoint",
+                self.tiny,
+                cwd=folder,
+            )
             problems = set()
             if snapshot(folder) != before or code != 2:
                 problems.add("bad")
@@ -573,21 +773,38 @@ class Audit:
             folder = self.fresh("compare-ok")
             for method in ("m1", "m2"):
                 save_photo(folder / method / "x.png", 1)
-            code, _, err = self.script("compare_methods.py", "--inputs", "m1", "m2", "--output", "report",
-                                       "--checkpoint", self.tiny, cwd=folder)
-            self.record(11, "compare_methods --output beside the method folders still works",
-                        set() if code == 0 and (folder / "report" / "comparison.csv").exists() else {"bad"})
-        for depth in ("linked", "sub/linked")[:1 if self.quick else 2]:
+            code, _, err = self.script(
+                "compare_methods.py",
+                "--inputs",
+                "m1",
+                "m2",
+                "--output",
+                "report",
+                "--checkpoint",
+                self.tiny,
+                cwd=folder,
+            )
+            self.record(
+                11,
+                "compare_methods --output beside the method folders still works",
+                set() if code == 0 and (folder / "report" / "comparison.csv").exists() else {"bad"},
+            )
+        for depth in ("linked", "sub/linked")[: 1 if self.quick else 2]:
             folder = self.fresh("recursive-link")
             save_photo(folder / "in" / "a.png", 1)
             save_photo(folder / "other" / "c.png", 2)
             (folder / "in" / depth).parent.mkdir(parents=True, exist_ok=True)
             (folder / "in" / depth).symlink_to(folder / "other", target_is_directory=True)
-            code, _, err = self.heatmap("--input", folder / "in", "--recursive", "--output", folder / "out",
-                                        "--no-report")
+            code, _, err = self.heatmap(
+                "--input", folder / "in", "--recursive", "--output", folder / "out", "--no-report"
+            )
             said = "linked" in err and ("link" in err.lower())
-            self.record(11, f"--recursive with a linked sub-folder in/{depth}",
-                        set() if said and TRACEBACK not in err else {"bad"}, "skipped without a word")
+            self.record(
+                11,
+                f"--recursive with a linked sub-folder in/{depth}",
+                set() if said and TRACEBACK not in err else {"bad"},
+                "skipped without a word",
+            )
 
     def run(self):
         self.setup()
@@ -609,8 +826,11 @@ def save_photo(path, seed, height=24, width=32):
 
 
 def snapshot(folder):
-    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(Path(folder).rglob("*"))
-            if p.is_file() and not p.is_symlink()}
+    return {
+        str(p.relative_to(folder)): p.read_bytes()
+        for p in sorted(Path(folder).rglob("*"))
+        if p.is_file() and not p.is_symlink()
+    }
 
 
 def read_rows(path):
@@ -668,10 +888,11 @@ def write_malicious_pickle(path, marker, kind):
     """A torch-style zip whose data.pkl calls os.system (or builtins.eval) to create ``marker`` when unpickled
     without weights_only: what a stranger's last.pt could hold."""
     import zipfile
+
     if kind == "system":
-        payload = (b"cos\nsystem\n(V" + f"touch {marker}".encode() + b"\ntR.")
+        payload = b"cos\nsystem\n(V" + f"touch {marker}".encode() + b"\ntR."
     else:
-        payload = (b"cbuiltins\neval\n(V" + f"open({str(marker)!r}, 'w')".encode() + b"\ntR.")
+        payload = b"cbuiltins\neval\n(V" + f"open({str(marker)!r}, 'w')".encode() + b"\ntR."
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w") as z:
         z.writestr("archive/data.pkl", payload)
@@ -709,18 +930,27 @@ def table(results, order=None):
     lines = ["| class | tried | clean | bad | security | data lost |", "|---|---|---|---|---|---|"]
     for cls in classes + ["all"]:
         rs = [r for r in results if cls == "all" or r["class"] == cls]
-        lines.append(f"| {cls} | {len(rs)} | {sum(r['verdict'] == 'clean' for r in rs)} | "
-                     f"{sum('bad' in r['problems'] for r in rs)} | {sum('security' in r['problems'] for r in rs)} | "
-                     f"{sum('lost' in r['problems'] for r in rs)} |")
+        lines.append(
+            f"| {cls} | {len(rs)} | {sum(r['verdict'] == 'clean' for r in rs)} | "
+            f"{sum('bad' in r['problems'] for r in rs)} | {sum('security' in r['problems'] for r in rs)} | "
+            f"{sum('lost' in r['problems'] for r in rs)} |"
+        )
     return "\n".join(lines)
 
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--repo", type=Path, default=Path(__file__).resolve().parents[2],
-                   help="the checkout to audit (default: this one)")
-    p.add_argument("--classes", default="1,1b,2,3,4,5,9,11",
-                   help="comma-separated classes (default: all; 1b is the rest of class 1: pages, sub-folders)")
+    p.add_argument(
+        "--repo",
+        type=Path,
+        default=Path(__file__).resolve().parents[2],
+        help="the checkout to audit (default: this one)",
+    )
+    p.add_argument(
+        "--classes",
+        default="1,1b,2,3,4,5,9,11",
+        help="comma-separated classes (default: all; 1b is the rest of class 1: pages, sub-folders)",
+    )
     p.add_argument("--quick", action="store_true", help="fewer variants of the costly cases (about half the runs)")
     p.add_argument("--minimal", action="store_true", help="one or two cases of each kind (a loaded machine)")
     p.add_argument("--timeout", type=float, default=180, help="seconds per tool run (default: 180)")

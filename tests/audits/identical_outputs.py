@@ -20,6 +20,7 @@ Nothing else is normalised: a field that differs between two runs of the same ch
 --compare A B prints every path whose size or hash differs, or that only one manifest has; exit 1 when any does.
 Threads: OMP_NUM_THREADS / MKL_NUM_THREADS = --threads (2) for every command, so two runs do the same arithmetic.
 """
+
 import argparse
 import hashlib
 import os
@@ -52,8 +53,10 @@ def copy_inputs(checkout: Path, shared: Path, work: Path) -> None:
         shutil.copytree(shared / name / "images", photos / name)
     # compare_methods needs one folder per method with the same file names: camera render against expert C (FiveK),
     # bracket frame against the fusion people rated best (Waterloo), each reference under its test image's name
-    for name, csv_name, methods in (("expert_retouch", "expert_retouch.csv", ("camera", "expert")),
-                                    ("human_ref", "human_ref.csv", ("frame", "fused"))):
+    for name, csv_name, methods in (
+        ("expert_retouch", "expert_retouch.csv", ("camera", "expert")),
+        ("human_ref", "human_ref.csv", ("frame", "fused")),
+    ):
         lines = (shared / name / csv_name).read_text(encoding="utf-8").splitlines()[1:]
         for line in lines:
             img_id, ref_id = line.split(",")[:2]
@@ -67,49 +70,143 @@ def steps() -> list[tuple[str, str, list[str]]]:
     """(step name, tool, arguments) in run order; every path is relative to the work folder."""
     photo_flags = ["--overlay", "--colorbar", "--save-npy"]
     runs = [
-        ("heatmap_torch", "make_heatmap.py",
-         ["--input", "in/photos", "--recursive", "--output", "out/heatmap_torch", "--backend", "torch", *photo_flags]),
-        ("heatmap_default", "make_heatmap.py",
-         ["--input", "in/photos", "--recursive", "--output", "out/heatmap_default", *photo_flags]),
+        (
+            "heatmap_torch",
+            "make_heatmap.py",
+            [
+                "--input",
+                "in/photos",
+                "--recursive",
+                "--output",
+                "out/heatmap_torch",
+                "--backend",
+                "torch",
+                *photo_flags,
+            ],
+        ),
+        (
+            "heatmap_default",
+            "make_heatmap.py",
+            ["--input", "in/photos", "--recursive", "--output", "out/heatmap_default", *photo_flags],
+        ),
     ]
     for rule in RULES:
         runs.append((f"score_{rule}", "score.py", ["--rules", rule, "in/img_to_pred"]))
-    runs.append(("score_landscape_json", "score.py", ["--rules", "landscape", "--json", "in/img_to_pred",
-                                                      "in/expert_retouch/images"]))
-    for name, csv_name in (("human_ref", "human_ref.csv"), ("expert_retouch", "expert_retouch.csv"),
-                           ("real_brackets", "real.csv")):
-        runs.append((f"evaluate_{name}", "evaluate.py",
-                     ["--data-root", f"in/{name}", "--csv", csv_name, "--baselines", *BASELINES,
-                      "--compare", "checkpoints/pieanet_corpus.safetensors",
-                      "--json", f"out/evaluate/{name}.json", "--markdown", f"out/evaluate/{name}.md"]))
-    runs.append(("evaluate_well_exposed", "evaluate.py",
-                 ["--well-exposed", "in/well_exposed", "--baselines", "global_midgray",
-                  "--compare", "checkpoints/pieanet_corpus.safetensors",
-                  "--output", "out/well_exposed", "--json", "out/evaluate/well_exposed.json"]))
-    runs.append(("compare_expert_retouch", "compare_methods.py",
-                 ["--inputs", "in/compare/expert_retouch/camera", "in/compare/expert_retouch/expert",
-                  "--names", "camera", "expert", "--reference", "in/compare/expert_retouch/expert",
-                  "--output", "out/compare/expert_retouch"]))
-    runs.append(("compare_human_ref", "compare_methods.py",
-                 ["--inputs", "in/compare/human_ref/frame", "in/compare/human_ref/fused",
-                  "--output", "out/compare/human_ref", "--max-rows", "6"]))
-    runs.append(("compare_img_to_pred", "compare_methods.py",
-                 ["--inputs", "in/img_to_pred", "--output", "out/compare/img_to_pred"]))
+    runs.append(
+        (
+            "score_landscape_json",
+            "score.py",
+            ["--rules", "landscape", "--json", "in/img_to_pred", "in/expert_retouch/images"],
+        )
+    )
+    for name, csv_name in (
+        ("human_ref", "human_ref.csv"),
+        ("expert_retouch", "expert_retouch.csv"),
+        ("real_brackets", "real.csv"),
+    ):
+        runs.append(
+            (
+                f"evaluate_{name}",
+                "evaluate.py",
+                [
+                    "--data-root",
+                    f"in/{name}",
+                    "--csv",
+                    csv_name,
+                    "--baselines",
+                    *BASELINES,
+                    "--compare",
+                    "checkpoints/pieanet_corpus.safetensors",
+                    "--json",
+                    f"out/evaluate/{name}.json",
+                    "--markdown",
+                    f"out/evaluate/{name}.md",
+                ],
+            )
+        )
+    runs.append(
+        (
+            "evaluate_well_exposed",
+            "evaluate.py",
+            [
+                "--well-exposed",
+                "in/well_exposed",
+                "--baselines",
+                "global_midgray",
+                "--compare",
+                "checkpoints/pieanet_corpus.safetensors",
+                "--output",
+                "out/well_exposed",
+                "--json",
+                "out/evaluate/well_exposed.json",
+            ],
+        )
+    )
+    runs.append(
+        (
+            "compare_expert_retouch",
+            "compare_methods.py",
+            [
+                "--inputs",
+                "in/compare/expert_retouch/camera",
+                "in/compare/expert_retouch/expert",
+                "--names",
+                "camera",
+                "expert",
+                "--reference",
+                "in/compare/expert_retouch/expert",
+                "--output",
+                "out/compare/expert_retouch",
+            ],
+        )
+    )
+    runs.append(
+        (
+            "compare_human_ref",
+            "compare_methods.py",
+            [
+                "--inputs",
+                "in/compare/human_ref/frame",
+                "in/compare/human_ref/fused",
+                "--output",
+                "out/compare/human_ref",
+                "--max-rows",
+                "6",
+            ],
+        )
+    )
+    runs.append(
+        (
+            "compare_img_to_pred",
+            "compare_methods.py",
+            ["--inputs", "in/img_to_pred", "--output", "out/compare/img_to_pred"],
+        )
+    )
     return runs
 
 
 def run_tools(checkout: Path, work: Path, threads: int) -> list[tuple[str, int, float]]:
     """Runs every step (evaluate.py's checkpoint given as CHECKOUT's shipped file); returns (step, exit code, s)."""
-    env = dict(os.environ, PYTHONDONTWRITEBYTECODE="1", PYTHONHASHSEED="0", OMP_NUM_THREADS=str(threads),
-               MKL_NUM_THREADS=str(threads))
+    env = dict(
+        os.environ,
+        PYTHONDONTWRITEBYTECODE="1",
+        PYTHONHASHSEED="0",
+        OMP_NUM_THREADS=str(threads),
+        MKL_NUM_THREADS=str(threads),
+    )
     env.pop("P_IEA_DEBUG", None)
     (work / "out" / "evaluate").mkdir(parents=True, exist_ok=True)
     done = []
     for name, tool, args in steps():
         args = [str(checkout / a) if a.startswith("checkpoints/") else a for a in args]
         start = time.perf_counter()
-        result = subprocess.run([sys.executable, str(checkout / tool), *args], cwd=work, env=env,
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        result = subprocess.run(
+            [sys.executable, str(checkout / tool), *args],
+            cwd=work,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
         seconds = time.perf_counter() - start
         (work / "out" / f"{name}.stdout").write_bytes(result.stdout)
         (work / "log").mkdir(exist_ok=True)
@@ -162,8 +259,10 @@ def compare(first: Path, second: Path) -> int:
         else:
             continue
         differ += 1
-    print(f"{len(a.keys() & b.keys()) - sum(a[p] != b[p] for p in a.keys() & b.keys())} files identical, "
-          f"{differ} differ or are missing")
+    print(
+        f"{len(a.keys() & b.keys()) - sum(a[p] != b[p] for p in a.keys() & b.keys())} files identical, "
+        f"{differ} differ or are missing"
+    )
     return 1 if differ else 0
 
 
@@ -194,8 +293,10 @@ def main(argv: list[str] | None = None) -> int:
         lines = manifest(checkout, work)
         Path(args.manifest).write_text("\n".join(lines) + "\n", encoding="utf-8")
         failed = [name for name, code, _ in done if code != 0]
-        print(f"{len(lines) - 1} files in {args.manifest}; {time.perf_counter() - start:.0f} s in all"
-              + (f"; non-zero exit: {', '.join(failed)}" if failed else ""))
+        print(
+            f"{len(lines) - 1} files in {args.manifest}; {time.perf_counter() - start:.0f} s in all"
+            + (f"; non-zero exit: {', '.join(failed)}" if failed else "")
+        )
     finally:
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)

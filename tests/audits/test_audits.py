@@ -4,6 +4,7 @@ Behind the `audit` marker (tests/audits/conftest.py): `python -m pytest -m audit
 loaded 2-core machine), `-m audit -k disk` one audit, `-k "files and 11"` one class. The mutation harness tests the
 committed tree (a `git worktree` of HEAD), not uncommitted changes.
 """
+
 from pathlib import Path
 
 import pytest

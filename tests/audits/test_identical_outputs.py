@@ -1,5 +1,6 @@
 """The byte-identity check's own logic (tests/audits/identical_outputs.py): what it normalises and what it compares.
 Its run over a whole checkout is a command (minutes), not a test."""
+
 import hashlib
 
 from . import identical_outputs
@@ -21,13 +22,17 @@ def test_manifest_lines_and_compare(tmp_path, capsys):
     (work / "out" / "summary.csv").write_text(f"source\n{work}/in/a.png\n", encoding="utf-8")
     lines = identical_outputs.manifest(tmp_path / "repo", work)
     npy, csv = b"\x93NUMPY" + bytes(range(10)), b"source\n<work>/in/a.png\n"  # what is hashed, written out here
-    assert lines == [identical_outputs.HEADER, f"sub/map.npy\t16\t{hashlib.sha256(npy).hexdigest()}\t-",
-                     f"summary.csv\t23\t{hashlib.sha256(csv).hexdigest()}\twork"]
+    assert lines == [
+        identical_outputs.HEADER,
+        f"sub/map.npy\t16\t{hashlib.sha256(npy).hexdigest()}\t-",
+        f"summary.csv\t23\t{hashlib.sha256(csv).hexdigest()}\twork",
+    ]
     first, second = tmp_path / "a.tsv", tmp_path / "b.tsv"
     first.write_text("\n".join(lines) + "\n", encoding="utf-8")
     assert identical_outputs.compare(first, first) == 0
-    second.write_text("\n".join([lines[0], lines[1].replace("\t16\t", "\t17\t"), "new.png\t1\tab\t-"]) + "\n",
-                      encoding="utf-8")
+    second.write_text(
+        "\n".join([lines[0], lines[1].replace("\t16\t", "\t17\t"), "new.png\t1\tab\t-"]) + "\n", encoding="utf-8"
+    )
     capsys.readouterr()
     assert identical_outputs.compare(first, second) == 1
     said = capsys.readouterr().out
