@@ -119,7 +119,13 @@ def test_a_summary_without_output_kinds_still_shows_its_files(tiny_checkpoint, t
 def test_only_the_naming_module_spells_output_kinds():
     root = Path(__file__).resolve().parents[1]
     code = [
-        path for path in [root / "make_heatmap.py", *sorted((root / "utils").glob("*.py"))] if path.name != "outputs.py"
+        path
+        for path in [
+            root / "make_heatmap.py",
+            *sorted((root / "utils").glob("*.py")),
+            *sorted((root / "pieanet" / "heatmaps").glob("*.py")),
+        ]
+        if path.name != "outputs.py"
     ]
     names = re.compile(r"""(?<!<stem>_)(?:exposure|overlay|colorbar|residual)\.(?:png|jpg|npy)\b|["']exposure["']""")
     spelled = {path.name: found for path in code if (found := names.findall(path.read_text(encoding="utf-8")))}
