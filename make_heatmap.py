@@ -6,9 +6,9 @@
     torchrun --nproc-per-node 4 make_heatmap.py --input photos --output results   # several processes, any nodes
 
 Per photo: <stem>_exposure.png (blue = under-exposed, white = ideal, red = over-exposed) at full size; optionally
-<stem>_residual.npy, <stem>_overlay.png, <stem>_colorbar.png; one summary.csv and index.html per run. A photo that fails is one line and
-a row, the others go on (exit 1); a bad checkpoint, input, folder or option is exit 2 before any work. This file parses
-the command line; the run is the library's (pieanet/heatmaps/, whose docstring says what a run promises).
+<stem>_residual.npy, <stem>_overlay.png, <stem>_colorbar.png; one summary.csv and index.html per run. A photo that
+fails is one line and a row, the others go on (exit 1); a bad checkpoint, input, folder or option is exit 2 before any
+work. This file parses the command line; the run is the library's (pieanet/heatmaps/: what a run promises).
 """
 
 if __name__ == "__main__":  # first, before the slow imports: Ctrl-C while they run is exit 130, one line
