@@ -1,8 +1,9 @@
 """The definition's bounds hold by construction: a pixel's ideal grey lies in [0, 255], so every map the tools hand
 back has r in [-grey / 255, (255 - grey) / 255] of the photo it judged (utils.exposure.bound_residual, applied last in
 models.inference.predict_tensor). Checked on every backend and path: torch at the working size, guided upsampling to
-full size, tiles at native size, the ONNX export, the released network; on the 4 sample photos and on the development
-sets (../shared, skipped when absent)."""
+full size, tiles at native size, the ONNX export, make_heatmap's torch-free path (models/torch_free.py, which bounds
+its maps itself), the released network; on the 4 sample photos and on the development sets (../shared, skipped when
+absent)."""
 
 import numpy as np
 import pytest
@@ -11,6 +12,7 @@ import torch
 from conftest import OFFICIAL_WEIGHTS, ROOT, SHARED
 from pieanet import runtime
 from pieanet.models import DEFAULT_CHECKPOINT, DEFAULT_ONNX, contract, load_model
+from pieanet.models.torch_free import TorchFreeModel
 from pieanet.utils.exposure import GRAY_WEIGHTS, bound_residual, gray
 from pieanet.utils.image_io import load_image
 
@@ -63,6 +65,7 @@ def backends():
         ("torch guided upsampling", shipped, 128, None),
         ("torch tiles, native size", shipped, 0, contract.minimum_tile(shipped)),
         ("onnxruntime", load_model(DEFAULT_ONNX), None, None),
+        ("torch-free (make_heatmap's default)", TorchFreeModel(DEFAULT_ONNX), None, None),
     ]
     if OFFICIAL_WEIGHTS.is_file():
         found.append(("released network", load_model(OFFICIAL_WEIGHTS), None, None))
@@ -106,9 +109,15 @@ def test_development_sets_within_bounds_on_every_backend(name, every_backend):
     images = SHARED / name / "images"
     if not images.is_dir():
         pytest.skip(f"{images}: the {name} development set is not there (../shared beside the repo)")
-    # every photo on the default paths (torch and ONNX at the working size); every EVERY_NTH photo on all five,
-    # native-size tiles and the released network included (those take seconds a photo: the whole sets, most of an hour)
+    # every photo on one of the two default paths at the working size, in turn (the API's torch and make_heatmap's
+    # torch-free one); every EVERY_NTH photo on all six, native-size tiles and the released network included (those
+    # take seconds a photo: the whole sets on every path, most of an hour)
     paths = sorted(p for p in images.iterdir() if p.is_file())
-    default_paths = [backend for backend in every_backend if backend[0] in ("torch", "onnxruntime")]
-    check_photos([p for n, p in enumerate(paths) if n % EVERY_NTH], default_paths)
+    default_paths = [
+        backend for backend in every_backend if backend[0] in ("torch", "torch-free (make_heatmap's default)")
+    ]
+    assert len(default_paths) == 2
+    for n, path in enumerate(paths):
+        if n % EVERY_NTH:
+            check_photos([path], [default_paths[n % 2]])
     check_photos(paths[::EVERY_NTH], every_backend)
