@@ -77,7 +77,8 @@ def predict(
     size: int | None = None,
     tile: int | None = None,
 ) -> "np.ndarray":
-    """The residual map of one photo as the tools compute it: H x W float32 at the photo's resolution, r > 0
+    """The residual map of one photo as the tools compute it (in torch; make_heatmap's torch-free default gives the
+    same map within 1e-4, models/torch_free.py): H x W float32 at the photo's resolution, r > 0
     under-exposed, each pixel within [-grey, 1 - grey] of the photo's grey (0..1): the ideal's grey lies in [0, 1].
     ``photo``: a file (read as make_heatmap reads it: EXIF rotation, HEIC, RAW) or an H x W x 3 RGB array: uint8
     (0-255), uint16 (divided by 65535) or finite float in [0, 1]; anything else (NaN or
