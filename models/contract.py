@@ -158,3 +158,10 @@ def scene_context(model: Model, x: Any) -> dict:
     """The keyword arguments every tile of photo ``x`` is called with: the whole photo's scene for a model that
     judges it, else none."""
     return {"scene": model.scene(x)} if uses_scene(model) else {}
+
+
+# where an exported ONNX file (export.py) carries the model's config (JSON, models.build_model's) and the properties
+# above as its graph has them (JSON; receptive_radius null: the whole image): models/onnx_model.py and
+# models/torch_free.py read them from the file's metadata
+ONNX_CONFIG_KEY = "p_iea.config"
+ONNX_CONTRACT_KEY = "p_iea.contract"

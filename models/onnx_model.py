@@ -22,7 +22,7 @@ import torch.nn as nn
 from pieanet.models import contract
 from pieanet.utils.safety import first_line
 
-CONFIG_KEY = "p_iea.config"  # written by export.py
+CONFIG_KEY = contract.ONNX_CONFIG_KEY  # written by export.py
 # an installed copy has no requirements file: the package by name first
 INSTALL = (
     "pip install onnxruntime (onnxruntime-gpu for CUDA; in the P-IEA checkout: pip install -r "

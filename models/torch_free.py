@@ -32,8 +32,7 @@ from pieanet.utils.exposure import GRAY_WEIGHTS, bound_residual
 from pieanet.utils.image_io import FLOAT_RANGE_SLACK
 from pieanet.utils.safety import first_line
 
-CONFIG_KEY = "p_iea.config"  # written by export.py (models/onnx_model.py reads the same key)
-CONTRACT_KEY = "p_iea.contract"  # written by export.py: what models/contract.py reads, as the ONNX graph declares it
+CONFIG_KEY, CONTRACT_KEY = contract.ONNX_CONFIG_KEY, contract.ONNX_CONTRACT_KEY
 LEVELS = np.float32(255.0)
 
 
@@ -42,7 +41,7 @@ class TorchFreeModel:
     file's metadata. ``threads``: onnxruntime's intra-op threads (None: its default, one per core)."""
 
     def __init__(self, path, threads=None):
-        import onnxruntime  # noqa: PLC0415 (only a run that uses it pays for the import)
+        import onnxruntime  # here: only a run that uses it pays for the import
 
         options = onnxruntime.SessionOptions()
         if threads:

@@ -128,8 +128,8 @@ def export_onnx(model, path, opset=DEFAULT_OPSET):
     }
     program.model.metadata_props.update(
         {
-            "p_iea.config": json.dumps(config),
-            "p_iea.contract": json.dumps(declared),
+            contract.ONNX_CONFIG_KEY: json.dumps(config),
+            contract.ONNX_CONTRACT_KEY: json.dumps(declared),
             "p_iea.working_size": str(config.get("working_size") or ""),
             "p_iea.input": "image: N x 3 x H x W float32 RGB in [0, 1]",
             "p_iea.output": "residual: N x 1 x H x W float32 in [-1, 1]; > 0 under-exposed, < 0 over-exposed",
