@@ -16,13 +16,11 @@ if __name__ == "__main__":  # first, before the slow imports: Ctrl-C while they 
 
     quiet_interrupts("make_heatmap")
     passive_waits()  # before torch starts its threads
-import argparse
-import math
 import sys
 from pathlib import Path
 
 from pieanet.heatmaps.run import PROG, make_heatmaps
-from pieanet.heatmaps.writing import DEFAULT_JPEG_QUALITY
+from pieanet.heatmaps.writing import DEFAULT_JPEG_QUALITY, jpeg_quality_option, vmax_option
 from pieanet.utils import cli
 from pieanet.utils.heatmap import MAX_STOPS_VMAX, STOPS_VMAX, VIEWS, VMAX_FLOOR, VMAX_PERCENTILE
 
@@ -80,7 +78,7 @@ def parse_args(argv):
     )
     p.add_argument(
         "--vmax",
-        type=colour_scale,
+        type=vmax_option,
         metavar="V|image",
         help="colour scale: r = +V is full blue, -V full red, beyond is clipped; 1 keeps one absolute "
         f"scale for every photo, so maps compare across photos (default: 1; with --map stops V is in "
@@ -107,7 +105,7 @@ def parse_args(argv):
     )
     p.add_argument(
         "--jpeg-quality",
-        type=jpeg_quality,
+        type=jpeg_quality_option,
         metavar="Q",
         help=f"JPEG quality 1-100 with --format jpg (default: {DEFAULT_JPEG_QUALITY})",
     )
@@ -123,29 +121,6 @@ def parse_args(argv):
             "goes with --map stops)"
         )
     return args
-
-
-def colour_scale(text):
-    """--vmax: a positive number (at most 1 for the residual view, MAX_STOPS_VMAX for the stops view; parse_args
-    checks which) or 'image' (a per-photo stretch)."""
-    if text.strip().lower() == "image":
-        return "image"
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if not 0.0 < value <= MAX_STOPS_VMAX:  # NaN too
-        raise argparse.ArgumentTypeError(
-            f"expected a number in (0, 1] or 'image' (with --map stops: stops, up to {MAX_STOPS_VMAX:g}), got {text!r}"
-        )
-    return value
-
-
-def jpeg_quality(text):
-    value = cli.positive_int(text)
-    if value > 100:
-        raise argparse.ArgumentTypeError(f"expected a JPEG quality from 1 to 100, got {text}")
-    return value
 
 
 def run(argv):

@@ -1,15 +1,19 @@
 """One photo's files: the heatmap, overlay and colour bar (--map's view at --vmax's colour scale) and the residual
 .npy that the options ask for, each written atomically and only over a file the tool can prove it wrote (ledger.py);
-their names are outputs.py's."""
+their names are outputs.py's; and the values the command line accepts for --vmax and --jpeg-quality."""
+
+import argparse
+import math
 
 import numpy as np
 
 from pieanet.heatmaps import outputs
 from pieanet.heatmaps.ledger import OutputLedger
 from pieanet.heatmaps.outputs import output_path
-from pieanet.utils import folders
+from pieanet.utils import cli, folders
 from pieanet.utils.exposure import stops_map
 from pieanet.utils.heatmap import (
+    MAX_STOPS_VMAX,
     STOPS_VMAX_FLOOR,
     VMAX_FLOOR,
     VMAX_PERCENTILE,
@@ -115,3 +119,27 @@ def requested_outputs(stem, args):
 def remove(paths):
     for path in paths:
         path.unlink(missing_ok=True)
+
+
+# ---- the values of make_heatmap's --vmax and --jpeg-quality (argparse types)
+def vmax_option(text):
+    """--vmax: a positive number (at most 1 for the residual view, MAX_STOPS_VMAX for the stops view; parse_args
+    checks which) or 'image' (a per-photo stretch)."""
+    if text.strip().lower() == "image":
+        return "image"
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not 0.0 < value <= MAX_STOPS_VMAX:  # NaN too
+        raise argparse.ArgumentTypeError(
+            f"expected a number in (0, 1] or 'image' (with --map stops: stops, up to {MAX_STOPS_VMAX:g}), got {text!r}"
+        )
+    return value
+
+
+def jpeg_quality_option(text):
+    value = cli.positive_int(text)
+    if value > 100:
+        raise argparse.ArgumentTypeError(f"expected a JPEG quality from 1 to 100, got {text}")
+    return value
