@@ -28,7 +28,7 @@ from PIL import Image
 
 from pieanet.models import contract
 from pieanet.models.full_size import GUIDED_EPS, GUIDED_RADIUS, STRIP_ROWS, GuidedFit, photo_grey, photo_strips
-from pieanet.utils.exposure import GRAY_WEIGHTS, bound_residual
+from pieanet.utils.exposure import bound_residual, gray
 from pieanet.utils.image_io import FLOAT_RANGE_SLACK
 from pieanet.utils.safety import first_line
 
@@ -110,12 +110,6 @@ def shrink(photo, size):
         low = np.asarray(narrow.resize((width, height), Image.Resampling.BICUBIC), dtype=np.float32)
         planes.append(low / scale if scale is not None else low)
     return np.clip(np.stack(planes), 0.0, 1.0)
-
-
-def grey_of_planes(planes):
-    """gray() of 3 x h x w planes, in float32 as the torch path computes it."""
-    weights = np.asarray(GRAY_WEIGHTS, dtype=np.float32)
-    return planes[0] * weights[0] + planes[1] * weights[1] + planes[2] * weights[2]
 
 
 def box_mean_rows(x, radius):
@@ -202,7 +196,7 @@ def predict(model, photo, size=None, deferred=False):
     low_size = contract.working_shape(model, photo.shape, size)
     if low_size == photo.shape[:2]:  # a photo no larger than the working size: the network sees it as it is
         planes = unit_planes(photo)
-        grey = grey_of_planes(planes)
+        grey = gray(np.moveaxis(planes, 0, -1))
         check_grey(grey)
         residual = model.run(planes[None])[0, 0].astype(np.float32, copy=False)
         return bound_residual(residual, grey, out=residual)
@@ -210,5 +204,5 @@ def predict(model, photo, size=None, deferred=False):
         check_grey(photo_grey(photo))
     planes = shrink(photo, low_size)
     residual = model.run(planes[None])[0, 0].astype(np.float32, copy=False)
-    fit = NumpyGuidedFit(*guided_coefficients(residual, grey_of_planes(planes)))
+    fit = NumpyGuidedFit(*guided_coefficients(residual, gray(np.moveaxis(planes, 0, -1))))
     return fit if deferred else fit.full_map(photo)

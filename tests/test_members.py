@@ -16,22 +16,9 @@ from pathlib import Path
 import pytest
 
 from pieanet.members import FOLDERS, TOOLS
+from test_package import NOT_COPIED  # what a copy of the checkout leaves out
 
 ROOT = Path(__file__).resolve().parents[1]
-NOT_COPIED = (
-    ".git",
-    ".venv",
-    "venv",
-    "data",
-    "experiments",
-    "outputs",
-    "runs",
-    "build",
-    "*.egg-info",
-    "__pycache__",
-    ".pytest_cache",
-    ".benchmarks",
-)
 # data files in the members' folders that the package does not ship, and why
 NOT_SHIPPED = {
     "checkpoints/pieanet_corpus_v1.safetensors": "stage 0, the input of configs/pieanet_corpus_v2.yaml in a checkout",

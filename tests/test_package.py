@@ -29,6 +29,7 @@ NOT_COPIED = (
     "*.egg-info",
     "__pycache__",
     ".pytest_cache",
+    ".benchmarks",
 )
 
 
