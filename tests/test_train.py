@@ -324,6 +324,63 @@ def test_teacher_l1_hand_computed():
     assert training_run.teacher_l1(prediction, teacher, torch.tensor([False] * 3)).item() == 0
 
 
+def test_teacher_dssim_counts_only_the_photos_with_a_map_and_is_one_minus_the_metrics_ssim():
+    from pieanet.utils.metrics import ssim
+
+    g = torch.Generator().manual_seed(0)
+    teacher = torch.rand(3, 1, 32, 32, generator=g) * 2 - 1
+    prediction = teacher.clone()
+    prediction[1] = torch.rand(1, 32, 32, generator=g) * 2 - 1  # far from its map, but it has none
+    prediction[2] = teacher[2] * 0.5 + 0.1
+    has = torch.tensor([True, False, True])
+    # photo 1: identical to its map (SSIM 1, nothing to learn); photo 3: utils.metrics' SSIM of the same pair
+    expected = (0 + (1 - ssim(prediction[2, 0].numpy(), teacher[2, 0].numpy()))) / 2
+    assert training_run.teacher_dssim(prediction, teacher, has).item() == pytest.approx(expected, abs=1e-6)
+    assert training_run.teacher_dssim(prediction, teacher, torch.tensor([True, False, False])).item() == pytest.approx(
+        0, abs=1e-6
+    )
+    assert training_run.teacher_dssim(prediction, teacher, torch.tensor([False] * 3)).item() == 0
+
+
+def test_teacher_ssim_weight_adds_its_term_and_loads_the_maps_alone(
+    tmp_path, tiny_model_config, tiny_data, monkeypatch
+):
+    from pieanet.utils.image_io import file_sha256
+
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    with open(tiny_data / "train.csv", newline="") as f:
+        with_maps = [row["img_id"] for row in csv.DictReader(f)][::3]  # 3 of the 8 photos
+    for name in with_maps:
+        np.save(cache / f"{file_sha256(tiny_data / 'images' / name)}.npy", np.zeros((SIZE, SIZE), np.float32))
+    calls = []
+
+    def fake_teacher_dssim(prediction, teacher, has_teacher):
+        calls.append(int(has_teacher.sum()))
+        return torch.tensor(0.3)
+
+    monkeypatch.setattr(training_run, "teacher_dssim", fake_teacher_dssim)
+    monkeypatch.setattr(training_run, "teacher_l1", lambda *a: pytest.fail("teacher_weight is 0: no L1 term"))
+    monkeypatch.setitem(training_run.LOSSES, "l1", lambda prediction, label: (prediction * 0).sum() + 0.1)
+    folder = tmp_path / "run"
+    run(
+        tiny_config(folder, tiny_model_config, tiny_data, epochs=1, batch_size=4),
+        f"data.teacher_dir={cache}",
+        "train.teacher_ssim_weight=2",
+        "data.valid_limit=1",
+    )
+    log = (folder / "runs" / "tiny" / "train.log").read_text()
+    assert f"train loss {0.1 + 2 * 0.3:.4f}" in log
+    assert len(calls) == 2 and sum(calls) == 3  # one call per step; each photo with a map once in the epoch
+    assert "2 x (1 - SSIM) to the teacher maps" in log and "found for 3 of the 8 training images" in log
+
+
+def test_teacher_ssim_weight_without_a_cache_is_refused(tmp_path, tiny_model_config, tiny_data, capsys):
+    run(tiny_config(tmp_path, tiny_model_config, tiny_data, epochs=1), "train.teacher_ssim_weight=1", expect=2)
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert "train.teacher_ssim_weight is 1 but data.teacher_dir is null" in line
+
+
 def test_rescale_resizes_the_photo_and_every_map_alike():
     image = torch.rand(2, 3, 32, 40)
     label = torch.rand(2, 1, 32, 40) * 2 - 1

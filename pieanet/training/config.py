@@ -139,6 +139,12 @@ class Train:
         "the batch that have a map in data.teacher_dir (distillation)",
         low=0,
     )
+    teacher_ssim_weight: float = key(
+        0.0,
+        "> 0: add teacher_ssim_weight * (1 - SSIM(prediction, teacher map)) over the same photos (the teacher's "
+        "structure, which the L1 term alone leaves blurred)",
+        low=0,
+    )
     amp: str = key("bf16", "bf16 | fp16 | none; CUDA only (CPU always trains in fp32)", choices=AMP)
     channels_last: bool = key(True, "CUDA only")
     max_steps: int | None = key(

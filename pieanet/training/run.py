@@ -108,6 +108,19 @@ def teacher_l1(prediction, teacher, has_teacher):
     return ((prediction - teacher).abs() * weight).sum() / count.clamp(min=1)
 
 
+def teacher_dssim(prediction, teacher, has_teacher):
+    """1 - SSIM(prediction, teacher map), SSIM as utils.metrics measures it, averaged over the photos that have a map
+    (0 when none in the batch): the teacher's structure, which an L1 term alone leaves blurred."""
+    weight = has_teacher.to(prediction.dtype)
+    per_photo = pytorch_msssim.ssim(prediction, teacher, data_range=SSIM_DATA_RANGE, size_average=False)
+    return ((1 - per_photo) * weight).sum() / weight.sum().clamp(min=1)
+
+
+def distils(opts):
+    """Whether the run learns from teacher maps (either teacher term weighted)."""
+    return opts["teacher_weight"] > 0 or opts["teacher_ssim_weight"] > 0
+
+
 def resolve_config(path, overrides=()):
     """The config file (a path, or a shipped config by name: utils.config.shipped_file) with its bases and overrides,
     every key checked: against the schema (pieanet.training.config), the model section by models.check_config and by
@@ -126,11 +139,12 @@ def resolve_config(path, overrides=()):
         check_activations("model", model, skeleton)
     except (ValueError, TypeError, AssertionError, RuntimeError, ZeroDivisionError) as e:  # CheckpointError too
         raise ConfigError(first_line(e, None)) from e
-    if config["train"]["teacher_weight"] > 0 and config["data"]["teacher_dir"] is None:
-        raise ConfigError(
-            f"{found}: train.teacher_weight is {config['train']['teacher_weight']:g} but "
-            "data.teacher_dir is null; expected a teacher-map cache (python -m pieanet.datasets.teacher)"
-        )
+    for weight in ("teacher_weight", "teacher_ssim_weight"):
+        if config["train"][weight] > 0 and config["data"]["teacher_dir"] is None:
+            raise ConfigError(
+                f"{found}: train.{weight} is {config['train'][weight]:g} but "
+                "data.teacher_dir is null; expected a teacher-map cache (python -m pieanet.datasets.teacher)"
+            )
     return config
 
 
@@ -256,7 +270,7 @@ def build_data(config, rank, world_size, is_main, cuda):
     )
     root = Path(data["root"])
     # a DatasetError here (exit code 2) stops the run before it starts
-    teacher_dir = data["teacher_dir"] if opts["teacher_weight"] > 0 else None  # hashing the photos costs seconds
+    teacher_dir = data["teacher_dir"] if distils(opts) else None  # hashing the photos costs seconds
     train_set = IEA40KDataset(
         root, data["train_csv"], crop=data["crop"], augment=data["augment"], teacher_dir=teacher_dir, **dataset_args
     )
@@ -407,9 +421,12 @@ class Run:
     def describe(self):
         config, ssim_weight, teacher_weight = self.config, self.opts["ssim_weight"], self.opts["teacher_weight"]
         loss = self.opts["loss"] + (f" + {ssim_weight} x (1 - SSIM)" if ssim_weight else "")
-        if teacher_weight:
+        if distils(self.opts):
+            terms = [f"{teacher_weight} x L1"] if teacher_weight else []
+            if self.opts["teacher_ssim_weight"]:
+                terms.append(f"{self.opts['teacher_ssim_weight']} x (1 - SSIM)")
             loss += (
-                f" + {teacher_weight} x L1 to the teacher maps of {shown(self.data['teacher_dir'])} (found for "
+                f" + {' + '.join(terms)} to the teacher maps of {shown(self.data['teacher_dir'])} (found for "
                 f"{self.train_set.teacher_count} of the {len(self.train_set)} training images)"
             )
         self.log(
@@ -510,7 +527,7 @@ class Run:
         """One optimizer step; returns the loss (a non-finite loss stops the run before the weights are touched)."""
         image = batch["image"].to(self.device, non_blocking=True)
         label = batch["residual"].to(self.device, non_blocking=True)
-        maps = [label] + ([batch["teacher"].to(self.device, non_blocking=True)] if self.opts["teacher_weight"] else [])
+        maps = [label] + ([batch["teacher"].to(self.device, non_blocking=True)] if distils(self.opts) else [])
         image, (label, *teacher) = rescale(image, maps, self.data["scale_range"], self.scale_generator)  # on the device
         if self.channels_last:
             image = image.contiguous(memory_format=torch.channels_last)
@@ -523,9 +540,11 @@ class Run:
                 1 - pytorch_msssim.ssim(prediction.float(), label, data_range=SSIM_DATA_RANGE, size_average=True)
             )
         if teacher:
-            loss = loss + self.opts["teacher_weight"] * teacher_l1(
-                prediction.float(), teacher[0], batch["has_teacher"].to(self.device)
-            )
+            has_teacher = batch["has_teacher"].to(self.device)
+            if self.opts["teacher_weight"]:
+                loss = loss + self.opts["teacher_weight"] * teacher_l1(prediction, teacher[0], has_teacher)
+            if self.opts["teacher_ssim_weight"]:
+                loss = loss + self.opts["teacher_ssim_weight"] * teacher_dssim(prediction, teacher[0], has_teacher)
         loss_value = loss.item()
         if not math.isfinite(loss_value):
             raise TrainingError(
