@@ -142,21 +142,34 @@ def test_history_configs_resolve_to_what_was_run(tmp_path):
 
 
 def test_the_shipped_checkpoint_is_named_after_its_config():
-    """configs/pieanet_corpus.yaml makes checkpoints/pieanet_corpus.safetensors: stage 2 from stage 1's file, which
-    pieanet_corpus_v2.yaml makes from stage 0's (pieanet_corpus_v1.yaml)."""
-    chain = {
-        name: resolve_config(CONFIGS / f"{name}.yaml")
-        for name in ("pieanet_corpus", "pieanet_corpus_v2", "pieanet_corpus_v1")
-    }
-    assert chain["pieanet_corpus"]["init_from"] == "checkpoints/pieanet_corpus_v2.safetensors"
-    assert chain["pieanet_corpus_v2"]["init_from"] == "checkpoints/pieanet_corpus_v1.safetensors"
+    """configs/pieanet_corpus.yaml makes checkpoints/pieanet_corpus.safetensors: stage 3 from stage 2's file
+    (pieanet_corpus_v3.yaml), which is made from stage 1's (pieanet_corpus_v2.yaml), made from stage 0's
+    (pieanet_corpus_v1.yaml)."""
+    names = ("pieanet_corpus", "pieanet_corpus_v3", "pieanet_corpus_v2", "pieanet_corpus_v1")
+    chain = {name: resolve_config(CONFIGS / f"{name}.yaml") for name in names}
+    for name, parent in zip(names, names[1:]):
+        assert chain[name]["init_from"] == f"checkpoints/{parent}.safetensors"
+        assert (CONFIGS.parent / chain[name]["init_from"]).is_file()
     assert chain["pieanet_corpus_v1"]["init_from"] is None
-    assert (
-        "cp experiments/pieanet_corpus/last.safetensors checkpoints/pieanet_corpus.safetensors"
-        in (CONFIGS / "pieanet_corpus.yaml").read_text()
-    )
+    for name in names[:2]:
+        assert (
+            f"cp experiments/{name}/last.safetensors checkpoints/{name}.safetensors"
+            in (CONFIGS / f"{name}.yaml").read_text()
+        )
     shipped, _ = read_checkpoint(CONFIGS.parent / "checkpoints" / "pieanet_corpus.safetensors")
     assert {key: shipped[key] for key in chain["pieanet_corpus"]["model"]} == chain["pieanet_corpus"]["model"]
+
+
+def test_the_shipped_checkpoint_records_the_config_it_was_trained_with():
+    """Its metadata's training config is configs/pieanet_corpus.yaml resolved (the run that made it), so the recipe in
+    the file and in the repository cannot drift apart."""
+    from safetensors import safe_open
+
+    with safe_open(str(CONFIGS.parent / "checkpoints" / "pieanet_corpus.safetensors"), "pt") as f:
+        recorded = json.loads(f.metadata()["train_config"])
+    assert json.dumps(recorded, sort_keys=True) == json.dumps(
+        resolve_config(CONFIGS / "pieanet_corpus.yaml"), sort_keys=True
+    )
 
 
 @pytest.mark.parametrize("path", sorted(CONFIGS.glob("*.yaml")), ids=lambda p: p.name)
@@ -193,8 +206,20 @@ def test_checkpoints_readme_states_what_the_shipped_file_records():
     with safe_open(str(CONFIGS.parent / "checkpoints" / "pieanet_corpus.safetensors"), "pt") as f:
         metadata = f.metadata()
         parameters = sum(math.prod(f.get_slice(name).get_shape()) for name in f.keys())
-    assert sorted(metadata) == ["config", "epoch", "format", "valid_mae"]
+    assert sorted(metadata) == [
+        "commit",
+        "config",
+        "data_manifest_sha256",
+        "epoch",
+        "format",
+        "train_config",
+        "valid_mae",
+    ]
     flat = " ".join(readme.split())
     assert f"`format` {metadata['format']}" in flat
-    assert f"`epoch` {metadata['epoch']} and `valid_mae` {metadata['valid_mae']}" in flat
+    assert f"`epoch` {metadata['epoch']} and `valid_mae` {float(metadata['valid_mae']):.4f}" in flat
+    assert (
+        f"`commit` {metadata['commit'][:7]}" in flat
+        and f"`data_manifest_sha256` {metadata['data_manifest_sha256'][:16]}" in flat
+    )
     assert f"{parameters:,} parameters" in flat
