@@ -208,16 +208,17 @@ def plain_words(found):
     fa = found["well_exposed"]
     real, human, expert = (found[name][lists[0]] for name, lists in LABELLED.items())
     return (
-        f"This model judges exposure by a photo's brightness (the ideal of a bracket frame is the frame a mid-grey "
-        f"rule picks), not by the photographer's intent: on {fa['n_images']} finished, published photos it asks "
-        f"for {signed(fa.get('mean_stops'))} stops on average and calls {number(fa.get('not_ok_pct'), 0)} % of "
-        f"them under- or over-exposed (more than 1/3 stop off). On camera bracket frames its verdict (under / ok "
-        f"/ over at 1/3 stop) is wrong for {number(real['verdict_wrong_pct'], 0)} % of photos (median error "
-        f"{number(real['median_stops_error'], 2)} stops), and against the fusions people rated best for "
-        f"{number(human['verdict_wrong_pct'], 0)} % ({number(human['median_stops_error'], 2)} stops), against an "
-        f"expert's finish of camera renders for {number(expert['verdict_wrong_pct'], 0)} % "
-        f"({number(expert['median_stops_error'], 2)} stops): trust its "
-        "maps for where a photo is brighter or darker than mid-grey, not as a final verdict on finished photos."
+        f"This model reads bracket frames as the released P-IEANet does (it learned from the released network's maps "
+        f"of simulated brackets) and finished photos as their own ideal only as far as it has learned to: on "
+        f"{fa['n_images']} finished, published photos it asks for {signed(fa.get('mean_stops'))} stops on average "
+        f"and calls {number(fa.get('not_ok_pct'), 0)} % of them under- or over-exposed (more than 1/3 stop off). On "
+        f"camera bracket frames its verdict (under / ok / over at 1/3 stop) is wrong for "
+        f"{number(real['verdict_wrong_pct'], 0)} % of photos (median error {number(real['median_stops_error'], 2)} "
+        f"stops), against the fusions people rated best for {number(human['verdict_wrong_pct'], 0)} % "
+        f"({number(human['median_stops_error'], 2)} stops), against an expert's finish of camera renders for "
+        f"{number(expert['verdict_wrong_pct'], 0)} % ({number(expert['median_stops_error'], 2)} stops): trust its "
+        "maps for which regions of a bracket frame or a camera render need light or less, not as a final verdict on "
+        "finished photos."
     )
 
 
