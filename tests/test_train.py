@@ -324,6 +324,20 @@ def test_teacher_l1_hand_computed():
     assert training_run.teacher_l1(prediction, teacher, torch.tensor([False] * 3)).item() == 0
 
 
+def teacher_cache(tmp_path, data_root):
+    """A teacher-map cache holding zero maps of every third training photo (3 of the 8), keyed as
+    datasets/teacher.py keys them (the SHA-256 of the image file)."""
+    from pieanet.utils.image_io import file_sha256
+
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    with open(data_root / "train.csv", newline="") as f:
+        with_maps = [row["img_id"] for row in csv.DictReader(f)][::3]
+    for name in with_maps:
+        np.save(cache / f"{file_sha256(data_root / 'images' / name)}.npy", np.zeros((SIZE, SIZE), np.float32))
+    return cache
+
+
 def test_teacher_dssim_counts_only_the_photos_with_a_map_and_is_one_minus_the_metrics_ssim():
     from pieanet.utils.metrics import ssim
 
@@ -345,14 +359,7 @@ def test_teacher_dssim_counts_only_the_photos_with_a_map_and_is_one_minus_the_me
 def test_teacher_ssim_weight_adds_its_term_and_loads_the_maps_alone(
     tmp_path, tiny_model_config, tiny_data, monkeypatch
 ):
-    from pieanet.utils.image_io import file_sha256
-
-    cache = tmp_path / "cache"
-    cache.mkdir()
-    with open(tiny_data / "train.csv", newline="") as f:
-        with_maps = [row["img_id"] for row in csv.DictReader(f)][::3]  # 3 of the 8 photos
-    for name in with_maps:
-        np.save(cache / f"{file_sha256(tiny_data / 'images' / name)}.npy", np.zeros((SIZE, SIZE), np.float32))
+    cache = teacher_cache(tmp_path, tiny_data)
     calls = []
 
     def fake_teacher_dssim(prediction, teacher, has_teacher):
@@ -406,14 +413,7 @@ def test_a_teacher_cache_without_maps_of_the_training_photos_is_refused(tmp_path
 def test_teacher_weight_adds_the_teacher_term_over_the_photos_with_a_map(
     tmp_path, tiny_model_config, tiny_data, monkeypatch
 ):
-    from pieanet.utils.image_io import file_sha256
-
-    cache = tmp_path / "cache"
-    cache.mkdir()
-    with open(tiny_data / "train.csv", newline="") as f:
-        with_maps = [row["img_id"] for row in csv.DictReader(f)][::3]  # 3 of the 8 photos
-    for name in with_maps:
-        np.save(cache / f"{file_sha256(tiny_data / 'images' / name)}.npy", np.zeros((SIZE, SIZE), np.float32))
+    cache = teacher_cache(tmp_path, tiny_data)
     calls = []
 
     def fake_teacher_l1(prediction, teacher, has_teacher):
