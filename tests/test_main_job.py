@@ -45,20 +45,24 @@ from pieanet.heatmaps.overlap import in_order
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLES = sorted((ROOT / "img_to_pred").glob("*.jpg"))
 STATS = ("mean_residual", "mean_abs_residual", "pct_over", "pct_under", "score", "stops")
-# summary.csv of the base commit 64a8fab (before issue 25) on img_to_pred/ with the shipped checkpoint, defaults;
-# astronaut's and rocket's mean r, mean |r| and score as issue 28's bounds make them (r within [-grey, 1 - grey]: the
-# base commit had 0.227526 / 0.227860 / 7.721402 and 0.316741 / 0.316741 / 6.832592; the other numbers are unchanged)
+# summary.csv on img_to_pred/ with the shipped checkpoint (stage 3 since issue 24), defaults, `--backend torch`, as
+# the torch path wrote it when the file shipped. Stage 2's (the base commit 64a8fab of issue 25, with issue 28's
+# bounds) were astronaut_under 0.227188 / 78.80 % under, chelsea 0.011780, coffee_over -0.117148 / 64.34 % over,
+# rocket_under 0.315684.
 BASE_SUMMARY = {
-    "astronaut_under.jpg": (0.227188, 0.227190, 0.000000, 78.803635, 7.728097, 1.840252),
-    "chelsea.jpg": (0.011780, 0.017476, 0.000000, 0.000000, 9.825243, 0.064291),
-    "coffee_over.jpg": (-0.117148, 0.119061, 64.341250, 0.000000, 8.809386, -0.532858),
-    "rocket_under.jpg": (0.315684, 0.315684, 0.000000, 99.992681, 6.843156, 3.215003),
+    "astronaut_under.jpg": (0.242127, 0.242127, 0.000000, 98.713303, 7.578732, 1.794087),
+    "chelsea.jpg": (0.007882, 0.010015, 0.000000, 0.000000, 9.899848, 0.046131),
+    "coffee_over.jpg": (-0.096430, 0.100495, 45.225417, 0.000000, 8.995049, -0.186182),
+    "rocket_under.jpg": (0.326986, 0.326986, 0.000000, 100.000000, 6.730142, 3.387376),
 }
 # a colour may move by one table step (2/255 in bwr) only where r is this close to the border between two entries:
 # float rounding of another machine or thread count, not a change of the map
 BORDER_SLACK = 1e-6
 TORCH_FREE_SLACK = 1e-4  # tests/test_torch_free.py: maps within this of the torch path's (measured up to 7.6e-5)
 COLORBAR_MOVED_SHARE = 1e-4  # measured: 5 of 334,400 pixels (coffee_over), by 2/255
+# the torch path's map differs from the float path's by rounding alone (at most 3e-8 on stage 3's coffee_over),
+# which can still tip a pixel of matplotlib's resampled colour-bar figure across a table border: 1 of 334,400
+COLORBAR_ROUNDING_SHARE = 1e-5
 TABLE_STEP = 3  # the largest difference of one channel between neighbouring entries of the bwr table (2 or 3 levels)
 BACKENDS = {"torch": ["--backend", "torch"], "torch-free": []}
 SLACK = {"torch": BORDER_SLACK, "torch-free": TORCH_FREE_SLACK}
@@ -134,7 +138,7 @@ def check_outputs(model, photos, out, rows, slack=BORDER_SLACK):
             ):
                 difference = np.abs(np.asarray(got, dtype=int) - np.asarray(want, dtype=int)).max(axis=-1)
                 moved = np.count_nonzero(difference > 1)
-                allowed = 0 if slack == BORDER_SLACK else COLORBAR_MOVED_SHARE * difference.size
+                allowed = (COLORBAR_ROUNDING_SHARE if slack == BORDER_SLACK else COLORBAR_MOVED_SHARE) * difference.size
                 assert got.size == want.size and moved <= allowed and difference.max() <= TABLE_STEP, path.name
 
 

