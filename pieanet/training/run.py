@@ -277,8 +277,8 @@ def build_data(config, rank, world_size, is_main, cuda):
     if teacher_dir is not None and train_set.teacher_count == 0:
         raise SetupError(
             f"{teacher_dir}: no teacher map of any of the {len(train_set)} photos of {train_set.csv}; "
-            "expected the cache python -m pieanet.datasets.teacher made for them (train.teacher_weight "
-            "needs maps)"
+            "expected the cache python -m pieanet.datasets.teacher made for them (the teacher terms, "
+            "train.teacher_weight and train.teacher_ssim_weight, need maps)"
         )
     sampler = ResumableSampler(train_set, rank, world_size, config["seed"])
     steps_per_epoch = len(sampler) // opts["batch_size"]
