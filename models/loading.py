@@ -338,25 +338,24 @@ def config_key(config):
 # activation_cost of the shipped checkpoints' config (checkpoints/pieanet_corpus*.safetensors), measured once and
 # recorded, so opening the shipped model runs no test image through it (a second of every tool's start-up on a busy
 # machine: each new input shape's first convolutions are slow); tests/test_safety.py measures it again
+# (stage 4 runs at working_size 512, the older files at 256: the same network, the same cost)
+SHIPPED_NETWORK = {
+    "name": "pieanet",
+    "width": 32,
+    "lightness_blocks": 3,
+    "attention_layers": 2,
+    "heads": 4,
+    "window": 8,
+    "context": 15,
+    "bands": 8,
+    "use_dwt": True,
+    "use_lightness": True,
+    "use_structure": True,
+    "scene_size": 64,
+    "scene_channels": 16,
+}
 RECORDED_ACTIVATION_COSTS = {
-    config_key(
-        {
-            "name": "pieanet",
-            "width": 32,
-            "lightness_blocks": 3,
-            "attention_layers": 2,
-            "heads": 4,
-            "window": 8,
-            "context": 15,
-            "bands": 8,
-            "use_dwt": True,
-            "use_lightness": True,
-            "use_structure": True,
-            "scene_size": 64,
-            "scene_channels": 16,
-            "working_size": 256,
-        }
-    ): (482.5, 249856.0)
+    config_key({**SHIPPED_NETWORK, "working_size": size}): (482.5, 249856.0) for size in (256, 512)
 }
 
 

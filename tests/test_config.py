@@ -123,7 +123,7 @@ def history_configs():
 
 def test_every_config_run_is_either_shipped_or_in_the_history():
     shipped, history = {path.stem for path in CONFIGS.glob("*.yaml")}, set(history_configs())
-    assert len(history) == 29 and not shipped & history  # 29: issue 24 third session: pieanet_distil24_t1 to 2425_t3s15
+    assert len(history) == 33 and not shipped & history  # 33: issue 24 fourth session: pieanet_s4_a to pieanet_s4_d
     assert sorted(RECORDED) == sorted(shipped | history)
 
 
@@ -142,10 +142,10 @@ def test_history_configs_resolve_to_what_was_run(tmp_path):
 
 
 def test_the_shipped_checkpoint_is_named_after_its_config():
-    """configs/pieanet_corpus.yaml makes checkpoints/pieanet_corpus.safetensors: stage 3 from stage 2's file
-    (pieanet_corpus_v3.yaml), which is made from stage 1's (pieanet_corpus_v2.yaml), made from stage 0's
-    (pieanet_corpus_v1.yaml)."""
-    names = ("pieanet_corpus", "pieanet_corpus_v3", "pieanet_corpus_v2", "pieanet_corpus_v1")
+    """configs/pieanet_corpus.yaml makes checkpoints/pieanet_corpus.safetensors: stage 4 from stage 3's file
+    (pieanet_corpus_stage3.yaml), made from stage 2's (pieanet_corpus_v3.yaml), made from stage 1's
+    (pieanet_corpus_v2.yaml), made from stage 0's (pieanet_corpus_v1.yaml)."""
+    names = ("pieanet_corpus", "pieanet_corpus_stage3", "pieanet_corpus_v3", "pieanet_corpus_v2", "pieanet_corpus_v1")
     chain = {name: resolve_config(CONFIGS / f"{name}.yaml") for name in names}
     for name, parent in zip(names, names[1:]):
         assert chain[name]["init_from"] == f"checkpoints/{parent}.safetensors"

@@ -99,7 +99,7 @@ def test_the_onnx_model_declares_a_whole_image_field_when_its_graph_has_a_scene_
     assert contract.uses_scene(torch_model) and not contract.is_global(torch_model)  # tiles get the scene
     assert contract.is_global(onnx_model) and not contract.uses_scene(onnx_model)  # the graph takes no scene
     assert contract.tile_for(onnx_model, 512) is None and contract.tile_for(torch_model, 512) == 512
-    assert contract.working_size(onnx_model) == contract.working_size(torch_model) == 256
+    assert contract.working_size(onnx_model) == contract.working_size(torch_model) == 512
 
 
 def measured_radius(model, side=384):

@@ -23,7 +23,8 @@ ROOT = Path(__file__).resolve().parents[1]
 NOT_SHIPPED = {
     "checkpoints/pieanet_corpus_v1.safetensors": "stage 0, the input of configs/pieanet_corpus_v2.yaml in a checkout",
     "checkpoints/pieanet_corpus_v2.safetensors": "stage 1, the input of configs/pieanet_corpus_v3.yaml in a checkout",
-    "checkpoints/pieanet_corpus_v3.safetensors": "stage 2, the input of configs/pieanet_corpus.yaml in a checkout",
+    "checkpoints/pieanet_corpus_v3.safetensors": "stage 2, the input of configs/pieanet_corpus_stage3.yaml",
+    "checkpoints/pieanet_corpus_stage3.safetensors": "stage 3, the input of configs/pieanet_corpus.yaml in a checkout",
     "datasets/teacher_photos_corpus10.csv": "a candidate's photo list (docs/experiments.md), named on its command line",
 }
 OUTSIDE = ("bench", "tests", "setup", "examples", "docs", "img_to_pred", "pieanet", "stray")
